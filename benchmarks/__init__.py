@@ -1,0 +1,1 @@
+"""Benchmarks: run with ``make bench`` (never by the tests); figures go to RESULTS.md."""

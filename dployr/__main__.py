@@ -1,0 +1,5 @@
+"""``python -m dployr`` runs the command line."""
+
+from dployr.cli import main
+
+main()
