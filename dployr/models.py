@@ -1,0 +1,253 @@
+"""The domain values every layer shares: services, settings, deployments, statuses.
+
+Frozen attrs classes, validated when built, so that a bad name or setting is refused with
+one clear sentence before anything acts on it. The store, the instance handle, the API and
+the CLI all pass these (through the one cattrs converter in :mod:`dployr.serde`).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import posixpath
+import re
+from typing import Any
+
+import attrs
+
+from dployr.errors import SpecError
+
+
+class InvalidName(SpecError):
+    """A service name that dployr refuses."""
+
+
+class InvalidSetting(SpecError):
+    """A setting value that dployr refuses."""
+
+
+NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+NAME_RULE = (
+    "1 to 63 characters: lowercase letters, digits and '-', starting and ending with a "
+    "letter or digit"
+)
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it is a valid service name, else raise :class:`InvalidName`."""
+    if not isinstance(name, str):
+        raise InvalidName(f"a service name must be text ({NAME_RULE}), not {name!r}")
+    if not NAME_PATTERN.fullmatch(name):
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise InvalidName(f"invalid service name {shown!r}: use {NAME_RULE}")
+    return name
+
+
+def _check_name(_: object, __: object, value: str) -> None:
+    check_name(value)
+
+
+class ServiceStatus(enum.Enum):
+    """What a service's process is doing: exactly these five words."""
+
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    RESTARTING = "restarting"
+
+
+class Health(enum.Enum):
+    """Whether a service answers its health check (kept by Watchdog)."""
+
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+
+
+class DesiredState(enum.Enum):
+    """What the user asked for last: written before it is acted on."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class DeploymentStatus(enum.Enum):
+    """Where a deployment is, or how it ended."""
+
+    PENDING = "pending"
+    FETCHING = "fetching"
+    BUILDING = "building"
+    STARTING = "starting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the deployment has ended, one way or the other."""
+        return self in (DeploymentStatus.SUCCEEDED, DeploymentStatus.FAILED)
+
+
+MAX_COMMAND = 10_000
+MAX_DESCRIPTION = 2_000
+
+
+def _check_command(required: bool) -> Any:
+    def check(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+        name = attribute.name.replace("_", "-")
+        if value is None or value == "":
+            if required:
+                raise InvalidSetting(f"{name} is required")
+            return
+        if not isinstance(value, str):
+            raise InvalidSetting(f"{name} must be text, not {value!r}")
+        if len(value) > MAX_COMMAND:
+            raise InvalidSetting(f"{name} is longer than {MAX_COMMAND} characters")
+        if "\x00" in value:
+            raise InvalidSetting(f"{name} may not contain a NUL character")
+        if not value.strip():
+            raise InvalidSetting(f"{name} is blank")
+
+    return check
+
+
+def _check_port(_: object, __: object, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidSetting(f"port must be a whole number from 1 to 65535, not {value!r}")
+
+
+def _check_working_dir(_: object, __: object, value: str) -> None:
+    if not isinstance(value, str) or "\x00" in value:
+        raise InvalidSetting(f"working-dir must be a relative path, not {value!r}")
+    normal = posixpath.normpath(value)
+    if value.startswith("/") or normal == ".." or normal.startswith("../"):
+        raise InvalidSetting(
+            f"working-dir {value!r} must be a path inside the release folder (relative, no '..')"
+        )
+
+
+def _check_description(_: object, __: object, value: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidSetting(f"description must be text, not {value!r}")
+    if len(value) > MAX_DESCRIPTION:
+        raise InvalidSetting(f"description is longer than {MAX_DESCRIPTION} characters")
+
+
+def _check_health_path(_: object, __: object, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > 2000:
+        raise InvalidSetting(f"health-check must be a URL path starting with '/', not {value!r}")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise InvalidSetting(f"health-check path {value!r} may not contain spaces")
+
+
+def _check_grace(_: object, __: object, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSetting(f"stop-grace must be a number of seconds, not {value!r}")
+    if not (0 <= value <= 3600) or math.isnan(value):
+        raise InvalidSetting(f"stop-grace must be between 0 and 3600 seconds, not {value!r}")
+
+
+def _check_ref(what: str) -> Any:
+    def check(_: object, __: object, value: str | None) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str) or not value or value.startswith("-") or len(value) > 255:
+            raise InvalidSetting(f"{what} {value!r} is not a valid git {what}")
+        if any(ch.isspace() or not ch.isprintable() for ch in value) or ".." in value:
+            raise InvalidSetting(f"{what} {value!r} is not a valid git {what}")
+
+    return check
+
+
+def _check_remote(_: object, __: object, value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSetting("remote is required: a git URL or a local path")
+    if len(value) > 4096 or "\x00" in value or "\n" in value:
+        raise InvalidSetting("remote is not a valid URL or path")
+
+
+@attrs.frozen
+class Source:
+    """Where a service's code comes from: a git repository or a local folder.
+
+    ``remote`` is a URL (``https://``, ``ssh://``, ``git://``, ``file://``, or scp-style
+    ``user@host:path``) or a local path. Which forms are allowed is checked by
+    :mod:`dployr.engine.sources` before git ever runs.
+    """
+
+    remote: str = attrs.field(validator=_check_remote)
+    branch: str | None = attrs.field(default=None, validator=_check_ref("branch"))
+    commit: str | None = attrs.field(default=None, validator=_check_ref("commit"))
+
+
+DEFAULT_STOP_GRACE = 10.0
+
+
+@attrs.frozen
+class ServiceSettings:
+    """A service's configuration. Changes apply at the next deploy."""
+
+    source: Source
+    run_cmd: str = attrs.field(validator=_check_command(required=True))
+    build_cmd: str | None = attrs.field(default=None, validator=_check_command(required=False))
+    port: int | None = attrs.field(default=None, validator=_check_port)
+    working_dir: str = attrs.field(default=".", validator=_check_working_dir)
+    description: str = attrs.field(default="", validator=_check_description)
+    health_check: str | None = attrs.field(default=None, validator=_check_health_path)
+    stop_grace: float = attrs.field(default=DEFAULT_STOP_GRACE, validator=_check_grace)
+
+
+@attrs.frozen
+class EnvVar:
+    """One environment variable of a service; a secret's value never leaves the daemon."""
+
+    key: str
+    value: str
+    secret: bool = False
+
+
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+RESERVED_ENV = frozenset({"PORT", "DPLOYR_SERVICE", "DPLOYR_DEPLOYMENT"})
+
+
+def check_env_key(key: object) -> str:
+    """Return ``key`` if it can name an environment variable, else raise InvalidSetting."""
+    if not isinstance(key, str) or not ENV_KEY.fullmatch(key):
+        raise InvalidSetting(
+            f"invalid environment variable name {key!r}: use letters, digits and '_', "
+            "not starting with a digit"
+        )
+    if key in RESERVED_ENV:
+        raise InvalidSetting(f"{key} is set by dployr and cannot be changed")
+    return key
+
+
+def check_env_value(key: str, value: object) -> str:
+    """Return ``value`` if it can be an environment variable's value."""
+    if not isinstance(value, str) or "\x00" in value or len(value) > 65536:
+        raise InvalidSetting(f"the value of {key} must be text without NUL, up to 64 KiB")
+    return value
+
+
+@attrs.frozen
+class Deployment:
+    """One deploy of a service: what was deployed, and how it went."""
+
+    id: int
+    service: str
+    status: DeploymentStatus
+    settings: ServiceSettings
+    created_at: float
+    """Wall-clock seconds (Unix time)."""
+    revision: str | None = None
+    """The git commit deployed, or a digest of a plain folder's content."""
+    finished_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    """Why it failed, in one sentence."""
+    output_tail: tuple[str, ...] = ()
+    """The last lines of build output of a failed build."""

@@ -1,0 +1,80 @@
+"""The one cattrs converter: values to plain data (JSON, SQLite) and back.
+
+Structuring untrusted data (an API body, a blueprint file, a database row) either returns
+a validated value or raises :class:`SpecError` with one sentence naming the bad field;
+unknown fields are refused, not ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from dployr.errors import SpecError
+
+T = TypeVar("T")
+
+converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _first_error(error: BaseException, path: str = "") -> tuple[str, BaseException]:
+    """Find the innermost error of a cattrs error group, with the field path leading to it."""
+    if isinstance(error, ForbiddenExtraKeysError):
+        return path, error
+    if isinstance(error, ClassValidationError | IterableValidationError):
+        for sub in error.exceptions:
+            note = next((str(n) for n in getattr(sub, "__notes__", [])), "")
+            field = ""
+            if "attribute " in note:
+                field = note.split("attribute ", 1)[1].split(" ", 1)[0].strip("'")
+            elif "@ index" in note:
+                field = note.rsplit(" ", 1)[-1]
+            return _first_error(sub, f"{path}.{field}" if path and field else path or field)
+    return path, error
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Build a ``cls`` from plain data, or raise SpecError with a one-line reason."""
+    try:
+        return converter.structure(data, cls)
+    except SpecError:
+        raise
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
+        path, cause = _first_error(error)
+        if isinstance(cause, SpecError):
+            raise SpecError(str(cause)) from None
+        if isinstance(cause, ForbiddenExtraKeysError):
+            keys = ", ".join(sorted(cause.extra_fields))
+            where = f" in {path}" if path else ""
+            raise SpecError(
+                f"unknown field{'s' if len(cause.extra_fields) > 1 else ''}{where}: {keys}"
+            ) from None
+        if isinstance(cause, KeyError):
+            missing = cause.args[0] if cause.args else "?"
+            raise SpecError(f"missing field: {missing}") from None
+        what = f"field {path!r}" if path else "value"
+        raise SpecError(f"invalid {what}: {cause}") from None
+
+
+def unstructure(value: Any) -> Any:
+    """Plain data (dicts, lists, strings, numbers) for a value."""
+    return converter.unstructure(value)
+
+
+def dumps(value: Any) -> str:
+    """A value as compact JSON."""
+    return json.dumps(unstructure(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | bytes, cls: type[T]) -> T:
+    """A value of ``cls`` from JSON text."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(
+            f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    return structure(data, cls)
