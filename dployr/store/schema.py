@@ -1,0 +1,143 @@
+"""The database schema, as a list of migrations numbered by ``PRAGMA user_version``.
+
+Migration *n* (counting from 1) takes a database from version *n - 1* to *n*. A database is
+brought up to date when it is opened, with every pending migration and the new version number
+written in one transaction, so a crash during a migration leaves the old schema intact. To
+change the schema, append a :class:`Migration`; never edit one that has shipped.
+
+Tables are ``STRICT``, so a value of the wrong type is refused by SQLite itself. Domain
+values that are records (settings, output lines) are stored as JSON written by the one
+converter in :mod:`dployr.serde`; enumerations are stored as their value strings.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import attrs
+
+from dployr.store.errors import SchemaTooNew
+
+
+@attrs.frozen
+class Migration:
+    """One step of the schema: SQL statements run in order, in the migration transaction."""
+
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "services, environment, deployments, process groups, API tokens, meta",
+        (
+            """
+            CREATE TABLE meta (
+                key TEXT PRIMARY KEY NOT NULL,
+                value TEXT NOT NULL
+            ) STRICT, WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE services (
+                name TEXT PRIMARY KEY NOT NULL,
+                settings TEXT NOT NULL,  -- ServiceSettings as JSON
+                desired TEXT NOT NULL,  -- DesiredState value
+                active_deployment INTEGER REFERENCES deployments (id),
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            ) STRICT
+            """,
+            # AUTOINCREMENT: ids are never reused, even after the newest rows are deleted.
+            """
+            CREATE TABLE deployments (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                status TEXT NOT NULL,  -- DeploymentStatus value
+                settings TEXT NOT NULL,  -- ServiceSettings as JSON, as deployed
+                created_at REAL NOT NULL,
+                revision TEXT,
+                finished_at REAL,  -- set exactly when the status is a finished one
+                exit_code INTEGER,
+                error TEXT,
+                output_tail TEXT NOT NULL DEFAULT '[]'  -- JSON list of lines
+            ) STRICT
+            """,
+            "CREATE INDEX deployments_of_service ON deployments (service, id)",
+            "CREATE INDEX unfinished_deployments ON deployments (id) WHERE finished_at IS NULL",
+            # A plain variable has a value; a secret has only its sealed value.
+            """
+            CREATE TABLE env (
+                service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                key TEXT NOT NULL,
+                value TEXT,
+                sealed BLOB,  -- AES-256-GCM, see dployr.store.secrets
+                PRIMARY KEY (service, key),
+                CHECK ((value IS NULL) <> (sealed IS NULL))
+            ) STRICT, WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE processes (
+                pid INTEGER PRIMARY KEY,
+                service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                deployment INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+                pgid INTEGER NOT NULL,
+                started_at REAL NOT NULL,
+                token TEXT NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX processes_of_service ON processes (service)",
+            "CREATE INDEX processes_of_deployment ON processes (deployment)",
+            """
+            CREATE TABLE api_tokens (
+                name TEXT PRIMARY KEY NOT NULL,
+                sha256 BLOB NOT NULL UNIQUE,  -- of the token; the token itself is not kept
+                created_at REAL NOT NULL
+            ) STRICT
+            """,
+        ),
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this dployr writes."""
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The schema version of an open database (0 for a new, empty one)."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
+def migrate(
+    db: sqlite3.Connection, path: Path, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> int:
+    """Bring the database up to ``len(migrations)`` in one transaction; return the old version.
+
+    ``db`` must be in autocommit mode (``isolation_level=None``) and outside a transaction.
+    Raises :class:`SchemaTooNew` if a newer dployr wrote the database.
+    """
+    db.execute("BEGIN IMMEDIATE")  # the version is read under the write lock
+    try:
+        version = _known_version(db, path, len(migrations))
+        for migration in migrations[version:]:
+            for statement in migration.statements:
+                db.execute(statement)
+        if version < len(migrations):
+            db.execute(f"PRAGMA user_version = {len(migrations):d}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return version
+
+
+def _known_version(db: sqlite3.Connection, path: Path, known: int) -> int:
+    version = schema_version(db)
+    if version > known:
+        raise SchemaTooNew(
+            f"the database {path} has schema version {version}, but this dployr knows "
+            f"only up to {known}: upgrade dployr to use it"
+        )
+    return version

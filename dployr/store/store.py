@@ -1,0 +1,742 @@
+"""The embedded SQLite store: desired state, settings, environment, deployments, tokens.
+
+One database file, ``<data dir>/dployr.db``, opened by one daemon. It is in WAL mode with
+``synchronous=NORMAL``: every method that writes does so in exactly one transaction
+(``BEGIN IMMEDIATE`` … ``COMMIT``), so a daemon killed with ``kill -9`` at any moment leaves
+each record either as it was before the call or as it is after it, never half-written. (A
+power cut may lose the last few commits, never consistency.) ``secure_delete`` is on, so a
+deleted or overwritten value does not linger in the database's free pages (an older copy of a
+page can stay in the write-ahead log until the next checkpoint).
+
+The API is synchronous on purpose: the daemon calls it from its trio thread and each call
+is a few small statements. The connection refuses to be used from another thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import attrs
+
+from dployr import serde
+from dployr.models import (
+    Deployment,
+    DeploymentStatus,
+    DesiredState,
+    EnvVar,
+    InvalidSetting,
+    ServiceSettings,
+    check_env_key,
+    check_env_value,
+    check_name,
+)
+from dployr.store.errors import (
+    DeploymentFinished,
+    InvalidTokenName,
+    ServiceExists,
+    StoreError,
+    TokenExists,
+    UnknownDeployment,
+    UnknownService,
+    UnknownToken,
+    WrongMasterKey,
+)
+from dployr.store.records import ProcessRecord, ServiceRecord, TokenRecord
+from dployr.store.schema import migrate
+from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
+
+DB_FILE_NAME = "dployr.db"
+"""The database's file name inside the data dir."""
+SECRET_MASK = "••••••"
+"""What :meth:`Store.env_listing` shows instead of a secret's value."""
+TOKEN_PREFIX = "dployr_"
+"""How every API token starts, so that one pasted in the wrong place is recognisable."""
+BUSY_TIMEOUT_MS = 5_000
+"""How long a statement waits for a lock held by another connection before failing."""
+INSTANCE_ID_KEY = "instance_id"
+"""The meta key under which :meth:`Store.instance_id` keeps this instance's id."""
+
+_TOKEN_BYTES = 32
+_MAX_TOKEN_NAME = 100
+_UNFINISHED = tuple(status.value for status in DeploymentStatus if not status.finished)
+
+
+class _Unset:
+    """The type of :data:`UNSET`."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+"""The default of :meth:`Store.update_deployment`'s fields: leave the field as it is."""
+
+
+class Store:
+    """The daemon's embedded database. Open it with :meth:`Store.open`.
+
+    Use it as a context manager, or call :meth:`close`. Every method either does all it was
+    asked or, raising a :class:`~dployr.errors.DployrError`, nothing at all.
+    """
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        cipher: Cipher,
+        clock: Callable[[], float],
+    ) -> None:
+        """Wrap an open, migrated connection; use :meth:`Store.open` instead."""
+        # Invariant: self._db is None exactly when the store is closed.
+        self._db: sqlite3.Connection | None = db
+        self._cipher = cipher
+        self._clock = clock
+        self.path = path
+        """The database file."""
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        cipher: Cipher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Store:
+        """Open (creating and migrating if needed) the database at ``path``.
+
+        ``cipher`` seals secret environment variables; by default it is
+        ``Cipher.from_environment(path.parent)``: ``$DPLOYR_MASTER_KEY``, else the key file
+        ``master.key`` beside the database, created on first use. If the database already
+        holds secrets, the key is checked against one of them now, so that a wrong key is
+        reported when the daemon starts rather than when a service does.
+
+        ``clock`` gives the wall-clock time recorded in ``created_at`` and the like.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # SQLite gives the -wal and -shm files the database file's permissions, so
+            # creating it private keeps all three private.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as error:
+            raise StoreError(f"cannot create the database {path}: {error.strerror}") from None
+        if cipher is None:
+            cipher = Cipher.from_environment(path.parent)
+        try:
+            db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open the database {path}: {error}") from None
+        try:
+            _configure(db, path)
+            migrate(db, path)
+            store = cls(db, path, cipher, clock)
+            store._check_master_key()
+        except sqlite3.Error as error:
+            db.close()
+            raise StoreError(f"cannot open the database {path}: {error}") from None
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close the database; closing twice is harmless. The store is unusable afterwards."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._db is None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._db is None else "open"
+        return f"<Store {str(self.path)!r} {state}>"
+
+    # -- services ----------------------------------------------------------------------------
+
+    def create_service(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        desired: DesiredState = DesiredState.STOPPED,
+    ) -> ServiceRecord:
+        """Add a service; raise :class:`ServiceExists` if one has that name already.
+
+        A new service is ``stopped`` until something (a deploy) asks for it to run.
+        """
+        check_name(name)
+        now = self._clock()
+        record = ServiceRecord(name, settings, desired, None, now, now)
+        with self._write() as db:
+            if self._service_row(db, name) is not None:
+                raise ServiceExists(f"a service named {name!r} already exists")
+            db.execute(
+                "INSERT INTO services (name, settings, desired, active_deployment, created_at,"
+                " updated_at) VALUES (?, ?, ?, NULL, ?, ?)",
+                (name, serde.dumps(settings), desired.value, now, now),
+            )
+        return record
+
+    def get_service(self, name: str) -> ServiceRecord | None:
+        """The service called ``name``, or None."""
+        with self._read() as db:
+            row = self._service_row(db, name)
+        return None if row is None else _service_record(row)
+
+    def list_services(self) -> list[ServiceRecord]:
+        """Every service, by name."""
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM services ORDER BY name").fetchall()
+        return [_service_record(row) for row in rows]
+
+    def update_settings(self, name: str, settings: ServiceSettings) -> ServiceRecord:
+        """Replace a service's settings (they apply at its next deploy)."""
+        return self._update_service(name, settings=serde.dumps(settings))
+
+    def set_desired(self, name: str, desired: DesiredState) -> ServiceRecord:
+        """Record whether the service should run; call before acting on it."""
+        return self._update_service(name, desired=DesiredState(desired).value)
+
+    def set_active_deployment(self, name: str, deployment_id: int | None) -> ServiceRecord:
+        """Record which of the service's deployments should run (None: none yet)."""
+        if deployment_id is None:
+            return self._update_service(name, active_deployment=None)
+        with self._write() as db:
+            self._require_service(db, name)
+            row = db.execute(
+                "SELECT service FROM deployments WHERE id = ?", (deployment_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownDeployment(f"no deployment with id {deployment_id}")
+            if row["service"] != name:
+                raise UnknownDeployment(
+                    f"deployment {deployment_id} is of service {row['service']!r}, not {name!r}"
+                )
+            return self._update_service_in(db, name, active_deployment=deployment_id)
+
+    def delete_service(self, name: str) -> None:
+        """Remove a service with its environment, deployments and process records."""
+        with self._write() as db:
+            self._require_service(db, name)
+            # The foreign keys cascade to env, deployments and processes.
+            db.execute("DELETE FROM services WHERE name = ?", (name,))
+
+    # -- environment -----------------------------------------------------------------------
+
+    def set_env(self, name: str, values: Mapping[str, str], *, secret: bool = False) -> None:
+        """Set environment variables of a service: all of them, or none if one is invalid.
+
+        With ``secret=True`` the values are stored encrypted and are never listed. A key set
+        again takes the new value and the new secrecy. The process sees the change at its
+        next start, restart or deploy.
+        """
+        checked = [
+            (check_env_key(key), check_env_value(key, value)) for key, value in values.items()
+        ]
+        for key, value in checked:
+            _check_utf8(key, value)
+        rows = [
+            (
+                name,
+                key,
+                None if secret else value,
+                self._cipher.encrypt(value, _env_context(name, key)) if secret else None,
+            )
+            for key, value in checked
+        ]
+        with self._write() as db:
+            self._require_service(db, name)
+            db.executemany(
+                "INSERT INTO env (service, key, value, sealed) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (service, key)"
+                " DO UPDATE SET value = excluded.value, sealed = excluded.sealed",
+                rows,
+            )
+            if rows:
+                self._touch(db, name)
+
+    def unset_env(self, name: str, keys: Iterable[str]) -> list[str]:
+        """Remove environment variables of a service; return the keys that were set."""
+        removed = []
+        with self._write() as db:
+            self._require_service(db, name)
+            for key in dict.fromkeys(keys):
+                cursor = db.execute("DELETE FROM env WHERE service = ? AND key = ?", (name, key))
+                if cursor.rowcount:
+                    removed.append(key)
+            if removed:
+                self._touch(db, name)
+        return removed
+
+    def env(self, name: str) -> list[EnvVar]:
+        """A service's environment variables with secrets decrypted, by key.
+
+        Only for building the process environment: never show these values to a user
+        (use :meth:`env_listing`).
+        """
+        with self._read() as db:
+            self._require_service(db, name)
+            rows = db.execute(
+                "SELECT key, value, sealed FROM env WHERE service = ? ORDER BY key", (name,)
+            ).fetchall()
+        return [
+            EnvVar(row["key"], row["value"])
+            if row["sealed"] is None
+            else EnvVar(row["key"], self._unseal(name, row["key"], row["sealed"]), secret=True)
+            for row in rows
+        ]
+
+    def env_listing(self, name: str) -> list[EnvVar]:
+        """A service's environment variables as shown to users: secrets masked, by key."""
+        with self._read() as db:
+            self._require_service(db, name)
+            rows = db.execute(
+                "SELECT key, value FROM env WHERE service = ? ORDER BY key", (name,)
+            ).fetchall()
+        return [
+            EnvVar(row["key"], SECRET_MASK, secret=True)
+            if row["value"] is None
+            else EnvVar(row["key"], row["value"])
+            for row in rows
+        ]
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def create_deployment(self, name: str, settings: ServiceSettings) -> Deployment:
+        """Start recording a deploy of a service with these settings (status ``pending``).
+
+        Its id comes from one sequence shared by all services and is never reused.
+        """
+        now = self._clock()
+        with self._write() as db:
+            self._require_service(db, name)
+            cursor = db.execute(
+                "INSERT INTO deployments (service, status, settings, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (name, DeploymentStatus.PENDING.value, serde.dumps(settings), now),
+            )
+            deployment_id = int(cursor.lastrowid or 0)  # always set after an INSERT
+        return Deployment(deployment_id, name, DeploymentStatus.PENDING, settings, now)
+
+    def update_deployment(
+        self,
+        deployment_id: int,
+        *,
+        status: DeploymentStatus | _Unset = UNSET,
+        revision: str | _Unset | None = UNSET,
+        exit_code: int | _Unset | None = UNSET,
+        error: str | _Unset | None = UNSET,
+        output_tail: Sequence[str] | _Unset = UNSET,
+    ) -> Deployment:
+        """Change the given fields of a deployment and return it as it is now.
+
+        ``finished_at`` is set (to now) when the status becomes a finished one. A finished
+        deployment's status never changes again (:class:`DeploymentFinished`); its other
+        fields may still be filled in.
+        """
+        changes: dict[str, Any] = {}
+        if not isinstance(revision, _Unset):
+            changes["revision"] = revision
+        if not isinstance(exit_code, _Unset):
+            changes["exit_code"] = exit_code
+        if not isinstance(error, _Unset):
+            changes["error"] = error
+        if not isinstance(output_tail, _Unset):
+            if isinstance(output_tail, str):
+                raise TypeError("output_tail is a sequence of lines, not one string")
+            changes["output_tail"] = tuple(output_tail)
+        with self._write() as db:
+            current = self._deployment_in(db, deployment_id)
+            if current is None:
+                raise UnknownDeployment(f"no deployment with id {deployment_id}")
+            new_status = None if isinstance(status, _Unset) else DeploymentStatus(status)
+            if new_status is not None and new_status is not current.status:
+                if current.status.finished:
+                    raise DeploymentFinished(
+                        f"deployment {deployment_id} already {current.status.value}; "
+                        f"it cannot become {new_status.value}"
+                    )
+                changes["status"] = new_status
+                if new_status.finished:
+                    changes["finished_at"] = self._clock()
+            updated = attrs.evolve(current, **changes)
+            db.execute(
+                "UPDATE deployments SET status = ?, revision = ?, finished_at = ?,"
+                " exit_code = ?, error = ?, output_tail = ? WHERE id = ?",
+                (
+                    updated.status.value,
+                    updated.revision,
+                    updated.finished_at,
+                    updated.exit_code,
+                    updated.error,
+                    json.dumps(updated.output_tail, ensure_ascii=False),
+                    deployment_id,
+                ),
+            )
+        return updated
+
+    def get_deployment(self, deployment_id: int) -> Deployment | None:
+        """The deployment with this id, or None."""
+        with self._read() as db:
+            return self._deployment_in(db, deployment_id)
+
+    def deployments(self, name: str, limit: int = 50) -> list[Deployment]:
+        """A service's latest ``limit`` deployments, newest first."""
+        if limit < 0:
+            raise ValueError(f"limit must be 0 or more, not {limit}")
+        with self._read() as db:
+            self._require_service(db, name)
+            rows = db.execute(
+                "SELECT * FROM deployments WHERE service = ? ORDER BY id DESC LIMIT ?",
+                (name, limit),
+            ).fetchall()
+        return [_deployment(row) for row in rows]
+
+    def fail_interrupted_deployments(self, reason: str) -> list[Deployment]:
+        """Mark every unfinished deployment ``failed`` with ``reason``; return them, by id.
+
+        Called when the daemon starts: a deployment still unfinished then was interrupted by
+        the previous daemon's end.
+        """
+        now = self._clock()
+        with self._write() as db:
+            rows = db.execute(
+                "UPDATE deployments SET status = ?, error = ?, finished_at = ?"
+                f" WHERE status IN ({', '.join('?' * len(_UNFINISHED))})"
+                " RETURNING *",
+                (DeploymentStatus.FAILED.value, reason, now, *_UNFINISHED),
+            ).fetchall()
+        return sorted((_deployment(row) for row in rows), key=lambda d: d.id)
+
+    # -- process groups ----------------------------------------------------------------------
+
+    def record_process(  # noqa: PLR0917 -- the signature other modules were promised
+        self,
+        name: str,
+        deployment_id: int,
+        pid: int,
+        pgid: int,
+        started_at: float,
+        token: str,
+    ) -> ProcessRecord:
+        """Remember a process group the daemon started (replacing a stale record of the pid).
+
+        ``token`` is the random value the daemon put in the process's environment.
+        """
+        record = ProcessRecord(name, deployment_id, pid, pgid, started_at, token)
+        with self._write() as db:
+            self._require_service(db, name)
+            row = db.execute(
+                "SELECT service FROM deployments WHERE id = ?", (deployment_id,)
+            ).fetchone()
+            if row is None or row["service"] != name:
+                raise UnknownDeployment(f"service {name!r} has no deployment {deployment_id}")
+            db.execute(
+                "INSERT OR REPLACE INTO processes"
+                " (pid, service, deployment, pgid, started_at, token) VALUES (?, ?, ?, ?, ?, ?)",
+                (pid, name, deployment_id, pgid, started_at, token),
+            )
+        return record
+
+    def forget_process(self, pid: int) -> bool:
+        """Forget the process recorded under ``pid``; return whether there was one."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM processes WHERE pid = ?", (pid,))
+        return cursor.rowcount > 0
+
+    def recorded_processes(self) -> list[ProcessRecord]:
+        """Every recorded process group, by service then pid."""
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM processes ORDER BY service, pid").fetchall()
+        return [
+            ProcessRecord(
+                row["service"],
+                row["deployment"],
+                row["pid"],
+                row["pgid"],
+                row["started_at"],
+                row["token"],
+            )
+            for row in rows
+        ]
+
+    # -- API tokens ----------------------------------------------------------------------
+
+    def create_token(self, name: str) -> str:
+        """Create an API token called ``name`` and return it: the only time it is visible.
+
+        Only its SHA-256 digest is stored. Raises :class:`TokenExists` for a name in use.
+        """
+        _check_token_name(name)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM api_tokens WHERE name = ?", (name,)).fetchone():
+                raise TokenExists(f"an API token named {name!r} already exists")
+            db.execute(
+                "INSERT INTO api_tokens (name, sha256, created_at) VALUES (?, ?, ?)",
+                (name, _digest(token), self._clock()),
+            )
+        return token
+
+    def verify_token(self, token: str) -> bool:
+        """Whether ``token`` is one of the API tokens (compared in constant time)."""
+        if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
+            return False
+        digest = _digest(token)
+        with self._read() as db:
+            known = [row["sha256"] for row in db.execute("SELECT sha256 FROM api_tokens")]
+        # Compare with every stored digest, without stopping at a match.
+        found = False
+        for candidate in known:
+            found |= hmac.compare_digest(candidate, digest)
+        return found
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every API token's name and creation time, by name."""
+        with self._read() as db:
+            rows = db.execute("SELECT name, created_at FROM api_tokens ORDER BY name").fetchall()
+        return [TokenRecord(row["name"], row["created_at"]) for row in rows]
+
+    def delete_token(self, name: str) -> None:
+        """Revoke the API token called ``name``; raise :class:`UnknownToken` if none is."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM api_tokens WHERE name = ?", (name,))
+            if not cursor.rowcount:
+                raise UnknownToken(f"no API token named {name!r}")
+
+    # -- meta ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """The value stored under ``key`` in the small key/value table, or None."""
+        with self._read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` in the small key/value table."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("a meta key must be non-empty text")
+        if not isinstance(value, str):
+            raise TypeError(f"a meta value must be text, not {value!r}")
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def instance_id(self) -> str:
+        """This instance's id: a random UUID chosen the first time it is asked for."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (INSTANCE_ID_KEY, str(uuid.uuid4())),
+            )
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (INSTANCE_ID_KEY,)).fetchone()
+        return str(row["value"])
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"the store {self.path} is closed")
+        return self._db
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed if the block ends normally, else rolled back."""
+        db = self._connection()
+        if db.in_transaction:
+            raise RuntimeError("store transactions do not nest")
+        try:
+            db.execute(begin)
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            try:
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise StoreError(f"the database {self.path} failed: {error}") from error
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock at once, so a transaction never fails half-way to
+        # upgrade its lock.
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        # A read transaction: one consistent snapshot for the few statements of a call.
+        return self._transaction("BEGIN DEFERRED")
+
+    @staticmethod
+    def _service_row(db: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM services WHERE name = ?", (name,)
+        ).fetchone()
+        return row
+
+    def _require_service(self, db: sqlite3.Connection, name: str) -> sqlite3.Row:
+        row = self._service_row(db, name)
+        if row is None:
+            raise UnknownService(f"no service named {name!r}")
+        return row
+
+    def _update_service(self, name: str, **columns: object) -> ServiceRecord:
+        with self._write() as db:
+            return self._update_service_in(db, name, **columns)
+
+    def _update_service_in(
+        self, db: sqlite3.Connection, name: str, **columns: object
+    ) -> ServiceRecord:
+        """Set some columns of a service's row (names from this module only) and touch it."""
+        self._require_service(db, name)
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        db.execute(
+            f"UPDATE services SET {assignments}, updated_at = ? WHERE name = ?",
+            (*columns.values(), self._clock(), name),
+        )
+        return _service_record(self._require_service(db, name))
+
+    def _touch(self, db: sqlite3.Connection, name: str) -> None:
+        db.execute("UPDATE services SET updated_at = ? WHERE name = ?", (self._clock(), name))
+
+    @staticmethod
+    def _deployment_in(db: sqlite3.Connection, deployment_id: int) -> Deployment | None:
+        row = db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+        return None if row is None else _deployment(row)
+
+    def _unseal(self, name: str, key: str, sealed: bytes) -> str:
+        try:
+            return self._cipher.decrypt(sealed, _env_context(name, key))
+        except WrongMasterKey:
+            raise WrongMasterKey(
+                f"cannot decrypt the secret {key} of service {name!r} with the master key "
+                f"from {self._cipher.source}: it was encrypted with another key, or altered. "
+                f"{_KEY_ADVICE}"
+            ) from None
+
+    def _check_master_key(self) -> None:
+        """Refuse a master key that does not open the secrets already stored."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT service, key, sealed FROM env WHERE sealed IS NOT NULL LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return
+        try:
+            self._cipher.decrypt(row["sealed"], _env_context(row["service"], row["key"]))
+        except WrongMasterKey:
+            raise WrongMasterKey(
+                f"the master key from {self._cipher.source} does not decrypt the secrets "
+                f"stored in {self.path}: they were encrypted with another key. {_KEY_ADVICE}"
+            ) from None
+
+
+def _configure(db: sqlite3.Connection, path: Path) -> None:
+    """Set the connection's pragmas (they are per connection, so on every open)."""
+    db.row_factory = sqlite3.Row
+    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode != "wal":
+        raise StoreError(
+            f"cannot open the database {path} in WAL mode (got {mode!r}): "
+            "put the data dir on a local file system"
+        )
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+    db.execute("PRAGMA secure_delete = ON")
+
+
+_KEY_ADVICE = (
+    f"Set {KEY_ENV}, or restore the {KEY_FILE_NAME} file of the data dir, "
+    "to the key the secrets were set with"
+)
+
+
+def _service_record(row: sqlite3.Row) -> ServiceRecord:
+    return ServiceRecord(
+        name=row["name"],
+        settings=serde.loads(row["settings"], ServiceSettings),
+        desired=DesiredState(row["desired"]),
+        active_deployment=row["active_deployment"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _deployment(row: sqlite3.Row) -> Deployment:
+    return Deployment(
+        id=row["id"],
+        service=row["service"],
+        status=DeploymentStatus(row["status"]),
+        settings=serde.loads(row["settings"], ServiceSettings),
+        created_at=row["created_at"],
+        revision=row["revision"],
+        finished_at=row["finished_at"],
+        exit_code=row["exit_code"],
+        error=row["error"],
+        output_tail=tuple(json.loads(row["output_tail"])),
+    )
+
+
+def _env_context(name: str, key: str) -> bytes:
+    """The associated data binding a secret to its service and key (neither holds NUL)."""
+    return b"dployr env\x00" + name.encode() + b"\x00" + key.encode()
+
+
+def _check_utf8(key: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSetting(f"the value of {key} is not valid Unicode text") from None
+
+
+def _check_token_name(name: object) -> None:
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= _MAX_TOKEN_NAME
+        or name != name.strip()
+        or not name.isprintable()
+    ):
+        raise InvalidTokenName(
+            f"invalid API token name {name!r}: use 1 to {_MAX_TOKEN_NAME} printable "
+            "characters, without leading or trailing spaces"
+        )
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
