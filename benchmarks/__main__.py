@@ -8,7 +8,7 @@ import sys
 
 import psutil
 
-SUITES = ["supervision"]
+SUITES = ["supervision", "logs_history"]
 
 
 def machine() -> str:

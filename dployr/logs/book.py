@@ -1,0 +1,255 @@
+"""A service's log book: its history on disk and its live feed, as one object.
+
+Everything a service writes goes through :meth:`LogBook.append`, one batch at a time: the
+batch gets its cursors, is written to the history as one frame and is published on the
+book's topic. Publishing never waits: a follower that falls behind is sent a
+:class:`~dployr.supervision.topic.Gap` naming the cursors it missed, which it can read
+from the history.
+
+:meth:`LogBook.follow` joins the two without a hole or a repeat: it subscribes to the topic
+and notes the last cursor in the same synchronous step, reads the history up to that cursor
+(in a worker thread, page by page), then hands over the live batches, which all come after.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncGenerator, Iterable
+from pathlib import Path
+from typing import Final
+
+import attrs
+import trio
+
+from dployr.errors import SpecError
+from dployr.logs.framing import Lines, LineSplitter
+from dployr.logs.history import DEFAULT_MAX_BYTES, LogHistory
+from dployr.logs.values import LogBatch, LogLine, check_stream, check_streams
+from dployr.supervision.topic import Gap, Topic
+
+DEFAULT_TOPIC_CAPACITY: Final = 4 * 2**20
+"""Bytes of lines one follower may have waiting before it is sent a gap notice instead."""
+FOLLOW_PAGE: Final = 1000
+"""Lines per page when a follower is sent history."""
+
+
+@attrs.frozen
+class LogBookStatistics:
+    """A snapshot of a log book."""
+
+    first_cursor: int
+    """The cursor of the oldest line kept (``last_cursor + 1`` when none is)."""
+    last_cursor: int
+    """The cursor of the newest line (0 before the first line ever)."""
+    size: int
+    """Bytes of history on disk."""
+    segments: int
+    """Segment files of history."""
+    followers: int
+    """Live subscriptions to the book's topic."""
+    dropped: int
+    """Batches dropped for followers that fell behind, so far (each was told by a gap)."""
+
+
+def _weight(batch: LogBatch) -> int:
+    return batch.nbytes
+
+
+def _span(batch: LogBatch) -> tuple[int, int]:
+    return batch.first_cursor, batch.last_cursor
+
+
+def frame_texts(texts: Iterable[str]) -> Lines:
+    """Frame text given as strings the way output read from a pipe is framed.
+
+    A string holding newlines becomes several lines; an over-long one, several pieces.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        return Lines()
+    data = "\n".join(texts).encode("utf-8", "replace")
+    return LineSplitter().feed(data + b"\n")
+
+
+class LogBook:
+    """The log of one service: its bounded history in ``directory`` and its live feed.
+
+    Appends and follows happen on the event loop; :meth:`read` and :meth:`tail` touch the
+    disk and may be run in a worker thread (``trio.to_thread.run_sync``).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        topic_capacity: int = DEFAULT_TOPIC_CAPACITY,
+        name: str | None = None,
+    ) -> None:
+        if topic_capacity < 1:
+            raise SpecError(f"a log follower needs room for at least 1 byte, not {topic_capacity}")
+        self.history = LogHistory(directory, max_bytes=max_bytes)
+        """The history on disk (its ``first_cursor`` and ``last_cursor`` are often handy)."""
+        self._topic: Topic[LogBatch] = Topic(
+            name or f"logs:{Path(directory).name}",
+            capacity=topic_capacity,
+            weight=_weight,
+            span=_span,
+        )
+
+    def append(
+        self,
+        stream: str,
+        lines: Lines | Iterable[str],
+        *,
+        deployment: int | None,
+        ts: float | None = None,
+    ) -> LogBatch | None:
+        """Store and publish ``lines`` as one batch; return it, or None when there were none.
+
+        ``lines`` is what a :class:`~dployr.logs.framing.LineSplitter` produced, or plain
+        strings (framed the same way). ``ts`` defaults to now; a timestamp older than the
+        last line's is raised to it, so timestamps never go back.
+        """
+        check_stream(stream)
+        if not isinstance(lines, Lines):
+            lines = frame_texts(lines)
+        if not lines:
+            return None
+        history = self.history
+        now = time.time() if ts is None else ts
+        last_ts = history.last_ts
+        if last_ts is not None and now < last_ts:
+            now = last_ts
+        batch = LogBatch(
+            first_cursor=history.last_cursor + 1,
+            ts=now,
+            stream=stream,
+            deployment=deployment,
+            lines=lines.lines,
+            continued=lines.continued,
+            payload=lines.payload,
+        )
+        history.append(batch)
+        self._topic.publish(batch)
+        return batch
+
+    def system(self, text: str, *, deployment: int | None = None) -> LogBatch | None:
+        """Log a message of dployr's own about the service ("exited with code 1")."""
+        return self.append("system", [text], deployment=deployment)
+
+    def read(
+        self,
+        *,
+        after: int | None = None,
+        limit: int = 1000,
+        streams: Iterable[str] | None = None,
+        since: float | None = None,
+    ) -> list[LogLine]:
+        """Up to ``limit`` lines after cursor ``after``, oldest first (see ``LogHistory.read``)."""
+        return self.history.read(after=after, limit=limit, streams=streams, since=since)
+
+    def tail(self, n: int, streams: Iterable[str] | None = None) -> list[LogLine]:
+        """The last ``n`` lines (of ``streams``, all when None), oldest first."""
+        return self.history.tail(n, streams)
+
+    async def follow(
+        self,
+        *,
+        after: int | None = None,
+        tail: int | None = None,
+        streams: Iterable[str] | None = None,
+    ) -> AsyncGenerator[list[LogLine] | Gap, None]:
+        """History, then live lines, with nothing missing or repeated where they meet.
+
+        First the lines after cursor ``after``, or the last ``tail`` lines (both: the last
+        ``tail`` lines after ``after``; neither: no history), then every line appended
+        from the moment iteration started. Yields lists of lines, oldest first, and
+        :class:`Gap` notices for lines that were missed, with ``missed`` counted in lines:
+        those a slow follower had no room for, and those of the history deleted (to keep
+        it within its size) before they could be read.
+
+        It subscribes when iteration starts. Use it in ``async with
+        contextlib.aclosing(book.follow(...))``: closing it unsubscribes.
+        """
+        wanted = check_streams(streams)
+        if tail is not None and tail < 0:
+            raise SpecError(f"a log tail must be a number of lines, at least 0, not {tail}")
+        history = self.history
+        # Subscribing and noting the last cursor in one synchronous step splits the log at
+        # `seam`: lines up to it come from the history, every line after it from the topic.
+        subscription = self._topic.subscribe()
+        seam = history.last_cursor
+        floor = seam if after is None else max(seam, after)  # live lines come after it
+        try:
+            if tail is not None:
+                read_tail = functools.partial(history.tail, tail, wanted, until=seam)
+                lines = await trio.to_thread.run_sync(read_tail)
+                if after is not None:
+                    lines = [line for line in lines if line.cursor > after]
+                for start in range(0, len(lines), FOLLOW_PAGE):
+                    yield lines[start : start + FOLLOW_PAGE]
+            elif after is not None:
+                position = after
+                while position < seam:
+                    read_page = functools.partial(
+                        history.read, after=position, limit=FOLLOW_PAGE, streams=wanted, until=seam
+                    )
+                    page = await trio.to_thread.run_sync(read_page)
+                    lost = _deleted(position + 1, history.first_cursor, page, seam)
+                    if lost is not None:
+                        yield lost
+                    if page:
+                        yield page
+                    if len(page) < FOLLOW_PAGE:
+                        break
+                    position = page[-1].cursor
+            while True:
+                try:
+                    entry = await subscription.receive()
+                except trio.EndOfChannel:
+                    return
+                if isinstance(entry, Gap):
+                    if entry.last > floor:
+                        first = max(entry.first, floor + 1)
+                        yield Gap(entry.last - first + 1, first, entry.last)
+                    continue
+                live = [
+                    line
+                    for batch in entry
+                    if (wanted is None or batch.stream in wanted) and batch.last_cursor > floor
+                    for line in batch.to_lines()
+                ]
+                if floor > seam:  # asked for lines after one that was still to come
+                    live = [line for line in live if line.cursor > floor]
+                if live:
+                    yield live
+        finally:
+            subscription.close()
+
+    def statistics(self) -> LogBookStatistics:
+        """A frozen snapshot: cursors, history size, followers and what they missed."""
+        history = self.history.statistics()
+        topic = self._topic.statistics()
+        return LogBookStatistics(
+            history.first_cursor,
+            history.last_cursor,
+            history.size,
+            history.segments,
+            topic.subscribers,
+            topic.gaps,
+        )
+
+    def close(self) -> None:
+        """End every follow (once each has received what it was sent) and close the history."""
+        self._topic.close()
+        self.history.close()
+
+
+def _deleted(expected: int, oldest: int, page: list[LogLine], seam: int) -> Gap | None:
+    """A gap for history lines from ``expected`` on that were deleted before being read."""
+    last = min(oldest - 1, page[0].cursor - 1 if page else seam)
+    if last < expected:
+        return None
+    return Gap(last - expected + 1, expected, last)

@@ -1,0 +1,146 @@
+"""The values of the log history: streams, lines and batches of lines.
+
+A service's log is a sequence of lines, each with a **cursor**: a number that grows by one
+per line, starts at 1 and carries on across daemon restarts, so that "the lines after
+cursor 1234" always means the same lines. Lines travel, are stored and are published in
+batches (:class:`LogBatch`): the lines one read of a pipe produced, which share a stream,
+a timestamp and a deployment. :class:`LogLine` is one line as a reader sees it.
+
+Pure values, no I/O and no trio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+
+from dployr.errors import SpecError
+
+STREAMS: Final = ("stdout", "stderr", "build", "system")
+"""Where a line came from: the service's output and error pipes, a build step, or dployr
+itself (supervision and deployment messages such as "exited with code 1")."""
+
+MAX_CURSOR: Final = 2**63 - 1
+"""The largest cursor (and deployment id) the on-disk format can hold."""
+
+
+class InvalidStream(SpecError):
+    """A stream name that is not one of :data:`STREAMS`."""
+
+
+class InvalidBatch(SpecError):
+    """A batch of log lines whose parts do not agree with each other."""
+
+
+def check_stream(stream: object) -> str:
+    """Return ``stream`` if it is one of :data:`STREAMS`, else raise :class:`InvalidStream`."""
+    if stream not in STREAMS:
+        raise InvalidStream(f"unknown log stream {stream!r}: use one of {', '.join(STREAMS)}")
+    return stream
+
+
+def check_streams(streams: Iterable[str] | None) -> frozenset[str] | None:
+    """A validated set of stream names, or None (meaning every stream) when given None."""
+    if streams is None:
+        return None
+    if isinstance(streams, str):
+        # A bare "stdout" would otherwise be read as the streams "s", "t", "d" ...
+        raise InvalidStream(f"give a set of log streams, not the string {streams!r}")
+    return frozenset(check_stream(stream) for stream in streams)
+
+
+def _check_stream(_: object, __: object, value: str) -> None:
+    check_stream(value)
+
+
+def _check_cursor(_: object, __: object, value: int) -> None:
+    if not 1 <= value <= MAX_CURSOR:
+        raise InvalidBatch(f"a log cursor must be between 1 and {MAX_CURSOR}, not {value}")
+
+
+def _check_ts(_: object, __: object, value: float) -> None:
+    if not math.isfinite(value):
+        raise InvalidBatch(f"a log timestamp must be a finite number of seconds, not {value}")
+
+
+def _check_deployment(_: object, __: object, value: int | None) -> None:
+    if value is not None and not 0 <= value <= MAX_CURSOR:
+        raise InvalidBatch(f"a deployment id must be between 0 and {MAX_CURSOR}, not {value}")
+
+
+@attrs.frozen
+class LogLine:
+    """One line of a service's log, as readers receive it."""
+
+    cursor: int = attrs.field(validator=_check_cursor)
+    """Its position in the service's log: 1 for the first line ever, one more per line."""
+    ts: float
+    """When dployr read it: wall-clock Unix seconds (never less than the line before's)."""
+    stream: str = attrs.field(validator=_check_stream)
+    """One of :data:`STREAMS`."""
+    line: str
+    """The text, without its newline; undecodable bytes are shown as U+FFFD."""
+    deployment: int | None = attrs.field(validator=_check_deployment)
+    """The deployment that was running (or being built) when it was written, if any."""
+    continued: bool = False
+    """True when the line was too long and goes on in the next line (see ``MAX_LINE``)."""
+
+
+def _as_tuple(lines: Iterable[str]) -> tuple[str, ...]:
+    return lines if isinstance(lines, tuple) else tuple(lines)
+
+
+def _check_lines(batch: LogBatch, _: object, lines: tuple[str, ...]) -> None:
+    if not lines:
+        raise InvalidBatch("a batch of log lines must hold at least one line")
+    if batch.payload.count(b"\n") != len(lines) - 1:
+        raise InvalidBatch("a batch's payload must hold its lines separated by newlines")
+    if batch.continued and not (0 <= min(batch.continued) <= max(batch.continued) < len(lines)):
+        raise InvalidBatch("a batch's continued lines must be indices of its lines")
+
+
+@attrs.frozen
+class LogBatch:
+    """Consecutive lines of one stream, read together: the unit that is stored and published.
+
+    Lines ``first_cursor`` to :attr:`last_cursor` share the timestamp, the stream and the
+    deployment. ``payload`` is the lines encoded as UTF-8 and joined by newlines, which is
+    what the history writes to disk as it is.
+    """
+
+    first_cursor: int = attrs.field(validator=_check_cursor)
+    """The cursor of ``lines[0]``."""
+    ts: float = attrs.field(validator=_check_ts)
+    """When the lines were read: wall-clock Unix seconds."""
+    stream: str = attrs.field(validator=_check_stream)
+    """One of :data:`STREAMS`."""
+    deployment: int | None = attrs.field(validator=_check_deployment)
+    """The deployment the lines belong to, if any."""
+    lines: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_check_lines)
+    """The lines' text, without newlines; at least one."""
+    continued: frozenset[int]
+    """Indices of the lines that go on in the next line (pieces of an over-long line)."""
+    payload: bytes
+    """The lines as UTF-8, joined by ``b"\\n"``."""
+
+    @property
+    def last_cursor(self) -> int:
+        """The cursor of the last line."""
+        return self.first_cursor + len(self.lines) - 1
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the payload, at least 1: what the batch weighs in a follower's queue."""
+        return len(self.payload) or 1
+
+    def to_lines(self) -> list[LogLine]:
+        """The batch as one :class:`LogLine` per line, oldest first."""
+        first, ts, stream, deployment = self.first_cursor, self.ts, self.stream, self.deployment
+        continued = self.continued
+        return [
+            LogLine(first + index, ts, stream, line, deployment, index in continued)
+            for index, line in enumerate(self.lines)
+        ]
