@@ -7,8 +7,7 @@ from contextlib import contextmanager
 
 import trio
 
-from dployr.supervision.events import Path, SupervisionEvent
-from dployr.supervision.topic import Topic
+from dployr.supervision.events import EventSink, Path
 
 
 class ChildContext:
@@ -20,9 +19,7 @@ class ChildContext:
     a child that ignores the request is still stopped.
     """
 
-    def __init__(
-        self, path: Path, incarnation: int, events: Topic[SupervisionEvent] | None
-    ) -> None:
+    def __init__(self, path: Path, incarnation: int, events: EventSink | None) -> None:
         self.path = path
         """The child's own path in the tree: its supervisor's path plus its id."""
         self.incarnation = incarnation

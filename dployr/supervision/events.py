@@ -9,6 +9,8 @@ can derive statuses from them and users can read them.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 
 from dployr.supervision.policy import Restart
@@ -40,6 +42,8 @@ class ChildStarted:
     supervisor: Path
     child: Offender
     at: float
+    value: object = attrs.field(default=None, eq=False)
+    """What the child passed to ``started()`` (a process actor passes its pid)."""
     kind = "child_started"
 
     def describe(self) -> str:
@@ -125,6 +129,13 @@ class MaxIntensityReached:
     def describe(self) -> str:
         """A one-line description for logs: "gave up after 5 restarts in 60 s"."""
         return f"gave up after {self.restarts} restarts in {_seconds(self.period)}"
+
+
+class EventSink(Protocol):
+    """Where a supervisor publishes its events: a Topic, or anything with ``publish``."""
+
+    def publish(self, item: SupervisionEvent, /) -> None:
+        """Take one event; must not wait."""
 
 
 SupervisionEvent = (

@@ -37,6 +37,7 @@ from dployr.supervision.events import (
     ChildRestarting,
     ChildStarted,
     ChildTerminated,
+    EventSink,
     MaxIntensityReached,
     Offender,
     Path,
@@ -54,7 +55,6 @@ from dployr.supervision.policy import (
 )
 from dployr.supervision.reasons import NORMAL, Crashed, ExitReason, Shutdown
 from dployr.supervision.spec import ChildSpec
-from dployr.supervision.topic import Topic
 
 T = TypeVar("T")
 
@@ -210,7 +210,7 @@ class Supervisor:
         *,
         strategy: Strategy | str = Strategy.ONE_FOR_ONE,
         intensity: Intensity = DEFAULT_INTENSITY,
-        events: Topic[SupervisionEvent] | None = None,
+        events: EventSink | None = None,
     ) -> None:
         try:
             self.strategy = Strategy(strategy)
@@ -466,7 +466,7 @@ class Supervisor:
             inc.started = True
             inc.started_at = trio.current_time()
             inc.value = value
-            self._publish(ChildStarted(self.path, child.offender(), inc.started_at))
+            self._publish(ChildStarted(self.path, child.offender(), inc.started_at, value))
             task_status.started(value)
 
         reason: ExitReason | None = None

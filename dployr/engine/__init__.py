@@ -1,0 +1,1 @@
+"""The service engine: the per-instance supervisor and the actor tree of each service."""

@@ -1,0 +1,219 @@
+"""The builder actor: one deploy of one service, from source to the switch.
+
+Started by the service supervisor as the temporary child ``deploy-<id>``, it runs the steps
+in order, each with its own deadline inside the deploy's overall one:
+
+1. **fetch**: the cached clone is fetched (never re-cloned) and the revision checked out
+   into a new release folder, ``services/<name>/releases/<id>/``;
+2. **build**: the build command runs in the release folder (plus the working dir), its
+   output streamed into the service's history as ``build`` lines;
+3. **start**: the new release starts beside the current one, on its own private port, and
+   must accept connections there (a worker without a port: must have started);
+4. **switch**: the new deployment is written as the active one, the proxy sends new
+   connections to it, and the old release is stopped.
+
+If any step fails, the current release keeps running untouched, the deployment record says
+failed (with the exit code and the last lines of build output), and a ``system`` line says
+why. Every outcome, cancellation included, is written to the record: no deploy is left "in
+progress".
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from dployr.engine import launcher, ports, sources
+from dployr.engine.errors import DeployFailed
+from dployr.engine.release import ReleaseSpec, process_env, pump
+from dployr.logs.framing import Lines
+from dployr.models import Deployment, DeploymentStatus
+from dployr.supervision import ChildContext
+
+if TYPE_CHECKING:
+    from dployr.engine.service import Service
+
+OUTPUT_TAIL = 20
+"""Lines of build output kept in a failed deployment's record."""
+READY_POLL_FIRST = 0.01
+READY_POLL_MAX = 0.2
+
+
+class DeployRun:
+    """The run function of one deploy; ``ChildSpec(f"deploy-{id}", DeployRun(...).run)``."""
+
+    def __init__(self, service: Service, deployment: Deployment) -> None:
+        self.service = service
+        self.deployment = deployment
+        self.id = deployment.id
+        self.started_at = time.time()
+        self.step = "pending"
+        self.done = trio.Event()
+        self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
+        self._candidate: ReleaseSpec | None = None
+        self.outcome = DeploymentStatus.FAILED
+
+    @property
+    def release_dir(self) -> Path:
+        """The new release folder."""
+        return self.service.dir / "releases" / str(self.id)
+
+    def _say(self, text: str) -> None:
+        self.service.book.system(f"deploy {self.id}: {text}", deployment=self.id)
+
+    def _set(self, status: DeploymentStatus, step: str) -> None:
+        self.step = step
+        self.service.store.update_deployment(self.id, status=status)
+        self.service.instance.deployment_changed(self.service.name, self.id, status)
+        self._say(step)
+
+    async def run(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the deploy to its end and record how it ended."""
+        task_status.started()
+        config = self.service.config
+        try:
+            with trio.fail_after(config.deploy_deadline):
+                revision = await self._fetch()
+                await self._build()
+                await self._start(revision)
+        except DeployFailed as failure:
+            await self._fail(str(failure), failure.exit_code, failure.output_tail)
+        except trio.TooSlowError:
+            await self._fail(f"the deploy did not finish within {config.deploy_deadline:g} s")
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await self._fail("cancelled: the service was stopped or deleted during the deploy")
+            raise
+        except Exception as error:  # a bug must still end the deploy as failed, then crash
+            with trio.CancelScope(shield=True):
+                await self._fail(f"internal error: {type(error).__name__}: {error}")
+            raise
+        finally:
+            # Announced last, once another deploy may start.
+            self.service.deploy_finished(self)
+            self.done.set()
+            self.service.instance.deployment_changed(self.service.name, self.id, self.outcome)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def _fetch(self) -> str:
+        source = self.deployment.settings.source
+        self._set(DeploymentStatus.FETCHING, f"fetching {source.remote}")
+        cache = self.service.dir / "source"
+        timeout = self.service.config.fetch_timeout
+        try:
+            revision = await sources.fetch(source, cache, timeout=timeout)
+            self.service.store.update_deployment(self.id, revision=revision)
+            await sources.checkout(source, cache, revision, self.release_dir, timeout=timeout)
+        except sources.SourceError as error:
+            raise DeployFailed(f"fetch failed: {error}") from None
+        self._say(f"checked out {revision[:12]}")
+        return revision
+
+    async def _build(self) -> None:
+        settings = self.deployment.settings
+        cwd = self.release_dir / settings.working_dir
+        if not cwd.is_dir():
+            raise DeployFailed(
+                f"working-dir {settings.working_dir!r} does not exist in the release"
+            )
+        if not settings.build_cmd:
+            return
+        self._set(DeploymentStatus.BUILDING, f"building: {settings.build_cmd}")
+        env = process_env(self.service.name, self.id, None, self.service.environment())
+        timeout = self.service.config.build_timeout
+        try:
+            process = await launcher.launch(launcher.LaunchSpec(settings.build_cmd, cwd, env))
+        except OSError as error:
+            raise DeployFailed(f"build could not start: {error.strerror}") from None
+        try:
+            async with trio.open_nursery() as nursery:
+                assert process.stdout is not None
+                assert process.stderr is not None
+                nursery.start_soon(pump, process.stdout, self._build_lines)
+                nursery.start_soon(pump, process.stderr, self._build_lines)
+                with trio.move_on_after(timeout) as timer:
+                    await process.wait()
+                if timer.cancelled_caught:
+                    await launcher.stop(process, 2.0)
+                    raise DeployFailed(
+                        f"build timed out after {timeout:g} s", output_tail=tuple(self._tail)
+                    )
+        finally:
+            with trio.CancelScope(shield=True):
+                await launcher.stop(process, 2.0)
+        code = process.returncode
+        assert code is not None
+        if code != 0:
+            what = f"exited {code}" if code > 0 else f"was killed by signal {-code}"
+            raise DeployFailed(f"build {what}", exit_code=code, output_tail=tuple(self._tail))
+
+    def _build_lines(self, lines: Lines, ts: float) -> None:
+        self.service.book.append("build", lines, deployment=self.id, ts=ts)
+        self._tail.extend(lines.lines)
+
+    async def _start(self, revision: str) -> None:
+        service = self.service
+        settings = self.deployment.settings
+        self._set(DeploymentStatus.STARTING, "starting the new release")
+        port = ports.allocate() if settings.port is not None else None
+        spec = service.release_spec(self.deployment, port, self.release_dir)
+        self._candidate = spec
+        try:
+            await service.start_release(spec)
+        except Exception as error:
+            raise DeployFailed(f"the new release could not start: {error}") from None
+        if port is not None:
+            await self._wait_ready(spec, port)
+        self._say("switching to the new release")
+        await service.switch_to(self.deployment, spec)
+        self._candidate = None
+        self.service.store.update_deployment(self.id, status=DeploymentStatus.SUCCEEDED)
+        self._say(f"succeeded: {revision[:12]} is running")
+        self.outcome = DeploymentStatus.SUCCEEDED
+        service.deploy_succeeded(self)
+        await service.prune_releases()
+
+    async def _wait_ready(self, spec: ReleaseSpec, port: int) -> None:
+        timeout = self.service.config.ready_timeout
+        delay = READY_POLL_FIRST
+        with trio.move_on_after(timeout):
+            while True:
+                exited = self.service.release_exited(spec)
+                if exited is not None:
+                    raise DeployFailed(f"the new release {exited} before it accepted connections")
+                if await ports.accepts(port):
+                    return
+                # Nothing tells us when a port starts listening: retry on a short backoff.
+                await trio.sleep(delay)
+                delay = min(delay * 2, READY_POLL_MAX)
+        raise DeployFailed(
+            f"the new release did not accept connections on its port within {timeout:g} s"
+        )
+
+    # -- failure ---------------------------------------------------------------------------
+
+    async def _fail(
+        self, reason: str, exit_code: int | None = None, output_tail: tuple[str, ...] = ()
+    ) -> None:
+        service = self.service
+        if self._candidate is not None:
+            await service.stop_release(self._candidate)
+            self._candidate = None
+        service.store.update_deployment(
+            self.id,
+            status=DeploymentStatus.FAILED,
+            error=reason,
+            exit_code=exit_code,
+            output_tail=output_tail,
+        )
+        still = " (the previous release is still running)" if service.serving() else ""
+        self._say(f"failed: {reason}{still}")
+        self.outcome = DeploymentStatus.FAILED
+        service.deploy_failed(self, reason)

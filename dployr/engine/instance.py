@@ -1,0 +1,375 @@
+"""An instance: one machine's supervisor of services, and the handle that drives it.
+
+The instance supervisor (``one_for_one``) has one temporary child per service that is up;
+services are added and removed at run time. :class:`InstanceHandle` is the only way in:
+it takes the request messages of :mod:`dployr.engine.messages` and answers with their reply
+values, so the gateway never touches a process, pipe or file of a service.
+
+At start, before any service runs, the instance kills whatever is left of process groups
+a previous daemon recorded (a daemon killed with ``kill -9`` leaves its services' children
+behind), records interrupted deploys as failed, then brings back every service that should
+run, with its active deployment: so a service never runs twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import attrs
+import psutil
+import trio
+
+from dployr import __version__
+from dployr.engine import messages as m
+from dployr.engine.release import Running
+from dployr.engine.service import Service
+from dployr.engine.sources import check_remote
+from dployr.logs.history import LogLine
+from dployr.models import (
+    Deployment,
+    DeploymentStatus,
+    ServiceStatus,
+    check_env_key,
+    check_env_value,
+)
+from dployr.store.errors import ServiceExists, UnknownService
+from dployr.store.records import ProcessRecord
+from dployr.store.store import Store
+from dployr.supervision import (
+    DEFAULT_BACKOFF,
+    DEFAULT_INTENSITY,
+    Backoff,
+    ChildTerminated,
+    Intensity,
+    Query,
+    SupervisionEvent,
+    Supervisor,
+    Topic,
+)
+from dployr.supervision.topic import Gap
+
+R = TypeVar("R")
+INTERRUPTED = "interrupted: the daemon stopped during the deploy"
+
+
+@attrs.frozen
+class EngineConfig:
+    """Where an instance keeps its data, and the limits it works within."""
+
+    data_dir: Path
+    name: str = "local"
+    service_host: str = "0.0.0.0"
+    """The address services' public ports listen on."""
+    log_bytes: int = 50 * 2**20
+    """Log history kept per service; the oldest segments go first."""
+    fetch_timeout: float = 300.0
+    build_timeout: float = 1800.0
+    ready_timeout: float = 60.0
+    """How long a new release has to accept connections on its port."""
+    deploy_deadline: float = 3600.0
+    keep_releases: int = 5
+    intensity: Intensity = DEFAULT_INTENSITY
+    """A release's restart budget: more restarts than this within the period, and it fails."""
+    backoff: Backoff = DEFAULT_BACKOFF
+
+
+@attrs.frozen
+class StatusChanged:
+    """A service's status changed: published on the instance's changes topic."""
+
+    service: str
+    instance: str
+    status: ServiceStatus
+    previous: ServiceStatus
+    at: float
+
+
+@attrs.frozen
+class DeploymentChanged:
+    """A deployment moved to another status: published on the instance's changes topic."""
+
+    service: str
+    instance: str
+    deployment: int
+    status: DeploymentStatus
+    at: float
+
+
+Change = StatusChanged | DeploymentChanged
+
+
+class Instance:
+    """The services of one machine, under one supervisor."""
+
+    def __init__(self, config: EngineConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.name = config.name
+        self.id = store.instance_id()
+        self.run_token = secrets.token_hex(8)
+        self.services: dict[str, Service] = {}
+        self.supervisor = Supervisor(config.name, [], events=_InstanceEvents(self))
+        self.events: Topic[SupervisionEvent] = Topic("events")
+        """Every supervision event of the instance's tree."""
+        self.changes: Topic[Change] = Topic("changes")
+        """Every status and deployment change of every service."""
+        self.handle = InstanceHandle(self)
+
+    async def run(
+        self,
+        ctx: object = None,
+        *,
+        task_status: trio.TaskStatus[InstanceHandle] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Clean up after a previous daemon, start the supervisor and the services, serve."""
+        killed = await trio.to_thread.run_sync(
+            kill_leftovers, self.store.recorded_processes(), self.id
+        )
+        for pid in killed:
+            self.store.forget_process(pid)
+        for leftover in self.store.recorded_processes():
+            self.store.forget_process(leftover.pid)
+        interrupted = self.store.fail_interrupted_deployments(INTERRUPTED)
+        for record in self.store.list_services():
+            self.services[record.name] = Service(self, record)
+        for deployment in interrupted:
+            service = self.services.get(deployment.service)
+            if service is not None:
+                service.book.system(
+                    f"deploy {deployment.id} failed: {INTERRUPTED}", deployment=deployment.id
+                )
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.supervisor.run)
+                for service in self.services.values():
+                    await service.recover()
+                task_status.started(self.handle)
+        finally:
+            for service in self.services.values():
+                await service.close()
+
+    # -- called by services ----------------------------------------------------------------
+
+    def status_changed(self, service: Service, previous: ServiceStatus) -> None:
+        """Publish a service's status change."""
+        self.changes.publish(
+            StatusChanged(service.name, self.name, service.state.status, previous, time.time())
+        )
+
+    def deployment_changed(self, service: str, deployment: int, status: DeploymentStatus) -> None:
+        """Publish a deployment's new status."""
+        self.changes.publish(DeploymentChanged(service, self.name, deployment, status, time.time()))
+
+    def supervision_event(self, event: SupervisionEvent) -> None:
+        """Publish a supervision event of the instance's tree."""
+        self.events.publish(event)
+
+    def record_process(self, service: str, running: Running) -> None:
+        """Remember a process group, so a daemon started after a crash can kill it."""
+        self.store.record_process(
+            service,
+            running.deployment,
+            running.pid,
+            running.pid,
+            running.started_at,
+            self.run_token,
+        )
+
+    def forget_process(self, pid: int) -> None:
+        """The process group is gone."""
+        self.store.forget_process(pid)
+
+    # -- commands (through the handle) -----------------------------------------------------
+
+    def service(self, name: str) -> Service:
+        """The service called ``name``, or UnknownService."""
+        try:
+            return self.services[name]
+        except KeyError:
+            raise UnknownService(f"no service named {name!r}") from None
+
+    async def deploy(self, request: m.Deploy) -> Deployment:
+        """Create or update the service, store its variables, then deploy it."""
+        for key, value in {**request.env, **request.secrets}.items():
+            check_env_value(check_env_key(key), value)
+        service = self.services.get(request.name)
+        if service is None:
+            if request.settings is None:
+                raise UnknownService(
+                    f"no service named {request.name!r}: give its settings to create it"
+                )
+            check_remote(request.settings.source.remote)  # refused before anything is stored
+            try:
+                created = self.store.create_service(request.name, request.settings)
+            except ServiceExists:  # created by a racing request in between
+                created = self.store.get_service(request.name)  # type: ignore[assignment]
+            service = self.services.setdefault(request.name, Service(self, created))
+        elif request.settings is not None:
+            check_remote(request.settings.source.remote)
+        if request.env:
+            self.store.set_env(request.name, request.env)
+        if request.secrets:
+            self.store.set_env(request.name, request.secrets, secret=True)
+        return await service.deploy_now(request.settings)
+
+    async def delete(self, name: str) -> m.Deleted:
+        """Stop and remove a service."""
+        service = self.service(name)
+        await service.delete()
+        self.services.pop(name, None)
+        return m.Deleted(name)
+
+    def info(self) -> m.InstanceInfo:
+        """This instance and its services."""
+        return m.InstanceInfo(
+            id=self.id,
+            name=self.name,
+            hostname=socket.gethostname(),
+            version=__version__,
+            services=tuple(s.info() for _, s in sorted(self.services.items())),
+        )
+
+    async def read_logs(self, request: m.ReadLogs) -> m.LogPage:
+        """Read a page of a service's history (in a worker thread: it touches the disk)."""
+        service = self.service(request.name)
+        book = service.book
+        streams = set(request.streams) if request.streams else None
+        limit = max(1, min(request.limit, 10_000))
+        if request.tail is not None:
+            tail = max(0, min(request.tail, 10_000))
+            lines = await trio.to_thread.run_sync(lambda: book.tail(tail, streams))
+        else:
+            lines = await trio.to_thread.run_sync(
+                lambda: book.read(
+                    after=request.after, limit=limit, streams=streams, since=request.since
+                )
+            )
+        history = book.history
+        return m.LogPage(request.name, tuple(lines), history.first_cursor, history.last_cursor)
+
+
+class _InstanceEvents:
+    """The instance supervisor's sink: notice a service tree that died, then publish."""
+
+    def __init__(self, instance: Instance) -> None:
+        self._instance = instance
+
+    def publish(self, event: SupervisionEvent, /) -> None:
+        instance = self._instance
+        if isinstance(event, ChildTerminated) and event.reason.abnormal:
+            service = instance.services.get(event.child.id)
+            if service is not None and service.tree is not None:
+                service.tree_lost(event.reason.describe())
+        instance.events.publish(event)
+
+
+class InstanceHandle:
+    """The message interface to an instance: requests in, replies out.
+
+    ``request`` takes any request of :mod:`dployr.engine.messages` and returns its reply.
+    Streams (a service's log lines, the instance's events) are cursor-resumable
+    subscriptions.
+    """
+
+    def __init__(self, instance: Instance) -> None:
+        self._instance = instance
+        i = instance
+        self._routes: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
+            m.Deploy: i.deploy,
+            m.Start: lambda r: i.service(r.name).start(),
+            m.Stop: lambda r: i.service(r.name).stop(),
+            m.Restart: lambda r: i.service(r.name).restart(),
+            m.Delete: lambda r: i.delete(r.name),
+            m.GetService: lambda r: _now(i.service(r.name).info()),
+            m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
+            m.GetSettings: lambda r: _now(i.service(r.name).settings_view()),
+            m.UpdateSettings: lambda r: i.service(r.name).update_settings(r.change),
+            m.ListEnv: lambda r: _now(i.service(r.name).env_listing()),
+            m.SetEnv: lambda r: i.service(r.name).set_env(
+                dict(r.values), secret=r.secret, restart=r.restart
+            ),
+            m.UnsetEnv: lambda r: i.service(r.name).unset_env(r.keys, restart=r.restart),
+            m.ReadLogs: i.read_logs,
+            m.ListDeployments: lambda r: _now(
+                tuple(i.store.deployments(i.service(r.name).name, max(1, min(r.limit, 1000))))
+            ),
+            m.GetInstance: lambda r: _now(i.info()),
+        }
+
+    @property
+    def instance_name(self) -> str:
+        """The name of the instance behind this handle."""
+        return self._instance.name
+
+    async def request(self, query: Query[R]) -> R:
+        """Carry out one request and return its reply (or raise a DployrError)."""
+        route = self._routes.get(type(query))
+        if route is None:
+            raise TypeError(f"not an instance request: {query!r}")
+        return cast(R, await route(query))
+
+    def follow_logs(
+        self,
+        name: str,
+        *,
+        after: int | None = None,
+        tail: int | None = None,
+        streams: frozenset[str] | None = None,
+    ) -> AsyncGenerator[list[LogLine] | Gap, None]:
+        """A service's log lines: history from ``after`` (or the last ``tail``), then live.
+
+        Use it in ``async with contextlib.aclosing(...)``: closing it unsubscribes.
+        """
+        book = self._instance.service(name).book
+        return book.follow(after=after, tail=tail, streams=streams)
+
+    def subscribe_changes(self) -> Any:
+        """A subscription to every service's status changes."""
+        return self._instance.changes.subscribe()
+
+
+async def _now(value: R) -> R:
+    return value
+
+
+def kill_leftovers(records: list[ProcessRecord], instance_id: str) -> list[int]:
+    """Kill what is left of the recorded process groups of a previous daemon.
+
+    A process counts as ours only if it is in a recorded group and its environment carries
+    this instance's id, or it is the recorded leader itself, started when recorded: a pid
+    the kernel reused for an unrelated process is left alone. Returns the recorded pids
+    whose groups are now gone.
+    """
+    if not records:
+        return []
+    groups = {r.pgid: r for r in records}
+    victims: list[psutil.Process] = []
+    for process in psutil.process_iter():
+        try:
+            pgid = os.getpgid(process.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+        record = groups.get(pgid)
+        if record is None or process.pid == os.getpid():
+            continue
+        try:
+            ours = (
+                process.pid == record.pid and abs(process.create_time() - record.started_at) < 2
+            ) or process.environ().get("DPLOYR_INSTANCE") == instance_id
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if ours:
+            victims.append(process)
+    for process in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=5)
+    return [r.pid for r in records]

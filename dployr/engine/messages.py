@@ -1,0 +1,257 @@
+"""The instance handle's messages: the one interface to an instance's services.
+
+The gateway (REST, WebSocket, dashboard) and the CLI reach services only through these.
+They are plain, frozen, serialisable values (attrs + the cattrs converter in
+:mod:`dployr.serde`), so the same requests and replies can cross a WebSocket to a remote
+instance agent later: a second machine is a transport change, not a rewrite.
+
+Each request is a :class:`~dployr.supervision.Query` whose type parameter is its reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from dployr.logs.history import LogLine
+from dployr.models import (
+    Deployment,
+    EnvVar,
+    Health,
+    ServiceSettings,
+    ServiceStatus,
+    Source,
+    check_name,
+)
+from dployr.supervision import Query
+
+PROTOCOL_VERSION = 1
+
+
+def _name(_: object, __: object, value: str) -> None:
+    check_name(value)
+
+
+def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return dict(value or {})
+
+
+# -- replies ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ServiceInfo:
+    """What a service is and does now: the fields of ``dployr get`` and ``service status``."""
+
+    name: str
+    instance: str
+    status: ServiceStatus
+    health: Health
+    pid: int | None
+    port: int | None
+    """The public port of the running release, else of the settings."""
+    restarts: int
+    deployment: int | None
+    """The active deployment's id."""
+    description: str
+    deploying: int | None
+    """The deployment in progress, if any."""
+    since: float
+    """When the status last changed (Unix time)."""
+    message: str
+    """The last event worth showing: "exited with code 1", "gave up after …"."""
+    created_at: float
+    last_deploy_at: float | None
+
+
+@attrs.frozen
+class SettingsView:
+    """A service's settings, and which of them wait for the next deploy."""
+
+    name: str
+    settings: ServiceSettings
+    active: ServiceSettings | None
+    """The settings the running release was deployed with."""
+    pending: tuple[str, ...]
+    """The settings changed since the active deployment: they apply at the next deploy."""
+
+
+@attrs.frozen
+class EnvListing:
+    """A service's environment, secrets masked, and when a change applies."""
+
+    name: str
+    vars: tuple[EnvVar, ...]
+    applies: str
+    """"at the next start, restart or deploy", or "now: the service was restarted"."""
+
+
+@attrs.frozen
+class LogPage:
+    """Log lines, oldest first, and the cursors history holds."""
+
+    name: str
+    lines: tuple[LogLine, ...]
+    first_cursor: int
+    last_cursor: int
+
+
+@attrs.frozen
+class InstanceInfo:
+    """One instance (machine) and the services it runs."""
+
+    id: str
+    name: str
+    hostname: str
+    version: str
+    services: tuple[ServiceInfo, ...]
+
+
+@attrs.frozen
+class Deleted:
+    """The service is gone (its configuration, releases and history)."""
+
+    name: str
+
+
+# -- requests --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Deploy(Query[Deployment]):
+    """Create or update a service, then deploy it; answered with the deployment at once.
+
+    Without ``settings`` the service's stored settings are deployed again.
+    """
+
+    name: str = attrs.field(validator=_name)
+    settings: ServiceSettings | None = None
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    secrets: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+
+
+@attrs.frozen
+class Start(Query[ServiceInfo]):
+    """Start a stopped or failed service with its active deployment (a fresh budget)."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class Stop(Query[ServiceInfo]):
+    """Stop a service: SIGTERM, its grace, SIGKILL; it stays stopped across daemon restarts."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class Restart(Query[ServiceInfo]):
+    """Stop and start the service's process again, same deployment, current environment."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class Delete(Query[Deleted]):
+    """Stop a service and remove its configuration, releases and history."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class GetService(Query[ServiceInfo]):
+    """One service's status."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class ListServices(Query[tuple[ServiceInfo, ...]]):
+    """Every service of the instance, by name."""
+
+
+@attrs.frozen
+class GetSettings(Query[SettingsView]):
+    """A service's settings."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class SettingsChange:
+    """The settings to change; ``None`` leaves a field as it is, ``clear`` removes one."""
+
+    source: Source | None = None
+    run_cmd: str | None = None
+    build_cmd: str | None = None
+    port: int | None = None
+    working_dir: str | None = None
+    description: str | None = None
+    health_check: str | None = None
+    stop_grace: float | None = None
+    clear: frozenset[str] = frozenset()
+    """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""
+
+
+@attrs.frozen
+class UpdateSettings(Query[SettingsView]):
+    """Change settings: stored now, applied at the next deploy; nothing is restarted."""
+
+    name: str = attrs.field(validator=_name)
+    change: SettingsChange
+
+
+@attrs.frozen
+class ListEnv(Query[EnvListing]):
+    """A service's environment variables (secret values masked)."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class SetEnv(Query[EnvListing]):
+    """Set variables: stored now, applied at the next start, restart or deploy."""
+
+    name: str = attrs.field(validator=_name)
+    values: Mapping[str, str] = attrs.field(converter=_frozen_map)
+    secret: bool = False
+    restart: bool = False
+
+
+@attrs.frozen
+class UnsetEnv(Query[EnvListing]):
+    """Remove variables: applied at the next start, restart or deploy."""
+
+    name: str = attrs.field(validator=_name)
+    keys: tuple[str, ...]
+    restart: bool = False
+
+
+@attrs.frozen
+class ReadLogs(Query[LogPage]):
+    """Read a service's log history.
+
+    ``tail`` gives the last N lines; ``after`` the lines after a cursor; ``since`` the lines
+    from a time on; ``streams`` filters (``{"build"}`` for build output only).
+    """
+
+    name: str = attrs.field(validator=_name)
+    tail: int | None = None
+    after: int | None = None
+    since: float | None = None
+    streams: frozenset[str] | None = None
+    limit: int = 1000
+
+
+@attrs.frozen
+class ListDeployments(Query[tuple[Deployment, ...]]):
+    """A service's deployments, newest first."""
+
+    name: str = attrs.field(validator=_name)
+    limit: int = 50
+
+
+@attrs.frozen
+class GetInstance(Query[InstanceInfo]):
+    """This instance and its services."""

@@ -1,0 +1,176 @@
+"""The process actor: one running release of a service, as an OS process group.
+
+Started by the service supervisor as the child ``release-<deployment id>``. It launches the
+run command, pumps its stdout and stderr into the service's log book, tells the supervisor
+it is started with the pid, and returns the process's exit as a value
+(``Crashed(exit_code=1)``, ``Crashed(signal=9)``), so the supervisor restarts it with backoff.
+When stopped it runs the ladder (SIGTERM to the group, the grace, SIGKILL) inside the
+shield its supervisor bounds, and always awaits the exit.
+
+The pipe readers live inside this actor, not beside it: a pipe belongs to one process
+incarnation, so its pump starts and ends with it, and crash output is in the history
+before the "exited with code 1" line that follows the exit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import attrs
+import trio
+
+from dployr.engine import launcher
+from dployr.logs.book import LogBook
+from dployr.logs.framing import Lines, LineSplitter
+from dployr.supervision import ChildContext, ExitReason
+from dployr.supervision.reasons import from_returncode
+
+READ_SIZE = 256 * 1024
+DRAIN_AFTER_EXIT = 2.0
+"""Seconds the pumps may keep reading after the group is gone (a process that escaped the
+group could hold a pipe open forever; its output after that is not the service's)."""
+
+
+@attrs.frozen
+class ReleaseSpec:
+    """How to run one release of a service."""
+
+    service: str
+    deployment: int
+    command: str
+    cwd: Path
+    env: Mapping[str, str]
+    """The whole environment of the process."""
+    port: int | None
+    """The private port the release listens on (given to it as PORT), if it has one."""
+    grace: float
+    """Seconds between SIGTERM and SIGKILL when the release is stopped."""
+
+    @property
+    def child_id(self) -> str:
+        """The id of this release's child in the service's supervision tree."""
+        return f"release-{self.deployment}"
+
+
+@attrs.frozen
+class Running:
+    """What a started release reports: its pid, private port and deployment."""
+
+    pid: int
+    port: int | None
+    deployment: int
+    started_at: float
+    """Wall-clock time of the start."""
+
+
+def process_env(
+    service: str, deployment: int, port: int | None, env: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment of a release: the daemon's (minus its own secrets), then the service's.
+
+    Variables named ``DPLOYR_*`` in the daemon's environment (its master key, its token) never
+    reach a service.
+    """
+    merged = {k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")}
+    merged.update(env)
+    merged["DPLOYR_SERVICE"] = service
+    merged["DPLOYR_DEPLOYMENT"] = str(deployment)
+    if port is not None:
+        merged["PORT"] = str(port)
+    return merged
+
+
+async def pump(stream: trio.abc.ReceiveStream, on_lines: Callable[[Lines, float], None]) -> None:
+    """Read a pipe in chunks until EOF, handing each batch of complete lines to ``on_lines``.
+
+    One call per chunk read, with the time it was read: lines are framed in batches, never
+    one by one. A last line without a newline is handed over at EOF.
+    """
+    splitter = LineSplitter()
+    while True:
+        try:
+            chunk = await stream.receive_some(READ_SIZE)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            chunk = b""
+        if not chunk:
+            break
+        lines = splitter.feed(chunk)
+        if lines.lines:
+            on_lines(lines, time.time())
+    rest = splitter.flush()
+    if rest.lines:
+        on_lines(rest, time.time())
+
+
+class Release:
+    """The run function of one release; ``ChildSpec(spec.child_id, Release(...).run)``."""
+
+    def __init__(
+        self,
+        spec: ReleaseSpec,
+        book: LogBook,
+        *,
+        on_spawn: Callable[[Running], None] = lambda running: None,
+        on_exit: Callable[[int], None] = lambda pid: None,
+    ) -> None:
+        self.spec = spec
+        self.book = book
+        self._on_spawn = on_spawn
+        self._on_exit = on_exit
+
+    async def run(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+    ) -> ExitReason:
+        """Launch, report started, supervise the process until it exits or is stopped."""
+        spec = self.spec
+        try:
+            process = await launcher.launch(launcher.LaunchSpec(spec.command, spec.cwd, spec.env))
+        except OSError as error:
+            raise OSError(
+                f"could not start {spec.command!r} in {spec.cwd}: {error.strerror}"
+            ) from None
+        running = Running(process.pid, spec.port, spec.deployment, time.time())
+        # The pumps are shielded from the stop request: what the service writes while it
+        # shuts down is kept. They end at EOF, or at a deadline set once the group is gone.
+        pump_scope = trio.CancelScope(shield=True)
+        try:
+            self._on_spawn(running)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pumps, process, pump_scope)
+                task_status.started(running)
+                try:
+                    returncode = await process.wait()
+                except trio.Cancelled:
+                    with ctx.shield():
+                        await launcher.stop(process, spec.grace)
+                    raise
+                finally:
+                    # Whatever is left of the group goes with its leader.
+                    with trio.CancelScope(shield=True):
+                        await launcher.kill_group(process.pid)
+                    pump_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
+        finally:
+            with trio.CancelScope(shield=True):
+                await launcher.stop(process, 0)  # no-op if it exited; never leave a zombie
+            self._on_exit(process.pid)
+        return from_returncode(returncode)
+
+    async def _pumps(self, process: trio.Process, scope: trio.CancelScope) -> None:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        deployment = self.spec.deployment
+        append = self.book.append
+
+        def to(stream: str) -> Callable[[Lines, float], None]:
+            def on_lines(lines: Lines, ts: float) -> None:
+                append(stream, lines, deployment=deployment, ts=ts)
+
+            return on_lines
+
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, process.stdout, to("stdout"))
+                nursery.start_soon(pump, process.stderr, to("stderr"))

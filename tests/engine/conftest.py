@@ -1,0 +1,128 @@
+"""A real instance on a temporary data dir, with real processes and git repositories."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from dployr.engine.instance import Change, EngineConfig, Instance, InstanceHandle
+from dployr.engine.messages import Deploy, GetService, ServiceInfo
+from dployr.logs.values import LogLine
+from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Source
+from dployr.store.store import Store
+from dployr.supervision import Backoff, Intensity
+from tests.helpers import PYTHON, pids_of_service
+
+WAIT = 30.0
+"""A guard on every wait: a test that waits longer than this has failed."""
+
+
+@attrs.define
+class Engine:
+    """An instance under test and the handle that drives it."""
+
+    instance: Instance
+    handle: InstanceHandle
+    data_dir: Path
+
+    async def wait(self, check: Callable[[], bool], seen: list[Change] | None = None) -> None:
+        """Wait for ``check()`` to hold, re-checking at every status or deployment change.
+
+        The changes seen meanwhile are appended to ``seen``.
+        """
+        with trio.fail_after(WAIT), self.instance.changes.subscribe() as changes:
+            while not check():
+                entry = await changes.receive()
+                if seen is not None and isinstance(entry, list):
+                    seen.extend(entry)
+
+    async def wait_log(self, name: str, text: str, *, after: int = 0) -> LogLine:
+        """Wait for a line containing ``text`` in the service's log (after cursor ``after``)."""
+        feed = self.handle.follow_logs(name, after=after)
+        with trio.fail_after(WAIT):
+            async with contextlib.aclosing(feed):
+                async for entry in feed:
+                    for line in entry if isinstance(entry, list) else []:
+                        if text in line.line:
+                            return line
+        raise AssertionError("the log feed ended")
+
+    def pids(self, name: str) -> list[int]:
+        """The live processes of a service of this instance."""
+        return pids_of_service(name, self.instance.id)
+
+    async def status(self, name: str) -> ServiceInfo:
+        return await self.handle.request(GetService(name))
+
+    async def wait_status(self, name: str, status: ServiceStatus) -> ServiceInfo:
+        await self.wait(lambda: self.instance.services[name].state.status is status)
+        return await self.status(name)
+
+    async def wait_deployment(self, deployment: int) -> DeploymentStatus:
+        """Wait until a deploy has ended; return how."""
+        store = self.instance.store
+
+        def finished() -> bool:
+            record = store.get_deployment(deployment)
+            service = self.instance.services.get(record.service) if record else None
+            running = (
+                service is not None
+                and service.deploy is not None
+                and service.deploy.id == deployment
+            )
+            return record is not None and record.status.finished and not running
+
+        await self.wait(finished)
+        record = store.get_deployment(deployment)
+        assert record is not None
+        return record.status
+
+    async def deploy(self, name: str, settings: ServiceSettings, **kwargs: object) -> int:
+        """Deploy and wait for the deploy to end; return the deployment id."""
+        deployment = await self.handle.request(Deploy(name, settings, **kwargs))  # type: ignore[arg-type]
+        await self.wait_deployment(deployment.id)
+        return deployment.id
+
+
+def start_engine(data_dir: Path, **config: object) -> tuple[Instance, Store]:
+    store = Store.open(data_dir / "dployr.db")
+    defaults: dict[str, object] = {
+        "service_host": "127.0.0.1",
+        "ready_timeout": 20.0,
+        "intensity": Intensity(3, 30),
+        "backoff": Backoff(initial=0.1, cap=0.4, stable=5),
+    }
+    defaults.update(config)
+    return Instance(EngineConfig(data_dir=data_dir, **defaults), store), store  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Engine]:
+    data_dir = tmp_path / "data"
+    instance, _ = start_engine(data_dir)
+    handle = await nursery.start(instance.run)
+    yield Engine(instance, handle, data_dir)
+    nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def web_settings(repo: Path, port: int | None, **kwargs: object) -> ServiceSettings:
+    """Settings that run the test web app from ``repo``."""
+    return ServiceSettings(
+        source=Source(str(repo)),
+        run_cmd=f"{PYTHON} app.py",
+        port=port,
+        stop_grace=5.0,
+        **kwargs,  # type: ignore[arg-type]
+    )
