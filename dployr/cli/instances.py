@@ -1,0 +1,52 @@
+"""``dployr instances`` and ``dployr instance ID``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncclick as click
+
+from dployr.cli import Options, json_option
+
+
+def _show(instance: dict[str, Any]) -> None:
+    from dployr.cli.output import services_table
+
+    click.echo(
+        f"instance {instance['name']} ({instance['id']}) on {instance['hostname']}, "
+        f"dployr {instance['version']}, {len(instance['services'])} services"
+    )
+    if instance["services"]:
+        services_table(instance["services"])
+
+
+@click.command()
+@json_option
+@click.pass_obj
+async def instances(options: Options) -> None:
+    """List instances (machines) and the services each runs."""
+    from dployr.cli.output import emit
+
+    async with options.client() as client:
+        found = await client.call("GET", "/instances")
+
+    def show_all(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            _show(row)
+
+    emit(found, options.json, show_all)
+
+
+@click.command()
+@click.argument("id")
+@json_option
+@click.pass_obj
+async def instance(options: Options, id: str) -> None:
+    """Show one instance and its services."""
+    from urllib.parse import quote
+
+    from dployr.cli.output import emit
+
+    async with options.client() as client:
+        found = await client.call("GET", f"/instances/{quote(id, safe='')}")
+    emit(found, options.json, _show)

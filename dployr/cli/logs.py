@@ -1,0 +1,77 @@
+"""``dployr logs NAME [-f] [-n N] [--since T] [--build]``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncclick as click
+
+from dployr.cli import Options, json_option
+
+
+def _show(line: dict[str, Any], as_json: bool) -> None:
+    from dployr.cli.output import print_json
+
+    if as_json:
+        print_json(line)
+        return
+    stamp = time.strftime("%H:%M:%S", time.localtime(line["ts"]))
+    stream = line["stream"]
+    marker = {"stdout": " ", "stderr": "!", "build": "B", "system": "#"}.get(stream, "?")
+    click.echo(f"{stamp} {marker} {line['line']}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option(
+    "--tail", "-n", type=click.IntRange(0, 10_000), help="The last N lines [default: 100]."
+)
+@click.option("--since", help="Lines from a time on: 10m, 2h, 1d, or an RFC 3339 time.")
+@click.option("--build", is_flag=True, help="Build output only.")
+@json_option
+@click.pass_obj
+async def logs(
+    options: Options, name: str, follow: bool, tail: int | None, since: str | None, build: bool
+) -> None:
+    """Print a service's logs: its output, build output and dployr's own events.
+
+    Markers: ' ' stdout, '!' stderr, 'B' build, '#' dployr.
+    """
+    from dployr.cli._runtime import until_signalled
+    from dployr.timeparse import parse_since
+
+    params: dict[str, Any] = {"build": "true" if build else None}
+    if since is not None:
+        params["since"] = str(parse_since(since, time.time()))
+        params["limit"] = 10_000
+    else:
+        params["tail"] = 100 if tail is None else tail
+    async with options.client() as client:
+        page = await client.call("GET", client.service(name, "/logs"), params=params)
+        lines = page["lines"]
+        if since is not None and tail is not None:
+            lines = lines[-tail:] if tail else []
+        for line in lines:
+            _show(line, options.json)
+        if not follow:
+            return
+        cursor = page["last_cursor"] if not lines else lines[-1]["cursor"]
+        cursor = max(cursor, page["last_cursor"])
+
+        async def stream() -> None:
+            async with client.follow(name, cursor=cursor) as feed:
+                async for message in feed:
+                    if message.get("type") == "gap":
+                        click.echo(
+                            f"... {message['to'] - message['from'] + 1} lines skipped "
+                            f"(cursors {message['from']}-{message['to']}): read them with --since",
+                            err=True,
+                        )
+                    elif message.get("type") == "log" and (
+                        not build or message["stream"] == "build"
+                    ):
+                        _show(message, options.json)
+
+        await until_signalled(stream)

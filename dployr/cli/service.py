@@ -1,0 +1,59 @@
+"""``dployr service start|stop|restart|status NAME``."""
+
+from __future__ import annotations
+
+import asyncclick as click
+
+from dployr.cli import Options, json_option
+
+
+@click.group()
+def service() -> None:
+    """Start, stop, restart a service, or show its status."""
+
+
+async def _act(options: Options, name: str, action: str | None) -> None:
+    from dployr.cli.output import emit, service_lines
+
+    async with options.client() as client:
+        if action is None:
+            info = await client.call("GET", client.service(name, "/status"))
+        else:
+            info = await client.call("POST", client.service(name, f"/{action}"))
+    emit(info, options.json, service_lines)
+
+
+@service.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+async def start(options: Options, name: str) -> None:
+    """Start a stopped or failed service (its restart budget starts over)."""
+    await _act(options, name, "start")
+
+
+@service.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+async def stop(options: Options, name: str) -> None:
+    """Stop a service: SIGTERM, its grace period, then SIGKILL."""
+    await _act(options, name, "stop")
+
+
+@service.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+async def restart(options: Options, name: str) -> None:
+    """Stop and start the service again, same deployment, current environment."""
+    await _act(options, name, "restart")
+
+
+@service.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+async def status(options: Options, name: str) -> None:
+    """Show a service's status, health, pid and restarts."""
+    await _act(options, name, None)

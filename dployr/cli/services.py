@@ -1,0 +1,55 @@
+"""``dployr list``, ``dployr get NAME``, ``dployr delete NAME``."""
+
+from __future__ import annotations
+
+import sys
+
+import asyncclick as click
+
+from dployr.cli import Options, json_option
+
+
+@click.command("list")
+@json_option
+@click.pass_obj
+async def list_services(options: Options) -> None:
+    """List every service with its instance, status and health."""
+    from dployr.cli.output import emit, services_table
+
+    async with options.client() as client:
+        emit(await client.call("GET", "/services"), options.json, services_table)
+
+
+@click.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+async def get(options: Options, name: str) -> None:
+    """Show one service."""
+    from dployr.cli.output import emit, service_lines
+
+    async with options.client() as client:
+        emit(await client.call("GET", client.service(name)), options.json, service_lines)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_obj
+async def delete(options: Options, name: str, yes: bool) -> None:
+    """Stop a service and remove it, its releases and its history.
+
+    The source repository is never touched.
+    """
+    from dployr.cli.output import emit
+    from dployr.errors import DployrError
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise DployrError(f"refusing to delete {name} without --yes (not on a terminal)")
+        if not click.confirm(f"Delete service {name}, its releases and its history?"):
+            raise DployrError("not deleted")
+    async with options.client() as client:
+        result = await client.call("DELETE", client.service(name))
+    emit(result, options.json, lambda r: click.echo(f"deleted {r['name']}"))

@@ -1,0 +1,82 @@
+"""``dployr settings NAME [--port N] [--build-cmd C] ...``: show or change settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncclick as click
+
+from dployr.cli import Options, json_option
+
+_LABELS = {
+    "source": "remote",
+    "run_cmd": "run-cmd",
+    "build_cmd": "build-cmd",
+    "port": "port",
+    "working_dir": "working-dir",
+    "description": "description",
+    "health_check": "health-check",
+    "stop_grace": "stop-grace",
+}
+
+
+def _value(key: str, value: Any) -> str:
+    if key == "source" and isinstance(value, dict):
+        text = str(value["remote"])
+        if value.get("branch"):
+            text += f" (branch {value['branch']})"
+        if value.get("commit"):
+            text += f" (commit {value['commit']})"
+        return text
+    return "-" if value is None or value == "" else str(value)
+
+
+def _show(view: dict[str, Any]) -> None:
+    pending = set(view["pending"])
+    click.echo(f"settings of {view['name']}:")
+    for key, label in _LABELS.items():
+        mark = "  (waits for the next deploy)" if key in pending else ""
+        click.echo(f"  {label:<13}{_value(key, view['settings'][key])}{mark}")
+    if pending:
+        click.echo("Changes apply at the next deploy; the running service is not restarted.")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--port", help="The public port, or 'none' for a worker.")
+@click.option("--build-cmd", help="The build command, or '' for none.")
+@click.option("--run-cmd", help="The run command.")
+@click.option("--working-dir", help="The folder inside the release to run in.")
+@click.option("--description", help="A line about the service.")
+@click.option("--health-check", help="The health check path, or '' for none.")
+@click.option("--stop-grace", type=float, help="Seconds between SIGTERM and SIGKILL.")
+@json_option
+@click.pass_obj
+async def settings(options: Options, /, name: str, **changes: Any) -> None:
+    """Show a service's settings, or change them for the next deploy.
+
+    With no option it shows the settings, marking what waits for the next deploy.
+    Changes never restart the running service.
+    """
+    from dployr.cli.output import emit
+    from dployr.errors import DployrError
+
+    body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+    if "port" in body:
+        port = body["port"]
+        if port.lower() in ("none", ""):
+            body["port"] = None
+        else:
+            try:
+                body["port"] = int(port)
+            except ValueError:
+                raise DployrError(f"--port must be a number or 'none', not {port!r}") from None
+    for key in ("build_cmd", "health_check"):
+        if body.get(key) == "":
+            body[key] = None
+    async with options.client() as client:
+        path = client.service(name, "/settings")
+        view = (
+            await client.call("PATCH", path, body=body) if body else await client.call("GET", path)
+        )
+    emit(view, options.json, _show)

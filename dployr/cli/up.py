@@ -1,0 +1,47 @@
+"""``dployr up``: run the daemon in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncclick as click
+
+from dployr.cli import Options
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where dployr keeps its data [default: $DPLOYR_HOME or ~/.local/share/dployr].",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address of the API and dashboard."
+)
+@click.option("--port", default=7879, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--service-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address services' public ports listen on.",
+)
+@click.pass_obj
+async def up(
+    options: Options, data_dir: Path | None, host: str, port: int, service_host: str
+) -> None:
+    """Start dployr: the supervisor of your services, the API and the dashboard.
+
+    Ctrl-C (or SIGTERM) stops every service gracefully and exits 0.
+    """
+    from dployr.cli._runtime import until_signalled
+    from dployr.daemon import daemon
+    from dployr.daemon.paths import default_data_dir
+
+    root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
+    config = daemon.DaemonConfig(root, host=host, port=port, service_host=service_host)
+
+    async def serve() -> None:
+        await daemon.run(config)
+
+    if await until_signalled(serve):
+        click.echo("dployr stopped: every service was stopped")

@@ -1,0 +1,145 @@
+"""``dployr up``: one process, one ``trio.run``, the root supervisor of everything.
+
+::
+
+    root supervisor "dployr" (one_for_one)
+    ├─ instance "local"     the services (see dployr.engine.instance)
+    └─ gateway              Hypercorn + Quart-Trio: REST API, WebSocket feeds, dashboard
+
+The store (SQLite) is opened before the tree and closed after it. A lock on the data dir
+makes a second daemon on the same data dir refuse to start instead of running services
+twice; the admin token is created on first start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+import trio
+
+from dployr import __version__
+from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
+from dployr.engine.instance import EngineConfig, Instance
+from dployr.errors import DployrError
+from dployr.gateway.server import Gateway
+from dployr.store.store import Store
+from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
+
+
+class AlreadyRunning(DployrError):
+    """Another daemon holds the data dir."""
+
+
+@attrs.frozen
+class DaemonConfig:
+    """What ``dployr up`` was asked for."""
+
+    data_dir: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    service_host: str = "0.0.0.0"
+
+
+@contextlib.contextmanager
+def hold_lock(data: DataDir) -> Iterator[None]:
+    """Hold the data dir's lock for the daemon's lifetime, or raise AlreadyRunning."""
+    data.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(data.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise AlreadyRunning(
+                f"another dployr daemon (pid {holder}) is already running on {data.root}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_admin_token(store: Store, data: DataDir) -> bool:
+    """Make sure ``admin-token`` holds a valid token (mode 0600); True if one was created."""
+    path = data.admin_token
+    try:
+        if store.verify_token(path.read_text().strip()):
+            path.chmod(0o600)
+            return False
+    except OSError:
+        pass
+    if any(t.name == "admin" for t in store.list_tokens()):
+        store.delete_token("admin")
+    token = store.create_token("admin")
+    partial = path.with_name(".admin-token.new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    partial.replace(path)
+    return True
+
+
+async def run(
+    config: DaemonConfig,
+    *,
+    out: TextIO = sys.stdout,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until cancelled; report the URL it serves once everything is up."""
+    data = DataDir(config.data_dir)
+    with hold_lock(data):
+        store = Store.open(data.db)
+        try:
+            created = ensure_admin_token(store, data)
+            instance = Instance(
+                EngineConfig(data_dir=data.root, service_host=config.service_host), store
+            )
+            gateway = Gateway(instance.handle, store.verify_token, config.host, config.port)
+            root = Supervisor(
+                "dployr",
+                [
+                    ChildSpec("instance", instance.run, shutdown=INFINITY),
+                    ChildSpec("gateway", gateway.run, shutdown=10.0),
+                ],
+                intensity=Intensity(3, 60),
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(root.run)
+                url = gateway.url
+                _write_endpoint(data, url)
+                try:
+                    say = _printer(out)
+                    say(f"dployr {__version__} is up: {url} (API and dashboard)")
+                    state = "a new admin token is in" if created else "admin token:"
+                    say(f"{state} {data.admin_token}")
+                    say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
+                    task_status.started(url)
+                    await trio.sleep_forever()
+                finally:
+                    with contextlib.suppress(OSError):
+                        data.endpoint.unlink()
+        finally:
+            store.close()
+
+
+def _write_endpoint(data: DataDir, url: str) -> None:
+    partial = data.endpoint.with_name(".daemon.json.new")
+    partial.write_text(json.dumps({"url": url, "pid": os.getpid(), "version": __version__}))
+    partial.replace(data.endpoint)
+
+
+def _printer(out: TextIO) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    return say

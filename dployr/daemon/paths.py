@@ -1,0 +1,64 @@
+"""Where a daemon keeps its data, and how the CLI finds a running daemon from it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import attrs
+
+from dployr.errors import DployrError
+
+DEFAULT_PORT = 7879
+DEFAULT_HOST = "127.0.0.1"
+
+
+class NotRunning(DployrError):
+    """No daemon runs on the data dir."""
+
+
+def default_data_dir() -> Path:
+    """``$DPLOYR_HOME``, else ``~/.local/share/dployr``."""
+    home = os.environ.get("DPLOYR_HOME")
+    if home:
+        return Path(home).expanduser()
+    return Path.home() / ".local" / "share" / "dployr"
+
+
+@attrs.frozen
+class DataDir:
+    """The files of one data dir."""
+
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        """The SQLite database."""
+        return self.root / "dployr.db"
+
+    @property
+    def admin_token(self) -> Path:
+        """The admin API token (mode 0600); the database keeps only its hash."""
+        return self.root / "admin-token"
+
+    @property
+    def lock(self) -> Path:
+        """Held by the running daemon, so a second one refuses to start."""
+        return self.root / "daemon.lock"
+
+    @property
+    def endpoint(self) -> Path:
+        """Where the running daemon writes its URL for the CLI."""
+        return self.root / "daemon.json"
+
+    def read_endpoint(self) -> tuple[str, str]:
+        """The running daemon's URL and the admin token, or NotRunning."""
+        try:
+            url = json.loads(self.endpoint.read_text())["url"]
+            token = self.admin_token.read_text().strip()
+        except (OSError, ValueError, KeyError, TypeError):
+            raise NotRunning(
+                f"no dployr daemon is running on {self.root}: start one with `dployr up`"
+            ) from None
+        return str(url), token

@@ -1,0 +1,324 @@
+"""The REST API under ``/api/v1``: each route turns HTTP into one handle request and back.
+
+Routes are declared once, in :data:`ROUTES`; the app registers them from that table and
+the OpenAPI document is generated from it, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+from quart import Request, request
+
+from dployr import blueprint, serde
+from dployr.engine import messages as m
+from dployr.engine.instance import InstanceHandle
+from dployr.errors import SpecError
+from dployr.logs.values import check_streams
+from dployr.models import Source, check_env_key
+from dployr.timeparse import parse_since
+
+PREFIX = "/api/v1"
+
+Handler = Callable[[InstanceHandle, dict[str, str]], Awaitable[tuple[Any, int]]]
+
+
+@attrs.frozen
+class Param:
+    """A query parameter, for the OpenAPI document."""
+
+    name: str
+    type: str
+    description: str
+
+
+@attrs.frozen
+class Route:
+    """One REST route: method, path (OpenAPI style), handler, and its documentation."""
+
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    body: str | None = None
+    """The name of the request body's schema in the OpenAPI document."""
+    response: str | None = None
+    """The name of the response schema."""
+    status: int = 200
+    query: tuple[Param, ...] = ()
+
+    @property
+    def rule(self) -> str:
+        """The path as a Quart URL rule."""
+        return PREFIX + self.path.replace("{", "<").replace("}", ">")
+
+
+class BadRequest(SpecError):
+    """The request itself is malformed (bad JSON, a bad query parameter): HTTP 400."""
+
+
+async def json_body(req: Request, *, required: bool = True) -> Any:
+    """The request's JSON body, or BadRequest."""
+    raw = await req.get_data(as_text=False)
+    if not raw.strip():
+        if required:
+            raise BadRequest("this request needs a JSON body")
+        return None
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadRequest(f"malformed JSON body: {getattr(error, 'msg', error)}") from None
+
+
+def _int_arg(name: str, *, minimum: int = 0) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise BadRequest(f"query parameter {name} must be at least {minimum}")
+    return value
+
+
+def _bool_arg(name: str) -> bool:
+    raw = request.args.get(name, "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadRequest(f"query parameter {name} must be true or false, not {raw!r}")
+
+
+# -- handlers --------------------------------------------------------------------------
+
+
+async def list_services(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.ListServices()), 200
+
+
+async def get_service(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.GetService(args["name"])), 200
+
+
+async def delete_service(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.Delete(args["name"])), 200
+
+
+async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    name = args["name"]
+    data = await json_body(request, required=False)
+    if data is None or data == {}:
+        deployment = await handle.request(m.Deploy(name))
+    else:
+        plan = blueprint.from_data(data)
+        if plan.name is not None and plan.name != name:
+            raise SpecError(f"the body names service {plan.name!r} but the path names {name!r}")
+        deployment = await handle.request(
+            m.Deploy(name, plan.settings(), dict(plan.env_vars), dict(plan.secrets))
+        )
+    return deployment, 202
+
+
+async def start(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.Start(args["name"])), 200
+
+
+async def stop(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.Stop(args["name"])), 200
+
+
+async def restart(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.Restart(args["name"])), 200
+
+
+async def get_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.GetSettings(args["name"])), 200
+
+
+_CLEARABLE = ("port", "build_cmd", "health_check")
+_SETTING_FIELDS = (
+    "run_cmd",
+    "build_cmd",
+    "port",
+    "working_dir",
+    "description",
+    "health_check",
+    "stop_grace",
+)
+
+
+async def update_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    data = await json_body(request)
+    if not isinstance(data, dict):
+        raise SpecError("the settings body must be a JSON object")
+    unknown = set(data) - set(_SETTING_FIELDS) - {"remote"}
+    if unknown:
+        raise SpecError(f"unknown settings: {', '.join(sorted(unknown))}")
+    clear = frozenset(k for k in _CLEARABLE if k in data and data[k] is None)
+    for key, value in data.items():
+        if value is None and key not in _CLEARABLE:
+            raise SpecError(f"{key} cannot be removed, only changed")
+    source = None
+    if data.get("remote") is not None:
+        remote = serde.structure(data["remote"], blueprint.Remote)
+        source = Source(remote.url, remote.branch, remote.commit)
+    plain = {k: v for k, v in data.items() if v is not None and k != "remote"}
+    change = attrs.evolve(serde.structure(plain, m.SettingsChange), clear=clear, source=source)
+    return await handle.request(m.UpdateSettings(args["name"], change)), 200
+
+
+async def list_env(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.ListEnv(args["name"])), 200
+
+
+async def set_env(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    data = await json_body(request)
+    if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
+        raise SpecError('the body must be {"values": {"KEY": "value", ...}}')
+    unknown = set(data) - {"values", "secret", "restart"}
+    if unknown:
+        raise SpecError(f"unknown fields: {', '.join(sorted(unknown))}")
+    values = data["values"]
+    for key, value in values.items():
+        check_env_key(key)
+        if not isinstance(value, str):
+            raise SpecError(f"the value of {key} must be a string")
+    secret, restart_now = data.get("secret", False), data.get("restart", False)
+    if not isinstance(secret, bool) or not isinstance(restart_now, bool):
+        raise SpecError("secret and restart must be true or false")
+    reply = await handle.request(m.SetEnv(args["name"], values, secret, restart_now))
+    return reply, 200
+
+
+async def unset_env(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    data = await json_body(request)
+    keys = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or not keys:
+        raise SpecError('the body must be {"keys": ["KEY", ...]}')
+    restart_now = data.get("restart", False)
+    if not isinstance(restart_now, bool):
+        raise SpecError("restart must be true or false")
+    for key in keys:
+        check_env_key(key)
+    return await handle.request(m.UnsetEnv(args["name"], tuple(keys), restart_now)), 200
+
+
+async def read_logs(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    tail = _int_arg("tail")
+    after = _int_arg("after")
+    limit = _int_arg("limit", minimum=1) or 1000
+    since_text = request.args.get("since")
+    since = parse_since(since_text, time.time()) if since_text else None
+    streams_text = request.args.get("streams")
+    streams = check_streams(streams_text.split(",")) if streams_text else None
+    if _bool_arg("build"):
+        streams = frozenset({"build"})
+    if tail is None and after is None and since is None:
+        tail = 100
+    query = m.ReadLogs(args["name"], tail, after, since, streams, min(limit, 10_000))
+    return await handle.request(query), 200
+
+
+async def list_deployments(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    limit = _int_arg("limit", minimum=1) or 50
+    return await handle.request(m.ListDeployments(args["name"], min(limit, 1000))), 200
+
+
+async def list_instances(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
+    return [await handle.request(m.GetInstance())], 200
+
+
+async def get_instance(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    info = await handle.request(m.GetInstance())
+    if args["instance"] not in (info.id, info.name):
+        raise UnknownInstance(f"no instance {args['instance']!r}: this daemon runs {info.name!r}")
+    return info, 200
+
+
+class UnknownInstance(SpecError):
+    """No instance has that id or name: HTTP 404."""
+
+
+_NAME = "the service's name"
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/services", "List services", list_services, response="ServiceList"),
+    Route("GET", "/services/{name}", "Get a service", get_service, response="Service"),
+    Route("DELETE", "/services/{name}", "Delete a service", delete_service, response="Deleted"),
+    Route(
+        "POST",
+        "/services/{name}/deploy",
+        "Create or update a service, then deploy it (answers at once)",
+        deploy,
+        body="Blueprint",
+        response="Deployment",
+        status=202,
+    ),
+    Route("POST", "/services/{name}/start", "Start a service", start, response="Service"),
+    Route("POST", "/services/{name}/stop", "Stop a service", stop, response="Service"),
+    Route("POST", "/services/{name}/restart", "Restart a service", restart, response="Service"),
+    Route("GET", "/services/{name}/status", "A service's status", get_service, response="Service"),
+    Route(
+        "GET",
+        "/services/{name}/settings",
+        "A service's settings",
+        get_settings,
+        response="Settings",
+    ),
+    Route(
+        "PATCH",
+        "/services/{name}/settings",
+        "Change settings (applied at the next deploy)",
+        update_settings,
+        body="SettingsChange",
+        response="Settings",
+    ),
+    Route("GET", "/services/{name}/env", "List environment variables", list_env, response="Env"),
+    Route(
+        "PUT",
+        "/services/{name}/env",
+        "Set environment variables",
+        set_env,
+        body="EnvSet",
+        response="Env",
+    ),
+    Route(
+        "POST",
+        "/services/{name}/env/unset",
+        "Remove environment variables",
+        unset_env,
+        body="EnvUnset",
+        response="Env",
+    ),
+    Route(
+        "GET",
+        "/services/{name}/logs",
+        "Read log history",
+        read_logs,
+        response="LogPage",
+        query=(
+            Param("tail", "integer", "the last N lines (default 100)"),
+            Param("after", "integer", "the lines after this cursor"),
+            Param("since", "string", "the lines from a time on: 10m, 2h, or RFC 3339"),
+            Param("streams", "string", "comma-separated: stdout,stderr,build,system"),
+            Param("build", "boolean", "build output only"),
+            Param("limit", "integer", "at most this many lines (default 1000)"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/services/{name}/deployments",
+        "List deployments, newest first",
+        list_deployments,
+        response="DeploymentList",
+        query=(Param("limit", "integer", "at most this many (default 50)"),),
+    ),
+    Route("GET", "/instances", "List instances", list_instances, response="InstanceList"),
+    Route("GET", "/instances/{instance}", "Get an instance", get_instance, response="Instance"),
+)

@@ -1,0 +1,96 @@
+"""The Quart (on trio) application: REST routes, auth, JSON errors, the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from dployr import __version__
+from dployr.engine.instance import InstanceHandle
+from dployr.errors import DployrError
+from dployr.gateway import api, feeds, openapi
+from dployr.gateway.responses import (
+    MAX_BODY,
+    TokenCheck,
+    bearer_token,
+    error_response,
+    json_response,
+    status_for,
+)
+
+log = logging.getLogger("dployr.gateway")
+
+
+def _view(route: api.Route, handle: InstanceHandle) -> Callable[..., Awaitable[Response]]:
+    async def view(**args: str) -> Response:
+        result, status = await route.handler(handle, args)
+        return json_response(result, status)
+
+    view.__name__ = f"{route.method.lower()}_{route.path}"
+    return view
+
+
+def create_app(handle: InstanceHandle, check_token: TokenCheck) -> QuartTrio:
+    """The gateway's application, talking to ``handle`` and checking tokens with ``check_token``."""
+    app = QuartTrio("dployr", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+
+    for route in api.ROUTES:
+        app.add_url_rule(
+            route.rule,
+            endpoint=f"{route.method} {route.path}",
+            view_func=_view(route, handle),
+            methods=[route.method],
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok", "version": __version__})
+
+    @app.get(api.PREFIX + "/openapi.json")
+    async def openapi_document() -> Response:
+        return json_response(openapi.document())
+
+    @app.before_request
+    async def authenticate() -> Response | None:
+        if request.path == "/healthz" or not request.path.startswith("/api/"):
+            return None
+        token = bearer_token(request.headers, request.args)
+        if token is None:
+            return error_response(
+                401, "unauthorized", "missing API token: send Authorization: Bearer <token>"
+            )
+        if not check_token(token):
+            return error_response(401, "unauthorized", "invalid API token")
+        return None
+
+    feeds.register(app, handle, check_token)
+
+    @app.errorhandler(DployrError)
+    async def domain_error(error: DployrError) -> Response:
+        status, code = status_for(error)
+        if status >= 500:
+            log.error("request failed: %s", error)
+        return error_response(status, code, " ".join(str(error).split()))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        messages = {
+            404: "no such route",
+            405: f"method {request.method} is not allowed here",
+            413: f"the request body is larger than {MAX_BODY // 1024} KiB",
+        }
+        message = messages.get(status, error.description or error.name)
+        return error_response(status, error.name.lower().replace(" ", "_"), message)
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        log.exception("internal error")
+        return error_response(500, "internal", f"internal error: {type(error).__name__}")
+
+    return app

@@ -1,0 +1,29 @@
+"""Times as users write them: ``10m``, ``2h``, ``1d``, or an RFC 3339 timestamp."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from dployr.errors import SpecError
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float) -> float:
+    """The Unix time ``text`` means: a duration back from ``now``, or an RFC 3339 time."""
+    value = text.strip()
+    match = _DURATION.fullmatch(value)
+    if match:
+        return now - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SpecError(
+            f"invalid time {text!r}: use a duration such as 10m, 2h, 1d, or an RFC 3339 time "
+            "such as 2026-11-26T09:30:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()  # a time without a zone is local time
+    return parsed.timestamp()
