@@ -20,7 +20,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/dployr demo
+	$(BIN)/dployr up
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check dployr tests benchmarks

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
 from dployr.engine.instance import InstanceHandle
 from dployr.errors import DployrError
-from dployr.gateway import api, feeds, openapi
+from dployr.gateway import api, dashboard, feeds, openapi
 from dployr.gateway.responses import (
     MAX_BODY,
     TokenCheck,
@@ -38,6 +38,8 @@ def create_app(handle: InstanceHandle, check_token: TokenCheck) -> QuartTrio:
     """The gateway's application, talking to ``handle`` and checking tokens with ``check_token``."""
     app = QuartTrio("dployr", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # The dashboard's session check runs first: it may authenticate the request.
+    dashboard.register(app, handle, check_token)
 
     for route in api.ROUTES:
         app.add_url_rule(
@@ -58,6 +60,8 @@ def create_app(handle: InstanceHandle, check_token: TokenCheck) -> QuartTrio:
     @app.before_request
     async def authenticate() -> Response | None:
         if request.path == "/healthz" or not request.path.startswith("/api/"):
+            return None
+        if g.get("authenticated"):
             return None
         token = bearer_token(request.headers, request.args)
         if token is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 
-from quart import Response, websocket
+from quart import Response, g, websocket
 from quart_trio import QuartTrio
 
 from dployr.engine.instance import InstanceHandle
@@ -56,7 +56,7 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
     @app.websocket("/api/v1/services/<name>/logs/stream")
     async def log_stream(name: str) -> Response | None:
         token = bearer_token(websocket.headers, websocket.args)
-        if token is None or not check_token(token):
+        if not g.get("authenticated") and (token is None or not check_token(token)):
             return error_response(401, "unauthorized", "missing or invalid API token")
         try:
             check_name(name)
