@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
+import trio
+from trio_websocket import open_websocket_url
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
@@ -92,13 +97,19 @@ def web_repo(path: Path, version: str = "v1") -> Path:
     return make_repo(path, {"app.py": WEB_APP, "VERSION": version + "\n"})
 
 
+os.environ.setdefault("TESTS_RUN", os.urandom(8).hex())
+"""Marks the processes of this test run: daemons and services inherit it, so the leak guard
+only looks at processes of this run, not at those of another run on the same machine."""
+
+
 def service_processes() -> dict[int, tuple[str, str]]:
-    """Live processes started for a service: pid -> (instance id, service name)."""
+    """Live processes of this test run's services: pid -> (instance id, service name)."""
     found = {}
     for process in psutil.process_iter():
         try:
             env = process.environ()
-            if "DPLOYR_SERVICE" in env and process.status() != psutil.STATUS_ZOMBIE:
+            ours = env.get("TESTS_RUN") == os.environ["TESTS_RUN"]
+            if ours and "DPLOYR_SERVICE" in env and process.status() != psutil.STATUS_ZOMBIE:
                 found[process.pid] = (env.get("DPLOYR_INSTANCE", ""), env["DPLOYR_SERVICE"])
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -112,3 +123,80 @@ def pids_of_service(name: str, instance: str | None = None) -> list[int]:
         for pid, (owner, service) in service_processes().items()
         if service == name and (instance is None or owner == instance)
     )
+
+
+class Daemon:
+    """A real ``dployr up`` in a subprocess, on a data dir, driven over its API."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.process: trio.Process | None = None
+        self.url = ""
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    async def start(self) -> str:
+        """Start the daemon and return its URL once it says it is up."""
+        self.process = await trio.lowlevel.open_process(
+            [
+                PYTHON,
+                "-m",
+                "dployr",
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                "0",
+                "--service-host",
+                "127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")},
+        )
+        assert self.process.stdout is not None
+        seen = b""
+        with trio.fail_after(30):
+            while b"\n" not in seen:  # the first line says where it is up
+                chunk = await self.process.stdout.receive_some(4096)
+                if not chunk:
+                    raise AssertionError(f"dployr up exited before it was up: {seen!r}")
+                seen += chunk
+        first = seen.split(b"\n", 1)[0].decode()
+        assert " is up: " in first, first
+        self.url = first.split(" is up: ", 1)[1].split()[0]
+        return self.url
+
+    def client(self) -> httpx.AsyncClient:
+        """An API client with the admin token."""
+        return httpx.AsyncClient(
+            base_url=self.url + "/api/v1",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+
+    async def kill9(self) -> None:
+        """``kill -9`` the daemon, as a crash would."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> int:
+        """SIGTERM, and the daemon's exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            return await self.process.wait()
+
+    async def wait_log(self, name: str, text: str, *, cursor: int = 0) -> dict[str, object]:
+        """Wait for a line containing ``text`` in a service's log feed."""
+        ws_url = self.url.replace("http://", "ws://") + (
+            f"/api/v1/services/{name}/logs/stream?cursor={cursor}&token={self.token}"
+        )
+        with trio.fail_after(60):
+            async with open_websocket_url(ws_url) as ws:
+                while True:
+                    message = json.loads(await ws.get_message())
+                    if message.get("type") == "log" and text in message["line"]:
+                        return dict(message)

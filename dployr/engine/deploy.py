@@ -29,7 +29,7 @@ import trio
 
 from dployr.engine import launcher, ports, sources
 from dployr.engine.errors import DeployFailed
-from dployr.engine.release import ReleaseSpec, process_env, pump
+from dployr.engine.release import ReleaseSpec, Running, pump
 from dployr.logs.framing import Lines
 from dployr.models import Deployment, DeploymentStatus
 from dployr.supervision import ChildContext
@@ -126,12 +126,13 @@ class DeployRun:
         if not settings.build_cmd:
             return
         self._set(DeploymentStatus.BUILDING, f"building: {settings.build_cmd}")
-        env = process_env(self.service.name, self.id, None, self.service.environment())
+        env = self.service.process_env(self.id, None)
         timeout = self.service.config.build_timeout
         try:
             process = await launcher.launch(launcher.LaunchSpec(settings.build_cmd, cwd, env))
         except OSError as error:
             raise DeployFailed(f"build could not start: {error.strerror}") from None
+        self.service.process_started(Running(process.pid, None, self.id, time.time()))
         try:
             async with trio.open_nursery() as nursery:
                 assert process.stdout is not None
@@ -148,6 +149,7 @@ class DeployRun:
         finally:
             with trio.CancelScope(shield=True):
                 await launcher.stop(process, 2.0)
+            self.service.process_ended(process.pid)
         code = process.returncode
         assert code is not None
         if code != 0:

@@ -130,11 +130,7 @@ class Instance:
         task_status: trio.TaskStatus[InstanceHandle] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Clean up after a previous daemon, start the supervisor and the services, serve."""
-        killed = await trio.to_thread.run_sync(
-            kill_leftovers, self.store.recorded_processes(), self.id
-        )
-        for pid in killed:
-            self.store.forget_process(pid)
+        await trio.to_thread.run_sync(kill_leftovers, self.store.recorded_processes(), self.id)
         for leftover in self.store.recorded_processes():
             self.store.forget_process(leftover.pid)
         interrupted = self.store.fail_interrupted_deployments(INTERRUPTED)
@@ -341,30 +337,28 @@ async def _now(value: R) -> R:
 
 
 def kill_leftovers(records: list[ProcessRecord], instance_id: str) -> list[int]:
-    """Kill what is left of the recorded process groups of a previous daemon.
+    """Kill every process a previous daemon of this instance left behind; return their pids.
 
-    A process counts as ours only if it is in a recorded group and its environment carries
-    this instance's id, or it is the recorded leader itself, started when recorded: a pid
-    the kernel reused for an unrelated process is left alone. Returns the recorded pids
-    whose groups are now gone.
+    Called before any service starts, so every live process that carries this instance's
+    id in its environment is a leftover: a release or build whose daemon was killed, and
+    its children (the kernel killed only each group's leader, through PDEATHSIG), even one
+    started in the instant between its spawn and its record. A recorded group leader
+    started when recorded counts too (in case it cleared its environment); a pid the
+    kernel reused for an unrelated process is left alone.
     """
-    if not records:
-        return []
-    groups = {r.pgid: r for r in records}
+    recorded = {(r.pid, r.pgid): r.started_at for r in records}
+    groups = {r.pgid for r in records}
+    me = os.getpid()
     victims: list[psutil.Process] = []
     for process in psutil.process_iter():
-        try:
-            pgid = os.getpgid(process.pid)
-        except (ProcessLookupError, PermissionError):
-            continue
-        record = groups.get(pgid)
-        if record is None or process.pid == os.getpid():
+        if process.pid == me:
             continue
         try:
-            ours = (
-                process.pid == record.pid and abs(process.create_time() - record.started_at) < 2
-            ) or process.environ().get("DPLOYR_INSTANCE") == instance_id
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            ours = process.environ().get("DPLOYR_INSTANCE") == instance_id
+            if not ours and process.pid in groups:
+                started = recorded.get((process.pid, os.getpgid(process.pid)))
+                ours = started is not None and abs(process.create_time() - started) < 2
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
         if ours:
             victims.append(process)
@@ -372,4 +366,4 @@ def kill_leftovers(records: list[ProcessRecord], instance_id: str) -> list[int]:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGKILL)
     psutil.wait_procs(victims, timeout=5)
-    return [r.pid for r in records]
+    return [p.pid for p in victims]

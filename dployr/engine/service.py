@@ -340,12 +340,28 @@ class Service:
         self._advance(st.Started())
         await self.switch_to(deployment, spec, start=True)
 
+    def process_env(self, deployment: int, port: int | None) -> dict[str, str]:
+        """The whole environment of a process of this service (a release or a build).
+
+        ``DPLOYR_INSTANCE`` marks it as this instance's, so a daemon started after a crash
+        can tell its leftovers from unrelated processes that reuse their pids.
+        """
+        env = process_env(self.name, deployment, port, self.environment())
+        env["DPLOYR_INSTANCE"] = self.instance.id
+        return env
+
+    def process_started(self, running: Running) -> None:
+        """Record a process group (release or build) before anything else can happen."""
+        self.instance.record_process(self.name, running)
+
+    def process_ended(self, pid: int) -> None:
+        """The process group is gone."""
+        self.instance.forget_process(pid)
+
     def release_spec(self, deployment: Deployment, port: int | None, release: Path) -> ReleaseSpec:
         """The spec of a release of ``deployment`` on private ``port``, env as stored now."""
         settings = deployment.settings
-        env = process_env(self.name, deployment.id, port, self.environment())
-        env["DPLOYR_INSTANCE"] = self.instance.id
-        env["DPLOYR_RUN"] = self.instance.run_token
+        env = self.process_env(deployment.id, port)
         return ReleaseSpec(
             service=self.name,
             deployment=deployment.id,
@@ -363,7 +379,9 @@ class Service:
         if spec.child_id in tree.which_children():
             await tree.delete_child(spec.child_id)  # a failed earlier run of the same release
         self._exited.pop(spec.child_id, None)
-        release = Release(spec, self.book, on_spawn=self._spawned, on_exit=self._reaped)
+        release = Release(
+            spec, self.book, on_spawn=self.process_started, on_exit=self.process_ended
+        )
         supervisor = Supervisor(
             spec.child_id,
             [
@@ -481,12 +499,6 @@ class Service:
         self.state = st.advance(self.state, event, time.time())
         if self.state.status is not before.status:
             self.instance.status_changed(self, before.status)
-
-    def _spawned(self, running: Running) -> None:
-        self.instance.record_process(self.name, running)
-
-    def _reaped(self, pid: int) -> None:
-        self.instance.forget_process(pid)
 
     def _on_event(self, event: SupervisionEvent) -> None:
         path = event.supervisor
