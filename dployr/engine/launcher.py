@@ -2,9 +2,9 @@
 
 A service process runs ``/bin/sh -c <run command>`` in a new session (so it is the leader
 of its own process group and has no controlling terminal), with stdin closed and stdout and
-stderr on pipes. It is marked with ``PR_SET_PDEATHSIG`` so the kernel kills it if the
-daemon dies; grandchildren are not covered by that, which is why the daemon records every
-process group it starts and kills what is left of them when it starts again.
+stderr on pipes. It is marked with ``PR_SET_PDEATHSIG`` (by ``setpriv``) so the kernel
+kills it if the daemon dies; grandchildren are not covered by that, which is why the daemon
+records every process group it starts and kills what is left of them when it starts again.
 
 Stopping is SIGTERM to the whole group, the grace, SIGKILL to the whole group, and always
 awaiting the exit; once the leader has exited, whatever is left in its group is killed, so
@@ -14,9 +14,9 @@ no grandchild outlives the service.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -25,21 +25,14 @@ from pathlib import Path
 import attrs
 import trio
 
-_PR_SET_PDEATHSIG = 1
 _F_SETPIPE_SZ = 1031
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for chatty services; the kernel may cap it lower
 KILL_WAIT = 5.0
 """Seconds to wait for SIGKILLed processes to die (one in uninterruptible I/O may take long)."""
 
 
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:  # not Linux: PDEATHSIG is best effort
-        return None
-
-
-_LIBC = _libc()
+SETPRIV = shutil.which("setpriv")
+"""util-linux's ``setpriv`` (essential on Debian) sets the death signal before the exec."""
 
 
 @attrs.frozen
@@ -51,40 +44,101 @@ class LaunchSpec:
     env: Mapping[str, str]
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    # If the daemon died between fork and prctl, the signal will never come: go now.
-    if os.getppid() != parent:
-        os._exit(1)
+LISTEN_FD = 3
+"""Where a handed-over listening socket appears in the child (systemd's SD_LISTEN_FDS_START)."""
 
 
-def _grow_pipe(stream: object) -> None:
-    fileno = getattr(stream, "fileno", None)
-    if fileno is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fileno(), _F_SETPIPE_SZ, _PIPE_SIZE)
+def _grow_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
 
 
-async def launch(spec: LaunchSpec) -> trio.Process:
+class ServiceProcess:
+    """A child process: its pid, its output pipes as trio streams, and its exit.
+
+    The exit is awaited through a pidfd, so no thread waits for it.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdout: int, stderr: int) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdout = trio.lowlevel.FdStream(stdout)
+        self.stderr = trio.lowlevel.FdStream(stderr)
+        self.returncode: int | None = None
+        self._pidfd: int | None = os.pidfd_open(self.pid)
+        self._exited = trio.Event()
+        self._waiting = False
+
+    async def wait(self) -> int:
+        """Wait for the process to exit; its return code (negative: killed by a signal)."""
+        if self.returncode is not None:
+            return self.returncode
+        if self._waiting:  # another task is already on the pidfd
+            await self._exited.wait()
+            assert self.returncode is not None
+            return self.returncode
+        self._waiting = True
+        assert self._pidfd is not None
+        try:
+            await trio.lowlevel.wait_readable(self._pidfd)
+        finally:
+            self._waiting = False
+        # The pidfd is readable: the child is a zombie, so this reaps it without waiting.
+        _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._popen.returncode = self.returncode  # so Popen knows it was reaped
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._exited.set()
+        return self.returncode
+
+
+def _argv(command: str, listen_fd: int | None) -> list[str]:
+    script = command
+    if listen_fd is not None:
+        # Move the handed-over socket to fd 3, where LISTEN_FDS says it is.
+        script = f"exec {LISTEN_FD}<&{listen_fd} {listen_fd}<&-\n{command}"
+    prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
+    return [*prefix, "/bin/sh", "-c", script]
+
+
+async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServiceProcess:
     """Start ``spec`` as the leader of a new session, its output on pipes.
 
-    Must be called from the trio thread: PDEATHSIG follows the thread that forked.
+    With ``listen_fd``, that socket is the child's fd 3 and ``LISTEN_FDS=1`` says so.
+    The fork happens here, on the trio thread, which lives as long as the daemon:
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, and trio's
+    own ``open_process`` forks from a worker thread that exits after ten idle seconds,
+    taking its children with it. Without a ``preexec_fn`` the spawn is a fast vfork
+    (well under a millisecond); ``setpriv`` sets the death signal, then execs the shell.
     """
-    parent = os.getpid()
-    process = await trio.lowlevel.open_process(
-        ["/bin/sh", "-c", spec.command],
-        cwd=spec.cwd,
-        env=dict(spec.env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=lambda: _die_with_parent(parent),
-    )
-    _grow_pipe(process.stdout)
-    _grow_pipe(process.stderr)
-    return process
+    env = dict(spec.env)
+    if listen_fd is not None:
+        env["LISTEN_FDS"] = "1"
+    out_read, out_write = os.pipe2(os.O_CLOEXEC)
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    for fd in (out_read, err_read):
+        _grow_pipe(fd)
+    try:
+        popen = subprocess.Popen(  # noqa: ASYNC220 (a vfork and exec: no waiting)
+            _argv(spec.command, listen_fd),
+            cwd=spec.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=err_write,
+            start_new_session=True,
+            pass_fds=(listen_fd,) if listen_fd is not None else (),
+        )
+    except BaseException:
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    await trio.lowlevel.checkpoint()
+    return ServiceProcess(popen, out_read, err_read)
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -134,7 +188,7 @@ async def kill_group(pgid: int, *, wait: float = KILL_WAIT) -> None:
             os.close(fd)
 
 
-async def stop(process: trio.Process, grace: float) -> int:
+async def stop(process: ServiceProcess, grace: float) -> int:
     """SIGTERM to the group, wait up to ``grace`` s, SIGKILL to the group; await the exit.
 
     Returns the leader's return code. The final kill and wait are shielded, so a caller

@@ -232,6 +232,7 @@ class Supervisor:
         self._next_token = 0
         self._inbox_send, self._inbox = trio.open_memory_channel[_Message](math.inf)
         self._nursery: trio.Nursery | None = None  # children live here (shielded)
+        self._closed = trio.Event()  # set once run() has stopped the children
         self._timers: trio.Nursery | None = None  # restart timers live here
         self._running = False
         self._accepting = False
@@ -277,7 +278,10 @@ class Supervisor:
         return await self._call(operation)
 
     async def terminate_child(self, child_id: str) -> None:
-        """Stop a child (with its grace) and keep its spec; it is not restarted."""
+        """Stop a child (with its grace) and keep its spec; it is not restarted.
+
+        A temporary child is forgotten once stopped.
+        """
 
         async def operation() -> trio.Event | None:
             child = self._get(child_id)
@@ -312,10 +316,12 @@ class Supervisor:
         await self.terminate_child(child_id)
 
         async def operation() -> None:
-            child = self._get(child_id)
-            if child.current is not None:  # restarted by a racing call in between
-                raise StartError(f"child {child_id!r} was started again; delete it again")
-            self._children.remove(child)
+            for child in self._children:
+                if child.spec.id == child_id:
+                    if child.current is not None:  # restarted by a racing call in between
+                        raise StartError(f"child {child_id!r} was started again; delete it again")
+                    self._children.remove(child)
+                    return  # (a temporary child is already gone once it stopped)
 
         await self._call(operation)
 
@@ -349,11 +355,17 @@ class Supervisor:
         # The supervisor's own failures are raised after its nursery closes, unwrapped, so a
         # parent (or a user) sees a StartError or RestartIntensityExceeded, not a group.
         failure: StartError | RestartIntensityExceeded | None = None
+        self._closed = trio.Event()
         try:
             async with trio.open_nursery() as timers:
                 self._timers = timers
-                await timers.start(self._host_children)
                 try:
+                    # Not nursery.start: trio leaves a task started from a cancelled caller
+                    # in the caller's nursery, and this shielded host would wait forever
+                    # for a shutdown that could not begin.
+                    hosting = trio.Event()
+                    timers.start_soon(self._host_children, hosting)
+                    await hosting.wait()
                     for child in self._children:
                         await self._start(child)
                     task_status.started(self)
@@ -361,16 +373,22 @@ class Supervisor:
                 except (StartError, RestartIntensityExceeded) as error:
                     failure = error
                 finally:
+                    # Control calls fail from now on: one made by a child being stopped
+                    # must not wait for the very shutdown that waits for that child.
                     self._accepting = False
+                    self._fail_calls()
                     timers.cancel_scope.cancel()
                     with trio.CancelScope(shield=True) if ctx is None else ctx.shield():
                         try:
                             await self._stop_all("shutdown")
                         finally:
                             self._fail_calls()
-                            assert self._nursery is not None
-                            # Anything still alive (the grace was cut short) is cancelled.
-                            self._nursery.cancel_scope.cancel()
+                            # Anything still alive (the grace was cut short) is cancelled,
+                            # and the host of the children may end (even one that has not
+                            # started yet, if the supervisor was cancelled that early).
+                            if self._nursery is not None:
+                                self._nursery.cancel_scope.cancel()
+                            self._closed.set()
         finally:
             self._running = False
             self._nursery = None
@@ -380,13 +398,14 @@ class Supervisor:
 
     # -- the loop ------------------------------------------------------------------------
 
-    async def _host_children(self, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _host_children(self, hosting: trio.Event) -> None:
         # Shielded: cancelling the supervisor must not cancel its children all at once.
+        # It ends when run() has stopped them (or cancelled what would not stop).
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
+                hosting.set()
+                await self._closed.wait()
 
     async def _loop(self) -> None:
         try:
@@ -493,10 +512,16 @@ class Supervisor:
         self._on_exited(child, inc, reason)
 
     def _on_exited(self, child: _Child, inc: _Incarnation, reason: ExitReason) -> None:
-        """Record an exit at once (events keep their order); decide restarts in the loop."""
+        """Record an exit at once (events keep their order); decide restarts in the loop.
+
+        A temporary child is forgotten when it exits, as in OTP: it is never restarted, so
+        its id is free for a new child.
+        """
         if child.current is inc:
             child.current = None
         child.last_exit = reason
+        if child.spec.restart is Restart.TEMPORARY and child in self._children:
+            self._children.remove(child)
         now = trio.current_time()
         self._publish(ChildTerminated(self.path, child.offender(), reason, now))
         if inc.stopping is not None:

@@ -144,10 +144,14 @@ async def test_strategy_by_restart_type_by_exit(
                 assert event.reason == Shutdown("restart of b")
         else:
             assert kinds == ["child_terminated b"]
-        # The final tree: everything runs again, except b when it was not restarted.
+        # The final tree: everything runs again, except b when it was not restarted; a
+        # temporary b is forgotten altogether.
         stats = sup.statistics()
         running = {child.id: child.running for child in stats.children}
-        assert running == {"a": True, "b": restarted, "c": True}
+        expected = {"a": True, "b": restarted, "c": True}
+        if restart is Restart.TEMPORARY:
+            del expected["b"]
+        assert running == expected
         assert stats.restarts == (1 if restarted else 0)
         nursery.cancel_scope.cancel()
 
@@ -361,18 +365,24 @@ async def test_terminating_one_child_does_not_block_the_supervisor(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_temporary_child_is_reported_and_never_escalated() -> None:
+async def test_a_temporary_child_is_reported_never_escalated_and_forgotten() -> None:
     log: list[str] = []
     temp = Child("temp", log)
-    sup = Supervisor("root", [temp.spec(restart="temporary")], intensity=Intensity(0, 60))
+    events: Topic[SupervisionEvent] = Topic("events")
+    recorder = Recorder(events)
+    sup = Supervisor(
+        "root", [temp.spec(restart="temporary")], intensity=Intensity(0, 60), events=events
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
         temp.crash()
         await trio.testing.wait_all_tasks_blocked()
         stats = sup.statistics()
         assert stats.restarts == 0
-        assert not stats.children[0].running
-        assert isinstance(stats.children[0].last_exit, Crashed)
+        assert stats.children == ()  # forgotten, as in OTP: its id is free again
+        exits = [e for e in await recorder.settle() if isinstance(e, ChildTerminated)]
+        assert isinstance(exits[0].reason, Crashed)
+        assert await sup.start_child(temp.spec(restart="temporary")) == 2
         nursery.cancel_scope.cancel()
 
 
