@@ -97,6 +97,75 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "metrics history: samples for an hour, minute buckets for 7 days",
+        (
+            # Every sample, kept for an hour (dployr.engine.metrics_policy.RAW_RETENTION).
+            """
+            CREATE TABLE service_samples (
+                service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                ts REAL NOT NULL,  -- Unix time
+                cpu REAL NOT NULL,  -- percent of one core
+                rss INTEGER NOT NULL,  -- bytes
+                processes INTEGER NOT NULL,
+                threads INTEGER NOT NULL,
+                fds INTEGER NOT NULL,
+                PRIMARY KEY (service, ts)
+            ) STRICT, WITHOUT ROWID
+            """,
+            "CREATE INDEX service_samples_by_time ON service_samples (ts)",
+            # One row per service and minute, kept for 7 days: the count of the minute's
+            # samples and the sum and maximum of each field, added to as samples arrive.
+            """
+            CREATE TABLE service_minutes (
+                service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                minute INTEGER NOT NULL,  -- its start, Unix time, a multiple of 60
+                samples INTEGER NOT NULL,
+                cpu_sum REAL NOT NULL,
+                cpu_max REAL NOT NULL,
+                rss_sum INTEGER NOT NULL,
+                rss_max INTEGER NOT NULL,
+                processes_sum INTEGER NOT NULL,
+                processes_max INTEGER NOT NULL,
+                threads_sum INTEGER NOT NULL,
+                threads_max INTEGER NOT NULL,
+                fds_sum INTEGER NOT NULL,
+                fds_max INTEGER NOT NULL,
+                PRIMARY KEY (service, minute)
+            ) STRICT, WITHOUT ROWID
+            """,
+            "CREATE INDEX service_minutes_by_time ON service_minutes (minute)",
+            """
+            CREATE TABLE instance_samples (
+                ts REAL PRIMARY KEY NOT NULL,  -- Unix time
+                cpu REAL NOT NULL,  -- percent of the whole machine
+                mem_used INTEGER NOT NULL,  -- bytes
+                mem_total INTEGER NOT NULL,
+                load1 REAL NOT NULL,
+                load5 REAL NOT NULL,
+                load15 REAL NOT NULL
+            ) STRICT, WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE instance_minutes (
+                minute INTEGER PRIMARY KEY NOT NULL,
+                samples INTEGER NOT NULL,
+                cpu_sum REAL NOT NULL,
+                cpu_max REAL NOT NULL,
+                mem_used_sum INTEGER NOT NULL,
+                mem_used_max INTEGER NOT NULL,
+                mem_total_sum INTEGER NOT NULL,
+                mem_total_max INTEGER NOT NULL,
+                load1_sum REAL NOT NULL,
+                load1_max REAL NOT NULL,
+                load5_sum REAL NOT NULL,
+                load5_max REAL NOT NULL,
+                load15_sum REAL NOT NULL,
+                load15_max REAL NOT NULL
+            ) STRICT, WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
