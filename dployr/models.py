@@ -187,6 +187,72 @@ class Source:
 DEFAULT_STOP_GRACE = 10.0
 
 
+class HealthKind(enum.Enum):
+    """How Watchdog probes a service."""
+
+    HTTP = "http"
+    """``GET http://127.0.0.1:<private port><health_check>``; 2xx and 3xx are healthy."""
+    TCP = "tcp"
+    """A TCP connection to the private port is accepted."""
+    COMMAND = "command"
+    """A shell command, run in the release folder, exits 0."""
+
+
+def _positive(limit: float) -> Any:
+    def check(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+        name = "health " + attribute.name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise InvalidSetting(f"{name} must be a number, not {value!r}")
+        if not 0 < value <= limit:
+            raise InvalidSetting(f"{name} must be more than 0 and at most {limit:g}, not {value!r}")
+
+    return check
+
+
+def _count(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None and attribute.name == "restart_after":
+        return
+    name = "health " + attribute.name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise InvalidSetting(f"{name} must be a whole number from 1 to 1000, not {value!r}")
+
+
+def _start_period(_: object, __: object, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise InvalidSetting(f"health start-period must be 0 to 3600 seconds, not {value!r}")
+
+
+def _webhook(_: object, __: object, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s]{1,2000}", value):
+        raise InvalidSetting(f"health webhook must be an http:// or https:// URL, not {value!r}")
+
+
+@attrs.frozen
+class HealthOptions:
+    """How Watchdog checks a service; the HTTP path itself is the ``health_check`` setting.
+
+    Without a ``kind``, a service with a ``health_check`` path gets an HTTP check and one
+    without gets none.
+    """
+
+    kind: HealthKind | None = None
+    command: str | None = attrs.field(default=None, validator=_check_command(required=False))
+    interval: float = attrs.field(default=10.0, validator=_positive(86400))
+    timeout: float = attrs.field(default=5.0, validator=_positive(3600))
+    failures: int = attrs.field(default=3, validator=_count)
+    """Consecutive failures before the service is ``degraded``."""
+    successes: int = attrs.field(default=1, validator=_count)
+    """Consecutive successes before it is ``healthy`` again."""
+    start_period: float = attrs.field(default=0.0, validator=_start_period)
+    """Seconds after a release starts during which failures do not count."""
+    restart_after: int | None = attrs.field(default=None, validator=_count)
+    """Restart the release after this many consecutive failures (off by default)."""
+    webhook: str | None = attrs.field(default=None, validator=_webhook)
+    """A URL that receives a JSON POST at every health change."""
+
+
 @attrs.frozen
 class ServiceSettings:
     """A service's configuration. Changes apply at the next deploy."""
@@ -199,6 +265,26 @@ class ServiceSettings:
     description: str = attrs.field(default="", validator=_check_description)
     health_check: str | None = attrs.field(default=None, validator=_check_health_path)
     stop_grace: float = attrs.field(default=DEFAULT_STOP_GRACE, validator=_check_grace)
+    health: HealthOptions = attrs.field(factory=HealthOptions)
+    listen_fds: bool = False
+    """Hand the public listening socket to each release as fd 3 (``LISTEN_FDS``) instead
+    of proxying: for apps that can take a socket from their parent."""
+
+    def __attrs_post_init__(self) -> None:
+        kind = self.health.kind
+        if kind is HealthKind.COMMAND and not self.health.command:
+            raise InvalidSetting("a command health check needs its command")
+        if kind in (HealthKind.HTTP, HealthKind.TCP) and self.port is None:
+            raise InvalidSetting(f"a {kind.value} health check needs the service to have a port")
+        if self.listen_fds and self.port is None:
+            raise InvalidSetting("listen-fds needs the service to have a port")
+
+    @property
+    def health_kind(self) -> HealthKind | None:
+        """The kind of check Watchdog runs, or None when the service has none."""
+        if self.health.kind is not None:
+            return self.health.kind
+        return HealthKind.HTTP if self.health_check else None
 
 
 @attrs.frozen

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h11
 import httpx
 import psutil
 import trio
@@ -45,7 +46,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/env/"):
             body = os.environ.get(self.path[5:], "<unset>")
         elif self.path == "/health":
+            if os.path.exists("UNHEALTHY"):
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = "ok"
+        elif self.path == "/slow":
+            import time
+            time.sleep(0.3)
+            body = f"slow {VERSION}"
         else:
             body = f"hello {VERSION} {DEPLOYMENT}"
         data = body.encode()
@@ -200,3 +210,61 @@ class Daemon:
                     message = json.loads(await ws.get_message())
                     if message.get("type") == "log" and text in message["line"]:
                         return dict(message)
+
+
+async def raw_request(
+    url: str,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    chunks: list[bytes] = (),  # type: ignore[assignment]
+) -> httpx.Response:
+    """One request by hand (h11), reading the answer while the body is still being sent.
+
+    For what httpx cannot do: a WebSocket handshake that is refused (trio-websocket leaks
+    the socket of a refused one), and an answer that comes before the body is all sent.
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    client = h11.Connection(h11.CLIENT)
+    request = h11.Request(method=method, target=path, headers=[("Host", host), *headers])
+    status, body, answer = 0, b"", {}
+    with trio.fail_after(10):
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+
+            async def send() -> None:
+                try:
+                    await stream.send_all(client.send(request))
+                    for chunk in chunks:
+                        await stream.send_all(client.send(h11.Data(data=chunk)))
+                    await stream.send_all(client.send(h11.EndOfMessage()))
+                except (trio.BrokenResourceError, h11.LocalProtocolError):
+                    return  # the server answered and closed before the body ended
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                while True:
+                    event = client.next_event()
+                    if event is h11.NEED_DATA:
+                        client.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.Response):
+                        status = event.status_code
+                        answer = {k.decode(): v.decode() for k, v in event.headers}
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                        break
+                nursery.cancel_scope.cancel()
+    return httpx.Response(status, headers=answer, content=body)
+
+
+async def ws_handshake(url: str, path: str, token: str | None) -> httpx.Response:
+    """A WebSocket handshake on ``path``; the HTTP answer of a refused one."""
+    headers = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]
+    if token is not None:
+        headers.append(("Authorization", f"Bearer {token}"))
+    return await raw_request(url, "GET", path, headers)

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from dployr.engine import launcher, ports, sources
+from dployr.engine import launcher, sources
 from dployr.engine.errors import DeployFailed
-from dployr.engine.release import ReleaseSpec, Running, pump
+from dployr.engine.release import Running, pump
 from dployr.logs.framing import Lines
 from dployr.models import Deployment, DeploymentStatus
 from dployr.supervision import ChildContext
@@ -39,36 +39,43 @@ if TYPE_CHECKING:
 
 OUTPUT_TAIL = 20
 """Lines of build output kept in a failed deployment's record."""
-READY_POLL_FIRST = 0.01
-READY_POLL_MAX = 0.2
 
 
 class DeployRun:
-    """The run function of one deploy; ``ChildSpec(f"deploy-{id}", DeployRun(...).run)``."""
+    """The run function of one deploy; ``ChildSpec(f"deploy-{id}", DeployRun(...).run)``.
 
-    def __init__(self, service: Service, deployment: Deployment) -> None:
+    With ``rollback``, ``deployment`` is a kept release to switch back to: no fetch, no
+    build, and its record (already finished) is left as it is.
+    """
+
+    def __init__(self, service: Service, deployment: Deployment, *, rollback: bool = False) -> None:
         self.service = service
         self.deployment = deployment
         self.id = deployment.id
+        self.rollback = rollback
         self.started_at = time.time()
         self.step = "pending"
         self.done = trio.Event()
-        self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
-        self._candidate: ReleaseSpec | None = None
         self.outcome = DeploymentStatus.FAILED
+        self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
 
     @property
     def release_dir(self) -> Path:
-        """The new release folder."""
-        return self.service.dir / "releases" / str(self.id)
+        """The release folder."""
+        return self.service.release_dir(self.id)
+
+    @property
+    def _prefix(self) -> str:
+        return f"rollback to deployment {self.id}" if self.rollback else f"deploy {self.id}"
 
     def _say(self, text: str) -> None:
-        self.service.book.system(f"deploy {self.id}: {text}", deployment=self.id)
+        self.service.book.system(f"{self._prefix}: {text}", deployment=self.id)
 
     def _set(self, status: DeploymentStatus, step: str) -> None:
         self.step = step
-        self.service.store.update_deployment(self.id, status=status)
-        self.service.instance.deployment_changed(self.service.name, self.id, status)
+        if not self.rollback:
+            self.service.store.update_deployment(self.id, status=status)
+            self.service.instance.deployment_changed(self.service.name, self.id, status)
         self._say(step)
 
     async def run(
@@ -79,25 +86,29 @@ class DeployRun:
         config = self.service.config
         try:
             with trio.fail_after(config.deploy_deadline):
-                revision = await self._fetch()
-                await self._build()
-                await self._start(revision)
+                if self.rollback:
+                    revision = self.deployment.revision or "?"
+                else:
+                    revision = await self._fetch()
+                    await self._build()
+                await self._switch(revision)
         except DeployFailed as failure:
             await self._fail(str(failure), failure.exit_code, failure.output_tail)
         except trio.TooSlowError:
             await self._fail(f"the deploy did not finish within {config.deploy_deadline:g} s")
         except trio.Cancelled:
-            with trio.CancelScope(shield=True):
+            with ctx.shield():
                 await self._fail("cancelled: the service was stopped or deleted during the deploy")
             raise
         except Exception as error:  # a bug must still end the deploy as failed, then crash
-            with trio.CancelScope(shield=True):
+            with ctx.shield():
                 await self._fail(f"internal error: {type(error).__name__}: {error}")
             raise
         finally:
             # Announced last, once another deploy may start.
             self.service.deploy_finished(self)
             self.done.set()
+            # A rollback leaves its (finished) record as it is; its event says how it went.
             self.service.instance.deployment_changed(self.service.name, self.id, self.outcome)
 
     # -- steps -----------------------------------------------------------------------------
@@ -120,9 +131,7 @@ class DeployRun:
         settings = self.deployment.settings
         cwd = self.release_dir / settings.working_dir
         if not cwd.is_dir():
-            raise DeployFailed(
-                f"working-dir {settings.working_dir!r} does not exist in the release"
-            )
+            raise DeployFailed(f"working-dir {settings.working_dir!r} is not in the release")
         if not settings.build_cmd:
             return
         self._set(DeploymentStatus.BUILDING, f"building: {settings.build_cmd}")
@@ -160,44 +169,18 @@ class DeployRun:
         self.service.book.append("build", lines, deployment=self.id, ts=ts)
         self._tail.extend(lines.lines)
 
-    async def _start(self, revision: str) -> None:
+    async def _switch(self, revision: str) -> None:
         service = self.service
-        settings = self.deployment.settings
         self._set(DeploymentStatus.STARTING, "starting the new release")
-        port = ports.allocate() if settings.port is not None else None
-        spec = service.release_spec(self.deployment, port, self.release_dir)
-        self._candidate = spec
-        try:
-            await service.start_release(spec)
-        except Exception as error:
-            raise DeployFailed(f"the new release could not start: {error}") from None
-        if port is not None:
-            await self._wait_ready(spec, port)
-        self._say("switching to the new release")
-        await service.switch_to(self.deployment, spec)
-        self._candidate = None
-        self.service.store.update_deployment(self.id, status=DeploymentStatus.SUCCEEDED)
-        self._say(f"succeeded: {revision[:12]} is running")
+        async with service.lock:
+            await service.roll_out(self.deployment, gate=True)
+        if not self.rollback:
+            service.store.update_deployment(self.id, status=DeploymentStatus.SUCCEEDED)
         self.outcome = DeploymentStatus.SUCCEEDED
+        self._say(f"succeeded: {revision[:12]} is running")
         service.deploy_succeeded(self)
-        await service.prune_releases()
-
-    async def _wait_ready(self, spec: ReleaseSpec, port: int) -> None:
-        timeout = self.service.config.ready_timeout
-        delay = READY_POLL_FIRST
-        with trio.move_on_after(timeout):
-            while True:
-                exited = self.service.release_exited(spec)
-                if exited is not None:
-                    raise DeployFailed(f"the new release {exited} before it accepted connections")
-                if await ports.accepts(port):
-                    return
-                # Nothing tells us when a port starts listening: retry on a short backoff.
-                await trio.sleep(delay)
-                delay = min(delay * 2, READY_POLL_MAX)
-        raise DeployFailed(
-            f"the new release did not accept connections on its port within {timeout:g} s"
-        )
+        with trio.CancelScope(shield=True):
+            await service.prune_releases()
 
     # -- failure ---------------------------------------------------------------------------
 
@@ -205,17 +188,16 @@ class DeployRun:
         self, reason: str, exit_code: int | None = None, output_tail: tuple[str, ...] = ()
     ) -> None:
         service = self.service
-        if self._candidate is not None:
-            await service.stop_release(self._candidate)
-            self._candidate = None
-        service.store.update_deployment(
-            self.id,
-            status=DeploymentStatus.FAILED,
-            error=reason,
-            exit_code=exit_code,
-            output_tail=output_tail,
-        )
+        if self.outcome is DeploymentStatus.SUCCEEDED:
+            return  # it switched; what went wrong after that is not the deploy's failure
+        if not self.rollback:
+            service.store.update_deployment(
+                self.id,
+                status=DeploymentStatus.FAILED,
+                error=reason,
+                exit_code=exit_code,
+                output_tail=output_tail,
+            )
         still = " (the previous release is still running)" if service.serving() else ""
         self._say(f"failed: {reason}{still}")
-        self.outcome = DeploymentStatus.FAILED
         service.deploy_failed(self, reason)

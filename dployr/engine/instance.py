@@ -29,16 +29,22 @@ import trio
 
 from dployr import __version__
 from dployr.engine import messages as m
+from dployr.engine.metrics import MetricsSampler
+from dployr.engine.metrics_policy import InstanceSample, Sample, ServiceSample
 from dployr.engine.release import Running
 from dployr.engine.service import Service
 from dployr.engine.sources import check_remote
+from dployr.engine.webhooks import Delivery, Webhooks
+from dployr.errors import DployrError
 from dployr.logs.history import LogLine
 from dployr.models import (
     Deployment,
     DeploymentStatus,
+    Health,
     ServiceStatus,
     check_env_key,
     check_env_value,
+    check_name,
 )
 from dployr.store.errors import ServiceExists, UnknownService
 from dployr.store.records import ProcessRecord
@@ -47,6 +53,8 @@ from dployr.supervision import (
     DEFAULT_BACKOFF,
     DEFAULT_INTENSITY,
     Backoff,
+    ChildContext,
+    ChildSpec,
     ChildTerminated,
     Intensity,
     Query,
@@ -54,7 +62,7 @@ from dployr.supervision import (
     Supervisor,
     Topic,
 )
-from dployr.supervision.topic import Gap
+from dployr.supervision.topic import Gap, Subscription
 
 R = TypeVar("R")
 INTERRUPTED = "interrupted: the daemon stopped during the deploy"
@@ -76,6 +84,8 @@ class EngineConfig:
     """How long a new release has to accept connections on its port."""
     deploy_deadline: float = 3600.0
     keep_releases: int = 5
+    metrics_interval: float = 5.0
+    """Seconds between samples of every service's CPU and memory."""
     intensity: Intensity = DEFAULT_INTENSITY
     """A release's restart budget: more restarts than this within the period, and it fails."""
     backoff: Backoff = DEFAULT_BACKOFF
@@ -103,7 +113,19 @@ class DeploymentChanged:
     at: float
 
 
-Change = StatusChanged | DeploymentChanged
+@attrs.frozen
+class HealthChanged:
+    """A service's health changed: published on the instance's changes topic."""
+
+    service: str
+    instance: str
+    health: Health
+    previous: Health
+    message: str
+    at: float
+
+
+Change = StatusChanged | DeploymentChanged | HealthChanged
 
 
 class Instance:
@@ -116,11 +138,17 @@ class Instance:
         self.id = store.instance_id()
         self.run_token = secrets.token_hex(8)
         self.services: dict[str, Service] = {}
-        self.supervisor = Supervisor(config.name, [], events=_InstanceEvents(self))
+        self.webhooks = Webhooks(self._webhook_failed)
+        self.supervisor = Supervisor(
+            config.name,
+            [ChildSpec("webhooks", self._run_webhooks)],
+            events=_InstanceEvents(self),
+        )
         self.events: Topic[SupervisionEvent] = Topic("events")
         """Every supervision event of the instance's tree."""
         self.changes: Topic[Change] = Topic("changes")
         """Every status and deployment change of every service."""
+        self.metrics = MetricsSampler(self._metric_groups, store, interval=config.metrics_interval)
         self.handle = InstanceHandle(self)
 
     async def run(
@@ -145,12 +173,28 @@ class Instance:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.supervisor.run)
+                await self.supervisor.start_child(self.metrics.child_spec())
                 for service in self.services.values():
                     await service.recover()
                 task_status.started(self.handle)
         finally:
             for service in self.services.values():
                 await service.close()
+
+    async def _run_webhooks(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.webhooks = Webhooks(self._webhook_failed)  # a fresh actor per incarnation
+        await self.webhooks.run(ctx, task_status=task_status)
+
+    def _metric_groups(self) -> dict[str, list[int]]:
+        """Service name -> the process groups of its live releases (for the sampler)."""
+        groups = {}
+        for name, service in self.services.items():
+            pgids = service.live_pgids()
+            if pgids:
+                groups[name] = pgids
+        return groups
 
     # -- called by services ----------------------------------------------------------------
 
@@ -159,6 +203,25 @@ class Instance:
         self.changes.publish(
             StatusChanged(service.name, self.name, service.state.status, previous, time.time())
         )
+
+    def health_changed(self, service: Service, previous: Health, message: str) -> None:
+        """Publish a service's health change."""
+        self.changes.publish(
+            HealthChanged(service.name, self.name, service.health, previous, message, time.time())
+        )
+
+    def send_webhook(self, service: str, url: str, body: bytes) -> None:
+        """Hand a webhook delivery over; never waits (a full queue drops it, and says so)."""
+        try:
+            self.webhooks.ref.tell_nowait(Delivery(service, url, body))
+        except DployrError:
+            self._webhook_failed(service, "the webhook queue is full: a health webhook was dropped")
+
+    def _webhook_failed(self, service: str, text: str) -> None:
+        found = self.services.get(service)
+        if found is not None:
+            with contextlib.suppress(DployrError):
+                found.book.system(text)
 
     def deployment_changed(self, service: str, deployment: int, status: DeploymentStatus) -> None:
         """Publish a deployment's new status."""
@@ -224,14 +287,26 @@ class Instance:
         return m.Deleted(name)
 
     def info(self) -> m.InstanceInfo:
-        """This instance and its services."""
+        """This instance, its load and its services."""
+        machine = self.metrics.latest_instance()
         return m.InstanceInfo(
             id=self.id,
             name=self.name,
             hostname=socket.gethostname(),
             version=__version__,
             services=tuple(s.info() for _, s in sorted(self.services.items())),
+            cpu_percent=machine.cpu_percent if machine else None,
+            memory_used_bytes=machine.memory_used_bytes if machine else None,
+            memory_total_bytes=machine.memory_total_bytes if machine else None,
+            load=machine.load if machine else None,
         )
+
+    def read_metrics(self, request: m.ReadMetrics) -> m.MetricsPage:
+        """A service's metrics history."""
+        service = self.service(request.name)
+        points = self.store.metrics(service.name, request.since, request.until)
+        resolution = points[0].resolution.value if points else "raw"
+        return m.MetricsPage(service.name, resolution, tuple(points))
 
     async def read_logs(self, request: m.ReadLogs) -> m.LogPage:
         """Read a page of a service's history (in a worker thread: it touches the disk)."""
@@ -282,7 +357,8 @@ class InstanceHandle:
             m.Deploy: i.deploy,
             m.Start: lambda r: i.service(r.name).start(),
             m.Stop: lambda r: i.service(r.name).stop(),
-            m.Restart: lambda r: i.service(r.name).restart(),
+            m.Restart: lambda r: i.service(r.name).restart(hard=r.hard),
+            m.Rollback: lambda r: i.service(r.name).rollback(r.deployment),
             m.Delete: lambda r: i.delete(r.name),
             m.GetService: lambda r: _now(i.service(r.name).info()),
             m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
@@ -298,7 +374,12 @@ class InstanceHandle:
                 tuple(i.store.deployments(i.service(r.name).name, max(1, min(r.limit, 1000))))
             ),
             m.GetInstance: lambda r: _now(i.info()),
+            m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
         }
+
+    def check_service(self, name: str) -> None:
+        """Raise InvalidName or UnknownService unless ``name`` is a service of the instance."""
+        self._instance.service(check_name(name))
 
     @property
     def instance_name(self) -> str:
@@ -327,9 +408,21 @@ class InstanceHandle:
         book = self._instance.service(name).book
         return book.follow(after=after, tail=tail, streams=streams)
 
-    def subscribe_changes(self) -> Any:
-        """A subscription to every service's status changes."""
+    def subscribe_changes(self) -> Subscription[Change]:
+        """A subscription to every service's status, health and deployment changes."""
         return self._instance.changes.subscribe()
+
+    def subscribe_samples(self) -> Subscription[Sample]:
+        """A subscription to every metrics round (an instance sample, then each service's)."""
+        return self._instance.metrics.samples.subscribe()
+
+    def latest_samples(self) -> list[ServiceSample]:
+        """The last sample of every running service (for the Prometheus endpoint)."""
+        return self._instance.metrics.latest_services()
+
+    def latest_machine(self) -> InstanceSample | None:
+        """The last sample of the machine itself."""
+        return self._instance.metrics.latest_instance()
 
 
 async def _now(value: R) -> R:

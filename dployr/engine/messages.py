@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from dployr.engine.metrics_policy import MetricPoint
 from dployr.logs.history import LogLine
 from dployr.models import (
     Deployment,
@@ -99,13 +100,28 @@ class LogPage:
 
 @attrs.frozen
 class InstanceInfo:
-    """One instance (machine) and the services it runs."""
+    """One instance (machine), its load, and the services it runs."""
 
     id: str
     name: str
     hostname: str
     version: str
     services: tuple[ServiceInfo, ...]
+    cpu_percent: float | None = None
+    """Of the whole machine (0-100), at the last metrics sample."""
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    load: tuple[float, float, float] | None = None
+
+
+@attrs.frozen
+class MetricsPage:
+    """A service's CPU and memory over a time range, oldest first."""
+
+    name: str
+    resolution: str
+    """``raw`` (every sample, within the last hour) or ``minute`` (mean and max)."""
+    points: tuple[MetricPoint, ...]
 
 
 @attrs.frozen
@@ -147,9 +163,22 @@ class Stop(Query[ServiceInfo]):
 
 @attrs.frozen
 class Restart(Query[ServiceInfo]):
-    """Stop and start the service's process again, same deployment, current environment."""
+    """Run the service's deployment again with the current environment.
+
+    A service with a port is restarted without downtime (the new process starts beside
+    the old one); ``hard`` stops, then starts.
+    """
 
     name: str = attrs.field(validator=_name)
+    hard: bool = False
+
+
+@attrs.frozen
+class Rollback(Query[Deployment]):
+    """Switch to a kept release without rebuilding: ``deployment``, else the previous one."""
+
+    name: str = attrs.field(validator=_name)
+    deployment: int | None = None
 
 
 @attrs.frozen
@@ -255,3 +284,12 @@ class ListDeployments(Query[tuple[Deployment, ...]]):
 @attrs.frozen
 class GetInstance(Query[InstanceInfo]):
     """This instance and its services."""
+
+
+@attrs.frozen
+class ReadMetrics(Query[MetricsPage]):
+    """A service's metrics history from ``since`` to ``until`` (Unix times)."""
+
+    name: str = attrs.field(validator=_name)
+    since: float
+    until: float | None = None

@@ -73,19 +73,41 @@ class Proxy:
         await trio.serve_listeners(self._serve, listeners)
 
     async def _connect(self) -> tuple[int, trio.SocketStream] | None:
+        """Connect to the current target; the connection counts against it from the start.
+
+        Counting before the connect completes matters: a switch that happens while the
+        connect is under way must see this connection when it waits for the old release
+        to drain.
+        """
         with trio.move_on_after(CONNECT_DEADLINE):
             while True:
                 target = self._target
                 if target is None:
                     await self._target_changed.wait()
                     continue
+                self._opened(target)
                 try:
                     return target, await trio.open_tcp_stream("127.0.0.1", target)
                 except OSError:
+                    self._closed(target)
                     # The release is (re)starting: wait for a switch or retry shortly.
                     with trio.move_on_after(RETRY_INTERVAL):
                         await self._target_changed.wait()
+                except BaseException:
+                    self._closed(target)
+                    raise
         return None
+
+    def _opened(self, target: int) -> None:
+        self._open[target] += 1
+
+    def _closed(self, target: int) -> None:
+        self._open[target] -= 1
+        if not self._open[target]:
+            del self._open[target]
+            event = self._drained.pop(target, None)
+            if event is not None:
+                event.set()
 
     async def _serve(self, client: trio.SocketStream) -> None:
         async with client:
@@ -93,18 +115,12 @@ class Proxy:
             if connected is None:
                 return
             target, upstream = connected
-            self._open[target] += 1
             try:
                 async with upstream, trio.open_nursery() as nursery:
                     nursery.start_soon(_relay, client, upstream, nursery.cancel_scope)
                     nursery.start_soon(_relay, upstream, client, nursery.cancel_scope)
             finally:
-                self._open[target] -= 1
-                if not self._open[target]:
-                    del self._open[target]
-                    event = self._drained.pop(target, None)
-                    if event is not None:
-                        event.set()
+                self._closed(target)
 
 
 async def _relay(

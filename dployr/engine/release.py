@@ -48,11 +48,15 @@ class ReleaseSpec:
     """The private port the release listens on (given to it as PORT), if it has one."""
     grace: float
     """Seconds between SIGTERM and SIGKILL when the release is stopped."""
+    generation: int = 1
+    """1 for the first run of a deployment; a restart or rollback runs the next one."""
+    listen_fd: int | None = None
+    """A listening socket handed to the process as fd 3 (``LISTEN_FDS=1``), if any."""
 
     @property
     def child_id(self) -> str:
-        """The id of this release's child in the service's supervision tree."""
-        return f"release-{self.deployment}"
+        """The id of this release's child in the service's supervision tree: ``release-7.1``."""
+        return f"release-{self.deployment}.{self.generation}"
 
 
 @attrs.frozen
@@ -127,7 +131,9 @@ class Release:
         """Launch, report started, supervise the process until it exits or is stopped."""
         spec = self.spec
         try:
-            process = await launcher.launch(launcher.LaunchSpec(spec.command, spec.cwd, spec.env))
+            process = await launcher.launch(
+                launcher.LaunchSpec(spec.command, spec.cwd, spec.env), listen_fd=spec.listen_fd
+            )
         except OSError as error:
             raise OSError(
                 f"could not start {spec.command!r} in {spec.cwd}: {error.strerror}"
@@ -158,7 +164,7 @@ class Release:
             self._on_exit(process.pid)
         return from_returncode(returncode)
 
-    async def _pumps(self, process: trio.Process, scope: trio.CancelScope) -> None:
+    async def _pumps(self, process: launcher.ServiceProcess, scope: trio.CancelScope) -> None:
         assert process.stdout is not None
         assert process.stderr is not None
         deployment = self.spec.deployment

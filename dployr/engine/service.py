@@ -1,16 +1,23 @@
-"""One service on an instance: its supervision tree, its log book, its status.
+"""One service on an instance: its supervision tree, its log book, its status and health.
 
 While a service is up, its tree is a child of the instance supervisor::
 
     service "my-api" supervisor (one_for_one; a temporary child of the instance)
     ├─ proxy            the public port -> the current release's private port (if a port)
-    ├─ release-7        a supervisor with one child, ``process`` (permanent, with backoff)
+    ├─ release-7.1      a supervisor (one_for_all): ``process`` (permanent, with backoff)
+    │                   and, with a health check, ``health`` (Watchdog)
     └─ deploy-8         the builder of a deploy in progress (temporary)
 
 Each release has a supervisor of its own, whose restart intensity is the service's restart
 budget: a release that crash-loops exhausts only its own budget, its supervisor gives up
 (the service becomes ``failed``), and nothing else notices, neither another service nor the
 previous release that a failing deploy must leave serving.
+
+Every change of the running release takes one path, :meth:`Service.roll_out`: the new
+release starts beside the current one on its own private port, new connections go to it
+only once it is ready (its health check passes, or without one its port accepts), the old
+release drains (connections in flight finish, up to its stop grace) and stops. A deploy,
+a restart, a start and a rollback differ only in which release they roll out.
 
 The :class:`Service` object is not an actor with a mailbox: commands on one service are
 serialised by a lock, and reads (status, logs, settings) never wait behind a 10-second stop.
@@ -20,7 +27,9 @@ Every task it causes lives in its supervision tree.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,15 +40,19 @@ import trio
 from dployr.engine import ports
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
-from dployr.engine.errors import DeployInProgress, NotDeployed
+from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
+from dployr.engine.health import Check, HealthState, Verdict, Watchdog
 from dployr.engine.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
-from dployr.engine.proxy import Proxy
+from dployr.engine.proxy import PortInUse, Proxy
 from dployr.engine.release import Release, ReleaseSpec, Running, process_env
+from dployr.errors import ActorDead, StartError
 from dployr.logs.book import LogBook
 from dployr.models import (
     Deployment,
+    DeploymentStatus,
     DesiredState,
     Health,
+    HealthKind,
     InvalidSetting,
     ServiceSettings,
     ServiceStatus,
@@ -55,6 +68,7 @@ from dployr.supervision import (
     MaxIntensityReached,
     Restart,
     Shutdown,
+    Strategy,
     SupervisionEvent,
     Supervisor,
 )
@@ -65,6 +79,8 @@ if TYPE_CHECKING:
 APPLIES_LATER = "at the next start, restart or deploy"
 APPLIES_NOW = "now: the service was restarted"
 _CLEARABLE = frozenset({"port", "build_cmd", "health_check"})
+READY_POLL_FIRST = 0.01
+READY_POLL_MAX = 0.2
 
 
 class _TreeEvents:
@@ -75,6 +91,24 @@ class _TreeEvents:
 
     def publish(self, event: SupervisionEvent, /) -> None:
         self._service._on_event(event)
+
+
+@attrs.define
+class LiveRelease:
+    """What the service knows of one release child while it exists."""
+
+    spec: ReleaseSpec
+    deployment: Deployment
+    pid: int | None = None
+    exited: str | None = None
+    """Why its process last exited, if it did."""
+    health: HealthState = attrs.field(factory=HealthState)
+    changed: trio.Event = attrs.field(factory=trio.Event)
+    """Set (and replaced) at every change: started, exited, health."""
+
+    def touch(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class Service:
@@ -96,13 +130,16 @@ class Service:
         self.health = Health.UNKNOWN
         self.lock = trio.Lock()
         # Invariant: `tree` is the running service supervisor, or None when the service is
-        # down; `current` is the release that is the service's (running, restarting or
-        # failed); `proxy` is the running proxy child, if the service has a port.
+        # down; `releases` holds every release child of the tree; `current` names the one
+        # that is the service's (running, restarting or failed); `proxy` is the running
+        # proxy child, or `listener` the socket handed to releases, if the service has a port.
         self.tree: Supervisor | None = None
         self.proxy: Proxy | None = None
-        self.current: ReleaseSpec | None = None
+        self.listener: socket.socket | None = None
+        self.releases: dict[str, LiveRelease] = {}
+        self.current: str | None = None
         self.deploy: DeployRun | None = None
-        self._exited: dict[str, str] = {}  # release child id -> why its process exited
+        self._generation = 0
         self.last_deploy_at: float | None = None
 
     # -- reads -----------------------------------------------------------------------------
@@ -111,14 +148,15 @@ class Service:
         """What the service is and does now."""
         record = self._record()
         state = self.state
-        port = (self._active_settings() or record.settings).port
+        running = self.releases.get(self.current) if self.current else None
+        settings = running.deployment.settings if running else record.settings
         return ServiceInfo(
             name=self.name,
             instance=self.instance.name,
             status=state.status,
             health=self.health,
             pid=state.pid,
-            port=port,
+            port=settings.port,
             restarts=state.restarts,
             deployment=record.active_deployment,
             description=record.settings.description,
@@ -135,10 +173,9 @@ class Service:
         active = self._active_settings()
         pending: tuple[str, ...] = ()
         if active is not None:
-            fields = attrs.fields(ServiceSettings)
             pending = tuple(
                 f.name
-                for f in fields
+                for f in attrs.fields(ServiceSettings)
                 if getattr(record.settings, f.name) != getattr(active, f.name)
             )
         return SettingsView(self.name, record.settings, active, pending)
@@ -155,6 +192,10 @@ class Service:
         """Whether a release of this service is running (or restarting) now."""
         return self.state.status in (ServiceStatus.RUNNING, ServiceStatus.RESTARTING)
 
+    def live_pgids(self) -> list[int]:
+        """The process groups of the service's live releases (for metrics)."""
+        return [r.pid for r in self.releases.values() if r.pid is not None]
+
     def _record(self) -> ServiceRecord:
         record = self.store.get_service(self.name)
         if record is None:  # deleted underneath us
@@ -168,42 +209,86 @@ class Service:
         deployment = self.store.get_deployment(active)
         return deployment.settings if deployment is not None else None
 
+    def _active_deployment(self) -> Deployment:
+        record = self._record()
+        if record.active_deployment is None:
+            raise NotDeployed(f"{self.name} has no successful deployment yet: deploy it first")
+        deployment = self.store.get_deployment(record.active_deployment)
+        if deployment is None:
+            raise NotDeployed(f"{self.name}'s active deployment is missing: deploy again")
+        return deployment
+
     # -- commands --------------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        if self.deploy is not None:
+            started = time.strftime("%H:%M:%S", time.localtime(self.deploy.started_at))
+            what = "rollback" if self.deploy.rollback else "deploy"
+            raise DeployInProgress(
+                f"{what} {self.deploy.id} of {self.name} is already running "
+                f"(started at {started}); wait for it to finish"
+            )
 
     async def deploy_now(self, settings: ServiceSettings | None) -> Deployment:
         """Start a deploy in the service's tree and return its record at once."""
         async with self.lock:
-            if self.deploy is not None:
-                started = time.strftime("%H:%M:%S", time.localtime(self.deploy.started_at))
-                raise DeployInProgress(
-                    f"deploy {self.deploy.id} of {self.name} is already running "
-                    f"(started at {started}); wait for it to finish"
-                )
+            self._check_idle()
             record = self._record()
             if settings is not None and settings != record.settings:
                 self.store.update_settings(self.name, settings)
             self.store.set_desired(self.name, DesiredState.RUNNING)
             deployment = self.store.create_deployment(self.name, settings or record.settings)
-            tree = await self._ensure_tree()
-            run = DeployRun(self, deployment)
-            self.deploy = run
+            await self._begin(DeployRun(self, deployment))
             self.last_deploy_at = deployment.created_at
-            self._advance(st.DeployBegan(deployment.id))
-            self.book.system(f"deploy {deployment.id} started", deployment=deployment.id)
-            await tree.start_child(
-                ChildSpec(f"deploy-{deployment.id}", run.run, restart=Restart.TEMPORARY)
-            )
             return deployment
+
+    async def rollback(self, deployment_id: int | None) -> Deployment:
+        """Switch to a kept release without rebuilding (default: the previous good one)."""
+        async with self.lock:
+            self._check_idle()
+            target = self._rollback_target(deployment_id)
+            self.store.set_desired(self.name, DesiredState.RUNNING)
+            await self._begin(DeployRun(self, target, rollback=True))
+            return target
+
+    def _rollback_target(self, deployment_id: int | None) -> Deployment:
+        active = self._record().active_deployment
+        kept = {
+            d.id: d
+            for d in self.store.deployments(self.name, limit=1000)
+            if d.status is DeploymentStatus.SUCCEEDED and self.release_dir(d.id).is_dir()
+        }
+        if deployment_id is None:
+            older = [d for d in kept.values() if active is None or d.id < active]
+            if not older:
+                raise Conflict(
+                    f"{self.name} has no earlier successful release kept to roll back to"
+                )
+            return max(older, key=lambda d: d.id)
+        if deployment_id == active:
+            raise Conflict(f"deployment {deployment_id} is already the active one")
+        if deployment_id not in kept:
+            raise Conflict(
+                f"deployment {deployment_id} of {self.name} is not a kept successful release"
+            )
+        return kept[deployment_id]
+
+    async def _begin(self, run: DeployRun) -> None:
+        tree = await self._ensure_tree()
+        self.deploy = run
+        self._advance(st.DeployBegan(run.id))
+        what = "rollback to deployment" if run.rollback else "deploy"
+        self.book.system(f"{what} {run.id} started", deployment=run.id)
+        await tree.start_child(ChildSpec(f"deploy-{run.id}", run.run, restart=Restart.TEMPORARY))
 
     async def start(self) -> ServiceInfo:
         """Start the active deployment if the service is stopped or failed."""
         async with self.lock:
-            record = self._record()
-            if record.active_deployment is None:
-                raise NotDeployed(f"{self.name} has no successful deployment yet: deploy it first")
+            deployment = self._active_deployment()
             self.store.set_desired(self.name, DesiredState.RUNNING)
-            if not self.serving() or self.state.release is None:
-                await self._start_active()
+            if not self.serving() or self.current is None:
+                self._advance(st.Started())
+                await self.roll_out(deployment, gate=False)
             return self.info()
 
     async def stop(self) -> ServiceInfo:
@@ -214,17 +299,31 @@ class Service:
             self.book.system("stopped")
             return self.info()
 
-    async def restart(self) -> ServiceInfo:
-        """Stop and start the current deployment's process, with the current environment."""
+    async def restart(self, *, hard: bool = False) -> ServiceInfo:
+        """Run the current deployment again, with the current environment.
+
+        A service with a port takes the zero-downtime path (the new process starts beside
+        the old one, which drains and stops once the new one is ready), so a restart drops
+        no request; ``hard`` (and a worker without a port) stops, then starts.
+        """
         async with self.lock:
-            record = self._record()
-            if record.active_deployment is None:
-                raise NotDeployed(f"{self.name} has no successful deployment yet: deploy it first")
+            self._check_idle()
+            deployment = self._active_deployment()
             self.store.set_desired(self.name, DesiredState.RUNNING)
-            if self.current is not None and self.tree is not None:
-                self.book.system("restarting on request")
-                await self.stop_release(self.current)
-            await self._start_active()
+            self._advance(st.Started())
+            running = self.serving() and self.current is not None
+            if running and not hard and deployment.settings.port is not None:
+                self.book.system("restarting without downtime")
+                try:
+                    await self.roll_out(deployment, gate=True)
+                except DeployFailed as failure:
+                    self.book.system(f"restart failed: {failure} (the old process still runs)")
+                    raise Conflict(f"restart of {self.name} failed: {failure}") from None
+            else:
+                self.book.system("restarting")
+                if self.current is not None:
+                    await self.stop_release(self.current)
+                await self.roll_out(deployment, gate=False)
             return self.info()
 
     async def update_settings(self, change: SettingsChange) -> SettingsView:
@@ -273,19 +372,24 @@ class Service:
     async def recover(self) -> None:
         """At daemon start: bring the service back as it should be."""
         record = self._record()
-        if record.desired is DesiredState.RUNNING and record.active_deployment is not None:
-            async with self.lock:
-                try:
-                    await self._start_active()
-                except Exception as error:
-                    self.book.system(f"could not start after the daemon restarted: {error}")
-                    self._advance(st.ReleaseGaveUp(record.active_deployment, str(error)))
-                    self.state = attrs.evolve(self.state, status=ServiceStatus.FAILED)
-        elif record.active_deployment is None and record.desired is DesiredState.RUNNING:
+        if record.desired is not DesiredState.RUNNING:
+            return
+        if record.active_deployment is None:
             self.state = attrs.evolve(self.state, status=ServiceStatus.FAILED)
+            return
+        async with self.lock:
+            try:
+                await self.roll_out(self._active_deployment(), gate=False)
+            except Exception as error:  # one service that cannot start must not stop the rest
+                message = f"could not start after the daemon restarted: {error}"
+                self.book.system(message)
+                self.state = attrs.evolve(self.state, status=ServiceStatus.FAILED, message=message)
 
     async def close(self) -> None:
         """The daemon is stopping: the tree is being stopped by its supervisor."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         self.book.close()
 
     # -- the tree --------------------------------------------------------------------------
@@ -303,42 +407,34 @@ class Service:
     async def _take_down(self) -> None:
         """Remove the whole tree (a deploy in progress is cancelled and recorded as failed)."""
         if self.tree is not None:
-            tree, self.tree = self.tree, None
-            with contextlib.suppress(KeyError):
+            self.tree = None
+            with contextlib.suppress(KeyError, ActorDead):
                 await self.instance.supervisor.delete_child(self.name)
-            del tree
         if self.deploy is not None:
             await self.deploy.done.wait()
-        self.proxy = None
-        self.current = None
+        self._forget_tree()
         self._advance(st.Stopped())
+
+    def _forget_tree(self) -> None:
+        self.proxy = None
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        self.releases.clear()
+        self.current = None
+        self._set_health(Health.UNKNOWN, "")
 
     def tree_lost(self, reason: str) -> None:
         """The service's supervisor itself died (the instance saw it exit abnormally)."""
         self.tree = None
-        self.proxy = None
-        self.current = None
+        self._forget_tree()
         self.book.system(f"the service's supervisor stopped: {reason}")
         self._advance(st.Stopped())
         self.state = attrs.evolve(self.state, status=ServiceStatus.FAILED, message=reason)
 
-    async def _start_active(self) -> None:
-        record = self._record()
-        assert record.active_deployment is not None
-        deployment = self.store.get_deployment(record.active_deployment)
-        if deployment is None:
-            raise NotDeployed(f"{self.name}'s active deployment is missing")
-        release_dir = self.dir / "releases" / str(deployment.id)
-        if not release_dir.is_dir():
-            raise NotDeployed(
-                f"{self.name}'s release folder for deployment {deployment.id} is gone: deploy again"
-            )
-        await self._ensure_tree()
-        settings = deployment.settings
-        port = ports.allocate() if settings.port is not None else None
-        spec = self.release_spec(deployment, port, release_dir)
-        self._advance(st.Started())
-        await self.switch_to(deployment, spec, start=True)
+    def release_dir(self, deployment: int) -> Path:
+        """Where a deployment's release folder is (or was)."""
+        return self.dir / "releases" / str(deployment)
 
     def process_env(self, deployment: int, port: int | None) -> dict[str, str]:
         """The whole environment of a process of this service (a release or a build).
@@ -358,119 +454,229 @@ class Service:
         """The process group is gone."""
         self.instance.forget_process(pid)
 
-    def release_spec(self, deployment: Deployment, port: int | None, release: Path) -> ReleaseSpec:
-        """The spec of a release of ``deployment`` on private ``port``, env as stored now."""
+    # -- rolling out a release ---------------------------------------------------------------
+
+    async def roll_out(self, deployment: Deployment, *, gate: bool) -> None:
+        """Make a new release of ``deployment`` the service's; raise DeployFailed if it can't.
+
+        The new release starts beside the current one; with ``gate`` the switch waits until
+        it is ready (its health check passes, or its port accepts), within the ready
+        timeout. Then the active deployment is written, new connections go to the new
+        release, and the old one drains and stops. On failure the new release is stopped
+        and the current one keeps serving untouched.
+        """
+        folder = self.release_dir(deployment.id)
+        if not folder.is_dir():
+            raise NotDeployed(
+                f"the release folder of deployment {deployment.id} is gone: deploy again"
+            )
+        await self._ensure_tree()
+        spec = self._release_spec(deployment, folder)
+        # The public port is bound before anything starts: a port another program holds
+        # fails the roll-out here, with nothing promoted and nothing to undo.
+        proxy = await self._proxy_for(deployment.settings)
+        try:
+            await self._start_release(spec, deployment)
+            if gate:
+                await self._wait_ready(spec)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.stop_release(spec.child_id)
+                if proxy is not None and proxy is not self.proxy:
+                    await self._stop_proxy(proxy)
+            raise
+        await self._switch(deployment, spec, proxy)
+
+    def _release_spec(self, deployment: Deployment, folder: Path) -> ReleaseSpec:
         settings = deployment.settings
-        env = self.process_env(deployment.id, port)
+        self._generation += 1
+        listen_fd = None
+        port = None
+        if settings.port is not None:
+            if settings.listen_fds:
+                listen_fd = self._listening_socket(settings.port).fileno()
+            else:
+                port = ports.allocate()
         return ReleaseSpec(
             service=self.name,
             deployment=deployment.id,
             command=settings.run_cmd,
-            cwd=release / settings.working_dir,
-            env=env,
+            cwd=folder / settings.working_dir,
+            env=self.process_env(deployment.id, port),
             port=port,
             grace=settings.stop_grace,
+            generation=self._generation,
+            listen_fd=listen_fd,
         )
 
-    async def start_release(self, spec: ReleaseSpec) -> None:
-        """Start a release supervisor (``release-<id>``) in the tree, beside any other."""
+    def _listening_socket(self, port: int) -> socket.socket:
+        if self.listener is not None and self.listener.getsockname()[1] == port:
+            return self.listener
+        if self.listener is not None:
+            self.listener.close()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.config.service_host, port))
+            listener.listen(1024)
+        except OSError:
+            listener.close()
+            raise PortInUse(f"port {port} is already in use by another program") from None
+        self.listener = listener
+        return listener
+
+    async def _start_release(self, spec: ReleaseSpec, deployment: Deployment) -> None:
         tree = self.tree
         assert tree is not None
-        if spec.child_id in tree.which_children():
-            await tree.delete_child(spec.child_id)  # a failed earlier run of the same release
-        self._exited.pop(spec.child_id, None)
+        live = LiveRelease(spec, deployment)
+        self.releases[spec.child_id] = live
         release = Release(
             spec, self.book, on_spawn=self.process_started, on_exit=self.process_ended
         )
+        children = [
+            ChildSpec(
+                "process",
+                release.run,
+                shutdown=spec.grace + 5.0,
+                backoff=self.config.backoff,
+            )
+        ]
+        check = self._check(spec, deployment.settings)
+        if check is not None:
+            options = deployment.settings.health
+            watchdog = Watchdog(check, options, lambda verdict: self._on_health(live, verdict))
+            children.append(ChildSpec("health", watchdog.run, shutdown=0))
         supervisor = Supervisor(
-            spec.child_id,
-            [
-                ChildSpec(
-                    "process",
-                    release.run,
-                    shutdown=spec.grace + 5.0,
-                    backoff=self.config.backoff,
-                )
-            ],
-            intensity=self.config.intensity,
+            spec.child_id, children, strategy=Strategy.ONE_FOR_ALL, intensity=self.config.intensity
         )
-        await tree.start_child(
-            ChildSpec(spec.child_id, supervisor.run, restart=Restart.TEMPORARY, shutdown=INFINITY)
+        try:
+            child = ChildSpec(
+                spec.child_id, supervisor.run, restart=Restart.TEMPORARY, shutdown=INFINITY
+            )
+            await tree.start_child(child)
+        except Exception as error:
+            self.releases.pop(spec.child_id, None)
+            raise DeployFailed(f"the new release could not start: {error}") from None
+
+    def _check(self, spec: ReleaseSpec, settings: ServiceSettings) -> Check | None:
+        kind = settings.health_kind
+        if kind is None:
+            return None
+        if kind is not HealthKind.COMMAND and spec.port is None:
+            return None  # a handed-over socket has no private port to probe
+        return Check(
+            kind=kind,
+            port=spec.port,
+            path=settings.health_check or "/",
+            command=settings.health.command,
+            cwd=spec.cwd,
+            env=spec.env,
         )
 
-    async def stop_release(self, spec: ReleaseSpec) -> None:
-        """Stop a release (its grace, then SIGKILL) and forget its child."""
-        tree = self.tree
-        if tree is None:
-            return
-        with contextlib.suppress(KeyError):
-            await tree.delete_child(spec.child_id)
-        if self.current == spec:
-            self.current = None
+    async def _wait_ready(self, spec: ReleaseSpec) -> None:
+        """Wait until a new release may take connections, or raise DeployFailed."""
+        live = self.releases[spec.child_id]
+        timeout = self.config.ready_timeout
+        has_check = self._check(spec, live.deployment.settings) is not None
+        with trio.move_on_after(timeout):
+            delay = READY_POLL_FIRST
+            while True:
+                if live.exited is not None:
+                    raise DeployFailed(f"the new release {live.exited} before it was ready")
+                if has_check:
+                    if live.health.health is Health.HEALTHY:
+                        return
+                    await live.changed.wait()
+                elif spec.port is None or await ports.accepts(spec.port):
+                    return
+                else:
+                    # Nothing tells us when a port starts listening: retry on a short backoff.
+                    with trio.move_on_after(delay):
+                        await live.changed.wait()
+                    delay = min(delay * 2, READY_POLL_MAX)
+        if has_check:
+            last = live.health.message or "no answer yet"
+            raise DeployFailed(
+                f"the new release did not pass its health check within {timeout:g} s ({last})"
+            )
+        raise DeployFailed(
+            f"the new release did not accept connections on its port within {timeout:g} s"
+        )
 
-    def release_exited(self, spec: ReleaseSpec) -> str | None:
-        """How a release's process ended, if it exited since it was started."""
-        return self._exited.get(spec.child_id)
+    async def _proxy_for(self, settings: ServiceSettings) -> Proxy | None:
+        """The proxy for the port ``settings`` name: the running one, or a new one, bound now.
 
-    async def switch_to(
-        self, deployment: Deployment, spec: ReleaseSpec, *, start: bool = False
-    ) -> None:
-        """Make ``spec`` the service's release: promote, send the proxy to it, stop the old.
-
-        With ``start``, the release is started here (a start or restart of the service);
-        a deploy starts it first and checks it is ready before it calls this.
+        A new proxy has no target yet: a connection it accepts waits for the switch.
         """
-        self.store.set_active_deployment(self.name, deployment.id)  # written before acted on
-        old = self.current
-        self.current = spec
-        self._advance(st.Promoted(deployment.id, None))
-        if start:
-            await self.start_release(spec)
-        pid = self._pid_of(spec)
-        if pid is not None:
-            self._advance(st.ReleaseStarted(deployment.id, pid))
-        await self._route(deployment.settings.port, spec.port)
-        if old is not None and old.child_id != spec.child_id:
-            await self.stop_release(old)
-
-    async def _route(self, public: int | None, private: int | None) -> None:
+        public = settings.port if not settings.listen_fds else None
+        if public is None:
+            return None
+        if self.proxy is not None and self.proxy.port == public:
+            return self.proxy
         tree = self.tree
         assert tree is not None
-        if self.proxy is not None and self.proxy.port != public:
-            await tree.delete_child("proxy")
-            self.proxy = None
-        if public is None:
-            return
-        if self.proxy is None:
-            proxy = Proxy(self.name, self.config.service_host, public, private)
-            await tree.start_child(ChildSpec("proxy", proxy.run, shutdown=1.0))
-            self.proxy = proxy
-        else:
-            self.proxy.switch(private)
+        proxy = Proxy(self.name, self.config.service_host, public, None)
+        try:
+            await tree.start_child(ChildSpec(f"proxy-{public}", proxy.run, shutdown=1.0))
+        except StartError as error:
+            raise DeployFailed(str(error.__cause__ or error)) from None
+        return proxy
 
-    def _pid_of(self, spec: ReleaseSpec) -> int | None:
+    async def _stop_proxy(self, proxy: Proxy) -> None:
         tree = self.tree
-        if tree is None:
-            return None
-        for child in tree.statistics().children:
-            if child.id == spec.child_id and isinstance(child.value, Supervisor):
-                for grandchild in child.value.statistics().children:
-                    if isinstance(grandchild.value, Running):
-                        return grandchild.value.pid
-        return None
+        if tree is not None:
+            with contextlib.suppress(KeyError, ActorDead):
+                await tree.delete_child(f"proxy-{proxy.port}")
+
+    async def _switch(self, deployment: Deployment, spec: ReleaseSpec, proxy: Proxy | None) -> None:
+        """Promote ``spec``: record it, route new connections to it, drain and stop the old."""
+        self.store.set_active_deployment(self.name, deployment.id)  # written before acted on
+        old = self.current
+        live = self.releases[spec.child_id]
+        self.current = spec.child_id
+        self._advance(st.Promoted(spec.child_id, live.pid))
+        self._set_health(live.health.health, live.health.message)
+        old_proxy, self.proxy = self.proxy, proxy
+        if proxy is not None:
+            proxy.switch(spec.port)
+        if not deployment.settings.listen_fds and self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        previous = self.releases.get(old) if old is not None and old != spec.child_id else None
+        if previous is not None and previous.spec.port is not None and old_proxy is not None:
+            # Connections in flight finish first, up to the old release's stop grace.
+            with trio.move_on_after(previous.spec.grace):
+                await old_proxy.drained(previous.spec.port)
+        if old_proxy is not None and old_proxy is not proxy:
+            await self._stop_proxy(old_proxy)
+        if previous is not None:
+            await self.stop_release(previous.spec.child_id)
+
+    async def stop_release(self, child_id: str) -> None:
+        """Stop a release (its grace, then SIGKILL) and forget it.
+
+        While the whole tree is being stopped, its supervisor stops the release itself.
+        """
+        tree = self.tree
+        if tree is not None:
+            with contextlib.suppress(KeyError, ActorDead):
+                await tree.delete_child(child_id)
+        self.releases.pop(child_id, None)
+        if self.current == child_id:
+            self.current = None
 
     async def prune_releases(self) -> None:
-        """Keep the newest releases on disk (the current one always); remove the rest."""
+        """Keep the newest release folders on disk (the running ones always); remove the rest."""
         releases = self.dir / "releases"
         keep = self.config.keep_releases
+        running = {r.deployment.id for r in self.releases.values()}
 
         def prune() -> None:
             if not releases.is_dir():
                 return
             numbered = sorted((int(p.name), p) for p in releases.iterdir() if p.name.isdigit())
-            current = self.current.deployment if self.current is not None else None
             for number, path in numbered[:-keep] if keep else numbered:
-                if number != current:
+                if number not in running:
                     shutil.rmtree(path, ignore_errors=True)
 
         await trio.to_thread.run_sync(prune)
@@ -483,9 +689,9 @@ class Service:
 
     def deploy_failed(self, run: DeployRun, reason: str) -> None:
         """The deploy failed; what ran before keeps running."""
-        self._advance(
-            st.DeployEnded(run.id, succeeded=False, message=f"deploy {run.id} failed: {reason}")
-        )
+        what = "rollback" if run.rollback else "deploy"
+        message = f"{what} {run.id} failed: {reason}"
+        self._advance(st.DeployEnded(run.id, succeeded=False, message=message))
 
     def deploy_finished(self, run: DeployRun) -> None:
         """The deploy ended, either way: another may start."""
@@ -500,30 +706,87 @@ class Service:
         if self.state.status is not before.status:
             self.instance.status_changed(self, before.status)
 
+    def _set_health(self, health: Health, message: str) -> None:
+        if health is self.health:
+            return
+        previous, self.health = self.health, health
+        self.instance.health_changed(self, previous, message)
+        live = self.releases.get(self.current) if self.current else None
+        webhook = live.deployment.settings.health.webhook if live is not None else None
+        if webhook is not None:
+            body = webhook_body(self.name, self.instance.name, health, message)
+            self.instance.send_webhook(self.name, webhook, body)
+
+    def _on_health(self, live: LiveRelease, verdict: Verdict) -> None:
+        live.health = verdict.state
+        live.touch()
+        if not verdict.changed or self.current != live.spec.child_id:
+            return
+        state = verdict.state
+        text = f"health: {state.health.value}"
+        if state.health is Health.DEGRADED:
+            text += f" after {state.failures} failed checks ({state.message})"
+        elif state.message:
+            text += f" ({state.message})"
+        self.book.system(text, deployment=live.spec.deployment)
+        self._set_health(state.health, state.message)
+
     def _on_event(self, event: SupervisionEvent) -> None:
         path = event.supervisor
-        release = path[-1] if path else ""
-        if release.startswith("release-") and event.child.id == "process":
-            deployment = int(release.removeprefix("release-"))
-            book = self.book
-            match event:
-                case ChildStarted(value=Running(pid=pid)):
-                    book.system(f"release {deployment} started (pid {pid})", deployment=deployment)
-                    self._advance(st.ReleaseStarted(deployment, pid))
-                case ChildTerminated(reason=Shutdown()):
-                    book.system(f"release {deployment} stopped", deployment=deployment)
-                    self._advance(st.ReleaseExited(deployment, True, "stopped"))
-                case ChildTerminated(reason=reason):
-                    text = reason.describe()
-                    self._exited[release] = text
-                    book.system(text, deployment=deployment)
-                    self._advance(st.ReleaseExited(deployment, False, text))
-                case ChildRestarting(delay=delay):
-                    text = "restarting now" if delay <= 0 else f"restarting in {delay:g} s"
-                    book.system(text, deployment=deployment)
-                    self._advance(st.ReleaseRestarting(deployment, text))
-                case MaxIntensityReached():
-                    text = event.describe()
-                    book.system(text, deployment=deployment)
-                    self._advance(st.ReleaseGaveUp(deployment, text))
+        child_id = path[-1] if path else ""
+        live = self.releases.get(child_id)
+        if live is not None:
+            self._on_release_event(live, child_id, event)
         self.instance.supervision_event(event)
+
+    def _on_release_event(self, live: LiveRelease, child_id: str, event: SupervisionEvent) -> None:
+        book = self.book
+        deployment = live.spec.deployment
+        if event.child.id == "health":
+            if isinstance(event, ChildTerminated) and event.reason.abnormal:
+                book.system(f"restarting: {event.reason.describe()}", deployment=deployment)
+            if not isinstance(event, ChildRestarting | MaxIntensityReached):
+                return
+        match event:
+            case ChildStarted(value=Running(pid=pid)):
+                live.pid, live.exited = pid, None
+                live.touch()
+                book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
+                self._advance(st.ReleaseStarted(child_id, pid))
+            case ChildTerminated(reason=Shutdown()):
+                live.pid = None
+                live.touch()
+                book.system(f"release {child_id} stopped", deployment=deployment)
+                self._advance(st.ReleaseExited(child_id, True, "stopped"))
+            case ChildTerminated(reason=reason):
+                text = reason.describe()
+                live.pid, live.exited = None, text
+                live.touch()
+                book.system(text, deployment=deployment)
+                self._advance(st.ReleaseExited(child_id, False, text))
+            case ChildRestarting(delay=delay):
+                text = "restarting now" if delay <= 0 else f"restarting in {delay:g} s"
+                book.system(text, deployment=deployment)
+                self._advance(st.ReleaseRestarting(child_id, text))
+            case MaxIntensityReached():
+                text = event.describe()
+                live.exited = text
+                live.touch()
+                book.system(text, deployment=deployment)
+                self._advance(st.ReleaseGaveUp(child_id, text))
+                if self.current == child_id:
+                    self._set_health(Health.UNKNOWN, text)
+
+
+def webhook_body(service: str, instance: str, health: Health, message: str) -> bytes:
+    """The JSON a health webhook receives."""
+    return json.dumps(
+        {
+            "event": "health",
+            "service": service,
+            "instance": instance,
+            "health": health.value,
+            "timestamp": time.time(),
+            "message": message,
+        }
+    ).encode()

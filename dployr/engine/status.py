@@ -5,8 +5,8 @@ started, exited, is restarting; its supervisor gave up) and the deploy's own mil
 into the small events below, and folds them with :func:`advance`. Status is one of exactly
 five words: ``deploying``, ``running``, ``stopped``, ``failed``, ``restarting``.
 
-"The current release" is the release whose process is the service's: the active
-deployment's, or during a deploy the new one once it has started. Events about any other
+"The current release" is the release whose process is the service's: the one the last
+switch, start or restart promoted. Events about any other
 release (the old one stopping after a switch, a candidate that never became ready) do not
 change the status.
 """
@@ -28,8 +28,8 @@ class ServiceState:
     active_deployment: int | None = None
     deploying: int | None = None
     """The deployment in progress, if any."""
-    release: int | None = None
-    """The deployment whose process is the service's current one."""
+    release: str | None = None
+    """The release (its child id, ``release-7.1``) whose process is the service's current one."""
     pid: int | None = None
     restarts: int = 0
     """Restarts since the last start, restart or deploy."""
@@ -57,7 +57,7 @@ class DeployEnded:
 class ReleaseStarted:
     """A release's process started (first start or restart)."""
 
-    deployment: int
+    release: str
     pid: int
 
 
@@ -65,7 +65,7 @@ class ReleaseStarted:
 class ReleaseExited:
     """A release's process exited; ``expected`` when it was stopped on purpose."""
 
-    deployment: int
+    release: str
     expected: bool
     message: str
 
@@ -74,7 +74,7 @@ class ReleaseExited:
 class ReleaseRestarting:
     """A release's process will be started again after a delay."""
 
-    deployment: int
+    release: str
     message: str
 
 
@@ -82,15 +82,15 @@ class ReleaseRestarting:
 class ReleaseGaveUp:
     """A release exceeded its restart budget and was stopped for good."""
 
-    deployment: int
+    release: str
     message: str
 
 
 @attrs.frozen
 class Promoted:
-    """A release became the service's current one (a deploy switched to it)."""
+    """A release became the service's current one (a switch, a start or a restart)."""
 
-    deployment: int
+    release: str
     pid: int | None
 
 

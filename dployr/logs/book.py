@@ -52,8 +52,15 @@ class LogBookStatistics:
     """Batches dropped for followers that fell behind, so far (each was told by a gap)."""
 
 
+LINE_OVERHEAD = 64
+"""Bytes a line costs in memory beyond its text: its ``str`` object and its list slot."""
+
+
 def _weight(batch: LogBatch) -> int:
-    return batch.nbytes
+    # What a queued batch really holds: its payload, and a Python string per line, which
+    # for short lines weighs several times the text. Bounding the payload alone let an
+    # idle follower of a chatty service hold tens of megabytes.
+    return batch.nbytes * 2 + LINE_OVERHEAD * len(batch.lines)
 
 
 def _span(batch: LogBatch) -> tuple[int, int]:

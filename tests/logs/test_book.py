@@ -218,16 +218,18 @@ async def test_a_slow_follower_gets_a_gap_and_never_blocks_the_writer(tmp_path: 
     book.system("started")
     async with aclosing(book.follow(after=0)) as feed:
         assert cursors([await anext(feed)]) == [1]  # history; subscribed from here on
-        for _ in range(100):  # 152 bytes a batch: room for 6, and never a wait
+        # A batch of 3 lines of 50 bytes weighs 496 (its payload, once as bytes and once
+        # as text, and 64 a line for the string objects): room for 2, and never a wait.
+        for _ in range(100):
             book.append("stdout", ["x" * 50] * 3, deployment=None)
-        assert book.statistics().dropped == 94
-        entries = [await anext(feed) for _ in range(7)]
-        assert cursors(entries) == [*range(2, 20), Gap(missed=282, first=20, last=301)]
+        assert book.statistics().dropped == 98
+        entries = [await anext(feed) for _ in range(3)]
+        assert cursors(entries) == [*range(2, 8), Gap(missed=294, first=8, last=301)]
         book.append("stdout", ["caught up"], deployment=None)
         assert cursors([await anext(feed)]) == [302]
         # What the gap covers is in the history.
-        missed = book.read(after=19, limit=282)
-        assert [line.cursor for line in missed] == list(range(20, 302))
+        missed = book.read(after=7, limit=294)
+        assert [line.cursor for line in missed] == list(range(8, 302))
     book.close()
 
 

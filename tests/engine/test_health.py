@@ -1,0 +1,264 @@
+"""Watchdog, zero-downtime deploys and restarts, rollback: with real apps and sockets."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from dployr.engine import ports
+from dployr.engine.errors import Conflict
+from dployr.engine.instance import Change, HealthChanged
+from dployr.engine.messages import ReadLogs, Restart, Rollback
+from dployr.models import (
+    DeploymentStatus,
+    Health,
+    HealthKind,
+    HealthOptions,
+    ServiceSettings,
+    ServiceStatus,
+    Source,
+)
+from tests.helpers import PYTHON, commit, make_repo, web_repo
+
+from .conftest import Engine, start_engine, web_settings
+
+pytestmark = pytest.mark.slow
+
+FAST = HealthOptions(interval=0.1, timeout=1.0, failures=2, successes=1)
+
+
+def checked(repo: Path, port: int, **options: object) -> ServiceSettings:
+    """The web app with an HTTP health check on /health, probed every 0.1 s."""
+    return web_settings(repo, port, health_check="/health", health=attrs.evolve(FAST, **options))
+
+
+async def test_health_goes_degraded_and_back(engine: Engine, tmp_path: Path) -> None:
+    port = ports.allocate()
+    deployment = await engine.deploy("web", checked(web_repo(tmp_path / "repo"), port))
+    service = engine.instance.services["web"]
+    await engine.wait(lambda: service.health is Health.HEALTHY)
+    release = engine.data_dir / "services" / "web" / "releases" / str(deployment)
+    seen: list[Change] = []
+    (release / "UNHEALTHY").touch()
+    await engine.wait(lambda: service.health is Health.DEGRADED, seen)
+    info = await engine.status("web")
+    assert info.status is ServiceStatus.RUNNING  # running and degraded
+    assert info.health is Health.DEGRADED
+    (release / "UNHEALTHY").unlink()
+    await engine.wait(lambda: service.health is Health.HEALTHY, seen)
+    changes = [(c.previous, c.health) for c in seen if isinstance(c, HealthChanged)]
+    assert changes == [(Health.HEALTHY, Health.DEGRADED), (Health.DEGRADED, Health.HEALTHY)]
+    system = await engine.handle.request(ReadLogs("web", tail=20, streams=frozenset({"system"})))
+    lines = [line.line for line in system.lines]
+    assert "health: degraded after 2 failed checks (GET /health: 503)" in lines
+    assert lines[-1] == "health: healthy (GET /health: 200)"
+
+
+@pytest.mark.parametrize("kind", [HealthKind.TCP, HealthKind.COMMAND])
+async def test_tcp_and_command_checks(engine: Engine, tmp_path: Path, kind: HealthKind) -> None:
+    options = attrs.evolve(FAST, kind=kind, command="test ! -e UNHEALTHY")
+    settings = web_settings(web_repo(tmp_path / "repo"), ports.allocate(), health=options)
+    deployment = await engine.deploy("web", settings)
+    service = engine.instance.services["web"]
+    await engine.wait(lambda: service.health is Health.HEALTHY)
+    if kind is HealthKind.COMMAND:
+        release = engine.data_dir / "services" / "web" / "releases" / str(deployment)
+        (release / "UNHEALTHY").touch()
+        await engine.wait(lambda: service.health is Health.DEGRADED)
+
+
+async def test_restart_after_failures_restarts_the_release(engine: Engine, tmp_path: Path) -> None:
+    port = ports.allocate()
+    settings = checked(web_repo(tmp_path / "repo"), port, restart_after=3, failures=2)
+    deployment = await engine.deploy("web", settings)
+    service = engine.instance.services["web"]
+    first = service.state.pid
+    release = engine.data_dir / "services" / "web" / "releases" / str(deployment)
+    (release / "UNHEALTHY").touch()
+    await engine.wait(lambda: service.state.pid not in (None, first))
+    assert service.state.restarts >= 1
+    (release / "UNHEALTHY").unlink()
+    page = await engine.handle.request(ReadLogs("web", tail=50, streams=frozenset({"system"})))
+    assert any("3 health checks failed in a row" in line.line for line in page.lines)
+
+
+async def test_a_webhook_receives_each_health_change(engine: Engine, tmp_path: Path) -> None:
+    received: list[dict[str, object]] = []
+    arrived = trio.Event()
+
+    async def receiver(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
+        while len(body) < length:
+            body += await stream.receive_some(65536)
+        received.append(json.loads(body))
+        await stream.send_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await stream.aclose()
+        arrived.set()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, receiver, 0, host="127.0.0.1")
+        )
+        hook = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/hook"
+        settings = checked(web_repo(tmp_path / "repo"), ports.allocate(), webhook=hook)
+        await engine.deploy("web", settings)
+        with trio.fail_after(30):
+            await arrived.wait()
+        nursery.cancel_scope.cancel()
+    assert received[0]["event"] == "health"
+    assert received[0]["service"] == "web"
+    assert received[0]["instance"] == "local"
+    assert received[0]["health"] == "healthy"
+    assert set(received[0]) == {"event", "service", "instance", "health", "timestamp", "message"}
+
+
+async def test_a_deploy_that_never_turns_healthy_fails_and_the_old_release_keeps_serving(
+    tmp_path: Path, nursery: trio.Nursery, http: httpx.AsyncClient
+) -> None:
+    instance, _ = start_engine(tmp_path / "data", ready_timeout=2.0)
+    handle = await nursery.start(instance.run)
+    engine = Engine(instance, handle, tmp_path / "data")
+    repo = web_repo(tmp_path / "repo")
+    port = ports.allocate()
+    first = await engine.deploy("web", checked(repo, port))
+    pid = (await engine.status("web")).pid
+    commit(repo, {"UNHEALTHY": "", "VERSION": "v2\n"})
+    second = await engine.deploy("web", checked(repo, port))
+    record = instance.store.get_deployment(second)
+    assert record is not None
+    assert record.status is DeploymentStatus.FAILED
+    assert record.error == (
+        "the new release did not pass its health check within 2 s (GET /health: 503)"
+    )
+    info = await engine.status("web")
+    assert (info.deployment, info.pid, info.status) == (first, pid, ServiceStatus.RUNNING)
+    assert (await http.get(f"http://127.0.0.1:{port}/")).text == f"hello v1 {first}"
+    assert len(instance.services["web"].releases) == 1  # the candidate is gone
+    nursery.cancel_scope.cancel()
+
+
+async def test_no_request_fails_during_redeploys_and_restarts(
+    engine: Engine, tmp_path: Path
+) -> None:
+    repo = web_repo(tmp_path / "repo")
+    port = ports.allocate()
+    await engine.deploy("web", checked(repo, port))
+    url = f"http://127.0.0.1:{port}/"
+    ok = 0
+    failures: list[str] = []
+    done = False
+
+    async def keep_alive_client() -> None:
+        nonlocal ok
+        async with httpx.AsyncClient(timeout=10) as client:
+            while not done:
+                try:
+                    response = await client.get(url)
+                    assert response.status_code == 200, response.status_code
+                    ok += 1
+                except (httpx.HTTPError, AssertionError) as error:
+                    failures.append(f"keep-alive: {error!r}")
+
+    async def new_connection_client() -> None:
+        nonlocal ok
+        while not done:
+            try:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    response = await client.get(url, headers={"Connection": "close"})
+                    assert response.status_code == 200, response.status_code
+                    ok += 1
+            except (httpx.HTTPError, AssertionError) as error:
+                failures.append(f"new connection: {error!r}")
+
+    async def slow_requests() -> None:
+        nonlocal ok
+        async with httpx.AsyncClient(timeout=10) as client:
+            while not done:
+                try:
+                    response = await client.get(url + "slow")
+                    assert response.status_code == 200
+                    ok += 1
+                except (httpx.HTTPError, AssertionError) as error:
+                    failures.append(f"in flight: {error!r}")
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(keep_alive_client)
+        clients.start_soon(new_connection_client)
+        clients.start_soon(slow_requests)
+        for version in range(2, 12):
+            commit(repo, {"VERSION": f"v{version}\n"})
+            deployment = await engine.deploy("web", checked(repo, port))
+            assert (await engine.status("web")).deployment == deployment
+        for _ in range(10):
+            before = (await engine.status("web")).pid
+            info = await engine.handle.request(Restart("web"))
+            assert info.pid != before
+        done = True
+    assert failures == []
+    assert ok > 100
+
+
+async def test_rollback_switches_to_a_kept_release_without_rebuilding(
+    engine: Engine, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    repo = web_repo(tmp_path / "repo")
+    port = ports.allocate()
+    first = await engine.deploy(
+        "web",
+        checked(
+            repo,
+            port,
+        ),
+    )
+    commit(repo, {"VERSION": "v2\n"})
+    second = await engine.deploy(
+        "web",
+        checked(
+            repo,
+            port,
+        ),
+    )
+    assert (await http.get(f"http://127.0.0.1:{port}/")).text == f"hello v2 {second}"
+    target = await engine.handle.request(Rollback("web"))
+    assert target.id == first
+    await engine.wait(lambda: engine.instance.services["web"].deploy is None)
+    info = await engine.status("web")
+    assert info.deployment == first
+    assert (await http.get(f"http://127.0.0.1:{port}/")).text == f"hello v1 {first}"
+    page = await engine.handle.request(ReadLogs("web", tail=20, streams=frozenset({"system"})))
+    lines = [line.line for line in page.lines]
+    assert f"rollback to deployment {first} started" in lines
+    assert not any("building" in line for line in lines if "rollback" in line)
+    with pytest.raises(Conflict, match=f"deployment {first} is already the active one"):
+        await engine.handle.request(Rollback("web", first))
+    with pytest.raises(Conflict, match="is not a kept successful release"):
+        await engine.handle.request(Rollback("web", 999))
+    back = await engine.handle.request(Rollback("web", second))
+    assert back.id == second
+
+
+async def test_a_worker_restart_stops_then_starts(engine: Engine, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"w.py": "import time\ntime.sleep(1e6)\n"})
+    await engine.deploy(
+        "worker", ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} w.py")
+    )
+    before = (await engine.status("worker")).pid
+    info = await engine.handle.request(Restart("worker"))
+    assert info.status is ServiceStatus.RUNNING
+    assert info.pid not in (None, before)
