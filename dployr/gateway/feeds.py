@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from typing import TypeVar
 
 from quart import Response, g, websocket
 from quart_trio import QuartTrio
 
-from dployr.engine.instance import InstanceHandle
+from dployr.engine.instance import Change, HealthChanged, InstanceHandle, StatusChanged
+from dployr.engine.metrics_policy import Sample, ServiceSample
 from dployr.errors import DployrError
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response, status_for
 from dployr.logs.values import LogLine
 from dployr.models import check_name
-from dployr.supervision.topic import Gap
+from dployr.supervision.topic import Gap, Subscription
+
+T = TypeVar("T")
 
 
 def _int(name: str) -> int | None:
@@ -52,6 +57,7 @@ def log_message(line: LogLine) -> str:
 
 def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) -> None:
     """Add the feeds to the app."""
+    register_instance_feeds(app, handle, check_token)
 
     @app.websocket("/api/v1/services/<name>/logs/stream")
     async def log_stream(name: str) -> Response | None:
@@ -60,10 +66,14 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
             return error_response(401, "unauthorized", "missing or invalid API token")
         try:
             check_name(name)
+        except DployrError as error:
+            return error_response(422, "invalid", str(error))
+        try:
             cursor, tail = _int("cursor"), _int("tail")
-            handle._instance.service(name)  # 404 before accepting
         except ValueError:
             return error_response(400, "bad_request", "cursor and tail must be whole numbers")
+        try:
+            handle.check_service(name)  # 404 before accepting
         except DployrError as error:
             status, code = status_for(error)
             return error_response(status, code, str(error))
@@ -79,4 +89,105 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
                     continue
                 for line in entry:
                     await websocket.send(log_message(line))
+        return None
+
+
+def change_message(change: Change) -> dict[str, object]:
+    """One status, health or deployment change as a feed message."""
+    if isinstance(change, StatusChanged):
+        return {
+            "type": "status",
+            "service": change.service,
+            "instance": change.instance,
+            "status": change.status.value,
+            "previous": change.previous.value,
+            "ts": change.at,
+        }
+    if isinstance(change, HealthChanged):
+        return {
+            "type": "health",
+            "service": change.service,
+            "instance": change.instance,
+            "health": change.health.value,
+            "previous": change.previous.value,
+            "message": change.message,
+            "ts": change.at,
+        }
+    return {
+        "type": "deployment",
+        "service": change.service,
+        "instance": change.instance,
+        "deployment": change.deployment,
+        "status": change.status.value,
+        "ts": change.at,
+    }
+
+
+def metrics_message(sample: ServiceSample) -> dict[str, object]:
+    """One service sample as a feed message."""
+    return {
+        "type": "metrics",
+        "service": sample.service,
+        "ts": sample.ts,
+        "cpu_percent": sample.cpu_percent,
+        "memory_rss_bytes": sample.memory_rss_bytes,
+        "processes": sample.processes,
+        "threads": sample.threads,
+        "open_fds": sample.open_fds,
+    }
+
+
+async def _send_batches(
+    subscription: Subscription[T], render: Callable[[T], dict[str, object] | None]
+) -> None:
+    """Send every item of a subscription as a message; a gap says how many were missed."""
+    with subscription:
+        async for entry in subscription:
+            if isinstance(entry, Gap):
+                await websocket.send(json.dumps({"type": "gap", "missed": entry.missed}))
+                continue
+            for item in entry:
+                message = render(item)
+                if message is not None:
+                    await websocket.send(json.dumps(message))
+
+
+def register_instance_feeds(
+    app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck
+) -> None:
+    """Add the events feed and the metrics feed to the app."""
+
+    def refused() -> Response | None:
+        token = bearer_token(websocket.headers, websocket.args)
+        if not g.get("authenticated") and (token is None or not check_token(token)):
+            return error_response(401, "unauthorized", "missing or invalid API token")
+        return None
+
+    @app.websocket("/api/v1/events")
+    async def events() -> Response | None:
+        refusal = refused()
+        if refusal is not None:
+            return refusal
+        await websocket.accept()
+        await _send_batches(handle.subscribe_changes(), change_message)
+        return None
+
+    @app.websocket("/api/v1/services/<name>/metrics/stream")
+    async def metrics_stream(name: str) -> Response | None:
+        refusal = refused()
+        if refusal is not None:
+            return refusal
+        try:
+            handle.check_service(name)
+        except DployrError as error:
+            status, code = status_for(error)
+            return error_response(status, code, str(error))
+        await websocket.accept()
+
+        def render(sample: Sample) -> dict[str, object] | None:
+            if isinstance(sample, ServiceSample) and sample.service == name:
+                return metrics_message(sample)
+            return None
+
+        await _send_batches(handle.subscribe_samples(), render)
         return None

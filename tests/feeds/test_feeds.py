@@ -1,0 +1,162 @@
+"""The WebSocket feeds, against a real daemon: auth, resuming, events, slow clients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from tests.helpers import PYTHON, Daemon, make_repo, ws_handshake
+
+pytestmark = pytest.mark.slow
+
+COUNTER = (
+    "import sys, time\n"
+    "n = int(sys.argv[1])\n"
+    "for i in range(1, n + 1):\n"
+    "    print(f'line {i}')\n"
+    "sys.stdout.flush()\n"
+    "time.sleep(1e6)\n"
+)
+BURST = "for i in range(1, 1000001):\n    print(f'line {i}')\n"
+
+
+async def deploy(daemon: Daemon, name: str, repo: Path, run: str) -> None:
+    async with daemon.client() as api:
+        response = await api.post(
+            f"/services/{name}/deploy", json={"remote": {"url": str(repo)}, "run_cmd": run}
+        )
+        assert response.status_code == 202, response.text
+        number = response.json()["id"]
+    await daemon.wait_log(name, f"deploy {number}: succeeded")
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    running = Daemon(tmp_path / "data")
+    await running.start()
+    yield running
+    assert await running.stop() == 0
+
+
+def ws(daemon: Daemon, path: str) -> str:
+    return daemon.url.replace("http://", "ws://") + path
+
+
+FEEDS = [
+    "/api/v1/events",
+    "/api/v1/services/app/logs/stream",
+    "/api/v1/services/app/metrics/stream",
+]
+
+
+@pytest.mark.parametrize("path", FEEDS)
+async def test_feeds_refuse_a_missing_or_wrong_token(
+    daemon: Daemon, tmp_path: Path, path: str
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"c.py": COUNTER})
+    await deploy(daemon, "app", repo, f"{PYTHON} c.py 1")
+    assert (await ws_handshake(daemon.url, path, None)).status_code == 401
+    assert (await ws_handshake(daemon.url, path, "dployr_wrong")).status_code == 401
+    assert (await ws_handshake(daemon.url, path + "?token=dployr_wrong", None)).status_code == 401
+    bearer = [(b"Authorization", f"Bearer {daemon.token}".encode())]
+    async with open_websocket_url(ws(daemon, path), extra_headers=bearer):
+        pass  # the right token in the header is accepted
+    async with open_websocket_url(ws(daemon, f"{path}?token={daemon.token}")):
+        pass  # and in the query, as browsers send it
+
+
+async def test_a_log_feed_resumed_from_a_cursor_has_no_gap_or_duplicate(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"c.py": COUNTER})
+    await deploy(daemon, "app", repo, f"{PYTHON} c.py 5000")
+    await daemon.wait_log("app", "line 5000")
+    seen: list[int] = []
+    cursor = 0
+    # Read the feed in three sessions, each resuming from the last cursor it saw.
+    for stop_after in (1234, 3333, 5000):
+        url = ws(daemon, f"/api/v1/services/app/logs/stream?cursor={cursor}&token={daemon.token}")
+        async with open_websocket_url(url) as feed:
+            while True:
+                message = json.loads(await feed.get_message())
+                assert message["type"] == "log"
+                assert set(message) >= {"cursor", "ts", "stream", "line", "deployment"}
+                cursor = message["cursor"]
+                if message["stream"] == "stdout":
+                    seen.append(int(message["line"].split()[1]))
+                    if seen[-1] == stop_after:
+                        break
+    assert seen == list(range(1, 5001))
+
+
+async def test_the_events_feed_tells_status_and_deployment_changes(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"c.py": COUNTER})
+    url = ws(daemon, f"/api/v1/events?token={daemon.token}")
+    messages: list[dict[str, object]] = []
+
+    def seen(kind: str, status: str) -> bool:
+        return any(m["type"] == kind and m["status"] == status for m in messages)
+
+    async with open_websocket_url(url) as events:
+        await deploy(daemon, "app", repo, f"{PYTHON} c.py 1")
+        with trio.fail_after(30):
+            while not (seen("status", "running") and seen("deployment", "succeeded")):
+                messages.append(json.loads(await events.get_message()))
+    assert seen("status", "deploying")
+    assert seen("deployment", "fetching")
+    for message in messages:
+        assert message["service"] == "app"
+        assert message["instance"] == "local"
+
+
+async def memory_growth_while_logging(daemon: Daemon, tmp_path: Path, *, idle: bool) -> int:
+    """RSS the daemon gained while a service wrote 1,000,000 lines (with an idle follower)."""
+    assert daemon.process is not None
+    process = psutil.Process(daemon.process.pid)
+    name = "idle" if idle else "alone"
+    repo = make_repo(tmp_path / name, {"burst.py": BURST})
+    url = ws(daemon, f"/api/v1/events?token={daemon.token}")
+    async with open_websocket_url(url) as events, daemon.client() as api:
+        before = process.memory_info().rss
+        body = {"remote": {"url": str(repo)}, "run_cmd": f"{PYTHON} burst.py"}
+        assert (await api.post(f"/services/{name}/deploy", json=body)).status_code == 202
+
+        async def first_exit() -> None:
+            with trio.fail_after(120):
+                while True:
+                    message = json.loads(await events.get_message())
+                    restarting = message["type"] == "status" and message["status"] == "restarting"
+                    if message["service"] == name and restarting:
+                        return
+
+        if idle:  # connected, subscribed, and never reading
+            feed = ws(daemon, f"/api/v1/services/{name}/logs/stream?tail=0&token={daemon.token}")
+            async with open_websocket_url(feed):
+                await first_exit()
+                after = process.memory_info().rss
+        else:
+            await first_exit()
+            after = process.memory_info().rss
+        assert (await api.post(f"/services/{name}/stop")).status_code == 200
+        params = {"streams": "stdout", "tail": 1}
+        page = (await api.get(f"/services/{name}/logs", params=params)).json()
+    assert page["lines"][0]["line"].startswith("line ")
+    return after - before
+
+
+async def test_a_client_that_never_reads_does_not_grow_the_daemon(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    # 1,000,000 lines are about 12 MB of text, and as Python strings several times that:
+    # an idle follower's queue is bounded, so the daemon does not hold them for it.
+    alone = await memory_growth_while_logging(daemon, tmp_path, idle=False)
+    with_idle = await memory_growth_while_logging(daemon, tmp_path, idle=True)
+    assert with_idle - alone < 16 * 2**20, (alone, with_idle)
