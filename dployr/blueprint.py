@@ -36,7 +36,7 @@ import yaml
 
 from dployr import serde
 from dployr.errors import SpecError
-from dployr.models import DEFAULT_STOP_GRACE, ServiceSettings, Source, check_name
+from dployr.models import ServiceSettings, check_name
 
 MAX_BLUEPRINT = 1 << 20
 
@@ -52,47 +52,103 @@ class Remote:
 
 @attrs.frozen
 class Blueprint:
-    """A service in one document: its settings, variables and secrets."""
+    """A service in one document: its settings, variables and secrets.
 
-    run_cmd: str
-    remote: Remote
+    Every field of :class:`~dployr.models.ServiceSettings` may appear (``source`` is
+    written as ``remote``), so a setting added to the model is a blueprint field too.
+    """
+
+    settings: ServiceSettings
     name: str | None = None
-    description: str = ""
-    source: str | None = None
-    """Informational: "git" or "local" (dployr tells them apart by the remote itself)."""
-    build_cmd: str | None = None
-    port: int | None = None
-    working_dir: str = "."
-    health_check: str | None = None
-    stop_grace: float = DEFAULT_STOP_GRACE
     env_vars: Mapping[str, str] = attrs.field(factory=dict)
     secrets: Mapping[str, str] = attrs.field(factory=dict)
 
-    def settings(self) -> ServiceSettings:
-        """The service settings this blueprint describes (validated)."""
-        if self.source not in (None, "git", "local"):
-            raise SpecError(f"source must be 'git' or 'local', not {self.source!r}")
+    def body(self) -> dict[str, Any]:
+        """The blueprint as the body of ``POST /api/v1/services/{name}/deploy``."""
+        data: dict[str, Any] = serde.unstructure(self.settings)
+        source = data.pop("source")
+        remote = {"url": source["remote"], "branch": source["branch"], "commit": source["commit"]}
+        data["remote"] = {k: v for k, v in remote.items() if v is not None}
         if self.name is not None:
-            check_name(self.name)
-        return ServiceSettings(
-            source=Source(self.remote.url, self.remote.branch, self.remote.commit),
-            run_cmd=self.run_cmd,
-            build_cmd=self.build_cmd,
-            port=self.port,
-            working_dir=self.working_dir,
-            description=self.description,
-            health_check=self.health_check,
-            stop_grace=self.stop_grace,
-        )
+            data["name"] = self.name
+        if self.env_vars:
+            data["env_vars"] = dict(self.env_vars)
+        if self.secrets:
+            data["secrets"] = dict(self.secrets)
+        return data
+
+
+_TEXT_FIELDS = (
+    "name",
+    "description",
+    "source",
+    "build_cmd",
+    "run_cmd",
+    "working_dir",
+    "health_check",
+)
+_OWN_FIELDS = frozenset({"name", "source", "remote", "env_vars", "secrets"})
+"""Fields of a blueprint that are not service settings."""
+
+
+def _check_types(data: dict[str, Any]) -> dict[str, Any]:
+    """Refuse values of the wrong type instead of converting them (``run_cmd = 3``).
+
+    ``remote`` may also be written as just the URL or path. Returns the data to structure.
+    """
+    data = dict(data)
+    for key in _TEXT_FIELDS:
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"{key} must be text, not {value!r}")
+    port = data.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+        raise SpecError(f"port must be a whole number from 1 to 65535, not {port!r}")
+    grace = data.get("stop_grace")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int | float)):
+        raise SpecError(f"stop_grace must be a number of seconds, not {grace!r}")
+    remote = data.get("remote")
+    if isinstance(remote, str):
+        data["remote"] = remote = {"url": remote}
+    if remote is None:
+        raise SpecError("missing field: remote (a git URL or a local path)")
+    if not isinstance(remote, dict):
+        raise SpecError("remote must be a URL or path, or a table with url, branch, commit")
+    for key in ("url", "branch", "commit"):
+        value = remote.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"remote.{key} must be text, not {value!r}")
+    for table in ("env_vars", "secrets"):
+        values = data.get(table)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise SpecError(f'{table} must be a table of NAME = "value"')
+        for key, value in values.items():
+            if not isinstance(value, str):
+                raise SpecError(f"{table}.{key} must be text (quote it), not {value!r}")
+    return data
 
 
 def from_data(data: Any) -> Blueprint:
     """A blueprint from parsed data, validated, or SpecError naming the bad field."""
     if not isinstance(data, dict):
         raise SpecError("a blueprint must be a table (mapping) of fields")
-    blueprint = serde.structure(data, Blueprint)
-    blueprint.settings()  # validate the settings now, with their own messages
-    return blueprint
+    data = _check_types(data)
+    name = data.get("name")
+    if name is not None:
+        check_name(name)
+    if data.get("source") not in (None, "git", "local"):
+        raise SpecError(f"source must be 'git' or 'local', not {data['source']!r}")
+    remote = serde.structure(data["remote"], Remote)
+    fields = {k: v for k, v in data.items() if k not in _OWN_FIELDS}
+    fields["source"] = {"remote": remote.url, "branch": remote.branch, "commit": remote.commit}
+    return Blueprint(
+        settings=serde.structure(fields, ServiceSettings),
+        name=name,
+        env_vars=dict(data.get("env_vars") or {}),
+        secrets=dict(data.get("secrets") or {}),
+    )
 
 
 def load(path: Path) -> Blueprint:

@@ -1,4 +1,8 @@
-"""Times as users write them: ``10m``, ``2h``, ``1d``, or an RFC 3339 timestamp."""
+"""Times as users write them: ``10m``, ``2h``, ``1d``, or an RFC 3339 timestamp.
+
+The API also takes a plain Unix time (``1764149400.5``), which is what the CLI sends once
+it has read the user's words, so a duration means the same on both sides of the wire.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,17 @@ from dployr.errors import SpecError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNIX = re.compile(r"\d{9,}(?:\.\d+)?")
 
 
 def parse_since(text: str, now: float) -> float:
-    """The Unix time ``text`` means: a duration back from ``now``, or an RFC 3339 time."""
+    """The Unix time ``text`` means (a duration back from ``now``, RFC 3339, or Unix time).
+
+    Raises SpecError for anything else.
+    """
     value = text.strip()
+    if _UNIX.fullmatch(value):
+        return float(value)
     match = _DURATION.fullmatch(value)
     if match:
         return now - float(match.group(1)) * _UNITS[match.group(2)]

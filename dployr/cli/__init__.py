@@ -111,28 +111,67 @@ _register()
 
 
 def main() -> None:
-    """The console script: run the command line on trio, errors as one line."""
-    from dployr.errors import DployrError
+    """The console script: run the command line on trio; every error is one line.
 
-    message: str | None = None
+    Errors a user can act on (a DployrError, a refused request, a usage error) are one line
+    on stderr: exit 1, or 2 for a usage error. Anything else is a bug, still reported in one
+    line (``DPLOYR_DEBUG=1`` shows the traceback).
+    """
+    code = 0
     try:
-        cli(_anyio_backend="trio")
-    except* DployrError as group:
-        message = str(_first(group))
-    except* KeyboardInterrupt:
-        message = "interrupted"
-    except* Exception as group:
+        import functools
+
+        import trio
+
+        # Straight on trio: what cli(_anyio_backend="trio") does, without importing anyio.
+        result: object = trio.run(functools.partial(cli.main, standalone_mode=False))
+        code = result if isinstance(result, int) else 0
+    except BaseException as error:  # every error becomes one line, on purpose
         if os.environ.get("DPLOYR_DEBUG"):
             raise
-        error = _first(group)
-        message = f"internal error: {type(error).__name__}: {error} (DPLOYR_DEBUG=1 shows more)"
-    if message is not None:
-        sys.stderr.write(f"error: {' '.join(message.split())}\n")
-        sys.exit(1)
+        code, message = _explain(error)
+        if message:
+            sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: silence the flush at exit too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = code or 1
+    sys.exit(code)
 
 
-def _first(group: BaseExceptionGroup[Any]) -> BaseException:
-    error: BaseException = group
+def _explain(error: BaseException) -> tuple[int, str | None]:
+    """The exit code and one-line message for whatever ended the command line."""
+    from dployr.errors import DployrError
+
+    error = _first(error)
+    if isinstance(error, SystemExit):
+        if error.code is None or isinstance(error.code, int):
+            return error.code or 0, None
+        return 1, str(error.code)
+    if isinstance(error, click.exceptions.Exit):
+        return error.exit_code, None
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        sys.stderr.write(error.format_message() + "\n")  # a bare group shows its help
+        return 2, None
+    if isinstance(error, click.UsageError):
+        hint = ""
+        if error.ctx is not None:
+            hint = f" (see `{error.ctx.command_path} --help`)"
+        return 2, error.format_message() + hint
+    if isinstance(error, click.ClickException):
+        return error.exit_code, error.format_message()
+    if isinstance(error, click.Abort | KeyboardInterrupt):
+        return 1, "interrupted"
+    if isinstance(error, DployrError):
+        return 1, str(error)
+    if isinstance(error, BrokenPipeError):
+        return 1, None  # the reader went away (`dployr logs x | head`): nothing to say
+    return 1, f"internal error: {type(error).__name__}: {error} (DPLOYR_DEBUG=1 shows more)"
+
+
+def _first(error: BaseException) -> BaseException:
+    """The first error of a (nested) exception group, or the error itself."""
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error

@@ -1,9 +1,8 @@
-"""What every command shares: signals, one-line errors, exit codes."""
+"""What long-running commands share: stopping on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -30,9 +29,3 @@ async def until_signalled(body: Callable[[], Awaitable[None]]) -> bool:
             await body()
             nursery.cancel_scope.cancel()
     return stopped
-
-
-def fail(message: str, code: int = 1) -> None:
-    """Print ``message`` as one line on stderr and exit with ``code``."""
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    sys.exit(code)

@@ -1,4 +1,10 @@
-"""``dployr deploy``: create or update a service and deploy it, showing each step."""
+"""``dployr deploy``: create or update a service and deploy it, showing each step.
+
+What is deployed comes from, in order: the stored settings of an existing service, then
+the blueprint (``--blueprint FILE``, or ``./dployr.toml`` when no flag is given), then the
+flags. So the same command run again redeploys, and a setting changed with
+``dployr settings`` is kept unless the command gives that setting itself.
+"""
 
 from __future__ import annotations
 
@@ -45,70 +51,117 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     """Create or update a service, then deploy it.
 
     Shows the steps (fetch, build, start, switch) and the build output as they happen.
-    Exits 0 once the new release runs, 1 if the deploy failed. Run the same command again
-    to redeploy. With no flags, in a folder holding dployr.toml, that file is used.
+    Exits 0 once the new release runs, 1 if the deploy failed (the previous release, if
+    any, keeps running). Run the same command again to redeploy. With no flags, in a
+    folder holding dployr.toml, that file is used.
     """
     from dployr import blueprint as bp
     from dployr.errors import DployrError
+    from dployr.models import check_name
 
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
     given = {k: v for k, v in flags.items() if v is not None}
-    if (
-        blueprint is None
-        and not given
-        and not env
-        and not secrets
-        and await trio.Path("dployr.toml").is_file()
-    ):
+    local = options.server is None
+    if blueprint is None and not given and not env and not secrets:
+        if not await trio.Path("dployr.toml").is_file():
+            raise DployrError(
+                "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
+                "or run it in a folder holding dployr.toml"
+            )
         blueprint = Path("dployr.toml")
     body: dict[str, Any] = {}
     if blueprint is not None:
-        plan = bp.load(blueprint)
-        body = _blueprint_body(plan)
-    remote = {k: given.pop(k) for k in ("remote", "branch", "commit") if k in given}
-    if remote:
-        body.setdefault("remote", {})
-        if "remote" in remote:
-            body["remote"] = {"url": _local_or_url(remote.pop("remote"))}
-        body["remote"].update(remote)
-    body.update(given)
-    body.setdefault("env_vars", {}).update(env)
-    body.setdefault("secrets", {}).update(secrets)
-    name = body.pop("name", None)
-    if not name:
+        body = _blueprint_body(bp.load(blueprint), blueprint.parent, local)
+    name = given.pop("name", None)
+    name = body.pop("name", None) if name is None else name
+    if name is None:
         raise DployrError("give the service a name: --name NAME (or name in the blueprint)")
-    if "remote" not in body or "run_cmd" not in body:
-        missing = [
-            f for f, k in (("--remote", "remote"), ("--run-cmd", "run_cmd")) if k not in body
-        ]
-        raise DployrError(f"deploy needs {' and '.join(missing)} (or a blueprint that has them)")
+    check_name(name)
+    if "remote" in given:
+        body["remote"] = {"url": _local_or_url(given.pop("remote"), Path.cwd(), local)}
+    for key in ("branch", "commit"):
+        if key in given:
+            body.setdefault("remote", {})[key] = given.pop(key)
+    body.update(given)
+    if env:
+        body["env_vars"] = {**body.get("env_vars", {}), **env}
+    if secrets:
+        body["secrets"] = {**body.get("secrets", {}), **secrets}
     await _run(options, name, body)
 
 
-def _local_or_url(remote: str) -> str:
-    path = Path(remote).expanduser()
-    if "://" not in remote and not remote.startswith("-") and path.exists():
-        return str(path.resolve())
-    return remote
+def _local_or_url(remote: str, base: Path, local: bool) -> str:
+    """A local path made absolute (the daemon runs elsewhere), or the URL as it is.
+
+    With a local daemon, a path that does not exist is refused here, before anything is sent.
+    """
+    from dployr.errors import DployrError
+
+    colon, slash = remote.find(":"), remote.find("/")
+    if "://" in remote or (colon != -1 and (slash == -1 or colon < slash)) or not local:
+        return remote  # a URL or scp-style host:path (git's rule), or a path on the server
+    path = (base / Path(remote).expanduser()).resolve()
+    if not path.exists():
+        raise DployrError(f"the remote {remote!r} does not exist (no folder {path})")
+    return str(path)
 
 
-def _blueprint_body(plan: Any) -> dict[str, Any]:
-    from dployr import serde
+def _blueprint_body(plan: Any, base: Path, local: bool) -> dict[str, Any]:
+    """The deploy body of a blueprint; a relative remote path is relative to its file.
 
-    data: dict[str, Any] = serde.unstructure(plan)
-    data = {k: v for k, v in data.items() if v is not None}
-    if "remote" in data:
-        data["remote"] = {k: v for k, v in data["remote"].items() if v is not None}
-        url = data["remote"]["url"]
-        data["remote"]["url"] = _local_or_url(url)
+    A blueprint says everything: a field it leaves out is back to its default, not kept
+    from the stored settings.
+    """
+    data: dict[str, Any] = plan.body()
+    data["remote"]["url"] = _local_or_url(data["remote"]["url"], base, local)
     return data
+
+
+def _stored_body(view: dict[str, Any]) -> dict[str, Any]:
+    """A service's stored settings (``GET .../settings``) as a deploy body."""
+    settings = dict(view["settings"])
+    source = settings.pop("source")
+    remote = {"url": source["remote"], "branch": source["branch"], "commit": source["commit"]}
+    settings["remote"] = {k: v for k, v in remote.items() if v is not None}
+    return settings
+
+
+async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The whole deploy body: the stored settings of an existing service, then ``body``."""
+    from dployr.cli.client import ApiError
+    from dployr.errors import DployrError
+
+    try:
+        stored = _stored_body(await client.call("GET", client.service(name, "/settings")))
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        stored = {}
+    merged = {**stored, **body}
+    if "remote" in body and "url" not in body["remote"] and "remote" in stored:
+        merged["remote"] = {**stored["remote"], **body["remote"]}  # --branch/--commit only
+    missing = [
+        flag
+        for flag, present in (
+            ("--remote", "url" in merged.get("remote", {})),
+            ("--run-cmd", "run_cmd" in merged),
+        )
+        if not present
+    ]
+    if missing:
+        raise DployrError(
+            f"no service named {name!r}: to create it, deploy needs {' and '.join(missing)} "
+            "(or a blueprint that has them)"
+        )
+    return merged
 
 
 async def _run(options: Options, name: str, body: dict[str, Any]) -> None:
     from dployr.cli.output import print_json, stderr
 
     async with options.client() as client:
+        body = await _complete(client, name, body)
         before = await _last_cursor(client, name)
         deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
         number = deployment["id"]
@@ -122,7 +175,6 @@ async def _run(options: Options, name: str, body: dict[str, Any]) -> None:
             reason = failed or record.get("error") or "the deploy failed"
             stderr(f"error: deploy {number} of {name} failed: {reason}")
             raise SystemExit(1)
-        await trio.lowlevel.checkpoint()
         if not options.json:
             info = await client.call("GET", client.service(name))
             where = f" on port {info['port']}" if info.get("port") else ""
@@ -155,6 +207,7 @@ async def _watch(
 
 
 async def _last_cursor(client: Any, name: str) -> int | None:
+    """Where the service's history ends now: the deploy's lines come after it."""
     from dployr.cli.client import ApiError
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -11,10 +12,9 @@ from dployr.cli import Options, json_option
 
 
 def _show(line: dict[str, Any], as_json: bool) -> None:
-    from dployr.cli.output import print_json
-
-    if as_json:
-        print_json(line)
+    if as_json:  # JSON Lines: one object a line, so a follow can be piped as it comes
+        line = {k: v for k, v in line.items() if k != "type"}
+        click.echo(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(line["ts"]))
     stream = line["stream"]
@@ -37,9 +37,11 @@ async def logs(
 ) -> None:
     """Print a service's logs: its output, build output and dployr's own events.
 
-    Markers: ' ' stdout, '!' stderr, 'B' build, '#' dployr.
+    Markers: ' ' stdout, '!' stderr, 'B' build, '#' dployr. With --json, one JSON
+    object a line.
     """
     from dployr.cli._runtime import until_signalled
+    from dployr.errors import DployrError
     from dployr.timeparse import parse_since
 
     params: dict[str, Any] = {"build": "true" if build else None}
@@ -74,4 +76,5 @@ async def logs(
                     ):
                         _show(message, options.json)
 
-        await until_signalled(stream)
+        if not await until_signalled(stream):  # the feed ended without a Ctrl-C
+            raise DployrError(f"the log feed of {name} ended: the daemon closed it (stopped?)")

@@ -29,6 +29,7 @@ from dployr import __version__
 from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
+from dployr.gateway import dashboard
 from dployr.gateway.server import Gateway
 from dployr.store.store import Store
 from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
@@ -103,7 +104,14 @@ async def run(
             instance = Instance(
                 EngineConfig(data_dir=data.root, service_host=config.service_host), store
             )
-            gateway = Gateway(instance.handle, store.verify_token, config.host, config.port)
+            gateway = Gateway(
+                instance.handle,
+                store.verify_token,
+                config.host,
+                config.port,
+                dashboard_key=dashboard.load_key(data.root / dashboard.KEY_FILE),
+            )
+            gateway.bind()  # before any service starts: a taken port is one clear error
             root = Supervisor(
                 "dployr",
                 [

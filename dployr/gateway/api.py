@@ -121,7 +121,7 @@ async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int
         if plan.name is not None and plan.name != name:
             raise SpecError(f"the body names service {plan.name!r} but the path names {name!r}")
         deployment = await handle.request(
-            m.Deploy(name, plan.settings(), dict(plan.env_vars), dict(plan.secrets))
+            m.Deploy(name, plan.settings, dict(plan.env_vars), dict(plan.secrets))
         )
     return deployment, 202
 

@@ -34,10 +34,14 @@ def _view(route: api.Route, handle: InstanceHandle) -> Callable[..., Awaitable[R
     return view
 
 
-def create_app(handle: InstanceHandle, check_token: TokenCheck) -> QuartTrio:
+def create_app(
+    handle: InstanceHandle, check_token: TokenCheck, *, dashboard_key: bytes | None = None
+) -> QuartTrio:
     """The gateway's application, talking to ``handle`` and checking tokens with ``check_token``."""
     app = QuartTrio("dployr", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    if dashboard_key is not None:
+        app.config["DASHBOARD_KEY"] = dashboard_key
     # The dashboard's session check runs first: it may authenticate the request.
     dashboard.register(app, handle, check_token)
 
@@ -85,7 +89,7 @@ def create_app(handle: InstanceHandle, check_token: TokenCheck) -> QuartTrio:
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         messages = {
-            404: "no such route",
+            404: f"no such route: {request.method} {request.path}",
             405: f"method {request.method} is not allowed here",
             413: f"the request body is larger than {MAX_BODY // 1024} KiB",
         }

@@ -217,12 +217,88 @@ def _operation(route: api.Route) -> dict[str, Any]:
     return operation
 
 
+def _feed(
+    operation_id: str,
+    summary: str,
+    description: str,
+    query: tuple[tuple[str, str], ...] = (),
+    *,
+    service: bool = True,
+) -> dict[str, Any]:
+    """A WebSocket feed as an OpenAPI GET: the upgrade, or the error that refused it."""
+    parameters: list[dict[str, Any]] = []
+    if service:
+        parameters.append(
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": _STR,
+                "description": "the service's name",
+            }
+        )
+    parameters += [
+        {"name": name, "in": "query", "schema": _INT, "description": text} for name, text in query
+    ]
+    refusals = ("400", "401", "404", "422") if service else ("401",)
+    return {
+        "summary": summary,
+        "description": "Upgrade to a WebSocket; one JSON object a message, with a type. "
+        + description,
+        "operationId": operation_id,
+        "parameters": parameters,
+        "responses": {
+            "101": {"description": "switching to the WebSocket feed"},
+            **{
+                code: {
+                    "description": _ERRORS[code],
+                    "content": {"application/json": {"schema": _ref("Error")}},
+                }
+                for code in refusals
+            },
+        },
+    }
+
+
+FEEDS: dict[str, dict[str, Any]] = {
+    "/services/{name}/logs/stream": _feed(
+        "follow_logs",
+        "Follow a service's log",
+        '{"type": "log", "cursor", "ts", "stream", "line", "deployment", "continued"} for a '
+        "line: history after `cursor` (or the last `tail` lines), then live lines, with no "
+        'gap or duplicate at the seam; {"type": "gap", "from", "to"} when the client fell '
+        "behind (read those cursors over REST).",
+        (
+            ("cursor", "send the lines after this cursor"),
+            ("tail", "start with the last N lines (default 0: live lines only)"),
+        ),
+    ),
+    "/services/{name}/metrics/stream": _feed(
+        "follow_metrics",
+        "Follow a service's CPU and memory samples",
+        '{"type": "metrics", "service", "ts", "cpu_percent", "memory_rss_bytes", '
+        '"processes", "threads", "open_fds"} per sample; {"type": "gap", "missed"} when '
+        "the client fell behind.",
+    ),
+    "/events": _feed(
+        "follow_events",
+        "Follow every service's status, health and deployment changes",
+        '{"type": "status" | "health" | "deployment", "service", "instance", ..., "ts"} per '
+        'change; {"type": "gap", "missed"} when the client fell behind.',
+        service=False,
+    ),
+}
+"""The WebSocket feeds (``dployr.gateway.feeds``), documented beside the REST routes."""
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document for every route under ``/api/v1``."""
     paths: dict[str, dict[str, Any]] = {}
     for route in api.ROUTES:
         paths.setdefault(api.PREFIX + route.path, {})[route.method.lower()] = _operation(route)
+    for path, operation in FEEDS.items():
+        paths[api.PREFIX + path] = {"get": operation}
     paths[api.PREFIX + "/openapi.json"] = {
         "get": {
             "summary": "This document",

@@ -1,13 +1,19 @@
-"""The gateway actor: Hypercorn's trio worker serving the Quart app."""
+"""The gateway actor: Hypercorn's trio worker serving the Quart app.
+
+The daemon binds the gateway's socket with :meth:`Gateway.bind` before it starts any
+service, so a port already in use is one clear error and nothing has started twice.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
+import socket
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from dployr.engine.instance import InstanceHandle
 from dployr.errors import DployrError
@@ -21,38 +27,85 @@ class GatewayError(DployrError):
 
 
 class Gateway:
-    """Serves the API (and later the dashboard) on ``host:port``."""
+    """Serves the API, the feeds and the dashboard on ``host:port``."""
 
     def __init__(
-        self, handle: InstanceHandle, check_token: TokenCheck, host: str, port: int
+        self,
+        handle: InstanceHandle,
+        check_token: TokenCheck,
+        host: str,
+        port: int,
+        *,
+        dashboard_key: bytes | None = None,
     ) -> None:
-        self.app = create_app(handle, check_token)
+        self.app = create_app(handle, check_token, dashboard_key=dashboard_key)
         self.host = host
         self.port = port
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://{_url_host(host)}:{port}"
+        self._sockets: Sockets | None = None
+        # Invariant: `_sockets` holds bound sockets no server has taken yet, or None.
+
+    def _config(self) -> Config:
+        config = Config()
+        config.bind = [f"{_url_host(self.host)}:{self.port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("dployr.gateway.hypercorn")
+        config.graceful_timeout = 5.0
+        return config
+
+    def bind(self) -> str:
+        """Bind the listening socket now (port 0 picks a free one); return the URL.
+
+        Raises GatewayError with a one-line reason (the port is taken, the address is not
+        this machine's).
+        """
+        if self._sockets is None:
+            try:
+                self._sockets = self._config().create_sockets()
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise GatewayError(
+                        f"port {self.port} on {self.host} is already in use by another "
+                        "program: choose another with --port"
+                    ) from None
+                raise GatewayError(
+                    f"cannot listen on {self.host}:{self.port}: {error.strerror or error}"
+                ) from None
+            for sock in self._sockets.insecure_sockets:
+                sock.set_inheritable(False)  # never handed down to a service's process
+            sock = self._sockets.insecure_sockets[0]
+            self.port = int(sock.getsockname()[1])
+            self.url = f"http://{_url_host(self.host)}:{self.port}"
+        return self.url
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Bind, report the URL, serve until stopped."""
-        config = Config()
-        config.bind = [f"{self.host}:{self.port}"]
-        config.accesslog = None
-        config.errorlog = logging.getLogger("dployr.gateway.hypercorn")
-        config.graceful_timeout = 5.0
+        """Serve until stopped; report the URL once the server accepts connections."""
+        self.bind()  # a restarted gateway binds again, on the same port
+        sockets, self._sockets = self._sockets, None
+        assert sockets is not None
+        config = self._config()
+        for sock in sockets.insecure_sockets:
+            sock.listen(config.backlog)
+
+        async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            await worker_serve(
+                wrap_app(self.app, config.wsgi_max_body_size, None),
+                config,
+                sockets=sockets,
+                task_status=task_status,
+            )
+
         async with trio.open_nursery() as nursery:
-            try:
-                binds = await nursery.start(serve, self.app, config)
-            except* OSError as group:
-                error = group.exceptions[0]
-                assert isinstance(error, OSError)
-                if error.errno == errno.EADDRINUSE:
-                    raise GatewayError(
-                        f"port {self.port} on {self.host} is already in use"
-                    ) from None
-                raise GatewayError(
-                    f"cannot listen on {self.host}:{self.port}: {error.strerror}"
-                ) from None
-            self.url = binds[0]
-            self.port = int(self.url.rsplit(":", 1)[1])
+            await nursery.start(serve)
             task_status.started(self.url)
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it goes into a URL: an IPv6 address in brackets."""
+    try:
+        socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        return host
+    return f"[{host}]"
