@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
+# The dashboard's browser tests drive Debian's chromium through Playwright (Playwright's own
+# browser download is not used).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench clean
 
@@ -27,7 +31,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check dployr tests benchmarks
 	$(BIN)/mypy --strict dployr
 
-test: lint
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-test
