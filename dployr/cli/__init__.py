@@ -84,12 +84,16 @@ def _register() -> None:
     from dployr.cli.env import env
     from dployr.cli.instances import instance, instances
     from dployr.cli.logs import logs
+    from dployr.cli.metrics import metrics
+    from dployr.cli.rollback import rollback
     from dployr.cli.service import service
     from dployr.cli.services import delete, get, list_services
     from dployr.cli.settings import settings
     from dployr.cli.up import up
 
     for command in (
+        rollback,
+        metrics,
         up,
         deploy,
         list_services,

@@ -15,6 +15,7 @@ import asyncclick as click
 import trio
 
 from dployr.cli import Options, json_option
+from dployr.cli._health import health_options, pop_health
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -45,6 +46,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the fields from a TOML, YAML or JSON file.",
 )
+@health_options
 @json_option
 @click.pass_obj
 async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> None:
@@ -59,11 +61,12 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     from dployr.errors import DployrError
     from dployr.models import check_name
 
+    health = pop_health(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    if blueprint is None and not given and not env and not secrets:
+    if blueprint is None and not given and not env and not secrets and not health:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
                 "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
@@ -88,7 +91,7 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
-    await _run(options, name, body)
+    await _run(options, name, body, health)
 
 
 def _local_or_url(remote: str, base: Path, local: bool) -> str:
@@ -157,11 +160,13 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
     return merged
 
 
-async def _run(options: Options, name: str, body: dict[str, Any]) -> None:
+async def _run(options: Options, name: str, body: dict[str, Any], health: dict[str, Any]) -> None:
     from dployr.cli.output import print_json, stderr
 
     async with options.client() as client:
         body = await _complete(client, name, body)
+        if health:  # the options given change the health check, the rest of it stays
+            body["health"] = {**(body.get("health") or {}), **health}
         before = await _last_cursor(client, name)
         deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
         number = deployment["id"]
@@ -184,10 +189,16 @@ async def _run(options: Options, name: str, body: dict[str, Any]) -> None:
 
 
 async def _watch(
-    client: Any, name: str, number: int, cursor: int | None, *, quiet: bool
+    client: Any,
+    name: str,
+    number: int,
+    cursor: int | None,
+    *,
+    quiet: bool,
+    prefix: str | None = None,
 ) -> str | None:
     """Print the deploy's steps and build output until it ends; return why it failed."""
-    prefix = f"deploy {number}: "
+    prefix = prefix or f"deploy {number}: "
     async with client.follow(name, cursor=cursor) as feed:
         async for message in feed:
             if message.get("type") != "log" or message.get("deployment") != number:

@@ -19,7 +19,9 @@ async def _act(options: Options, name: str, action: str | None) -> None:
         if action is None:
             info = await client.call("GET", client.service(name, "/status"))
         else:
-            info = await client.call("POST", client.service(name, f"/{action}"))
+            path = client.service(name, f"/{action.removesuffix('?hard=true')}")
+            params = {"hard": "true"} if action.endswith("?hard=true") else None
+            info = await client.call("POST", path, params=params)
     emit(info, options.json, service_lines)
 
 
@@ -43,11 +45,16 @@ async def stop(options: Options, name: str) -> None:
 
 @service.command()
 @click.argument("name")
+@click.option("--hard", is_flag=True, help="Stop, then start (a moment without service).")
 @json_option
 @click.pass_obj
-async def restart(options: Options, name: str) -> None:
-    """Stop and start the service again, same deployment, current environment."""
-    await _act(options, name, "restart")
+async def restart(options: Options, name: str, hard: bool) -> None:
+    """Run the service again: same deployment, current environment.
+
+    A service with a port is restarted without downtime: the new process starts beside
+    the old one, which drains and stops once the new one is ready.
+    """
+    await _act(options, name, "restart?hard=true" if hard else "restart")
 
 
 @service.command()

@@ -7,6 +7,7 @@ from typing import Any
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+from dployr.cli._health import health_options, pop_health
 
 _LABELS = {
     "source": "remote",
@@ -17,7 +18,30 @@ _LABELS = {
     "description": "description",
     "health_check": "health-check",
     "stop_grace": "stop-grace",
+    "health": "health",
+    "listen_fds": "listen-fds",
 }
+
+
+def _health(settings: dict[str, Any]) -> str:
+    health = settings["health"]
+    kind = health["kind"] or ("http" if settings.get("health_check") else None)
+    if kind is None:
+        return "no check"
+    what = {"http": f"GET {settings.get('health_check') or '/'}", "tcp": "TCP connect"}.get(
+        kind, f"command {health['command']!r}"
+    )
+    text = (
+        f"{what} every {health['interval']:g} s (timeout {health['timeout']:g} s); degraded "
+        f"after {health['failures']} failures, healthy after {health['successes']} successes"
+    )
+    if health["start_period"]:
+        text += f"; {health['start_period']:g} s start period"
+    if health["restart_after"]:
+        text += f"; restart after {health['restart_after']} failures"
+    if health["webhook"]:
+        text += f"; webhook {health['webhook']}"
+    return text
 
 
 def _value(key: str, value: Any) -> str:
@@ -36,7 +60,8 @@ def _show(view: dict[str, Any]) -> None:
     click.echo(f"settings of {view['name']}:")
     for key, label in _LABELS.items():
         mark = "  (waits for the next deploy)" if key in pending else ""
-        click.echo(f"  {label:<13}{_value(key, view['settings'][key])}{mark}")
+        value = _health(view["settings"]) if key == "health" else _value(key, view["settings"][key])
+        click.echo(f"  {label:<13}{value}{mark}")
     if pending:
         click.echo("Changes apply at the next deploy; the running service is not restarted.")
 
@@ -50,6 +75,7 @@ def _show(view: dict[str, Any]) -> None:
 @click.option("--description", help="A line about the service.")
 @click.option("--health-check", help="The health check path, or '' for none.")
 @click.option("--stop-grace", type=float, help="Seconds between SIGTERM and SIGKILL.")
+@health_options
 @json_option
 @click.pass_obj
 async def settings(options: Options, /, name: str, **changes: Any) -> None:
@@ -61,6 +87,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
     from dployr.cli.output import emit
     from dployr.errors import DployrError
 
+    health = pop_health(changes)
     body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
     if "port" in body:
         port = body["port"]
@@ -76,6 +103,9 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
             body[key] = None
     async with options.client() as client:
         path = client.service(name, "/settings")
+        if health:  # the options given change the health check, the rest of it stays
+            current = await client.call("GET", path)
+            body["health"] = {**current["settings"]["health"], **health}
         view = (
             await client.call("PATCH", path, body=body) if body else await client.call("GET", path)
         )

@@ -25,9 +25,21 @@ from dployr.cli import Options
     show_default=True,
     help="Address services' public ports listen on.",
 )
+@click.option(
+    "--metrics-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between samples of each service's CPU and memory.",
+)
 @click.pass_obj
 async def up(
-    options: Options, data_dir: Path | None, host: str, port: int, service_host: str
+    options: Options,
+    data_dir: Path | None,
+    host: str,
+    port: int,
+    service_host: str,
+    metrics_interval: float,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -38,7 +50,9 @@ async def up(
     from dployr.daemon.paths import default_data_dir
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
-    config = daemon.DaemonConfig(root, host=host, port=port, service_host=service_host)
+    config = daemon.DaemonConfig(
+        root, host=host, port=port, service_host=service_host, metrics_interval=metrics_interval
+    )
 
     async def serve() -> None:
         await daemon.run(config)

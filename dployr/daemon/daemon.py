@@ -47,6 +47,7 @@ class DaemonConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     service_host: str = "0.0.0.0"
+    metrics_interval: float = 5.0
 
 
 @contextlib.contextmanager
@@ -102,7 +103,12 @@ async def run(
         try:
             created = ensure_admin_token(store, data)
             instance = Instance(
-                EngineConfig(data_dir=data.root, service_host=config.service_host), store
+                EngineConfig(
+                    data_dir=data.root,
+                    service_host=config.service_host,
+                    metrics_interval=config.metrics_interval,
+                ),
+                store,
             )
             gateway = Gateway(
                 instance.handle,

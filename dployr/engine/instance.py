@@ -30,7 +30,13 @@ import trio
 from dployr import __version__
 from dployr.engine import messages as m
 from dployr.engine.metrics import MetricsSampler
-from dployr.engine.metrics_policy import InstanceSample, Sample, ServiceSample
+from dployr.engine.metrics_policy import (
+    RAW_RETENTION,
+    InstanceSample,
+    Resolution,
+    Sample,
+    ServiceSample,
+)
 from dployr.engine.release import Running
 from dployr.engine.service import Service
 from dployr.engine.sources import check_remote
@@ -304,8 +310,13 @@ class Instance:
     def read_metrics(self, request: m.ReadMetrics) -> m.MetricsPage:
         """A service's metrics history."""
         service = self.service(request.name)
-        points = self.store.metrics(service.name, request.since, request.until)
-        resolution = points[0].resolution.value if points else "raw"
+        # "The last hour" is raw samples, though a request takes a moment to arrive.
+        now = time.time()
+        recent = now - request.since <= RAW_RETENTION + 60
+        since = max(request.since, now - RAW_RETENTION) if recent else request.since
+        wanted = Resolution.RAW if recent else None
+        points = self.store.metrics(service.name, since, request.until, resolution=wanted)
+        resolution = points[0].resolution.value if points else Resolution.RAW.value
         return m.MetricsPage(service.name, resolution, tuple(points))
 
     async def read_logs(self, request: m.ReadLogs) -> m.LogPage:

@@ -20,6 +20,7 @@ from dployr.models import (
     Deployment,
     EnvVar,
     Health,
+    HealthOptions,
     ServiceSettings,
     ServiceStatus,
     Source,
@@ -219,6 +220,8 @@ class SettingsChange:
     description: str | None = None
     health_check: str | None = None
     stop_grace: float | None = None
+    health: HealthOptions | None = None
+    listen_fds: bool | None = None
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""
 

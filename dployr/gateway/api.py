@@ -135,7 +135,27 @@ async def stop(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
 
 
 async def restart(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
-    return await handle.request(m.Restart(args["name"])), 200
+    return await handle.request(m.Restart(args["name"], hard=_bool_arg("hard"))), 200
+
+
+async def rollback(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    data = await json_body(request, required=False)
+    target = None
+    if data is not None:
+        if not isinstance(data, dict) or set(data) - {"deployment"}:
+            raise SpecError('the body must be {"deployment": ID} or empty')
+        target = data.get("deployment")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
+            raise SpecError("deployment must be a deployment id (a whole number)")
+    return await handle.request(m.Rollback(args["name"], target)), 202
+
+
+async def read_metrics(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    now = time.time()
+    since = parse_since(request.args.get("since") or "1h", now)
+    until_text = request.args.get("until")
+    until = parse_since(until_text, now) if until_text else None
+    return await handle.request(m.ReadMetrics(args["name"], since, until)), 200
 
 
 async def get_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
@@ -151,6 +171,8 @@ _SETTING_FIELDS = (
     "description",
     "health_check",
     "stop_grace",
+    "health",
+    "listen_fds",
 )
 
 
@@ -262,7 +284,34 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("POST", "/services/{name}/start", "Start a service", start, response="Service"),
     Route("POST", "/services/{name}/stop", "Stop a service", stop, response="Service"),
-    Route("POST", "/services/{name}/restart", "Restart a service", restart, response="Service"),
+    Route(
+        "POST",
+        "/services/{name}/restart",
+        "Restart a service (without downtime when it has a port)",
+        restart,
+        response="Service",
+        query=(Param("hard", "boolean", "stop, then start, instead"),),
+    ),
+    Route(
+        "POST",
+        "/services/{name}/rollback",
+        "Switch to a kept release without rebuilding (default: the previous one)",
+        rollback,
+        body="Rollback",
+        response="Deployment",
+        status=202,
+    ),
+    Route(
+        "GET",
+        "/services/{name}/metrics",
+        "CPU and memory over time",
+        read_metrics,
+        response="MetricsPage",
+        query=(
+            Param("since", "string", "from when: 15m, 1h, 24h, 7d or RFC 3339 (default 1h)"),
+            Param("until", "string", "until when (default now)"),
+        ),
+    ),
     Route("GET", "/services/{name}/status", "A service's status", get_service, response="Service"),
     Route(
         "GET",

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
 from dployr.engine.instance import InstanceHandle
+from dployr.engine.metrics_policy import prometheus_text
 from dployr.errors import DployrError
 from dployr.gateway import api, dashboard, feeds, openapi
 from dployr.gateway.responses import (
@@ -56,6 +57,17 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> Response:
         return json_response({"status": "ok", "version": __version__})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Every running service's last sample, in Prometheus text format (token needed)."""
+        token = bearer_token(request.headers, request.args)
+        if not g.get("authenticated") and (token is None or not check_token(token)):
+            return error_response(401, "unauthorized", "missing or invalid API token")
+        text = prometheus_text(
+            handle.instance_name, handle.latest_samples(), handle.latest_machine()
+        )
+        return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get(api.PREFIX + "/openapi.json")
     async def openapi_document() -> Response:

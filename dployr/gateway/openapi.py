@@ -42,6 +42,8 @@ _SETTINGS = {
     "description": _STR,
     "health_check": _nullable(_STR),
     "stop_grace": _NUM,
+    "health": _ref("HealthOptions"),
+    "listen_fds": _BOOL,
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -63,6 +65,44 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "ServiceSettings": _object(_SETTINGS, ("source", "run_cmd")),
+    "HealthOptions": _object(
+        {
+            "kind": _nullable({"type": "string", "enum": ["http", "tcp", "command"]}),
+            "command": _nullable(_STR),
+            "interval": _NUM,
+            "timeout": _NUM,
+            "failures": _INT,
+            "successes": _INT,
+            "start_period": _NUM,
+            "restart_after": _nullable(_INT),
+            "webhook": _nullable(_STR),
+        }
+    ),
+    "Rollback": _object({"deployment": _nullable(_INT)}),
+    "MetricPoint": _object(
+        {
+            "ts": _NUM,
+            "resolution": {"type": "string", "enum": ["raw", "minute"]},
+            "samples": _INT,
+            "cpu_percent": _NUM,
+            "cpu_percent_max": _NUM,
+            "memory_rss_bytes": _NUM,
+            "memory_rss_bytes_max": _NUM,
+            "processes": _NUM,
+            "processes_max": _NUM,
+            "threads": _NUM,
+            "threads_max": _NUM,
+            "open_fds": _NUM,
+            "open_fds_max": _NUM,
+        }
+    ),
+    "MetricsPage": _object(
+        {
+            "name": _STR,
+            "resolution": {"type": "string", "enum": ["raw", "minute"]},
+            "points": _array("MetricPoint"),
+        }
+    ),
     "SettingsChange": _object(
         {**{k: v for k, v in _SETTINGS.items() if k != "source"}, "remote": _ref("Remote")}
     ),
@@ -160,6 +200,10 @@ SCHEMAS: dict[str, Any] = {
             "hostname": _STR,
             "version": _STR,
             "services": _array("Service"),
+            "cpu_percent": _nullable(_NUM),
+            "memory_used_bytes": _nullable(_INT),
+            "memory_total_bytes": _nullable(_INT),
+            "load": _nullable({"type": "array", "items": _NUM}),
         }
     ),
     "InstanceList": _array("Instance"),

@@ -109,6 +109,7 @@ class Daemon:
         """Start the daemon (on the port it had before, if any) and wait until it serves."""
         command = [sys.executable, "-m", "dployr", "up", "--data-dir", str(self.data_dir)]
         command += ["--port", str(self.port), "--service-host", "127.0.0.1"]
+        command += ["--metrics-interval", "0.5"]  # charts get data within a test's patience
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
         )

@@ -86,10 +86,6 @@ def test_the_log_view_stays_responsive_with_100000_lines(
 
 
 def test_a_metrics_chart_with_data(page: Page, daemon: Daemon, tmp_path: Path) -> None:
-    with daemon.api() as api:
-        probe = api.get("/services/none/metrics")
-    if probe.status_code == 404 and "no such route" in probe.text:
-        pytest.skip("this daemon has no metrics API yet (issue 5)")
     repo = app_repo(tmp_path / "repo")
     deploy(daemon, "web", repo, port=free_port())
     sign_in(page, daemon, "/services/web/metrics")

@@ -73,7 +73,7 @@ async function loadMetrics() {
     services.map(async (service) => {
       try {
         const data = await get(`${svc(service.name)}/metrics?since=15m`);
-        metrics.set(service.name, data.samples ?? []);
+        metrics.set(service.name, data.points ?? []);
       } catch (error) {
         if (error.unsupported) metricsSupported = false;
       }

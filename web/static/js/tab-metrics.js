@@ -72,18 +72,20 @@ export async function mount(service) {
     fill($("#memory-now"), `now ${bytes(data.memory.at(-1))}`);
   }
 
-  function take(samples) {
+  // A page of points: every sample within the last hour ("raw"), or one-minute means
+  // with their maxima ("minute") for longer ranges.
+  function take(page) {
     data = { ts: [], cpu: [], cpuMax: [], memory: [], memoryMax: [] };
-    hasMax = samples.some((s) => s.cpu_max !== undefined);
-    for (const sample of samples) add(sample);
+    hasMax = page.resolution === "minute";
+    for (const point of page.points ?? []) add(point);
   }
 
   function add(sample) {
     data.ts.push(sample.ts);
     data.cpu.push(sample.cpu_percent);
     data.memory.push(sample.memory_rss_bytes);
-    data.cpuMax.push(sample.cpu_max ?? sample.cpu_percent);
-    data.memoryMax.push(sample.memory_max ?? sample.memory_rss_bytes);
+    data.cpuMax.push(sample.cpu_percent_max ?? sample.cpu_percent);
+    data.memoryMax.push(sample.memory_rss_bytes_max ?? sample.memory_rss_bytes);
   }
 
   async function load() {
@@ -92,7 +94,7 @@ export async function mount(service) {
     try {
       const answer = await get(`${svc(service.name)}/metrics?since=${range}`);
       if (id !== loadId) return false;
-      take(answer.samples ?? []);
+      take(answer);
       notice(errorBox, "", "");
       draw();
       return true;

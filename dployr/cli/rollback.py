@@ -1,0 +1,46 @@
+"""``dployr rollback NAME [DEPLOYMENT_ID]``: back to a kept release, without rebuilding."""
+
+from __future__ import annotations
+
+import asyncclick as click
+
+from dployr.cli import Options, json_option
+
+
+@click.command()
+@click.argument("name")
+@click.argument("deployment", required=False, type=int)
+@json_option
+@click.pass_obj
+async def rollback(options: Options, name: str, deployment: int | None) -> None:
+    """Switch to a kept release (default: the previous successful one) without rebuilding.
+
+    It takes the same path as a deploy: the release starts beside the current one and
+    takes over once it is ready, so no request is dropped.
+    """
+    from dployr.cli.deploy import _last_cursor, _watch
+    from dployr.cli.output import print_json, stderr
+
+    async with options.client() as client:
+        before = await _last_cursor(client, name)
+        body = {"deployment": deployment} if deployment is not None else None
+        target = await client.call("POST", client.service(name, "/rollback"), body=body)
+        number = target["id"]
+        if not options.json:
+            click.echo(f"rolling {name} back to deployment {number}")
+        failed = await _watch(
+            client,
+            name,
+            number,
+            before,
+            quiet=options.json,
+            prefix=f"rollback to deployment {number}: ",
+        )
+        info = await client.call("GET", client.service(name))
+    if options.json:
+        print_json(info)
+    if failed is not None:
+        stderr(f"error: rollback of {name} to deployment {number} failed: {failed}")
+        raise SystemExit(1)
+    if not options.json:
+        click.echo(f"{name} is {info['status']} on deployment {info['deployment']}")
