@@ -99,6 +99,7 @@ class InstantHandle:
     """An instance handle whose list of services is ready-made: the gateway's own cost."""
 
     instance_name = "local"
+    generation = 0  # nothing ever changes: the gateway may reuse its encoded answer
 
     def __init__(self) -> None:
         now = time.time()

@@ -154,6 +154,8 @@ class Instance:
         """Every supervision event of the instance's tree."""
         self.changes: Topic[Change] = Topic("changes")
         """Every status and deployment change of every service."""
+        self.generation = 0
+        """Grows at every change a service's info could show: readers may cache by it."""
         self.metrics = MetricsSampler(self._metric_groups, store, interval=config.metrics_interval)
         self.handle = InstanceHandle(self)
 
@@ -192,6 +194,10 @@ class Instance:
     ) -> None:
         self.webhooks = Webhooks(self._webhook_failed)  # a fresh actor per incarnation
         await self.webhooks.run(ctx, task_status=task_status)
+
+    def touch(self) -> None:
+        """Something a service's info shows has changed (see :attr:`generation`)."""
+        self.generation += 1
 
     def _metric_groups(self) -> dict[str, list[int]]:
         """Service name -> the process groups of its live releases (for the sampler)."""
@@ -277,6 +283,7 @@ class Instance:
             except ServiceExists:  # created by a racing request in between
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))
+            self.touch()
         elif request.settings is not None:
             check_remote(request.settings.source.remote)
         if request.env:
@@ -290,6 +297,7 @@ class Instance:
         service = self.service(name)
         await service.delete()
         self.services.pop(name, None)
+        self.touch()
         return m.Deleted(name)
 
     def info(self) -> m.InstanceInfo:
@@ -387,6 +395,11 @@ class InstanceHandle:
             m.GetInstance: lambda r: _now(i.info()),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
         }
+
+    @property
+    def generation(self) -> int:
+        """Grows whenever anything the services' info shows changes (a cache key)."""
+        return self._instance.generation
 
     def check_service(self, name: str) -> None:
         """Raise InvalidName or UnknownService unless ``name`` is a service of the instance."""

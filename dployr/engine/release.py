@@ -14,6 +14,7 @@ before the "exited with code 1" line that follows the exit.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,14 @@ from dployr.supervision import ChildContext, ExitReason
 from dployr.supervision.reasons import from_returncode
 
 READ_SIZE = 256 * 1024
+"""The most a pump reads from a pipe at a time, and hands over as one batch."""
+FLUSH_WINDOW = 0.001
+"""Seconds a pump may hold steady output to gather it into one batch (see ``pump``).
+
+Each batch costs the daemon a wake-up, a frame and a publish whatever its size; a chatty
+service read as it writes (often 1-8 KiB at a time) would cost one per write. 1 ms keeps a
+line's added latency within about 1 ms (2 ms at worst, with trio's millisecond timer),
+and fits in the pipe: services' pipes hold 1 MiB, 16 ms at 65 MB/s."""
 DRAIN_AFTER_EXIT = 2.0
 """Seconds the pumps may keep reading after the group is gone (a process that escaped the
 group could hold a pipe open forever; its output after that is not the service's)."""
@@ -90,10 +99,25 @@ def process_env(
 async def pump(stream: trio.abc.ReceiveStream, on_lines: Callable[[Lines, float], None]) -> None:
     """Read a pipe in chunks until EOF, handing each batch of complete lines to ``on_lines``.
 
-    One call per chunk read, with the time it was read: lines are framed in batches, never
-    one by one. A last line without a newline is handed over at EOF.
+    One call per batch, with the time it was read: lines are framed in batches, never one
+    by one. A last line without a newline is handed over at EOF.
+
+    Output that comes steadily is gathered for up to FLUSH_WINDOW: a read that follows the
+    last batch by less than that waits until the window has passed, then takes what else
+    the pipe holds, so a chatty service costs a batch per window rather than one per
+    write. Output after a quiet spell is handed over at once.
     """
     splitter = LineSplitter()
+    fd_stream = stream if isinstance(stream, trio.lowlevel.FdStream) else None
+    last = -math.inf  # when the last batch was handed over (trio's clock)
+
+    def hand_over(chunk: bytes | bytearray) -> None:
+        nonlocal last
+        lines = splitter.feed(chunk)
+        if lines:
+            on_lines(lines, time.time())
+        last = trio.current_time()
+
     while True:
         try:
             chunk = await stream.receive_some(READ_SIZE)
@@ -101,12 +125,38 @@ async def pump(stream: trio.abc.ReceiveStream, on_lines: Callable[[Lines, float]
             chunk = b""
         if not chunk:
             break
-        lines = splitter.feed(chunk)
-        if lines.lines:
-            on_lines(lines, time.time())
+        if fd_stream is not None and len(chunk) < READ_SIZE:
+            window_end = last + FLUSH_WINDOW
+            if trio.current_time() < window_end:
+                try:
+                    await trio.sleep_until(window_end)
+                except trio.Cancelled:
+                    hand_over(chunk)  # what was read is kept, even when the pump is stopped
+                    raise
+                chunk = _take_ready(fd_stream, chunk)
+        hand_over(chunk)
     rest = splitter.flush()
-    if rest.lines:
+    if rest:
         on_lines(rest, time.time())
+
+
+def _take_ready(stream: trio.lowlevel.FdStream, chunk: bytes | bytearray) -> bytes:
+    """``chunk`` and what the pipe holds now, up to READ_SIZE in all, without waiting.
+
+    At EOF or on an error, what was read is returned: the next ``receive_some`` reports it.
+    """
+    parts = [bytes(chunk)]
+    size = len(chunk)
+    while size < READ_SIZE and (fd := stream.fileno()) >= 0:
+        try:
+            data = os.read(fd, READ_SIZE - size)  # the fd is non-blocking
+        except OSError:  # BlockingIOError: nothing more for now
+            break
+        if not data:
+            break
+        parts.append(data)
+        size += len(data)
+    return b"".join(parts)
 
 
 class Release:

@@ -141,6 +141,7 @@ class Service:
         self.deploy: DeployRun | None = None
         self._generation = 0
         self.last_deploy_at: float | None = None
+        self._cached: ServiceRecord | None = record
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -197,10 +198,16 @@ class Service:
         return [r.pid for r in self.releases.values() if r.pid is not None]
 
     def _record(self) -> ServiceRecord:
-        record = self.store.get_service(self.name)
-        if record is None:  # deleted underneath us
-            raise UnknownService(f"no service named {self.name!r}")
-        return record
+        # Kept in memory: every change of it goes through this object, which keeps the
+        # record the store returns (reads then cost no query: a list of 100 services is
+        # asked for often).
+        if self._cached is None:
+            self.instance.touch()
+            record = self.store.get_service(self.name)
+            if record is None:  # deleted underneath us
+                raise UnknownService(f"no service named {self.name!r}")
+            self._cached = record
+        return self._cached
 
     def _active_settings(self) -> ServiceSettings | None:
         active = self.state.active_deployment
@@ -235,11 +242,14 @@ class Service:
             self._check_idle()
             record = self._record()
             if settings is not None and settings != record.settings:
-                self.store.update_settings(self.name, settings)
-            self.store.set_desired(self.name, DesiredState.RUNNING)
+                self.instance.touch()
+                self._cached = self.store.update_settings(self.name, settings)
+            self.instance.touch()
+            self._cached = self.store.set_desired(self.name, DesiredState.RUNNING)
             deployment = self.store.create_deployment(self.name, settings or record.settings)
             await self._begin(DeployRun(self, deployment))
             self.last_deploy_at = deployment.created_at
+            self.instance.touch()
             return deployment
 
     async def rollback(self, deployment_id: int | None) -> Deployment:
@@ -247,7 +257,8 @@ class Service:
         async with self.lock:
             self._check_idle()
             target = self._rollback_target(deployment_id)
-            self.store.set_desired(self.name, DesiredState.RUNNING)
+            self.instance.touch()
+            self._cached = self.store.set_desired(self.name, DesiredState.RUNNING)
             await self._begin(DeployRun(self, target, rollback=True))
             return target
 
@@ -285,7 +296,8 @@ class Service:
         """Start the active deployment if the service is stopped or failed."""
         async with self.lock:
             deployment = self._active_deployment()
-            self.store.set_desired(self.name, DesiredState.RUNNING)
+            self.instance.touch()
+            self._cached = self.store.set_desired(self.name, DesiredState.RUNNING)
             if not self.serving() or self.current is None:
                 self._advance(st.Started())
                 await self.roll_out(deployment, gate=False)
@@ -294,7 +306,8 @@ class Service:
     async def stop(self) -> ServiceInfo:
         """Stop everything of the service; it stays stopped until started."""
         async with self.lock:
-            self.store.set_desired(self.name, DesiredState.STOPPED)
+            self.instance.touch()
+            self._cached = self.store.set_desired(self.name, DesiredState.STOPPED)
             await self._take_down()
             self.book.system("stopped")
             return self.info()
@@ -309,7 +322,8 @@ class Service:
         async with self.lock:
             self._check_idle()
             deployment = self._active_deployment()
-            self.store.set_desired(self.name, DesiredState.RUNNING)
+            self.instance.touch()
+            self._cached = self.store.set_desired(self.name, DesiredState.RUNNING)
             self._advance(st.Started())
             running = self.serving() and self.current is not None
             if running and not hard and deployment.settings.port is not None:
@@ -342,7 +356,8 @@ class Service:
             updates.update(dict.fromkeys(change.clear))
             settings = attrs.evolve(current, **updates)  # validates every field again
             if settings != current:
-                self.store.update_settings(self.name, settings)
+                self.instance.touch()
+                self._cached = self.store.update_settings(self.name, settings)
             return self.settings_view()
 
     async def set_env(self, values: dict[str, str], *, secret: bool, restart: bool) -> EnvListing:
@@ -366,6 +381,7 @@ class Service:
         async with self.lock:
             await self._take_down()
             self.store.delete_service(self.name)
+            self._cached = None
             self.book.close()
             await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
 
@@ -630,7 +646,9 @@ class Service:
 
     async def _switch(self, deployment: Deployment, spec: ReleaseSpec, proxy: Proxy | None) -> None:
         """Promote ``spec``: record it, route new connections to it, drain and stop the old."""
-        self.store.set_active_deployment(self.name, deployment.id)  # written before acted on
+        # Written before it is acted on.
+        self.instance.touch()
+        self._cached = self.store.set_active_deployment(self.name, deployment.id)
         old = self.current
         live = self.releases[spec.child_id]
         self.current = spec.child_id
@@ -697,10 +715,12 @@ class Service:
         """The deploy ended, either way: another may start."""
         if self.deploy is run:
             self.deploy = None
+            self.instance.touch()
 
     # -- events ----------------------------------------------------------------------------
 
     def _advance(self, event: st.StatusEvent) -> None:
+        self.instance.touch()
         before = self.state
         self.state = st.advance(self.state, event, time.time())
         if self.state.status is not before.status:
@@ -709,6 +729,7 @@ class Service:
     def _set_health(self, health: Health, message: str) -> None:
         if health is self.health:
             return
+        self.instance.touch()
         previous, self.health = self.health, health
         self.instance.health_changed(self, previous, message)
         live = self.releases.get(self.current) if self.current else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
-import httpx
 import trio
 
 from dployr.supervision import Actor, ActorRef, ChildContext
@@ -46,8 +45,7 @@ class Webhooks(Actor[Delivery]):
         task_status: trio.TaskStatus[ActorRef[Delivery]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve deliveries until stopped."""
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client, trio.open_nursery() as nursery:
-            self._client = client
+        async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await super().run(ctx, task_status=task_status)
 
@@ -57,12 +55,16 @@ class Webhooks(Actor[Delivery]):
         self._nursery.start_soon(self._deliver, message)
 
     async def _deliver(self, delivery: Delivery) -> None:
-        async with self._limit:
+        # Imported at the first delivery: most daemons never send one, and httpx with its
+        # dependencies weighs fourteen megabytes.
+        import httpx
+
+        async with self._limit, httpx.AsyncClient(timeout=TIMEOUT) as client:
             delay = FIRST_RETRY
             problem = ""
             for _attempt in range(ATTEMPTS):
                 try:
-                    response = await self._client.post(
+                    response = await client.post(
                         delivery.url,
                         content=delivery.body,
                         headers={"Content-Type": "application/json"},

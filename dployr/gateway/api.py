@@ -18,6 +18,7 @@ from dployr import blueprint, serde
 from dployr.engine import messages as m
 from dployr.engine.instance import InstanceHandle
 from dployr.errors import SpecError
+from dployr.gateway.responses import BadRequest, EncodedJSON, UnknownInstance, encode_json
 from dployr.logs.values import check_streams
 from dployr.models import Source, check_env_key
 from dployr.timeparse import parse_since
@@ -55,10 +56,6 @@ class Route:
     def rule(self) -> str:
         """The path as a Quart URL rule."""
         return PREFIX + self.path.replace("{", "<").replace("}", ">")
-
-
-class BadRequest(SpecError):
-    """The request itself is malformed (bad JSON, a bad query parameter): HTTP 400."""
 
 
 async def json_body(req: Request, *, required: bool = True) -> Any:
@@ -99,8 +96,20 @@ def _bool_arg(name: str) -> bool:
 # -- handlers --------------------------------------------------------------------------
 
 
+_listed: dict[int, tuple[int, EncodedJSON]] = {}
+"""The last list answered per instance handle, with the generation it was made at."""
+
+
 async def list_services(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
-    return await handle.request(m.ListServices()), 200
+    # Dashboards and scripts ask for the list often and it seldom changes: the encoded
+    # answer is reused until the instance's generation says a service changed.
+    generation = handle.generation
+    cached = _listed.get(id(handle))
+    if cached is not None and cached[0] == generation:
+        return cached[1], 200
+    body = encode_json(await handle.request(m.ListServices()))
+    _listed[id(handle)] = (generation, body)
+    return body, 200
 
 
 async def get_service(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
@@ -262,10 +271,6 @@ async def get_instance(handle: InstanceHandle, args: dict[str, str]) -> tuple[An
     if args["instance"] not in (info.id, info.name):
         raise UnknownInstance(f"no instance {args['instance']!r}: this daemon runs {info.name!r}")
     return info, 200
-
-
-class UnknownInstance(SpecError):
-    """No instance has that id or name: HTTP 404."""
 
 
 _NAME = "the service's name"

@@ -43,8 +43,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import attrs
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from quart import Blueprint, Response, g, redirect, render_template, request, websocket
 from quart_trio import QuartTrio
 
@@ -127,13 +125,24 @@ class Sessions:
     ) -> None:
         if len(key) != 32:
             raise ValueError("a session key is 32 bytes")
-        self._aead = AESGCM(hashlib.sha256(b"seal:" + key).digest())
+        self._seal_key = hashlib.sha256(b"seal:" + key).digest()
+        self._sealer: Any = None
         self._csrf_key = hashlib.sha256(b"csrf:" + key).digest()
         self._check_token = check_token
         self._lifetime = lifetime
         self._clock = clock
         # Session ids logged out of, until they would have expired anyway.
         self._revoked: dict[str, float] = {}
+
+    @property
+    def _aead(self) -> Any:
+        # Imported at the first login: an API-only daemon never loads the cryptography
+        # package (seven megabytes).
+        if self._sealer is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._sealer = AESGCM(self._seal_key)
+        return self._sealer
 
     def open(self, token: str) -> tuple[Session, str]:
         """A new session for a (checked) token, and its cookie value."""
@@ -146,6 +155,8 @@ class Sessions:
         """The session a cookie holds, or None if it is absent, forged, old or revoked."""
         if not cookie or len(cookie) > 4096:
             return None
+        from cryptography.exceptions import InvalidTag
+
         try:
             sealed = _unb64(cookie)
             plain = self._aead.decrypt(sealed[:12], sealed[12:], _SEALED_WITH)

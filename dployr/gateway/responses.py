@@ -11,8 +11,16 @@ from dployr import serde
 from dployr.engine.errors import Conflict
 from dployr.engine.proxy import PortInUse
 from dployr.errors import DployrError, SpecError
-from dployr.gateway.api import BadRequest, UnknownInstance
 from dployr.store.errors import ServiceExists, StoreError, UnknownService
+
+
+class BadRequest(SpecError):
+    """The request itself is malformed (bad JSON, a bad query parameter): HTTP 400."""
+
+
+class UnknownInstance(SpecError):
+    """No instance has that id or name: HTTP 404."""
+
 
 MAX_BODY = 1 << 20
 """Bodies larger than this are refused with 413."""
@@ -39,9 +47,19 @@ def status_for(error: DployrError) -> tuple[int, str]:
     return 400, "refused"
 
 
+class EncodedJSON(bytes):
+    """A JSON body already encoded (a route's cached answer): sent as it is."""
+
+
+def encode_json(data: Any) -> EncodedJSON:
+    """Plain data or a value as a JSON body."""
+    text = json.dumps(serde.unstructure(data), ensure_ascii=False, separators=(",", ":"))
+    return EncodedJSON(text.encode())
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response of plain data or a value (unstructured by the shared converter)."""
-    body = json.dumps(serde.unstructure(data), ensure_ascii=False, separators=(",", ":"))
+    body = data if isinstance(data, EncodedJSON) else encode_json(data)
     return Response(body, status=status, headers=headers, content_type="application/json")
 
 

@@ -27,9 +27,10 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dployr.store.errors import MasterKeyError, WrongMasterKey
 
@@ -77,17 +78,28 @@ class Cipher:
     def __init__(self, key: bytes, *, source: str = "the key given to dployr") -> None:
         if len(key) != KEY_BYTES:
             raise MasterKeyError(f"the master key must be {KEY_BYTES} bytes, not {len(key)}")
-        self._aead = AESGCM(key)
+        self._key = key
+        self._sealer: AESGCM | None = None
         self.source = source
         """Where the key came from, as shown in error messages."""
 
     def __repr__(self) -> str:
         return f"<Cipher from {self.source}>"
 
+    @property
+    def _aead(self) -> AESGCM:
+        # Imported on first use: a daemon whose services have no secret never pays the
+        # seven megabytes of the cryptography package.
+        if self._sealer is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._sealer = AESGCM(self._key)
+        return self._sealer
+
     @classmethod
     def generate(cls) -> Cipher:
         """A cipher under a new random key (that nothing remembers: for tests)."""
-        return cls(AESGCM.generate_key(bit_length=KEY_BYTES * 8), source="a random key")
+        return cls(os.urandom(KEY_BYTES), source="a random key")
 
     @classmethod
     def from_environment(cls, data_dir: Path, environ: Mapping[str, str] | None = None) -> Cipher:
@@ -125,6 +137,8 @@ class Cipher:
         """
         if len(sealed) < 1 + NONCE_BYTES + _TAG_BYTES or sealed[:1] != _FORMAT:
             raise WrongMasterKey("a stored secret is malformed (not a dployr sealed value)")
+        from cryptography.exceptions import InvalidTag
+
         nonce, body = sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :]
         try:
             return self._aead.decrypt(nonce, body, associated_data).decode("utf-8")
@@ -174,7 +188,7 @@ def _check_key_file(path: Path, info: os.stat_result) -> None:
 
 def _create_key_file(path: Path) -> None:
     """Write a new random key to ``path`` with mode 0600, unless a key file appears first."""
-    text = base64.b64encode(AESGCM.generate_key(bit_length=KEY_BYTES * 8)) + b"\n"
+    text = base64.b64encode(os.urandom(KEY_BYTES)) + b"\n"
     temporary = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
     try:
         fd = os.open(

@@ -262,3 +262,71 @@ async def test_a_worker_restart_stops_then_starts(engine: Engine, tmp_path: Path
     info = await engine.handle.request(Restart("worker"))
     assert info.status is ServiceStatus.RUNNING
     assert info.pid not in (None, before)
+
+
+SOCKET_APP = '''\
+"""Serves on the listening socket its parent hands over as fd 3 (LISTEN_FDS=1)."""
+import http.server, os, signal, socket, threading
+
+assert os.environ["LISTEN_FDS"] == "1"
+VERSION = open("VERSION").read().strip()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"fd {VERSION} {os.getpid()}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+server.socket.close()
+server.socket = socket.socket(fileno=3)
+server.server_address = server.socket.getsockname()
+# SIGTERM: stop accepting (the next release takes the queue), finish what is in flight.
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+print("serving on the handed-over socket", flush=True)
+server.serve_forever()
+server.server_close()
+'''
+
+
+async def test_a_handed_over_socket_serves_without_a_proxy_and_restarts_without_loss(
+    engine: Engine, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"app.py": SOCKET_APP, "VERSION": "v1\n"})
+    port = ports.allocate()
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} app.py", port=port, listen_fds=True
+    )
+    await engine.deploy("fd", settings)
+    service = engine.instance.services["fd"]
+    assert service.proxy is None  # nothing between the clients and the app
+    url = f"http://127.0.0.1:{port}/"
+    async with httpx.AsyncClient(timeout=10) as client:
+        first = (await client.get(url)).text
+        assert first.startswith("fd v1 ")
+        failures: list[str] = []
+        answered: set[str] = set()
+        done = False
+
+        async def hammer() -> None:
+            while not done:
+                try:
+                    response = await client.get(url, headers={"Connection": "close"})
+                    answered.add(response.text.split()[-1])
+                except httpx.HTTPError as error:
+                    failures.append(repr(error))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hammer)
+            for _ in range(3):
+                await engine.handle.request(Restart("fd"))
+            done = True
+    assert failures == []
+    assert len(answered) >= 2  # both the old and the new processes answered
