@@ -246,6 +246,8 @@ def test_the_buttons_stop_start_restart_redeploy_and_delete(
     assert fetch(port) == "hello v2"
     snap(page, "service-redeployed")
 
+    roll_back_to_the_first_deployment(page, port)
+
     # Delete asks first, naming the service.
     page.get_by_role("button", name="Delete", exact=True).click()
     dialog = page.get_by_role("dialog")
@@ -261,6 +263,23 @@ def test_the_buttons_stop_start_restart_redeploy_and_delete(
     expect(page.get_by_role("heading", name="No services yet")).to_be_visible()
     page.goto("/services/web")
     expect(page.get_by_role("heading")).to_contain_text("No service named")
+
+
+def roll_back_to_the_first_deployment(page: Page, port: int) -> None:
+    """Roll back from the Deployments tab: no rebuild, no downtime."""
+    page.get_by_role("link", name="Deployments").click()
+    first = page.locator('tr[data-deployment="1"]')
+    expect(page.locator('tr[data-deployment="2"]')).to_contain_text("active")
+    first.get_by_role("button", name="Rollback", exact=True).click()
+    expect(page.locator("#deployments-error")).to_contain_text("Rolling back to deployment 1")
+    expect(first).to_contain_text("active")
+    expect(
+        page.locator('tr[data-deployment="2"]').get_by_role("button", name="Rollback")
+    ).to_be_visible()
+    assert fetch(port) == "hello v1"
+    snap(page, "service-rolled-back")
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator('[data-fact="deployment"]')).to_have_text("#1")
 
 
 def app_repo_commit(repo: Path, version: str) -> None:

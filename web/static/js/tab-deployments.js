@@ -34,8 +34,8 @@ export async function mount(service) {
     button.disabled = true;
     notice(errorBox, "info", `Rolling back ${service.name} to deployment ${deployment.id}…`);
     try {
-      const started = await post(`${svc(service.name)}/rollback`, { deployment: deployment.id });
-      notice(errorBox, "ok", `Rolling back to deployment ${deployment.id} (deployment ${started?.id ?? "?"}). No rebuild: its release is reused.`);
+      await post(`${svc(service.name)}/rollback`, { deployment: deployment.id });
+      notice(errorBox, "ok", `Rolling back to deployment ${deployment.id}: no rebuild, its release is reused, and the switch drops no request.`);
     } catch (error) {
       const text = error.unsupported ? "This dployr daemon cannot roll back yet." : sentence(error.message);
       notice(errorBox, "error", `Could not roll back: ${text}`);
