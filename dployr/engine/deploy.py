@@ -8,7 +8,8 @@ in order, each with its own deadline inside the deploy's overall one:
 2. **build**: the build command runs in the release folder (plus the working dir), its
    output streamed into the service's history as ``build`` lines;
 3. **start**: the new release starts beside the current one, on its own private port, and
-   must accept connections there (a worker without a port: must have started);
+   must pass its health check, or without one accept connections there (a worker without
+   a port: must have started);
 4. **switch**: the new deployment is written as the active one, the proxy sends new
    connections to it, and the old release is stopped.
 
@@ -84,6 +85,8 @@ class DeployRun:
         """Run the deploy to its end and record how it ended."""
         task_status.started()
         config = self.service.config
+        # The gits of this deploy carry the instance's mark too (see kill_leftovers).
+        sources.PROCESS_MARKS.set((("DPLOYR_INSTANCE", self.service.instance.id),))
         try:
             with trio.fail_after(config.deploy_deadline):
                 if self.rollback:

@@ -17,7 +17,9 @@ Every change of the running release takes one path, :meth:`Service.roll_out`: th
 release starts beside the current one on its own private port, new connections go to it
 only once it is ready (its health check passes, or without one its port accepts), the old
 release drains (connections in flight finish, up to its stop grace) and stops. A deploy,
-a restart, a start and a rollback differ only in which release they roll out.
+a rollback and a restart of a service with a port take this path with its readiness
+check; a start, a hard restart and the recovery at daemon start (with nothing else
+serving) switch without waiting.
 
 The :class:`Service` object is not an actor with a mailbox: commands on one service are
 serialised by a lock, and reads (status, logs, settings) never wait behind a 10-second stop.
@@ -790,7 +792,8 @@ class Service:
                 book.system(text, deployment=deployment)
                 self._advance(st.ReleaseRestarting(child_id, text))
             case MaxIntensityReached():
-                text = event.describe()
+                last = f" (last: {live.exited})" if live.exited else ""
+                text = f"{event.describe()}{last}"
                 live.exited = text
                 live.touch()
                 book.system(text, deployment=deployment)

@@ -47,6 +47,7 @@ cancelled checkout leaves no half-made release behind.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import hashlib
 import os
@@ -351,13 +352,21 @@ _GIT_ENV: Final = {
 _DROPPED_ENV: Final = frozenset({"SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "GCM_INTERACTIVE"})
 
 
+PROCESS_MARKS: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "PROCESS_MARKS", default=()
+)
+"""Variables every git of the current task carries, such as the instance id that lets a
+daemon started after a crash find and kill a fetch its predecessor left running."""
+
+
 def _git_env() -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("GIT_") and key not in _DROPPED_ENV
+        if not key.startswith(("GIT_", "DPLOYR_")) and key not in _DROPPED_ENV
     }
     env.update(_GIT_ENV)
+    env.update(dict(PROCESS_MARKS.get()))
     return env
 
 

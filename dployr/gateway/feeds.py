@@ -27,6 +27,7 @@ from dployr.models import check_name
 from dployr.supervision.topic import Gap, Subscription
 
 T = TypeVar("T")
+MAX_TAIL = 10_000
 
 
 def _int(name: str) -> int | None:
@@ -80,6 +81,8 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
         await websocket.accept()
         if tail is None and cursor is None:
             tail = 0
+        if tail is not None:
+            tail = min(tail, MAX_TAIL)  # as over REST: one client never loads a whole history
         feed = handle.follow_logs(name, after=cursor, tail=tail)
         async with contextlib.aclosing(feed):
             async for entry in feed:
