@@ -125,6 +125,7 @@ async def run(
                     ChildSpec("gateway", gateway.run, shutdown=10.0),
                 ],
                 intensity=Intensity(3, 60),
+                events=instance.events,  # the root's reports reach the events feed too
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(root.run)

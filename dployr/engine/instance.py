@@ -436,6 +436,10 @@ class InstanceHandle:
         """A subscription to every service's status, health and deployment changes."""
         return self._instance.changes.subscribe()
 
+    def subscribe_supervision(self) -> Subscription[SupervisionEvent]:
+        """A subscription to the supervision reports of the whole tree."""
+        return self._instance.events.subscribe()
+
     def subscribe_samples(self) -> Subscription[Sample]:
         """A subscription to every metrics round (an instance sample, then each service's)."""
         return self._instance.metrics.samples.subscribe()

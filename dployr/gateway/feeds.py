@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from typing import TypeVar
 
+import trio
 from quart import Response, g, websocket
 from quart_trio import QuartTrio
 
@@ -24,6 +25,7 @@ from dployr.errors import DployrError
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response, status_for
 from dployr.logs.values import LogLine
 from dployr.models import check_name
+from dployr.supervision import SupervisionEvent
 from dployr.supervision.topic import Gap, Subscription
 
 T = TypeVar("T")
@@ -126,6 +128,18 @@ def change_message(change: Change) -> dict[str, object]:
     }
 
 
+def supervision_message(event: SupervisionEvent) -> dict[str, object]:
+    """One supervision report (OTP-style) as a feed message."""
+    return {
+        "type": "supervision",
+        "kind": event.kind,
+        "supervisor": "/".join(event.supervisor),
+        "child": event.child.id,
+        "incarnation": event.child.incarnation,
+        "message": event.describe(),
+    }
+
+
 def metrics_message(sample: ServiceSample) -> dict[str, object]:
     """One service sample as a feed message."""
     return {
@@ -172,7 +186,9 @@ def register_instance_feeds(
         if refusal is not None:
             return refusal
         await websocket.accept()
-        await _send_batches(handle.subscribe_changes(), change_message)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_send_batches, handle.subscribe_changes(), change_message)
+            nursery.start_soon(_send_batches, handle.subscribe_supervision(), supervision_message)
         return None
 
     @app.websocket("/api/v1/services/<name>/metrics/stream")

@@ -103,7 +103,7 @@ async def test_the_events_feed_tells_status_and_deployment_changes(
     messages: list[dict[str, object]] = []
 
     def seen(kind: str, status: str) -> bool:
-        return any(m["type"] == kind and m["status"] == status for m in messages)
+        return any(m["type"] == kind and m.get("status") == status for m in messages)
 
     async with open_websocket_url(url) as events:
         await deploy(daemon, "app", repo, f"{PYTHON} c.py 1")
@@ -112,9 +112,15 @@ async def test_the_events_feed_tells_status_and_deployment_changes(
                 messages.append(json.loads(await events.get_message()))
     assert seen("status", "deploying")
     assert seen("deployment", "fetching")
+    reports = [m for m in messages if m["type"] == "supervision"]
+    assert {"kind": "child_started", "child": "process"}.items() <= next(
+        m for m in reports if m["child"] == "process"
+    ).items()
+    assert any(m["supervisor"] == "local/app" for m in reports)  # the tree's paths
     for message in messages:
-        assert message["service"] == "app"
-        assert message["instance"] == "local"
+        if message["type"] != "supervision":
+            assert message["service"] == "app"
+            assert message["instance"] == "local"
 
 
 async def memory_growth_while_logging(daemon: Daemon, tmp_path: Path, *, idle: bool) -> int:
