@@ -284,3 +284,26 @@ def roll_back_to_the_first_deployment(page: Page, port: int) -> None:
 
 def app_repo_commit(repo: Path, version: str) -> None:
     commit(repo, {"VERSION": version + "\n"}, f"version {version}")
+
+
+def test_the_settings_tab_saves_health_options(page: Page, daemon: Daemon, web: int) -> None:
+    open_running(page, daemon, "web")
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Kind").select_option("http")
+    page.get_by_label("Path").fill("/health")
+    page.get_by_label("Interval (s)").fill("2")
+    page.get_by_label("Failures before degraded").fill("4")
+    page.get_by_label("Restart after N failures").fill("6")
+    page.get_by_role("button", name="Save settings", exact=True).click()
+    message = page.locator("#settings-message")
+    expect(message).to_contain_text("apply at the next deploy")
+    expect(message).to_contain_text("health check")
+    with daemon.api() as api:
+        settings = api.get("/services/web/settings").json()["settings"]
+    assert settings["health_check"] == "/health"
+    health = settings["health"]
+    assert (health["interval"], health["failures"], health["restart_after"]) == (2, 4, 6)
+    page.get_by_label("Failures before degraded").fill("0")
+    page.get_by_role("button", name="Save settings", exact=True).click()
+    expect(message).to_contain_text("Not saved")
+    expect(message).to_contain_text("Health failures must be a whole number from 1 to 1000")
