@@ -1,8 +1,8 @@
 """The process actor: one running release of a service, as an OS process group.
 
-Started by the service supervisor as the child ``release-<deployment id>``. It launches the
-run command, pumps its stdout and stderr into the service's log book, tells the supervisor
-it is started with the pid, and returns the process's exit as a value
+Started as the child ``process`` of a release's own supervisor, ``release-<deployment>.<n>``.
+It launches the run command, pumps its stdout and stderr into the service's log book,
+tells the supervisor it is started with the pid, and returns the process's exit as a value
 (``Crashed(exit_code=1)``, ``Crashed(signal=9)``), so the supervisor restarts it with backoff.
 When stopped it runs the ladder (SIGTERM to the group, the grace, SIGKILL) inside the
 shield its supervisor bounds, and always awaits the exit.
@@ -14,7 +14,6 @@ before the "exited with code 1" line that follows the exit.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -32,12 +31,13 @@ from dployr.supervision.reasons import from_returncode
 READ_SIZE = 256 * 1024
 """The most a pump reads from a pipe at a time, and hands over as one batch."""
 FLUSH_WINDOW = 0.001
-"""Seconds a pump may hold steady output to gather it into one batch (see ``pump``).
+"""Seconds a pump lets pass after a batch before it takes what came meanwhile (``pump``).
 
-Each batch costs the daemon a wake-up, a frame and a publish whatever its size; a chatty
-service read as it writes (often 1-8 KiB at a time) would cost one per write. 1 ms keeps a
-line's added latency within about 1 ms (2 ms at worst, with trio's millisecond timer),
-and fits in the pipe: services' pipes hold 1 MiB, 16 ms at 65 MB/s."""
+Each batch costs the daemon a wake-up, a frame and a publish whatever its size, and
+each wake-up by the pipe costs the writing service one too; a chatty service read as it
+writes (often 1-8 KiB at a time) would pay that for every write. 1 ms bounds a line's
+added latency to about 1 ms (2 ms at worst, with trio's millisecond timer), and fits in
+the pipe: a service's pipe holds 1 MiB, 16 ms of output at 65 MB/s."""
 DRAIN_AFTER_EXIT = 2.0
 """Seconds the pumps may keep reading after the group is gone (a process that escaped the
 group could hold a pipe open forever; its output after that is not the service's)."""
@@ -102,51 +102,55 @@ async def pump(stream: trio.abc.ReceiveStream, on_lines: Callable[[Lines, float]
     One call per batch, with the time it was read: lines are framed in batches, never one
     by one. A last line without a newline is handed over at EOF.
 
-    Output that comes steadily is gathered for up to FLUSH_WINDOW: a read that follows the
-    last batch by less than that waits until the window has passed, then takes what else
-    the pipe holds, so a chatty service costs a batch per window rather than one per
-    write. Output after a quiet spell is handed over at once.
+    Output is gathered for up to FLUSH_WINDOW: after a batch, the pump lets the window
+    pass, then takes whatever the pipe holds without waiting, and only when nothing came
+    does it wait on the pipe again (and hand over what comes next at once). So a chatty
+    service costs a batch and a wake-up per window, not one per write, and output after
+    a quiet spell goes through with no delay. After a full read, the pipe may hold more:
+    the next read follows at once. (A stream that is not a pipe's file descriptor is read
+    as it comes.)
     """
     splitter = LineSplitter()
-    fd_stream = stream if isinstance(stream, trio.lowlevel.FdStream) else None
-    last = -math.inf  # when the last batch was handed over (trio's clock)
+    pipe = stream if isinstance(stream, trio.lowlevel.FdStream) else None
+    gather = False  # a batch was just handed over: take what comes next from the pipe
+    more = False  # the last read was a full one: the pipe may hold more right now
 
     def hand_over(chunk: bytes | bytearray) -> None:
-        nonlocal last
+        nonlocal gather, more
+        gather = True
+        more = len(chunk) >= READ_SIZE
         lines = splitter.feed(chunk)
         if lines:
             on_lines(lines, time.time())
-        last = trio.current_time()
 
     while True:
-        try:
-            chunk = await stream.receive_some(READ_SIZE)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            chunk = b""
+        chunk: bytes | bytearray = b""
+        if pipe is not None and gather:
+            try:
+                # Even with no window, let other tasks run between batches.
+                await trio.sleep(0 if more else FLUSH_WINDOW)
+            except trio.Cancelled:
+                hand_over(_take_ready(pipe))  # what was written before the stop is kept
+                raise
+            chunk = _take_ready(pipe)
         if not chunk:
-            break
-        if fd_stream is not None and len(chunk) < READ_SIZE:
-            window_end = last + FLUSH_WINDOW
-            if trio.current_time() < window_end:
-                try:
-                    await trio.sleep_until(window_end)
-                except trio.Cancelled:
-                    hand_over(chunk)  # what was read is kept, even when the pump is stopped
-                    raise
-                chunk = _take_ready(fd_stream, chunk)
+            try:
+                chunk = await stream.receive_some(READ_SIZE)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                chunk = b""
+            if not chunk:
+                break
         hand_over(chunk)
     rest = splitter.flush()
     if rest:
         on_lines(rest, time.time())
 
 
-def _take_ready(stream: trio.lowlevel.FdStream, chunk: bytes | bytearray) -> bytes:
-    """``chunk`` and what the pipe holds now, up to READ_SIZE in all, without waiting.
-
-    At EOF or on an error, what was read is returned: the next ``receive_some`` reports it.
-    """
-    parts = [bytes(chunk)]
-    size = len(chunk)
+def _take_ready(stream: trio.lowlevel.FdStream) -> bytes:
+    """What the pipe holds now, up to READ_SIZE, without waiting (b"" at EOF or on an error:
+    the next ``receive_some`` reports it)."""
+    parts: list[bytes] = []
+    size = 0
     while size < READ_SIZE and (fd := stream.fileno()) >= 0:
         try:
             data = os.read(fd, READ_SIZE - size)  # the fd is non-blocking
@@ -156,7 +160,7 @@ def _take_ready(stream: trio.lowlevel.FdStream, chunk: bytes | bytearray) -> byt
             break
         parts.append(data)
         size += len(data)
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class Release:

@@ -52,15 +52,19 @@ class LogBookStatistics:
     """Batches dropped for followers that fell behind, so far (each was told by a gap)."""
 
 
-LINE_OVERHEAD = 64
-"""Bytes a line costs in memory beyond its text: its ``str`` object and its list slot."""
+BATCH_OVERHEAD: Final = 400
+"""Bytes a queued batch costs in memory beyond its payload: the batch object and its
+fields, the payload's header, the one-item list it is published in and the queue slot
+(measured: 284-380; tests/logs/test_book.py checks that the weight stays an upper bound)."""
+CONTINUED_OVERHEAD: Final = 80
+"""Bytes each continued-line index costs in a batch's set (an int and its slot)."""
 
 
 def _weight(batch: LogBatch) -> int:
-    # What a queued batch really holds: its payload, and a Python string per line, which
-    # for short lines weighs several times the text. Bounding the payload alone let an
-    # idle follower of a chatty service hold tens of megabytes.
-    return batch.nbytes * 2 + LINE_OVERHEAD * len(batch.lines)
+    # What a queued batch holds: its payload and a few small objects. The text of each
+    # line is only made when a follower takes the batch off its queue (to_lines), so no
+    # Python string per line waits in a queue.
+    return len(batch.payload) + BATCH_OVERHEAD + CONTINUED_OVERHEAD * len(batch.continued)
 
 
 def _span(batch: LogBatch) -> tuple[int, int]:
@@ -129,14 +133,16 @@ class LogBook:
         last_ts = history.last_ts
         if last_ts is not None and now < last_ts:
             now = last_ts
-        batch = LogBatch(
+        # A Lines value agrees with its payload (checked when built by hand, true by
+        # construction when built by the splitter): only the other fields need a check.
+        batch = LogBatch.trusted(
             first_cursor=history.last_cursor + 1,
             ts=now,
             stream=stream,
             deployment=deployment,
-            lines=lines.lines,
-            continued=lines.continued,
             payload=lines.payload,
+            count=lines.count,
+            continued=lines.continued,
         )
         history.append(batch)
         self._topic.publish(batch)

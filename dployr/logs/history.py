@@ -23,9 +23,9 @@ Layout: a directory per service holding ``<first cursor, 20 digits>.seg`` files 
 
 The header says how long the frame is, so a reader skips frames it does not want without
 reading their payload; the trailing length lets :meth:`LogHistory.tail` walk a segment
-from its end. A frame is written with one ``os.write`` and never synced: the page cache
-survives a killed daemon. A frame torn by a crash can only be the last one of a segment,
-and opening the history cuts it off.
+from its end. A frame is written with one ``os.writev`` (header, the batch's payload as it
+is, trailer) and never synced: the page cache survives a killed daemon. A frame torn by
+a crash can only be the last one of a segment, and opening the history cuts it off.
 
 The history is bounded: when a segment reaches ``segment_bytes`` a new one is started and
 the oldest ones are deleted, so that the files never add up to more than ``max_bytes``
@@ -70,6 +70,7 @@ __all__ = [
     "LogHistory",
     "LogLine",
     "encode_frame",
+    "frame_parts",
 ]
 
 DEFAULT_MAX_BYTES: Final = 50 * 2**20
@@ -175,9 +176,11 @@ def _segment_name(first_cursor: int) -> str:
     return f"{first_cursor:020d}.seg"
 
 
-def encode_frame(batch: LogBatch, ts: float) -> bytes:
-    """The bytes of the frame that stores ``batch`` with timestamp ``ts``."""
+def frame_parts(batch: LogBatch, ts: float) -> list[bytes]:
+    """The frame that stores ``batch`` with timestamp ``ts``, as the parts written in one
+    ``os.writev``: the payload is written as it is, never copied into a frame buffer."""
     continued = sorted(batch.continued)
+    payload = batch.payload
     head = _HEAD.pack(
         _MAGIC,
         _VERSION,
@@ -186,20 +189,20 @@ def encode_frame(batch: LogBatch, ts: float) -> bytes:
         batch.first_cursor,
         ts,
         batch.deployment or 0,
-        len(batch.lines),
+        batch.count,
         len(continued),
-        len(batch.payload),
+        len(payload),
     )
-    total = _OVERHEAD + 4 * len(continued) + len(batch.payload)
-    return b"".join(
-        (
-            head,
-            _CRC.pack(zlib.crc32(head)),
-            struct.pack(f"<{len(continued)}I", *continued) if continued else b"",
-            batch.payload,
-            _TRAILER.pack(total),
-        )
-    )
+    total = _OVERHEAD + 4 * len(continued) + len(payload)
+    head += _CRC.pack(zlib.crc32(head))
+    if continued:
+        head += struct.pack(f"<{len(continued)}I", *continued)
+    return [head, payload, _TRAILER.pack(total)]
+
+
+def encode_frame(batch: LogBatch, ts: float) -> bytes:
+    """The bytes of the frame that stores ``batch`` with timestamp ``ts``."""
+    return b"".join(frame_parts(batch, ts))
 
 
 def _parse_header(data: bytes, offset: int = 0) -> _Frame:
@@ -528,31 +531,36 @@ class LogHistory:
                 f"{self._last_cursor} in the log history in {self.directory}"
             )
         ts = max(batch.ts, self._last_ts)
-        frame = encode_frame(batch, ts)
+        parts = frame_parts(batch, ts)
+        length = len(parts[0]) + len(parts[1]) + len(parts[2])
         active = self._segments[-1]
-        self._write(fd, frame, active.size)
-        self._last_cursor = batch.last_cursor
+        self._write(fd, parts, length, active.size)
+        last_cursor = batch.first_cursor + batch.count - 1
+        self._last_cursor = last_cursor
         self._last_ts = ts
-        self._size += len(frame)
+        self._size += length
         self._segments[-1] = _Segment(
             active.first_cursor,
-            batch.last_cursor,
+            last_cursor,
             ts if active.empty else active.first_ts,
             ts,
-            active.size + len(frame),
+            active.size + length,
         )
-        if active.size + len(frame) >= self.segment_bytes:
+        if active.size + length >= self.segment_bytes:
             os.close(fd)
             self._fd = None
             self._start_segment()
             self._trim()
 
-    def _write(self, fd: int, frame: bytes, size: int) -> None:
-        view = memoryview(frame)
+    def _write(self, fd: int, parts: list[bytes], length: int, size: int) -> None:
+        """Write a frame's parts at the end of the segment (``size`` bytes long before)."""
         written = 0
         try:
-            while written < len(frame):
-                written += os.write(fd, view[written:])
+            written = os.writev(fd, parts)
+            if written < length:  # a short write (the disk is filling up): write the rest
+                rest = memoryview(b"".join(parts))
+                while written < length:
+                    written += os.write(fd, rest[written:])
         except OSError as error:
             if written:
                 os.ftruncate(fd, size)  # never leave a torn frame behind a live writer

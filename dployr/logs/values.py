@@ -89,17 +89,39 @@ class LogLine:
     """True when the line was too long and goes on in the next line (see ``MAX_LINE``)."""
 
 
-def _as_tuple(lines: Iterable[str]) -> tuple[str, ...]:
-    return lines if isinstance(lines, tuple) else tuple(lines)
+def check_payload(payload: bytes, count: int, continued: frozenset[int]) -> None:
+    """Raise :class:`InvalidBatch` unless ``payload`` holds ``count`` lines of UTF-8.
+
+    The lines are joined by newlines (no newline after the last); ``continued`` must be
+    indices of them. No line at all is a count of 0 and an empty payload; one empty line,
+    a count of 1 and an empty payload.
+    """
+    if count < 0 or (count == 0 and payload):
+        raise InvalidBatch(f"log lines with a payload must count one line or more, not {count}")
+    if count and payload.count(b"\n") != count - 1:
+        raise InvalidBatch(
+            f"a payload of {count} log lines must hold them separated by {count - 1} newlines"
+        )
+    if not payload.isascii():
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidBatch("the payload of log lines must be valid UTF-8") from None
+    if continued and not 0 <= min(continued) <= max(continued) < count:
+        raise InvalidBatch("the continued lines must be indices of the lines")
 
 
-def _check_lines(batch: LogBatch, _: object, lines: tuple[str, ...]) -> None:
-    if not lines:
+def split_payload(payload: bytes, count: int) -> list[str]:
+    """The text of the ``count`` lines ``payload`` holds (see :func:`check_payload`)."""
+    return payload.decode("utf-8").split("\n") if count else []
+
+
+def _check_batch(batch: LogBatch, _: object, continued: frozenset[int]) -> None:
+    if batch.count < 1:
         raise InvalidBatch("a batch of log lines must hold at least one line")
-    if batch.payload.count(b"\n") != len(lines) - 1:
-        raise InvalidBatch("a batch's payload must hold its lines separated by newlines")
-    if batch.continued and not (0 <= min(batch.continued) <= max(batch.continued) < len(lines)):
-        raise InvalidBatch("a batch's continued lines must be indices of its lines")
+    if batch.first_cursor + batch.count - 1 > MAX_CURSOR:
+        raise InvalidBatch(f"a batch's last cursor must be at most {MAX_CURSOR}")
+    check_payload(batch.payload, batch.count, continued)
 
 
 @attrs.frozen
@@ -107,34 +129,77 @@ class LogBatch:
     """Consecutive lines of one stream, read together: the unit that is stored and published.
 
     Lines ``first_cursor`` to :attr:`last_cursor` share the timestamp, the stream and the
-    deployment. ``payload`` is the lines encoded as UTF-8 and joined by newlines, which is
-    what the history writes to disk as it is.
+    deployment. They are held as they are stored, ``payload`` (the lines encoded as UTF-8
+    and joined by newlines) and ``count``: a batch weighs its bytes, not a Python string
+    per line, until someone asks for the text (:attr:`lines`, :meth:`to_lines`).
     """
 
     first_cursor: int = attrs.field(validator=_check_cursor)
-    """The cursor of ``lines[0]``."""
+    """The cursor of the first line."""
     ts: float = attrs.field(validator=_check_ts)
     """When the lines were read: wall-clock Unix seconds."""
     stream: str = attrs.field(validator=_check_stream)
     """One of :data:`STREAMS`."""
     deployment: int | None = attrs.field(validator=_check_deployment)
     """The deployment the lines belong to, if any."""
-    lines: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_check_lines)
-    """The lines' text, without newlines; at least one."""
-    continued: frozenset[int]
-    """Indices of the lines that go on in the next line (pieces of an over-long line)."""
     payload: bytes
     """The lines as UTF-8, joined by ``b"\\n"``."""
+    count: int
+    """How many lines: at least one."""
+    continued: frozenset[int] = attrs.field(default=frozenset(), validator=_check_batch)
+    """Indices of the lines that go on in the next line (pieces of an over-long line)."""
+
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        first_cursor: int,
+        ts: float,
+        stream: str,
+        deployment: int | None,
+        payload: bytes,
+        count: int,
+        continued: frozenset[int],
+    ) -> LogBatch:
+        """A batch whose lines are known to agree with their payload (a checked
+        :class:`~dployr.logs.framing.Lines` value): only the header fields are checked.
+
+        The log pump's path: checking the payload again would cost another pass over
+        every byte a service writes.
+        """
+        _check_cursor(None, None, first_cursor)
+        _check_ts(None, None, ts)
+        check_stream(stream)
+        _check_deployment(None, None, deployment)
+        if count < 1 or first_cursor + count - 1 > MAX_CURSOR:
+            raise InvalidBatch(f"a batch of {count} log lines cannot start at {first_cursor}")
+        batch: LogBatch = object.__new__(cls)
+        for name, value in (
+            ("first_cursor", first_cursor),
+            ("ts", ts),
+            ("stream", stream),
+            ("deployment", deployment),
+            ("payload", payload),
+            ("count", count),
+            ("continued", continued),
+        ):
+            object.__setattr__(batch, name, value)
+        return batch
 
     @property
     def last_cursor(self) -> int:
         """The cursor of the last line."""
-        return self.first_cursor + len(self.lines) - 1
+        return self.first_cursor + self.count - 1
 
     @property
     def nbytes(self) -> int:
-        """The size of the payload, at least 1: what the batch weighs in a follower's queue."""
-        return len(self.payload) or 1
+        """The size of the payload in bytes."""
+        return len(self.payload)
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """The lines' text, without newlines (split from the payload on each call)."""
+        return tuple(split_payload(self.payload, self.count))
 
     def to_lines(self) -> list[LogLine]:
         """The batch as one :class:`LogLine` per line, oldest first."""
@@ -142,5 +207,5 @@ class LogBatch:
         continued = self.continued
         return [
             LogLine(first + index, ts, stream, line, deployment, index in continued)
-            for index, line in enumerate(self.lines)
+            for index, line in enumerate(split_payload(self.payload, self.count))
         ]

@@ -139,8 +139,9 @@ async def memory_growth_while_logging(daemon: Daemon, tmp_path: Path, *, idle: b
             with trio.fail_after(120):
                 while True:
                     message = json.loads(await events.get_message())
-                    restarting = message["type"] == "status" and message["status"] == "restarting"
-                    if message["service"] == name and restarting:
+                    if message["type"] != "status":
+                        continue  # supervision reports, health and deployment changes
+                    if message["service"] == name and message["status"] == "restarting":
                         return
 
         if idle:  # connected, subscribed, and never reading

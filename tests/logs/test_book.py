@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
@@ -214,12 +216,12 @@ async def test_follow_without_history_gets_only_what_comes_next(tmp_path: Path) 
 
 
 async def test_a_slow_follower_gets_a_gap_and_never_blocks_the_writer(tmp_path: Path) -> None:
-    book = LogBook(tmp_path, topic_capacity=1000)
+    book = LogBook(tmp_path, topic_capacity=1200)
     book.system("started")
     async with aclosing(book.follow(after=0)) as feed:
         assert cursors([await anext(feed)]) == [1]  # history; subscribed from here on
-        # A batch of 3 lines of 50 bytes weighs 496 (its payload, once as bytes and once
-        # as text, and 64 a line for the string objects): room for 2, and never a wait.
+        # A batch of 3 lines of 50 bytes weighs 552 (its 152 bytes of payload, and 400 for
+        # the objects around it): room for 2, and never a wait.
         for _ in range(100):
             book.append("stdout", ["x" * 50] * 3, deployment=None)
         assert book.statistics().dropped == 98
@@ -230,6 +232,31 @@ async def test_a_slow_follower_gets_a_gap_and_never_blocks_the_writer(tmp_path: 
         # What the gap covers is in the history.
         missed = book.read(after=7, limit=294)
         assert [line.cursor for line in missed] == list(range(8, 302))
+    book.close()
+
+
+@pytest.mark.parametrize(("per_batch", "size"), [(1, 1), (3, 50), (130, 65), (1000, 65)])
+def test_a_queued_batch_weighs_at_least_the_memory_it_holds(
+    tmp_path: Path, per_batch: int, size: int
+) -> None:
+    # A follower's queue is bounded by weight: the weight must not understate memory ...
+    book = LogBook(tmp_path, topic_capacity=2**40)
+    subscription = book._topic.subscribe()
+    line = b"x" * (size - 1) + b"\n"
+    chunks = [line * per_batch for _ in range(100)]
+    splitter = LineSplitter()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for chunk in chunks:  # as the pump does: the payload is made from what was read
+            book.append("stdout", splitter.feed(chunk), deployment=7)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # ... nor overstate it much (room for followers is memory too).
+    assert held <= subscription.pending <= held + 150 * len(chunks)
     book.close()
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dployr.errors import SpecError
 from dployr.logs.framing import MAX_LINE, Lines, LineSplitter
+from dployr.logs.values import InvalidBatch
 
 FRAGMENTS = st.one_of(
     st.binary(max_size=12),
@@ -44,9 +45,14 @@ def run(splitter: LineSplitter, chunks: list[bytes]) -> list[tuple[str, bool]]:
 
 
 def check_lines(lines: Lines) -> None:
-    assert lines.payload == "\n".join(lines.lines).encode("utf-8")
+    text = lines.lines
+    assert lines.payload == "\n".join(text).encode("utf-8")
+    assert len(lines) == lines.count == len(text)
     assert lines.nbytes == len(lines.payload)
-    assert all(0 <= i < len(lines.lines) for i in lines.continued)
+    assert all(0 <= i < len(text) for i in lines.continued)
+    # The splitter builds its output without checking it: it must pass the checks that a
+    # value built by hand goes through.
+    assert Lines(lines.payload, lines.count, lines.continued) == lines
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -119,6 +125,7 @@ def test_common_case_payload_is_the_chunk_without_its_last_newline() -> None:
     chunk = "".join(f"line {i} ünïcode\n" for i in range(100)).encode()
     lines = LineSplitter().feed(chunk)
     assert lines.payload == chunk[:-1]
+    assert lines.payload is not chunk
     assert len(lines) == 100
     assert lines.lines[7] == "line 7 ünïcode"
     assert not lines.continued
@@ -182,3 +189,32 @@ def test_feed_takes_any_bytes_like_chunk() -> None:
     splitter = LineSplitter()
     assert splitter.feed(bytearray(b"a\nb")).lines == ["a"]
     assert splitter.feed(memoryview(b"c\n")).lines == ["bc"]
+
+
+LINE_TEXT = st.text(st.characters(exclude_characters="\n", exclude_categories=["Cs"]))
+
+
+@given(st.lists(LINE_TEXT, max_size=8), st.data())
+def test_lines_built_by_hand_are_checked(texts: list[str], draw: st.DataObject) -> None:
+    payload = "\n".join(texts).encode()
+    count = len(texts)
+    continued = draw.draw(st.frozensets(st.integers(0, max(count - 1, 0)), max_size=count))
+    lines = Lines(payload, count, continued)
+    assert lines.lines == texts
+    assert bool(lines) == (count > 0)
+    # An empty payload is no line (0) or one empty line (1); any other count is refused.
+    valid = {0, 1} if not payload else {count}
+    wrong = draw.draw(st.integers(-2, count + 3).filter(lambda n: n not in valid))
+    with pytest.raises(InvalidBatch):
+        Lines(payload, wrong, frozenset())
+    with pytest.raises(InvalidBatch, match="indices"):
+        Lines(payload, count, frozenset({count}))
+
+
+def test_lines_must_be_valid_utf8() -> None:
+    assert Lines(b"", 1).lines == [""]  # one empty line
+    assert Lines().lines == []
+    with pytest.raises(InvalidBatch, match="UTF-8"):
+        Lines(b"caf\xe9", 1)
+    with pytest.raises(InvalidBatch, match="one line or more"):
+        Lines(b"x", 0)

@@ -38,9 +38,9 @@ def make_batch(
         ts=ts,
         stream=stream,
         deployment=deployment,
-        lines=texts,
-        continued=continued,
         payload="\n".join(texts).encode(),
+        count=len(texts),
+        continued=continued,
     )
 
 
@@ -334,8 +334,12 @@ def test_bad_settings_and_values_are_refused(tmp_path: Path) -> None:
         make_batch(1, [])
     with pytest.raises(InvalidBatch, match="cursor"):
         make_batch(0, ["x"])
-    with pytest.raises(InvalidBatch, match="separated by newlines"):
-        LogBatch(1, 1.0, "stdout", None, ["a", "b"], frozenset(), b"ab")
+    with pytest.raises(InvalidBatch, match="separated by 1 newlines"):
+        LogBatch(1, 1.0, "stdout", None, b"ab", 2)
+    with pytest.raises(InvalidBatch, match="valid UTF-8"):
+        LogBatch(1, 1.0, "stdout", None, b"\xff", 1)
+    with pytest.raises(InvalidBatch, match="last cursor"):
+        make_batch(2**63 - 1, ["a", "b"])
     with pytest.raises(InvalidBatch, match="continued"):
         make_batch(1, ["a"], continued=frozenset({1}))
     with pytest.raises(InvalidBatch, match="finite"):
@@ -404,14 +408,16 @@ def test_a_failed_write_leaves_no_torn_frame_and_no_cursor_used(
     with LogHistory(tmp_path) as history:
         written = fill(history, 1)
         size = history.size
-        real_write = os.write
+        real_writev = os.writev
 
-        def disk_fills_up(fd: int, data: bytes) -> int:
-            if len(data) > 20:
-                return real_write(fd, bytes(data[:20]))  # a short write, then nothing
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        def short_writev(fd: int, parts: list[bytes]) -> int:
+            return real_writev(fd, [b"".join(parts)[:20]])  # a short write ...
 
-        monkeypatch.setattr(os, "write", disk_fills_up)
+        def disk_full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # ... then nothing
+
+        monkeypatch.setattr(os, "writev", short_writev)
+        monkeypatch.setattr(os, "write", disk_full)
         with pytest.raises(HistoryWriteFailed, match="No space left on device"):
             fill(history, 1)
         monkeypatch.undo()
@@ -420,3 +426,19 @@ def test_a_failed_write_leaves_no_torn_frame_and_no_cursor_used(
         assert segment.stat().st_size == size
         written += fill(history, 1)
         assert history.read() == written
+
+
+def test_a_short_write_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_writev = os.writev
+
+    def short_writev(fd: int, parts: list[bytes]) -> int:
+        return real_writev(fd, [b"".join(parts)[:30]])
+
+    with LogHistory(tmp_path) as history:
+        monkeypatch.setattr(os, "writev", short_writev)
+        written = fill(history, 3)
+        monkeypatch.undo()
+        assert history.read() == written
+    with LogHistory(tmp_path) as history:  # whole frames, nothing to cut off
+        assert history.read() == written
+        assert history.size == sum(f.stat().st_size for f in segment_files(tmp_path))
