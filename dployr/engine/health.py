@@ -1,10 +1,11 @@
 """Watchdog: a health probe per release, HTTP, TCP or command, with thresholds.
 
 Each release's supervisor has a ``health`` child beside its ``process`` when the service
-has a health check. It probes at once and then, while the health is still unknown, on a
-short backoff (so a new release is found ready quickly), and from then on every
-``interval`` seconds. Consecutive failures (outside the start period) make the release
-``degraded``, consecutive successes make it ``healthy`` again. The rule is the pure
+has a health check. It probes at once and then, until the release first answers, on a
+short backoff (so a new release is found ready quickly, even if its failures to answer
+while it starts already made it ``degraded``), and from then on every ``interval``
+seconds. Consecutive failures (outside the start period) make the release ``degraded``,
+consecutive successes make it ``healthy`` again. The rule is the pure
 function :func:`observe`; the probes and the timer are the actor.
 
 With ``restart_after`` set, that many consecutive failures make the probe end with
@@ -188,8 +189,10 @@ class Watchdog:
         task_status.started()
         started = trio.current_time()
         delay = WARMUP_FIRST
+        answered = False
         while True:
             ok, message = await probe(self.check, options.timeout)
+            answered = answered or ok
             starting = trio.current_time() - started < options.start_period
             verdict = observe(self.state, ok, message, options, starting)
             self.state = verdict.state
@@ -198,7 +201,9 @@ class Watchdog:
                 raise HealthRestart(
                     f"{verdict.state.failures} health checks failed in a row ({message})"
                 )
-            if self.state.health is Health.UNKNOWN:
+            if not answered:
+                # Until its first answer (degraded or not), a release is probed often, so a
+                # new one is found ready about as soon as it is.
                 await trio.sleep(delay)
                 delay = min(delay * 2, options.interval)
             else:

@@ -179,12 +179,7 @@ async def kill_group(pgid: int, *, wait: float = KILL_WAIT) -> None:
     init), so their exits are awaited through pidfds, which work for any process: no
     grandchild is still alive when this returns.
     """
-    fds = []
-    for pid in group_members(pgid):
-        try:
-            fds.append(os.pidfd_open(pid))
-        except OSError:
-            continue
+    fds = _pidfds(group_members(pgid))
     try:
         signal_group(pgid, signal.SIGKILL)
         with trio.move_on_after(wait):
@@ -195,18 +190,37 @@ async def kill_group(pgid: int, *, wait: float = KILL_WAIT) -> None:
             os.close(fd)
 
 
+def _pidfds(pids: list[int]) -> list[int]:
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except OSError:  # gone meanwhile
+            continue
+    return fds
+
+
 async def stop(process: ServiceProcess, grace: float) -> int:
     """SIGTERM to the group, wait up to ``grace`` s, SIGKILL to the group; await the exit.
 
+    The grace is for the whole group: a server behind ``sh -c`` (or a master and its
+    workers) gets its time to finish the requests in flight even once the shell is gone.
     Returns the leader's return code. The final kill and wait are shielded, so a caller
     that is cancelled meanwhile still never leaves a zombie or a live group behind.
     """
     pgid = process.pid  # the leader of a new session: its pid is the group id
     try:
         if process.returncode is None:
-            signal_group(pgid, signal.SIGTERM)
-            with trio.move_on_after(grace):
-                await process.wait()
+            members = _pidfds([pid for pid in group_members(pgid) if pid != pgid])
+            try:
+                signal_group(pgid, signal.SIGTERM)
+                with trio.move_on_after(grace):
+                    await process.wait()
+                    for fd in members:
+                        await trio.lowlevel.wait_readable(fd)
+            finally:
+                for fd in members:
+                    os.close(fd)
     finally:
         with trio.CancelScope(shield=True):
             await kill_group(pgid)

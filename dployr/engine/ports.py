@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import platform
 import socket
+from collections.abc import Iterable
 
 import trio
 
@@ -32,3 +36,63 @@ async def accepts(port: int) -> bool:
         return False
     await stream.aclose()
     return True
+
+
+# System calls by machine (/proc/<pid>/syscall names the one a thread is blocked in by
+# number): accept and accept4, whose first argument is the socket; and poll, select and
+# their variants, whose sets /proc does not show.
+_ACCEPT_CALLS = {"x86_64": {43, 288}, "aarch64": {202, 242}}.get(platform.machine(), set())
+_POLL_CALLS = {"x86_64": {7, 23, 270, 271}, "aarch64": {72, 73}}.get(platform.machine(), set())
+
+
+def waits_for_connections(listen_fd: int, pids: Iterable[int]) -> bool:
+    """Whether one of ``pids`` waits for connections on the socket the daemon has as ``listen_fd``.
+
+    A release handed the public socket shares its accept queue with the release before
+    it; nothing can connect to the new one alone to see if it is up. What shows it is up
+    is that a process of it holds the socket and waits: the socket is in one of its epoll
+    sets (asyncio, trio, libuv, Hypercorn, Uvicorn), or a thread of it is blocked in
+    ``accept`` on it, or in ``poll``/``select`` (Python's ``socketserver``, Gunicorn's
+    sync workers), whose sets cannot be seen and are taken to include it. Taken too early
+    (a master process polling only its own pipe) the switch costs no connection: they
+    wait in the shared queue until the new release accepts them.
+    """
+    wanted = f"socket:[{os.fstat(listen_fd).st_ino}]"
+    for pid in pids:
+        base = f"/proc/{pid}"
+        try:
+            links = {}
+            for name in os.listdir(f"{base}/fd"):
+                with contextlib.suppress(OSError):
+                    links[int(name)] = os.readlink(f"{base}/fd/{name}")
+        except OSError:  # gone meanwhile
+            continue
+        held = {fd for fd, link in links.items() if link == wanted}
+        if held and (_polls(base, links, held) or _accepts(base, held)):
+            return True
+    return False
+
+
+def _polls(base: str, links: dict[int, str], held: set[int]) -> bool:
+    for fd, link in links.items():
+        if link != "anon_inode:[eventpoll]":
+            continue
+        with contextlib.suppress(OSError), open(f"{base}/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("tfd:") and int(line.split()[1]) in held:
+                    return True
+    return False
+
+
+def _accepts(base: str, held: set[int]) -> bool:
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"{base}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"{base}/task/{task}/syscall") as call:
+                    fields = call.read().split()
+                number = int(fields[0])
+                if number in _POLL_CALLS or (
+                    number in _ACCEPT_CALLS and int(fields[1], 16) in held
+                ):
+                    return True
+    return False

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from dployr.engine import ports
+from dployr.engine import launcher, ports
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
@@ -605,6 +605,14 @@ class Service:
                     if live.health.health is Health.HEALTHY:
                         return
                     await live.changed.wait()
+                elif spec.listen_fd is not None:
+                    # A handed-over socket: ready once the release waits on it.
+                    members = launcher.group_members(live.pid) if live.pid is not None else []
+                    if ports.waits_for_connections(spec.listen_fd, members):
+                        return
+                    with trio.move_on_after(delay):
+                        await live.changed.wait()
+                    delay = min(delay * 2, READY_POLL_MAX)
                 elif spec.port is None or await ports.accepts(spec.port):
                     return
                 else:
@@ -616,6 +624,11 @@ class Service:
             last = live.health.message or "no answer yet"
             raise DeployFailed(
                 f"the new release did not pass its health check within {timeout:g} s ({last})"
+            )
+        if spec.listen_fd is not None:
+            raise DeployFailed(
+                "the new release did not wait for connections on the handed-over socket"
+                f" within {timeout:g} s"
             )
         raise DeployFailed(
             f"the new release did not accept connections on its port within {timeout:g} s"

@@ -284,7 +284,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for the requests in flight
+
+
+server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
 server.socket.close()
 server.socket = socket.socket(fileno=3)
 server.server_address = server.socket.getsockname()

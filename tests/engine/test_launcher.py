@@ -62,3 +62,33 @@ async def test_stop_kills_a_group_member_that_ignores_sigterm(tmp_path: Path) ->
         not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         for pid in members
     )
+
+
+async def test_stop_gives_the_grace_to_the_whole_group_not_only_the_shell(tmp_path: Path) -> None:
+    """A server behind ``sh -c`` finishes its work after SIGTERM, though the shell exits at once."""
+    child = tmp_path / "server.py"
+    child.write_text(
+        "import signal, sys, time\n"
+        "def finish(*_):\n"
+        "    time.sleep(0.3)  # the requests in flight\n"
+        "    open('finished', 'w').write('yes')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, finish)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    # `; true` keeps the shell from exec'ing the server: it stays the group's leader.
+    process = await launcher.launch(
+        launcher.LaunchSpec(f"{sys.executable} server.py; true", tmp_path, os.environ)
+    )
+    seen = b""
+    while not seen.endswith(b"\n"):
+        seen += await process.stdout.receive_some(100)
+    members = launcher.group_members(process.pid)
+    assert len(members) == 2
+    await launcher.stop(process, 10)
+    assert (tmp_path / "finished").read_text() == "yes"
+    assert all(
+        not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        for pid in members
+    )
