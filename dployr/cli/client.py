@@ -7,6 +7,7 @@ the daemon wrote, and the admin token), or a remote one through ``--server`` and
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -175,8 +176,9 @@ class Client:
             open_websocket_url,
         )
 
+        # Batched: a fast service's lines come many to a message (Feed hands them out one by one).
         query = urlencode(
-            {k: v for k, v in {"cursor": cursor, "tail": tail}.items() if v is not None}
+            {k: v for k, v in {"cursor": cursor, "tail": tail, "batch": 1}.items() if v is not None}
         )
         base = self.target.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         url = f"{base}/api/v1{self.service(name, '/logs/stream')}" + (f"?{query}" if query else "")
@@ -213,19 +215,25 @@ class Feed:
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
+        self._lines: collections.deque[dict[str, Any]] = collections.deque()
 
     def __aiter__(self) -> Feed:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
+        """The next message; the lines of a ``logs`` message come as ``log`` messages."""
         from trio_websocket import ConnectionClosed
 
-        try:
-            message = await self._ws.get_message()
-        except ConnectionClosed:
-            raise StopAsyncIteration from None
-        data: dict[str, Any] = json.loads(message)
-        return data
+        while not self._lines:
+            try:
+                message = await self._ws.get_message()
+            except ConnectionClosed:
+                raise StopAsyncIteration from None
+            data: dict[str, Any] = json.loads(message)
+            if data.get("type") != "logs":
+                return data
+            self._lines.extend(data.get("lines", ()))
+        return self._lines.popleft()
 
 
 def _handshake_message(error: Exception) -> str:

@@ -43,6 +43,7 @@ from dployr.engine.sources import check_remote
 from dployr.engine.webhooks import Delivery, Webhooks
 from dployr.errors import DployrError
 from dployr.logs.history import LogLine
+from dployr.logs.values import LogBatch
 from dployr.models import (
     Deployment,
     DeploymentStatus,
@@ -431,6 +432,18 @@ class InstanceHandle:
         """
         book = self._instance.service(name).book
         return book.follow(after=after, tail=tail, streams=streams)
+
+    def follow_log_batches(
+        self,
+        name: str,
+        *,
+        after: int | None = None,
+        tail: int | None = None,
+        streams: frozenset[str] | None = None,
+    ) -> AsyncGenerator[list[LogLine] | tuple[LogBatch, ...] | Gap, None]:
+        """:meth:`follow_logs`, with live lines as the batches every follower shares."""
+        book = self._instance.service(name).book
+        return book.follow_batches(after=after, tail=tail, streams=streams)
 
     def subscribe_changes(self) -> Subscription[Change]:
         """A subscription to every service's status, health and deployment changes."""

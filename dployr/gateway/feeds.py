@@ -10,6 +10,7 @@ grows the daemon's memory, because the feed reads from a bounded subscription.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from dployr.engine.instance import Change, HealthChanged, InstanceHandle, Status
 from dployr.engine.metrics_policy import Sample, ServiceSample
 from dployr.errors import DployrError
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response, status_for
-from dployr.logs.values import LogLine
+from dployr.logs.values import LogBatch, LogLine
 from dployr.models import check_name
 from dployr.supervision import SupervisionEvent
 from dployr.supervision.topic import Gap, Subscription
@@ -58,9 +59,58 @@ def log_message(line: LogLine) -> str:
     )
 
 
+_encode_text = json.encoder.encode_basestring
+BATCH_WINDOW = 0.01
+"""Seconds a batching log feed waits after a message, letting the next one gather lines."""
+_ENCODED_BATCHES = 256
+"""Live batches whose encoding is kept for the next follower that sends them."""
+
+
+def _encode_batch(batch: LogBatch) -> str:
+    """The lines of ``batch`` as log messages, comma-separated (a JSON array's inside)."""
+    ts = json.dumps(batch.ts)
+    rest = f',"ts":{ts},"stream":"{batch.stream}","line":'
+    deployment = "null" if batch.deployment is None else str(batch.deployment)
+    end = f',"deployment":{deployment},"continued":'
+    first, continued = batch.first_cursor, batch.continued
+    return ",".join(
+        f'{{"type":"log","cursor":{first + index}{rest}{_encode_text(line)}{end}'
+        f"{'true' if index in continued else 'false'}}}"
+        for index, line in enumerate(batch.lines)
+    )
+
+
+class BatchEncoder:
+    """Encodes live batches once for every follower: they are handed the same objects."""
+
+    def __init__(self, size: int = _ENCODED_BATCHES) -> None:
+        self.size = size
+        self._cache: collections.OrderedDict[int, tuple[LogBatch, str]] = collections.OrderedDict()
+
+    def encode(self, batch: LogBatch) -> str:
+        key = id(batch)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is batch:  # the cache holds it: same id, same one
+            return cached[1]
+        text = _encode_batch(batch)
+        self._cache[key] = (batch, text)
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return text
+
+    def message(self, entry: list[LogLine] | tuple[LogBatch, ...]) -> str:
+        """One ``logs`` message holding every line of ``entry``."""
+        if isinstance(entry, tuple):
+            inside = ",".join(self.encode(batch) for batch in entry)
+        else:
+            inside = ",".join(log_message(line) for line in entry)
+        return f'{{"type":"logs","lines":[{inside}]}}'
+
+
 def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) -> None:
     """Add the feeds to the app."""
     register_instance_feeds(app, handle, check_token)
+    encoder = BatchEncoder()
 
     @app.websocket("/api/v1/services/<name>/logs/stream")
     async def log_stream(name: str) -> Response | None:
@@ -75,6 +125,9 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
             cursor, tail = _int("cursor"), _int("tail")
         except ValueError:
             return error_response(400, "bad_request", "cursor and tail must be whole numbers")
+        batch = websocket.args.get("batch", "0")
+        if batch not in ("0", "1", "true", "false"):
+            return error_response(400, "bad_request", "batch must be 1 or 0 (true or false)")
         try:
             handle.check_service(name)  # 404 before accepting
         except DployrError as error:
@@ -85,16 +138,26 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
             tail = 0
         if tail is not None:
             tail = min(tail, MAX_TAIL)  # as over REST: one client never loads a whole history
-        feed = handle.follow_logs(name, after=cursor, tail=tail)
+        feed = handle.follow_log_batches(name, after=cursor, tail=tail)
+        batched = batch in ("1", "true")
         async with contextlib.aclosing(feed):
             async for entry in feed:
                 if isinstance(entry, Gap):
                     gap = {"type": "gap", "from": entry.first, "to": entry.last}
                     await websocket.send(json.dumps(gap))
-                    continue
-                for line in entry:
-                    await websocket.send(log_message(line))
+                elif batched:
+                    await websocket.send(encoder.message(entry))
+                    if isinstance(entry, tuple):  # live: let the next lines gather
+                        await trio.sleep(BATCH_WINDOW)
+                else:
+                    lines = entry if isinstance(entry, list) else _lines(entry)
+                    for line in lines:
+                        await websocket.send(log_message(line))
         return None
+
+
+def _lines(batches: tuple[LogBatch, ...]) -> list[LogLine]:
+    return [line for batch in batches for line in batch.to_lines()]
 
 
 def change_message(change: Change) -> dict[str, object]:

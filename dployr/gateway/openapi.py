@@ -311,10 +311,12 @@ FEEDS: dict[str, dict[str, Any]] = {
         '{"type": "log", "cursor", "ts", "stream", "line", "deployment", "continued"} for a '
         "line: history after `cursor` (or the last `tail` lines), then live lines, with no "
         'gap or duplicate at the seam; {"type": "gap", "from", "to"} when the client fell '
-        "behind (read those cursors over REST).",
+        "behind (read those cursors over REST). With `batch=1`, lines come many to a "
+        '{"type": "logs", "lines": [...]} message instead.',
         (
             ("cursor", "send the lines after this cursor"),
             ("tail", "start with the last N lines (default 0: live lines only)"),
+            ("batch", "1: many lines a message (`logs`); 0 (default): one `log` message each"),
         ),
     ),
     "/services/{name}/metrics/stream": _feed(

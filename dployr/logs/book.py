@@ -13,6 +13,7 @@ and notes the last cursor in the same synchronous step, reads the history up to 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import AsyncGenerator, Iterable
@@ -186,6 +187,28 @@ class LogBook:
         It subscribes when iteration starts. Use it in ``async with
         contextlib.aclosing(book.follow(...))``: closing it unsubscribes.
         """
+        feed = self.follow_batches(after=after, tail=tail, streams=streams)
+        async with contextlib.aclosing(feed):
+            async for entry in feed:
+                if isinstance(entry, tuple):
+                    yield [line for batch in entry for line in batch.to_lines()]
+                else:
+                    yield entry
+
+    async def follow_batches(
+        self,
+        *,
+        after: int | None = None,
+        tail: int | None = None,
+        streams: Iterable[str] | None = None,
+    ) -> AsyncGenerator[list[LogLine] | tuple[LogBatch, ...] | Gap, None]:
+        """:meth:`follow`, with live lines handed over as the batches that were published.
+
+        Every follower is handed the same batch objects, so work done once per batch (a
+        feed encoding it for the wire) can be shared by all of them. Live batches queued
+        together are handed over together. History, and live lines at the seam that only
+        part of a batch belongs to, still come as lists of lines.
+        """
         wanted = check_streams(streams)
         if tail is not None and tail < 0:
             raise SpecError(f"a log tail must be a number of lines, at least 0, not {tail}")
@@ -228,15 +251,17 @@ class LogBook:
                         first = max(entry.first, floor + 1)
                         yield Gap(entry.last - first + 1, first, entry.last)
                     continue
-                live = [
-                    line
-                    for batch in entry
+                # Whatever else is queued goes with it, up to the next gap notice.
+                batches = entry + subscription.receive_more()
+                live = tuple(
+                    batch
+                    for batch in batches
                     if (wanted is None or batch.stream in wanted) and batch.last_cursor > floor
-                    for line in batch.to_lines()
-                ]
-                if floor > seam:  # asked for lines after one that was still to come
-                    live = [line for line in live if line.cursor > floor]
-                if live:
+                )
+                if live and live[0].first_cursor <= floor:
+                    # Asked for lines after one that was still to come: part of a batch.
+                    yield [line for b in live for line in b.to_lines() if line.cursor > floor]
+                elif live:
                     yield live
         finally:
             subscription.close()

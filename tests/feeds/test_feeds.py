@@ -167,3 +167,58 @@ async def test_a_client_that_never_reads_does_not_grow_the_daemon(
     alone = await memory_growth_while_logging(daemon, tmp_path, idle=False)
     with_idle = await memory_growth_while_logging(daemon, tmp_path, idle=True)
     assert with_idle - alone < 16 * 2**20, (alone, with_idle)
+
+
+TWO_HALVES = (
+    "import os, sys, time\n"
+    "for i in range(1, 2001):\n"
+    "    print(f'line {i}')\n"
+    "sys.stdout.flush()\n"
+    "while not os.path.exists(sys.argv[1]):\n"
+    "    time.sleep(0.01)\n"
+    "for i in range(2001, 4001):\n"
+    "    print(f'line {i}', flush=i % 7 == 0)\n"
+    "sys.stdout.flush()\n"
+    "time.sleep(1e6)\n"
+)
+
+
+async def test_a_batched_log_feed_sends_the_same_lines_in_fewer_messages(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """``?batch=1``: history and live lines in ``logs`` messages, as the per-line feed has them."""
+    go = tmp_path / "go"
+    repo = make_repo(tmp_path / "repo", {"c.py": TWO_HALVES})
+    await deploy(daemon, "app", repo, f"{PYTHON} c.py {go}")
+    await daemon.wait_log("app", "line 2000")
+    path = f"/api/v1/services/app/logs/stream?cursor=0&token={daemon.token}"
+    assert (await ws_handshake(daemon.url, path + "&batch=maybe", None)).status_code == 400
+
+    async def read(batched: bool, out: list[dict[str, object]], messages: list[int]) -> None:
+        async with open_websocket_url(ws(daemon, path + ("&batch=1" if batched else ""))) as feed:
+            while not out or out[-1]["line"] != "line 4000":
+                message = json.loads(await feed.get_message())
+                messages.append(1)
+                if batched:
+                    assert message["type"] == "logs"
+                    out.extend(message["lines"])
+                else:
+                    assert message["type"] == "log"
+                    out.append(message)
+                if any(line["line"] == "line 2000" for line in out[-1:]):
+                    go.touch()  # the second half is written while both are live
+
+    with trio.fail_after(60):
+        batched: list[dict[str, object]] = []
+        single: list[dict[str, object]] = []
+        batched_messages: list[int] = []
+        single_messages: list[int] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, True, batched, batched_messages)
+            nursery.start_soon(read, False, single, single_messages)
+    assert batched == single
+    cursors = [line["cursor"] for line in batched]
+    assert cursors == list(range(1, len(cursors) + 1))  # no gap, no duplicate
+    stdout = [line["line"] for line in batched if line["stream"] == "stdout"]
+    assert stdout == [f"line {i}" for i in range(1, 4001)]
+    assert len(batched_messages) < len(single_messages) / 10

@@ -75,19 +75,21 @@ export function followDeploy(panel, name, deployment, after) {
     };
 
     const feed = new Feed(`${svc(name)}/logs/stream`, {
-      query: () => `cursor=${cursor}`,
+      query: () => `cursor=${cursor}&batch=1`,
       onOpen: () => check(),
       onMessage: (message) => {
-        if (message.type !== "log") return;
-        cursor = Math.max(cursor, message.cursor);
-        if (message.deployment !== id) return;
-        if (message.stream === "system") {
-          const text = message.line.replace(new RegExp(`^deploy ${id}:? `), "");
-          addStep(sentence(text));
-          state.textContent = sentence(text);
-          check();
-        } else {
-          addOutput(message);
+        const lines = message.type === "logs" ? message.lines : message.type === "log" ? [message] : [];
+        for (const line of lines) {
+          cursor = Math.max(cursor, line.cursor);
+          if (line.deployment !== id) continue;
+          if (line.stream === "system") {
+            const text = line.line.replace(new RegExp(`^deploy ${id}:? `), "");
+            addStep(sentence(text));
+            state.textContent = sentence(text);
+            check();
+          } else {
+            addOutput(line);
+          }
         }
       },
     }).start();

@@ -206,8 +206,19 @@ export async function mount(service) {
     updateStatus();
   };
 
+  const take = (message) => {
+    if (message.cursor <= lastCursor) return; // already have it
+    lastCursor = message.cursor;
+    incoming.push(message);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      requestAnimationFrame(flush);
+    }
+  };
+
   new Feed(`${svc(service.name)}/logs/stream`, {
-    query: () => (loaded || lastCursor ? `cursor=${lastCursor}` : `tail=${PAGE}`),
+    // Batched: a fast service's lines come many to a message.
+    query: () => (loaded || lastCursor ? `cursor=${lastCursor}` : `tail=${PAGE}`) + "&batch=1",
     onOpen: () => {
       feedState = "live";
       updateStatus();
@@ -217,14 +228,10 @@ export async function mount(service) {
       updateStatus();
     },
     onMessage: async (message) => {
-      if (message.type === "log") {
-        if (message.cursor <= lastCursor) return; // already have it
-        lastCursor = message.cursor;
-        incoming.push(message);
-        if (!flushScheduled) {
-          flushScheduled = true;
-          requestAnimationFrame(flush);
-        }
+      if (message.type === "logs") {
+        message.lines.forEach(take);
+      } else if (message.type === "log") {
+        take(message);
       } else if (message.type === "gap") {
         // Fell behind: read what was missed from history, page by page.
         let after = message.from - 1;
