@@ -195,17 +195,14 @@ async def test_a_client_that_does_not_read_holds_back_the_app_not_the_daemon() -
     with trio.fail_after(WAIT):
         async with server(firehose) as target, running(target) as proxy:
             client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
-            # Let the buffers between the app and the client fill up.
-            for _ in range(50):
-                await trio.sleep(0.02)
-                before = sent
-                await trio.sleep(0.05)
-                if sent == before:
-                    break
-            assert sent == before, "the app could keep writing with nobody reading"
+            # Every task here (the app, both relays) ends up blocked on a full socket.
+            await trio.testing.wait_all_tasks_blocked(cushion=0.1)
+            held = sent
+            await trio.testing.wait_all_tasks_blocked(cushion=0.1)
+            assert sent == held, "the app could keep writing with nobody reading"
             # Bounded by the kernel's socket buffers plus one chunk held by the relay.
             assert sent < 64 * 1024 * 1024
-            held, received = sent, 0
+            received = 0
             while received < held:
                 received += len(await client.receive_some())
             await client.aclose()
