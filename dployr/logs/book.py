@@ -33,6 +33,9 @@ DEFAULT_TOPIC_CAPACITY: Final = 4 * 2**20
 """Bytes of lines one follower may have waiting before it is sent a gap notice instead."""
 FOLLOW_PAGE: Final = 1000
 """Lines per page when a follower is sent history."""
+FOLLOW_TAKE: Final = 256 * 1024
+"""The most a follower takes from its queue at once beyond one batch (by weight, ~bytes):
+what it holds outside its bounded queue while it sends them on."""
 
 
 @attrs.frozen
@@ -206,8 +209,9 @@ class LogBook:
 
         Every follower is handed the same batch objects, so work done once per batch (a
         feed encoding it for the wire) can be shared by all of them. Live batches queued
-        together are handed over together. History, and live lines at the seam that only
-        part of a batch belongs to, still come as lists of lines.
+        together are handed over together, up to :data:`FOLLOW_TAKE`. History, and live
+        lines at the seam that only part of a batch belongs to, still come as lists of
+        lines.
         """
         wanted = check_streams(streams)
         if tail is not None and tail < 0:
@@ -251,8 +255,8 @@ class LogBook:
                         first = max(entry.first, floor + 1)
                         yield Gap(entry.last - first + 1, first, entry.last)
                     continue
-                # Whatever else is queued goes with it, up to the next gap notice.
-                batches = entry + subscription.receive_more()
+                # What else is queued goes with it, up to the next gap notice and a bound.
+                batches = entry + subscription.receive_more(FOLLOW_TAKE)
                 live = tuple(
                     batch
                     for batch in batches

@@ -125,15 +125,18 @@ class Subscription(Generic[T]):
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
-    def receive_more(self) -> list[T]:
-        """Every item queued before the next gap notice, in one list (empty if a gap or
-        nothing is next); never waits. For a subscriber that sends what it receives on,
-        fewer and bigger batches."""
+    def receive_more(self, weight: int) -> list[T]:
+        """The batches queued before the next gap notice, in one list, as long as they
+        weigh at most ``weight`` together (empty if a gap or nothing is next); never
+        waits. For a subscriber that sends what it receives on: fewer, bigger batches,
+        while what waits for it stays in its bounded queue."""
         items: list[T] = []
         queue = self._queue
-        while queue and not isinstance(queue[0][0], Gap):
-            entry, weight = queue.popleft()
-            self._size -= weight
+        taken = 0
+        while queue and not isinstance(queue[0][0], Gap) and taken + queue[0][1] <= weight:
+            entry, size = queue.popleft()
+            self._size -= size
+            taken += size
             items.extend(entry)  # type: ignore[arg-type]  # not a Gap: checked above
         return items
 

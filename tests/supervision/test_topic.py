@@ -129,3 +129,16 @@ async def test_closing_a_subscription_unsubscribes_it() -> None:
     assert topic.statistics().subscribers == 0
     topic.publish(1)
     assert drain(sub) == []
+
+
+async def test_receive_more_takes_queued_batches_up_to_a_weight_and_a_gap() -> None:
+    topic: Topic[int] = Topic("numbers")  # without a weight function an item weighs 1
+    sub = topic.subscribe(capacity=8)
+    for batch in ([1, 2], [3, 4], [5, 6], [7]):
+        topic.publish_many(batch)
+    assert sub.receive_more(5) == [1, 2, 3, 4]  # [5, 6] would make 6
+    assert sub.pending == 3
+    topic.publish_many([8, 9, 10, 11, 12, 13])  # five fit, then a gap
+    assert sub.receive_more(100) == [5, 6, 7, 8, 9, 10, 11, 12]  # stops at the gap notice
+    assert drain(sub) == [Gap(1, 12, 12)]  # counted from 0, in publishing order
+    assert sub.receive_more(100) == []
