@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import sys
@@ -138,6 +139,9 @@ async def run(
                     say(f"{state} {data.admin_token}")
                     say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
                     task_status.started(url)
+                    # What start-up made (modules, the app, the services) lives as long as
+                    # the daemon: out of the collector's sight, a full collection is short.
+                    gc.freeze()
                     await trio.sleep_forever()
                 finally:
                     with contextlib.suppress(OSError):
