@@ -30,7 +30,6 @@ from dployr import __version__
 from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
-from dployr.gateway import dashboard
 from dployr.gateway.server import Gateway
 from dployr.store.store import Store
 from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
@@ -116,7 +115,7 @@ async def run(
                 store.verify_token,
                 config.host,
                 config.port,
-                dashboard_key=dashboard.load_key(data.root / dashboard.KEY_FILE),
+                dashboard_key_file=data.dashboard_key,
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             root = Supervisor(

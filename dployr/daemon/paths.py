@@ -43,6 +43,11 @@ class DataDir:
         return self.root / "admin-token"
 
     @property
+    def dashboard_key(self) -> Path:
+        """The key of the dashboard's sessions (32 random bytes, mode 0600)."""
+        return self.root / "dashboard-key"
+
+    @property
     def lock(self) -> Path:
         """Held by the running daemon, so a second one refuses to start."""
         return self.root / "daemon.lock"

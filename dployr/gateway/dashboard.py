@@ -63,8 +63,6 @@ SESSION_LIFETIME = 12 * 3600.0
 """Seconds a login lasts."""
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-KEY_FILE = "dashboard-key"
-"""The session key's file in the data dir (32 random bytes, mode 0600)."""
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -2,6 +2,10 @@
 
 The daemon binds the gateway's socket with :meth:`Gateway.bind` before it starts any
 service, so a port already in use is one clear error and nothing has started twice.
+
+Quart, Flask and Hypercorn take ~0.2 s to import: they are imported when the gateway
+starts (or its :attr:`Gateway.app` is first asked for), not when the daemon does, so the
+services of a daemon that starts are launched first and the API follows.
 """
 
 from __future__ import annotations
@@ -9,17 +13,20 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
 from dployr.engine.instance import InstanceHandle
 from dployr.errors import DployrError
-from dployr.gateway.app import create_app
-from dployr.gateway.responses import TokenCheck
 from dployr.supervision import ChildContext
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config, Sockets
+    from quart_trio import QuartTrio
+
+    from dployr.gateway.responses import TokenCheck
 
 
 class GatewayError(DployrError):
@@ -37,15 +44,36 @@ class Gateway:
         port: int,
         *,
         dashboard_key: bytes | None = None,
+        dashboard_key_file: Path | None = None,
     ) -> None:
-        self.app = create_app(handle, check_token, dashboard_key=dashboard_key)
+        self.handle = handle
+        self.check_token = check_token
+        self.dashboard_key = dashboard_key
+        """The key of the dashboard's sessions; or it is read from (or made in) the file."""
+        self.dashboard_key_file = dashboard_key_file
+        self._app: QuartTrio | None = None
         self.host = host
         self.port = port
         self.url = f"http://{_url_host(host)}:{port}"
         self._sockets: Sockets | None = None
         # Invariant: `_sockets` holds bound sockets no server has taken yet, or None.
 
+    @property
+    def app(self) -> QuartTrio:
+        """The Quart application (made on first use)."""
+        if self._app is None:
+            from dployr.gateway import dashboard
+            from dployr.gateway.app import create_app
+
+            key = self.dashboard_key
+            if key is None and self.dashboard_key_file is not None:
+                key = dashboard.load_key(self.dashboard_key_file)
+            self._app = create_app(self.handle, self.check_token, dashboard_key=key)
+        return self._app
+
     def _config(self) -> Config:
+        from hypercorn.config import Config
+
         config = Config()
         config.bind = [f"{_url_host(self.host)}:{self.port}"]
         config.accesslog = None
@@ -88,10 +116,14 @@ class Gateway:
         config = self._config()
         for sock in sockets.insecure_sockets:
             sock.listen(config.backlog)
+        from hypercorn.trio.run import worker_serve
+        from hypercorn.utils import wrap_app
+
+        app = self.app
 
         async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await worker_serve(
-                wrap_app(self.app, config.wsgi_max_body_size, None),
+                wrap_app(app, config.wsgi_max_body_size, None),
                 config,
                 sockets=sockets,
                 task_status=task_status,
