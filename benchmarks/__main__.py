@@ -8,7 +8,7 @@ import sys
 
 import psutil
 
-SUITES = ["supervision", "logs_history", "engine", "metrics_sampler", "api"]
+SUITES = ["supervision", "logs_history", "engine", "metrics_sampler", "api", "proxy"]
 
 
 def machine() -> str:
