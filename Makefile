@@ -8,6 +8,10 @@ CONSTRAINTS := requirements/constraints.txt
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# The benchmarks load dployr with Debian's wrk, hyperfine and curl, and compare its proxy
+# with nginx's stream module.
+BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modules/ngx_stream_module.so
+
 .PHONY: run test lint bench clean
 
 $(BIN)/python:
@@ -38,7 +42,11 @@ $(CHROMIUM):
 test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-test
+$(BENCH_TOOLS):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk hyperfine curl nginx libnginx-mod-stream
+
+bench: $(VENV)/.installed-test $(BENCH_TOOLS)
 	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
