@@ -62,8 +62,8 @@ def log_message(line: LogLine) -> str:
 _encode_text = json.encoder.encode_basestring
 BATCH_WINDOW = 0.01
 """Seconds a batching log feed waits after a message, letting the next one gather lines."""
-_ENCODED_BATCHES = 256
-"""Live batches whose encoding is kept for the next follower that sends them."""
+ENCODED_BYTES = 8 * 2**20
+"""How much the encodings kept for the next follower may hold (with their batches)."""
 
 
 def _encode_batch(batch: LogBatch) -> str:
@@ -83,20 +83,29 @@ def _encode_batch(batch: LogBatch) -> str:
 class BatchEncoder:
     """Encodes live batches once for every follower: they are handed the same objects."""
 
-    def __init__(self, size: int = _ENCODED_BATCHES) -> None:
+    def __init__(self, size: int = ENCODED_BYTES) -> None:
         self.size = size
+        """The bound of :attr:`held`: the newest encodings are kept, the oldest dropped."""
+        self.held = 0
+        """Bytes held: each kept batch's payload and encoding."""
         self._cache: collections.OrderedDict[int, tuple[LogBatch, str]] = collections.OrderedDict()
 
     def encode(self, batch: LogBatch) -> str:
+        # Keyed by id: the cache holds each batch it has, so no other object has its id.
         key = id(batch)
         cached = self._cache.get(key)
-        if cached is not None and cached[0] is batch:  # the cache holds it: same id, same one
+        if cached is not None:
             return cached[1]
         text = _encode_batch(batch)
         self._cache[key] = (batch, text)
-        if len(self._cache) > self.size:
-            self._cache.popitem(last=False)
+        self.held += batch.nbytes + len(text)
+        while self.held > self.size and len(self._cache) > 1:
+            self._forget(next(iter(self._cache)))
         return text
+
+    def _forget(self, key: int) -> None:
+        batch, text = self._cache.pop(key)
+        self.held -= batch.nbytes + len(text)
 
     def message(self, entry: list[LogLine] | tuple[LogBatch, ...]) -> str:
         """One ``logs`` message holding every line of ``entry``."""

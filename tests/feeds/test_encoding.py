@@ -32,7 +32,7 @@ def batches(draw: st.DrawFn) -> LogBatch:
 def test_a_logs_message_holds_exactly_the_log_messages_of_its_lines(
     entry: list[LogBatch],
 ) -> None:
-    encoder = BatchEncoder(size=2)
+    encoder = BatchEncoder(size=200)
     message = json.loads(encoder.message(tuple(entry)))
     expected = [json.loads(log_message(line)) for batch in entry for line in batch.to_lines()]
     assert message == {"type": "logs", "lines": expected}
@@ -42,8 +42,8 @@ def test_a_logs_message_holds_exactly_the_log_messages_of_its_lines(
     assert json.loads(encoder.message(lines)) == message
 
 
-def test_the_cache_never_answers_for_another_batch() -> None:
-    encoder = BatchEncoder(size=1)
+def test_the_cache_never_answers_for_another_batch_and_stays_within_its_bound() -> None:
+    encoder = BatchEncoder(size=300)
     one = LogBatch(first_cursor=1, ts=1.0, stream="stdout", deployment=1, payload=b"a", count=1)
     assert '"line":"a"' in encoder.encode(one)
     for n in range(2, 50):  # batches made and dropped: ids are reused
@@ -53,4 +53,5 @@ def test_the_cache_never_answers_for_another_batch() -> None:
         text = encoder.encode(other)
         assert f'"cursor":{n},' in text
         assert '"line":"b"' in text
+        assert encoder.held <= 300
         del other
