@@ -605,21 +605,18 @@ class Service:
                     if live.health.health is Health.HEALTHY:
                         return
                     await live.changed.wait()
-                elif spec.listen_fd is not None:
+                    continue
+                if spec.listen_fd is not None:
                     # A handed-over socket: ready once the release waits on it.
                     members = launcher.group_members(live.pid) if live.pid is not None else []
                     if ports.waits_for_connections(spec.listen_fd, members):
                         return
-                    with trio.move_on_after(delay):
-                        await live.changed.wait()
-                    delay = min(delay * 2, READY_POLL_MAX)
                 elif spec.port is None or await ports.accepts(spec.port):
                     return
-                else:
-                    # Nothing tells us when a port starts listening: retry on a short backoff.
-                    with trio.move_on_after(delay):
-                        await live.changed.wait()
-                    delay = min(delay * 2, READY_POLL_MAX)
+                # Nothing tells us when a port starts listening: retry on a short backoff.
+                with trio.move_on_after(delay):
+                    await live.changed.wait()
+                delay = min(delay * 2, READY_POLL_MAX)
         if has_check:
             last = live.health.message or "no answer yet"
             raise DeployFailed(

@@ -24,7 +24,7 @@ from dployr.engine.instance import Change, HealthChanged, InstanceHandle, Status
 from dployr.engine.metrics_policy import Sample, ServiceSample
 from dployr.errors import DployrError
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response, status_for
-from dployr.logs.values import LogBatch, LogLine
+from dployr.logs.values import LogBatch, LogLine, lines_of
 from dployr.models import check_name
 from dployr.supervision import SupervisionEvent
 from dployr.supervision.topic import Gap, Subscription
@@ -159,14 +159,10 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
                     if isinstance(entry, tuple):  # live: let the next lines gather
                         await trio.sleep(BATCH_WINDOW)
                 else:
-                    lines = entry if isinstance(entry, list) else _lines(entry)
+                    lines = entry if isinstance(entry, list) else lines_of(entry)
                     for line in lines:
                         await websocket.send(log_message(line))
         return None
-
-
-def _lines(batches: tuple[LogBatch, ...]) -> list[LogLine]:
-    return [line for batch in batches for line in batch.to_lines()]
 
 
 def change_message(change: Change) -> dict[str, object]:

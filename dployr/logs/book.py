@@ -26,7 +26,7 @@ import trio
 from dployr.errors import SpecError
 from dployr.logs.framing import Lines, LineSplitter
 from dployr.logs.history import DEFAULT_MAX_BYTES, LogHistory
-from dployr.logs.values import LogBatch, LogLine, check_stream, check_streams
+from dployr.logs.values import LogBatch, LogLine, check_stream, check_streams, lines_of
 from dployr.supervision.topic import Gap, Topic
 
 DEFAULT_TOPIC_CAPACITY: Final = 4 * 2**20
@@ -194,7 +194,7 @@ class LogBook:
         async with contextlib.aclosing(feed):
             async for entry in feed:
                 if isinstance(entry, tuple):
-                    yield [line for batch in entry for line in batch.to_lines()]
+                    yield lines_of(entry)
                 else:
                     yield entry
 
@@ -264,7 +264,7 @@ class LogBook:
                 )
                 if live and live[0].first_cursor <= floor:
                     # Asked for lines after one that was still to come: part of a batch.
-                    yield [line for b in live for line in b.to_lines() if line.cursor > floor]
+                    yield [line for line in lines_of(live) if line.cursor > floor]
                 elif live:
                     yield live
         finally:

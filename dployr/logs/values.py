@@ -209,3 +209,8 @@ class LogBatch:
             LogLine(first + index, ts, stream, line, deployment, index in continued)
             for index, line in enumerate(split_payload(self.payload, self.count))
         ]
+
+
+def lines_of(batches: Iterable[LogBatch]) -> list[LogLine]:
+    """The lines of ``batches``, one :class:`LogLine` each, in order."""
+    return [line for batch in batches for line in batch.to_lines()]
