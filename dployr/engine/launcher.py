@@ -1,6 +1,7 @@
 """The OS seam for service processes: start one in its own process group, stop the group.
 
-A service process runs ``/bin/sh -c <run command>`` in a new session (so it is the leader
+A service process runs ``/bin/sh -c <run command>`` (``exec`` first when it is one simple
+command: see :func:`shell_command`) in a new session (so it is the leader
 of its own process group and has no controlling terminal), with stdin closed and stdout and
 stderr on pipes. It is marked with ``PR_SET_PDEATHSIG`` (by ``setpriv``) so the kernel
 kills it if the daemon dies; grandchildren are not covered by that, which is why the daemon
@@ -17,6 +18,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,9 +96,43 @@ class ServiceProcess:
         return self.returncode
 
 
+_OPERATORS = frozenset(";&|<>()`\\\n")
+"""Characters that make a command more than one simple command (a list, a pipeline, a
+subshell, a redirection, a command substitution, an escaped line break)."""
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_NOT_PROGRAMS = frozenset(
+    "! { } if then else elif fi case esac for while until do done in"  # reserved words
+    " . : alias bg break cd command continue eval exec exit export false fg getopts hash"
+    " jobs kill local printf pwd read readonly return set shift test [ times trap true"
+    " type ulimit umask unalias unset wait echo".split()  # dash's built-ins
+)
+
+
+def shell_command(command: str) -> str:
+    """What the shell is given: ``exec <command>`` when ``command`` is one simple command
+    that runs a program, else ``command`` as it is.
+
+    ``exec`` makes the shell become the program instead of waiting for it: the same
+    program, arguments, expansions and exit status, but the service's pid is the
+    program's (and the group's), signals reach it directly, and no idle shell sits in
+    every service. (dash, Debian's ``/bin/sh``, forks even for the last command of
+    ``sh -c``.) Anything else (pipelines, lists, redirections, built-ins, leading
+    variable assignments) runs as written.
+    """
+    words = command.split()
+    if (
+        not words
+        or _OPERATORS.intersection(command)
+        or words[0] in _NOT_PROGRAMS
+        or _ASSIGNMENT.match(words[0])
+    ):
+        return command
+    return f"exec {command}"
+
+
 def _argv(command: str) -> list[str]:
     prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
-    return [*prefix, "/bin/sh", "-c", command]
+    return [*prefix, "/bin/sh", "-c", shell_command(command)]
 
 
 def _socket_at_fd3(listen_fd: int) -> None:  # pragma: no cover - runs in the child

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Protocol
@@ -52,6 +53,8 @@ from dployr.supervision import INFINITY, ChildContext, ChildSpec, Restart, Super
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+MAX_FILES: Final = 4096
+"""The most /proc files a probe keeps open, whatever the daemon's file limit."""
 _GONE = (FileNotFoundError, ProcessLookupError, PermissionError)
 """What reading /proc/<pid>/... raises for a process that exited (or is hidden from us)."""
 
@@ -98,24 +101,20 @@ class _Reading:
     open_fds: int
 
 
-def _read_process(pid: int) -> _Reading | None:
-    """Read one process, or None if it is gone (or a zombie: it has exited)."""
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        at = _boottime()
-    except _GONE:
-        return None
+def _open_stat(pid: int) -> int:
+    """``/proc/<pid>/stat`` opened: reads through it stay bound to this very process."""
+    return os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _parse(pid: int, data: bytes, at: float) -> _Reading | None:
+    """A member's reading from its ``stat`` file, or None if it is a zombie."""
     # The name (field 2) is in parentheses and may hold anything, ")" included: the fields
     # after the last ")" start at field 3, so field N of proc(5) is fields[N - 3].
     fields = data[data.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):  # exited, not yet (or just) reaped
         return None
     try:
-        open_fds = len(os.listdir(f"/proc/{pid}/fd"))
+        open_fds = _count_fds(pid)
     except PermissionError:  # a member running as another user (a setuid helper)
         open_fds = 0
     except (FileNotFoundError, ProcessLookupError):
@@ -129,6 +128,25 @@ def _read_process(pid: int) -> _Reading | None:
         threads=int(fields[17]),
         open_fds=open_fds,
     )
+
+
+def _count_fds(pid: int) -> int:
+    """How many files ``pid`` has open.
+
+    Linux 6.2 and later give the count as the size of ``/proc/<pid>/fd`` (one ``stat``);
+    older kernels say 0 there, and the folder is listed instead.
+    """
+    path = f"/proc/{pid}/fd"
+    return os.stat(path).st_size or len(os.listdir(path))
+
+
+def default_max_files() -> int:
+    """How many /proc files a probe may keep open: a quarter of the daemon's file limit,
+    at most :data:`MAX_FILES` (the rest is for services' pipes, sockets and clients)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_FILES
+    return max(0, min(MAX_FILES, soft // 4))
 
 
 @attrs.frozen
@@ -160,19 +178,34 @@ class Probe(Protocol):
         """One round: a sample of each service of ``groups`` and of the instance."""
         ...
 
+    def close(self) -> None:
+        """Let go of what the rounds held (open files): the sampler has stopped."""
+        ...
+
 
 class ProcessProbe:
     """Reads services' process groups from /proc and the machine's totals from psutil.
 
     :meth:`read` blocks (for a few milliseconds) and :meth:`sample` runs it in a worker
     thread. One round at a time: the sampler never overlaps them.
+
+    Each member's ``stat`` file stays open from the round that first reads it until the
+    member is gone (at most ``max_files`` at once; members beyond that are read by path).
+    Reading an open file of /proc costs half of opening it again, and the open file stays
+    bound to its process: once that process is gone it reads as gone, even if its pid
+    was given to a new one. :meth:`close` closes them all.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, max_files: int | None = None
+    ) -> None:
         self._clock = clock
         # Invariant: after a round, _seen holds exactly the members read in that round,
-        # and _previous_round is the boot-clock time that round started at.
+        # _files the open stat files of some of them (at most _max_files), and
+        # _previous_round is the boot-clock time that round started at.
         self._seen: dict[int, _Seen] = {}
+        self._files: dict[int, int] = {}
+        self._max_files = default_max_files() if max_files is None else max_files
         self._previous_round: float | None = None
         self._previous_cpu: tuple[float, float] | None = None  # machine (busy, total) seconds
         self._cpu_count = psutil.cpu_count() or 1
@@ -181,6 +214,11 @@ class ProcessProbe:
     def tracked(self) -> int:
         """How many processes the probe remembers: the live members of the last round."""
         return len(self._seen)
+
+    @property
+    def open_files(self) -> int:
+        """How many /proc files the probe holds open: at most one per tracked member."""
+        return len(self._files)
 
     async def sample(self, groups: Mapping[str, Sequence[int]]) -> Round:
         """One round, read off the event loop."""
@@ -192,27 +230,77 @@ class ProcessProbe:
         start = _boottime()
         members = group_members(pgid for pgids in groups.values() for pgid in pgids)
         seen: dict[int, _Seen] = {}
+        old_files, self._files = self._files, {}
         services = []
-        for service, pgids in groups.items():
-            cpu = 0.0
-            rss = processes = threads = open_fds = 0
-            for pgid in dict.fromkeys(pgids):  # a pid is in one group only
-                for pid in members.get(pgid, ()):
-                    reading = _read_process(pid)
-                    if reading is None or reading.pgid != pgid:
-                        continue  # exited, or moved to another group, since the scan
-                    cpu += self._cpu_percent(pid, reading)
-                    seen[pid] = _Seen(reading.started, reading.cpu_seconds, reading.at)
-                    rss += reading.rss_bytes
-                    processes += 1
-                    threads += reading.threads
-                    open_fds += reading.open_fds
-            services.append(
-                ServiceSample(service, ts, round(cpu, 2), rss, processes, threads, open_fds)
-            )
+        try:
+            for service, pgids in groups.items():
+                cpu = 0.0
+                rss = processes = threads = open_fds = 0
+                for pgid in dict.fromkeys(pgids):  # a pid is in one group only
+                    for pid in members.get(pgid, ()):
+                        data = self._stat_of(pid, old_files)
+                        reading = None if data is None else _parse(pid, data, _boottime())
+                        if reading is None or reading.pgid != pgid:
+                            # exited, or moved to another group, since the scan
+                            if pid in self._files:
+                                os.close(self._files.pop(pid))
+                            continue
+                        cpu += self._cpu_percent(pid, reading)
+                        seen[pid] = _Seen(reading.started, reading.cpu_seconds, reading.at)
+                        rss += reading.rss_bytes
+                        processes += 1
+                        threads += reading.threads
+                        open_fds += reading.open_fds
+                services.append(
+                    ServiceSample(service, ts, round(cpu, 2), rss, processes, threads, open_fds)
+                )
+        finally:
+            for fd in old_files.values():  # members gone, or in no group sampled now
+                os.close(fd)
         self._seen = seen
         self._previous_round = start
         return Round(self._read_instance(ts), tuple(services))
+
+    def close(self) -> None:
+        """Close the files held open and forget every member: the next round is a baseline."""
+        files, self._files = self._files, {}
+        for fd in files.values():
+            os.close(fd)
+        self._seen = {}
+        self._previous_round = None
+
+    def _stat_of(self, pid: int, old_files: dict[int, int]) -> bytes | None:
+        """What ``/proc/<pid>/stat`` says now, or None if the process is gone.
+
+        Read through the file kept open for the process since an earlier round, else
+        through one opened now and kept (while fewer than ``max_files`` are), else by path.
+        """
+        fd = old_files.pop(pid, None)
+        if fd is not None:
+            try:
+                data = os.pread(fd, 4096, 0)
+            except _GONE:  # the process it was opened for is gone: the pid is a new one's
+                os.close(fd)
+            else:
+                self._files[pid] = fd
+                return data
+        try:
+            fd = _open_stat(pid)
+        except _GONE:
+            return None
+        if len(self._files) + len(old_files) >= self._max_files:
+            try:
+                return os.read(fd, 4096)
+            except _GONE:
+                return None
+            finally:
+                os.close(fd)
+        self._files[pid] = fd
+        try:
+            return os.pread(fd, 4096, 0)
+        except _GONE:
+            os.close(self._files.pop(pid))
+            return None
 
     def _cpu_percent(self, pid: int, reading: _Reading) -> float:
         """The member's CPU percent since the previous round (0 when unknown)."""
@@ -293,8 +381,8 @@ class MetricsSampler:
     Run it as a supervisor child (see :meth:`child_spec`): it takes a baseline round,
     which is neither published nor recorded (CPU percent needs two readings), then
     publishes a round every ``interval`` seconds on :attr:`samples`. A supervisor that
-    restarts it runs the same object again: subscribers, the latest samples and the
-    members already known carry over.
+    restarts it runs the same object again: subscribers and the latest samples carry over
+    (the probe lets go of its open files whenever the sampler stops).
     """
 
     def __init__(
@@ -365,12 +453,15 @@ class MetricsSampler:
         child (restarted, then given up on), never as one that failed to start.
         """
         task_status.started(self)
-        due = trio.current_time()
-        await self._probe.sample(self._groups())  # the baseline: CPU needs two readings
-        while True:
-            due = next_round(due, trio.current_time(), self.interval)
-            await trio.sleep_until(due)
-            await self._sample_round()
+        try:
+            due = trio.current_time()
+            await self._probe.sample(self._groups())  # the baseline: CPU needs two readings
+            while True:
+                due = next_round(due, trio.current_time(), self.interval)
+                await trio.sleep_until(due)
+                await self._sample_round()
+        finally:
+            self._probe.close()
 
     async def _sample_round(self) -> Round:
         """Take one round now: publish it, remember it, record it."""

@@ -16,7 +16,7 @@ from dployr.engine.messages import Deploy, GetService, ServiceInfo
 from dployr.logs.values import LogLine
 from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Source
 from dployr.store.store import Store
-from dployr.supervision import Backoff, Intensity
+from dployr.supervision import Backoff, Intensity, Subscription
 from tests.helpers import PYTHON, pids_of_service
 
 WAIT = 30.0
@@ -31,16 +31,25 @@ class Engine:
     handle: InstanceHandle
     data_dir: Path
 
-    async def wait(self, check: Callable[[], bool], seen: list[Change] | None = None) -> None:
+    async def wait(
+        self,
+        check: Callable[[], bool],
+        seen: list[Change] | None = None,
+        changes: Subscription[Change] | None = None,
+    ) -> None:
         """Wait for ``check()`` to hold, re-checking at every status or deployment change.
 
-        The changes seen meanwhile are appended to ``seen``.
+        The changes seen meanwhile are appended to ``seen``: those since ``changes`` was
+        subscribed, if given (subscribe before acting to see every change it causes).
         """
-        with trio.fail_after(WAIT), self.instance.changes.subscribe() as changes:
-            while not check():
-                entry = await changes.receive()
-                if seen is not None and isinstance(entry, list):
-                    seen.extend(entry)
+        with contextlib.ExitStack() as stack:
+            if changes is None:
+                changes = stack.enter_context(self.instance.changes.subscribe())
+            with trio.fail_after(WAIT):
+                while not check():
+                    entry = await changes.receive()
+                    if seen is not None and isinstance(entry, list):
+                        seen.extend(entry)
 
     async def wait_log(self, name: str, text: str, *, after: int = 0) -> LogLine:
         """Wait for a line containing ``text`` in the service's log (after cursor ``after``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,3 +93,77 @@ async def test_stop_gives_the_grace_to_the_whole_group_not_only_the_shell(tmp_pa
         not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         for pid in members
     )
+
+
+@pytest.mark.parametrize(
+    ("command", "given"),
+    [
+        ("sleep 100000", "exec sleep 100000"),
+        ("python -m http.server $PORT", "exec python -m http.server $PORT"),
+        ("gunicorn app:app --bind=0.0.0.0:${PORT:-8000}", "exec gunicorn app:app --bind=0.0.0.0:${PORT:-8000}"),
+        ("./run 'two words' # a comment", "exec ./run 'two words' # a comment"),
+        ("PORT=9000 app", "PORT=9000 app"),  # the assignment is for `app` alone
+        ("app | tee out", "app | tee out"),
+        ("app > out", "app > out"),
+        ("app; true", "app; true"),
+        ("app && other", "app && other"),
+        ("app &", "app &"),
+        ("(app)", "(app)"),
+        ("echo $(date)", "echo $(date)"),
+        ("app `date`", "app `date`"),
+        ("app \\\n --flag", "app \\\n --flag"),
+        ("cd web", "cd web"),
+        ("echo hello", "echo hello"),
+        ("exec app", "exec app"),
+        ("! app", "! app"),
+        ("   ", "   "),
+    ],
+)
+def test_exec_is_put_before_one_simple_command_only(command: str, given: str) -> None:
+    assert launcher.shell_command(command) == given
+
+
+async def read_all(process: launcher.ServiceProcess) -> bytes:
+    out = b""
+    while chunk := await process.stdout.receive_some(65536):
+        out += chunk
+    return out
+
+
+async def test_a_simple_command_is_the_groups_leader_without_a_shell(tmp_path: Path) -> None:
+    (tmp_path / "pid.py").write_text(
+        "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)\n"
+    )
+    simple = f"{sys.executable} pid.py"
+    process = await launcher.launch(launcher.LaunchSpec(simple, tmp_path, os.environ))
+    piped = await launcher.launch(launcher.LaunchSpec(f"{simple} | cat", tmp_path, os.environ))
+    try:
+        assert int(await process.stdout.receive_some(100)) == process.pid
+        assert launcher.group_members(process.pid) == [process.pid]
+        assert int(await piped.stdout.receive_some(100)) != piped.pid  # the shell's child
+        assert psutil.Process(piped.pid).name() == "sh"
+    finally:
+        assert await launcher.stop(process, 1.0) == -15
+        await launcher.stop(piped, 1.0)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "/usr/bin/printf '%s,' $GREETING \"two  words\" *.txt ${MISSING:-fallback} ~",
+        "/bin/false",
+        "no-such-program-anywhere --flag",
+        "./not-executable.txt",
+    ],
+)
+async def test_exec_changes_neither_output_nor_exit_status(tmp_path: Path, command: str) -> None:
+    for name in ("a.txt", "b.txt", "not-executable.txt"):
+        (tmp_path / name).write_text("x")
+    env = {**os.environ, "GREETING": "hello world"}
+    assert launcher.shell_command(command) == f"exec {command}"
+    plain = subprocess.run(
+        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, check=False
+    )
+    process = await launcher.launch(launcher.LaunchSpec(command, tmp_path, env))
+    output = await read_all(process)
+    assert (output, await process.wait()) == (plain.stdout, plain.returncode)

@@ -81,11 +81,14 @@ async def test_a_crash_restarts_with_the_crash_output_in_history(
     first = (await engine.status("web")).pid
     service = engine.instance.services["web"]
     seen: list[Change] = []
-    with pytest.raises(httpx.HTTPError):
-        await http.get(f"http://127.0.0.1:{port}/crash")
-    await engine.wait(
-        lambda: service.state.status is ServiceStatus.RUNNING and service.state.pid != first, seen
-    )
+    with engine.instance.changes.subscribe() as changes:
+        with pytest.raises(httpx.HTTPError):
+            await http.get(f"http://127.0.0.1:{port}/crash")
+        await engine.wait(
+            lambda: service.state.status is ServiceStatus.RUNNING and service.state.pid != first,
+            seen,
+            changes,
+        )
     statuses = [c.status for c in seen if isinstance(c, StatusChanged)]
     assert statuses == [ServiceStatus.RESTARTING, ServiceStatus.RUNNING]
     info = await engine.status("web")

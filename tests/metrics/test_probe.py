@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 
+import attrs
 import psutil
 import trio
 
@@ -118,6 +120,61 @@ async def test_dead_processes_are_dropped(spawn: Spawn) -> None:
     assert sample == ServiceSample("web", sample.ts, 0.0, 0, 0, 0, 0)
     assert probe.tracked == 0
     assert (await probe.sample({})).services == ()
+
+
+def stat_files(among: set[int]) -> set[int]:
+    """The pids of ``among`` whose /proc/<pid>/stat this test process holds open."""
+    pids = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed already
+            continue
+        if match := re.fullmatch(r"/proc/(\d+)/stat", target):
+            pids.add(int(match[1]))
+    return pids & among
+
+
+async def test_stat_files_stay_open_for_live_members_only(spawn: Spawn) -> None:
+    leader = await spawn(tree())
+    child, grandchild = await leader.ready()
+    tree_ = {leader.pgid, child, grandchild}
+    probe = ProcessProbe()
+    groups = {"web": [leader.pgid]}
+    await probe.sample(groups)
+    assert stat_files(tree_) == {leader.pgid, child, grandchild}
+    assert probe.open_files == 3
+
+    await leader.send("kill")
+    assert await leader.line() == "killed"
+    (sample,) = (await probe.sample(groups)).services
+    assert sample.processes == 2
+    assert stat_files(tree_) == {leader.pgid, grandchild}
+
+    await probe.sample({})  # the service is no longer sampled
+    assert (stat_files(tree_), probe.open_files, probe.tracked) == (set(), 0, 0)
+    await probe.sample(groups)
+    assert stat_files(tree_) == {leader.pgid, grandchild}
+    probe.close()
+    assert (stat_files(tree_), probe.open_files, probe.tracked) == (set(), 0, 0)
+
+
+async def test_members_over_the_file_budget_are_read_by_path(spawn: Spawn) -> None:
+    leader = await spawn(tree())
+    tree_ = {leader.pgid, *await leader.ready()}
+    groups = {"web": [leader.pgid]}
+    kept, budgeted = ProcessProbe(), ProcessProbe(max_files=1)
+    for probe in (kept, budgeted):
+        await probe.sample(groups)
+    ((full,), (thrifty,)) = [(await p.sample(groups)).services for p in (kept, budgeted)]
+    assert (budgeted.open_files, budgeted.tracked, kept.open_files) == (1, 3, 3)
+    assert attrs.evolve(thrifty, ts=full.ts, cpu_percent=0, memory_rss_bytes=0) == attrs.evolve(
+        full, cpu_percent=0, memory_rss_bytes=0
+    )
+    assert thrifty.processes == 3
+    assert stat_files(tree_) == tree_
+    kept.close()
+    budgeted.close()
 
 
 async def test_the_groups_of_two_releases_are_summed(spawn: Spawn) -> None:

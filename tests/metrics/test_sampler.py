@@ -32,6 +32,10 @@ class FakeProbe:
     def __init__(self, slow: Mapping[int, float] | None = None) -> None:
         self.calls: list[float] = []
         self.slow = dict(slow or {})
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
 
     async def sample(self, groups: Mapping[str, Sequence[int]]) -> Round:
         n = len(self.calls)
@@ -73,6 +77,17 @@ async def test_rounds_come_every_interval_after_an_unpublished_baseline(
         assert (web.service, web.processes, api.service, api.processes) == ("web", 1, "api", 2)
         assert web.ts == api.ts == instance.ts == T0 + start + 5 * n
     assert sampler.statistics().rounds == 3
+    assert probe.closed == 0
+
+
+async def test_a_stopped_sampler_closes_its_probe(autojump_clock: trio.testing.MockClock) -> None:
+    probe = FakeProbe()
+    sampler = MetricsSampler(lambda: {"web": [10]}, interval=5.0, probe=probe)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sampler.run)
+        await trio.sleep(12)
+        nursery.cancel_scope.cancel()
+    assert (len(probe.calls), probe.closed) == (3, 1)
 
 
 async def test_latest_follows_the_services_of_the_last_round(
@@ -162,6 +177,9 @@ class BrokenProbe:
     async def sample(self, groups: Mapping[str, Sequence[int]]) -> Round:
         await trio.lowlevel.checkpoint()
         raise RuntimeError("cannot read /proc")
+
+    def close(self) -> None:
+        pass
 
 
 async def test_a_crashing_sampler_is_given_up_on_without_touching_its_siblings(
