@@ -1,7 +1,8 @@
 """The OS seam for service processes: start one in its own process group, stop the group.
 
-A service process runs ``/bin/sh -c <run command>`` (``exec`` first when it is one simple
-command: see :func:`shell_command`) in a new session (so it is the leader
+A service process runs ``/bin/sh -c <run command>`` (the program itself when the command
+is plain words, ``exec`` first when it is one simple command: see :func:`plain_words` and
+:func:`shell_command`) in a new session (so it is the leader
 of its own process group and has no controlling terminal), with stdin closed and stdout and
 stderr on pipes. It is marked with ``PR_SET_PDEATHSIG`` (by ``setpriv``) so the kernel
 kills it if the daemon dies; grandchildren are not covered by that, which is why the daemon
@@ -100,12 +101,13 @@ _OPERATORS = frozenset(";&|<>()`\\\n")
 """Characters that make a command more than one simple command (a list, a pipeline, a
 subshell, a redirection, a command substitution, an escaped line break)."""
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-_NOT_PROGRAMS = frozenset(
-    "! { } if then else elif fi case esac for while until do done in"  # reserved words
-    " . : alias bg break cd command continue eval exec exit export false fg getopts hash"
-    " jobs kill local printf pwd read readonly return set shift test [ times trap true"
-    " type ulimit umask unalias unset wait echo".split()  # dash's built-ins
+_RESERVED_WORDS = "! { } if then else elif fi case esac for while until do done in"
+_BUILT_INS = (  # dash's
+    ". : alias bg break cd command continue eval exec exit export false fg getopts hash jobs"
+    " kill local printf pwd read readonly return set shift test [ times trap true type"
+    " ulimit umask unalias unset wait echo"
 )
+_NOT_PROGRAMS = frozenset(f"{_RESERVED_WORDS} {_BUILT_INS}".split())
 
 
 def shell_command(command: str) -> str:
@@ -130,9 +132,36 @@ def shell_command(command: str) -> str:
     return f"exec {command}"
 
 
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+"""A word the shell would pass on as it is: no quoting, expansion, globbing or comment."""
+
+
+def plain_words(command: str) -> list[str] | None:
+    """``command`` as a program and its arguments, if the shell would only split it into
+    words (it runs a program, and no word holds a character the shell treats specially);
+    else None."""
+    words = command.split()
+    if (
+        not words
+        or not all(_PLAIN_WORD.fullmatch(word) for word in words)
+        or words[0] in _NOT_PROGRAMS
+        or "=" in words[0]
+    ):
+        return None
+    return words
+
+
 def _argv(command: str) -> list[str]:
-    prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
-    return [*prefix, "/bin/sh", "-c", shell_command(command)]
+    """How a run command is started: ``setpriv`` (if any) first for the death signal, then
+    the program itself when the command is plain words (one exec fewer than through the
+    shell), else ``/bin/sh -c``. Without ``setpriv`` the shell always runs, so that a
+    missing program is its exit status 127, as through the shell, not an error here."""
+    if SETPRIV is None:
+        return ["/bin/sh", "-c", shell_command(command)]
+    words = plain_words(command)
+    if words is not None:
+        return [SETPRIV, "--pdeathsig", "KILL", "--", *words]
+    return [SETPRIV, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", shell_command(command)]
 
 
 def _socket_at_fd3(listen_fd: int) -> None:  # pragma: no cover - runs in the child

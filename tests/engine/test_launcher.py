@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,7 +99,10 @@ async def test_stop_gives_the_grace_to_the_whole_group_not_only_the_shell(tmp_pa
     [
         ("sleep 100000", "exec sleep 100000"),
         ("python -m http.server $PORT", "exec python -m http.server $PORT"),
-        ("gunicorn app:app --bind=0.0.0.0:${PORT:-8000}", "exec gunicorn app:app --bind=0.0.0.0:${PORT:-8000}"),
+        (
+            "gunicorn app:app --bind=0.0.0.0:${PORT:-8000}",
+            "exec gunicorn app:app --bind=0.0.0.0:${PORT:-8000}",
+        ),
         ("./run 'two words' # a comment", "exec ./run 'two words' # a comment"),
         ("PORT=9000 app", "PORT=9000 app"),  # the assignment is for `app` alone
         ("app | tee out", "app | tee out"),
@@ -121,6 +123,29 @@ async def test_stop_gives_the_grace_to_the_whole_group_not_only_the_shell(tmp_pa
 )
 def test_exec_is_put_before_one_simple_command_only(command: str, given: str) -> None:
     assert launcher.shell_command(command) == given
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        ("sleep 100000", ["sleep", "100000"]),
+        (
+            "  ./bin/web  --bind=0.0.0.0:8000\tworkers,4 ",
+            ["./bin/web", "--bind=0.0.0.0:8000", "workers,4"],
+        ),
+        ("python -m http.server $PORT", None),  # an expansion: the shell's job
+        ("./run 'two words'", None),
+        ("ls *.py", None),
+        ("~/bin/app", None),
+        ("app # a comment", None),
+        ("PORT=9000 app", None),
+        ("echo hello", None),  # a built-in: the shell's own
+        ("app | tee out", None),
+        ("", None),
+    ],
+)
+def test_plain_words_are_run_without_a_shell(command: str, words: list[str] | None) -> None:
+    assert launcher.plain_words(command) == words
 
 
 async def read_all(process: launcher.ServiceProcess) -> bytes:
@@ -161,8 +186,8 @@ async def test_exec_changes_neither_output_nor_exit_status(tmp_path: Path, comma
         (tmp_path / name).write_text("x")
     env = {**os.environ, "GREETING": "hello world"}
     assert launcher.shell_command(command) == f"exec {command}"
-    plain = subprocess.run(
-        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, check=False
+    plain = await trio.run_process(
+        ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_stdout=True, check=False
     )
     process = await launcher.launch(launcher.LaunchSpec(command, tmp_path, env))
     output = await read_all(process)
