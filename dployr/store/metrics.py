@@ -76,9 +76,30 @@ _SERVICE_UPSERT: Final = _upsert("service_minutes", ("service", "minute"), SERVI
 _INSTANCE_UPSERT: Final = _upsert("instance_minutes", ("minute",), INSTANCE_FIELDS)
 _SERVICE_INSERT: Final = (
     "INSERT INTO service_samples (service, ts, cpu, rss, processes, threads, fds)"
-    " SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM services WHERE name = ?)"
-    " ON CONFLICT (service, ts) DO NOTHING"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _new_service_samples(
+    db: sqlite3.Connection, samples: list[ServiceSample]
+) -> list[ServiceSample]:
+    """The samples to insert: of services that exist, not recorded yet, each once."""
+    names = {row[0] for row in db.execute("SELECT name FROM services")}
+    taken: dict[float, set[str]] = {}
+    new: list[ServiceSample] = []
+    for sample in samples:
+        if sample.service not in names:
+            continue
+        recorded = taken.get(sample.ts)
+        if recorded is None:
+            rows = db.execute("SELECT service FROM service_samples WHERE ts = ?", (sample.ts,))
+            recorded = taken[sample.ts] = {row[0] for row in rows}
+        if sample.service not in recorded:
+            recorded.add(sample.service)
+            new.append(sample)
+    return new
+
+
 _INSTANCE_INSERT: Final = (
     "INSERT INTO instance_samples (ts, cpu, mem_used, mem_total, load1, load5, load15)"
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ts) DO NOTHING"
@@ -92,15 +113,12 @@ def record(db: sqlite3.Connection, samples: Iterable[Sample], now: float) -> int
     service that does not exist (one deleted while its last round was being taken).
     """
     horizon = raw_horizon(now)
-    services: list[ServiceSample] = []
+    candidates: list[ServiceSample] = []
     instances: list[InstanceSample] = []
     for sample in samples:
         if isinstance(sample, ServiceSample):
-            if sample.ts < horizon:
-                continue
-            row = (sample.service, sample.ts, *service_values(sample), sample.service)
-            if db.execute(_SERVICE_INSERT, row).rowcount:
-                services.append(sample)
+            if sample.ts >= horizon:
+                candidates.append(sample)
         elif isinstance(sample, InstanceSample):
             if sample.ts < horizon:
                 continue
@@ -108,6 +126,8 @@ def record(db: sqlite3.Connection, samples: Iterable[Sample], now: float) -> int
                 instances.append(sample)
         else:
             raise TypeError(f"not a metrics sample: {sample!r}")
+    services = _new_service_samples(db, candidates) if candidates else []
+    db.executemany(_SERVICE_INSERT, [(s.service, s.ts, *service_values(s)) for s in services])
     db.executemany(
         _SERVICE_UPSERT,
         [

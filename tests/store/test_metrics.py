@@ -68,6 +68,15 @@ def test_recording_a_sample_twice_counts_it_once(store: Store, clock: Clock, web
     assert instance.samples == 1
 
 
+def test_a_sample_twice_in_one_round_counts_once(store: Store, clock: Clock, web: str) -> None:
+    first, again = sample("web", clock.now, cpu=40.0), sample("web", clock.now, cpu=90.0)
+    assert store.record_samples([first, again]) == 1
+    (point,) = store.metrics("web", since=clock.now - 1)
+    assert point.cpu_percent == 40.0
+    (minute,) = store.metrics("web", since=clock.now - 7200)
+    assert (minute.samples, minute.cpu_percent) == (1, 40.0)
+
+
 def test_samples_of_unknown_services_are_skipped(store: Store, clock: Clock, web: str) -> None:
     assert store.record_samples([sample("gone", clock.now), sample("web", clock.now)]) == 1
     with pytest.raises(UnknownService, match="gone"):
