@@ -268,3 +268,20 @@ async def ws_handshake(url: str, path: str, token: str | None) -> httpx.Response
     if token is not None:
         headers.append(("Authorization", f"Bearer {token}"))
     return await raw_request(url, "GET", path, headers)
+
+
+async def wait_gone(pids: list[int]) -> None:
+    """Wait (5 s at most) until every process of ``pids`` has exited, through pidfds."""
+    fds = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                continue  # gone already
+        with trio.fail_after(5):
+            for fd in fds:
+                await trio.lowlevel.wait_readable(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -40,6 +40,7 @@ from dployr.engine.metrics_policy import (
 from dployr.engine.release import Running
 from dployr.engine.service import Service
 from dployr.engine.sources import check_remote
+from dployr.engine.warden import Warden
 from dployr.engine.webhooks import Delivery, Webhooks
 from dployr.errors import DployrError
 from dployr.logs.history import LogLine
@@ -144,6 +145,8 @@ class Instance:
         self.name = config.name
         self.id = store.instance_id()
         self.run_token = secrets.token_hex(8)
+        self.warden = Warden()
+        """Kills every live process group of the instance if the daemon dies."""
         self.services: dict[str, Service] = {}
         self.webhooks = Webhooks(self._webhook_failed)
         self.supervisor = Supervisor(
@@ -170,6 +173,7 @@ class Instance:
         await trio.to_thread.run_sync(kill_leftovers, self.store.recorded_processes(), self.id)
         for leftover in self.store.recorded_processes():
             self.store.forget_process(leftover.pid)
+        self.warden.start()
         interrupted = self.store.fail_interrupted_deployments(INTERRUPTED)
         for record in self.store.list_services():
             self.services[record.name] = Service(self, record)
@@ -189,6 +193,7 @@ class Instance:
         finally:
             for service in self.services.values():
                 await service.close()
+            self.warden.close()
 
     async def _run_webhooks(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
@@ -245,7 +250,9 @@ class Instance:
         self.events.publish(event)
 
     def record_process(self, service: str, running: Running) -> None:
-        """Remember a process group, so a daemon started after a crash can kill it."""
+        """Remember a process group: the warden kills it if the daemon dies, and a daemon
+        started after a crash kills what is left of it."""
+        self.warden.watch(running.pid)
         self.store.record_process(
             service,
             running.deployment,
@@ -257,6 +264,7 @@ class Instance:
 
     def forget_process(self, pid: int) -> None:
         """The process group is gone."""
+        self.warden.forget(pid)
         self.store.forget_process(pid)
 
     # -- commands (through the handle) -----------------------------------------------------
@@ -475,8 +483,8 @@ def kill_leftovers(records: list[ProcessRecord], instance_id: str) -> list[int]:
 
     Called before any service starts, so every live process that carries this instance's
     id in its environment is a leftover: a release or build whose daemon was killed, and
-    its children (the kernel killed only each group's leader, through PDEATHSIG), even one
-    started in the instant between its spawn and its record. A recorded group leader
+    its children (when its warden was killed too, or did not hear of them in time), even
+    one started in the instant between its spawn and its record. A recorded group leader
     started when recorded counts too (in case it cleared its environment); a pid the
     kernel reused for an unrelated process is left alone.
     """

@@ -2,11 +2,10 @@
 
 A service process runs ``/bin/sh -c <run command>`` (the program itself when the command
 is plain words, ``exec`` first when it is one simple command: see :func:`plain_words` and
-:func:`shell_command`) in a new session (so it is the leader
-of its own process group and has no controlling terminal), with stdin closed and stdout and
-stderr on pipes. It is marked with ``PR_SET_PDEATHSIG`` (by ``setpriv``) so the kernel
-kills it if the daemon dies; grandchildren are not covered by that, which is why the daemon
-records every process group it starts and kills what is left of them when it starts again.
+:func:`shell_command`) in a new session, so it is the leader of its own process group and
+has no controlling terminal, with stdin closed and stdout and stderr on pipes. The group
+dies with the daemon through the instance's warden (:mod:`dployr.engine.warden`), which
+is told of every group the daemon records.
 
 Stopping is SIGTERM to the whole group, the grace, SIGKILL to the whole group, and always
 awaiting the exit; once the leader has exited, whatever is left in its group is killed, so
@@ -20,7 +19,6 @@ import fcntl
 import functools
 import os
 import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -33,10 +31,6 @@ _F_SETPIPE_SZ = 1031
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for chatty services; the kernel may cap it lower
 KILL_WAIT = 5.0
 """Seconds to wait for SIGKILLed processes to die (one in uninterruptible I/O may take long)."""
-
-
-SETPRIV = shutil.which("setpriv")
-"""util-linux's ``setpriv`` (essential on Debian) sets the death signal before the exec."""
 
 
 @attrs.frozen
@@ -151,17 +145,8 @@ def plain_words(command: str) -> list[str] | None:
     return words
 
 
-def _argv(command: str) -> list[str]:
-    """How a run command is started: ``setpriv`` (if any) first for the death signal, then
-    the program itself when the command is plain words (one exec fewer than through the
-    shell), else ``/bin/sh -c``. Without ``setpriv`` the shell always runs, so that a
-    missing program is its exit status 127, as through the shell, not an error here."""
-    if SETPRIV is None:
-        return ["/bin/sh", "-c", shell_command(command)]
-    words = plain_words(command)
-    if words is not None:
-        return [SETPRIV, "--pdeathsig", "KILL", "--", *words]
-    return [SETPRIV, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", shell_command(command)]
+def _shell_argv(command: str) -> list[str]:
+    return ["/bin/sh", "-c", shell_command(command)]
 
 
 def _socket_at_fd3(listen_fd: int) -> None:  # pragma: no cover - runs in the child
@@ -173,11 +158,10 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     """Start ``spec`` as the leader of a new session, its output on pipes.
 
     With ``listen_fd``, that socket is the child's fd 3 and ``LISTEN_FDS=1`` says so.
-    The fork happens here, on the trio thread, which lives as long as the daemon:
-    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, and trio's
-    own ``open_process`` forks from a worker thread that exits after ten idle seconds,
-    taking its children with it. Without a ``preexec_fn`` the spawn is a fast vfork
-    (well under a millisecond); ``setpriv`` sets the death signal, then execs the shell.
+    The fork happens here, on the trio thread: without a ``preexec_fn`` it is a vfork
+    (well under a millisecond) and no thread is involved. A command of plain words whose
+    program cannot be run (missing, not executable) is started again through the shell,
+    so that it fails as it would there: exit status 127 or 126 and the shell's message.
     """
     env = dict(spec.env)
     if listen_fd is not None:
@@ -186,9 +170,10 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
     for fd in (out_read, err_read):
         _grow_pipe(fd)
-    try:
-        popen = subprocess.Popen(  # noqa: ASYNC220 (a vfork and exec: no waiting)
-            _argv(spec.command),
+
+    def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv,
             cwd=spec.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -202,6 +187,15 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
                 functools.partial(_socket_at_fd3, listen_fd) if listen_fd is not None else None
             ),
         )
+
+    try:
+        words = plain_words(spec.command)
+        try:
+            popen = spawn(words if words is not None else _shell_argv(spec.command))
+        except OSError:
+            if words is None:
+                raise
+            popen = spawn(_shell_argv(spec.command))  # the same error again if it is the cwd
     except BaseException:
         os.close(out_read)
         os.close(err_read)

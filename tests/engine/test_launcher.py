@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 async def test_a_process_outlives_the_threads_of_trios_cache(tmp_path: Path) -> None:
-    # PR_SET_PDEATHSIG follows the thread that forked: a child forked from one of trio's
-    # worker threads dies when that thread has been idle for ten seconds. Ours must not.
+    # PR_SET_PDEATHSIG follows the thread that forked: a child marked with it and forked
+    # from one of trio's worker threads would die when that thread has been idle for ten
+    # seconds (dployr once did this). A service must outlive every thread but the daemon.
     await trio.to_thread.run_sync(lambda: None)  # a worker thread exists, then idles
     process = await launcher.launch(
         launcher.LaunchSpec(

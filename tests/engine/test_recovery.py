@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dployr.engine import ports
-from tests.helpers import PYTHON, Daemon, make_repo, pids_of_service, web_repo
+from dployr.engine.warden import NAME
+from tests.helpers import PYTHON, Daemon, make_repo, pids_of_service, wait_gone, web_repo
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +61,11 @@ async def test_kill_9_then_start_runs_each_service_exactly_once(tmp_path: Path) 
     assert before["family"]["pid"] in families["family"]
     assert len(families["family"]) >= 2  # its shell or command, and the child it started
 
+    # The worst case: the warden, which would kill every group with the daemon, is gone
+    # too. Everything is left over, and the next daemon must clean up before it starts.
+    os.kill(warden_of(daemon), signal.SIGKILL)
     await daemon.kill9()
-    # The kernel killed each service's leader with the daemon; the child is left over.
-    leftover = pids_of_service("family", instance)
-    assert leftover
-    assert set(leftover) < set(families["family"])
+    assert pids_of_service("family", instance) == families["family"]
 
     again = Daemon(data)
     await again.start()  # up means: leftovers killed, services started
@@ -94,6 +98,33 @@ async def test_kill_9_then_start_runs_each_service_exactly_once(tmp_path: Path) 
     finally:
         assert await again.stop() == 0
     assert pids_of_service("family", instance) == []
+
+
+def warden_of(daemon: Daemon) -> int:
+    assert daemon.process is not None
+    (warden,) = [
+        child.pid
+        for child in psutil.Process(daemon.process.pid).children()
+        if child.cmdline()[-1:] == [NAME]
+    ]
+    return warden
+
+
+async def test_every_process_of_every_service_dies_with_the_daemon(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "data")
+    await daemon.start()
+    family = make_repo(tmp_path / "family", {"family.py": FAMILY})
+    for name in ("one", "two"):
+        await deploy(
+            daemon, name, {"remote": {"url": str(family)}, "run_cmd": f"{PYTHON} family.py"}
+        )
+    async with daemon.client() as api:
+        instance = (await api.get("/instances")).json()[0]["id"]
+    pids = pids_of_service("one", instance) + pids_of_service("two", instance)
+    assert len(pids) == 4  # each service's program and the child it started
+    await daemon.kill9()
+    await wait_gone(pids)
+    assert pids_of_service("one", instance) == pids_of_service("two", instance) == []
 
 
 async def test_an_interrupted_deploy_is_recorded_failed_and_the_previous_release_runs(

@@ -1,0 +1,144 @@
+"""The warden: a small process that outlives the daemon only to kill its process groups.
+
+Services must die with the daemon, even one killed with ``kill -9`` or by the OOM killer.
+``PR_SET_PDEATHSIG`` would do it for each group's leader only (not its children), and it
+can only be set in the child, between fork and exec: a ``preexec_fn`` (which turns
+CPython's fast vfork into a fork of the whole daemon) or one more exec (``setpriv``),
+which on two cores costs about a millisecond of every start and restart.
+
+Instead the daemon starts one ``/bin/sh`` at start-up, in a session of its own, and tells
+it on a pipe which process groups are live (``+ <pgid>`` when one starts, ``- <pgid>``
+when it is gone). The shell reads until the pipe ends, which happens when the daemon's
+last descriptor closes: at its exit, however it dies. It then sends SIGKILL to every group
+still live, children and grandchildren included, and exits. A daemon that stops cleanly
+has stopped every group first, so its warden kills nothing.
+
+If the warden itself is killed, the next message the daemon sends finds the pipe broken:
+the daemon starts a new warden and tells it every live group again. What is started in the
+instant before the warden hears of it, or while no warden runs, is killed by the next
+daemon when it starts (see :func:`dployr.engine.instance.kill_leftovers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from typing import Final
+
+SCRIPT: Final = """
+trap '' HUP INT TERM QUIT PIPE
+set -f
+groups=' '
+while read -r op pgid; do
+    case "$op" in
+        +) groups="$groups$pgid " ;;
+        -) case "$groups" in
+               *" $pgid "*) groups="${groups%% $pgid *} ${groups#* $pgid }" ;;
+           esac ;;
+    esac
+done
+for pgid in $groups; do
+    kill -s KILL -- "-$pgid" 2>/dev/null
+done
+"""
+"""dash: ``groups`` holds the live pgids, each between spaces."""
+NAME: Final = "dployr-warden"
+"""The warden's ``$0``: what ``ps`` shows after ``sh -c``."""
+
+
+class Warden:
+    """The daemon's end of the warden: start it, tell it of groups, stop it.
+
+    Messages are small writes to a pipe the warden drains as they come; a warden that
+    cannot keep up (stopped with SIGSTOP, say) gets its messages queued here rather than
+    blocking the daemon.
+    """
+
+    def __init__(self) -> None:
+        self._groups: set[int] = set()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pipe: int | None = None
+        self._pending = b""
+        self.starts = 0
+        """How many wardens were started: more than one means one was killed."""
+
+    @property
+    def pid(self) -> int | None:
+        """The running warden's pid."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def groups(self) -> frozenset[int]:
+        """The process groups the warden would kill now."""
+        return frozenset(self._groups)
+
+    def start(self) -> None:
+        """Start a warden (again), and tell it of every live group."""
+        self._discard()
+        read, write = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._process = subprocess.Popen(
+                ["/bin/sh", "-c", SCRIPT, NAME],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # out of reach of the terminal's Ctrl-C
+            )
+        except BaseException:
+            os.close(write)
+            raise
+        finally:
+            os.close(read)
+        os.set_blocking(write, False)
+        self._pipe = write
+        self.starts += 1
+        self._pending = b"".join(f"+ {pgid}\n".encode() for pgid in sorted(self._groups))
+        self._flush()
+
+    def watch(self, pgid: int) -> None:
+        """A process group has started: kill it if the daemon dies."""
+        self._groups.add(pgid)
+        self._send(f"+ {pgid}\n".encode())
+
+    def forget(self, pgid: int) -> None:
+        """A process group is gone: its id may be reused by anyone."""
+        if pgid in self._groups:
+            self._groups.discard(pgid)
+            self._send(f"- {pgid}\n".encode())
+
+    def close(self) -> None:
+        """The daemon is stopping: end the pipe (the warden kills what is still live)
+        and reap the warden."""
+        process = self._process
+        self._discard()
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)  # it only kills and exits
+
+    def _send(self, message: bytes) -> None:
+        if self._pipe is None:
+            return  # not started (or stopped): nothing to tell
+        self._pending += message
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self._pipe is not None
+        try:
+            while self._pending:
+                sent = os.write(self._pipe, self._pending)
+                self._pending = self._pending[sent:]
+        except BlockingIOError:
+            pass  # the rest goes with the next message
+        except BrokenPipeError:  # the warden was killed: a new one hears of every group
+            self.start()
+
+    def _discard(self) -> None:
+        """Close the pipe to the current warden and reap it if it has exited."""
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+        if self._process is not None:
+            self._process.poll()
+            self._process = None
+        self._pending = b""

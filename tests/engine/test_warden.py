@@ -1,0 +1,89 @@
+"""The warden kills the live process groups when the daemon's end of its pipe closes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from dployr.engine import launcher
+from dployr.engine.warden import NAME, Warden
+from tests.helpers import wait_gone
+
+pytestmark = pytest.mark.slow
+
+FAMILY = "sleep 1000 & echo $!; exec sleep 1000"
+"""A leader with a child (whose pid it prints): killing the leader alone would leave it."""
+
+
+@pytest.fixture
+def groups() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        launcher.signal_group(process.pid, signal.SIGKILL)
+        with process:  # closes its stdout and reaps it
+            pass
+
+
+def family(groups: list[subprocess.Popen[bytes]]) -> list[int]:
+    """A new process group: its leader's pid, then its child's."""
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", FAMILY], start_new_session=True, stdout=subprocess.PIPE
+    )
+    groups.append(process)
+    assert process.stdout is not None
+    child = int(process.stdout.readline())
+    return [process.pid, child]
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+async def test_the_live_groups_die_when_the_pipe_ends(
+    groups: list[subprocess.Popen[bytes]],
+) -> None:
+    warden = Warden()
+    warden.start()
+    pids = {pids[0]: pids for pids in (family(groups) for _ in range(3))}
+    watched, forgotten, unknown = pids
+    warden.watch(watched)
+    warden.watch(forgotten)
+    warden.forget(forgotten)
+    assert warden.groups == {watched}
+    warden.close()  # what the daemon's death does to the pipe
+    await wait_gone(pids[watched])  # the leader and its child
+    assert alive(pids[forgotten]) == pids[forgotten]
+    assert alive(pids[unknown]) == pids[unknown]
+
+
+async def test_a_killed_warden_is_replaced_and_told_every_live_group(
+    groups: list[subprocess.Popen[bytes]],
+) -> None:
+    warden = Warden()
+    warden.start()
+    pids = {pids[0]: pids for pids in (family(groups) for _ in range(2))}
+    first, second = pids
+    warden.watch(first)
+    old = warden.pid
+    assert old is not None
+    assert psutil.Process(old).cmdline()[-1] == NAME
+    assert os.getsid(old) == old  # out of reach of the daemon's terminal
+    os.kill(old, signal.SIGKILL)
+    await wait_gone([old])  # a zombie, not yet reaped
+    assert alive(pids[first]) == pids[first]  # a killed warden kills nothing
+
+    warden.watch(second)  # finds the pipe broken
+    assert (warden.starts, warden.pid != old) == (2, True)
+    assert not psutil.pid_exists(old)  # reaped
+    warden.close()
+    await wait_gone(pids[first] + pids[second])
