@@ -194,7 +194,9 @@ def service_buckets(samples: Iterable[ServiceSample]) -> dict[tuple[str, int], B
     buckets: dict[tuple[str, int], Bucket] = {}
     for sample in samples:
         one = Bucket.of(sample.ts, service_values(sample))
-        merge_into(buckets, {(sample.service, one.minute): one})
+        key = (sample.service, one.minute)
+        known = buckets.get(key)
+        buckets[key] = one if known is None else known.merge(one)
     return buckets
 
 

@@ -13,6 +13,7 @@ so a second copy could not be detected).
 
 from __future__ import annotations
 
+import itertools
 import math
 import sqlite3
 from collections.abc import Iterable
@@ -63,7 +64,7 @@ def _bucket_columns(fields: tuple[str, ...]) -> str:
 def _bucket_row(bucket: Bucket) -> tuple[float, ...]:
     """A bucket as the values of a minute row, from ``minute`` on."""
     pairs = zip(bucket.sums, bucket.maxima, strict=True)
-    return (bucket.minute, bucket.count, *(value for pair in pairs for value in pair))
+    return (bucket.minute, bucket.count, *itertools.chain.from_iterable(pairs))
 
 
 def _bucket_of(row: sqlite3.Row) -> Bucket:
