@@ -164,6 +164,9 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     so that it fails as it would there: exit status 127 or 126 and the shell's message.
     """
     env = dict(spec.env)
+    # What the shell would export (dash keeps a PWD that names its working dir): a
+    # program started without a shell sees the same.
+    env["PWD"] = os.fspath(spec.cwd)
     if listen_fd is not None:
         env["LISTEN_FDS"] = "1"
     out_read, out_write = os.pipe2(os.O_CLOEXEC)

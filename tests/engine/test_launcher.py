@@ -178,6 +178,7 @@ async def test_a_simple_command_is_the_groups_leader_without_a_shell(tmp_path: P
     [
         "/usr/bin/printf '%s,' $GREETING \"two  words\" *.txt ${MISSING:-fallback} ~",
         "/bin/false",
+        "/usr/bin/printenv PWD",
         "no-such-program-anywhere --flag",
         "./not-executable.txt",
     ],
