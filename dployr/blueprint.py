@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
 from dployr import serde
 from dployr.errors import SpecError
@@ -183,6 +182,8 @@ def load(path: Path) -> Blueprint:
 
 
 def _load_yaml(text: str) -> Any:
+    import yaml  # only when a blueprint is YAML: 1 MB of the daemon's memory otherwise
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
