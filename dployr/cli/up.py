@@ -45,6 +45,11 @@ async def up(
 
     Ctrl-C (or SIGTERM) stops every service gracefully and exits 0.
     """
+    import gc
+
+    # No collection while start-up only builds what lives as long as the daemon (modules,
+    # the services, the app): the daemon freezes it all, then collects again (daemon.run).
+    gc.disable()
     from dployr.cli._runtime import until_signalled
     from dployr.daemon import daemon
     from dployr.daemon.paths import default_data_dir

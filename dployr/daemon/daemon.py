@@ -142,8 +142,12 @@ async def run(
                     # the daemon: out of the collector's sight, a full collection is short.
                     # A request makes thousands of short-lived objects: collecting the young
                     # every 20,000 instead of 700 keeps collections out of most requests.
+                    # `dployr up` starts the daemon with the collector off: what start-up
+                    # left as garbage is collected once, before the rest is frozen.
+                    gc.collect()
                     gc.freeze()
                     gc.set_threshold(20_000, 20, 20)
+                    gc.enable()
                     await trio.sleep_forever()
                 finally:
                     with contextlib.suppress(OSError):
