@@ -5,7 +5,7 @@ is plain words, ``exec`` first when it is one simple command: see :func:`plain_w
 :func:`shell_command`) in a new session, so it is the leader of its own process group and
 has no controlling terminal, with stdin closed and stdout and stderr on pipes. The group
 dies with the daemon through the instance's warden (:mod:`dployr.engine.warden`), which
-is told of every group the daemon records.
+is told of every group the daemon starts for a service.
 
 Stopping is SIGTERM to the whole group, the grace, SIGKILL to the whole group, and always
 awaiting the exit; once the leader has exited, whatever is left in its group is killed, so
@@ -94,14 +94,36 @@ class ServiceProcess:
 _OPERATORS = frozenset(";&|<>()`\\\n")
 """Characters that make a command more than one simple command (a list, a pipeline, a
 subshell, a redirection, a command substitution, an escaped line break)."""
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_BLANKS = re.compile(r"[ \t]+")
+"""What the shell splits words on (a line break ends a command)."""
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+"""A word the shell would pass on as it is: no quoting, expansion, globbing or comment."""
 _RESERVED_WORDS = "! { } if then else elif fi case esac for while until do done in"
 _BUILT_INS = (  # dash's
-    ". : alias bg break cd command continue eval exec exit export false fg getopts hash jobs"
-    " kill local printf pwd read readonly return set shift test [ times trap true type"
-    " ulimit umask unalias unset wait echo"
+    ". : [ alias bg break cd chdir command continue echo eval exec exit export false fg"
+    " getopts hash jobs kill local printf pwd read readonly return set shift test times trap"
+    " true type ulimit umask unalias unset wait"
 )
 _NOT_PROGRAMS = frozenset(f"{_RESERVED_WORDS} {_BUILT_INS}".split())
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""An environment variable the shell passes on (it drops any other name)."""
+
+
+def _words(command: str) -> list[str]:
+    """``command`` split as the shell splits a simple command into words."""
+    stripped = command.strip(" \t")
+    return _BLANKS.split(stripped) if stripped else []
+
+
+def _runs_a_program(first: str) -> bool:
+    """Whether a command whose first word is ``first`` (as written) runs a program: a plain
+    word that is no reserved word, built-in, assignment or option."""
+    return (
+        _PLAIN_WORD.fullmatch(first) is not None
+        and first not in _NOT_PROGRAMS
+        and "=" not in first
+        and not first.startswith("-")
+    )
 
 
 def shell_command(command: str) -> str:
@@ -109,37 +131,29 @@ def shell_command(command: str) -> str:
     that runs a program, else ``command`` as it is.
 
     ``exec`` makes the shell become the program instead of waiting for it: the same
-    program, arguments, expansions and exit status, but the service's pid is the
-    program's (and the group's), signals reach it directly, and no idle shell sits in
-    every service. (dash, Debian's ``/bin/sh``, forks even for the last command of
-    ``sh -c``.) Anything else (pipelines, lists, redirections, built-ins, leading
-    variable assignments) runs as written.
+    program, arguments and expansions, but the service's pid is the program's (and the
+    group's), signals reach it directly, and no idle shell sits in every service. (dash,
+    Debian's ``/bin/sh``, forks even for the last command of ``sh -c``.) The exit status
+    is the program's, except that a program killed by a signal is reported as killed by
+    it, where the shell reported 128 + the signal. Anything else (pipelines, lists,
+    redirections, several lines, built-ins, leading assignments, a quoted or expanded
+    first word) runs as written.
     """
-    words = command.split()
-    if (
-        not words
-        or _OPERATORS.intersection(command)
-        or words[0] in _NOT_PROGRAMS
-        or _ASSIGNMENT.match(words[0])
-    ):
+    words = _words(command)
+    if not words or _OPERATORS.intersection(command) or not _runs_a_program(words[0]):
         return command
     return f"exec {command}"
-
-
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-"""A word the shell would pass on as it is: no quoting, expansion, globbing or comment."""
 
 
 def plain_words(command: str) -> list[str] | None:
     """``command`` as a program and its arguments, if the shell would only split it into
     words (it runs a program, and no word holds a character the shell treats specially);
     else None."""
-    words = command.split()
+    words = _words(command)
     if (
         not words
         or not all(_PLAIN_WORD.fullmatch(word) for word in words)
-        or words[0] in _NOT_PROGRAMS
-        or "=" in words[0]
+        or not _runs_a_program(words[0])
     ):
         return None
     return words
@@ -163,9 +177,10 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     program cannot be run (missing, not executable) is started again through the shell,
     so that it fails as it would there: exit status 127 or 126 and the shell's message.
     """
-    env = dict(spec.env)
-    # What the shell would export (dash keeps a PWD that names its working dir): a
-    # program started without a shell sees the same.
+    await trio.lowlevel.checkpoint()  # before the spawn: a cancellation leaks nothing
+    # What the shell would pass on: names it can export, and its PWD (dash keeps one that
+    # names its working dir). A program started without a shell sees the same.
+    env = {name: value for name, value in spec.env.items() if _NAME.fullmatch(name)}
     env["PWD"] = os.fspath(spec.cwd)
     if listen_fd is not None:
         env["LISTEN_FDS"] = "1"
@@ -206,7 +221,6 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     finally:
         os.close(out_write)
         os.close(err_write)
-    await trio.lowlevel.checkpoint()
     return ServiceProcess(popen, out_read, err_read)
 
 

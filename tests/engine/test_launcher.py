@@ -119,6 +119,10 @@ async def test_stop_gives_the_grace_to_the_whole_group_not_only_the_shell(tmp_pa
         ("echo hello", "echo hello"),
         ("exec app", "exec app"),
         ("! app", "! app"),
+        ("'cd' web", "'cd' web"),  # still the built-in, quoted
+        ("$APP --flag", "$APP --flag"),  # could expand to anything
+        ("chdir web", "chdir web"),
+        ("-x", "-x"),
         ("   ", "   "),
     ],
 )
@@ -142,6 +146,11 @@ def test_exec_is_put_before_one_simple_command_only(command: str, given: str) ->
         ("PORT=9000 app", None),
         ("echo hello", None),  # a built-in: the shell's own
         ("app | tee out", None),
+        ("./migrate\n./server", None),  # two commands, not one with an argument
+        ("./server\r", None),
+        ("/bin/echo\xa0hi", None),  # one word to the shell
+        ("chdir /tmp", None),
+        ("-x", None),
         ("", None),
     ],
 )
@@ -173,6 +182,12 @@ async def test_a_simple_command_is_the_groups_leader_without_a_shell(tmp_path: P
         await launcher.stop(piped, 1.0)
 
 
+@pytest.fixture
+def real_tmp_path(tmp_path: Path) -> Path:
+    """``tmp_path`` as the shell sees it, without symbolic links."""
+    return tmp_path.resolve()
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -181,16 +196,27 @@ async def test_a_simple_command_is_the_groups_leader_without_a_shell(tmp_path: P
         "/usr/bin/printenv PWD",
         "no-such-program-anywhere --flag",
         "./not-executable.txt",
+        "/bin/echo one\n/bin/echo two",
+        "/bin/echo\xa0hi",
+        "'cd' / && /bin/pwd",
+        "/usr/bin/env",
     ],
 )
-async def test_exec_changes_neither_output_nor_exit_status(tmp_path: Path, command: str) -> None:
+async def test_a_command_gives_the_output_and_exit_status_it_gives_in_sh(
+    real_tmp_path: Path, command: str
+) -> None:
+    tmp_path = real_tmp_path
     for name in ("a.txt", "b.txt", "not-executable.txt"):
         (tmp_path / name).write_text("x")
-    env = {**os.environ, "GREETING": "hello world"}
-    assert launcher.shell_command(command) == f"exec {command}"
+    # A name the shell cannot export, and a PWD that is not the working dir.
+    env = {**os.environ, "GREETING": "hello world", "A.B": "dropped", "PWD": "/"}
     plain = await trio.run_process(
         ["/bin/sh", "-c", command], cwd=tmp_path, env=env, capture_stdout=True, check=False
     )
     process = await launcher.launch(launcher.LaunchSpec(command, tmp_path, env))
     output = await read_all(process)
-    assert (output, await process.wait()) == (plain.stdout, plain.returncode)
+    # Lines sorted: the shell passes the environment on in an order of its own.
+    assert (sorted(output.splitlines()), await process.wait()) == (
+        sorted(plain.stdout.splitlines()),
+        plain.returncode,
+    )
