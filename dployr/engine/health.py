@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from dployr.engine import launcher
+from dployr.engine.warden import Warden
 from dployr.errors import DployrError
 from dployr.models import Health, HealthKind, HealthOptions
 from dployr.supervision import ChildContext
@@ -95,6 +96,8 @@ class Check:
     command: str | None
     cwd: Path
     env: Any
+    warden: Warden | None = attrs.field(default=None, eq=False)
+    """Told of a command check's process group while it runs (it dies with the daemon)."""
 
 
 async def probe(check: Check, timeout: float) -> tuple[bool, str]:  # noqa: ASYNC109
@@ -149,6 +152,8 @@ async def _tcp(check: Check) -> tuple[bool, str]:
 async def _command(check: Check) -> tuple[bool, str]:
     assert check.command is not None
     process = await launcher.launch(launcher.LaunchSpec(check.command, check.cwd, check.env))
+    if check.warden is not None:
+        check.warden.watch(process.pid)
     try:
         async with trio.open_nursery() as nursery:
             # Drain the output so a chatty check never blocks on a full pipe.
@@ -159,6 +164,8 @@ async def _command(check: Check) -> tuple[bool, str]:
     finally:
         with trio.CancelScope(shield=True):
             await launcher.stop(process, 0)
+        if check.warden is not None:
+            check.warden.forget(process.pid)
     return code == 0, _what(check, f"exit code {code}" if code >= 0 else f"signal {-code}")
 
 

@@ -589,6 +589,7 @@ class Service:
             command=settings.health.command,
             cwd=spec.cwd,
             env=spec.env,
+            warden=self.instance.warden,
         )
 
     async def _wait_ready(self, spec: ReleaseSpec) -> None:

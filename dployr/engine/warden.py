@@ -7,11 +7,12 @@ CPython's fast vfork into a fork of the whole daemon) or one more exec (``setpri
 which on two cores costs about a millisecond of every start and restart.
 
 Instead the daemon starts one ``/bin/sh`` at start-up, in a session of its own, and tells
-it on a pipe which process groups are live (``+ <pgid>`` when one starts, ``- <pgid>``
-when it is gone). The shell reads until the pipe ends, which happens when the daemon's
-last descriptor closes: at its exit, however it dies. It then sends SIGKILL to every group
-still live, children and grandchildren included, and exits. A daemon that stops cleanly
-has stopped every group first, so its warden kills nothing.
+it on a pipe which process groups are live (``+ <pgid>`` when a release, a build or a
+command health check starts, ``- <pgid>`` when it is gone). The shell reads until the
+pipe ends, which happens when the daemon's last descriptor closes: at its exit, however
+it dies. It then sends SIGKILL to every group still live, children and grandchildren
+included, and exits. A daemon that stops cleanly has stopped every group first, so its
+warden kills nothing.
 
 If the warden itself is killed, the next message the daemon sends finds the pipe broken:
 the daemon starts a new warden and tells it every live group again. What is started in the
@@ -51,8 +52,11 @@ class Warden:
     """The daemon's end of the warden: start it, tell it of groups, stop it.
 
     Messages are small writes to a pipe the warden drains as they come; a warden that
-    cannot keep up (stopped with SIGSTOP, say) gets its messages queued here rather than
-    blocking the daemon.
+    cannot keep up (stopped with SIGSTOP, say) gets its messages queued here, sent with
+    the next one, rather than blocking the daemon (what is still queued when the daemon
+    dies is lost: the next daemon's leftover killing is the backstop). A warden that
+    cannot be replaced is tried again at the next message; a service never fails to
+    start or stop because of its warden.
     """
 
     def __init__(self) -> None:
@@ -60,6 +64,8 @@ class Warden:
         self._process: subprocess.Popen[bytes] | None = None
         self._pipe: int | None = None
         self._pending = b""
+        self._wanted = False
+        """Between start() and close(): a warden should be running."""
         self.starts = 0
         """How many wardens were started: more than one means one was killed."""
 
@@ -92,14 +98,16 @@ class Warden:
             os.close(read)
         os.set_blocking(write, False)
         self._pipe = write
+        self._wanted = True
         self.starts += 1
         self._pending = b"".join(f"+ {pgid}\n".encode() for pgid in sorted(self._groups))
-        self._flush()
+        self._flush(replace=False)
 
     def watch(self, pgid: int) -> None:
         """A process group has started: kill it if the daemon dies."""
-        self._groups.add(pgid)
-        self._send(f"+ {pgid}\n".encode())
+        if pgid not in self._groups:
+            self._groups.add(pgid)
+            self._send(f"+ {pgid}\n".encode())
 
     def forget(self, pgid: int) -> None:
         """A process group is gone: its id may be reused by anyone."""
@@ -112,17 +120,21 @@ class Warden:
         and reap the warden."""
         process = self._process
         self._discard()
+        self._wanted = False
         if process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)  # it only kills and exits
 
     def _send(self, message: bytes) -> None:
-        if self._pipe is None:
-            return  # not started (or stopped): nothing to tell
+        if not self._wanted:
+            return  # not started, or stopped: nothing to tell
+        if self._pipe is None:  # a replacement could not be started: try again now
+            self._replace()
+            return
         self._pending += message
         self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, *, replace: bool = True) -> None:
         assert self._pipe is not None
         try:
             while self._pending:
@@ -131,7 +143,18 @@ class Warden:
         except BlockingIOError:
             pass  # the rest goes with the next message
         except BrokenPipeError:  # the warden was killed: a new one hears of every group
+            if replace:
+                self._replace()
+            else:  # a warden that died at once: the next message tries again
+                self._discard()
+
+    def _replace(self) -> None:
+        """Start a new warden; if that fails, the next message tries again (a service must
+        not fail to start or stop because its warden could not be replaced)."""
+        try:
             self.start()
+        except OSError:
+            self._discard()
 
     def _discard(self) -> None:
         """Close the pipe to the current warden and reap it if it has exited."""

@@ -6,18 +6,30 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
+import trio
 
 from dployr.engine import launcher
+from dployr.engine.health import Check, probe
 from dployr.engine.warden import NAME, Warden
+from dployr.models import HealthKind
 from tests.helpers import wait_gone
 
 pytestmark = pytest.mark.slow
 
 FAMILY = "sleep 1000 & echo $!; exec sleep 1000"
 """A leader with a child (whose pid it prints): killing the leader alone would leave it."""
+
+
+@pytest.fixture
+def warden() -> Iterator[Warden]:
+    warden = Warden()
+    warden.start()
+    yield warden
+    warden.close()
 
 
 @pytest.fixture
@@ -50,10 +62,8 @@ def alive(pids: list[int]) -> list[int]:
 
 
 async def test_the_live_groups_die_when_the_pipe_ends(
-    groups: list[subprocess.Popen[bytes]],
+    warden: Warden, groups: list[subprocess.Popen[bytes]]
 ) -> None:
-    warden = Warden()
-    warden.start()
     pids = {pids[0]: pids for pids in (family(groups) for _ in range(3))}
     watched, forgotten, unknown = pids
     warden.watch(watched)
@@ -67,10 +77,8 @@ async def test_the_live_groups_die_when_the_pipe_ends(
 
 
 async def test_a_killed_warden_is_replaced_and_told_every_live_group(
-    groups: list[subprocess.Popen[bytes]],
+    warden: Warden, groups: list[subprocess.Popen[bytes]]
 ) -> None:
-    warden = Warden()
-    warden.start()
     pids = {pids[0]: pids for pids in (family(groups) for _ in range(2))}
     first, second = pids
     warden.watch(first)
@@ -87,3 +95,25 @@ async def test_a_killed_warden_is_replaced_and_told_every_live_group(
     assert not psutil.pid_exists(old)  # reaped
     warden.close()
     await wait_gone(pids[first] + pids[second])
+
+
+async def test_a_command_health_check_is_watched_while_it_runs(
+    warden: Warden, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    check = Check(HealthKind.COMMAND, None, "/", f"cat {fifo}", tmp_path, os.environ, warden)
+    async with trio.open_nursery() as nursery:
+        results: list[tuple[bool, str]] = []
+
+        async def run() -> None:
+            results.append(await probe(check, 30))
+
+        nursery.start_soon(run)
+        # Opening the fifo for writing waits for `cat` to open it: the check runs.
+        writer = await trio.to_thread.run_sync(open, fifo, "w")
+        (pgid,) = warden.groups
+        assert psutil.Process(pgid).cmdline() == ["cat", str(fifo)]
+        writer.close()  # `cat` reads the end and exits 0
+    assert results == [(True, f"cat {fifo}: exit code 0")]
+    assert warden.groups == frozenset()
