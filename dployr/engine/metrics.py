@@ -276,6 +276,8 @@ class ProcessProbe:
         through one opened now and kept (while fewer than ``max_files`` are), else by path.
         """
         fd = old_files.pop(pid, None)
+        if fd is None:  # read already in this round (a group named by two services)
+            fd = self._files.pop(pid, None)
         if fd is not None:
             try:
                 data = os.pread(fd, 4096, 0)
