@@ -121,6 +121,7 @@ class Warden:
         process = self._process
         self._discard()
         self._wanted = False
+        self._groups.clear()  # killed by the warden now: a warden started later owes them nothing
         if process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)  # it only kills and exits

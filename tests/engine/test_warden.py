@@ -74,6 +74,7 @@ async def test_the_live_groups_die_when_the_pipe_ends(
     await wait_gone(pids[watched])  # the leader and its child
     assert alive(pids[forgotten]) == pids[forgotten]
     assert alive(pids[unknown]) == pids[unknown]
+    assert warden.groups == frozenset()  # a warden started again owes nothing to the dead
 
 
 async def test_a_killed_warden_is_replaced_and_told_every_live_group(
