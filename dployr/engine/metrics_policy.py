@@ -182,11 +182,15 @@ class Bucket:
 K = TypeVar("K")
 
 
+def _add(total: MutableMapping[K, Bucket], key: K, bucket: Bucket) -> None:
+    known = total.get(key)
+    total[key] = bucket if known is None else known.merge(bucket)
+
+
 def merge_into(total: MutableMapping[K, Bucket], buckets: Mapping[K, Bucket]) -> None:
     """Add one round's buckets to ``total``: what the store's minute upsert does."""
     for key, bucket in buckets.items():
-        known = total.get(key)
-        total[key] = bucket if known is None else known.merge(bucket)
+        _add(total, key, bucket)
 
 
 def service_buckets(samples: Iterable[ServiceSample]) -> dict[tuple[str, int], Bucket]:
@@ -194,9 +198,7 @@ def service_buckets(samples: Iterable[ServiceSample]) -> dict[tuple[str, int], B
     buckets: dict[tuple[str, int], Bucket] = {}
     for sample in samples:
         one = Bucket.of(sample.ts, service_values(sample))
-        key = (sample.service, one.minute)
-        known = buckets.get(key)
-        buckets[key] = one if known is None else known.merge(one)
+        _add(buckets, (sample.service, one.minute), one)
     return buckets
 
 
@@ -205,7 +207,7 @@ def instance_buckets(samples: Iterable[InstanceSample]) -> dict[int, Bucket]:
     buckets: dict[int, Bucket] = {}
     for sample in samples:
         one = Bucket.of(sample.ts, instance_values(sample))
-        merge_into(buckets, {one.minute: one})
+        _add(buckets, one.minute, one)
     return buckets
 
 
