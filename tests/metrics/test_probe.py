@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import os
 import re
 import time
@@ -123,13 +123,22 @@ async def test_dead_processes_are_dropped(spawn: Spawn) -> None:
     assert (await probe.sample({})).services == ()
 
 
-def stat_file_count(pid: int) -> int:
-    """How many times this test process has /proc/<pid>/stat open."""
-    count = 0
+def open_stat_files() -> collections.Counter[int]:
+    """How many times this test process holds /proc/<pid>/stat open, by pid."""
+    pids: collections.Counter[int] = collections.Counter()
     for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}") == f"/proc/{pid}/stat"
-    return count
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed already
+            continue
+        if match := re.fullmatch(r"/proc/(\d+)/stat", target):
+            pids[int(match[1])] += 1
+    return pids
+
+
+def stat_files(among: set[int]) -> set[int]:
+    """The pids of ``among`` whose /proc/<pid>/stat this test process holds open."""
+    return set(open_stat_files()) & among
 
 
 async def test_a_group_named_twice_in_a_round_keeps_one_file(spawn: Spawn) -> None:
@@ -140,22 +149,9 @@ async def test_a_group_named_twice_in_a_round_keeps_one_file(spawn: Spawn) -> No
     for _ in range(3):
         web, alias = (await probe.sample(groups)).services
         assert (web.processes, alias.processes) == (1, 1)
-    assert (probe.open_files, stat_file_count(idle.pgid)) == (1, 1)
+    assert (probe.open_files, open_stat_files()[idle.pgid]) == (1, 1)
     probe.close()
-    assert stat_file_count(idle.pgid) == 0
-
-
-def stat_files(among: set[int]) -> set[int]:
-    """The pids of ``among`` whose /proc/<pid>/stat this test process holds open."""
-    pids = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the listing's own descriptor, closed already
-            continue
-        if match := re.fullmatch(r"/proc/(\d+)/stat", target):
-            pids.add(int(match[1]))
-    return pids & among
+    assert open_stat_files()[idle.pgid] == 0
 
 
 async def test_stat_files_stay_open_for_live_members_only(spawn: Spawn) -> None:
