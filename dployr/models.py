@@ -253,6 +253,62 @@ class HealthOptions:
     """A URL that receives a JSON POST at every health change."""
 
 
+class RestartMode(enum.Enum):
+    """When a release's process is started again after it exits."""
+
+    ALWAYS = "always"
+    """After every exit, clean or not (the default)."""
+    ON_FAILURE = "on-failure"
+    """Only after an exit with a non-zero code or a signal."""
+    NEVER = "never"
+    """Never: the service is ``stopped`` after a clean exit, ``failed`` otherwise."""
+
+
+def _seconds(limit: float) -> Any:
+    def check(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+        name = attribute.name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise InvalidSetting(f"{name} must be a number of seconds, not {value!r}")
+        if not 0 <= value <= limit:
+            raise InvalidSetting(f"{name} must be from 0 to {limit:g} seconds, not {value!r}")
+
+    return check
+
+
+def _max_restarts(_: object, __: object, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
+        raise InvalidSetting(f"max-restarts must be a whole number from 0 to 10000, not {value!r}")
+
+
+@attrs.frozen
+class RestartPolicy:
+    """How a service's process is restarted, and when a release counts as started.
+
+    The defaults are dployr's long-standing ones: the first restart at once, then after
+    ``delay`` seconds, doubling up to ``max_delay``; more than ``max_restarts`` restarts
+    within ``window`` seconds and the service is ``failed``. A process that has been up
+    ``min_uptime`` seconds counts as started: the backoff starts over after it, and a
+    deploy without a health check waits for it before it succeeds.
+    """
+
+    mode: RestartMode = RestartMode.ALWAYS
+    delay: float = attrs.field(default=1.0, validator=_seconds(3600))
+    """The delay before the second restart of a crash run (the first is immediate)."""
+    max_delay: float = attrs.field(default=30.0, validator=_seconds(3600))
+    max_restarts: int = attrs.field(default=5, validator=_max_restarts)
+    window: float = attrs.field(default=60.0, validator=_seconds(86400))
+    min_uptime: float = attrs.field(default=5.0, validator=_seconds(3600))
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_delay < self.delay:
+            raise InvalidSetting(
+                f"restart-delay's maximum ({self.max_delay:g} s) must be at least its first "
+                f"delay ({self.delay:g} s)"
+            )
+        if self.window <= 0 and self.max_restarts > 0:
+            raise InvalidSetting("restart-window must be more than 0 seconds")
+
+
 @attrs.frozen
 class ServiceSettings:
     """A service's configuration. Changes apply at the next deploy."""
@@ -266,6 +322,8 @@ class ServiceSettings:
     health_check: str | None = attrs.field(default=None, validator=_check_health_path)
     stop_grace: float = attrs.field(default=DEFAULT_STOP_GRACE, validator=_check_grace)
     health: HealthOptions = attrs.field(factory=HealthOptions)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    """How the process is restarted; it applies at the next start of a release."""
     listen_fds: bool = False
     """Hand the public listening socket to each release as fd 3 (``LISTEN_FDS``) instead
     of proxying: for apps that can take a socket from their parent."""
