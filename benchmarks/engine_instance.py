@@ -2,8 +2,8 @@
 
 ``python -m benchmarks.engine_instance DATA_DIR SOURCE NAME COMMAND`` runs an
 :class:`~dployr.engine.instance.Instance` (no gateway) whose releases restart at once
-(``DISABLED_BACKOFF``, a budget of 1,000 restarts a minute), deploys one service ``NAME``
-running ``COMMAND`` from the local folder ``SOURCE``, and serves until SIGTERM. The
+(a restart policy with no delay and a budget of 1,000 restarts a minute), deploys one
+service ``NAME`` running ``COMMAND`` from the local folder ``SOURCE``, and serves until SIGTERM. The
 restart-latency benchmark drives it from outside, as it drives the peers: the daemon's
 defaults back off on purpose, so a crash after a short uptime is not restarted at once.
 """
@@ -18,9 +18,11 @@ import trio
 
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.engine.messages import Deploy
-from dployr.models import ServiceSettings, Source
+from dployr.models import RestartPolicy, ServiceSettings, Source
 from dployr.store.store import Store
-from dployr.supervision import DISABLED_BACKOFF, Intensity
+
+NO_BACKOFF = RestartPolicy(delay=0.0, max_delay=0.0, max_restarts=1000, window=60.0, min_uptime=0.0)
+"""Every restart at once, with a budget of 1,000 restarts a minute."""
 
 
 async def serve(data_dir: Path, source: Path, name: str, command: str) -> None:
@@ -29,15 +31,15 @@ async def serve(data_dir: Path, source: Path, name: str, command: str) -> None:
     config = EngineConfig(
         data_dir=data_dir,
         service_host="127.0.0.1",
-        backoff=DISABLED_BACKOFF,
-        intensity=Intensity(1000, 60),
     )
     instance = Instance(config, store)
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 handle = await nursery.start(instance.run)
-                settings = ServiceSettings(source=Source(str(source)), run_cmd=command)
+                settings = ServiceSettings(
+                    source=Source(str(source)), run_cmd=command, restart=NO_BACKOFF
+                )
                 await handle.request(Deploy(name, settings))
                 async for _ in signals:
                     nursery.cancel_scope.cancel()

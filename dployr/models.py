@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from dployr.errors import SpecError
+from dployr.supervision.policy import Backoff, Intensity
 
 
 class InvalidName(SpecError):
@@ -307,6 +308,25 @@ class RestartPolicy:
             )
         if self.window <= 0 and self.max_restarts > 0:
             raise InvalidSetting("restart-window must be more than 0 seconds")
+        if self.mode is not RestartMode.NEVER:
+            # A process that crashes at once must still exhaust max-restarts within one
+            # window (dployr.supervision.policy.check_verdict_reachable), or it never fails.
+            waits = self.backoff().total_delay(self.max_restarts)
+            if self.max_restarts > 0 and waits >= self.window:
+                raise InvalidSetting(
+                    f"the restart delays of {self.max_restarts} restarts add up to {waits:g} s,"
+                    f" not less than restart-window ({self.window:g} s), so a crash loop would"
+                    " never be stopped: lower restart-delay or max-restarts, or raise"
+                    " restart-window"
+                )
+
+    def backoff(self) -> Backoff:
+        """The delays between restarts of one crash run, as the supervisor applies them."""
+        return Backoff(initial=self.delay, cap=self.max_delay, stable=self.min_uptime)
+
+    def intensity(self) -> Intensity:
+        """The restart budget: more than ``max_restarts`` restarts in ``window`` fails."""
+        return Intensity(self.max_restarts, self.window if self.window > 0 else 1.0)
 
 
 @attrs.frozen

@@ -10,7 +10,10 @@ function :func:`observe`; the probes and the timer are the actor.
 
 With ``restart_after`` set, that many consecutive failures make the probe end with
 :class:`HealthRestart`: the release supervisor (``one_for_all``) restarts the process and
-its probe, which counts against the service's restart budget like a crash.
+its probe, which counts against the service's restart budget like a crash (so a release
+that never gets healthy ends ``failed``, "gave up after 5 restarts in 60 s (last: 3 health
+checks failed in a row: GET /health: 503)"). Each run of the probe is a fresh start for a
+new process: its count of failures starts at zero and its start period starts over.
 """
 
 from __future__ import annotations
@@ -185,15 +188,35 @@ class Watchdog:
     ) -> None:
         self.check = check
         self.options = options
-        self.state = HealthState()
         self._on_verdict = on_verdict
+        self._scope: trio.CancelScope | None = None
+        self._retired = False
+
+    def retire(self) -> None:
+        """The process is gone for good (its restart policy does not restart it): stop probing.
+
+        The probe then ends normally, which its supervisor does not restart.
+        """
+        self._retired = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Probe until stopped; raise HealthRestart when ``restart_after`` is reached."""
-        options = self.options
+        """Probe until stopped or retired; raise HealthRestart at ``restart_after``.
+
+        Each run (each incarnation of the release's process) starts from a fresh state.
+        """
         task_status.started()
+        with trio.CancelScope() as self._scope:
+            if self._retired:
+                return
+            await self._probe_forever()
+
+    async def _probe_forever(self) -> None:
+        options = self.options
+        state = HealthState()
         started = trio.current_time()
         delay = WARMUP_FIRST
         answered = False
@@ -201,13 +224,11 @@ class Watchdog:
             ok, message = await probe(self.check, options.timeout)
             answered = answered or ok
             starting = trio.current_time() - started < options.start_period
-            verdict = observe(self.state, ok, message, options, starting)
-            self.state = verdict.state
+            verdict = observe(state, ok, message, options, starting)
+            state = verdict.state
             self._on_verdict(verdict)
             if verdict.restart:
-                raise HealthRestart(
-                    f"{verdict.state.failures} health checks failed in a row ({message})"
-                )
+                raise HealthRestart(f"{state.failures} health checks failed in a row: {message}")
             if not answered:
                 # Until its first answer (degraded or not), a release is probed often, so a
                 # new one is found ready about as soon as it is.

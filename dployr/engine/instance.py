@@ -58,13 +58,9 @@ from dployr.store.errors import ServiceExists, UnknownService
 from dployr.store.records import ProcessRecord
 from dployr.store.store import Store
 from dployr.supervision import (
-    DEFAULT_BACKOFF,
-    DEFAULT_INTENSITY,
-    Backoff,
     ChildContext,
     ChildSpec,
     ChildTerminated,
-    Intensity,
     Query,
     SupervisionEvent,
     Supervisor,
@@ -94,9 +90,6 @@ class EngineConfig:
     keep_releases: int = 5
     metrics_interval: float = 5.0
     """Seconds between samples of every service's CPU and memory."""
-    intensity: Intensity = DEFAULT_INTENSITY
-    """A release's restart budget: more restarts than this within the period, and it fails."""
-    backoff: Backoff = DEFAULT_BACKOFF
 
 
 @attrs.frozen

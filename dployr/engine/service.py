@@ -4,14 +4,18 @@ While a service is up, its tree is a child of the instance supervisor::
 
     service "my-api" supervisor (one_for_one; a temporary child of the instance)
     ├─ proxy            the public port -> the current release's private port (if a port)
-    ├─ release-7.1      a supervisor (one_for_all): ``process`` (permanent, with backoff)
-    │                   and, with a health check, ``health`` (Watchdog)
+    ├─ release-7.1      a supervisor (one_for_all): ``process`` (restarted as the service's
+    │                   restart policy says, with its backoff) and, with a health check,
+    │                   ``health`` (Watchdog)
     └─ deploy-8         the builder of a deploy in progress (temporary)
 
 Each release has a supervisor of its own, whose restart intensity is the service's restart
-budget: a release that crash-loops exhausts only its own budget, its supervisor gives up
-(the service becomes ``failed``), and nothing else notices, neither another service nor the
-previous release that a failing deploy must leave serving.
+budget (``max_restarts`` in ``window`` of its restart policy, see :mod:`dployr.engine.restarts`):
+a release that crash-loops, or fails its health check again and again, exhausts only its own
+budget, its supervisor gives up (the service becomes ``failed``), and nothing else notices,
+neither another service nor the previous release that a failing deploy must leave serving.
+The policy a release gets is the deploy's own for a deploy, and the stored settings' for a
+start, a restart, a rollback and the recovery at daemon start.
 
 Every change of the running release takes one path, :meth:`Service.roll_out`: the new
 release starts beside the current one on its own private port, new connections go to it
@@ -39,11 +43,11 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from dployr.engine import launcher, ports
+from dployr.engine import launcher, ports, restarts
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
-from dployr.engine.health import Check, HealthState, Verdict, Watchdog
+from dployr.engine.health import Check, HealthRestart, HealthState, Verdict, Watchdog
 from dployr.engine.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
 from dployr.engine.proxy import PortInUse, Proxy
 from dployr.engine.release import Release, ReleaseSpec, Running, process_env
@@ -56,6 +60,8 @@ from dployr.models import (
     Health,
     HealthKind,
     InvalidSetting,
+    RestartMode,
+    RestartPolicy,
     ServiceSettings,
     ServiceStatus,
 )
@@ -104,6 +110,13 @@ class LiveRelease:
     pid: int | None = None
     exited: str | None = None
     """Why its process last exited, if it did."""
+    started_at: float | None = None
+    """Wall-clock start of its process, while one runs."""
+    failure: str | None = None
+    """Why it was last restarted (a crash, or its health check): the reason a give-up gives."""
+    restart: Restart = Restart.PERMANENT
+    """Its process child's restart type, from the restart policy it was started with."""
+    watchdog: Watchdog | None = None
     health: HealthState = attrs.field(factory=HealthState)
     changed: trio.Event = attrs.field(factory=trio.Event)
     """Set (and replaced) at every change: started, exited, health."""
@@ -143,7 +156,9 @@ class Service:
         self.deploy: DeployRun | None = None
         self._generation = 0
         self.last_deploy_at: float | None = None
+        """When the last deploy started: kept in memory, read from the store at start."""
         self._cached: ServiceRecord | None = record
+        self.last_deploy_at = self._last_deploy_at()  # survives a daemon restart
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -170,6 +185,17 @@ class Service:
             last_deploy_at=self.last_deploy_at,
         )
 
+    def _last_deploy_at(self) -> float | None:
+        """From the store (after a daemon restart): the active or last finished deployment."""
+        record = self._record()
+        if record.active_deployment is not None:
+            active = self.store.get_deployment(record.active_deployment)
+            if active is not None:
+                return active.created_at
+        for deployment in self.store.deployments(self.name, limit=1):
+            return deployment.created_at
+        return None
+
     def settings_view(self) -> SettingsView:
         """The stored settings, the active ones, and which fields wait for the next deploy."""
         record = self._record()
@@ -193,7 +219,7 @@ class Service:
 
     def serving(self) -> bool:
         """Whether a release of this service is running (or restarting) now."""
-        return self.state.status in (ServiceStatus.RUNNING, ServiceStatus.RESTARTING)
+        return self.state.run_status in (ServiceStatus.RUNNING, ServiceStatus.RESTARTING)
 
     def live_pgids(self) -> list[int]:
         """The process groups of the service's live releases (for metrics)."""
@@ -328,18 +354,25 @@ class Service:
             self._cached = self.store.set_desired(self.name, DesiredState.RUNNING)
             self._advance(st.Started())
             running = self.serving() and self.current is not None
+            self._advance(st.RestartBegan())
             if running and not hard and deployment.settings.port is not None:
                 self.book.system("restarting without downtime")
                 try:
                     await self.roll_out(deployment, gate=True)
                 except DeployFailed as failure:
-                    self.book.system(f"restart failed: {failure} (the old process still runs)")
+                    message = f"restart failed: {failure} (the old process still runs)"
+                    self.book.system(message)
+                    self._advance(st.RestartFailed(message))
                     raise Conflict(f"restart of {self.name} failed: {failure}") from None
             else:
                 self.book.system("restarting")
                 if self.current is not None:
                     await self.stop_release(self.current)
-                await self.roll_out(deployment, gate=False)
+                try:
+                    await self.roll_out(deployment, gate=False)
+                except Exception as error:
+                    self._advance(st.RestartFailed(f"restart failed: {error}"))
+                    raise
             return self.info()
 
     async def update_settings(self, change: SettingsChange) -> SettingsView:
@@ -393,7 +426,7 @@ class Service:
         if record.desired is not DesiredState.RUNNING:
             return
         if record.active_deployment is None:
-            self.state = attrs.evolve(self.state, status=ServiceStatus.FAILED)
+            self._advance(st.Failed("no successful deployment to start"))
             return
         async with self.lock:
             try:
@@ -401,7 +434,7 @@ class Service:
             except Exception as error:  # one service that cannot start must not stop the rest
                 message = f"could not start after the daemon restarted: {error}"
                 self.book.system(message)
-                self.state = attrs.evolve(self.state, status=ServiceStatus.FAILED, message=message)
+                self._advance(st.Failed(message))
 
     async def close(self) -> None:
         """The daemon is stopping: the tree is being stopped by its supervisor."""
@@ -447,8 +480,7 @@ class Service:
         self.tree = None
         self._forget_tree()
         self.book.system(f"the service's supervisor stopped: {reason}")
-        self._advance(st.Stopped())
-        self.state = attrs.evolve(self.state, status=ServiceStatus.FAILED, message=reason)
+        self._advance(st.Failed(reason))
 
     def release_dir(self, deployment: int) -> Path:
         """Where a deployment's release folder is (or was)."""
@@ -543,29 +575,51 @@ class Service:
         self.listener = listener
         return listener
 
+    def _restart_policy(self, deployment: Deployment) -> RestartPolicy:
+        """A deploy's release restarts as the deploy says; every other start, as stored."""
+        run = self.deploy
+        if run is not None and run.id == deployment.id and not run.rollback:
+            return deployment.settings.restart
+        return self._record().settings.restart
+
     async def _start_release(self, spec: ReleaseSpec, deployment: Deployment) -> None:
         tree = self.tree
         assert tree is not None
-        live = LiveRelease(spec, deployment)
+        policy = self._restart_policy(deployment)
+        live = LiveRelease(spec, deployment, restart=restarts.restart_type(policy))
         self.releases[spec.child_id] = live
         release = Release(
             spec, self.book, on_spawn=self.process_started, on_exit=self.process_ended
         )
+        backoff = policy.backoff()
         children = [
             ChildSpec(
                 "process",
-                release.run,
+                restarts.settling(
+                    release.run,
+                    policy.min_uptime,
+                    lambda running: self._advance(st.ReleaseSettled(spec.child_id, running.pid)),
+                ),
+                restart=live.restart,
                 shutdown=spec.grace + 5.0,
-                backoff=self.config.backoff,
+                backoff=backoff,
             )
         ]
         check = self._check(spec, deployment.settings)
         if check is not None:
             options = deployment.settings.health
+            if policy.mode is RestartMode.NEVER:
+                options = attrs.evolve(options, restart_after=None)  # never means never
             watchdog = Watchdog(check, options, lambda verdict: self._on_health(live, verdict))
-            children.append(ChildSpec("health", watchdog.run, shutdown=0))
+            live.watchdog = watchdog
+            # Transient: it ends by itself, with no restart, once its process is gone for good.
+            children.append(
+                ChildSpec(
+                    "health", watchdog.run, restart=Restart.TRANSIENT, shutdown=0, backoff=backoff
+                )
+            )
         supervisor = Supervisor(
-            spec.child_id, children, strategy=Strategy.ONE_FOR_ALL, intensity=self.config.intensity
+            spec.child_id, children, strategy=Strategy.ONE_FOR_ALL, intensity=policy.intensity()
         )
         try:
             child = ChildSpec(
@@ -665,7 +719,7 @@ class Service:
         old = self.current
         live = self.releases[spec.child_id]
         self.current = spec.child_id
-        self._advance(st.Promoted(spec.child_id, live.pid))
+        self._advance(st.Promoted(spec.child_id, live.pid, live.started_at))
         self._set_health(live.health.health, live.health.message)
         old_proxy, self.proxy = self.proxy, proxy
         if proxy is not None:
@@ -778,24 +832,39 @@ class Service:
         deployment = live.spec.deployment
         if event.child.id == "health":
             if isinstance(event, ChildTerminated) and event.reason.abnormal:
-                book.system(f"restarting: {event.reason.describe()}", deployment=deployment)
+                error = getattr(event.reason, "exception", None)
+                text = str(error) if isinstance(error, HealthRestart) else event.reason.describe()
+                live.failure = text
+                book.system(f"restarting: {text}", deployment=deployment)
+                self._advance(st.ReleaseExited(child_id, False, text))
             if not isinstance(event, ChildRestarting | MaxIntensityReached):
                 return
         match event:
-            case ChildStarted(value=Running(pid=pid)):
-                live.pid, live.exited = pid, None
+            case ChildStarted(value=Running(pid=pid, started_at=started_at)):
+                live.pid, live.exited, live.started_at = pid, None, started_at
                 live.touch()
                 book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
-                self._advance(st.ReleaseStarted(child_id, pid))
+                self._advance(st.ReleaseStarted(child_id, pid, started_at))
             case ChildTerminated(reason=Shutdown()):
-                live.pid = None
+                live.pid = live.started_at = None
                 live.touch()
                 book.system(f"release {child_id} stopped", deployment=deployment)
                 self._advance(st.ReleaseExited(child_id, True, "stopped"))
             case ChildTerminated(reason=reason):
                 text = reason.describe()
-                live.pid, live.exited = None, text
+                live.pid, live.started_at, live.exited = None, None, text
                 live.touch()
+                done = restarts.not_restarted(live.restart, reason)
+                if done is not None:
+                    book.system(done, deployment=deployment)
+                    if live.watchdog is not None:
+                        live.watchdog.retire()
+                    clean = not reason.abnormal
+                    self._advance(st.ReleaseDone(child_id, clean, done))
+                    if self.current == child_id:
+                        self._set_health(Health.UNKNOWN, done)
+                    return
+                live.failure = text
                 book.system(text, deployment=deployment)
                 self._advance(st.ReleaseExited(child_id, False, text))
             case ChildRestarting(delay=delay):
@@ -803,7 +872,7 @@ class Service:
                 book.system(text, deployment=deployment)
                 self._advance(st.ReleaseRestarting(child_id, text))
             case MaxIntensityReached():
-                last = f" (last: {live.exited})" if live.exited else ""
+                last = f" (last: {live.failure})" if live.failure else ""
                 text = f"{event.describe()}{last}"
                 live.exited = text
                 live.touch()

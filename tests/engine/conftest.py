@@ -14,13 +14,21 @@ import trio
 from dployr.engine.instance import Change, EngineConfig, Instance, InstanceHandle
 from dployr.engine.messages import Deploy, GetService, ServiceInfo
 from dployr.logs.values import LogLine
-from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Source
+from dployr.models import (
+    DeploymentStatus,
+    RestartPolicy,
+    ServiceSettings,
+    ServiceStatus,
+    Source,
+)
 from dployr.store.store import Store
-from dployr.supervision import Backoff, Intensity, Subscription
+from dployr.supervision import Subscription
 from tests.helpers import PYTHON, pids_of_service
 
 WAIT = 30.0
 """A guard on every wait: a test that waits longer than this has failed."""
+FAST_RESTARTS = RestartPolicy(delay=0.1, max_delay=0.4, max_restarts=3, window=30, min_uptime=1)
+"""A restart policy for crash loops that end within a test's patience."""
 
 
 @attrs.define
@@ -104,8 +112,6 @@ def start_engine(data_dir: Path, **config: object) -> tuple[Instance, Store]:
     defaults: dict[str, object] = {
         "service_host": "127.0.0.1",
         "ready_timeout": 20.0,
-        "intensity": Intensity(3, 30),
-        "backoff": Backoff(initial=0.1, cap=0.4, stable=5),
     }
     defaults.update(config)
     return Instance(EngineConfig(data_dir=data_dir, **defaults), store), store  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Sour
 from dployr.store.errors import UnknownService
 from tests.helpers import PYTHON, commit, git, make_repo, web_repo
 
-from .conftest import Engine, web_settings
+from .conftest import FAST_RESTARTS, Engine, web_settings
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,9 @@ async def test_a_crash_loop_fails_the_service_and_a_sibling_keeps_its_pid(
     repo = make_repo(
         tmp_path / "bad", {"app.py": "import sys\nprint('dying', file=sys.stderr)\nsys.exit(1)\n"}
     )
-    settings = ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} app.py")
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} app.py", restart=FAST_RESTARTS
+    )
     # A worker that dies at once: its first start succeeds (it has no port to wait for).
     await engine.deploy("crashy", settings)
     info = await engine.wait_status("crashy", ServiceStatus.FAILED)
