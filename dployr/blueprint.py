@@ -14,6 +14,14 @@ The fields are those users of this kind of tool know::
     url = "https://github.com/me/my-api.git"
     branch = "main"
 
+    [restart]                   # the restart policy; every key is optional
+    mode = "on-failure"         # always (the default), on-failure or never
+    delay = "1s"                # the second restart's delay (the first is at once) ...
+    max_delay = "30s"           # ... doubling up to this
+    max_restarts = 5            # more restarts than this within window: failed
+    window = "60s"
+    min_uptime = "5s"           # up this long: counts as started, the backoff starts over
+
     [env_vars]
     LOG_LEVEL = "info"
 
@@ -35,7 +43,8 @@ import attrs
 
 from dployr import serde
 from dployr.errors import SpecError
-from dployr.models import ServiceSettings, check_name
+from dployr.models import RestartMode, ServiceSettings, check_name
+from dployr.timeparse import parse_duration
 
 MAX_BLUEPRINT = 1 << 20
 
@@ -106,6 +115,8 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
     grace = data.get("stop_grace")
     if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int | float)):
         raise SpecError(f"stop_grace must be a number of seconds, not {grace!r}")
+    if data.get("restart") is not None:
+        data["restart"] = _restart_table(data["restart"])
     remote = data.get("remote")
     if isinstance(remote, str):
         data["remote"] = remote = {"url": remote}
@@ -127,6 +138,26 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise SpecError(f"{table}.{key} must be text (quote it), not {value!r}")
     return data
+
+
+_RESTART_DURATIONS = ("delay", "max_delay", "window", "min_uptime")
+
+
+def _restart_table(table: Any) -> dict[str, Any]:
+    """The ``[restart]`` table, its durations (``"5s"`` or a number of seconds) in seconds."""
+    if not isinstance(table, dict):
+        raise SpecError(
+            "restart must be a table of mode, delay, max_delay, max_restarts, window, min_uptime"
+        )
+    fields: dict[str, Any] = dict(table)
+    mode = fields.get("mode")
+    modes = [m.value for m in RestartMode]
+    if mode is not None and mode not in modes:
+        raise SpecError(f"restart.mode must be one of {', '.join(modes)}, not {mode!r}")
+    for key in _RESTART_DURATIONS:
+        if isinstance(fields.get(key), str):
+            fields[key] = parse_duration(fields[key], f"restart.{key}")
+    return fields
 
 
 def from_data(data: Any) -> Blueprint:

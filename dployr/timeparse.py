@@ -16,6 +16,20 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _UNIX = re.compile(r"\d{9,}(?:\.\d+)?")
 
 
+def parse_duration(text: str, what: str) -> float:
+    """Seconds from a duration as users write it: ``5s``, ``500ms``, ``1m``, ``2h``, or ``5``.
+
+    Raises SpecError naming ``what`` (an option or field) for anything else.
+    """
+    value = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?", value)
+    if match is None:
+        raise SpecError(f"{what} must be a duration such as 500ms, 5s, 1m or 2h, not {text!r}")
+    number = float(match.group(1))
+    unit = match.group(2) or "s"
+    return number / 1000 if unit == "ms" else number * _UNITS[unit]
+
+
 def parse_since(text: str, now: float) -> float:
     """The Unix time ``text`` means (a duration back from ``now``, RFC 3339, or Unix time).
 

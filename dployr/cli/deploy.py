@@ -16,6 +16,7 @@ import trio
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._restart import pop_restart, restart_options
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -47,6 +48,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     help="Read the fields from a TOML, YAML or JSON file.",
 )
 @health_options
+@restart_options
 @json_option
 @click.pass_obj
 async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> None:
@@ -62,11 +64,12 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     from dployr.models import check_name
 
     health = pop_health(flags)
+    restart = pop_restart(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    if blueprint is None and not given and not env and not secrets and not health:
+    if blueprint is None and not given and not env and not secrets and not health | restart:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
                 "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
@@ -91,7 +94,7 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
-    await _run(options, name, body, health)
+    await _run(options, name, body, health, restart)
 
 
 def _local_or_url(remote: str, base: Path, local: bool) -> str:
@@ -160,13 +163,21 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
     return merged
 
 
-async def _run(options: Options, name: str, body: dict[str, Any], health: dict[str, Any]) -> None:
+async def _run(
+    options: Options,
+    name: str,
+    body: dict[str, Any],
+    health: dict[str, Any],
+    restart: dict[str, Any] | None = None,
+) -> None:
     from dployr.cli.output import print_json, stderr
 
     async with options.client() as client:
         body = await _complete(client, name, body)
         if health:  # the options given change the health check, the rest of it stays
             body["health"] = {**(body.get("health") or {}), **health}
+        if restart:  # likewise for the restart policy
+            body["restart"] = {**(body.get("restart") or {}), **restart}
         before = await _last_cursor(client, name)
         deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
         number = deployment["id"]

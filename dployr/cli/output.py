@@ -54,9 +54,22 @@ def clock(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def status_words(info: dict[str, Any], *, short: bool = False) -> str:
+    """The status, with what it is about: ``deploying (deployment 3 serves)``,
+    ``restarting in 4 s``."""
+    status: str = info["status"]
+    message = info.get("message") or ""
+    if status == "deploying" and info.get("pid") and info.get("deployment"):
+        serving = info["deployment"] if short else f"deployment {info['deployment']}"
+        return f"{status} ({serving} serves)"
+    if status == "restarting" and message.startswith("restarting in "):
+        return message
+    return status
+
+
 def service_lines(info: dict[str, Any]) -> None:
     """A service's status in a few lines."""
-    status = info["status"]
+    status = status_words(info)
     health = info.get("health", "unknown")
     click.echo(f"{info['name']}: {status} ({health})")
     fields = [
@@ -97,7 +110,7 @@ def services_table(services: Sequence[dict[str, Any]]) -> None:
         [
             [
                 s["name"],
-                s["status"],
+                status_words(s, short=True),
                 s["health"],
                 s["instance"],
                 s.get("port") or "-",

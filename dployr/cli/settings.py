@@ -8,6 +8,7 @@ import asyncclick as click
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._restart import describe, pop_restart, restart_options
 
 _LABELS = {
     "source": "remote",
@@ -19,6 +20,7 @@ _LABELS = {
     "health_check": "health-check",
     "stop_grace": "stop-grace",
     "health": "health",
+    "restart": "restart",
     "listen_fds": "listen-fds",
 }
 
@@ -60,7 +62,14 @@ def _show(view: dict[str, Any]) -> None:
     click.echo(f"settings of {view['name']}:")
     for key, label in _LABELS.items():
         mark = "  (waits for the next deploy)" if key in pending else ""
-        value = _health(view["settings"]) if key == "health" else _value(key, view["settings"][key])
+        if key == "restart" and key in pending:
+            mark = "  (applies at the next start, restart or deploy)"
+        if key == "health":
+            value = _health(view["settings"])
+        elif key == "restart":
+            value = describe(view["settings"]["restart"])
+        else:
+            value = _value(key, view["settings"][key])
         click.echo(f"  {label:<13}{value}{mark}")
     if pending:
         click.echo("Changes apply at the next deploy; the running service is not restarted.")
@@ -76,6 +85,7 @@ def _show(view: dict[str, Any]) -> None:
 @click.option("--health-check", help="The health check path, or '' for none.")
 @click.option("--stop-grace", type=float, help="Seconds between SIGTERM and SIGKILL.")
 @health_options
+@restart_options
 @json_option
 @click.pass_obj
 async def settings(options: Options, /, name: str, **changes: Any) -> None:
@@ -88,6 +98,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
     from dployr.errors import DployrError
 
     health = pop_health(changes)
+    restart = pop_restart(changes)
     body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
     if "port" in body:
         port = body["port"]
@@ -106,6 +117,9 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
         if health:  # the options given change the health check, the rest of it stays
             current = await client.call("GET", path)
             body["health"] = {**current["settings"]["health"], **health}
+        if restart:  # likewise for the restart policy
+            current = await client.call("GET", path)
+            body["restart"] = {**current["settings"]["restart"], **restart}
         view = (
             await client.call("PATCH", path, body=body) if body else await client.call("GET", path)
         )

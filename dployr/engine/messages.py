@@ -21,6 +21,7 @@ from dployr.models import (
     EnvVar,
     Health,
     HealthOptions,
+    RestartPolicy,
     ServiceSettings,
     ServiceStatus,
     Source,
@@ -221,6 +222,7 @@ class SettingsChange:
     health_check: str | None = None
     stop_grace: float | None = None
     health: HealthOptions | None = None
+    restart: RestartPolicy | None = None
     listen_fds: bool | None = None
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""

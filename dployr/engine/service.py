@@ -73,6 +73,7 @@ from dployr.supervision import (
     ChildSpec,
     ChildStarted,
     ChildTerminated,
+    ExitReason,
     MaxIntensityReached,
     Restart,
     Shutdown,
@@ -116,6 +117,8 @@ class LiveRelease:
     """Why it was last restarted (a crash, or its health check): the reason a give-up gives."""
     restart: Restart = Restart.PERMANENT
     """Its process child's restart type, from the restart policy it was started with."""
+    min_uptime: float = 0.0
+    """How long a restarted process must stay up to count as running again."""
     watchdog: Watchdog | None = None
     health: HealthState = attrs.field(factory=HealthState)
     changed: trio.Event = attrs.field(factory=trio.Event)
@@ -586,7 +589,9 @@ class Service:
         tree = self.tree
         assert tree is not None
         policy = self._restart_policy(deployment)
-        live = LiveRelease(spec, deployment, restart=restarts.restart_type(policy))
+        live = LiveRelease(
+            spec, deployment, restart=restarts.restart_type(policy), min_uptime=policy.min_uptime
+        )
         self.releases[spec.child_id] = live
         release = Release(
             spec, self.book, on_spawn=self.process_started, on_exit=self.process_ended
@@ -596,9 +601,7 @@ class Service:
             ChildSpec(
                 "process",
                 restarts.settling(
-                    release.run,
-                    policy.min_uptime,
-                    lambda running: self._advance(st.ReleaseSettled(spec.child_id, running.pid)),
+                    release.run, policy.min_uptime, lambda running: self._settled(live, running)
                 ),
                 restart=live.restart,
                 shutdown=spec.grace + 5.0,
@@ -629,6 +632,11 @@ class Service:
         except Exception as error:
             self.releases.pop(spec.child_id, None)
             raise DeployFailed(f"the new release could not start: {error}") from None
+
+    def _settled(self, live: LiveRelease, running: Running) -> None:
+        """A process has stayed up its min_uptime: a restarted one counts as running again."""
+        after = f"restarted after: {live.failure}" if live.failure else ""
+        self._advance(st.ReleaseSettled(live.spec.child_id, running.pid, after))
 
     def _check(self, spec: ReleaseSpec, settings: ServiceSettings) -> Check | None:
         kind = settings.health_kind
@@ -827,16 +835,39 @@ class Service:
             self._on_release_event(live, child_id, event)
         self.instance.supervision_event(event)
 
+    def _on_health_restart(self, live: LiveRelease, reason: ExitReason) -> None:
+        """The release's health check ended it: its process is restarted with it."""
+        error = getattr(reason, "exception", None)
+        text = str(error) if isinstance(error, HealthRestart) else reason.describe()
+        live.failure = text
+        self.book.system(f"restarting: {text}", deployment=live.spec.deployment)
+        self._advance(st.ReleaseExited(live.spec.child_id, False, text))
+
+    def _on_process_exit(self, live: LiveRelease, reason: ExitReason) -> None:
+        """The release's process exited by itself: restarted, or not by its restart policy."""
+        child_id = live.spec.child_id
+        text = reason.describe()
+        live.pid, live.started_at, live.exited = None, None, text
+        live.touch()
+        done = restarts.not_restarted(live.restart, reason)
+        if done is None:
+            live.failure = text
+            self.book.system(text, deployment=live.spec.deployment)
+            self._advance(st.ReleaseExited(child_id, False, text))
+            return
+        self.book.system(done, deployment=live.spec.deployment)
+        if live.watchdog is not None:
+            live.watchdog.retire()
+        self._advance(st.ReleaseDone(child_id, not reason.abnormal, done))
+        if self.current == child_id:
+            self._set_health(Health.UNKNOWN, done)
+
     def _on_release_event(self, live: LiveRelease, child_id: str, event: SupervisionEvent) -> None:
         book = self.book
         deployment = live.spec.deployment
         if event.child.id == "health":
             if isinstance(event, ChildTerminated) and event.reason.abnormal:
-                error = getattr(event.reason, "exception", None)
-                text = str(error) if isinstance(error, HealthRestart) else event.reason.describe()
-                live.failure = text
-                book.system(f"restarting: {text}", deployment=deployment)
-                self._advance(st.ReleaseExited(child_id, False, text))
+                self._on_health_restart(live, event.reason)
             if not isinstance(event, ChildRestarting | MaxIntensityReached):
                 return
         match event:
@@ -844,29 +875,15 @@ class Service:
                 live.pid, live.exited, live.started_at = pid, None, started_at
                 live.touch()
                 book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
-                self._advance(st.ReleaseStarted(child_id, pid, started_at))
+                waits = f"started again (pid {pid}): running once up {live.min_uptime:g} s"
+                self._advance(st.ReleaseStarted(child_id, pid, started_at, waits))
             case ChildTerminated(reason=Shutdown()):
                 live.pid = live.started_at = None
                 live.touch()
                 book.system(f"release {child_id} stopped", deployment=deployment)
                 self._advance(st.ReleaseExited(child_id, True, "stopped"))
             case ChildTerminated(reason=reason):
-                text = reason.describe()
-                live.pid, live.started_at, live.exited = None, None, text
-                live.touch()
-                done = restarts.not_restarted(live.restart, reason)
-                if done is not None:
-                    book.system(done, deployment=deployment)
-                    if live.watchdog is not None:
-                        live.watchdog.retire()
-                    clean = not reason.abnormal
-                    self._advance(st.ReleaseDone(child_id, clean, done))
-                    if self.current == child_id:
-                        self._set_health(Health.UNKNOWN, done)
-                    return
-                live.failure = text
-                book.system(text, deployment=deployment)
-                self._advance(st.ReleaseExited(child_id, False, text))
+                self._on_process_exit(live, reason)
             case ChildRestarting(delay=delay):
                 text = "restarting now" if delay <= 0 else f"restarting in {delay:g} s"
                 book.system(text, deployment=deployment)

@@ -82,6 +82,8 @@ class ReleaseStarted:
     pid: int
     at: float = 0.0
     """Its wall-clock start."""
+    message: str = ""
+    """What a restarted process waits for before it counts as running."""
 
 
 @attrs.frozen
@@ -90,6 +92,8 @@ class ReleaseSettled:
 
     release: str
     pid: int
+    message: str = ""
+    """What it came back from: "restarted after: exited with code 1"."""
 
 
 @attrs.frozen
@@ -211,17 +215,20 @@ def _advance(state: ServiceState, event: StatusEvent) -> ServiceState:
                 # Nothing was running before this deploy, and nothing runs now.
                 return evolve(state, process=_S.FAILED)
             return state
-        case ReleaseStarted(release, pid, at):
+        case ReleaseStarted(release, pid, at, message):
             if release != state.release:
                 return state
             # A restarted process counts as running once it has stayed up (ReleaseSettled).
-            return evolve(state, pid=pid, started_at=at)
-        case ReleaseSettled(release, pid):
+            state = evolve(state, pid=pid, started_at=at)
+            if state.process is _S.RESTARTING and message:
+                return evolve(state, message=message)
+            return state
+        case ReleaseSettled(release, pid, message):
             if release != state.release or pid != state.pid:
                 return state
             if state.process is not _S.RESTARTING:
                 return state
-            return evolve(state, process=_S.RUNNING)
+            return evolve(state, process=_S.RUNNING, message=message or state.message)
         case Promoted(release, pid, at):
             if pid is None:
                 return evolve(state, release=release, pid=None, started_at=None, restarts=0)

@@ -181,6 +181,7 @@ _SETTING_FIELDS = (
     "health_check",
     "stop_grace",
     "health",
+    "restart",
     "listen_fds",
 )
 

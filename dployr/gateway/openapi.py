@@ -43,6 +43,7 @@ _SETTINGS = {
     "health_check": _nullable(_STR),
     "stop_grace": _NUM,
     "health": _ref("HealthOptions"),
+    "restart": _ref("RestartPolicy"),  # the restart policy (issue 11, point 9)
     "listen_fds": _BOOL,
 }
 
@@ -76,6 +77,16 @@ SCHEMAS: dict[str, Any] = {
             "start_period": _NUM,
             "restart_after": _nullable(_INT),
             "webhook": _nullable(_STR),
+        }
+    ),
+    "RestartPolicy": _object(
+        {
+            "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
+            "delay": _NUM,
+            "max_delay": _NUM,
+            "max_restarts": _INT,
+            "window": _NUM,
+            "min_uptime": _NUM,
         }
     ),
     "Rollback": _object({"deployment": _nullable(_INT)}),
@@ -118,6 +129,7 @@ SCHEMAS: dict[str, Any] = {
             "working_dir": _STR,
             "health_check": _nullable(_STR),
             "stop_grace": _NUM,
+            "restart": _ref("RestartPolicy"),
             "env_vars": {"type": "object", "additionalProperties": _STR},
             "secrets": {"type": "object", "additionalProperties": _STR},
         },
