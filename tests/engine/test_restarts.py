@@ -260,7 +260,7 @@ async def test_deploying_shows_while_the_older_release_serves(
         # The old release still serves, and the status says a deploy is under way.
         assert (info.deployment, info.deploying, info.pid) == (first, second, old.pid)
         gate.touch()
-        await engine.wait_deployment(second)
+        await engine.wait_deployment("web", second)
         await engine.wait(lambda: service.state.status is ServiceStatus.RUNNING, seen, changes)
         drain(changes, seen)
     assert statuses(seen, "web") == [ServiceStatus.DEPLOYING, ServiceStatus.RUNNING]
@@ -311,7 +311,7 @@ async def test_last_deploy_at_and_since_survive_a_daemon_restart(tmp_path: Path)
         deployment = await engine.deploy("web", settings)
         before = await engine.status("web")
         nursery.cancel_scope.cancel()
-    record = store.get_deployment(deployment)
+    record = store.get_deployment("web", deployment)
     assert record is not None
     store.close()
     async with trio.open_nursery() as nursery:
