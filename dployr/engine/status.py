@@ -230,8 +230,15 @@ def _advance(state: ServiceState, event: StatusEvent) -> ServiceState:
                 return state
             return evolve(state, process=_S.RUNNING, message=message or state.message)
         case Promoted(release, pid, at):
-            if pid is None:
-                return evolve(state, release=release, pid=None, started_at=None, restarts=0)
+            if pid is None:  # promoted while its process is between two starts
+                return evolve(
+                    state,
+                    release=release,
+                    pid=None,
+                    started_at=None,
+                    process=_S.RESTARTING,
+                    restarts=0,
+                )
             return evolve(
                 state, release=release, pid=pid, started_at=at, process=_S.RUNNING, restarts=0
             )
