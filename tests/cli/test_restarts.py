@@ -99,3 +99,36 @@ async def test_the_events_feed_and_status_show_a_restart_and_a_deploy(
         assert await next_status(feed, "web") == "running"
     text = await daemon.ok("service", "status", "web")
     assert text.splitlines()[0] == "web: running (unknown)"
+
+
+async def test_a_blueprint_carries_the_restart_policy(
+    daemon: Daemon, web_app: Path, tmp_path: Path
+) -> None:
+    plan = tmp_path / "dployr.toml"
+    text = (
+        f'name = "web"\nrun_cmd = "{PYTHON} app.py"\nport = {free_port()}\n'
+        f'[remote]\nurl = "{web_app}"\n'
+        '[restart]\nmode = "never"\ndelay = "250ms"\nmax_delay = 2\nmin_uptime = "300ms"\n'
+    )
+    plan.write_text(text)
+    await daemon.ok("deploy", "--blueprint", str(plan))
+    policy = json.loads(await daemon.ok("settings", "web", "--json"))["settings"]["restart"]
+    assert policy == {
+        "mode": "never",
+        "delay": 0.25,
+        "max_delay": 2,
+        "max_restarts": 5,
+        "window": 60,
+        "min_uptime": 0.3,
+    }
+    plan.write_text(text.replace('mode = "never"', 'mode = "sometimes"'))
+    refused = await daemon.cli("deploy", "--blueprint", str(plan))
+    assert refused.one_line_error().endswith(
+        "dployr.toml: restart.mode must be one of always, on-failure, never, not 'sometimes'"
+    )
+    plan.write_text("restart = 5\n" + text.split("[restart]", maxsplit=1)[0])
+    refused = await daemon.cli("deploy", "--blueprint", str(plan))
+    assert refused.one_line_error().endswith(
+        "dployr.toml: restart must be a table of mode, delay, max_delay, max_restarts, window,"
+        " min_uptime"
+    )
