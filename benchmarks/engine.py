@@ -18,8 +18,8 @@ its programs as ``/bin/sh -c <command>``, on this machine, one after the other.
    into ``cat > /dev/null``, gives the ceiling of each workload.
 2. **Restart latency.** Child ``date +%s%N >> starts; exec sleep 100000``: SIGKILL it and
    take the new child's own start time minus the kill time, 50 times, 0.1 s apart, with
-   backoff disabled: dployr as an engine instance with ``DISABLED_BACKOFF`` in a process
-   of its own (:mod:`benchmarks.engine_instance`), the peers configured to restart at
+   backoff disabled: dployr as an engine instance whose service's restart policy has no
+   delay, in a process of its own (:mod:`benchmarks.engine_instance`), the peers configured to restart at
    once. Also the full daemon with its default backoff, whose first restart of a service
    is immediate: DAEMON_RESTARTS services, each killed once.
 3. **100 services** of ``sleep 100000``. Time until all 100 are running: for dployr after
