@@ -19,9 +19,9 @@ its programs as ``/bin/sh -c <command>``, on this machine, one after the other.
 2. **Restart latency.** Child ``date +%s%N >> starts; exec sleep 100000``: SIGKILL it and
    take the new child's own start time minus the kill time, 50 times, 0.1 s apart, with
    backoff disabled: dployr as an engine instance whose service's restart policy has no
-   delay, in a process of its own (:mod:`benchmarks.engine_instance`), the peers configured to restart at
-   once. Also the full daemon with its default backoff, whose first restart of a service
-   is immediate: DAEMON_RESTARTS services, each killed once.
+   delay, in a process of its own (:mod:`benchmarks.engine_instance`), the peers
+   configured to restart at once. Also the full daemon with its default backoff, whose
+   first restart of a service is immediate: DAEMON_RESTARTS services, each killed once.
 3. **100 services** of ``sleep 100000``. Time until all 100 are running: for dployr after
    the first deploy (100 POSTs, then until the last process started) and from a cold daemon
    (``dployr up`` on a data dir holding 100 services, from spawn); for a peer, from its
