@@ -692,14 +692,17 @@ class Service:
         check = self._check(spec, deployment.settings)
         if check is not None:
             options = deployment.settings.health
+            # Transient: it ends by itself, with no restart, once its process is gone for good.
+            # Under "never" it restarts nothing, not even itself.
+            probe_restart = Restart.TRANSIENT
             if policy.mode is RestartMode.NEVER:
-                options = attrs.evolve(options, restart_after=None)  # never means never
+                options = attrs.evolve(options, restart_after=None)
+                probe_restart = Restart.TEMPORARY
             watchdog = Watchdog(check, options, lambda verdict: self._on_health(live, verdict))
             live.watchdog = watchdog
-            # Transient: it ends by itself, with no restart, once its process is gone for good.
             children.append(
                 ChildSpec(
-                    "health", watchdog.run, restart=Restart.TRANSIENT, shutdown=0, backoff=backoff
+                    "health", watchdog.run, restart=probe_restart, shutdown=0, backoff=backoff
                 )
             )
         supervisor = Supervisor(

@@ -23,6 +23,8 @@ from dployr.engine.messages import (
     UpdateSettings,
 )
 from dployr.models import (
+    Health,
+    HealthKind,
     HealthOptions,
     InvalidSetting,
     RestartMode,
@@ -188,8 +190,11 @@ async def test_on_failure_leaves_a_clean_exit_stopped_and_restarts_a_crash(
 
 
 async def test_never_leaves_a_crash_failed(engine: Engine, tmp_path: Path) -> None:
-    policy = RestartPolicy(mode=RestartMode.NEVER, min_uptime=0.3)
-    await engine.deploy("once", worker(tmp_path, restart=policy))
+    # Delays that never apply: nothing is restarted, the health check included.
+    policy = RestartPolicy(mode=RestartMode.NEVER, delay=600, max_delay=600, min_uptime=0.3)
+    health = HealthOptions(kind=HealthKind.COMMAND, command="true", interval=0.1)
+    await engine.deploy("once", worker(tmp_path, restart=policy, health=health))
+    assert (await engine.status("once")).health is Health.HEALTHY
     await signal_worker(engine, "once", signal.SIGUSR2)
     info = await engine.wait_status("once", ServiceStatus.FAILED)
     assert info.message == "exited with code 1; not restarted (restart policy: never)"
