@@ -119,8 +119,8 @@ class LiveRelease:
     """Why it was last restarted (a crash, or its health check): the reason a give-up gives."""
     restart: Restart = Restart.PERMANENT
     """Its process child's restart type, from the restart policy it was started with."""
-    min_uptime: float = 0.0
-    """How long a restarted process must stay up to count as running again."""
+    policy: RestartPolicy = attrs.field(factory=RestartPolicy)
+    """The restart policy it was started with."""
     watchdog: Watchdog | None = None
     health: HealthState = attrs.field(factory=HealthState)
     started_at: float | None = None
@@ -220,6 +220,11 @@ class Service:
                 for f in attrs.fields(ServiceSettings)
                 if getattr(record.settings, f.name) != getattr(active, f.name)
             )
+        live = self.releases.get(self.current) if self.current else None
+        if live is not None:  # the restart policy applies at every start, not only a deploy
+            others = tuple(name for name in pending if name != "restart")
+            changed = record.settings.restart != live.policy
+            pending = (*others, "restart") if changed else others
         return SettingsView(self.name, record.settings, active, pending)
 
     def env_listing(self, applies: str = APPLIES_LATER) -> EnvListing:
@@ -670,9 +675,7 @@ class Service:
         tree = self.tree
         assert tree is not None
         policy = self._restart_policy(deployment)
-        live = LiveRelease(
-            spec, deployment, restart=restarts.restart_type(policy), min_uptime=policy.min_uptime
-        )
+        live = LiveRelease(spec, deployment, restart=restarts.restart_type(policy), policy=policy)
         self.releases[spec.child_id] = live
         release = Release(
             spec, self.book, on_spawn=self.process_started, on_exit=self.process_ended
@@ -1030,7 +1033,8 @@ class Service:
                 live.started_at = trio.current_time()
                 live.touch()
                 book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
-                waits = f"started again (pid {pid}): running once up {live.min_uptime:g} s"
+                uptime = live.policy.min_uptime
+                waits = f"started again (pid {pid}): running once up {uptime:g} s"
                 self._advance(st.ReleaseStarted(child_id, pid, started_at, waits))
             case ChildTerminated(reason=Shutdown()):
                 live.pid = live.started_at = live.process_started = None

@@ -61,6 +61,10 @@ async def test_restart_options_from_deploy_and_settings(daemon: Daemon, web_app:
     # Nothing refused was stored.
     after = json.loads(await daemon.ok("settings", "web", "--json"))["settings"]["restart"]
     assert (after["max_restarts"], after["delay"], after["min_uptime"]) == (20, 0.5, 1.0)
+    # A restart applies it: nothing waits any more.
+    await daemon.ok("service", "restart", "web")
+    text = await daemon.ok("settings", "web")
+    assert "failed after 20 restarts in 120 s; counts as started after 1 s up\n" in text
 
 
 async def next_status(feed: WebSocketConnection, service: str) -> str:
