@@ -22,6 +22,7 @@ _LABELS = {
     "health": "health",
     "restart": "restart",
     "listen_fds": "listen-fds",
+    "rollout": "rollout",
 }
 
 
@@ -84,6 +85,12 @@ def _show(view: dict[str, Any]) -> None:
 @click.option("--description", help="A line about the service.")
 @click.option("--health-check", help="The health check path, or '' for none.")
 @click.option("--stop-grace", type=float, help="Seconds between SIGTERM and SIGKILL.")
+@click.option(
+    "--rollout",
+    type=click.Choice(["auto", "overlap", "stop-first"]),
+    help="How a deploy replaces the running release (auto: overlap with a port, "
+    "stop-first without).",
+)
 @health_options
 @restart_options
 @json_option

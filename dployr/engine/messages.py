@@ -22,6 +22,7 @@ from dployr.models import (
     Health,
     HealthOptions,
     RestartPolicy,
+    RolloutMode,
     ServiceSettings,
     ServiceStatus,
     Source,
@@ -224,6 +225,7 @@ class SettingsChange:
     health: HealthOptions | None = None
     restart: RestartPolicy | None = None
     listen_fds: bool | None = None
+    rollout: RolloutMode | None = None
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""
 

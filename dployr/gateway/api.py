@@ -183,6 +183,7 @@ _SETTING_FIELDS = (
     "health",
     "restart",
     "listen_fds",
+    "rollout",
 )
 
 

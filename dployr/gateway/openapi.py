@@ -43,8 +43,9 @@ _SETTINGS = {
     "health_check": _nullable(_STR),
     "stop_grace": _NUM,
     "health": _ref("HealthOptions"),
-    "restart": _ref("RestartPolicy"),  # the restart policy (issue 11, point 9)
     "listen_fds": _BOOL,
+    "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
+    "restart": _ref("RestartPolicy"),
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -77,16 +78,6 @@ SCHEMAS: dict[str, Any] = {
             "start_period": _NUM,
             "restart_after": _nullable(_INT),
             "webhook": _nullable(_STR),
-        }
-    ),
-    "RestartPolicy": _object(
-        {
-            "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
-            "delay": _NUM,
-            "max_delay": _NUM,
-            "max_restarts": _INT,
-            "window": _NUM,
-            "min_uptime": _NUM,
         }
     ),
     "Rollback": _object({"deployment": _nullable(_INT)}),
@@ -173,6 +164,18 @@ SCHEMAS: dict[str, Any] = {
             "exit_code": _nullable(_INT),
             "error": _nullable(_STR),
             "output_tail": {"type": "array", "items": _STR},
+            "rollback_of": _nullable(_INT),
+            "release": _nullable(_INT),
+        }
+    ),
+    "RestartPolicy": _object(
+        {
+            "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
+            "delay": _NUM,
+            "max_delay": _NUM,
+            "max_restarts": _INT,
+            "window": _NUM,
+            "min_uptime": _NUM,
         }
     ),
     "DeploymentList": _array("Deployment"),
