@@ -246,8 +246,9 @@ def _advance(state: ServiceState, event: StatusEvent) -> ServiceState:
             if release != state.release:
                 return state
             state = evolve(state, pid=None, started_at=None)
-            if expected:
-                return state
+            if expected:  # stopped on purpose: a restart or a stop-first roll-out says more
+                running = state.process is _S.RUNNING
+                return evolve(state, process=_S.STOPPED) if running else state
             return evolve(state, process=_S.RESTARTING, message=message)
         case ReleaseRestarting(release, message):
             if release != state.release:
