@@ -199,7 +199,8 @@ class Service:
         )
 
     def _last_deploy_at(self) -> float | None:
-        """From the store (after a daemon restart): the active or last finished deployment."""
+        """From the store, for a daemon that starts: when the active deployment was made, or
+        else the latest one (every deployment has finished by then)."""
         record = self._record()
         if record.active_deployment is not None:
             active = self.store.get_deployment(self.name, record.active_deployment)
