@@ -62,20 +62,18 @@ async def test_a_release_that_failed_while_starting_is_found_ready_quickly(
 async def test_each_run_starts_with_no_failures_and_its_own_start_period(
     clock: trio.testing.MockClock,
 ) -> None:
-    closed = trio.socket.socket()
-    await closed.bind(("127.0.0.1", 0))  # never answers: every probe fails
-    port = closed.getsockname()[1]
-    check = Check(HealthKind.TCP, port, "/", None, Path("."), {})
     options = HealthOptions(
         interval=1.0, timeout=1.0, failures=2, successes=1, start_period=5.0, restart_after=3
     )
-    watchdog = Watchdog(check, options, lambda verdict: None)
-    # One run per incarnation of the process, as the release supervisor restarts them.
-    for incarnation in (1, 2, 3):
-        start = trio.current_time()
-        with pytest.raises(HealthRestart) as raised:
-            await watchdog.run(ChildContext(("web", "health"), incarnation, None))
-        assert str(raised.value).startswith("3 health checks failed in a row: connect to port")
-        # The failures during the start period did not count, in every run.
-        assert trio.current_time() - start >= options.start_period + 2 * options.interval
-    closed.close()
+    with trio.socket.socket() as closed:
+        await closed.bind(("127.0.0.1", 0))  # never answers: every probe fails
+        check = Check(HealthKind.TCP, closed.getsockname()[1], "/", None, Path("."), {})
+        watchdog = Watchdog(check, options, lambda verdict: None)
+        # One run per incarnation of the process, as the release supervisor restarts them.
+        for incarnation in (1, 2, 3):
+            start = trio.current_time()
+            with pytest.raises(HealthRestart) as raised:
+                await watchdog.run(ChildContext(("web", "health"), incarnation, None))
+            assert str(raised.value).startswith("3 health checks failed in a row: connect to")
+            # The failures during the start period did not count, in every run.
+            assert trio.current_time() - start >= options.start_period + 2 * options.interval
