@@ -44,9 +44,11 @@ from dployr.models import (
     check_name,
 )
 from dployr.store import metrics as metrics_sql
+from dployr.store import secrets as secret_files
 from dployr.store.errors import (
     DeploymentFinished,
     InvalidTokenName,
+    MasterKeyError,
     ServiceExists,
     StoreError,
     TokenExists,
@@ -151,6 +153,7 @@ class Store:
             _configure(db, path)
             migrate(db, path)
             store = cls(db, path, cipher, clock)
+            store._settle_rotation()
             store._check_master_key()
         except sqlite3.Error as error:
             db.close()
@@ -797,6 +800,77 @@ class Store:
                 f"from {self._cipher.source}: it was encrypted with another key, or altered. "
                 f"{_KEY_ADVICE}"
             ) from None
+
+    # -- the master key --------------------------------------------------------------------
+
+    _SEALED_TABLES: Final = (
+        # table, the columns naming a row, and how to find its service and variable
+        ("env", "service, key", "service, key"),
+        (
+            "deployment_env",
+            "deployment, key",
+            "(SELECT service FROM deployments d WHERE d.id = deployment), key",
+        ),
+    )
+    """Every column sealed under the master key, with the (service, key) it is bound to."""
+
+    def rotate_key(self) -> int:
+        """Re-seal every secret under a new master key, then replace the key file.
+
+        Returns how many values were re-sealed. Only a key kept in the data dir's key file
+        can be rotated: one given in ``$DPLOYR_MASTER_KEY`` is the operator's to change.
+        """
+        path = self._cipher.key_file
+        if path is None:
+            raise MasterKeyError(
+                f"the master key comes from {self._cipher.source}, which dployr cannot "
+                f"change: unset {KEY_ENV} to let dployr keep the key in the data dir"
+            )
+        new = secret_files.prepare_rotation(path)
+        count = 0
+        with self._write() as db:
+            for table, row_id, bound in self._SEALED_TABLES:
+                rows = db.execute(
+                    f"SELECT {row_id}, {bound}, sealed FROM {table} WHERE sealed IS NOT NULL"
+                ).fetchall()
+                first, second = (c.strip() for c in row_id.split(","))
+                for row in rows:
+                    context = _env_context(row[2], row[3])
+                    plain = self._cipher.decrypt(row["sealed"], context)
+                    db.execute(
+                        f"UPDATE {table} SET sealed = ? WHERE {first} = ? AND {second} = ?",
+                        (new.encrypt(plain, context), row[0], row[1]),
+                    )
+                    count += 1
+        secret_files.finish_rotation(path)
+        self._cipher = new
+        return count
+
+    def _settle_rotation(self) -> None:
+        """Finish or undo a key rotation a crash interrupted (see :meth:`rotate_key`)."""
+        path = self._cipher.key_file
+        if path is None or not secret_files.rotation_file(path).exists():
+            return
+        new = Cipher.from_key_file(secret_files.rotation_file(path))
+        new.key_file = path
+        if self._opens_secrets(new) and not self._opens_secrets(self._cipher):
+            secret_files.finish_rotation(path)  # it was committed under the new key
+            self._cipher = new
+            return
+        secret_files.rotation_file(path).unlink()  # never committed: the old key stays
+
+    def _opens_secrets(self, cipher: Cipher) -> bool:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT service, key, sealed FROM env WHERE sealed IS NOT NULL LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return True
+        try:
+            cipher.decrypt(row["sealed"], _env_context(row["service"], row["key"]))
+        except WrongMasterKey:
+            return False
+        return True
 
     def _check_master_key(self) -> None:
         """Refuse a master key that does not open the secrets already stored."""
