@@ -198,6 +198,8 @@ async def _watch(
     prefix: str | None = None,
 ) -> str | None:
     """Print the deploy's steps and build output until it ends; return why it failed."""
+    from dployr.cli.output import visible
+
     prefix = prefix or f"deploy {number}: "
     async with client.follow(name, cursor=cursor) as feed:
         async for message in feed:
@@ -207,13 +209,13 @@ async def _watch(
             if stream == "system" and line.startswith(prefix):
                 step = line[len(prefix) :]
                 if not quiet:
-                    click.echo(f"==> {step}")
+                    click.echo(f"==> {visible(step)}")
                 if step.startswith("succeeded"):
                     return None
                 if step.startswith("failed"):
                     return str(step.removeprefix("failed: "))
-            elif stream == "build" and not quiet:
-                click.echo(f"    {line}")
+            elif stream == "build" and not quiet:  # shown, never obeyed by the terminal
+                click.echo(f"    {visible(line)}")
     return "the daemon closed the log feed before the deploy ended"
 
 

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+from dployr.cli.output import json_text, visible
 
 
 def _show(line: dict[str, Any], as_json: bool) -> None:
     if as_json:  # JSON Lines: one object a line, so a follow can be piped as it comes
         line = {k: v for k, v in line.items() if k != "type"}
-        click.echo(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        click.echo(json_text(line, indent=None))
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(line["ts"]))
     stream = line["stream"]
     marker = {"stdout": " ", "stderr": "!", "build": "B", "system": "#"}.get(stream, "?")
-    click.echo(f"{stamp} {marker} {line['line']}")
+    # A service's output is shown, never obeyed: no escape reaches the terminal raw.
+    click.echo(f"{stamp} {marker} {visible(line['line'])}")
 
 
 @click.command()
