@@ -118,11 +118,12 @@ class DeployRun:
 
     async def _fetch(self) -> str:
         source = self.deployment.settings.source
-        self._set(DeploymentStatus.FETCHING, f"fetching {source.remote}")
+        self._set(DeploymentStatus.FETCHING, f"fetching {sources.redact(source.remote)}")
         cache = self.service.dir / "source"
         timeout = self.service.config.fetch_timeout
         try:
-            revision = await sources.fetch(source, cache, timeout=timeout)
+            credential = self.service.kept_credential()  # the remote's password, if any
+            revision = await sources.fetch(source, cache, timeout=timeout, credential=credential)
             self.service.store.update_deployment(self.id, revision=revision)
             await sources.checkout(source, cache, revision, self.release_dir, timeout=timeout)
         except sources.SourceError as error:
