@@ -213,6 +213,24 @@ def _prepare_cache(data: Path, name: str, shown: str, ca: Path) -> None:
     (cache / "dployr-remote").write_text(shown + "\n")
 
 
+async def _everything_shown(daemon: Daemon, name: str) -> list[str]:
+    """What the CLI and the API show of a service: settings, deployments, logs, status."""
+    outputs = []
+    for args in (
+        ["settings", name],
+        ["deployments", name, "--json"],
+        ["logs", name, "--tail", "1000"],
+        ["get", name, "--json"],
+    ):
+        outputs.append(await daemon.ok(*args))
+    async with daemon.http() as http:
+        for path in (f"/services/{name}/settings", f"/services/{name}/deployments", "/services"):
+            response = await http.get(path)
+            assert response.status_code == 200
+            outputs.append(response.text)
+    return outputs
+
+
 def _files_holding(root: Path, secret: bytes) -> list[str]:
     return [
         str(path)
@@ -253,6 +271,16 @@ async def test_a_git_password_is_used_but_never_shown_or_stored(
         # A redeploy of the stored settings (the CLI sends the remote back with ***).
         out = await daemon.ok("deploy", "--name", "private")
         assert f"==> fetching {shown}" in out
+        # A settings change with the password in the URL: stored sealed, shown as ***.
+        async with daemon.http() as http:
+            patched = await http.patch(
+                "/services/private/settings",
+                json={"remote": {"url": f"https://{USER}:{PASSWORD}@{where}"}},
+            )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["settings"]["source"]["remote"] == shown
+        out = await daemon.ok("deploy", "--name", "private")
+        assert f"==> fetching {shown}" in out
         seen = server.accepted
         # The password was asked for by git, and was never on a git command line.
         command_lines = [cmdline for gits in server.gits for cmdline in gits.values()]
@@ -269,25 +297,14 @@ async def test_a_git_password_is_used_but_never_shown_or_stored(
         assert server.accepted == seen
         nursery.cancel_scope.cancel()
 
-    outputs = [wrong.err, wrong.out, out, moved.out]
-    for args in (
-        ["settings", "private"],
-        ["deployments", "private", "--json"],
-        ["logs", "private", "--tail", "1000"],
-        ["get", "private", "--json"],
-    ):
-        outputs.append(await daemon.ok(*args))
-    async with daemon.http() as http:
-        for path in ("/services/private/settings", "/services/private/deployments", "/services"):
-            response = await http.get(path)
-            assert response.status_code == 200
-            outputs.append(response.text)
+    outputs = [wrong.err, wrong.out, out, moved.out, patched.text]
+    outputs += await _everything_shown(daemon, "private")
     settings = json.loads(moved.out)["settings"]["source"]["remote"]
     assert settings == shown
     text = "\n".join(outputs)
     assert PASSWORD not in text
     assert WRONG not in text
-    assert f"deploy 2: fetching {shown}" in text
+    assert f"deploy 4: fetching {shown}" in text
 
     # On disk: sealed in the database, nowhere in the clear (database, WAL, logs, cache).
     await daemon.stop()
