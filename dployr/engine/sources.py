@@ -170,8 +170,9 @@ def check_remote(remote: str) -> Remote:
     try:
         return _classify(remote)
     except SourceError as error:
-        # Not chained: the original message quotes the password.
-        raise SourceError(redact(str(error))) from None
+        # Not chained: the original message quotes the password. A refused remote may not
+        # split as a URL does (a raw '/' in its password), so anything like one is hidden.
+        raise SourceError(_LOOSE_PASSWORD.sub(r"\g<head>***@", redact(str(error)))) from None
 
 
 def _classify(remote: str) -> Remote:
@@ -331,6 +332,9 @@ def _split_authority(authority: str) -> tuple[str, str | None, str]:
         return "", None, authority
     user, colon, password = userinfo.partition(":")
     return user, password if colon else None, host
+
+
+_LOOSE_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:@/]*:)[^\s@]*@")
 
 
 def redact(text: str) -> str:

@@ -372,8 +372,10 @@ def test_the_password_of_a_remote_is_taken_out(
     assert sources.redact(f"fetching {written} failed") == f"fetching {shown} failed"
 
 
-def test_a_refused_remote_does_not_quote_its_password() -> None:
+@pytest.mark.parametrize("password", [PASSWORD, "pass/with/slashes", "p:a:ss"])
+@pytest.mark.parametrize("host", ["bad_host!", "host:port", "[::1"])
+def test_a_refused_remote_does_not_quote_its_password(password: str, host: str) -> None:
     with pytest.raises(sources.SourceError) as refused:
-        sources.check_remote(f"https://{USER}:{PASSWORD}@bad_host!/x.git")
-    assert PASSWORD not in str(refused.value)
+        sources.check_remote(f"https://{USER}:{password}@{host}/x.git")
+    assert password not in str(refused.value)
     assert f"{USER}:***@" in str(refused.value)
