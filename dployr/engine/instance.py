@@ -300,13 +300,10 @@ class Instance:
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))
             self.touch()
-        if settings is not None:
-            service.keep_credential(credential)
-        if request.env:
-            self.store.set_env(request.name, request.env)
-        if request.secrets:
-            self.store.set_env(request.name, request.secrets, secret=True)
-        return await service.deploy_now(settings)
+            service.keep_credential(credential)  # as its settings: saved at once
+        if settings is None:  # the stored settings again, with the password kept for them
+            credential = service.kept_credential()
+        return await service.deploy_now(settings, request.env, request.secrets, credential)
 
     async def delete(self, name: str) -> m.Deleted:
         """Stop and remove a service."""

@@ -231,6 +231,16 @@ async def _everything_shown(daemon: Daemon, name: str) -> list[str]:
     return outputs
 
 
+def _assert_sealed(data: Path, name: str, shown: str) -> None:
+    """Sealed in the database, nowhere in the clear (database, WAL, logs, cache)."""
+    with sqlite3.connect(data / "dployr.db") as db:
+        rows = db.execute("SELECT service, remote FROM git_credentials").fetchall()
+    db.close()
+    assert rows == [(name, shown)]
+    for secret in (PASSWORD, WRONG):
+        assert _files_holding(data, secret.encode()) == []
+
+
 def _files_holding(root: Path, secret: bytes) -> list[str]:
     return [
         str(path)
@@ -281,6 +291,10 @@ async def test_a_git_password_is_used_but_never_shown_or_stored(
         assert patched.json()["settings"]["source"]["remote"] == shown
         out = await daemon.ok("deploy", "--name", "private")
         assert f"==> fetching {shown}" in out
+        # A deploy that fails leaves the password that worked in place, like the settings.
+        again = await daemon.cli(*deploy, "--remote", f"https://{USER}:{WRONG}@{where}")
+        assert "fetch failed" in again.one_line_error()
+        assert f"==> fetching {shown}" in await daemon.ok("deploy", "--name", "private")
         seen = server.accepted
         # The password was asked for by git, and was never on a git command line.
         command_lines = [cmdline for gits in server.gits for cmdline in gits.values()]
@@ -297,22 +311,17 @@ async def test_a_git_password_is_used_but_never_shown_or_stored(
         assert server.accepted == seen
         nursery.cancel_scope.cancel()
 
-    outputs = [wrong.err, wrong.out, out, moved.out, patched.text]
+    outputs = [wrong.err, wrong.out, again.err, again.out, out, moved.out, patched.text]
     outputs += await _everything_shown(daemon, "private")
     settings = json.loads(moved.out)["settings"]["source"]["remote"]
     assert settings == shown
     text = "\n".join(outputs)
     assert PASSWORD not in text
     assert WRONG not in text
-    assert f"deploy 4: fetching {shown}" in text
+    assert f"deploy 6: fetching {shown}" in text
 
-    # On disk: sealed in the database, nowhere in the clear (database, WAL, logs, cache).
     await daemon.stop()
-    with sqlite3.connect(daemon.data_dir / "dployr.db") as db:
-        rows = db.execute("SELECT service, remote FROM git_credentials").fetchall()
-    assert rows == [("private", shown)]
-    for secret in (PASSWORD, WRONG):
-        assert _files_holding(daemon.data_dir, secret.encode()) == []
+    _assert_sealed(daemon.data_dir, "private", shown)
 
 
 async def test_a_password_an_older_dployr_stored_is_sealed_at_start(tmp_path: Path) -> None:
@@ -321,7 +330,9 @@ async def test_a_password_an_older_dployr_stored_is_sealed_at_start(tmp_path: Pa
     (folder / "worker.py").write_text("import signal\nsignal.pause()\n")
     first = await Daemon.start(tmp_path / "data")
     try:
-        await first.ok("deploy", "--name", "old", "--remote", str(folder), "--run-cmd", "true")
+        await first.ok(
+            "deploy", "--name", "old", "--remote", str(folder), "--run-cmd", f"{PYTHON} worker.py"
+        )
     finally:
         with trio.CancelScope(shield=True):
             await first.stop()
