@@ -135,7 +135,9 @@ def main() -> None:
             raise
         code, message = _explain(error)
         if message:
-            sys.stderr.write(f"error: {' '.join(message.split())}\n")
+            from dployr.cli.output import visible  # messages quote what users and services wrote
+
+            sys.stderr.write(f"error: {visible(' '.join(message.split()))}\n")
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away: silence the flush at exit too

@@ -358,6 +358,50 @@ class Store:
             for row in rows
         ]
 
+    # -- git credentials -------------------------------------------------------------------
+
+    def set_git_credential(self, name: str, remote: str, password: str) -> None:
+        """Keep the password of a service's git remote, sealed.
+
+        ``remote`` is the remote as the settings hold it (its password shown as ``***``):
+        the password is only ever handed back with it.
+        """
+        with self._write() as db:
+            self._require_service(db, name)
+            sealed = self._cipher.encrypt(password, _git_context(name, remote))
+            db.execute(
+                "INSERT INTO git_credentials (service, remote, sealed) VALUES (?, ?, ?)"
+                " ON CONFLICT (service)"
+                " DO UPDATE SET remote = excluded.remote, sealed = excluded.sealed",
+                (name, remote, sealed),
+            )
+
+    def forget_git_credential(self, name: str) -> None:
+        """Forget the password kept for a service's git remote, if any."""
+        with self._write() as db:
+            db.execute("DELETE FROM git_credentials WHERE service = ?", (name,))
+
+    def git_credential(self, name: str) -> tuple[str, str] | None:
+        """The remote and the decrypted password kept for a service, if any.
+
+        Only for handing to git: never show the password to a user.
+        """
+        with self._read() as db:
+            row = db.execute(
+                "SELECT remote, sealed FROM git_credentials WHERE service = ?", (name,)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            password = self._cipher.decrypt(row["sealed"], _git_context(name, row["remote"]))
+        except WrongMasterKey:
+            raise WrongMasterKey(
+                f"cannot decrypt the git password of service {name!r} with the master key "
+                f"from {self._cipher.source}: it was encrypted with another key, or altered. "
+                f"{_KEY_ADVICE}"
+            ) from None
+        return row["remote"], password
+
     # -- deployments -----------------------------------------------------------------------
 
     def create_deployment(
@@ -942,6 +986,11 @@ def _deployment(row: sqlite3.Row) -> Deployment:
 def _env_context(name: str, key: str) -> bytes:
     """The associated data binding a secret to its service and key (neither holds NUL)."""
     return b"dployr env\x00" + name.encode() + b"\x00" + key.encode()
+
+
+def _git_context(name: str, remote: str) -> bytes:
+    """The associated data binding a git password to its service and remote."""
+    return b"dployr git\x00" + name.encode() + b"\x00" + remote.encode()
 
 
 def _check_utf8(key: str, value: str) -> None:
