@@ -86,6 +86,7 @@ def _register() -> None:
     from dployr.cli.logs import logs
     from dployr.cli.metrics import metrics
     from dployr.cli.rollback import rollback
+    from dployr.cli.secrets import secrets
     from dployr.cli.service import service
     from dployr.cli.services import delete, get, list_services
     from dployr.cli.settings import settings
@@ -106,6 +107,7 @@ def _register() -> None:
         deployments,
         instances,
         instance,
+        secrets,
         demo,
     ):
         cli.add_command(command)

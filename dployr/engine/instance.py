@@ -29,6 +29,7 @@ import trio
 
 from dployr import __version__
 from dployr.engine import messages as m
+from dployr.engine.errors import Conflict
 from dployr.engine.metrics import MetricsSampler
 from dployr.engine.metrics_policy import (
     RAW_RETENTION,
@@ -313,6 +314,17 @@ class Instance:
         self.touch()
         return m.Deleted(name)
 
+    def rotate_key(self) -> m.KeyRotated:
+        """Re-seal every secret under a new master key (kept in the data dir's key file)."""
+        store = self.store
+        if not store.key_rotatable:
+            raise Conflict(
+                f"the master key comes from {store.key_source}, which dployr cannot change: "
+                "rotate it there, or unset it to let dployr keep the key in the data dir"
+            )
+        resealed = store.rotate_key()
+        return m.KeyRotated(resealed, store.key_source)
+
     def info(self) -> m.InstanceInfo:
         """This instance, its load and its services."""
         machine = self.metrics.latest_instance()
@@ -407,6 +419,7 @@ class InstanceHandle:
             ),
             m.GetInstance: lambda r: _now(i.info()),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
+            m.RotateKey: lambda r: _now(i.rotate_key()),
         }
 
     @property

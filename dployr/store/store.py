@@ -486,7 +486,9 @@ class Store:
     ) -> Deployment:
         """Change the given fields of a deployment and return it as it is now.
 
-        ``finished_at`` is set (to now) when the status becomes a finished one. A finished
+        ``finished_at`` is set (to now) when the status becomes a finished one, and the
+        variables the deploy brought are then forgotten (they joined the service's
+        environment when it was activated, or never will). A finished
         deployment's status never changes again (:class:`DeploymentFinished`); its other
         fields may still be filled in.
         """
@@ -515,6 +517,11 @@ class Store:
                 changes["status"] = new_status
                 if new_status.finished:
                     changes["finished_at"] = self._clock()
+                    # What it brought is in the service's environment now, or never will be.
+                    db.execute(
+                        "DELETE FROM deployment_env WHERE deployment = ?",
+                        (self._deployment_key(db, name, number),),
+                    )
             updated = attrs.evolve(current, **changes)
             db.execute(
                 "UPDATE deployments SET status = ?, revision = ?, finished_at = ?,"
@@ -847,22 +854,23 @@ class Store:
 
     # -- the master key --------------------------------------------------------------------
 
-    _SEALED_TABLES: Final = (
-        # table, the columns naming a row, and how to find its service and variable
-        ("env", "service, key", "service, key"),
-        (
-            "deployment_env",
-            "deployment, key",
-            "(SELECT service FROM deployments d WHERE d.id = deployment), key",
-        ),
-    )
-    """Every column sealed under the master key, with the (service, key) it is bound to."""
+    @property
+    def key_source(self) -> str:
+        """Where the master key comes from (the key file, or the environment variable)."""
+        return self._cipher.source
+
+    @property
+    def key_rotatable(self) -> bool:
+        """Whether :meth:`rotate_key` can replace the key (it is kept in the key file)."""
+        return self._cipher.key_file is not None
 
     def rotate_key(self) -> int:
         """Re-seal every secret under a new master key, then replace the key file.
 
-        Returns how many values were re-sealed. Only a key kept in the data dir's key file
-        can be rotated: one given in ``$DPLOYR_MASTER_KEY`` is the operator's to change.
+        Every sealed value is covered: the services' secret variables, those of deploys in
+        progress, and the passwords of git remotes. Returns how many were re-sealed. Only a
+        key kept in the data dir's key file can be rotated: one given in
+        ``$DPLOYR_MASTER_KEY`` is the operator's to change.
         """
         path = self._cipher.key_file
         if path is None:
@@ -871,20 +879,36 @@ class Store:
                 f"change: unset {KEY_ENV} to let dployr keep the key in the data dir"
             )
         new = secret_files.prepare_rotation(path)
+        old = self._cipher
+        # (the rows, each with its sealed value and what it is bound to; how to update one)
+        tables = (
+            (
+                "SELECT service, key, service AS owner, key AS bound, sealed FROM env"
+                " WHERE sealed IS NOT NULL",
+                "UPDATE env SET sealed = ? WHERE service = ? AND key = ?",
+                _env_context,
+            ),
+            (
+                "SELECT e.deployment, e.key, d.service AS owner, e.key AS bound, e.sealed"
+                " FROM deployment_env e JOIN deployments d ON d.id = e.deployment"
+                " WHERE e.sealed IS NOT NULL",
+                "UPDATE deployment_env SET sealed = ? WHERE deployment = ? AND key = ?",
+                _env_context,
+            ),
+            (
+                "SELECT service, remote, service AS owner, remote AS bound, sealed"
+                " FROM git_credentials",
+                "UPDATE git_credentials SET sealed = ? WHERE service = ? AND remote = ?",
+                _git_context,
+            ),
+        )
         count = 0
         with self._write() as db:
-            for table, row_id, bound in self._SEALED_TABLES:
-                rows = db.execute(
-                    f"SELECT {row_id}, {bound}, sealed FROM {table} WHERE sealed IS NOT NULL"
-                ).fetchall()
-                first, second = (c.strip() for c in row_id.split(","))
-                for row in rows:
-                    context = _env_context(row[2], row[3])
-                    plain = self._cipher.decrypt(row["sealed"], context)
-                    db.execute(
-                        f"UPDATE {table} SET sealed = ? WHERE {first} = ? AND {second} = ?",
-                        (new.encrypt(plain, context), row[0], row[1]),
-                    )
+            for select, update, context in tables:
+                for row in db.execute(select).fetchall():
+                    bound = context(row["owner"], row["bound"])
+                    plain = old.decrypt(row["sealed"], bound)
+                    db.execute(update, (new.encrypt(plain, bound), row[0], row[1]))
                     count += 1
         secret_files.finish_rotation(path)
         self._cipher = new

@@ -20,11 +20,15 @@ def fill(store: Store) -> None:
     store.set_env("web", {"TOKEN": "t0ken", "OTHER": "0ther"}, secret=True)
     # A deploy in progress carries secrets of its own, sealed too.
     store.create_deployment("web", make_settings(), secrets={"NEXT": "n3xt"})
+    store.set_git_credential("web", "https://me:***@example.com/app.git", "pa55word")
 
 
 def secrets_of(store: Store) -> dict[str, str]:
     values = {v.key: v.value for v in store.env("web")}
     values.update(store.deployment_env("web", 1))
+    credential = store.git_credential("web")
+    assert credential is not None
+    values["git"] = credential[1]
     return values
 
 
@@ -34,7 +38,7 @@ def test_rotation_reseals_every_secret_under_a_new_key_file(tmp_path: Path) -> N
     with Store.open(db_path, cipher=Cipher.from_key_file(key_file)) as store:
         fill(store)
         before = key_file.read_bytes()
-        assert store.rotate_key() == 3
+        assert store.rotate_key() == 4
         assert key_file.read_bytes() != before
         assert not rotation_file(key_file).exists()
         assert os.stat(key_file).st_mode & 0o777 == 0o600
@@ -43,6 +47,7 @@ def test_rotation_reseals_every_secret_under_a_new_key_file(tmp_path: Path) -> N
             "TOKEN": "t0ken",
             "OTHER": "0ther",
             "NEXT": "n3xt",
+            "git": "pa55word",
         }
     # The old key opens nothing any more; the new key file opens everything.
     with pytest.raises(WrongMasterKey):
