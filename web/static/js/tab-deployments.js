@@ -30,6 +30,23 @@ export async function mount(service) {
     }
   }
 
+  /** Ask first: a rollback replaces the running release. */
+  function confirmRollback(deployment, button) {
+    const dialog = $("#rollback-dialog");
+    const active = service.info?.deployment;
+    fill($("#rollback-text"),
+      `${service.name} switches from ${active ? `deployment #${active}` : "its running release"} to the release of deployment #${deployment.id}`,
+      deployment.revision ? ` (${deployment.revision.slice(0, 12)})` : "",
+      ". Nothing is rebuilt, and the switch drops no request.");
+    fill($("#confirm-rollback"), `Roll back to #${deployment.id}`);
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue === "rollback") rollback(deployment, button);
+      else button.focus();
+    }, { once: true });
+    dialog.showModal();
+  }
+
   async function rollback(deployment, button) {
     button.disabled = true;
     notice(errorBox, "info", `Rolling back ${service.name} to deployment ${deployment.id}…`);
@@ -68,7 +85,7 @@ export async function mount(service) {
     if (open.has(deployment.id)) buildLog(deployment, logCell);
     const canRollback = deployment.status === "succeeded" && !active;
     const rollbackButton = canRollback
-      ? h("button", { type: "button", onclick: () => rollback(deployment, rollbackButton) }, "Rollback")
+      ? h("button", { type: "button", onclick: () => confirmRollback(deployment, rollbackButton) }, "Rollback")
       : null;
     return [
       h("tr", { dataset: { deployment: deployment.id } },
