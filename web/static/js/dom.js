@@ -127,10 +127,11 @@ export function healthBadge(health, { offline = false } = {}) {
   return badge(health);
 }
 
-/** While a deploy runs and an older release keeps serving: which one serves. */
+/** While a deploy runs: which deployment it is, and which older release keeps serving. */
 export function servingNote(info) {
-  if (info.status !== "deploying" || info.deployment === null || info.deployment === undefined) return null;
-  return h("span", { class: "serving small muted" }, `#${info.deployment} serves`);
+  if (info.deploying === null || info.deploying === undefined) return null;
+  const serving = info.deployment === null || info.deployment === undefined ? "" : `, #${info.deployment} serves`;
+  return h("span", { class: "serving small muted" }, `deploying #${info.deploying}${serving}`);
 }
 
 /** The address a service answers on, on the host this page was loaded from. */

@@ -152,7 +152,14 @@ const context = {
 
 const later = debounce(refresh, 200);
 onEvent((event) => {
-  if (event.type === "offline" && info) renderHeader(); // the last status is not known now
+  if (event.type === "offline") {
+    // The last status is not known now (even the one this page was rendered with).
+    if (info) renderHeader();
+    else {
+      setBadge($("#status-badge"), statusBadge("", { offline: true }));
+      setBadge($("#health-badge"), healthBadge("", { offline: true }));
+    }
+  }
   if (event.type === "reconnected" || event.type === "tick" || event.service === name) later();
 });
 
