@@ -97,6 +97,8 @@ def test_with_the_daemon_unreachable_badges_say_reconnecting_not_the_last_status
     expect(row.locator('[data-cell="health"]')).to_have_text("unknown")
     expect(service_page.locator("#status-badge")).to_have_text("reconnecting")
     expect(service_page.locator("#health-badge")).to_have_text("unknown")
+    status_fact = service_page.locator('[data-fact="status"]')
+    expect(status_fact).to_have_text("unknown (reconnecting)")
     snap(page, "services-unreachable")
     snap(service_page, "service-unreachable")
 
@@ -104,6 +106,7 @@ def test_with_the_daemon_unreachable_badges_say_reconnecting_not_the_last_status
     daemon.start()
     expect(row.locator('[data-cell="status"]')).to_have_text("running")
     expect(service_page.locator("#status-badge")).to_have_text("running")
+    expect(status_fact).to_have_text("running")
 
 
 CRASHER = """\

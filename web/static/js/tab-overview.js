@@ -1,6 +1,7 @@
 // Overview: what the service is doing now; for a failed one, the output it died with.
 import { get, sentence, svc } from "./api.js";
 import { $, ago, dateTime, duration, fill, h, show } from "./dom.js";
+import { onEvent } from "./live.js";
 
 const EXCERPT = 20;
 
@@ -55,6 +56,12 @@ export function mount(service) {
     fill(fact("message"), info.message ? `Last event: ${info.message}` : "");
     uptime();
     showCrash(info);
+  });
+  onEvent((event) => {
+    if (event.type !== "offline") return;
+    // What it did last is not what it does now: say that it is not known.
+    fill(fact("status"), "unknown (reconnecting)");
+    fill(fact("health"), "unknown");
   });
   setInterval(uptime, 1000);
 }
