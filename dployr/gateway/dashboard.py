@@ -16,7 +16,8 @@ there is no second API. What this module adds is the browser's way in:
   price of keeping no session table on disk.)
 * **CSRF**: every state-changing request made with the session cookie must carry the
   session's CSRF token (an HMAC of the session id) in ``X-CSRF-Token``, or, for the few
-  plain HTML forms, in a ``csrf_token`` field. Without it the request is refused with 403.
+  plain HTML forms, in a ``csrf_token`` field. Without it the request is refused with 403:
+  a page saying the form has expired for a plain form (an old tab), JSON for the API.
   WebSocket handshakes must come from the dashboard's own origin.
 * Every page carries a Content-Security-Policy that allows scripts from the dashboard
   only (``script-src 'self'``: no inline scripts).
