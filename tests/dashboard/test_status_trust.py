@@ -144,6 +144,9 @@ def test_while_a_deploy_runs_the_header_and_list_say_which_release_serves(
     sign_in(page, daemon, "/services/web")
     expect(page.locator("#status-badge")).to_have_text("running")
     expect(page.locator("#serving")).to_have_text("")
+    # Its URL is a link, on the host this page came from.
+    link = page.locator("#service-url").get_by_role("link")
+    expect(link).to_have_attribute("href", f"http://127.0.0.1:{port}")
 
     # The next build waits for a file this test creates: the deploy is in progress meanwhile.
     gate = tmp_path / "go"
