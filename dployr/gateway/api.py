@@ -188,6 +188,7 @@ _SETTING_FIELDS = (
     "stop_grace",
     "health",
     "listen_fds",
+    "rollout",
 )
 
 
