@@ -72,6 +72,7 @@ def test_the_environment_tab_stays_as_a_shortcut(
     page.get_by_label("Name").fill("LEVEL")
     page.get_by_label("Value").fill("info")
     page.get_by_role("button", name="Save variable", exact=True).click()
+    expect(page.locator("#env-message")).to_contain_text("Saved LEVEL")
     expect(page.locator('tr[data-key="LEVEL"]')).to_contain_text("info")
     expect(page.get_by_role("button", name="Save settings")).to_have_count(0)
     page.get_by_role("link", name="Settings").click()
@@ -107,5 +108,10 @@ def test_rollback_asks_for_confirmation_first(page: Page, daemon: Daemon, tmp_pa
     first.get_by_role("button", name="Rollback", exact=True).click()
     dialog.get_by_role("button", name="Roll back to #1").click()
     expect(page.locator("#deployments-error")).to_contain_text("Rolling back to deployment 1")
-    expect(first).to_contain_text("active")
+    # The rollback is a deployment of its own, running the first one's release.
+    rollback = page.locator('tr[data-deployment="3"]')
+    expect(rollback).to_contain_text("rollback to #1")
+    expect(rollback).to_contain_text("active")
+    expect(first.get_by_role("button", name="Rollback")).to_have_count(0)
+    expect(second.get_by_role("button", name="Rollback")).to_be_visible()
     assert fetch(port) == "hello v1"

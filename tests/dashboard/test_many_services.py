@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from tests.dashboard.conftest import WAIT, Daemon, app_repo, deploy, free_port, sign_in, snap
+from tests.dashboard.conftest import (
+    WAIT,
+    Daemon,
+    app_repo,
+    deploy,
+    deploy_over,
+    free_port,
+    sign_in,
+    snap,
+)
 from tests.helpers import make_repo
 
 pytestmark = pytest.mark.slow
@@ -27,10 +36,15 @@ def test_the_list_of_52_services_is_ordered_searchable_and_costs_one_metrics_req
     page: Page, daemon: Daemon, tmp_path: Path
 ) -> None:
     repo = make_repo(tmp_path / "worker", {"README": "a worker that waits\n"})
-    for number in range(1, WORKERS + 1):
-        deploy(daemon, f"s{number}", repo, run_cmd="sleep 3600")
+    # All deploys at once, as a script would do it; then wait for each to be over.
+    started = [
+        (f"s{number}", deploy(daemon, f"s{number}", repo, run_cmd="sleep 3600", wait=False))
+        for number in range(1, WORKERS + 1)
+    ]
     web_port = free_port()
-    deploy(daemon, "web", app_repo(tmp_path / "web"), port=web_port)
+    started.append(("web", deploy(daemon, "web", app_repo(tmp_path / "web"), port=web_port)))
+    for name, number in started:
+        deploy_over(daemon, name, number)
 
     requests: list[str] = []
 

@@ -152,7 +152,7 @@ def test_while_a_deploy_runs_the_header_and_list_say_which_release_serves(
     gate = tmp_path / "go"
     commit(repo, {"VERSION": "v2\n"}, "version v2")
     wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
-    deploy(daemon, "web", repo, port=port, build_cmd=wait)
+    deploy(daemon, "web", repo, port=port, build_cmd=wait, wait=False)
     expect(page.locator("#serving")).to_have_text("deploying #2, #1 serves")
     page.goto("/services")
     row = page.locator('tr[data-service="web"] [data-cell="status"]')

@@ -51,8 +51,9 @@ export async function mount(service) {
     button.disabled = true;
     notice(errorBox, "info", `Rolling back ${service.name} to deployment ${deployment.id}…`);
     try {
-      await post(`${svc(service.name)}/rollback`, { deployment: deployment.id });
-      notice(errorBox, "ok", `Rolling back to deployment ${deployment.id}: no rebuild, its release is reused, and the switch drops no request.`);
+      const record = await post(`${svc(service.name)}/rollback`, { deployment: deployment.id });
+      const number = record?.id && record.id !== deployment.id ? ` (deployment #${record.id})` : "";
+      notice(errorBox, "ok", `Rolling back to deployment ${deployment.id}${number}: no rebuild, its release is reused, and the switch drops no request.`);
     } catch (error) {
       const text = error.unsupported ? "This dployr daemon cannot roll back yet." : sentence(error.message);
       notice(errorBox, "error", `Could not roll back: ${text}`);
@@ -63,8 +64,12 @@ export async function mount(service) {
     }
   }
 
+  /** The release folder a deployment runs: its own, or for a rollback the one it went back to. */
+  const folder = (deployment) => deployment?.release ?? deployment?.id;
+
   function row(deployment) {
     const active = service.info?.deployment === deployment.id;
+    const activeFolder = folder(deployments.find((d) => d.id === service.info?.deployment));
     const finished = deployment.finished_at ?? null;
     const logCell = h("td", { colspan: "6", class: "lead wide" });
     const logRow = h("tr", { class: "build-log-row", hidden: !open.has(deployment.id) }, logCell);
@@ -83,13 +88,15 @@ export async function mount(service) {
     }, "Build log");
     logCell.id = `build-log-${deployment.id}`;
     if (open.has(deployment.id)) buildLog(deployment, logCell);
-    const canRollback = deployment.status === "succeeded" && !active;
+    // Rolling back to the release that runs now would change nothing.
+    const canRollback = deployment.status === "succeeded" && !active && folder(deployment) !== activeFolder;
     const rollbackButton = canRollback
       ? h("button", { type: "button", onclick: () => confirmRollback(deployment, rollbackButton) }, "Rollback")
       : null;
     return [
       h("tr", { dataset: { deployment: deployment.id } },
-        h("td", { class: "lead", "data-label": "Deployment" }, h("strong", {}, `#${deployment.id}`), " ", active ? badge("active", "The running release") : null),
+        h("td", { class: "lead", "data-label": "Deployment" }, h("strong", {}, `#${deployment.id}`), " ", active ? badge("active", "The running release") : null,
+          deployment.rollback_of ? h("div", { class: "small muted" }, `rollback to #${deployment.rollback_of}`) : null),
         h("td", { "data-label": "Status" }, badge(deployment.status),
           deployment.error ? h("div", { class: "small muted" }, sentence(deployment.error)) : null),
         h("td", { "data-label": "Revision", class: "mono", title: deployment.revision ?? "" }, deployment.revision ? deployment.revision.slice(0, 12) : "—"),

@@ -121,6 +121,8 @@ export async function mount(service) {
     }
   });
 
+  // Until now a click would have sent the form the browser's way (a reload that loses it).
+  $("#env-save").disabled = false;
   try {
     render(await get(`${svc(service.name)}/env`));
   } catch (error) {
