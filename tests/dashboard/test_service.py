@@ -272,10 +272,13 @@ def roll_back_to_the_first_deployment(page: Page, port: int) -> None:
     expect(page.locator('tr[data-deployment="2"]')).to_contain_text("active")
     first.get_by_role("button", name="Rollback", exact=True).click()
     page.get_by_role("dialog").get_by_role("button", name="Roll back to #1").click()
-    expect(page.locator("#deployments-error")).to_contain_text("Rolling back to deployment 1")
-    # The rollback is deployment 3, which runs the release of deployment 1.
-    expect(page.locator('tr[data-deployment="3"]')).to_contain_text("active")
-    expect(page.locator('tr[data-deployment="3"]')).to_contain_text("rollback to #1")
+    expect(page.locator("#deployments-error")).to_contain_text(
+        "Rolling back to deployment 1 as deployment 3"
+    )
+    # The rollback is a deployment of its own, running the first one's release.
+    third = page.locator('tr[data-deployment="3"]')
+    expect(third).to_contain_text("active")
+    expect(third).to_contain_text("rollback to #1")
     expect(
         page.locator('tr[data-deployment="2"]').get_by_role("button", name="Rollback")
     ).to_be_visible()
