@@ -133,7 +133,17 @@ class HealthChanged:
     at: float
 
 
-Change = StatusChanged | DeploymentChanged | HealthChanged
+@attrs.frozen
+class DiskChanged:
+    """The data dir's disk became full, or has room again (see dployr/store/reserve.py):
+    published on the instance's changes topic."""
+
+    instance: str
+    full: bool
+    at: float
+
+
+Change = StatusChanged | DeploymentChanged | HealthChanged | DiskChanged
 
 
 class Instance:
@@ -160,6 +170,8 @@ class Instance:
         """Every status and deployment change of every service."""
         self.generation = 0
         """Grows at every change a service's info could show: readers may cache by it."""
+        if store.reserve is not None:  # the disk filling up, or room again: an event
+            store.reserve.on_change = self._disk_changed
         self.metrics = MetricsSampler(self._metric_groups, store, interval=config.metrics_interval)
         self.handle = InstanceHandle(self)
 
@@ -245,6 +257,10 @@ class Instance:
         """Publish a deployment's new status."""
         self.changes.publish(DeploymentChanged(service, self.name, deployment, status, time.time()))
 
+    def _disk_changed(self, full: bool) -> None:
+        self.touch()
+        self.changes.publish(DiskChanged(self.name, full, time.time()))
+
     def supervision_event(self, event: SupervisionEvent) -> None:
         """Publish a supervision event of the instance's tree."""
         self.events.publish(event)
@@ -322,7 +338,24 @@ class Instance:
             memory_used_bytes=machine.memory_used_bytes if machine else None,
             memory_total_bytes=machine.memory_total_bytes if machine else None,
             load=machine.load if machine else None,
+            **self._disk_info(),
         )
+
+    def _disk_info(self) -> dict[str, Any]:
+        reserve = self.store.reserve
+        if reserve is None:
+            return {}
+        reserve.refresh()  # space may have returned while nothing was written
+        free: int | None = None
+        with contextlib.suppress(OSError):
+            free = reserve.free_bytes()
+        return {
+            "disk_full": reserve.full,
+            "disk_free_bytes": free,
+            "log_lines_dropped": sum(
+                s.book.statistics().lines_dropped for s in self.services.values()
+            ),
+        }
 
     def read_metrics(self, request: m.ReadMetrics) -> m.MetricsPage:
         """A service's metrics history."""

@@ -204,6 +204,9 @@ SCHEMAS: dict[str, Any] = {
             "memory_used_bytes": _nullable(_INT),
             "memory_total_bytes": _nullable(_INT),
             "load": _nullable({"type": "array", "items": _NUM}),
+            "disk_full": _BOOL,
+            "disk_free_bytes": _nullable(_INT),
+            "log_lines_dropped": _INT,
         }
     ),
     "InstanceList": _array("Instance"),
@@ -330,7 +333,8 @@ FEEDS: dict[str, dict[str, Any]] = {
         "follow_events",
         "Follow every service's status, health and deployment changes",
         '{"type": "status" | "health" | "deployment", "service", "instance", ..., "ts"} per '
-        'change; {"type": "gap", "missed"} when the client fell behind.',
+        'change; {"type": "disk", "instance", "full", "ts"} when the data dir\'s disk fills '
+        'up or has room again; {"type": "gap", "missed"} when the client fell behind.',
         service=False,
     ),
 }

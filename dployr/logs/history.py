@@ -111,7 +111,16 @@ class HistoryClosed(HistoryError):
 
 
 class HistoryWriteFailed(HistoryError):
-    """Writing to the log history failed (for example, the disk is full)."""
+    """Writing to the log history failed (for example, the disk is full).
+
+    Nothing of the batch was kept, and the history can be appended to again: the next
+    append tries the disk anew.
+    """
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+        """Whether it failed for want of space (ENOSPC, or a quota: EDQUOT)."""
 
 
 class CursorMismatch(HistoryError):
@@ -355,8 +364,11 @@ class LogHistory:
         self._size = 0
         self._last_cursor = 0
         self._last_ts = float("-inf")
+        # _fd is the segment being written; None when closed, or when the next segment
+        # could not be created yet (a full disk): the next append creates it.
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        self._closed = False
         # Where recent reads ended: {last cursor returned: (segment, offset of the frame
         # holding the next line)}, so that paging through a big segment is not quadratic.
         self._hints: dict[int, tuple[int, int]] = {}
@@ -522,9 +534,9 @@ class LogHistory:
         Timestamps are kept in order: a batch older than the last one (the wall clock
         stepped back) is stored with the last one's timestamp.
         """
-        fd = self._fd
-        if fd is None:
+        if self._closed:
             raise HistoryClosed(f"the log history in {self.directory} is closed")
+        fd = self._fd if self._fd is not None else self._resume_segment()
         if batch.first_cursor != self._last_cursor + 1:
             raise CursorMismatch(
                 f"a batch starting at cursor {batch.first_cursor} cannot follow cursor "
@@ -549,8 +561,20 @@ class LogHistory:
         if active.size + length >= self.segment_bytes:
             os.close(fd)
             self._fd = None
-            self._start_segment()
+            # A new segment that cannot be created now (no inode left) is created by the
+            # next append; the frame just written is kept either way.
+            with contextlib.suppress(OSError):
+                self._start_segment()
             self._trim()
+
+    def _resume_segment(self) -> int:
+        """Create the segment that could not be created when the last one filled up."""
+        try:
+            self._start_segment()
+        except OSError as error:
+            raise _write_failed(self.directory, error) from error
+        assert self._fd is not None
+        return self._fd
 
     def _write(self, fd: int, parts: list[bytes], length: int, size: int) -> None:
         """Write a frame's parts at the end of the segment (``size`` bytes long before)."""
@@ -564,10 +588,7 @@ class LogHistory:
         except OSError as error:
             if written:
                 os.ftruncate(fd, size)  # never leave a torn frame behind a live writer
-            reason = error.strerror or errno.errorcode.get(error.errno or 0, str(error))
-            raise HistoryWriteFailed(
-                f"could not write to the log history in {self.directory}: {reason}"
-            ) from error
+            raise _write_failed(self.directory, error) from error
 
     # -- reading --------------------------------------------------------------------------
 
@@ -745,6 +766,7 @@ class LogHistory:
 
     def close(self) -> None:
         """Close the files and release the directory; reads keep working, appends fail."""
+        self._closed = True
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -757,6 +779,14 @@ class LogHistory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_failed(directory: Path, error: OSError) -> HistoryWriteFailed:
+    reason = error.strerror or errno.errorcode.get(error.errno or 0, str(error))
+    return HistoryWriteFailed(
+        f"could not write to the log history in {directory}: {reason}",
+        disk_full=error.errno in {errno.ENOSPC, errno.EDQUOT},
+    )
 
 
 class _OpenSegment:
