@@ -5,10 +5,11 @@ the database fails with SQLITE_FULL, and the daemon could then record nothing (a
 it started, a deployment's end, a deleted service). So the daemon keeps a file of
 ``size`` bytes, ``<data dir>/disk-reserve``, allocated when it starts. The first time a
 write fails for want of space (a log history's, or the database's), or the database is
-about to write with less than the reserve left, the file is deleted: the disk is *full*.
-Log histories stop writing (they count what they drop), so the space freed is left to
-the database. Once at least twice the reserve is free again (a service was deleted, the
-operator made room), the reserve is allocated anew and the disk is no longer full.
+about to write with less than a quarter of the reserve free, the file is deleted: the
+disk is *full*. Log histories stop writing (they count what they drop), so the space
+freed is left to the database. Once at least twice the reserve is free again (a service
+was deleted, the operator made room), the reserve is allocated anew and the disk is no
+longer full.
 
 The reserve is plain files and ``statvfs``: no trio, no SQLite.
 """
@@ -99,13 +100,13 @@ class DiskReserve:
         self._set_full(True)
 
     def before_write(self) -> None:
-        """The database is about to write: release the reserve first if the disk is
-        nearly full, so that the write finds room."""
+        """The database is about to write: release the reserve first if less than a
+        quarter of it is free besides it, so that the write finds room."""
         if self._full:
             self.refresh()
             return
         try:
-            low = self.free_bytes() < self.size
+            low = self.free_bytes() < self.size // 4
         except OSError:
             return
         if low:
