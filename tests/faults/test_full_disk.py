@@ -128,8 +128,11 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
             assert again["pid"] != quiet["pid"]
             assert pids_of_service("quiet") == [again["pid"]]
 
-            # Stop and start work on the full disk.
+            # Restart, stop and start work on the full disk.
             async with daemon.client() as api:
+                assert (await api.post("/services/quiet/restart")).status_code == 200
+                again = await service(daemon, "quiet")
+                assert again["status"] == "running"
                 assert (await api.post("/services/quiet/stop")).status_code == 200
                 assert (await service(daemon, "quiet"))["status"] == "stopped"
                 await wait_gone([again["pid"]])
