@@ -352,9 +352,7 @@ class Instance:
         return {
             "disk_full": reserve.full,
             "disk_free_bytes": free,
-            "log_lines_dropped": sum(
-                s.book.statistics().lines_dropped for s in self.services.values()
-            ),
+            "log_lines_dropped": reserve.lines_dropped,
         }
 
     def read_metrics(self, request: m.ReadMetrics) -> m.MetricsPage:

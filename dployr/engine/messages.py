@@ -119,7 +119,8 @@ class InstanceInfo:
     disk_free_bytes: int | None = None
     """Bytes free on the data dir's disk, beside the reserve dployr holds back."""
     log_lines_dropped: int = 0
-    """Log lines of its services not written to history since the daemon started."""
+    """Log lines of its services (deleted ones too) not written to history since the
+    daemon started."""
 
 
 @attrs.frozen

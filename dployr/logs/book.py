@@ -70,6 +70,9 @@ class DiskSpace(Protocol):
     def full_seen(self) -> None:
         """A write failed for want of space."""
 
+    def dropped(self, lines: int) -> None:
+        """``lines`` lines could not be written to a history."""
+
 
 BATCH_OVERHEAD: Final = 400
 """Bytes a queued batch costs in memory beyond its payload: the batch object and its
@@ -206,6 +209,8 @@ class LogBook:
             self._unwritten_reason = reason
         self._unwritten += count
         self._lines_dropped += count
+        if self._disk is not None:
+            self._disk.dropped(count)
 
     def system(self, text: str, *, deployment: int | None = None) -> LogBatch | None:
         """Log a message of dployr's own about the service ("exited with code 1")."""

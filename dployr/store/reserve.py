@@ -51,6 +51,7 @@ class DiskReserve:
         # _full is False, once make() has run.
         self._full = False
         self._times_full = 0
+        self._lines_dropped = 0
 
     def make(self) -> bool:
         """Allocate the reserve (at daemon start); False, and the disk full, if it can't be."""
@@ -68,6 +69,15 @@ class DiskReserve:
     def times_full(self) -> int:
         """How many times the disk became full since the daemon started."""
         return self._times_full
+
+    @property
+    def lines_dropped(self) -> int:
+        """Log lines that could not be written since the daemon started (see ``dropped``)."""
+        return self._lines_dropped
+
+    def dropped(self, lines: int) -> None:
+        """A log history could not write ``lines`` lines (counted for every service)."""
+        self._lines_dropped += lines
 
     def free_bytes(self) -> int:
         """Bytes free for the daemon on the data dir's file system."""

@@ -104,7 +104,7 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
             await events.wait(mark, type="disk", full=True)
 
             # The daemon released its reserve and paused history: it says so everywhere.
-            await assert_disk_shown(daemon, full=True)
+            dropped_then = await assert_disk_shown(daemon, full=True)
             listing = await trio.run_process(
                 [PYTHON, "-m", "dployr", "--data-dir", str(data), "list"],
                 capture_stdout=True,
@@ -152,13 +152,16 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
             assert dropped["stream"] == "system"
             ticks = await daemon.wait_log("quiet", "tick", cursor=int(dropped["cursor"]))
             assert int(ticks["cursor"]) > int(dropped["cursor"])
-            await assert_disk_shown(daemon, full=False)
+            # The count of lines dropped is a total: it never goes down (a deleted
+            # service's lines stay counted).
+            assert await assert_disk_shown(daemon, full=False) >= dropped_then
             async with daemon.client() as api:
                 assert (await api.post("/services/quiet/stop")).status_code == 200
 
 
-async def assert_disk_shown(daemon: Daemon, *, full: bool) -> None:
-    """The disk's condition in the data dir, the instance's info and /metrics."""
+async def assert_disk_shown(daemon: Daemon, *, full: bool) -> int:
+    """The disk's condition in the data dir, the instance's info and /metrics; the count
+    of lines dropped so far."""
     assert (daemon.data_dir / RESERVE_FILE_NAME).exists() is not full
     async with daemon.client() as api:
         (instance,) = (await api.get("/instances")).json()
@@ -166,4 +169,6 @@ async def assert_disk_shown(daemon: Daemon, *, full: bool) -> None:
         assert instance["log_lines_dropped"] > 0
         metrics = await api.get(daemon.url + "/metrics")
         assert f'dployr_disk_full{{instance="local"}} {int(full)}' in metrics.text
-        assert "dployr_log_lines_dropped_total" in metrics.text
+        dropped = int(instance["log_lines_dropped"])
+        assert 'dployr_log_lines_dropped_total{instance="local"} ' in metrics.text
+        return dropped

@@ -133,4 +133,5 @@ def test_the_reserve_is_released_when_the_disk_fills_and_made_again_when_room_re
     assert changes == [True, False]
     assert texts(book.read()) == ["2 lines dropped: disk full", "back"]
     assert reserve.times_full == 1
+    assert reserve.lines_dropped == 2
     book.close()
