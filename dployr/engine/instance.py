@@ -54,7 +54,7 @@ from dployr.models import (
     check_env_value,
     check_name,
 )
-from dployr.store.errors import ServiceExists, UnknownService
+from dployr.store.errors import DiskFull, ServiceExists, UnknownService
 from dployr.store.records import ProcessRecord
 from dployr.store.store import Store
 from dployr.supervision import (
@@ -269,19 +269,27 @@ class Instance:
         """Remember a process group: the warden kills it if the daemon dies, and a daemon
         started after a crash kills what is left of it."""
         self.warden.watch(running.pid)
-        self.store.record_process(
-            service,
-            running.deployment,
-            running.pid,
-            running.pid,
-            running.started_at,
-            self.run_token,
-        )
+        try:
+            self.store.record_process(
+                service,
+                running.deployment,
+                running.pid,
+                running.pid,
+                running.started_at,
+                self.run_token,
+            )
+        except DiskFull as error:
+            # A full disk never fails a start: the warden knows the group, and only a
+            # daemon and warden both killed would leave it unnoticed at the next start.
+            found = self.services.get(service)
+            if found is not None:
+                found.book.system(f"process group {running.pid} not recorded: {error}")
 
     def forget_process(self, pid: int) -> None:
         """The process group is gone."""
         self.warden.forget(pid)
-        self.store.forget_process(pid)
+        with contextlib.suppress(DiskFull):  # forgotten at the next start at the latest
+            self.store.forget_process(pid)
 
     # -- commands (through the handle) -----------------------------------------------------
 

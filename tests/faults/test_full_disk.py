@@ -17,7 +17,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from dployr.store.reserve import RESERVE_FILE_NAME
-from tests.faults.disks import small_disk
+from tests.faults.disks import fill, small_disk
 from tests.helpers import PYTHON, Daemon, make_repo, pids_of_service, wait_gone
 
 pytestmark = pytest.mark.slow
@@ -118,15 +118,7 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
             assert fast["pid"] in pids_of_service("fast")
 
             # A quiet service that dies is seen dead and restarted.
-            quiet = await service(daemon, "quiet")
-            mark = len(events.seen)
-            os.kill(quiet["pid"], signal.SIGKILL)
-            await events.wait(mark, type="status", service="quiet", status="restarting")
-            await events.wait(mark, type="status", service="quiet", status="running")
-            again = await service(daemon, "quiet")
-            assert again["status"] == "running"
-            assert again["pid"] != quiet["pid"]
-            assert pids_of_service("quiet") == [again["pid"]]
+            await kill_and_see_restarted(daemon, events, "quiet")
 
             # Restart, stop and start work on the full disk.
             async with daemon.client() as api:
@@ -138,6 +130,12 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
                 await wait_gone([again["pid"]])
                 assert (await api.post("/services/quiet/start")).status_code == 200
             assert (await service(daemon, "quiet"))["status"] == "running"
+
+            # Even with the disk filled to the last byte by someone else (the reserve
+            # too), a service that dies is restarted: its process record is skipped.
+            filler = fill(data)
+            await kill_and_see_restarted(daemon, events, "quiet")
+            filler.unlink()
 
             # Deleting the fast service frees its history: history resumes by itself,
             # first with the count of what it could not keep.
@@ -157,6 +155,19 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
             assert await assert_disk_shown(daemon, full=False) >= dropped_then
             async with daemon.client() as api:
                 assert (await api.post("/services/quiet/stop")).status_code == 200
+
+
+async def kill_and_see_restarted(daemon: Daemon, events: Events, name: str) -> None:
+    """kill -9 the service's process: it is seen dead, restarted, and runs again."""
+    before = await service(daemon, name)
+    mark = len(events.seen)
+    os.kill(before["pid"], signal.SIGKILL)
+    await events.wait(mark, type="status", service=name, status="restarting")
+    await events.wait(mark, type="status", service=name, status="running")
+    after = await service(daemon, name)
+    assert after["status"] == "running"
+    assert after["pid"] != before["pid"]
+    assert pids_of_service(name) == [after["pid"]]
 
 
 async def assert_disk_shown(daemon: Daemon, *, full: bool) -> int:
