@@ -76,13 +76,14 @@ async def daemon_on(data: Path) -> AsyncIterator[tuple[Daemon, Events]]:
         assert await daemon.stop() == 0
 
 
-async def deploy(daemon: Daemon, name: str, repo: Path, script: str) -> None:
+async def deploy(daemon: Daemon, events: Events, name: str, repo: Path, script: str) -> None:
+    mark = len(events.seen)
     async with daemon.client() as api:
         body = {"remote": {"url": str(repo)}, "run_cmd": f"{PYTHON} {script}"}
         response = await api.post(f"/services/{name}/deploy", json=body)
         assert response.status_code == 202, response.text
-        number = response.json()["id"]
-    await daemon.wait_log(name, f"deploy {number}: succeeded")
+    # Waited for on the events feed: its log line may be dropped when the disk fills.
+    await events.wait(mark, type="deployment", service=name, status="succeeded")
 
 
 async def service(daemon: Daemon, name: str) -> dict[str, Any]:
@@ -98,9 +99,9 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
     with small_disk(tmp_path / "data", "20m") as data:
         async with daemon_on(data) as (daemon, events):
             assert (data / RESERVE_FILE_NAME).stat().st_size > 0
-            await deploy(daemon, "quiet", repo, "quiet.py")
+            await deploy(daemon, events, "quiet", repo, "quiet.py")
             mark = len(events.seen)
-            await deploy(daemon, "fast", repo, "fast.py")
+            await deploy(daemon, events, "fast", repo, "fast.py")
             await events.wait(mark, type="disk", full=True)
 
             # The daemon released its reserve and paused history: it says so everywhere.
