@@ -54,9 +54,15 @@ class DiskReserve:
         self._lines_dropped = 0
 
     def make(self) -> bool:
-        """Allocate the reserve (at daemon start); False, and the disk full, if it can't be."""
-        if self._allocate():
+        """Allocate the reserve (at daemon start); False, and the disk full, if it can't be.
+
+        A reserve left by the last daemon is kept as it is: making it anew would need as
+        much room again.
+        """
+        if self._kept() or self._allocate():
             return True
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a smaller one left behind: its room goes to the database
         self._set_full(True)
         return False
 
@@ -121,6 +127,13 @@ class DiskReserve:
             return
         if low:
             self.full_seen()
+
+    def _kept(self) -> bool:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return False
+        return stat.st_size == self.size and stat.st_blocks * 512 >= self.size
 
     def _allocate(self) -> bool:
         new = self.path.with_name(self.path.name + ".new")

@@ -48,3 +48,16 @@ def test_without_a_reserve_a_write_fails_with_one_line_and_changes_nothing(
         filler.unlink()
         store.create_service("after", make_settings())
         assert len(store.list_services()) == written + 1
+
+
+def test_a_reserve_left_by_the_last_daemon_is_kept_on_a_disk_without_room_for_another(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk", "6m") as disk:
+        assert DiskReserve(disk).make()
+        fill(disk)
+        again = DiskReserve(disk)  # the next daemon: no room for a second reserve
+        assert again.make()
+        assert not again.full
+        again.full_seen()
+        assert again.free_bytes() >= again.size
