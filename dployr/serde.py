@@ -2,12 +2,15 @@
 
 Structuring untrusted data (an API body, a blueprint file, a database row) either returns
 a validated value or raises :class:`SpecError` with one sentence naming the bad field;
-unknown fields are refused, not ignored.
+unknown fields are refused, not ignored, and values of the wrong type are refused, not
+converted: ``1.5`` or ``"3"`` is not a whole number, ``1`` is not text, ``"yes"`` is not
+true. A whole number is a number of seconds too; ``NaN`` and infinities are no numbers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 import cattrs
@@ -18,6 +21,47 @@ from dployr.errors import SpecError
 T = TypeVar("T")
 
 converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+class WrongType(SpecError):
+    """A value of the wrong JSON type (cattrs would otherwise convert it)."""
+
+
+def _whole(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WrongType(f"must be a whole number, not {_shown(value)}")
+    return value
+
+
+def _number(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WrongType(f"must be a number, not {_shown(value)}")
+    if not math.isfinite(value):
+        raise WrongType(f"must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _text(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise WrongType(f"must be text, not {_shown(value)}")
+    return value
+
+
+def _truth(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise WrongType(f"must be true or false, not {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+converter.register_structure_hook(int, _whole)
+converter.register_structure_hook(float, _number)
+converter.register_structure_hook(str, _text)
+converter.register_structure_hook(bool, _truth)
 
 
 def _first_error(error: BaseException, path: str = "") -> tuple[str, BaseException]:
@@ -44,6 +88,8 @@ def structure(data: Any, cls: type[T]) -> T:
         raise
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
         path, cause = _first_error(error)
+        if isinstance(cause, WrongType):
+            raise SpecError(f"{path or 'the value'} {cause}") from None
         if isinstance(cause, SpecError):
             raise SpecError(str(cause)) from None
         if isinstance(cause, ForbiddenExtraKeysError):

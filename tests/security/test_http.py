@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import h11
 import pytest
@@ -101,16 +99,6 @@ async def connect(url: str) -> trio.SocketStream:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    daemon = Daemon(tmp_path / "data")
-    await daemon.start()
-    try:
-        yield daemon
-    finally:
-        await daemon.stop()
 
 
 @pytest.mark.slow
