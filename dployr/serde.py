@@ -13,8 +13,10 @@ import json
 import math
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn
 
 from dployr.errors import SpecError
 
@@ -28,6 +30,8 @@ class WrongType(SpecError):
 
 
 def _whole(value: Any, _: type) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 3.0 is the whole number 3 in JSON (and in JSON Schema)
     if isinstance(value, bool) or not isinstance(value, int):
         raise WrongType(f"must be a whole number, not {_shown(value)}")
     return value
@@ -58,6 +62,19 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:40] + "…"
 
 
+def _objects_only(cls: type) -> Any:
+    """The structure function of an attrs class, refusing anything but a JSON object."""
+    inner: Any = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, dict):
+            raise WrongType(f"must be an object, not {_shown(value)}")
+        return inner(value, cls)
+
+    return structure
+
+
+converter.register_structure_hook_factory(attrs.has, _objects_only)
 converter.register_structure_hook(int, _whole)
 converter.register_structure_hook(float, _number)
 converter.register_structure_hook(str, _text)
@@ -84,6 +101,8 @@ def structure(data: Any, cls: type[T]) -> T:
     """Build a ``cls`` from plain data, or raise SpecError with a one-line reason."""
     try:
         return converter.structure(data, cls)
+    except WrongType as error:
+        raise SpecError(f"the value {error}") from None
     except SpecError:
         raise
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:

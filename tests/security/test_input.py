@@ -100,7 +100,7 @@ async def test_wrong_types_and_huge_numbers_are_refused_not_converted(
         assert_refused(
             await api.patch("/services/web/settings", json={"stop_grace": "10"}), "number"
         )
-        assert_refused(await api.patch("/services/web/settings", json={"port": 80.0}), "port")
+        assert_refused(await api.patch("/services/web/settings", json={"port": 80.5}), "port")
         assert_refused(
             await api.patch("/services/web/settings", json={"listen_fds": 1}), "true or false"
         )
@@ -145,3 +145,27 @@ async def test_settings_refuse_a_remote_branch_or_commit_that_a_fetch_would_refu
             response = await api.post("/services/web/deploy", json={**body, "remote": remote})
             assert_refused(response, words)
         assert (await api.get("/services/web/settings")).json()["settings"] == before
+
+
+@pytest.mark.slow
+async def test_the_document_states_the_rules_and_every_405_says_what_is_allowed(
+    daemon: Daemon,
+) -> None:
+    async with daemon.client() as api:
+        document = (await api.get("/openapi.json")).json()
+        response = await api.request("TRACE", "/services/web/restart")
+        assert response.status_code == 405
+        assert response.headers["Allow"] == "OPTIONS, POST"
+        response = await api.delete(daemon.url + "/healthz")
+        assert response.status_code == 405
+        assert "GET" in response.headers["Allow"]
+    schemas = document["components"]["schemas"]
+    for name in ("Blueprint", "SettingsChange", "Remote", "Rollback", "EnvSet", "EnvUnset"):
+        assert schemas[name]["additionalProperties"] is False, name
+    deploy = document["paths"]["/api/v1/services/{name}/deploy"]["post"]
+    (name,) = deploy["parameters"]
+    assert name["schema"]["pattern"] == "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+    port = schemas["Blueprint"]["properties"]["port"]["anyOf"][0]
+    assert (port["minimum"], port["maximum"]) == (1, 65535)
+    failures = schemas["HealthOptionsChange"]["properties"]["failures"]
+    assert (failures["type"], failures["minimum"], failures["maximum"]) == ("integer", 1, 1000)
