@@ -149,6 +149,11 @@ def _check_source(source: Source) -> Source:
 # -- handlers --------------------------------------------------------------------------
 
 
+MAX_LOG_PAGE = 1 << 20
+"""A page of log lines ends once its lines hold this many characters (at least one line is
+sent): reading a huge line back costs the daemon about this much, not the line's size. Read
+on with ``after`` = the page's last cursor."""
+
 _listed: dict[int, tuple[int, EncodedJSON]] = {}
 """The last list answered per instance handle, with the generation it was made at."""
 
@@ -307,7 +312,9 @@ async def read_logs(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, 
         streams = frozenset({"build"})
     if tail is None and after is None and since is None:
         tail = 100
-    query = m.ReadLogs(args["name"], tail, after, since, streams, min(limit, 10_000))
+    query = m.ReadLogs(
+        args["name"], tail, after, since, streams, min(limit, 10_000), max_text=MAX_LOG_PAGE
+    )
     return await handle.request(query), 200
 
 

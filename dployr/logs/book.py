@@ -163,13 +163,18 @@ class LogBook:
         limit: int = 1000,
         streams: Iterable[str] | None = None,
         since: float | None = None,
+        max_text: int | None = None,
     ) -> list[LogLine]:
         """Up to ``limit`` lines after cursor ``after``, oldest first (see ``LogHistory.read``)."""
-        return self.history.read(after=after, limit=limit, streams=streams, since=since)
+        return self.history.read(
+            after=after, limit=limit, streams=streams, since=since, max_text=max_text
+        )
 
-    def tail(self, n: int, streams: Iterable[str] | None = None) -> list[LogLine]:
+    def tail(
+        self, n: int, streams: Iterable[str] | None = None, *, max_text: int | None = None
+    ) -> list[LogLine]:
         """The last ``n`` lines (of ``streams``, all when None), oldest first."""
-        return self.history.tail(n, streams)
+        return self.history.tail(n, streams, max_text=max_text)
 
     async def follow(
         self,
