@@ -33,6 +33,13 @@ DEFAULT_TOPIC_CAPACITY: Final = 4 * 2**20
 """Bytes of lines one follower may have waiting before it is sent a gap notice instead."""
 FOLLOW_PAGE: Final = 1000
 """Lines per page when a follower is sent history."""
+FOLLOW_TEXT: Final = 256 << 10
+"""The most text (characters) one page of history sent to a follower holds."""
+FOLLOW_TAIL_TEXT: Final = 512 << 10
+"""The most text a follower's ``tail`` holds: the newest lines that fit (at least one).
+
+With :data:`FOLLOW_TEXT`, this bounds what a follower holds of the history, and so what a
+stalled one costs, whatever lines the service writes (up to 64 KiB each)."""
 FOLLOW_TAKE: Final = 256 * 1024
 """The most a follower takes from its queue at once beyond one batch (by weight, ~bytes):
 what it holds outside its bounded queue while it sends them on."""
@@ -229,7 +236,9 @@ class LogBook:
         floor = seam if after is None else max(seam, after)  # live lines come after it
         try:
             if tail is not None:
-                read_tail = functools.partial(history.tail, tail, wanted, until=seam)
+                read_tail = functools.partial(
+                    history.tail, tail, wanted, until=seam, max_text=FOLLOW_TAIL_TEXT
+                )
                 lines = await trio.to_thread.run_sync(read_tail)
                 if after is not None:
                     lines = [line for line in lines if line.cursor > after]
@@ -239,7 +248,12 @@ class LogBook:
                 position = after
                 while position < seam:
                     read_page = functools.partial(
-                        history.read, after=position, limit=FOLLOW_PAGE, streams=wanted, until=seam
+                        history.read,
+                        after=position,
+                        limit=FOLLOW_PAGE,
+                        streams=wanted,
+                        until=seam,
+                        max_text=FOLLOW_TEXT,
                     )
                     page = await trio.to_thread.run_sync(read_page)
                     lost = _deleted(position + 1, history.first_cursor, page, seam)
@@ -247,7 +261,7 @@ class LogBook:
                         yield lost
                     if page:
                         yield page
-                    if len(page) < FOLLOW_PAGE:
+                    if not page:
                         break
                     position = page[-1].cursor
             while True:

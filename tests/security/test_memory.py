@@ -105,3 +105,46 @@ def test_pages_bounded_by_text_read_the_whole_history_in_order(
             assert len(tail) == 1 or sum(len(line.line) for line in tail) <= max_text
             if len(tail) < len(whole):  # one line more would not have fit
                 assert sum(len(line.line) for line in whole[-len(tail) - 1 :]) > max_text
+
+
+LOUD_BUILD = f"{PYTHON} -c \"[print(str(i) + ' ' + 'y' * 4000) for i in range(10_000)]\""
+
+
+@pytest.mark.slow
+async def test_sixty_websocket_readers_that_never_read_cost_a_bounded_amount(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README": "a service with 40 MB of log history\n"})
+    body = {"remote": {"url": str(repo)}, "build_cmd": LOUD_BUILD, "run_cmd": "sleep 600"}
+    await deploy_and_wait(daemon, "loud", body)
+    base = daemon.url.replace("http://", "ws://") + "/api/v1/services/loud/logs/stream"
+    started = trio.Semaphore(0)
+    before = rss(daemon)
+
+    async def stalled_reader(query: str, done: trio.Event) -> None:
+        # A queue of 0: once this reader stops asking, trio-websocket stops reading the
+        # socket, and the daemon's sends block as a stalled browser's would.
+        async with open_websocket_url(
+            f"{base}?{query}&token={daemon.token}", message_queue_size=0
+        ) as ws:
+            await ws.get_message()  # the daemon has read its history and is sending it
+            started.release()
+            await done.wait()
+
+    done = trio.Event()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            for index in range(60):
+                query = "tail=10000" if index % 2 else "cursor=0"
+                nursery.start_soon(stalled_reader, query, done)
+            for _ in range(60):
+                await started.acquire()
+            stalled = rss(daemon)
+            async with daemon.client() as api:  # the daemon still answers at once
+                assert (await api.get(daemon.url + "/healthz")).status_code == 200
+            done.set()
+        async with daemon.client() as api:
+            await api.delete("/services/loud")
+    # Each reader held its 10,000 lines (40 MB: 54 -> 1396 MB in all); now a page of history
+    # (a tail of at most 512 KiB of text, 256 KiB pages after a cursor) is its bound.
+    assert stalled - before < 70 * MB, (before // MB, stalled // MB)
