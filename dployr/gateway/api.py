@@ -241,6 +241,7 @@ _SETTING_FIELDS = (
     "stop_grace",
     "health",
     "listen_fds",
+    "rollout",
 )
 
 

@@ -112,8 +112,9 @@ _SETTINGS = {
     "health_check": _nullable(_STR),
     "stop_grace": _NUM,
     "health": _ref("HealthOptions"),
-    "restart": _ref("RestartPolicy"),
     "listen_fds": _BOOL,
+    "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
+    "restart": _ref("RestartPolicy"),
 }
 """A service's settings as the API answers them."""
 
@@ -127,6 +128,7 @@ _SETTINGS_IN = {
     "stop_grace": _GRACE,
     "health": _ref("HealthOptionsChange"),
     "listen_fds": _BOOL,
+    "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
 }
 """The settings a request may give (a deploy's blueprint, a settings change)."""
 
@@ -287,6 +289,8 @@ SCHEMAS: dict[str, Any] = {
             "exit_code": _nullable(_INT),
             "error": _nullable(_STR),
             "output_tail": {"type": "array", "items": _STR},
+            "rollback_of": _nullable(_INT),
+            "release": _nullable(_INT),
         }
     ),
     "DeploymentList": _array("Deployment"),
