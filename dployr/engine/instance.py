@@ -401,11 +401,17 @@ class Instance:
         limit = max(1, min(request.limit, 10_000))
         if request.tail is not None:
             tail = max(0, min(request.tail, 10_000))
-            lines = await trio.to_thread.run_sync(lambda: book.tail(tail, streams))
+            lines = await trio.to_thread.run_sync(
+                lambda: book.tail(tail, streams, max_text=request.max_text)
+            )
         else:
             lines = await trio.to_thread.run_sync(
                 lambda: book.read(
-                    after=request.after, limit=limit, streams=streams, since=request.since
+                    after=request.after,
+                    limit=limit,
+                    streams=streams,
+                    since=request.since,
+                    max_text=request.max_text,
                 )
             )
         history = book.history

@@ -293,6 +293,8 @@ class ReadLogs(Query[LogPage]):
     since: float | None = None
     streams: frozenset[str] | None = None
     limit: int = 1000
+    max_text: int | None = None
+    """End the page once its lines hold this many characters (the API's bound)."""
 
 
 @attrs.frozen

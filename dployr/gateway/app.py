@@ -122,7 +122,9 @@ def create_app(
             413: f"the request body is larger than {MAX_BODY // 1024} KiB",
         }
         message = messages.get(status, error.description or error.name)
-        return error_response(status, error.name.lower().replace(" ", "_"), message)
+        code = error.name.lower().replace(" ", "_")
+        allow = getattr(error, "valid_methods", None)  # a 405's Allow header (gateway/responses)
+        return error_response(status, code, message, allow=allow)
 
     @app.errorhandler(Exception)
     async def internal_error(error: Exception) -> Response:

@@ -43,8 +43,10 @@ def _int(name: str) -> int | None:
     raw = websocket.args.get(name)
     if raw in (None, ""):
         return None
+    if len(raw) > 20:
+        raise ValueError(name)
     value = int(raw)  # ValueError is turned into a 400 by the caller
-    if value < 0:
+    if not 0 <= value < 2**53:
         raise ValueError(name)
     return value
 

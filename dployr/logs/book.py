@@ -33,6 +33,13 @@ DEFAULT_TOPIC_CAPACITY: Final = 4 * 2**20
 """Bytes of lines one follower may have waiting before it is sent a gap notice instead."""
 FOLLOW_PAGE: Final = 1000
 """Lines per page when a follower is sent history."""
+FOLLOW_TEXT: Final = 256 << 10
+"""The most text (characters) one page of history sent to a follower holds."""
+FOLLOW_TAIL_TEXT: Final = 512 << 10
+"""The most text a follower's ``tail`` holds: the newest lines that fit (at least one).
+
+With :data:`FOLLOW_TEXT`, this bounds what a follower holds of the history, and so what a
+stalled one costs, whatever lines the service writes (up to 64 KiB each)."""
 FOLLOW_TAKE: Final = 256 * 1024
 """The most a follower takes from its queue at once beyond one batch (by weight, ~bytes):
 what it holds outside its bounded queue while it sends them on."""
@@ -223,13 +230,18 @@ class LogBook:
         limit: int = 1000,
         streams: Iterable[str] | None = None,
         since: float | None = None,
+        max_text: int | None = None,
     ) -> list[LogLine]:
         """Up to ``limit`` lines after cursor ``after``, oldest first (see ``LogHistory.read``)."""
-        return self.history.read(after=after, limit=limit, streams=streams, since=since)
+        return self.history.read(
+            after=after, limit=limit, streams=streams, since=since, max_text=max_text
+        )
 
-    def tail(self, n: int, streams: Iterable[str] | None = None) -> list[LogLine]:
+    def tail(
+        self, n: int, streams: Iterable[str] | None = None, *, max_text: int | None = None
+    ) -> list[LogLine]:
         """The last ``n`` lines (of ``streams``, all when None), oldest first."""
-        return self.history.tail(n, streams)
+        return self.history.tail(n, streams, max_text=max_text)
 
     async def follow(
         self,
@@ -284,7 +296,9 @@ class LogBook:
         floor = seam if after is None else max(seam, after)  # live lines come after it
         try:
             if tail is not None:
-                read_tail = functools.partial(history.tail, tail, wanted, until=seam)
+                read_tail = functools.partial(
+                    history.tail, tail, wanted, until=seam, max_text=FOLLOW_TAIL_TEXT
+                )
                 lines = await trio.to_thread.run_sync(read_tail)
                 if after is not None:
                     lines = [line for line in lines if line.cursor > after]
@@ -294,7 +308,12 @@ class LogBook:
                 position = after
                 while position < seam:
                     read_page = functools.partial(
-                        history.read, after=position, limit=FOLLOW_PAGE, streams=wanted, until=seam
+                        history.read,
+                        after=position,
+                        limit=FOLLOW_PAGE,
+                        streams=wanted,
+                        until=seam,
+                        max_text=FOLLOW_TEXT,
                     )
                     page = await trio.to_thread.run_sync(read_page)
                     lost = _deleted(position + 1, history.first_cursor, page, seam)
@@ -302,7 +321,7 @@ class LogBook:
                         yield lost
                     if page:
                         yield page
-                    if len(page) < FOLLOW_PAGE:
+                    if not page:
                         break
                     position = page[-1].cursor
             while True:

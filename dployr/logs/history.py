@@ -316,6 +316,20 @@ class _SegmentReader:
         return lines, continued
 
 
+def _over(lines: list[LogLine], max_text: int) -> bool:
+    """Whether ``lines`` hold more than ``max_text`` characters; if so, cut them to fit.
+
+    The first line is always kept, however long.
+    """
+    text = 0
+    for index, line in enumerate(lines):
+        text += len(line.line)
+        if text > max_text and index > 0:
+            del lines[index:]
+            return True
+    return text >= max_text
+
+
 def _to_lines(
     frame: _Frame, lines: list[str], continued: frozenset[int], low: int, high: int
 ) -> list[LogLine]:
@@ -629,12 +643,15 @@ class LogHistory:
         streams: Iterable[str] | None = None,
         since: float | None = None,
         until: int | None = None,
+        max_text: int | None = None,
     ) -> list[LogLine]:
         """Up to ``limit`` lines, oldest first, with a cursor above ``after``.
 
         Only lines of ``streams`` (all when None), stamped ``since`` or later, and with a
         cursor of at most ``until`` are returned. Lines deleted to keep the history within
         its size are skipped: the first line returned may be well past ``after + 1``.
+        With ``max_text``, the read also ends once the lines hold that many characters
+        (at least one line is returned): what one read costs stays bounded.
         """
         wanted = check_streams(streams)
         if limit < 1:
@@ -668,6 +685,9 @@ class LogHistory:
                     high = min(high, low + limit - len(out) - 1)
                     lines, continued = self._body(reader, pos, frame)
                     out.extend(_to_lines(frame, lines, continued, low, high))
+                    if max_text is not None and _over(out, max_text):
+                        high = out[-1].cursor  # the lines past the budget are left out
+                        limit = len(out)
                     if len(out) == limit:
                         # Whatever follows cursor `high` is in this frame or after it, for
                         # any filter: where a read after `high` may start.
@@ -679,16 +699,22 @@ class LogHistory:
         return out
 
     def tail(
-        self, n: int, streams: Iterable[str] | None = None, *, until: int | None = None
+        self,
+        n: int,
+        streams: Iterable[str] | None = None,
+        *,
+        until: int | None = None,
+        max_text: int | None = None,
     ) -> list[LogLine]:
         """The last ``n`` lines (of ``streams``; up to cursor ``until``), oldest first.
 
         Segments are walked newest first and each from its end, so a short tail of a big
-        history reads only the end of the newest segment.
+        history reads only the end of the newest segment. With ``max_text``, only the newest
+        lines that hold that many characters together are returned (at least one).
         """
         wanted = check_streams(streams)
         chunks: list[list[LogLine]] = []  # newest first
-        need = n
+        need, text = n, 0
         for segment in reversed(tuple(self._segments)):
             if need <= 0:
                 break
@@ -707,9 +733,21 @@ class LogHistory:
                     lines, continued = self._body(reader, pos, frame)
                     chunks.append(_to_lines(frame, lines, continued, low, high))
                     need -= high - low + 1
+                    if max_text is not None:
+                        text += sum(len(line.line) for line in chunks[-1])
+                        if text >= max_text:
+                            need = 0
                     if need <= 0:
                         break
-        return [line for chunk in reversed(chunks) for line in chunk]
+        out = [line for chunk in reversed(chunks) for line in chunk]
+        if max_text is not None:
+            keep, text = 0, 0
+            for line in reversed(out):
+                if keep and text + len(line.line) > max_text:
+                    break
+                keep, text = keep + 1, text + len(line.line)
+            out = out[len(out) - keep :]
+        return out
 
     def _frames(self, reader: _SegmentReader, pos: int) -> Iterator[tuple[int, _Frame]]:
         """The frames of a segment from offset ``pos`` on, with their offsets."""
