@@ -68,7 +68,7 @@ from dployr.models import (
     ServiceSettings,
     ServiceStatus,
 )
-from dployr.store.errors import UnknownService
+from dployr.store.errors import DiskFull, UnknownService
 from dployr.store.records import ServiceRecord
 from dployr.supervision import (
     INFINITY,
@@ -149,7 +149,9 @@ class Service:
         self.config = instance.config
         self.store = instance.store
         self.dir = instance.config.data_dir / "services" / record.name
-        self.book = LogBook(self.dir / "logs", max_bytes=instance.config.log_bytes)
+        self.book = LogBook(
+            self.dir / "logs", max_bytes=instance.config.log_bytes, disk=instance.store.reserve
+        )
         self.created_at = record.created_at
         self.state = st.ServiceState(
             status=ServiceStatus.STOPPED,
@@ -518,7 +520,14 @@ class Service:
         """Stop the service and remove its configuration, releases and history."""
         async with self._stopping_deploy(), self.lock:
             await self._take_down()
-            self.store.delete_service(self.name)
+            try:
+                self.store.delete_service(self.name)
+            except DiskFull:
+                # No room even for the deletion: free the service's files first (its
+                # history is most of them), then delete its records.
+                self.book.close()
+                await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
+                self.store.delete_service(self.name)
             self._cached = None
             self.book.close()
             await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
@@ -1092,8 +1101,8 @@ class Service:
         error = getattr(reason, "exception", None)
         text = str(error) if isinstance(error, HealthRestart) else reason.describe()
         live.failure = text
-        self.book.system(f"restarting: {text}", deployment=live.spec.deployment)
         self._advance(st.ReleaseExited(live.spec.child_id, False, text))
+        self.book.system(f"restarting: {text}", deployment=live.spec.deployment)
 
     def _on_process_exit(self, live: LiveRelease, reason: ExitReason) -> None:
         """The release's process exited by itself: restarted, or not by its restart policy."""
@@ -1106,17 +1115,19 @@ class Service:
         done = restarts.not_restarted(live.restart, reason)
         if done is None:
             live.failure = text
-            self.book.system(text, deployment=live.spec.deployment)
             self._advance(st.ReleaseExited(child_id, False, text))
+            self.book.system(text, deployment=live.spec.deployment)
             return
-        self.book.system(done, deployment=live.spec.deployment)
         if live.watchdog is not None:
             live.watchdog.retire()
         self._advance(st.ReleaseDone(child_id, not reason.abnormal, done))
         if self.current == child_id:
             self._set_health(Health.UNKNOWN, done)
+        self.book.system(done, deployment=live.spec.deployment)
 
     def _on_release_event(self, live: LiveRelease, child_id: str, event: SupervisionEvent) -> None:
+        # The status advances first, then the log line is written: what the service shows
+        # never depends on its log (a full disk drops the line, never the status change).
         book = self.book
         deployment = live.spec.deployment
         if event.child.id == "health":
@@ -1129,31 +1140,31 @@ class Service:
                 live.pid, live.exited, live.process_started = pid, None, started_at
                 live.started_at = trio.current_time()
                 live.touch()
-                book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
                 uptime = live.policy.min_uptime
                 waits = f"started again (pid {pid}): running once up {uptime:g} s"
                 self._advance(st.ReleaseStarted(child_id, pid, started_at, waits))
+                book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
             case ChildTerminated(reason=Shutdown()):
                 live.pid = live.started_at = live.process_started = None
                 live.touch()
-                book.system(f"release {child_id} stopped", deployment=deployment)
                 self._advance(st.ReleaseExited(child_id, True, "stopped"))
+                book.system(f"release {child_id} stopped", deployment=deployment)
             case ChildTerminated(reason=reason):
                 self._on_process_exit(live, reason)
             case ChildRestarting(delay=delay):
                 text = "restarting now" if delay <= 0 else f"restarting in {delay:g} s"
-                book.system(text, deployment=deployment)
                 self._advance(st.ReleaseRestarting(child_id, text))
+                book.system(text, deployment=deployment)
             case MaxIntensityReached():
                 last = f" (last: {live.failure})" if live.failure else ""
                 text = f"{event.describe()}{last}"
                 live.exited = text
                 live.gave_up = True
                 live.touch()
-                book.system(text, deployment=deployment)
                 self._advance(st.ReleaseGaveUp(child_id, text))
                 if self.current == child_id:
                     self._set_health(Health.UNKNOWN, text)
+                book.system(text, deployment=deployment)
 
 
 class _ReleaseCrashed(Exception):
