@@ -231,7 +231,6 @@ SCHEMAS: dict[str, Any] = {
             "run_cmd": _COMMAND,
             "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),
-            "restart": _ref("RestartPolicyChange"),  # the API's PATCH takes it too
         }
     ),
     "Blueprint": _closed(
