@@ -62,6 +62,7 @@ def _show(view: dict[str, Any]) -> None:
         mark = "  (waits for the next deploy)" if key in pending else ""
         value = _health(view["settings"]) if key == "health" else _value(key, view["settings"][key])
         click.echo(f"  {label:<13}{value}{mark}")
+    click.echo(f"  {'data-dir':<13}{view['data_dir']}  (kept across deploys: $DPLOYR_DATA_DIR)")
     if pending:
         click.echo("Changes apply at the next deploy; the running service is not restarted.")
 

@@ -301,10 +301,10 @@ class Instance:
             self.store.set_env(request.name, request.secrets, secret=True)
         return await service.deploy_now(request.settings)
 
-    async def delete(self, name: str) -> m.Deleted:
-        """Stop and remove a service."""
+    async def delete(self, name: str, *, purge: bool = False) -> m.Deleted:
+        """Stop and remove a service (its data folder too with ``purge``)."""
         service = self.service(name)
-        await service.delete()
+        await service.delete(purge=purge)
         self.services.pop(name, None)
         self.touch()
         return m.Deleted(name)
@@ -387,7 +387,7 @@ class InstanceHandle:
             m.Stop: lambda r: i.service(r.name).stop(),
             m.Restart: lambda r: i.service(r.name).restart(hard=r.hard),
             m.Rollback: lambda r: i.service(r.name).rollback(r.deployment),
-            m.Delete: lambda r: i.delete(r.name),
+            m.Delete: lambda r: i.delete(r.name, purge=r.purge),
             m.GetService: lambda r: _now(i.service(r.name).info()),
             m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
             m.GetSettings: lambda r: _now(i.service(r.name).settings_view()),

@@ -181,7 +181,7 @@ class Service:
                 for f in attrs.fields(ServiceSettings)
                 if getattr(record.settings, f.name) != getattr(active, f.name)
             )
-        return SettingsView(self.name, record.settings, active, pending)
+        return SettingsView(self.name, record.settings, active, pending, str(self.data_dir))
 
     def env_listing(self, applies: str = APPLIES_LATER) -> EnvListing:
         """The environment with secrets masked."""
@@ -378,14 +378,18 @@ class Service:
             return self.env_listing(APPLIES_NOW)
         return self.env_listing()
 
-    async def delete(self) -> None:
-        """Stop the service and remove its configuration, releases and history."""
+    async def delete(self, *, purge: bool = False) -> None:
+        """Stop the service and remove its configuration, releases and history.
+
+        Its data folder stays (a service created again with the same name finds it),
+        unless ``purge``.
+        """
         async with self.lock:
             await self._take_down()
             self.store.delete_service(self.name)
             self._cached = None
             self.book.close()
-            await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
+            await trio.to_thread.run_sync(_remove_service_dir, self.dir, self.data_dir, purge)
 
     async def recover(self) -> None:
         """At daemon start: bring the service back as it should be."""
@@ -454,14 +458,23 @@ class Service:
         """Where a deployment's release folder is (or was)."""
         return self.dir / "releases" / str(deployment)
 
+    @property
+    def data_dir(self) -> Path:
+        """The service's own persistent files, outside its releases: kept across deploys,
+        rollbacks and restarts, and by a plain ``delete``."""
+        return self.dir / "data"
+
     def process_env(self, deployment: int, port: int | None) -> dict[str, str]:
         """The whole environment of a process of this service (a release or a build).
 
         ``DPLOYR_INSTANCE`` marks it as this instance's, so a daemon started after a crash
         can tell its leftovers from unrelated processes that reuse their pids.
+        ``DPLOYR_DATA_DIR`` is the data folder, made here if it is missing (one mkdir).
         """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         env = process_env(self.name, deployment, port, self.environment())
         env["DPLOYR_INSTANCE"] = self.instance.id
+        env["DPLOYR_DATA_DIR"] = str(self.data_dir)
         return env
 
     def process_started(self, running: Running) -> None:
@@ -811,6 +824,20 @@ class Service:
                 self._advance(st.ReleaseGaveUp(child_id, text))
                 if self.current == child_id:
                     self._set_health(Health.UNKNOWN, text)
+
+
+def _remove_service_dir(folder: Path, data: Path, purge: bool) -> None:
+    """Remove a deleted service's folder; all of it with ``purge``, else all but ``data``."""
+    if purge or not data.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        for entry in folder.iterdir():
+            if entry != data:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
 
 def webhook_body(service: str, instance: str, health: Health, message: str) -> bytes:
