@@ -14,6 +14,7 @@ run, with its active deployment: so a service never runs twice.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import signal
@@ -29,6 +30,7 @@ import trio
 
 from dployr import __version__
 from dployr.engine import messages as m
+from dployr.engine.errors import Conflict
 from dployr.engine.metrics import MetricsSampler
 from dployr.engine.metrics_policy import (
     RAW_RETENTION,
@@ -37,6 +39,7 @@ from dployr.engine.metrics_policy import (
     Sample,
     ServiceSample,
 )
+from dployr.engine.proxy import PortInUse
 from dployr.engine.release import Running
 from dployr.engine.service import Service
 from dployr.engine.sources import check_remote
@@ -286,20 +289,52 @@ class Instance:
                 raise UnknownService(
                     f"no service named {request.name!r}: give its settings to create it"
                 )
-            check_remote(request.settings.source.remote)  # refused before anything is stored
+            # Refused before anything is stored: a refused first deploy leaves no service.
+            check_remote(request.settings.source.remote)
+            self.check_port(request.name, request.settings.port, bind=True)
             try:
                 created = self.store.create_service(request.name, request.settings)
             except ServiceExists:  # created by a racing request in between
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))
             self.touch()
-        elif request.settings is not None:
-            check_remote(request.settings.source.remote)
+        else:
+            if request.settings is not None:
+                check_remote(request.settings.source.remote)
+            settings = request.settings or service.settings_view().settings
+            # The port the service holds itself is not tried: only another one is.
+            bind = settings.port != _held_port(service)
+            self.check_port(request.name, settings.port, bind=bind)
         if request.env:
             self.store.set_env(request.name, request.env)
         if request.secrets:
             self.store.set_env(request.name, request.secrets, secret=True)
         return await service.deploy_now(request.settings)
+
+    def check_port(self, name: str, port: int | None, *, bind: bool = False) -> None:
+        """Refuse ``port`` as the public port of service ``name`` if another service has
+        it (stored, or serving on it): Conflict. With ``bind``, also if another program
+        listens on it now: PortInUse. Both are answered 409, before anything is stored."""
+        if port is None:
+            return
+        for other in self.services.values():
+            if other.name == name:
+                continue
+            view = other.settings_view()
+            taken = {view.settings.port, view.active.port if view.active else None}
+            if port in taken or port == _held_port(other):
+                raise Conflict(f"port {port} is already the port of service {other.name}")
+        if bind:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.config.service_host, port))
+                except OSError as error:
+                    if error.errno == errno.EADDRINUSE:
+                        raise PortInUse(
+                            f"port {port} is already in use by another program"
+                        ) from None
+                    raise PortInUse(f"cannot listen on port {port}: {error.strerror}") from None
 
     async def delete(self, name: str, *, purge: bool = False) -> m.Deleted:
         """Stop and remove a service (its data folder too with ``purge``)."""
@@ -353,6 +388,17 @@ class Instance:
             )
         history = book.history
         return m.LogPage(request.name, tuple(lines), history.first_cursor, history.last_cursor)
+
+
+def _held_port(service: Service) -> int | None:
+    """The public port the service's proxy or listening socket holds now, if any (a failed
+    service keeps its proxy)."""
+    if service.proxy is not None:
+        return service.proxy.port
+    if service.listener is not None:
+        port: int = service.listener.getsockname()[1]
+        return port
+    return None
 
 
 class _InstanceEvents:

@@ -368,7 +368,15 @@ class Service:
         return await self._env_changed(restart)
 
     async def unset_env(self, keys: tuple[str, ...], *, restart: bool) -> EnvListing:
-        """Remove variables; the process sees it at its next start."""
+        """Remove variables; the process sees it at its next start.
+
+        A key that is not set is bad input: refused, and nothing is removed.
+        """
+        # Checked and removed with no await between: nothing can set a key in between.
+        missing = sorted(set(keys) - {var.key for var in self.store.env_listing(self.name)})
+        if missing:
+            verb = "was" if len(missing) == 1 else "were"
+            raise InvalidSetting(f"{', '.join(missing)} {verb} not set: nothing was unset")
         self.store.unset_env(self.name, keys)
         return await self._env_changed(restart)
 
