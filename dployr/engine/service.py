@@ -357,6 +357,8 @@ class Service:
             }
             updates.update(dict.fromkeys(change.clear))
             settings = attrs.evolve(current, **updates)  # validates every field again
+            if settings.port != current.port:
+                self.instance.check_port(self.name, settings.port)
             if settings != current:
                 self.instance.touch()
                 self._cached = self.store.update_settings(self.name, settings)
