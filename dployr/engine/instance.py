@@ -305,11 +305,7 @@ class Instance:
             # The port the service holds itself is not tried: only another one is.
             bind = settings.port != _held_port(service)
             self.check_port(request.name, settings.port, bind=bind)
-        if request.env:
-            self.store.set_env(request.name, request.env)
-        if request.secrets:
-            self.store.set_env(request.name, request.secrets, secret=True)
-        return await service.deploy_now(request.settings)
+        return await service.deploy_now(request.settings, request.env, request.secrets)
 
     def check_port(self, name: str, port: int | None, *, bind: bool = False) -> None:
         """Refuse ``port`` as the public port of service ``name`` if another service has

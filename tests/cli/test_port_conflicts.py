@@ -42,7 +42,7 @@ async def test_a_port_of_another_service_is_refused_at_once(daemon: Daemon, web_
     redeploy = await daemon.cli(*web("flaskr", web_app, site_port))
     assert "already the port of service site" in redeploy.one_line_error()
     assert await daemon.snapshot() == before
-    assert await http_get(flaskr_port) == "hello v1 2"
+    assert await http_get(flaskr_port) == "hello v1 1"
     assert await http_get(site_port) == "hello v1 1"
 
     # A first deploy onto it leaves no service behind.
