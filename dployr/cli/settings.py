@@ -21,6 +21,7 @@ _LABELS = {
     "stop_grace": "stop-grace",
     "health": "health",
     "listen_fds": "listen-fds",
+    "rollout": "rollout",
 }
 
 
@@ -100,6 +101,12 @@ def _remote(
     "--listen-fds/--no-listen-fds",
     default=None,
     help="Hand the release its listening socket as fd 3 (LISTEN_FDS=1) instead of a proxy.",
+)
+@click.option(
+    "--rollout",
+    type=click.Choice(["auto", "overlap", "stop-first"]),
+    help="How a deploy replaces the running release (auto: overlap with a port, "
+    "stop-first without).",
 )
 @health_options
 @json_option

@@ -829,11 +829,14 @@ class Service:
         """
         # Written before it is acted on.
         self.instance.touch()
-        settings = None
         if saved:
             source = attrs.evolve(deployment.settings.source, commit=None)
             settings = attrs.evolve(deployment.settings, source=source)
-        self._cached = self.store.activate_deployment(self.name, deployment.id, settings=settings)
+            self._cached = self.store.activate_deployment(
+                self.name, deployment.id, settings=settings
+            )
+        else:  # a restart, a start, a rollback: the environment is the service's as it is
+            self._cached = self.store.set_active_deployment(self.name, deployment.id)
         old = self.current
         live = self.releases[spec.child_id]
         self.current = spec.child_id

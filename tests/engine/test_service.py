@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import attrs
 import httpx
 import psutil
 import pytest
@@ -27,7 +28,7 @@ from dployr.engine.messages import (
     UpdateSettings,
 )
 from dployr.errors import DployrError
-from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Source
+from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
 from dployr.store.errors import UnknownService
 from tests.helpers import PYTHON, commit, git, make_repo, web_repo
 
@@ -394,3 +395,33 @@ async def test_follow_crosses_the_history_live_seam(engine: Engine, tmp_path: Pa
                 if numbers and numbers[-1] == 100_000:
                     break
     assert numbers == list(range(1, 100_001))
+
+
+WORKER = """\
+import os, signal, sys, time
+me = os.environ["DPLOYR_DEPLOYMENT"]
+signal.signal(signal.SIGTERM, lambda *_: (print(f"stopping {me}", flush=True), sys.exit(0)))
+print(f"started {me}", flush=True)
+time.sleep(1e6)
+"""
+
+
+async def test_a_worker_redeploy_never_runs_two_releases(engine: Engine, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "worker", {"w.py": WORKER})
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} w.py", restart=QUICK_START
+    )
+    await engine.deploy("worker", settings)
+    await engine.deploy("worker", settings)
+    page = await engine.handle.request(ReadLogs("worker", tail=100))
+    lines = [(line.line, line.deployment) for line in page.lines if line.stream == "stdout"]
+    # Each line carries the deployment whose process wrote it.
+    assert lines == [("started 1", 1), ("stopping 1", 1), ("started 2", 2)]
+    assert len(engine.pids("worker")) == 1
+
+    # With rollout overlap, the new release starts before the old one stops.
+    overlap = attrs.evolve(settings, rollout=RolloutMode.OVERLAP)
+    await engine.deploy("worker", overlap)
+    page = await engine.handle.request(ReadLogs("worker", tail=100))
+    lines = [line.line for line in page.lines if line.stream == "stdout"]
+    assert lines[-2:] == ["started 3", "stopping 2"]
