@@ -7,8 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trio
-from trio_websocket import open_websocket_url
 
 from tests.cli.conftest import WAIT, Daemon, free_port, http_get
 from tests.helpers import PYTHON, commit, make_repo
@@ -37,21 +35,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 """
-
-
-async def rollback(daemon: Daemon, name: str) -> None:
-    """Roll ``name`` back through the API; return once the events feed says it is over."""
-    url = daemon.url.replace("http://", "ws://") + f"/api/v1/events?token={daemon.token}"
-    async with open_websocket_url(url) as feed, daemon.http() as http:
-        answer = await http.post(f"/services/{name}/rollback")
-        assert answer.status_code < 300, answer.text
-        with trio.fail_after(WAIT):
-            while True:
-                event = json.loads(await feed.get_message())
-                finished = event.get("status") in ("succeeded", "failed")
-                if event.get("type") == "deployment" and event["service"] == name and finished:
-                    break
-    assert event["status"] == "succeeded", event
 
 
 async def test_a_release_never_serves_the_repository(daemon: Daemon, tmp_path: Path) -> None:
@@ -94,7 +77,7 @@ async def test_data_folder_survives_deploys_rollbacks_and_a_plain_delete(
     await daemon.ok(*command)
     assert await http_get(port) == "v1\nv2\n"  # the file the first release wrote is kept
     assert (data / "builds.txt").read_text() == "v1\nv2\n"  # builds see it too
-    await rollback(daemon, "notes")
+    await daemon.ok("rollback", "notes")
     assert await http_get(port) == "v1\nv2\nv1\n"
     await daemon.ok("service", "restart", "notes")
     assert await http_get(port) == "v1\nv2\nv1\nv1\n"
