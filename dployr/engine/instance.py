@@ -309,8 +309,9 @@ class Instance:
 
     def check_port(self, name: str, port: int | None, *, bind: bool = False) -> None:
         """Refuse ``port`` as the public port of service ``name`` if another service has
-        it (stored, or serving on it): Conflict. With ``bind``, also if another program
-        listens on it now: PortInUse. Both are answered 409, before anything is stored."""
+        it (stored, deploying onto it, or serving on it): Conflict. With ``bind``, also if
+        another program listens on it now: PortInUse. Both are answered 409, before
+        anything is stored."""
         if port is None:
             return
         for other in self.services.values():
@@ -318,6 +319,8 @@ class Instance:
                 continue
             view = other.settings_view()
             taken = {view.settings.port, view.active.port if view.active else None}
+            if other.deploy is not None:  # its settings are saved only once it succeeds
+                taken.add(other.deploy.deployment.settings.port)
             if port in taken or port == _held_port(other):
                 raise Conflict(f"port {port} is already the port of service {other.name}")
         if bind:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
 import pytest
+import trio
+from trio_websocket import open_websocket_url
 
-from tests.cli.conftest import Daemon, free_port, http_get
+from tests.cli.conftest import WAIT, Daemon, free_port, http_get
 from tests.helpers import PYTHON
 
 pytestmark = pytest.mark.slow
@@ -72,3 +75,42 @@ async def test_a_first_deploy_on_a_port_another_program_holds_leaves_nothing(
     # Once the program is gone, the same deploy goes through.
     await daemon.ok(*web("flaskr", web_app, port))
     assert await http_get(port) == "hello v1 1"
+
+
+async def test_the_port_a_deploy_moves_to_is_taken_while_it_runs(
+    daemon: Daemon, web_app: Path, tmp_path: Path
+) -> None:
+    site_port, other_port, new_port = free_port(), free_port(), free_port()
+    await daemon.ok(*web("site", web_app, site_port))
+    await daemon.ok(*web("other", web_app, other_port))
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)  # the build waits on it: the deploy is in progress until it opens
+    events = daemon.url.replace("http://", "ws://") + f"/api/v1/events?token={daemon.token}"
+    async with open_websocket_url(events) as feed, daemon.http() as http:
+        body = {
+            "remote": {"url": str(web_app)},
+            "run_cmd": f"{PYTHON} app.py",
+            "build_cmd": f"cat {gate}",
+            "port": new_port,
+        }
+        assert (await http.post("/services/site/deploy", json=body)).status_code == 202
+
+        refused = await daemon.cli("settings", "other", "--port", str(new_port))
+        assert (
+            refused.one_line_error()
+            == f"error: port {new_port} is already the port of service site"
+        )
+
+        def open_the_gate() -> None:
+            with open(gate, "w"):  # returns once the build has opened it to read
+                pass
+
+        await trio.to_thread.run_sync(open_the_gate)
+        with trio.fail_after(WAIT):
+            while True:
+                event = json.loads(await feed.get_message())
+                ours = event.get("type") == "deployment" and event["service"] == "site"
+                if ours and event["status"] in ("succeeded", "failed"):
+                    break
+    assert event["status"] == "succeeded", event
+    assert await http_get(new_port) == "hello v1 2"
