@@ -41,7 +41,7 @@ def test_scrolling_up_loads_older_lines_page_by_page(
     assert pages >= 2
     view.evaluate("el => { el.scrollTop = 0; }")
     expect(view.locator(".log-row.older")).to_have_text("Beginning of the log history")
-    expect(view).to_contain_text("deploy 1 started")
+    expect(view).to_contain_text("deploy 1: started")
     expect(view).to_contain_text("boot line 00000")
     assert count > 1400
     snap(page, "logs-scrolled-back")
@@ -113,6 +113,7 @@ def test_the_dashboard_reconnects_by_itself_when_the_daemon_restarts(
     connection = page.locator("#connection")
     view = page.locator("#log-view")
     expect(view).to_contain_text("listening on")
+    expect(view).to_contain_text("deploy 1: succeeded")  # what a restart brings back
     expect(connection).to_have_attribute("data-state", re.compile("live|online"))
 
     daemon.stop()
