@@ -106,6 +106,7 @@ def _register() -> None:
     from dployr.cli.logs import logs
     from dployr.cli.metrics import metrics
     from dployr.cli.rollback import rollback
+    from dployr.cli.secrets import secrets
     from dployr.cli.service import service
     from dployr.cli.services import delete, get, list_services
     from dployr.cli.settings import settings
@@ -126,6 +127,7 @@ def _register() -> None:
         deployments,
         instances,
         instance,
+        secrets,
         demo,
     ):
         cli.add_command(command)
@@ -156,7 +158,9 @@ def main() -> None:
             raise
         code, message = _explain(error)
         if message:
-            text = " ".join(message.split())
+            from dployr.cli.output import visible  # messages quote what users and services wrote
+
+            text = visible(" ".join(message.split()))
             if _error_style.json or _asks_json(sys.argv[1:]):
                 json_error = {"error": {"code": _error_code(error, code), "message": text}}
                 sys.stdout.write(json.dumps(json_error, ensure_ascii=False) + "\n")

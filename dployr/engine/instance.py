@@ -42,7 +42,7 @@ from dployr.engine.metrics_policy import (
 from dployr.engine.proxy import PortInUse
 from dployr.engine.release import Running
 from dployr.engine.service import Service
-from dployr.engine.sources import check_remote
+from dployr.engine.sources import check_remote, hide_password
 from dployr.engine.warden import Warden
 from dployr.engine.webhooks import Delivery, Webhooks
 from dployr.errors import DployrError
@@ -180,6 +180,7 @@ class Instance:
         interrupted = self.store.fail_interrupted_deployments(INTERRUPTED)
         for record in self.store.list_services():
             self.services[record.name] = Service(self, record)
+            self.services[record.name].seal_stored_password()
         for deployment in interrupted:
             service = self.services.get(deployment.service)
             if service is not None:
@@ -284,28 +285,36 @@ class Instance:
         for key, value in {**request.env, **request.secrets}.items():
             check_env_value(check_env_key(key), value)
         service = self.services.get(request.name)
+        settings, credential = request.settings, None
+        if settings is not None:
+            check_remote(settings.source.remote)  # refused before anything is stored
+            # The remote's password is kept apart, sealed: the settings show it as ***.
+            kept = service.kept_credential() if service is not None else None
+            source, credential = hide_password(settings.source, kept)
+            settings = attrs.evolve(settings, source=source)
+        # Refused before anything is stored: a refused first deploy leaves no service.
+        wanted = settings
+        if wanted is None and service is not None:
+            wanted = service.settings_view().settings
+        if wanted is not None:
+            # The port the service holds itself is not tried: only another one is.
+            held = _held_port(service) if service is not None else None
+            self.check_port(request.name, wanted.port, bind=wanted.port != held)
         if service is None:
-            if request.settings is None:
+            if settings is None:
                 raise UnknownService(
                     f"no service named {request.name!r}: give its settings to create it"
                 )
-            # Refused before anything is stored: a refused first deploy leaves no service.
-            check_remote(request.settings.source.remote)
-            self.check_port(request.name, request.settings.port, bind=True)
             try:
-                created = self.store.create_service(request.name, request.settings)
+                created = self.store.create_service(request.name, settings)
             except ServiceExists:  # created by a racing request in between
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))
             self.touch()
-        else:
-            if request.settings is not None:
-                check_remote(request.settings.source.remote)
-            settings = request.settings or service.settings_view().settings
-            # The port the service holds itself is not tried: only another one is.
-            bind = settings.port != _held_port(service)
-            self.check_port(request.name, settings.port, bind=bind)
-        return await service.deploy_now(request.settings, request.env, request.secrets)
+            service.keep_credential(credential)  # as its settings: saved at once
+        if settings is None:  # the stored settings again, with the password kept for them
+            credential = service.kept_credential()
+        return await service.deploy_now(settings, request.env, request.secrets, credential)
 
     def check_port(self, name: str, port: int | None, *, bind: bool = False) -> None:
         """Refuse ``port`` as the public port of service ``name`` if another service has
@@ -342,6 +351,17 @@ class Instance:
         self.services.pop(name, None)
         self.touch()
         return m.Deleted(name)
+
+    def rotate_key(self) -> m.KeyRotated:
+        """Re-seal every secret under a new master key (kept in the data dir's key file)."""
+        store = self.store
+        if not store.key_rotatable:
+            raise Conflict(
+                f"the master key comes from {store.key_source}, which dployr cannot change: "
+                "rotate it there, or unset it to let dployr keep the key in the data dir"
+            )
+        resealed = store.rotate_key()
+        return m.KeyRotated(resealed, store.key_source)
 
     def info(self) -> m.InstanceInfo:
         """This instance, its load and its services."""
@@ -448,6 +468,7 @@ class InstanceHandle:
             ),
             m.GetInstance: lambda r: _now(i.info()),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
+            m.RotateKey: lambda r: _now(i.rotate_key()),
         }
 
     @property

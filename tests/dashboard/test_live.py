@@ -41,7 +41,7 @@ def test_scrolling_up_loads_older_lines_page_by_page(
     assert pages >= 2
     view.evaluate("el => { el.scrollTop = 0; }")
     expect(view.locator(".log-row.older")).to_have_text("Beginning of the log history")
-    expect(view).to_contain_text("deploy 1: started")
+    expect(view).to_contain_text("deploy 1 started")
     expect(view).to_contain_text("boot line 00000")
     assert count > 1400
     snap(page, "logs-scrolled-back")
