@@ -31,6 +31,7 @@ from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
+from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
 from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
 
@@ -99,7 +100,11 @@ async def run(
     """Run the daemon until cancelled; report the URL it serves once everything is up."""
     data = DataDir(config.data_dir)
     with hold_lock(data):
-        store = Store.open(data.db)
+        # Space held back for the database, so that a disk filled by logs cannot stop
+        # the daemon from recording what it does (see dployr/store/reserve.py).
+        reserve = DiskReserve(data.root)
+        reserve.make()
+        store = Store.open(data.db, reserve=reserve)
         try:
             created = ensure_admin_token(store, data)
             instance = Instance(
