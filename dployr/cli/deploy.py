@@ -49,6 +49,11 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "[default]: overlap with a port, stop-first without.",
 )
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable.")
+@click.option(
+    "--listen-fds/--no-listen-fds",
+    default=None,
+    help="Hand the release its listening socket as fd 3 (LISTEN_FDS=1) instead of a proxy.",
+)
 @click.option("--secret", "secrets", multiple=True, metavar="K=V", help="A secret variable.")
 @click.option(
     "--blueprint",
