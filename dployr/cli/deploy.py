@@ -183,7 +183,8 @@ async def _run(
     health: dict[str, Any],
     restart: dict[str, Any] | None = None,
 ) -> None:
-    from dployr.cli.output import print_json, stderr
+    from dployr.cli.output import print_json
+    from dployr.errors import DployrError
 
     async with options.client() as client:
         body = await _complete(client, name, body)
@@ -198,8 +199,6 @@ async def _run(
             click.echo(f"deploying {name}: deployment {number}")
         failed = await _watch(client, name, number, before, quiet=options.json)
         record = await _deployment(client, name, number)
-        if options.json:
-            print_json(record)
         if failed is not None or record.get("status") != "succeeded":
             reason = failed or record.get("error") or "the deploy failed"
             tail = record.get("output_tail") or []
@@ -208,8 +207,10 @@ async def _run(
                 click.echo("==> its last lines of output:")
                 for line in tail:
                     click.echo(f"    {line}")
-            stderr(f"error: deploy {number} of {name} failed: {reason}")
-            raise SystemExit(1)
+            # One line on stderr, or with --json the JSON error on stdout; exit 1.
+            raise DployrError(f"deploy {number} of {name} failed: {reason}")
+        if options.json:
+            print_json(record)
         if not options.json:
             info = await client.call("GET", client.service(name))
             where = f" on port {info['port']}" if info.get("port") else ""
