@@ -2,11 +2,13 @@
 
 Open it with :meth:`Store.open`; every method is one transaction. Secret environment
 variables are sealed with AES-256-GCM by a :class:`Cipher` (see :mod:`dployr.store.secrets`
-for where its key comes from), and API tokens are kept only as SHA-256 digests.
+for where its key comes from), and API tokens are kept only as SHA-256 digests, with their
+scope and expiry.
 """
 
 from dployr.store.errors import (
     DeploymentFinished,
+    InvalidToken,
     InvalidTokenName,
     MasterKeyError,
     SchemaTooNew,
@@ -18,7 +20,7 @@ from dployr.store.errors import (
     UnknownToken,
     WrongMasterKey,
 )
-from dployr.store.records import ProcessRecord, ServiceRecord, TokenRecord
+from dployr.store.records import AuditRecord, ProcessRecord, Scope, ServiceRecord, TokenRecord
 from dployr.store.schema import SCHEMA_VERSION
 from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
 from dployr.store.store import DB_FILE_NAME, SECRET_MASK, TOKEN_PREFIX, UNSET, Store
@@ -31,12 +33,15 @@ __all__ = [
     "SECRET_MASK",
     "TOKEN_PREFIX",
     "UNSET",
+    "AuditRecord",
     "Cipher",
     "DeploymentFinished",
+    "InvalidToken",
     "InvalidTokenName",
     "MasterKeyError",
     "ProcessRecord",
     "SchemaTooNew",
+    "Scope",
     "ServiceExists",
     "ServiceRecord",
     "Store",

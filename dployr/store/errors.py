@@ -47,3 +47,8 @@ class WrongMasterKey(MasterKeyError):
 
 class InvalidTokenName(SpecError):
     """An API token name that dployr refuses."""
+
+
+class InvalidToken(SpecError):
+    """An API token's rights that do not go together (an admin token for one service) or an
+    expiry in the past."""

@@ -64,7 +64,7 @@ def test_tokens_are_kept_only_as_digests(store: Store, db_path: Path, clock: Clo
     assert store.verify_token(token)
     assert store.list_tokens() == [TokenRecord("ci", clock.now)]
     with sqlite3.connect(db_path) as raw:
-        rows = raw.execute("SELECT * FROM api_tokens").fetchall()
+        rows = raw.execute("SELECT name, sha256, created_at FROM api_tokens").fetchall()
     raw.close()
     assert rows == [("ci", hashlib.sha256(token.encode()).digest(), clock.now)]
     written = b"".join(p.read_bytes() for p in db_path.parent.glob("dployr.db*"))
