@@ -78,6 +78,7 @@ def cli(
 
 def _register() -> None:
     # The command modules import Options from here, so they are imported after it exists.
+    from dployr.cli.audit import audit
     from dployr.cli.demo import demo
     from dployr.cli.deploy import deploy
     from dployr.cli.deployments import deployments
@@ -89,6 +90,7 @@ def _register() -> None:
     from dployr.cli.service import service
     from dployr.cli.services import delete, get, list_services
     from dployr.cli.settings import settings
+    from dployr.cli.tokens import tokens
     from dployr.cli.up import up
 
     for command in (
@@ -107,6 +109,8 @@ def _register() -> None:
         instances,
         instance,
         demo,
+        tokens,
+        audit,
     ):
         cli.add_command(command)
 

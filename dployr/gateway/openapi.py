@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from dployr import __version__
-from dployr.gateway import api
+from dployr.gateway import access, api
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
@@ -219,6 +219,13 @@ _ERRORS = {
 }
 
 
+_PATH_PARAMETERS = {
+    "{name}": "the service's name",
+    "{instance}": "an instance id or name",
+    "{token}": "the API token's name",  # dployr.gateway.access
+}
+
+
 def _operation(route: api.Route) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {
@@ -226,7 +233,7 @@ def _operation(route: api.Route) -> dict[str, Any]:
             "in": "path",
             "required": True,
             "schema": _STR,
-            "description": "the service's name" if part == "{name}" else "an instance id or name",
+            "description": _PATH_PARAMETERS[part],
         }
         for part in route.path.split("/")
         if part.startswith("{")
@@ -341,7 +348,7 @@ FEEDS: dict[str, dict[str, Any]] = {
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document for every route under ``/api/v1``."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in api.ROUTES:
+    for route in api.ROUTES + access.ROUTES:  # access: the admin routes
         paths.setdefault(api.PREFIX + route.path, {})[route.method.lower()] = _operation(route)
     for path, operation in FEEDS.items():
         paths[api.PREFIX + path] = {"get": operation}
@@ -365,7 +372,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "dployr", "version": __version__},
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **access.SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -897,10 +897,11 @@ def _check_token_name(name: object) -> None:
         or not 1 <= len(name) <= _MAX_TOKEN_NAME
         or name != name.strip()
         or not name.isprintable()
+        or "/" in name
     ):
         raise InvalidTokenName(
             f"invalid API token name {name!r}: use 1 to {_MAX_TOKEN_NAME} printable "
-            "characters, without leading or trailing spaces"
+            "characters but /, without leading or trailing spaces"
         )
 
 

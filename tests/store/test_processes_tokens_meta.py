@@ -100,7 +100,7 @@ def test_token_names_are_unique_and_checked(store: Store) -> None:
     with pytest.raises(TokenExists, match="an API token named 'ci' already exists"):
         store.create_token("ci")
     assert store.verify_token(first)
-    for bad in ["", " ci", "ci ", "a\nb", "x" * 101]:
+    for bad in ["", " ci", "ci ", "a\nb", "x" * 101, "a/b"]:
         with pytest.raises(InvalidTokenName):
             store.create_token(bad)
     assert [t.name for t in store.list_tokens()] == ["ci"]
