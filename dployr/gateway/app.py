@@ -133,6 +133,9 @@ def _add_access_checks(app: QuartTrio, tokens: Tokens) -> None:
         service = access.service_of(rule, request.view_args)
         refused = access.refusal(caller, request.method, rule, service)
         if refused is not None:
+            # Read the body the refusal leaves unread: on a kept-alive connection, Hypercorn
+            # would otherwise never answer the next request (issue 12, point 1).
+            await request.get_data()
             return error_response(403, "forbidden", refused)
         return None
 
