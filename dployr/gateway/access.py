@@ -26,6 +26,7 @@ from dployr.engine.instance import InstanceHandle
 from dployr.errors import SpecError
 from dployr.gateway.api import PREFIX, Param, Route, json_body
 from dployr.gateway.responses import BadRequest
+from dployr.models import NAME_PATTERN
 from dployr.store.records import AuditRecord, Scope, TokenRecord
 
 log = logging.getLogger("dployr.gateway.access")
@@ -288,14 +289,29 @@ _TOKEN = {
     "last_used_at": {"type": "number", "nullable": True},
 }
 
+_TOKEN_NAME_PATTERN = r"^[^/\s\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]*[^/\s\x00-\x1f\x7f])?$"
+"""Printable, no ``/``, no leading or trailing space (what the store accepts)."""
+
 SCHEMAS: dict[str, Any] = {
     "TokenCreate": {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                "pattern": _TOKEN_NAME_PATTERN,
+            },
             "scope": {"type": "string", "enum": ["read", "deploy", "admin"]},
-            "service": {"type": "string", "nullable": True},
-            "expires_in": {"type": "number", "nullable": True, "description": "seconds"},
+            "service": {"type": "string", "nullable": True, "pattern": f"^{NAME_PATTERN.pattern}$"},
+            "expires_in": {
+                "type": "number",
+                "nullable": True,
+                "exclusiveMinimum": True,
+                "minimum": 0,
+                "maximum": 10 * 365 * 86400,
+                "description": "seconds until the token stops working",
+            },
         },
         "required": ["name", "scope"],
         "additionalProperties": False,
