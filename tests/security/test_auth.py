@@ -314,6 +314,12 @@ async def test_tokens_from_the_cli_revoked_at_once_and_audited(
         daemon, "tokens", "create", "peek", "--scope", "read", "--expires-in", "30d"
     )
     reader = out.strip()
+    code, _, err = await cli(daemon, "tokens", "create", "ann", "--scope", "read")
+    assert (code, err) == (1, "error: an API token named 'ann' already exists\n")
+    code, _, err = await cli(daemon, "tokens", "create", "x", "--scope=read", "--expires-in=1y")
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "not a lifetime such as 90m, 12h, 30d or 2w" in err
     # With --server and the admin token too: tokens are managed through the API.
     code, out, err = await cli(daemon, "tokens", "list", "--json", token=daemon.token)
     assert code == 0, err
