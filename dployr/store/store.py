@@ -697,9 +697,11 @@ class Store:
         if record.expires_at is not None and now >= record.expires_at:
             return None
         if use and (record.last_used_at is None or now - record.last_used_at >= _LAST_USED_STEP):
-            with self._write() as db:
+            # Best effort: a database that cannot be written (a full disk) must not stop
+            # every request; the time of last use is written at a later one.
+            with contextlib.suppress(StoreError), self._write() as db:
                 db.execute("UPDATE api_tokens SET last_used_at = ? WHERE sha256 = ?", (now, digest))
-            record = attrs.evolve(record, last_used_at=now)
+                record = attrs.evolve(record, last_used_at=now)
         return record
 
     def verify_token(self, token: str) -> bool:

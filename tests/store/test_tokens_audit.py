@@ -117,3 +117,22 @@ def test_the_audit_log_keeps_the_newest_records(store: Store, db_path: Path) -> 
     raw.close()
     store.record_audit("new", "POST", "/y", None, 200)
     assert [r.token for r in store.audit()] == ["new", "kept"]
+
+
+@pytest.mark.slow
+def test_a_token_still_works_when_its_last_use_cannot_be_written(
+    store: Store, db_path: Path, clock: Clock
+) -> None:
+    token = store.create_token("ci", scope=Scope.READ)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the database (5 s timeout)
+        record = store.authenticate(token)
+        assert record is not None
+        assert record.last_used_at is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    record = store.authenticate(token)
+    assert record is not None
+    assert record.last_used_at == clock.now
