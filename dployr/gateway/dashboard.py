@@ -162,7 +162,7 @@ class Sessions:
         self._check_token = check_token
         self._lifetime = lifetime
         self._clock = clock
-        self._revocations = revocations or MemoryRevocations(clock)
+        self._revocations = MemoryRevocations(clock) if revocations is None else revocations
 
     @property
     def _aead(self) -> Any:
