@@ -48,6 +48,7 @@ from dployr.engine.health import Check, HealthState, Verdict, Watchdog
 from dployr.engine.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
 from dployr.engine.proxy import PortInUse, Proxy
 from dployr.engine.release import Release, ReleaseSpec, Running, process_env
+from dployr.engine.sources import HIDDEN_PASSWORD, Credential, hide_password, take_password
 from dployr.errors import ActorDead, StartError
 from dployr.logs.book import LogBook
 from dployr.models import (
@@ -252,11 +253,12 @@ class Service:
         settings: ServiceSettings | None,
         env: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        credential: Credential | None = None,
     ) -> Deployment:
         """Start a deploy in the service's tree and return its record at once.
 
         The settings and variables given are the deploy's own: they are saved as the
-        service's only if it succeeds.
+        service's only if it succeeds. So is ``credential``, the password of the remote.
         """
         async with self.lock:
             self._check_idle()
@@ -266,7 +268,7 @@ class Service:
             deployment = self.store.create_deployment(
                 self.name, settings or record.settings, env=env, secrets=secrets
             )
-            await self._begin(DeployRun(self, deployment))
+            await self._begin(DeployRun(self, deployment, credential))
             self.last_deploy_at = deployment.created_at
             self.instance.touch()
             return deployment
@@ -326,10 +328,9 @@ class Service:
         tree = await self._ensure_tree()
         self.deploy = run
         self._advance(st.DeployBegan(run.id))
-        if run.rollback:
-            run.say(f"started: back to deployment {run.deployment.rollback_of}")
-        else:
-            run.say("started")
+        # Not "deploy 7: ..." like its steps: a client following the steps need not show it.
+        back = f": back to deployment {run.deployment.rollback_of}" if run.rollback else ""
+        self.book.system(f"{run.prefix} started{back}", deployment=run.id)
         await tree.start_child(ChildSpec(f"deploy-{run.id}", run.run, restart=Restart.TEMPORARY))
 
     async def start(self) -> ServiceInfo:
@@ -384,6 +385,10 @@ class Service:
         """Store changed settings for the next deploy; nothing running is touched."""
         async with self.lock:
             current = self._record().settings
+            credential = None
+            if change.source is not None:  # stored with its password as ***
+                source, credential = hide_password(change.source, self.kept_credential())
+                change = attrs.evolve(change, source=source)
             unknown = change.clear - _CLEARABLE
             if unknown:
                 names = ", ".join(sorted(unknown))
@@ -395,10 +400,40 @@ class Service:
             }
             updates.update(dict.fromkeys(change.clear))
             settings = attrs.evolve(current, **updates)  # validates every field again
+            if change.source is not None:
+                self.keep_credential(credential)
             if settings != current:
                 self.instance.touch()
                 self._cached = self.store.update_settings(self.name, settings)
             return self.settings_view()
+
+    # The password of the remote is kept apart from the settings (which show it as ***),
+    # sealed in the store; see sources.hide_password.
+
+    def kept_credential(self) -> Credential | None:
+        """The password kept for the service's remote, if any."""
+        kept = self.store.git_credential(self.name)
+        return None if kept is None else Credential(*kept)
+
+    def seal_stored_password(self) -> None:
+        """Move a password that an older dployr stored in the settings into the sealed store.
+
+        (Deployment records keep the settings they were deployed with, as they were.)
+        """
+        settings = self._record().settings
+        _, password = take_password(settings.source.remote)
+        if password is None or password == HIDDEN_PASSWORD:
+            return
+        source, credential = hide_password(settings.source, None)
+        self.keep_credential(credential)
+        self._cached = self.store.update_settings(self.name, attrs.evolve(settings, source=source))
+
+    def keep_credential(self, credential: Credential | None) -> None:
+        """Keep ``credential`` as the password of the service's remote (None: keep none)."""
+        if credential is None:
+            self.store.forget_git_credential(self.name)
+        else:
+            self.store.set_git_credential(self.name, credential.remote, credential.password)
 
     async def set_env(self, values: dict[str, str], *, secret: bool, restart: bool) -> EnvListing:
         """Store variables now; they reach the process at its next start."""

@@ -263,6 +263,10 @@ async def list_deployments(handle: InstanceHandle, args: dict[str, str]) -> tupl
     return await handle.request(m.ListDeployments(args["name"], min(limit, 1000))), 200
 
 
+async def rotate_key(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.RotateKey()), 200
+
+
 async def list_instances(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
     return [await handle.request(m.GetInstance())], 200
 
@@ -376,4 +380,11 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/instances", "List instances", list_instances, response="InstanceList"),
     Route("GET", "/instances/{instance}", "Get an instance", get_instance, response="Instance"),
+    Route(
+        "POST",
+        "/secrets/rotate-key",
+        "Seal every secret under a new master key",
+        rotate_key,
+        response="KeyRotated",
+    ),
 )

@@ -178,6 +178,7 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "DeploymentList": _array("Deployment"),
+    "KeyRotated": _object({"resealed": _INT, "key_file": _STR}, ("resealed", "key_file")),
     "EnvVar": _object({"key": _STR, "value": _STR, "secret": _BOOL}),
     "Env": _object({"name": _STR, "vars": _array("EnvVar"), "applies": _STR}),
     "EnvSet": _object(

@@ -196,6 +196,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        "git credentials: the password of a service's remote, sealed, apart from its URL",
+        (
+            # The settings hold the remote with its password shown as ***; the password is
+            # here, sealed like a secret and bound to the service and that shown remote.
+            """
+            CREATE TABLE git_credentials (
+                service TEXT PRIMARY KEY NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                remote TEXT NOT NULL,  -- the remote as stored in the settings (password ***)
+                sealed BLOB NOT NULL  -- AES-256-GCM, see dployr.store.secrets
+            ) STRICT, WITHOUT ROWID
+            """,
+        ),
+    ),
+    Migration(
         "scoped, expiring API tokens; revoked dashboard sessions; the audit log",
         (
             "ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin'"

@@ -245,6 +245,8 @@ async def test_a_deploy_token_operates_but_does_not_delete_or_manage_tokens(
         assert "needs an admin token" in one_line(await web.delete("/api/v1/services/web"), 403)
         create = await web.post("/api/v1/tokens", json={"name": "x", "scope": "admin"})
         assert "needs an admin token" in one_line(create, 403)
+        rotate = await web.post("/api/v1/secrets/rotate-key")
+        assert "needs an admin token" in one_line(rotate, 403)
 
 
 async def test_a_token_for_one_service_sees_and_touches_only_it(
