@@ -208,9 +208,9 @@ class DeployRun:
         service = self.service
         self._set(DeploymentStatus.STARTING, "starting the new release")
         async with service.lock:
+            # The switch records it succeeded (and sets the outcome) in the same write that
+            # makes it active.
             await service.roll_out(self.deployment, gate=True, run=self)
-        service.store.update_deployment(service.name, self.id, status=DeploymentStatus.SUCCEEDED)
-        self.outcome = DeploymentStatus.SUCCEEDED
         if not self.rollback:
             service.keep_credential(self.credential)
         with trio.CancelScope(shield=True):

@@ -295,8 +295,10 @@ class Instance:
                 raise UnknownService(
                     f"no service named {request.name!r}: give its settings to create it"
                 )
+            # Stored as the next deploy's settings, less a one-off --commit pin.
+            unpinned = attrs.evolve(settings, source=attrs.evolve(settings.source, commit=None))
             try:
-                created = self.store.create_service(request.name, settings)
+                created = self.store.create_service(request.name, unpinned)
             except ServiceExists:  # created by a racing request in between
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))

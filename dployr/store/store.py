@@ -71,6 +71,8 @@ TOKEN_PREFIX = "dployr_"
 """How every API token starts, so that one pasted in the wrong place is recognisable."""
 BUSY_TIMEOUT_MS = 5_000
 """How long a statement waits for a lock held by another connection before failing."""
+ROTATION_KEY = "sealed_under"
+"""The meta key naming (by a digest) the key a master-key rotation sealed everything under."""
 INSTANCE_ID_KEY = "instance_id"
 """The meta key under which :meth:`Store.instance_id` keeps this instance's id."""
 
@@ -256,9 +258,11 @@ class Store:
     def activate_deployment(
         self, name: str, number: int, *, settings: ServiceSettings | None = None
     ) -> ServiceRecord:
-        """A deploy succeeded: in one transaction, make it the active deployment, add the
-        variables it brought to the service's environment and, given ``settings``, save
-        them as the service's settings (what the next deploy uses)."""
+        """A deploy (or rollback) succeeded: in one transaction, make it the active
+        deployment and record it ``succeeded``, add the variables it brought to the
+        service's environment and, given ``settings``, save them as the service's settings
+        (what the next deploy uses). So a daemon killed at any moment finds either all of
+        it or none."""
         with self._write() as db:
             self._require_service(db, name)
             key = self._deployment_key(db, name, number)
@@ -268,6 +272,12 @@ class Store:
                 " ON CONFLICT (service, key)"
                 " DO UPDATE SET value = excluded.value, sealed = excluded.sealed",
                 (name, key),
+            )
+            db.execute("DELETE FROM deployment_env WHERE deployment = ?", (key,))
+            db.execute(
+                "UPDATE deployments SET status = ?, finished_at = COALESCE(finished_at, ?)"
+                " WHERE id = ?",
+                (DeploymentStatus.SUCCEEDED.value, self._clock(), key),
             )
             columns: dict[str, object] = {"active_deployment": key}
             if settings is not None:
@@ -578,6 +588,9 @@ class Store:
                 " RETURNING *",
                 (DeploymentStatus.FAILED.value, reason, now, *_UNFINISHED),
             ).fetchall()
+            db.executemany(
+                "DELETE FROM deployment_env WHERE deployment = ?", [(row["id"],) for row in rows]
+            )
         return sorted((_deployment(row) for row in rows), key=lambda d: (d.service, d.id))
 
     # -- process groups ----------------------------------------------------------------------
@@ -990,6 +1003,7 @@ class Store:
             )
         new = secret_files.prepare_rotation(path)
         old = self._cipher
+        marker = _key_marker(path)
         # (the rows, each with its sealed value and what it is bound to; how to update one)
         tables = (
             (
@@ -1013,58 +1027,86 @@ class Store:
             ),
         )
         count = 0
-        with self._write() as db:
-            for select, update, context in tables:
-                for row in db.execute(select).fetchall():
-                    bound = context(row["owner"], row["bound"])
-                    plain = old.decrypt(row["sealed"], bound)
-                    db.execute(update, (new.encrypt(plain, bound), row[0], row[1]))
-                    count += 1
-        secret_files.finish_rotation(path)
-        self._cipher = new
+        connection = self._connection()
+        # This one commit must survive a power cut: the key file changes right after it.
+        connection.execute("PRAGMA synchronous = FULL")
+        try:
+            with self._write() as db:
+                for select, update, context in tables:
+                    for row in db.execute(select).fetchall():
+                        bound = context(row["owner"], row["bound"])
+                        plain = old.decrypt(row["sealed"], bound)
+                        db.execute(update, (new.encrypt(plain, bound), row[0], row[1]))
+                        count += 1
+                # Which key the database is sealed under, for a store opened after a crash.
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (ROTATION_KEY, marker),
+                )
+        finally:
+            connection.execute("PRAGMA synchronous = NORMAL")
+        self._cipher = new  # what the database is sealed under now, whatever follows
+        try:
+            secret_files.finish_rotation(path)
+        except OSError as error:
+            raise StoreError(
+                f"the secrets are sealed under the new key, but {path} could not be "
+                f"replaced ({error.strerror}): it will be when dployr next starts"
+            ) from None
         return count
 
     def _settle_rotation(self) -> None:
-        """Finish or undo a key rotation a crash interrupted (see :meth:`rotate_key`)."""
-        path = self._cipher.key_file
-        if path is None or not secret_files.rotation_file(path).exists():
-            return
-        new = Cipher.from_key_file(secret_files.rotation_file(path))
-        new.key_file = path
-        if self._opens_secrets(new) and not self._opens_secrets(self._cipher):
-            secret_files.finish_rotation(path)  # it was committed under the new key
-            self._cipher = new
-            return
-        secret_files.rotation_file(path).unlink()  # never committed: the old key stays
+        """Finish or undo a key rotation a crash interrupted (see :meth:`rotate_key`).
 
-    def _opens_secrets(self, cipher: Cipher) -> bool:
-        with self._read() as db:
-            row = db.execute(
-                "SELECT service, key, sealed FROM env WHERE sealed IS NOT NULL LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return True
-        try:
-            cipher.decrypt(row["sealed"], _env_context(row["service"], row["key"]))
-        except WrongMasterKey:
-            return False
-        return True
+        The rotation committed exactly when the database names the new key (the meta row
+        written in the same transaction as the re-sealed values).
+        """
+        path = self._cipher.key_file
+        if path is None:
+            return
+        waiting = secret_files.rotation_file(path)
+        if not waiting.exists():
+            return
+        if self.get_meta(ROTATION_KEY) == _key_marker(path):
+            secret_files.finish_rotation(path)
+            new = Cipher.from_key_file(path)
+            self._cipher = new
+        else:
+            waiting.unlink()  # never committed: the old key stays
 
     def _check_master_key(self) -> None:
-        """Refuse a master key that does not open the secrets already stored."""
+        """Refuse a master key that does not open the secrets already stored (one of each
+        kind: a variable, a deploy's variable, a git password)."""
         with self._read() as db:
-            row = db.execute(
-                "SELECT service, key, sealed FROM env WHERE sealed IS NOT NULL LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return
-        try:
-            self._cipher.decrypt(row["sealed"], _env_context(row["service"], row["key"]))
-        except WrongMasterKey:
-            raise WrongMasterKey(
-                f"the master key from {self._cipher.source} does not decrypt the secrets "
-                f"stored in {self.path}: they were encrypted with another key. {_KEY_ADVICE}"
-            ) from None
+            probes = [
+                (row["sealed"], _env_context(row["owner"], row["key"]))
+                for row in (
+                    db.execute(
+                        "SELECT service AS owner, key, sealed FROM env"
+                        " WHERE sealed IS NOT NULL LIMIT 1"
+                    ).fetchone(),
+                    db.execute(
+                        "SELECT d.service AS owner, e.key, e.sealed FROM deployment_env e"
+                        " JOIN deployments d ON d.id = e.deployment"
+                        " WHERE e.sealed IS NOT NULL LIMIT 1"
+                    ).fetchone(),
+                )
+                if row is not None
+            ]
+            git = db.execute("SELECT service, remote, sealed FROM git_credentials LIMIT 1")
+            row = git.fetchone()
+            if row is not None:
+                probes.append((row["sealed"], _git_context(row["service"], row["remote"])))
+        for sealed, bound in probes:
+            try:
+                self._cipher.decrypt(sealed, bound)
+            except WrongMasterKey:
+                raise WrongMasterKey(
+                    f"the master key from {self._cipher.source} does not decrypt the secrets "
+                    f"stored in {self.path}: they were encrypted with another key. "
+                    f"{_KEY_ADVICE}"
+                ) from None
 
 
 def _configure(db: sqlite3.Connection, path: Path) -> None:
@@ -1120,6 +1162,12 @@ def _deployment(row: sqlite3.Row) -> Deployment:
 def _env_context(name: str, key: str) -> bytes:
     """The associated data binding a secret to its service and key (neither holds NUL)."""
     return b"dployr env\x00" + name.encode() + b"\x00" + key.encode()
+
+
+def _key_marker(path: Path) -> str:
+    """A digest naming the key waiting beside ``path`` (``master.key.new``)."""
+    text = secret_files.rotation_file(path).read_bytes().strip()
+    return hashlib.sha256(b"dployr key\x00" + text).hexdigest()
 
 
 def _git_context(name: str, remote: str) -> bytes:

@@ -83,11 +83,25 @@ s.rotate_key()
 """
 
 
+def only_a_git_password(store: Store) -> None:
+    store.create_service("web", make_settings())
+    store.set_git_credential("web", "https://me:***@example.com/app.git", "pa55word")
+
+
+def git_password(store: Store) -> str:
+    credential = store.git_credential("web")
+    assert credential is not None
+    return credential[1]
+
+
 @pytest.mark.parametrize("point", ["before-commit", "after-commit"])
-def test_a_rotation_cut_short_is_settled_when_the_store_opens(tmp_path: Path, point: str) -> None:
+@pytest.mark.parametrize("only_git", [False, True])
+def test_a_rotation_cut_short_is_settled_when_the_store_opens(
+    tmp_path: Path, point: str, only_git: bool
+) -> None:
     key_file = tmp_path / KEY_FILE_NAME
     with Store.open(tmp_path / "dployr.db", cipher=Cipher.from_key_file(key_file)) as store:
-        fill(store)
+        (only_a_git_password if only_git else fill)(store)
     before = key_file.read_bytes()
     done = subprocess.run(
         [sys.executable, "-c", CRASH, str(tmp_path), point], check=False, timeout=60
@@ -97,6 +111,8 @@ def test_a_rotation_cut_short_is_settled_when_the_store_opens(tmp_path: Path, po
     assert key_file.read_bytes() == before
 
     with Store.open(tmp_path / "dployr.db", cipher=Cipher.from_key_file(key_file)) as store:
-        assert secrets_of(store)["TOKEN"] == "t0ken"
+        assert git_password(store) == "pa55word"
+        if not only_git:
+            assert secrets_of(store)["TOKEN"] == "t0ken"
     assert not rotation_file(key_file).exists()
     assert (key_file.read_bytes() == before) is (point == "before-commit")

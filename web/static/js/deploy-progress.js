@@ -1,7 +1,7 @@
 // A deploy as it happens: its steps (the "deploy N: ..." system lines) and its build
 // output, read live from the service's log feed, until the deployment has finished.
 import { get, sentence, svc } from "./api.js";
-import { fill, h, notice } from "./dom.js";
+import { fill, h, notice, reveal } from "./dom.js";
 import { Feed, onEvent } from "./live.js";
 
 /** The service's last log cursor now (0 for a service with no history yet). */
@@ -26,16 +26,30 @@ export function followDeploy(panel, name, deployment, after) {
   const state = h("p", { class: "loading", id: "deploy-state" }, "Starting…");
   fill(panel, h("h2", {}, `Deploying ${name} — deployment ${id}`), state, steps, h("h3", {}, "Output"), output, result);
   panel.hidden = false;
+  reveal(panel); // "Redeploy now" sits at the bottom of Settings: bring the deploy into view
   output.append(h("span", { class: "muted" }, "Waiting for output…\n"));
   let waiting = true;
   let cursor = after;
   let finished = false;
 
+  let ticking = null; // the timer counting the seconds a "waiting for ..." step has taken
+
   return new Promise((resolve) => {
     const addStep = (text) => {
+      clearInterval(ticking);
       for (const li of steps.children) li.className = "done";
       const li = h("li", { class: "current" }, text);
       steps.append(li);
+      if (/^Waiting for /.test(text)) {
+        // While the new release is waited for, show for how long: "…: 3 s".
+        const since = Date.now();
+        const base = text.replace(/\.$/, "");
+        ticking = setInterval(() => {
+          const seconds = Math.round((Date.now() - since) / 1000);
+          li.textContent = `${base}: ${seconds} s`;
+          state.textContent = li.textContent;
+        }, 1000);
+      }
       return li;
     };
     const addOutput = (line) => {
@@ -59,9 +73,13 @@ export function followDeploy(panel, name, deployment, after) {
       const record = list.find((d) => d.id === id);
       if (!record || (record.status !== "succeeded" && record.status !== "failed")) return;
       finished = true;
+      clearInterval(ticking);
       feed.stop();
       stopEvents();
       state.className = "";
+      // The record can say it ended before its last line has come through the feed.
+      const last = steps.lastElementChild?.textContent ?? "";
+      if (!/^(Succeeded|Failed)/.test(last)) addStep(record.status === "succeeded" ? "Succeeded." : "Failed.");
       if (record.status === "succeeded") {
         steps.lastElementChild && (steps.lastElementChild.className = "succeeded");
         state.textContent = `Deployment ${id} succeeded.`;
@@ -83,7 +101,7 @@ export function followDeploy(panel, name, deployment, after) {
           cursor = Math.max(cursor, line.cursor);
           if (line.deployment !== id) continue;
           if (line.stream === "system") {
-            const text = line.line.replace(new RegExp(`^deploy ${id}:? `), "");
+            const text = line.line.replace(new RegExp(`^(deploy|rollback) ${id}:? `), "");
             addStep(sentence(text));
             state.textContent = sentence(text);
             check();
