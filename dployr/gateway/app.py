@@ -178,8 +178,14 @@ def _add_access_checks(app: QuartTrio, tokens: Tokens) -> None:
 
 
 async def _only_its_service(response: Response, service: str) -> None:
-    """Narrow the list of services to the one a service-limited token may see."""
-    if request.path != api.PREFIX + "/services" or response.status_code != 200:
+    """Narrow what lists every service (the services, their latest samples) to the one
+    service a service-limited token may see."""
+    if response.status_code != 200:
         return
-    listed = json.loads(await response.get_data())
-    response.set_data(json.dumps([s for s in listed if s.get("name") == service]))
+    if request.path == api.PREFIX + "/services":
+        listed = json.loads(await response.get_data())
+        response.set_data(json.dumps([s for s in listed if s.get("name") == service]))
+    elif request.path == api.PREFIX + "/metrics/latest":
+        latest = json.loads(await response.get_data())
+        samples = [s for s in latest.get("samples", ()) if s.get("service") == service]
+        response.set_data(json.dumps({**latest, "samples": samples}))

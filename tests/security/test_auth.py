@@ -258,6 +258,8 @@ async def test_a_token_for_one_service_sees_and_touches_only_it(
     async with daemon.http(token) as web:
         listed = await web.get("/api/v1/services")
         assert [s["name"] for s in listed.json()] == ["web"]
+        latest = await web.get("/api/v1/metrics/latest")
+        assert {s["service"] for s in latest.json()["samples"]} <= {"web"}
         assert (await web.post("/api/v1/services/web/restart")).status_code == 200
         for refused in (
             web.get("/api/v1/services/api"),
