@@ -29,7 +29,7 @@ def tokens() -> None:
 
     A token's scope is read (status, logs, metrics, settings, the masked environment),
     deploy (also deploy, start, stop, restart, roll back, settings, environment) or admin
-    (everything). --service limits a read or deploy token to one service.
+    (everything). --service limits a token to one service.
     """
 
 
@@ -41,7 +41,7 @@ def tokens() -> None:
     type=click.Choice(["read", "deploy", "admin"]),
     help="What the token may do.",
 )
-@click.option("--service", help="Limit the token to this service (read and deploy only).")
+@click.option("--service", help="Limit the token to this service.")
 @click.option("--expires-in", "expires_in", help="End the token after this long: 90m, 12h, 30d.")
 @json_option
 @click.pass_obj

@@ -32,6 +32,7 @@ from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
 from dployr.store.records import Scope
+from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
 from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
 
@@ -105,7 +106,11 @@ async def run(
     """Run the daemon until cancelled; report the URL it serves once everything is up."""
     data = DataDir(config.data_dir)
     with hold_lock(data):
-        store = Store.open(data.db)
+        # Space held back for the database, so that a disk filled by logs cannot stop
+        # the daemon from recording what it does (see dployr/store/reserve.py).
+        reserve = DiskReserve(data.root)
+        reserve.make()
+        store = Store.open(data.db, reserve=reserve)
         try:
             created = ensure_admin_token(store, data)
             instance = Instance(

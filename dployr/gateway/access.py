@@ -24,8 +24,7 @@ from quart import current_app, request
 
 from dployr.engine.instance import InstanceHandle
 from dployr.errors import SpecError
-from dployr.gateway.api import PREFIX, Param, Route, json_body
-from dployr.gateway.responses import BadRequest
+from dployr.gateway.api import PREFIX, Param, Route, _int_arg, json_body
 from dployr.models import NAME_PATTERN
 from dployr.store.records import AuditRecord, Scope, TokenRecord
 
@@ -53,7 +52,7 @@ class Tokens(Protocol):
         *,
         scope: Scope = ...,
         service: str | None = ...,
-        expires_at: float | None = ...,
+        expires_in: float | None = ...,
     ) -> str: ...
 
     def list_tokens(self) -> list[TokenRecord]: ...
@@ -98,7 +97,7 @@ def refusal(caller: TokenRecord, method: str, rule: str | None, service: str | N
     if caller.scope is Scope.DEPLOY and method == "DELETE" and rule == SERVICE_RULE:
         return f"deleting a service needs an admin token; the token {caller.name!r} can deploy"
     if caller.service is not None:
-        if rule in EVERY_SERVICE_RULES:
+        if rule in EVERY_SERVICE_RULES or rule.startswith(ADMIN_RULES):
             return (
                 f"the token {caller.name!r} is limited to the service {caller.service!r}, "
                 "and this shows every service"
@@ -218,13 +217,12 @@ async def create_token(_: InstanceHandle, __: dict[str, str]) -> tuple[Any, int]
         raise SpecError(f"scope must be read, deploy or admin, not {scope_text!r}") from None
     if service is not None and not isinstance(service, str):
         raise SpecError("service must be a service's name")
-    expires_at = None
-    if expires_in is not None:
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
-            raise SpecError("expires_in must be a number of seconds")
-        expires_at = time.time() + expires_in
+    if expires_in is not None and (
+        isinstance(expires_in, bool) or not isinstance(expires_in, int | float)
+    ):
+        raise SpecError("expires_in must be a number of seconds")
     tokens = _tokens()
-    token = tokens.create_token(name, scope=scope, service=service, expires_at=expires_at)
+    token = tokens.create_token(name, scope=scope, service=service, expires_in=expires_in)
     record = next(t for t in tokens.list_tokens() if t.name == name)
     return {**_listed(record), "token": token}, 201
 
@@ -240,10 +238,8 @@ async def revoke_token(_: InstanceHandle, args: dict[str, str]) -> tuple[Any, in
 
 async def read_audit(_: InstanceHandle, __: dict[str, str]) -> tuple[Any, int]:
     service = request.args.get("service") or None
-    raw_limit = request.args.get("limit") or "100"
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
-        raise BadRequest("query parameter limit must be a whole number from 1 to 10000")
-    records = _tokens().audit(service=service, limit=int(raw_limit))
+    limit = min(_int_arg("limit", minimum=1) or 100, 10_000)
+    records = _tokens().audit(service=service, limit=limit)
     return [attrs.asdict(record) for record in records], 200
 
 
@@ -273,22 +269,26 @@ ROUTES: tuple[Route, ...] = (
         response="AuditList",
         query=(
             Param("service", "string", "only the changes to this service"),
-            Param("limit", "integer", "at most this many (default 100, at most 10000)"),
+            Param("limit", "integer", "at most this many (default 100; 10000 at most are sent)"),
         ),
     ),
 )
 """The admin routes, in the REST table's form."""
 
 
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_SCOPE = {"type": "string", "enum": ["read", "deploy", "admin"]}
 _TOKEN = {
     "name": {"type": "string"},
-    "scope": {"type": "string", "enum": ["read", "deploy", "admin"]},
-    "service": {"type": "string", "nullable": True},
+    "scope": _SCOPE,
+    "service": _or_null({"type": "string"}),
     "created_at": {"type": "number"},
-    "expires_at": {"type": "number", "nullable": True},
-    "last_used_at": {"type": "number", "nullable": True},
+    "expires_at": _or_null({"type": "number"}),
+    "last_used_at": _or_null({"type": "number"}),
 }
-
 _TOKEN_NAME_PATTERN = r"^[^/\s\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]*[^/\s\x00-\x1f\x7f])?$"
 """Printable, no ``/``, no leading or trailing space (what the store accepts)."""
 
@@ -302,16 +302,16 @@ SCHEMAS: dict[str, Any] = {
                 "maxLength": 100,
                 "pattern": _TOKEN_NAME_PATTERN,
             },
-            "scope": {"type": "string", "enum": ["read", "deploy", "admin"]},
-            "service": {"type": "string", "nullable": True, "pattern": f"^{NAME_PATTERN.pattern}$"},
-            "expires_in": {
-                "type": "number",
-                "nullable": True,
-                "exclusiveMinimum": True,
-                "minimum": 0,
-                "maximum": 10 * 365 * 86400,
-                "description": "seconds until the token stops working",
-            },
+            "scope": _SCOPE,
+            "service": _or_null({"type": "string", "pattern": f"^{NAME_PATTERN.pattern}$"}),
+            "expires_in": _or_null(
+                {
+                    "type": "number",
+                    "minimum": 1,
+                    "maximum": 10 * 365 * 86400,
+                    "description": "seconds until the token stops working",
+                }
+            ),
         },
         "required": ["name", "scope"],
         "additionalProperties": False,
@@ -328,10 +328,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"},
             "at": {"type": "number"},
-            "token": {"type": "string", "nullable": True},
+            "token": _or_null({"type": "string"}),
             "method": {"type": "string"},
             "path": {"type": "string"},
-            "service": {"type": "string", "nullable": True},
+            "service": _or_null({"type": "string"}),
             "status": {"type": "integer"},
         },
     },

@@ -8,6 +8,7 @@ scope and expiry.
 
 from dployr.store.errors import (
     DeploymentFinished,
+    DiskFull,
     InvalidToken,
     InvalidTokenName,
     MasterKeyError,
@@ -21,6 +22,7 @@ from dployr.store.errors import (
     WrongMasterKey,
 )
 from dployr.store.records import AuditRecord, ProcessRecord, Scope, ServiceRecord, TokenRecord
+from dployr.store.reserve import DiskReserve
 from dployr.store.schema import SCHEMA_VERSION
 from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
 from dployr.store.store import DB_FILE_NAME, SECRET_MASK, TOKEN_PREFIX, UNSET, Store
@@ -36,6 +38,8 @@ __all__ = [
     "AuditRecord",
     "Cipher",
     "DeploymentFinished",
+    "DiskFull",
+    "DiskReserve",
     "InvalidToken",
     "InvalidTokenName",
     "MasterKeyError",

@@ -9,6 +9,10 @@ class StoreError(DployrError):
     """The database could not be opened, read or written."""
 
 
+class DiskFull(StoreError):
+    """The database could not be written: the disk is full."""
+
+
 class SchemaTooNew(StoreError):
     """The database was written by a newer dployr than this one."""
 
@@ -50,5 +54,4 @@ class InvalidTokenName(SpecError):
 
 
 class InvalidToken(SpecError):
-    """An API token's rights that do not go together (an admin token for one service) or an
-    expiry in the past."""
+    """An API token's scope or lifetime that dployr refuses."""

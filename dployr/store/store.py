@@ -48,6 +48,7 @@ from dployr.store import metrics as metrics_sql
 from dployr.store import secrets as secret_files
 from dployr.store.errors import (
     DeploymentFinished,
+    DiskFull,
     InvalidToken,
     InvalidTokenName,
     MasterKeyError,
@@ -60,6 +61,7 @@ from dployr.store.errors import (
     WrongMasterKey,
 )
 from dployr.store.records import AuditRecord, ProcessRecord, Scope, ServiceRecord, TokenRecord
+from dployr.store.reserve import DiskReserve
 from dployr.store.schema import migrate
 from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
 
@@ -81,7 +83,7 @@ AUDIT_KEPT = 100_000
 
 _TOKEN_BYTES = 32
 _MAX_TOKEN_NAME = 100
-_MAX_TOKEN_LIFETIME = 10 * 366 * 86400.0
+_MAX_TOKEN_LIFETIME = 10 * 365 * 86400.0
 _LAST_USED_STEP = 60.0
 """A token's ``last_used_at`` is written at most this often (seconds)."""
 _SERVICE_SELECT = (
@@ -116,6 +118,7 @@ class Store:
         path: Path,
         cipher: Cipher,
         clock: Callable[[], float],
+        reserve: DiskReserve | None = None,
     ) -> None:
         """Wrap an open, migrated connection; use :meth:`Store.open` instead."""
         # Invariant: self._db is None exactly when the store is closed.
@@ -124,6 +127,8 @@ class Store:
         self._clock = clock
         self.path = path
         """The database file."""
+        self.reserve = reserve
+        """The disk reserve kept for the database's writes, if any (see ``reserve.py``)."""
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -134,6 +139,7 @@ class Store:
         *,
         cipher: Cipher | None = None,
         clock: Callable[[], float] = time.time,
+        reserve: DiskReserve | None = None,
     ) -> Store:
         """Open (creating and migrating if needed) the database at ``path``.
 
@@ -144,6 +150,10 @@ class Store:
         reported when the daemon starts rather than when a service does.
 
         ``clock`` gives the wall-clock time recorded in ``created_at`` and the like.
+
+        ``reserve``, space held back on the database's disk, is released before a write
+        that might not find room (and when one did not): the daemon passes one, so that
+        its records can still be written when its services' logs have filled the disk.
         """
         path = Path(path)
         try:
@@ -162,7 +172,7 @@ class Store:
         try:
             _configure(db, path)
             migrate(db, path)
-            store = cls(db, path, cipher, clock)
+            store = cls(db, path, cipher, clock, reserve)
             store._settle_rotation()
             store._check_master_key()
         except sqlite3.Error as error:
@@ -708,27 +718,26 @@ class Store:
         *,
         scope: Scope = Scope.ADMIN,
         service: str | None = None,
-        expires_at: float | None = None,
+        expires_in: float | None = None,
     ) -> str:
         """Create an API token called ``name`` and return it: the only time it is visible.
 
-        ``scope`` says what it may do, ``service`` limits it to one service (read and deploy
-        tokens only) and ``expires_at`` (Unix time, in the future) ends it. Only its SHA-256
-        digest is stored. Raises :class:`TokenExists` for a name in use,
-        :class:`InvalidToken` for rights that do not go together.
+        ``scope`` says what it may do, ``service`` limits it to one service and
+        ``expires_in`` (seconds, 1 to 10 years) ends it. Only its SHA-256 digest is stored.
+        Raises :class:`TokenExists` for a name in use, :class:`InvalidToken` for a bad scope
+        or lifetime.
         """
         _check_token_name(name)
         if not isinstance(scope, Scope):
             raise InvalidToken(f"invalid scope {scope!r}: use read, deploy or admin")
         if service is not None:
             check_name(service)
-            if scope is Scope.ADMIN:
-                raise InvalidToken(
-                    "an admin token acts on every service: limit a read or deploy token instead"
-                )
         now = self._clock()
-        if expires_at is not None and not now < expires_at < now + _MAX_TOKEN_LIFETIME:
-            raise InvalidToken("a token must expire in the future, within 10 years")
+        expires_at = None
+        if expires_in is not None:
+            if not 1 <= expires_in <= _MAX_TOKEN_LIFETIME:
+                raise InvalidToken("a token's lifetime must be from 1 second to 10 years")
+            expires_at = now + expires_in
         token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
         with self._write() as db:
             if db.execute("SELECT 1 FROM api_tokens WHERE name = ?", (name,)).fetchone():
@@ -905,9 +914,17 @@ class Store:
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
+            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                if self.reserve is not None:
+                    self.reserve.full_seen()  # the next write finds the reserve's room
+                raise DiskFull(
+                    f"the database {self.path} could not be written: the disk is full"
+                ) from error
             raise StoreError(f"the database {self.path} failed: {error}") from error
 
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        if self.reserve is not None:
+            self.reserve.before_write()
         # IMMEDIATE takes the write lock at once, so a transaction never fails half-way to
         # upgrade its lock.
         return self._transaction("BEGIN IMMEDIATE")

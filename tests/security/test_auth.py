@@ -277,11 +277,11 @@ async def test_a_token_for_one_service_sees_and_touches_only_it(
     with trio.fail_after(WAIT):
         async with open_websocket_url(own, extra_headers=bearer):
             pass
-    async with daemon.client() as api:
-        admin_for_one = await api.post(
-            "/tokens", json={"name": "x", "scope": "admin", "service": "web"}
-        )
-        assert "acts on every service" in one_line(admin_for_one, 422)
+    admin_for_one = await new_token(daemon, "web-admin", "admin", service="web")
+    async with daemon.http(admin_for_one) as web:
+        for refused in (web.get("/api/v1/tokens"), web.get("/api/v1/audit")):
+            assert "limited to the service 'web'" in one_line(await refused, 403)
+        assert (await web.get("/api/v1/services/web/settings")).status_code == 200
 
 
 # -- the CLI, revocation, the audit log ------------------------------------------------------

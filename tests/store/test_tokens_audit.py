@@ -14,7 +14,7 @@ from tests.store.conftest import Clock
 
 
 def test_a_token_carries_its_scope_service_and_expiry(store: Store, clock: Clock) -> None:
-    token = store.create_token("ci", scope=Scope.DEPLOY, service="web", expires_at=clock.now + 3600)
+    token = store.create_token("ci", scope=Scope.DEPLOY, service="web", expires_in=3600)
     expected = TokenRecord("ci", clock.now, Scope.DEPLOY, "web", clock.now + 3600, None)
     assert store.list_tokens() == [expected]
     assert store.authenticate(token) == TokenRecord(
@@ -23,7 +23,7 @@ def test_a_token_carries_its_scope_service_and_expiry(store: Store, clock: Clock
 
 
 def test_an_expired_token_is_refused_at_once(store: Store, clock: Clock) -> None:
-    token = store.create_token("short", scope=Scope.READ, expires_at=clock.now + 60)
+    token = store.create_token("short", scope=Scope.READ, expires_in=60)
     clock.advance(59.9)
     assert store.authenticate(token) is not None
     clock.advance(0.1)
@@ -55,10 +55,9 @@ def test_last_use_is_written_once_a_minute(store: Store, clock: Clock) -> None:
 
 
 def test_rights_that_do_not_go_together_are_refused(store: Store, clock: Clock) -> None:
-    with pytest.raises(InvalidToken, match="an admin token acts on every service"):
-        store.create_token("a", scope=Scope.ADMIN, service="web")
-    with pytest.raises(InvalidToken, match="expire in the future"):
-        store.create_token("b", scope=Scope.READ, expires_at=clock.now)
+    for lifetime in (0, 0.5, -1, 5e-324, 11 * 365 * 86400, float("inf"), float("nan")):
+        with pytest.raises(InvalidToken, match="lifetime must be from 1 second to 10 years"):
+            store.create_token("b", scope=Scope.READ, expires_in=lifetime)
     with pytest.raises(InvalidName):
         store.create_token("c", scope=Scope.READ, service="../etc")
     with pytest.raises(InvalidToken, match="invalid scope"):
