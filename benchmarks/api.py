@@ -35,6 +35,7 @@ import trio
 from dployr.engine.messages import ServiceInfo
 from dployr.gateway.server import Gateway
 from dployr.models import Health, ServiceStatus
+from dployr.store.store import Store
 
 SERVICES = 100
 CONNECTIONS = 16
@@ -129,12 +130,13 @@ class InstantHandle:
 
 async def gateway_alone() -> tuple[float, float, str]:
     """Requests/s and p99 of ``GET /api/v1/services`` from the gateway over InstantHandle."""
-    token = "dployr_benchmark"
-    gateway = Gateway(InstantHandle(), lambda t: t == token, "127.0.0.1", 0)  # type: ignore[arg-type]
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(gateway.run, None)
-        result = await load(url, token)
-        nursery.cancel_scope.cancel()
+    with tempfile.TemporaryDirectory() as data, Store.open(Path(data) / "dployr.db") as store:
+        token = store.create_token("benchmark")  # the gateway checks tokens in the store
+        gateway = Gateway(InstantHandle(), store, "127.0.0.1", 0)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(gateway.run, None)
+            result = await load(url, token)
+            nursery.cancel_scope.cancel()
     return result
 
 

@@ -98,6 +98,7 @@ def cli(
 
 def _register() -> None:
     # The command modules import Options from here, so they are imported after it exists.
+    from dployr.cli.audit import audit
     from dployr.cli.demo import demo
     from dployr.cli.deploy import deploy
     from dployr.cli.deployments import deployments
@@ -110,6 +111,7 @@ def _register() -> None:
     from dployr.cli.service import service
     from dployr.cli.services import delete, get, list_services
     from dployr.cli.settings import settings
+    from dployr.cli.tokens import tokens
     from dployr.cli.up import up
 
     for command in (
@@ -129,6 +131,8 @@ def _register() -> None:
         instance,
         secrets,
         demo,
+        tokens,
+        audit,
     ):
         cli.add_command(command)
 

@@ -31,6 +31,7 @@ from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
+from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
 from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
@@ -72,10 +73,15 @@ def hold_lock(data: DataDir) -> Iterator[None]:
 
 
 def ensure_admin_token(store: Store, data: DataDir) -> bool:
-    """Make sure ``admin-token`` holds a valid token (mode 0600); True if one was created."""
+    """Make sure ``admin-token`` holds a valid admin token (mode 0600); True if one was created.
+
+    The token is called ``admin``. Revoking it (``dployr tokens revoke admin``) and
+    restarting the daemon is how it is rotated.
+    """
     path = data.admin_token
     try:
-        if store.verify_token(path.read_text().strip()):
+        record = store.authenticate(path.read_text().strip(), use=False)
+        if record is not None and record.scope is Scope.ADMIN and record.service is None:
             path.chmod(0o600)
             return False
     except OSError:
@@ -117,7 +123,7 @@ async def run(
             )
             gateway = Gateway(
                 instance.handle,
-                store.verify_token,
+                store,
                 config.host,
                 config.port,
                 dashboard_key_file=data.dashboard_key,

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from quart import Response, g, request
+from quart import Response, g, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -15,10 +15,10 @@ from dployr.engine.instance import InstanceHandle
 from dployr.engine.messages import GetInstance, InstanceInfo
 from dployr.engine.metrics_policy import prometheus_text
 from dployr.errors import DployrError
-from dployr.gateway import api, dashboard, feeds, openapi
+from dployr.gateway import access, api, dashboard, feeds, openapi
+from dployr.gateway.access import Tokens
 from dployr.gateway.responses import (
     MAX_BODY,
-    TokenCheck,
     bearer_token,
     error_response,
     json_response,
@@ -51,17 +51,19 @@ def _disk_text(info: InstanceInfo) -> str:
 
 
 def create_app(
-    handle: InstanceHandle, check_token: TokenCheck, *, dashboard_key: bytes | None = None
+    handle: InstanceHandle, tokens: Tokens, *, dashboard_key: bytes | None = None
 ) -> QuartTrio:
-    """The gateway's application, talking to ``handle`` and checking tokens with ``check_token``."""
+    """The gateway's application, talking to ``handle``; ``tokens`` checks API tokens,
+    remembers logged-out sessions and keeps the audit log."""
     app = QuartTrio("dployr", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.extensions["dployr.tokens"] = tokens
     if dashboard_key is not None:
         app.config["DASHBOARD_KEY"] = dashboard_key
     # The dashboard's session check runs first: it may authenticate the request.
-    dashboard.register(app, handle, check_token)
+    dashboard.register(app, handle, tokens)
 
-    for route in api.ROUTES:
+    for route in api.ROUTES + access.ROUTES:
         app.add_url_rule(
             route.rule,
             endpoint=f"{route.method} {route.path}",
@@ -76,9 +78,6 @@ def create_app(
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Every running service's last sample, in Prometheus text format (token needed)."""
-        token = bearer_token(request.headers, request.args)
-        if not g.get("authenticated") and (token is None or not check_token(token)):
-            return error_response(401, "unauthorized", "missing or invalid API token")
         text = prometheus_text(
             handle.instance_name, handle.latest_samples(), handle.latest_machine()
         )
@@ -89,22 +88,8 @@ def create_app(
     async def openapi_document() -> Response:
         return json_response(openapi.document())
 
-    @app.before_request
-    async def authenticate() -> Response | None:
-        if request.path == "/healthz" or not request.path.startswith("/api/"):
-            return None
-        if g.get("authenticated"):
-            return None
-        token = bearer_token(request.headers, request.args)
-        if token is None:
-            return error_response(
-                401, "unauthorized", "missing API token: send Authorization: Bearer <token>"
-            )
-        if not check_token(token):
-            return error_response(401, "unauthorized", "invalid API token")
-        return None
-
-    feeds.register(app, handle, check_token)
+    _add_access_checks(app, tokens)
+    feeds.register(app, handle, tokens.authenticate)
 
     @app.errorhandler(DployrError)
     async def domain_error(error: DployrError) -> Response:
@@ -132,3 +117,92 @@ def create_app(
         return error_response(500, "internal", f"internal error: {type(error).__name__}")
 
     return app
+
+
+def _add_access_checks(app: QuartTrio, tokens: Tokens) -> None:
+    """Who the caller is and whether its scope allows the request; the audit log."""
+
+    @app.before_request
+    async def authenticate() -> Response | None:
+        """Find the caller (a bearer token, or the dashboard's session) and check its scope.
+
+        ``?token=`` is not accepted here: only the WebSocket feeds take it (a browser cannot
+        set their headers), so a token never sits in a page's URL, history or a redirect.
+        """
+        if request.path != "/metrics" and not request.path.startswith("/api/"):
+            return None
+        caller = g.get("caller") if g.get("authenticated") else None
+        if caller is None:
+            token = bearer_token(request.headers)
+            if token is None:
+                message = "missing API token: send Authorization: Bearer <token>"
+                if "token" in request.args:
+                    message = (
+                        "?token= is accepted only by the WebSocket feeds: "
+                        "send Authorization: Bearer <token>"
+                    )
+                return error_response(401, "unauthorized", message)
+            caller = tokens.authenticate(token)
+            if caller is None:
+                return error_response(401, "unauthorized", "invalid API token")
+            g.caller = caller
+        rule = request.url_rule.rule if request.url_rule else None
+        service = access.service_of(rule, request.view_args)
+        refused = access.refusal(caller, request.method, rule, service)
+        if refused is not None:
+            # Read the body the refusal leaves unread: on a kept-alive connection, Hypercorn
+            # would otherwise never answer the next request (issue 12, point 1).
+            await request.get_data()
+            return error_response(403, "forbidden", refused)
+        return None
+
+    @app.before_websocket
+    async def authenticate_feed() -> Response | None:
+        """The scope check of the feeds; the feeds answer a missing or bad token with 401."""
+        caller = g.get("caller") if g.get("authenticated") else None
+        if caller is None:
+            token = bearer_token(websocket.headers, websocket.args)
+            caller = tokens.authenticate(token) if token is not None else None
+            if caller is None:
+                return None
+        rule = websocket.url_rule.rule if websocket.url_rule else None
+        refused = access.refusal(caller, "GET", rule, access.service_of(rule, websocket.view_args))
+        if refused is not None:
+            return error_response(403, "forbidden", refused)
+        g.caller = caller
+        g.authenticated = True
+        return None
+
+    @app.after_request
+    async def audit(response: Response) -> Response:
+        """Record every change asked of the API by a known caller, with its outcome."""
+        caller = g.get("caller")
+        if caller is None or not request.path.startswith("/api/"):
+            return response
+        if request.method in access.SAFE_METHODS:
+            if caller.service is not None:
+                await _only_its_service(response, caller.service)
+            return response
+        rule = request.url_rule.rule if request.url_rule else None
+        service = access.service_of(rule, request.view_args)
+        try:
+            tokens.record_audit(
+                caller.name, request.method, request.path, service, response.status_code
+            )
+        except DployrError as error:  # a full disk, say: the change itself stands
+            log.warning("could not write the audit log: %s", error)
+        return response
+
+
+async def _only_its_service(response: Response, service: str) -> None:
+    """Narrow what lists every service (the services, their latest samples) to the one
+    service a service-limited token may see."""
+    if response.status_code != 200:
+        return
+    if request.path == api.PREFIX + "/services":
+        listed = json.loads(await response.get_data())
+        response.set_data(json.dumps([s for s in listed if s.get("name") == service]))
+    elif request.path == api.PREFIX + "/metrics/latest":
+        latest = json.loads(await response.get_data())
+        samples = [s for s in latest.get("samples", ()) if s.get("service") == service]
+        response.set_data(json.dumps({**latest, "samples": samples}))

@@ -4,16 +4,18 @@ The pages are Jinja templates (``web/templates``) with small ES modules
 (``web/static/js``); the modules call the same REST API and WebSocket feeds as the CLI, so
 there is no second API. What this module adds is the browser's way in:
 
-* **Login** takes an API token, checked with the gateway's token check.
+* **Login** takes an API token, checked with the gateway's token check. Failed sign-ins
+  are counted per client address (:class:`~dployr.gateway.access.LoginThrottle`): after
+  a few, each further failure locks the address out for longer (429), and every failure
+  is logged in one line with the address, never the token.
 * **The session** is a cookie (HttpOnly, SameSite=Strict, Secure over TLS) holding a
   *sealed* value: the session id, the token and the time of login, encrypted and
-  authenticated with AES-GCM under a key kept in the data dir. There is no server-side
-  session table, so a session survives a daemon restart (the dashboard reconnects by
-  itself), and the token is checked again on every request, so deleting a token ends
-  every session opened with it at once. Sessions last :data:`SESSION_LIFETIME`.
-* **Logout** clears the cookie and revokes its session id in memory. (A copy of the cookie
-  made before logout would work again after a daemon restart, until it expires: the
-  price of keeping no session table on disk.)
+  authenticated with AES-GCM under a key kept in the data dir. A session survives a
+  daemon restart (the dashboard reconnects by itself), and the token is checked again on
+  every request, so revoking a token ends every session opened with it at once. A
+  session acts with its token's scope. Sessions last :data:`SESSION_LIFETIME`.
+* **Logout** clears the cookie and records its session id in the database until the
+  session would have expired, so a copy of the cookie stays dead across daemon restarts.
 * **CSRF**: every state-changing request made with the session cookie must carry the
   session's CSRF token (an HMAC of the session id) in ``X-CSRF-Token``, or, for the few
   plain HTML forms, in a ``csrf_token`` field. Without it the request is refused with 403:
@@ -22,8 +24,8 @@ there is no second API. What this module adds is the browser's way in:
 * Every page carries a Content-Security-Policy that allows scripts from the dashboard
   only (``script-src 'self'``: no inline scripts).
 
-A request the dashboard authenticates sets ``g.authenticated``, which the API's bearer
-check and the feeds accept.
+A request the dashboard authenticates sets ``g.authenticated`` and ``g.caller`` (the
+session's token), which the API's checks and the feeds accept.
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import attrs
 from quart import Blueprint, Response, g, redirect, render_template, request, websocket
@@ -50,9 +53,11 @@ from quart_trio import QuartTrio
 from dployr import __version__
 from dployr.engine import messages as m
 from dployr.engine.instance import InstanceHandle
+from dployr.gateway.access import LoginThrottle, Tokens
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response
 from dployr.models import NAME_PATTERN
 from dployr.store.errors import UnknownService
+from dployr.store.records import TokenRecord
 
 log = logging.getLogger("dployr.gateway.dashboard")
 
@@ -95,6 +100,32 @@ class Session:
     id: str
     token: str
     issued: float
+    caller: TokenRecord | None = attrs.field(default=None, eq=False)
+    """The token's record, as checked when the session was read."""
+
+
+class Revocations(Protocol):
+    """Where logged-out session ids are kept (the store, so that they outlive the daemon)."""
+
+    def revoke_session(self, session_id: str, until: float, /) -> None: ...
+
+    def session_revoked(self, session_id: str, /) -> bool: ...
+
+
+class MemoryRevocations:
+    """Logged-out session ids in memory only (for an app built without a store)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._revoked: dict[str, float] = {}
+
+    def revoke_session(self, session_id: str, until: float, /) -> None:
+        now = self._clock()
+        self._revoked = {sid: end for sid, end in self._revoked.items() if end > now}
+        self._revoked[session_id] = until
+
+    def session_revoked(self, session_id: str, /) -> bool:
+        return session_id in self._revoked
 
 
 _SEALED_WITH = b"dployr-session-v1"
@@ -111,7 +142,8 @@ def _unb64(text: str) -> bytes:
 class Sessions:
     """Seals sessions into cookie values and opens them again; derives CSRF tokens.
 
-    ``check_token`` is asked on every :meth:`read`, so a deleted token ends its sessions.
+    ``check_token`` is asked on every :meth:`read`, so a revoked token ends its sessions;
+    ``revocations`` keeps the ids of sessions logged out of.
     """
 
     def __init__(
@@ -119,6 +151,7 @@ class Sessions:
         key: bytes,
         check_token: TokenCheck,
         *,
+        revocations: Revocations | None = None,
         lifetime: float = SESSION_LIFETIME,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -130,8 +163,7 @@ class Sessions:
         self._check_token = check_token
         self._lifetime = lifetime
         self._clock = clock
-        # Session ids logged out of, until they would have expired anyway.
-        self._revoked: dict[str, float] = {}
+        self._revocations = MemoryRevocations(clock) if revocations is None else revocations
 
     @property
     def _aead(self) -> Any:
@@ -166,19 +198,20 @@ class Sessions:
         now = self._clock()
         if not session.issued <= now < session.issued + self._lifetime:
             return None
-        if session.id in self._revoked or not self._check_token(session.token):
+        if self._revocations.session_revoked(session.id):
             return None
-        return session
+        caller = self._check_token(session.token)
+        if not caller:
+            return None
+        return attrs.evolve(session, caller=caller)
 
     def expires(self, session: Session) -> float:
         """When the session ends (Unix time)."""
         return session.issued + self._lifetime
 
     def revoke(self, session: Session) -> None:
-        """Log the session out."""
-        now = self._clock()
-        self._revoked = {sid: end for sid, end in self._revoked.items() if end > now}
-        self._revoked[session.id] = self.expires(session)
+        """Log the session out (for good: the id is kept until the session would expire)."""
+        self._revocations.revoke_session(session.id, self.expires(session))
 
     def csrf_token(self, session: Session) -> str:
         """The token the session's state-changing requests must carry."""
@@ -219,13 +252,24 @@ def session_key(app: QuartTrio, handle: InstanceHandle) -> bytes:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after login: a path of this site only (no ``//host`` or scheme)."""
+    """Where to go after login: a path of this site only (no ``//host`` or scheme), without
+    any ``token`` parameter (a token is never copied into a URL)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/services"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
         return "/services"
-    return target
+    return _without_token(target)
+
+
+def _without_token(target: str) -> str:
+    """A local URL without its ``token`` query parameter."""
+    parts = urlsplit(target)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(key, value) for key, value in query if key != "token"]
+    if len(kept) == len(query):
+        return target
+    return urlunsplit(("", "", parts.path, urlencode(kept), parts.fragment))
 
 
 def same_origin(headers: Any) -> bool:
@@ -242,16 +286,16 @@ def same_origin(headers: Any) -> bool:
 View = Callable[..., Awaitable[Any]]
 
 
-def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) -> None:
+def register(app: QuartTrio, handle: InstanceHandle, tokens: Tokens) -> None:
     """Add the dashboard's pages and its session check to the app.
 
     A request the dashboard authenticates (a valid session cookie, and a CSRF token on
-    anything that changes state) sets ``g.authenticated``, which the API's bearer-token
-    check then accepts.
+    anything that changes state) sets ``g.authenticated`` and ``g.caller``, which the API's
+    token check then accepts.
     """
-    sessions = Sessions(session_key(app, handle), check_token)
+    sessions = Sessions(session_key(app, handle), tokens.authenticate, revocations=tokens)
     _add_session_checks(app, sessions)
-    app.register_blueprint(Pages(handle, sessions, check_token).blueprint())
+    app.register_blueprint(Pages(handle, sessions, tokens.authenticate).blueprint())
 
 
 def _add_session_checks(app: QuartTrio, sessions: Sessions) -> None:
@@ -263,6 +307,7 @@ def _add_session_checks(app: QuartTrio, sessions: Sessions) -> None:
             return None
         if request.method in SAFE_METHODS:
             g.authenticated = True
+            g.caller = session.caller
             return None
         if request.path == "/login":
             return None  # signing in again (a stale tab): the login checks its origin
@@ -271,6 +316,7 @@ def _add_session_checks(app: QuartTrio, sessions: Sessions) -> None:
             sent = (await request.form).get(CSRF_FIELD)
         if sessions.check_csrf(session, sent) and same_origin(request.headers):
             g.authenticated = True
+            g.caller = session.caller
             return None
         if request.path.startswith("/api/") and bearer_token(request.headers, {}) is not None:
             return None  # a client with its own token: the API's check decides
@@ -287,6 +333,7 @@ def _add_session_checks(app: QuartTrio, sessions: Sessions) -> None:
         session = sessions.read(websocket.cookies.get(SESSION_COOKIE))
         if session is not None and same_origin(websocket.headers):
             g.authenticated = True
+            g.caller = session.caller
 
     @app.after_request
     async def security_headers(response: Response) -> Response:
@@ -324,7 +371,7 @@ def _signed_in(view: View) -> View:
     @wraps(view)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         if g.get("dashboard_session") is None:
-            path = request.full_path.rstrip("?")
+            path = _without_token(request.full_path.rstrip("?"))
             return redirect(f"/login?next={quote(path, safe='/')}")
         return await view(*args, **kwargs)
 
@@ -338,6 +385,7 @@ class Pages:
         self.handle = handle
         self.sessions = sessions
         self.check_token = check_token
+        self.throttle = LoginThrottle()
 
     def blueprint(self) -> Blueprint:
         """The pages and the static files, as a blueprint."""
@@ -384,15 +432,27 @@ class Pages:
         if not same_origin(request.headers):
             error = "This sign-in did not come from this page."
             return await self.render("login.html", 403, next=target, error=error)
+        address = request.remote_addr or "unknown"
+        wait = self.throttle.wait(address)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            error = f"Too many failed sign-ins from your address: try again in {seconds} s."
+            page = await self.render("login.html", 429, next=target, error=error)
+            page.headers["Retry-After"] = str(seconds)
+            return page
         token = (form.get("token") or "").strip()
         if not token:
             return await self.render("login.html", 400, next=target, error="Enter an API token.")
         if not self.check_token(token):
+            count, lock = self.throttle.failed(address)
+            locked = f"; sign-ins from it wait {lock:g} s" if lock else ""
+            log.warning("dashboard: failed sign-in from %s (%d in a row%s)", address, count, locked)
             error = (
                 "That token is not valid. The admin token is in the file admin-token "
                 "in dployr's data dir."
             )
             return await self.render("login.html", 401, next=target, error=error)
+        self.throttle.succeeded(address)
         session, cookie = self.sessions.open(token)
         response = redirect(target)
         response.set_cookie(

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from dployr import __version__
-from dployr.gateway import api
+from dployr.gateway import access, api
 from dployr.models import (
     ENV_KEY,
     MAX_COMMAND,
@@ -366,10 +366,18 @@ SCHEMAS: dict[str, Any] = {
 _ERRORS = {
     "400": "malformed request",
     "401": "missing or invalid API token",
+    "403": "the token's scope does not allow it (dployr.gateway.access)",
     "404": "no such service",
     "409": "conflicts with the service's state",
     "413": "body larger than 1 MiB",
     "422": "invalid values",
+}
+
+
+_PATH_PARAMETERS = {
+    "{name}": "the service's name",
+    "{instance}": "an instance id or name",
+    "{token}": "the API token's name",  # dployr.gateway.access
 }
 
 
@@ -397,7 +405,7 @@ def _operation(route: api.Route) -> dict[str, Any]:
             "in": "path",
             "required": True,
             "schema": NAME if part == "{name}" else _STR,
-            "description": "the service's name" if part == "{name}" else "an instance id or name",
+            "description": _PATH_PARAMETERS[part],
         }
         for part in route.path.split("/")
         if part.startswith("{")
@@ -542,7 +550,7 @@ FEEDS: dict[str, dict[str, Any]] = {
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document for every route under ``/api/v1``."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in api.ROUTES:
+    for route in api.ROUTES + access.ROUTES:  # access: the admin routes
         paths.setdefault(api.PREFIX + route.path, {})[route.method.lower()] = _operation(route)
     for path, operation in FEEDS.items():
         paths[api.PREFIX + path] = {"get": operation}
@@ -566,7 +574,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "dployr", "version": __version__},
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **access.SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

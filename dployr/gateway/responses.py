@@ -11,7 +11,14 @@ from dployr import serde
 from dployr.engine.errors import Conflict
 from dployr.engine.proxy import PortInUse
 from dployr.errors import DployrError, SpecError
-from dployr.store.errors import ServiceExists, StoreError, UnknownService
+from dployr.store.errors import (
+    ServiceExists,
+    StoreError,
+    TokenExists,
+    UnknownService,
+    UnknownToken,
+)
+from dployr.store.records import TokenRecord
 
 
 class BadRequest(SpecError):
@@ -27,18 +34,18 @@ MAX_BODY = 1 << 20
 
 
 class TokenCheck(Protocol):
-    """Says whether an API token is valid (the store keeps only hashes)."""
+    """The API token a token is (the store keeps only hashes), or None if it is not one."""
 
-    def __call__(self, token: str, /) -> bool: ...
+    def __call__(self, token: str, /) -> TokenRecord | None: ...
 
 
 def status_for(error: DployrError) -> tuple[int, str]:
     """The HTTP status and error code for a domain error."""
     if isinstance(error, BadRequest):
         return 400, "bad_request"
-    if isinstance(error, UnknownService | UnknownInstance):
+    if isinstance(error, UnknownService | UnknownInstance | UnknownToken):
         return 404, "not_found"
-    if isinstance(error, Conflict | PortInUse | ServiceExists):
+    if isinstance(error, Conflict | PortInUse | ServiceExists | TokenExists):
         return 409, "conflict"
     if isinstance(error, StoreError):
         return 500, "store_error"
@@ -76,9 +83,16 @@ def error_response(
     return json_response({"error": {"code": code, "message": message}}, status, headers or None)
 
 
-def bearer_token(headers: Any, args: Any) -> str | None:
-    """A request's token: ``Authorization: Bearer``, else ``?token=`` (for browsers)."""
+def bearer_token(headers: Any, args: Any = None) -> str | None:
+    """A request's token: ``Authorization: Bearer``, else ``?token=`` from ``args``.
+
+    Pass ``args`` for WebSocket handshakes only: a browser cannot set their headers. A
+    REST request's token is its header's, so that no token sits in a URL (a page's
+    history, a proxy's log, a redirect).
+    """
     header = headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
+    if args is None:
+        return None
     return args.get("token") or None

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
     from quart_trio import QuartTrio
 
-    from dployr.gateway.responses import TokenCheck
+    from dployr.gateway.access import Tokens
 
 
 class GatewayError(DployrError):
@@ -41,7 +41,7 @@ class Gateway:
     def __init__(
         self,
         handle: InstanceHandle,
-        check_token: TokenCheck,
+        tokens: Tokens,
         host: str,
         port: int,
         *,
@@ -49,7 +49,8 @@ class Gateway:
         dashboard_key_file: Path | None = None,
     ) -> None:
         self.handle = handle
-        self.check_token = check_token
+        self.tokens = tokens
+        """The API tokens, logged-out sessions and audit log (the store)."""
         self.dashboard_key = dashboard_key
         """The key of the dashboard's sessions; or it is read from (or made in) the file."""
         self.dashboard_key_file = dashboard_key_file
@@ -70,7 +71,7 @@ class Gateway:
             key = self.dashboard_key
             if key is None and self.dashboard_key_file is not None:
                 key = dashboard.load_key(self.dashboard_key_file)
-            self._app = create_app(self.handle, self.check_token, dashboard_key=key)
+            self._app = create_app(self.handle, self.tokens, dashboard_key=key)
         return self._app
 
     def _config(self) -> Config:

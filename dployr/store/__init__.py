@@ -2,12 +2,14 @@
 
 Open it with :meth:`Store.open`; every method is one transaction. Secret environment
 variables are sealed with AES-256-GCM by a :class:`Cipher` (see :mod:`dployr.store.secrets`
-for where its key comes from), and API tokens are kept only as SHA-256 digests.
+for where its key comes from), and API tokens are kept only as SHA-256 digests, with their
+scope and expiry.
 """
 
 from dployr.store.errors import (
     DeploymentFinished,
     DiskFull,
+    InvalidToken,
     InvalidTokenName,
     MasterKeyError,
     SchemaTooNew,
@@ -19,7 +21,7 @@ from dployr.store.errors import (
     UnknownToken,
     WrongMasterKey,
 )
-from dployr.store.records import ProcessRecord, ServiceRecord, TokenRecord
+from dployr.store.records import AuditRecord, ProcessRecord, Scope, ServiceRecord, TokenRecord
 from dployr.store.reserve import DiskReserve
 from dployr.store.schema import SCHEMA_VERSION
 from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
@@ -33,14 +35,17 @@ __all__ = [
     "SECRET_MASK",
     "TOKEN_PREFIX",
     "UNSET",
+    "AuditRecord",
     "Cipher",
     "DeploymentFinished",
     "DiskFull",
     "DiskReserve",
+    "InvalidToken",
     "InvalidTokenName",
     "MasterKeyError",
     "ProcessRecord",
     "SchemaTooNew",
+    "Scope",
     "ServiceExists",
     "ServiceRecord",
     "Store",

@@ -51,3 +51,7 @@ class WrongMasterKey(MasterKeyError):
 
 class InvalidTokenName(SpecError):
     """An API token name that dployr refuses."""
+
+
+class InvalidToken(SpecError):
+    """An API token's scope or lifetime that dployr refuses."""

@@ -209,6 +209,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "scoped, expiring API tokens; revoked dashboard sessions; the audit log",
+        (
+            "ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin'"
+            " CHECK (scope IN ('read', 'deploy', 'admin'))",
+            # No foreign key: a token may name a service its first deploy will create.
+            "ALTER TABLE api_tokens ADD COLUMN service TEXT",
+            "ALTER TABLE api_tokens ADD COLUMN expires_at REAL",  # Unix time; NULL: never
+            "ALTER TABLE api_tokens ADD COLUMN last_used_at REAL",
+            # Logged-out session ids, kept until the session would have expired anyway.
+            """
+            CREATE TABLE revoked_sessions (
+                id TEXT PRIMARY KEY NOT NULL,
+                until REAL NOT NULL
+            ) STRICT, WITHOUT ROWID
+            """,
+            # No foreign keys: the record outlives the service and the token it names.
+            """
+            CREATE TABLE audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at REAL NOT NULL,
+                token TEXT,
+                method TEXT NOT NULL,
+                path TEXT NOT NULL,
+                service TEXT,
+                status INTEGER NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX audit_of_service ON audit (service, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

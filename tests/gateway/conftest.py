@@ -32,7 +32,7 @@ async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]
     token = store.create_token("admin")
     instance = Instance(EngineConfig(data_dir=tmp_path, service_host="127.0.0.1"), store)
     handle = await nursery.start(instance.run)
-    gateway = Gateway(handle, store.verify_token, "127.0.0.1", 0)
+    gateway = Gateway(handle, store, "127.0.0.1", 0)
     url = await nursery.start(gateway.run, None)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:

@@ -64,7 +64,7 @@ def test_tokens_are_kept_only_as_digests(store: Store, db_path: Path, clock: Clo
     assert store.verify_token(token)
     assert store.list_tokens() == [TokenRecord("ci", clock.now)]
     with sqlite3.connect(db_path) as raw:
-        rows = raw.execute("SELECT * FROM api_tokens").fetchall()
+        rows = raw.execute("SELECT name, sha256, created_at FROM api_tokens").fetchall()
     raw.close()
     assert rows == [("ci", hashlib.sha256(token.encode()).digest(), clock.now)]
     written = b"".join(p.read_bytes() for p in db_path.parent.glob("dployr.db*"))
@@ -100,7 +100,7 @@ def test_token_names_are_unique_and_checked(store: Store) -> None:
     with pytest.raises(TokenExists, match="an API token named 'ci' already exists"):
         store.create_token("ci")
     assert store.verify_token(first)
-    for bad in ["", " ci", "ci ", "a\nb", "x" * 101]:
+    for bad in ["", " ci", "ci ", "a\nb", "x" * 101, "a/b"]:
         with pytest.raises(InvalidTokenName):
             store.create_token(bad)
     assert [t.name for t in store.list_tokens()] == ["ci"]
