@@ -210,7 +210,7 @@ class Release:
                 finally:
                     # Whatever is left of the group goes with its leader.
                     with trio.CancelScope(shield=True):
-                        await launcher.kill_group(process.pid)
+                        await launcher.kill_rest(process)
                     pump_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
         finally:
             with trio.CancelScope(shield=True):
