@@ -108,8 +108,14 @@ def web_repo(path: Path, version: str = "v1") -> Path:
 
 
 os.environ.setdefault("TESTS_RUN", os.urandom(8).hex())
-"""Marks the processes of this test run: daemons and services inherit it, so the leak guard
-only looks at processes of this run, not at those of another run on the same machine."""
+"""Marks the processes of this test run: daemons inherit it and pass it on to services
+(:data:`PASS_ENV`), so the leak guard only looks at processes of this run, not at those of
+another run on the same machine."""
+PASS_ENV = ("--pass-env", "TESTS_RUN")
+"""``dployr up`` arguments that give services the test run's mark (their environment is
+otherwise clean)."""
+TEST_PASS_ENV = ("TESTS_RUN",)
+"""The same, as an engine setting (``EngineConfig.pass_env``)."""
 
 
 def service_processes() -> dict[int, tuple[str, str]]:
@@ -161,6 +167,7 @@ class Daemon:
                 "0",
                 "--service-host",
                 "127.0.0.1",
+                *PASS_ENV,
             ],
             stdout=subprocess.PIPE,
             env={k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")},

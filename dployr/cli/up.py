@@ -32,6 +32,14 @@ from dployr.cli import Options
     type=click.FloatRange(0.1, 3600),
     help="Seconds between samples of each service's CPU and memory.",
 )
+@click.option(
+    "--pass-env",
+    "pass_env",
+    multiple=True,
+    metavar="NAME",
+    help="Give every service this variable of dployr's own environment (services get a "
+    "clean one: PATH, HOME, LANG, TZ and their own variables). Repeatable.",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -40,6 +48,7 @@ async def up(
     port: int,
     service_host: str,
     metrics_interval: float,
+    pass_env: tuple[str, ...],
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -53,10 +62,16 @@ async def up(
     from dployr.cli._runtime import until_signalled
     from dployr.daemon import daemon
     from dployr.daemon.paths import default_data_dir
+    from dployr.models import check_env_key
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
     config = daemon.DaemonConfig(
-        root, host=host, port=port, service_host=service_host, metrics_interval=metrics_interval
+        root,
+        host=host,
+        port=port,
+        service_host=service_host,
+        metrics_interval=metrics_interval,
+        pass_env=tuple(check_env_key(name) for name in pass_env),
     )
 
     async def serve() -> None:

@@ -48,6 +48,8 @@ class DaemonConfig:
     port: int = DEFAULT_PORT
     service_host: str = "0.0.0.0"
     metrics_interval: float = 5.0
+    pass_env: tuple[str, ...] = ()
+    """Variables of the daemon's environment passed on to every service, by name."""
 
 
 @contextlib.contextmanager
@@ -107,6 +109,7 @@ async def run(
                     data_dir=data.root,
                     service_host=config.service_host,
                     metrics_interval=config.metrics_interval,
+                    pass_env=config.pass_env,
                 ),
                 store,
             )

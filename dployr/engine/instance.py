@@ -98,6 +98,9 @@ class EngineConfig:
     keep_releases: int = 5
     metrics_interval: float = 5.0
     """Seconds between samples of every service's CPU and memory."""
+    pass_env: tuple[str, ...] = ()
+    """Names of the daemon's variables every service gets too (its environment is otherwise
+    clean: see :func:`dployr.engine.release.process_env`)."""
     cgroups: bool = True
     """Run each release, build, health check and git in a cgroup of its own where one is
     writable (see :mod:`dployr.engine.cgroups`); False: in process groups only."""

@@ -460,7 +460,9 @@ class Service:
         ``DPLOYR_INSTANCE`` marks it as this instance's, so a daemon started after a crash
         can tell its leftovers from unrelated processes that reuse their pids.
         """
-        env = process_env(self.name, deployment, port, self.environment())
+        env = process_env(
+            self.name, deployment, port, self.environment(), passed=self.config.pass_env
+        )
         env["DPLOYR_INSTANCE"] = self.instance.id
         return env
 

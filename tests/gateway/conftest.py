@@ -13,6 +13,7 @@ import trio
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.gateway.server import Gateway
 from dployr.store.store import Store
+from tests.helpers import TEST_PASS_ENV
 
 
 @attrs.frozen
@@ -30,7 +31,9 @@ class Served:
 async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]:
     store = Store.open(tmp_path / "dployr.db")
     token = store.create_token("admin")
-    instance = Instance(EngineConfig(data_dir=tmp_path, service_host="127.0.0.1"), store)
+    instance = Instance(
+        EngineConfig(data_dir=tmp_path, service_host="127.0.0.1", pass_env=TEST_PASS_ENV), store
+    )
     handle = await nursery.start(instance.run)
     gateway = Gateway(handle, store.verify_token, "127.0.0.1", 0)
     url = await nursery.start(gateway.run, None)
