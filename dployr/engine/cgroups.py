@@ -221,12 +221,6 @@ class Cgroup:
             return []
         return [int(pid) for pid in text.split()]
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to every member (SIGTERM at a stop, so all get their grace)."""
-        for pid in self.members():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
     def kill(self) -> None:
         """SIGKILL every member now, those forking meanwhile included."""
         if os.getpid() in self.members():  # pragma: no cover - see entered()

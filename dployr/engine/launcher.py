@@ -7,7 +7,10 @@ is plain words, ``exec`` first when it is one simple command: see :func:`plain_w
 has no controlling terminal, with stdin closed and stdout and stderr on pipes. Where the
 instance has cgroups (:mod:`dployr.engine.cgroups`), it is born in a cgroup of its own,
 which holds every process it starts, even one that calls ``setsid`` or double-forks with
-an empty environment. Everything dies with the daemon through the instance's warden
+an empty environment. Where it has none, the process is made a child subreaper
+(``PR_SET_CHILD_SUBREAPER``): what its children leave behind when they exit is adopted by
+it instead of by init, so while it runs, all it started is in its tree of descendants,
+whatever left the group. Everything dies with the daemon through the instance's warden
 (:mod:`dployr.engine.warden`).
 
 Stopping is SIGTERM to the whole group and every member of the cgroup, the grace, SIGKILL
@@ -18,6 +21,7 @@ is killed, so no grandchild outlives the service.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import functools
 import os
@@ -28,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
+import psutil
 import trio
 
 from dployr.engine import cgroups
@@ -182,6 +187,18 @@ def _socket_at_fd3(listen_fd: int) -> None:  # pragma: no cover - runs in the ch
     os.dup2(listen_fd, LISTEN_FD)
 
 
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _in_child(listen_fd: int | None) -> None:  # pragma: no cover - runs in the child
+    """Between fork and exec, where no cgroup holds the process: make it the subreaper of
+    its descendants (kept across exec), and hand over the socket if there is one."""
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if listen_fd is not None:
+        _socket_at_fd3(listen_fd)
+
+
 async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServiceProcess:
     """Start ``spec`` as the leader of a new session, its output on pipes.
 
@@ -245,10 +262,15 @@ def _start(
                 stderr=err_write,
                 start_new_session=True,
                 pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
-                # Only a handed-over socket needs code in the child (a plain fork, slower
-                # than the vfork every other spawn gets); dup2 is async-signal-safe.
+                # Only a handed-over socket, or a process no cgroup holds, needs code in
+                # the child (a plain fork, slower than the vfork every other spawn gets);
+                # dup2 and prctl are async-signal-safe.
                 preexec_fn=(  # noqa: PLW1509
-                    functools.partial(_socket_at_fd3, listen_fd) if listen_fd is not None else None
+                    functools.partial(_in_child, listen_fd)
+                    if cgroup is None
+                    else functools.partial(_socket_at_fd3, listen_fd)
+                    if listen_fd is not None
+                    else None
                 ),
             )
 
@@ -333,10 +355,33 @@ async def kill_cgroup(cgroup: Cgroup, *, wait: float = KILL_WAIT) -> None:
 
 async def kill_rest(process: ServiceProcess, *, wait: float = KILL_WAIT) -> None:
     """SIGKILL whatever ``process`` started that is still alive: its process group and
-    every member of its cgroup. Awaits each death."""
-    await kill_group(process.pid, wait=wait)
+    every member of its cgroup (without one: its descendants). Awaits each death."""
     if process.cgroup is not None:
+        await kill_group(process.pid, wait=wait)
         await kill_cgroup(process.cgroup, wait=wait)
+        return
+    pids = _members(process)  # its descendants only while it is unreaped: the pid is ours
+    fds = _pidfds(pids)
+    try:
+        signal_group(process.pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with trio.move_on_after(wait):
+            for fd in fds:
+                await trio.lowlevel.wait_readable(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of ``pid`` (a subreaper's include what its children left);
+    only for a pid that cannot have been reused (an unreaped child of ours)."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _pidfds(pids: list[int]) -> list[int]:
@@ -349,6 +394,8 @@ def _members(process: ServiceProcess) -> list[int]:
     found = set(group_members(pgid))
     if process.cgroup is not None:
         found.update(process.cgroup.members())
+    elif process.returncode is None:
+        found.update(descendants(pgid))
     found.discard(pgid)
     return sorted(found)
 
@@ -364,24 +411,34 @@ async def stop(process: ServiceProcess, grace: float) -> int:
     is then removed.
     """
     pgid = process.pid  # the leader of a new session: its pid is the group id
+    # Who it started, held by pidfds: signalled even after the leader is reaped.
+    members = _pidfds(_members(process)) if process.returncode is None else []
     try:
         if process.returncode is None:
-            members = _pidfds(_members(process))
+            signal_group(pgid, signal.SIGTERM)
+            _signal_all(members, signal.SIGTERM)  # those that left the group too
+            with trio.move_on_after(grace):
+                await process.wait()
+                for fd in members:
+                    await trio.lowlevel.wait_readable(fd)
+    finally:
+        with trio.CancelScope(shield=True):
             try:
-                signal_group(pgid, signal.SIGTERM)
-                if process.cgroup is not None:
-                    process.cgroup.signal(signal.SIGTERM)
-                with trio.move_on_after(grace):
-                    await process.wait()
+                _signal_all(members, signal.SIGKILL)
+                await kill_rest(process)
+                with trio.move_on_after(KILL_WAIT):
                     for fd in members:
                         await trio.lowlevel.wait_readable(fd)
             finally:
                 for fd in members:
                     os.close(fd)
-    finally:
-        with trio.CancelScope(shield=True):
-            await kill_rest(process)
             returncode = await process.wait()
             if process.cgroup is not None:
                 process.cgroup.remove()
     return returncode
+
+
+def _signal_all(pidfds: list[int], signum: int) -> None:
+    for fd in pidfds:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fd, signum)
