@@ -31,6 +31,7 @@ async def serve(data_dir: Path, source: Path, name: str, command: str) -> None:
         service_host="127.0.0.1",
         backoff=DISABLED_BACKOFF,
         intensity=Intensity(1000, 60),
+        service_users=False,  # as root, a service user could not reach this interpreter
     )
     instance = Instance(config, store)
     try:

@@ -40,6 +40,12 @@ from dployr.cli import Options
     help="Give every service this variable of dployr's own environment (services get a "
     "clean one: PATH, HOME, LANG, TZ and their own variables). Repeatable.",
 )
+@click.option(
+    "--shared-user",
+    is_flag=True,
+    help="As root, run services as root too, not each as a user of its own "
+    "(services can then read dployr's keys and each other's files).",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -49,6 +55,7 @@ async def up(
     service_host: str,
     metrics_interval: float,
     pass_env: tuple[str, ...],
+    shared_user: bool,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -72,6 +79,7 @@ async def up(
         service_host=service_host,
         metrics_interval=metrics_interval,
         pass_env=tuple(check_env_key(name) for name in pass_env),
+        service_users=not shared_user,
     )
 
     async def serve() -> None:

@@ -30,7 +30,7 @@ import psutil
 import trio
 
 from dployr import __version__
-from dployr.engine import cgroups
+from dployr.engine import cgroups, users
 from dployr.engine import messages as m
 from dployr.engine.cgroups import Cgroups
 from dployr.engine.metrics import MetricsSampler
@@ -44,6 +44,7 @@ from dployr.engine.metrics_policy import (
 from dployr.engine.release import Running
 from dployr.engine.service import Service
 from dployr.engine.sources import check_remote
+from dployr.engine.users import ServiceUsers
 from dployr.engine.warden import Warden
 from dployr.engine.webhooks import Delivery, Webhooks
 from dployr.errors import DployrError
@@ -101,6 +102,9 @@ class EngineConfig:
     pass_env: tuple[str, ...] = ()
     """Names of the daemon's variables every service gets too (its environment is otherwise
     clean: see :func:`dployr.engine.release.process_env`)."""
+    service_users: bool = True
+    """When the daemon runs as root, run each service as a user of its own (see
+    :mod:`dployr.engine.users`); False: as the daemon's user, root."""
     cgroups: bool = True
     """Run each release, build, health check and git in a cgroup of its own where one is
     writable (see :mod:`dployr.engine.cgroups`); False: in process groups only."""
@@ -157,6 +161,8 @@ class Instance:
         self.run_token = secrets.token_hex(8)
         self.warden = Warden()
         """Kills every live process group of the instance if the daemon dies."""
+        self.users: ServiceUsers | None = None
+        """The services' own users, while it runs (None: services run as the daemon)."""
         self.cgroups: Cgroups | None = None
         """The instance's cgroups, while it runs (None: none is writable, or not wanted)."""
         self.services: dict[str, Service] = {}
@@ -192,6 +198,10 @@ class Instance:
         await trio.to_thread.run_sync(remove_unfinished, self.config.data_dir)
         if self.cgroups is not None:
             self.cgroups.register(self.id)
+        if self.config.service_users and users.available():
+            self.users = ServiceUsers(self.config.data_dir)
+            await trio.to_thread.run_sync(self.users.open)
+            self.users.register(self.id)
         self.warden.cgroups = self.cgroups
         self.warden.start()
         interrupted = self.store.fail_interrupted_deployments(INTERRUPTED)
@@ -216,6 +226,8 @@ class Instance:
             self.warden.close()
             if self.cgroups is not None:
                 self.cgroups.close(self.id)
+            if self.users is not None:
+                self.users.close(self.id)
 
     async def _run_webhooks(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED

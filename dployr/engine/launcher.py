@@ -35,7 +35,7 @@ import attrs
 import psutil
 import trio
 
-from dployr.engine import cgroups
+from dployr.engine import cgroups, users
 from dployr.engine.cgroups import Cgroup
 
 _F_SETPIPE_SZ = 1031
@@ -208,7 +208,9 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     program cannot be run (missing, not executable) is started again through the shell,
     so that it fails as it would there: exit status 127 or 126 and the shell's message.
     The process is born in a new cgroup of the instance named by ``DPLOYR_INSTANCE`` in
-    its environment, if that instance has cgroups.
+    its environment, if that instance has cgroups; it runs as the user of the service
+    named by ``DPLOYR_SERVICE``, if the instance gives services users of their own
+    (:mod:`dployr.engine.users`), with that service's folder as its HOME.
     """
     await trio.lowlevel.checkpoint()  # before the spawn: a cancellation leaks nothing
     # What the shell would pass on: names it can export, and its PWD (dash keeps one that
@@ -217,6 +219,12 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     env["PWD"] = os.fspath(spec.cwd)
     if listen_fd is not None:
         env["LISTEN_FDS"] = "1"
+    owners = users.of_instance(env.get("DPLOYR_INSTANCE"))
+    service = env.get("DPLOYR_SERVICE")
+    uid = None
+    if owners is not None and service is not None:
+        uid = await trio.to_thread.run_sync(owners.prepare, service, spec.cwd)
+        env["HOME"] = os.fspath(owners.home(service))
     words = plain_words(spec.command)
     argvs = [words, _shell_argv(spec.command)] if words is not None else [_shell_argv(spec.command)]
     return _start(
@@ -225,6 +233,7 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
         env=env,
         label=spec.env.get("DPLOYR_SERVICE", "run"),
         listen_fd=listen_fd,
+        uid=uid,
     )
 
 
@@ -242,8 +251,10 @@ def _start(
     env: dict[str, str],
     label: str,
     listen_fd: int | None,
+    uid: int | None = None,
 ) -> ServiceProcess:
-    """Spawn the first of ``argvs`` that can be started (the last one's error if none)."""
+    """Spawn the first of ``argvs`` that can be started (the last one's error if none),
+    as user and group ``uid`` with no other group, if given."""
     tree = cgroups.of_instance(env.get("DPLOYR_INSTANCE"))
     cgroup = tree.create(label) if tree is not None else None
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -261,6 +272,9 @@ def _start(
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
+                user=uid,
+                group=uid,
+                extra_groups=[] if uid is not None else None,
                 pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
                 # Only a handed-over socket, or a process no cgroup holds, needs code in
                 # the child (a plain fork, slower than the vfork every other spawn gets);

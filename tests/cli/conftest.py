@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from tests.helpers import PASS_ENV, PYTHON, WEB_APP, pids_of_service, web_repo
+from tests.helpers import PYTHON, UP_ARGS, WEB_APP, pids_of_service, web_repo
 
 WAIT = 20.0
 """A guard on every wait: a test that waits longer than this has failed."""
@@ -178,7 +178,7 @@ async def start_up(
             "0",
             "--service-host",
             "127.0.0.1",
-            *PASS_ENV,
+            *UP_ARGS,
             *extra,
         ],
         stdout=subprocess.PIPE,

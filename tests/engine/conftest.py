@@ -17,7 +17,7 @@ from dployr.logs.values import LogLine
 from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Source
 from dployr.store.store import Store
 from dployr.supervision import Backoff, Intensity, Subscription
-from tests.helpers import PYTHON, TEST_PASS_ENV, pids_of_service
+from tests.helpers import PYTHON, TEST_ENGINE, pids_of_service
 
 WAIT = 30.0
 """A guard on every wait: a test that waits longer than this has failed."""
@@ -106,7 +106,7 @@ def start_engine(data_dir: Path, **config: object) -> tuple[Instance, Store]:
         "ready_timeout": 20.0,
         "intensity": Intensity(3, 30),
         "backoff": Backoff(initial=0.1, cap=0.4, stable=5),
-        "pass_env": TEST_PASS_ENV,
+        **TEST_ENGINE,
     }
     defaults.update(config)
     return Instance(EngineConfig(data_dir=data_dir, **defaults), store), store  # type: ignore[arg-type]

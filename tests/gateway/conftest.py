@@ -13,7 +13,7 @@ import trio
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.gateway.server import Gateway
 from dployr.store.store import Store
-from tests.helpers import TEST_PASS_ENV
+from tests.helpers import TEST_ENGINE
 
 
 @attrs.frozen
@@ -32,7 +32,7 @@ async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]
     store = Store.open(tmp_path / "dployr.db")
     token = store.create_token("admin")
     instance = Instance(
-        EngineConfig(data_dir=tmp_path, service_host="127.0.0.1", pass_env=TEST_PASS_ENV), store
+        EngineConfig(data_dir=tmp_path, service_host="127.0.0.1", **TEST_ENGINE), store
     )
     handle = await nursery.start(instance.run)
     gateway = Gateway(handle, store.verify_token, "127.0.0.1", 0)
