@@ -7,6 +7,7 @@ marks it as a service's: only the kernel's cgroup membership still knows whose i
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from pathlib import Path
@@ -215,3 +216,33 @@ async def test_unfinished_folders_of_a_killed_daemon_are_removed_at_start(
         assert [folder for folder in kept if not folder.exists()] == []
     finally:
         assert await daemon.stop() == 0
+
+
+async def test_a_fetch_cut_short_by_kill_9_dies_with_the_daemon(tmp_path: Path) -> None:
+    # A remote that accepts the connection and never answers: git (and its https
+    # helper) wait on it until something kills them.
+    connected = trio.Event()
+    closed = trio.Event()
+
+    async def hold(stream: trio.SocketStream) -> None:
+        connected.set()
+        while await stream.receive_some(4096):
+            pass
+        closed.set()
+
+    daemon = Daemon(tmp_path / "data")
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, hold, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        port = listener.socket.getsockname()[1]
+        await daemon.start()
+        async with daemon.client() as api:
+            body = {"remote": {"url": f"https://127.0.0.1:{port}/app.git"}, "run_cmd": "true"}
+            response = await api.post("/services/fetcher/deploy", json=body)
+            assert response.status_code == 202, response.text
+        with trio.fail_after(WAIT):
+            await connected.wait()
+        await daemon.kill9()
+        with trio.fail_after(WAIT):
+            await closed.wait()  # the warden killed git's cgroup
+        nursery.cancel_scope.cancel()
