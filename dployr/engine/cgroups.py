@@ -105,10 +105,11 @@ def hierarchies() -> list[Hierarchy]:
     return found
 
 
-def open_instance(instance_id: str) -> Cgroups | None:
-    """The cgroups of instance ``instance_id`` in the first hierarchy where dployr can make
-    them and kill through them; None if there is none."""
-    for hierarchy in hierarchies():
+def open_instance(instance_id: str, candidates: list[Hierarchy] | None = None) -> Cgroups | None:
+    """The cgroups of instance ``instance_id`` in the first hierarchy (of ``candidates``,
+    by default :func:`hierarchies`) where dployr can make them and kill through them; None
+    if there is none."""
+    for hierarchy in hierarchies() if candidates is None else candidates:
         root = hierarchy.home / f"{PREFIX}{instance_id}"
         try:
             root.mkdir(exist_ok=True)

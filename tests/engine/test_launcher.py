@@ -259,11 +259,18 @@ async def wait_dead(pid: int) -> None:
         os.close(fd)
 
 
-async def test_an_escapee_of_a_process_in_a_cgroup_dies_at_stop(tmp_path: Path) -> None:
+HIERARCHIES = {f"v{h.version}": h for h in cgroups.hierarchies()}
+"""This machine's: v2 and the v1 freezer (cgroup2 at /sys/fs/cgroup/unified beside v1)."""
+
+
+@pytest.mark.parametrize("version", sorted(HIERARCHIES))
+async def test_an_escapee_of_a_process_in_a_cgroup_dies_at_stop(
+    tmp_path: Path, version: str
+) -> None:
     (tmp_path / "escape.py").write_text(ESCAPE)
     instance = f"test-{os.urandom(6).hex()}"
-    tree = cgroups.open_instance(instance)
-    assert tree is not None  # this machine has a writable hierarchy
+    tree = cgroups.open_instance(instance, [HIERARCHIES[version]])
+    assert tree is not None  # writable here
     tree.register(instance)
     try:
         env = {**os.environ, "DPLOYR_INSTANCE": instance, "DPLOYR_SERVICE": "runaway"}
