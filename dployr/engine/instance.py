@@ -198,8 +198,10 @@ class Instance:
         await trio.to_thread.run_sync(remove_unfinished, self.config.data_dir)
         if self.cgroups is not None:
             self.cgroups.register(self.id)
+        umask = None
         if self.config.service_users and users.available():
             self.users = ServiceUsers(self.config.data_dir)
+            umask = os.umask(users.DAEMON_UMASK)  # what the daemon makes is its own
             await trio.to_thread.run_sync(self.users.open)
             self.users.register(self.id)
         self.warden.cgroups = self.cgroups
@@ -228,6 +230,8 @@ class Instance:
                 self.cgroups.close(self.id)
             if self.users is not None:
                 self.users.close(self.id)
+            if umask is not None:
+                os.umask(umask)
 
     async def _run_webhooks(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED

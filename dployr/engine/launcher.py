@@ -275,6 +275,7 @@ def _start(
                 user=uid,
                 group=uid,
                 extra_groups=[] if uid is not None else None,
+                umask=users.SERVICE_UMASK if uid is not None else -1,
                 pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
                 # Only a handed-over socket, or a process no cgroup holds, needs code in
                 # the child (a plain fork, slower than the vfork every other spawn gets);

@@ -10,8 +10,9 @@ service's data folder, so it needs no record of its own and survives a restart::
       services/                     root 0711
         <name>/                     root:<service's group> 0710: its service alone passes
           data/                     <service> 0700: its HOME, for its own files
-          releases/<deployment>/    <service> 0700 (given to it before its first process)
-          logs/, source/            root: readable by the service, never writable
+          releases/                 root:<service's group> 0710
+            <deployment>/           <service> 0700 (given to it before its first process)
+          logs/, source/            root 0700 (the daemon makes all with umask 077)
 
 So a service cannot read the daemon's keys, token or database, nor another service's
 folders; and the kernel keeps every other service's ``/proc/<pid>/environ`` from it (a
@@ -34,6 +35,10 @@ from typing import Final
 FIRST_UID: Final = 690_000
 LAST_UID: Final = 699_999
 """The ids given to services (no account on a usual machine comes near them)."""
+
+
+DAEMON_UMASK: Final = 0o077
+SERVICE_UMASK: Final = 0o022
 
 
 class NoServiceUser(OSError):
@@ -63,7 +68,11 @@ class ServiceUsers:
 
     def open(self) -> None:
         """Close the data dir to every service: only root reads its files, and a service
-        passes through to its own folder only."""
+        passes through to its own folder only.
+
+        The caller also sets the daemon's umask to 077, so what it makes from then on (a
+        new service's folder, its logs, a checkout) is its own until given away; service
+        processes get the usual 022 back (:data:`SERVICE_UMASK`)."""
         self.services.mkdir(parents=True, exist_ok=True)
         for folder in (self.data_dir, self.services):
             os.chown(folder, 0, 0)
@@ -71,6 +80,9 @@ class ServiceUsers:
         for entry in os.scandir(self.data_dir):
             if entry.is_file(follow_symlinks=False):
                 os.chmod(entry.path, 0o600)
+        for entry in os.scandir(self.services):
+            if entry.is_dir(follow_symlinks=False):
+                os.chmod(entry.path, 0o700)  # until its service's next start opens it
 
     def register(self, instance_id: str) -> None:
         """Make these the users of the processes that carry ``DPLOYR_INSTANCE``."""
@@ -114,6 +126,8 @@ class ServiceUsers:
             return uid  # not in a release: nothing to give
         info = release.lstat()
         if info.st_uid != uid and stat.S_ISDIR(info.st_mode):
+            os.chown(releases, 0, uid)
+            releases.chmod(0o710)
             _chown_tree(release, uid)
             release.chmod(0o700)
         return uid
