@@ -12,8 +12,10 @@ its own, made just before the spawn and removed once its last member is gone::
 
 The child is born in it: the spawning thread steps into the cgroup, spawns, and steps
 back (:meth:`Cgroup.entered`), so not even a child that forks at once can be missed, as
-it could be if the child were moved after the spawn. Each step is one small write (tens
-of microseconds), as are the ``mkdir`` and ``rmdir``.
+it could be if the child were moved after the spawn. Each step is one small write; the
+step in makes the kernel wait for an RCU grace period unless one ran lately (a few ms
+on a busy machine; see docs/architecture.md), the ``mkdir`` and ``rmdir`` are tens of
+microseconds.
 
 Two kinds of hierarchy are used, the first that is writable:
 
