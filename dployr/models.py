@@ -309,6 +309,18 @@ class RestartPolicy:
             raise InvalidSetting("restart-window must be more than 0 seconds")
 
 
+class RolloutMode(enum.Enum):
+    """How a deploy replaces the running release with the new one."""
+
+    AUTO = "auto"
+    """``overlap`` for a service with a port, ``stop-first`` for one without (a worker)."""
+    OVERLAP = "overlap"
+    """The new release starts beside the old one, which stops once the new one is ready."""
+    STOP_FIRST = "stop-first"
+    """The old release stops before the new one starts (it is started again if the new
+    one fails): the two never run at once."""
+
+
 @attrs.frozen
 class ServiceSettings:
     """A service's configuration. Changes apply at the next deploy."""
@@ -322,6 +334,8 @@ class ServiceSettings:
     health_check: str | None = attrs.field(default=None, validator=_check_health_path)
     stop_grace: float = attrs.field(default=DEFAULT_STOP_GRACE, validator=_check_grace)
     health: HealthOptions = attrs.field(factory=HealthOptions)
+    rollout: RolloutMode = RolloutMode.AUTO
+    """Whether a deploy overlaps the old and new releases (see :class:`RolloutMode`)."""
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     """How the process is restarted; it applies at the next start of a release."""
     listen_fds: bool = False
@@ -379,9 +393,10 @@ def check_env_value(key: str, value: object) -> str:
 
 @attrs.frozen
 class Deployment:
-    """One deploy of a service: what was deployed, and how it went."""
+    """One deploy (or rollback) of a service: what was deployed, and how it went."""
 
     id: int
+    """Its number among the service's deployments: 1, 2, 3 ..."""
     service: str
     status: DeploymentStatus
     settings: ServiceSettings
@@ -394,4 +409,14 @@ class Deployment:
     error: str | None = None
     """Why it failed, in one sentence."""
     output_tail: tuple[str, ...] = ()
-    """The last lines of build output of a failed build."""
+    """The last lines of output of a failed build, or of a new release that died at start."""
+    rollback_of: int | None = None
+    """For a rollback: the deployment it went back to."""
+    release: int | None = None
+    """The deployment whose release folder this one runs: its own (None), or for a rollback
+    the folder of the release it went back to."""
+
+    @property
+    def folder(self) -> int:
+        """The number of the release folder this deployment runs."""
+        return self.id if self.release is None else self.release

@@ -8,6 +8,7 @@ flags. So the same command run again redeploys, and a setting changed with
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,13 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--working-dir", help="A folder inside the release to run in.")
 @click.option("--description", help="A line about the service.")
 @click.option("--health-check", help="A URL path that answers 2xx when the service is healthy.")
+@click.option(
+    "--rollout",
+    type=click.Choice(["auto", "overlap", "stop-first"]),
+    help="How the new release replaces the running one: overlap (the new starts beside the "
+    "old, which stops once the new is ready) or stop-first (never both at once); auto "
+    "[default]: overlap with a port, stop-first without.",
+)
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable.")
 @click.option("--secret", "secrets", multiple=True, metavar="K=V", help="A secret variable.")
 @click.option(
@@ -197,23 +205,41 @@ async def _watch(
     quiet: bool,
     prefix: str | None = None,
 ) -> str | None:
-    """Print the deploy's steps and build output until it ends; return why it failed."""
+    """Print the deploy's steps and build output until it ends; return why it failed.
+
+    While the deploy waits for its new release (its health check, its minimum uptime),
+    the time waited so far is printed every second. The deploy's last line is written
+    once the service is free again, so the next command is accepted as soon as this
+    returns.
+    """
     prefix = prefix or f"deploy {number}: "
+    waiting: tuple[str, float] | None = None  # the step waited on, since when
     async with client.follow(name, cursor=cursor) as feed:
-        async for message in feed:
-            if message.get("type") != "log" or message.get("deployment") != number:
+        while True:
+            tick = 1.0 if waiting is not None and not quiet else math.inf
+            with trio.move_on_after(tick):
+                try:
+                    message = await feed.__anext__()
+                except StopAsyncIteration:
+                    break
+                if message.get("type") != "log" or message.get("deployment") != number:
+                    continue
+                line, stream = message["line"], message["stream"]
+                if stream == "system" and line.startswith(prefix):
+                    step = line[len(prefix) :]
+                    if not quiet:
+                        click.echo(f"==> {step}")
+                    if step.startswith("succeeded"):
+                        return None
+                    if step.startswith("failed"):
+                        return str(step.removeprefix("failed: "))
+                    started = trio.current_time()
+                    waiting = (step, started) if step.startswith("waiting for") else None
+                elif stream == "build" and not quiet:
+                    click.echo(f"    {line}")
                 continue
-            line, stream = message["line"], message["stream"]
-            if stream == "system" and line.startswith(prefix):
-                step = line[len(prefix) :]
-                if not quiet:
-                    click.echo(f"==> {step}")
-                if step.startswith("succeeded"):
-                    return None
-                if step.startswith("failed"):
-                    return str(step.removeprefix("failed: "))
-            elif stream == "build" and not quiet:
-                click.echo(f"    {line}")
+            if waiting is not None:
+                click.echo(f"==> {waiting[0]}: {trio.current_time() - waiting[1]:.0f} s")
     return "the daemon closed the log feed before the deploy ended"
 
 

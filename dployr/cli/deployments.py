@@ -15,7 +15,11 @@ from dployr.cli import Options, json_option
 @json_option
 @click.pass_obj
 async def deployments(options: Options, name: str, limit: int) -> None:
-    """List a service's deployments, newest first; '*' marks the active one."""
+    """List a service's deployments, newest first; '*' marks the active one.
+
+    Deployments are numbered per service; a rollback is a deployment of its own, noted
+    with the deployment it went back to.
+    """
     from dployr.cli.output import ago, emit, table
 
     async with options.client() as client:
@@ -29,7 +33,7 @@ async def deployments(options: Options, name: str, limit: int) -> None:
             click.echo(f"{name} has no deployments yet")
             return
         table(
-            ["", "id", "status", "revision", "created", "error"],
+            ["", "id", "status", "revision", "created", "note"],
             [
                 [
                     "*" if r["id"] == active else "",
@@ -37,7 +41,7 @@ async def deployments(options: Options, name: str, limit: int) -> None:
                     r["status"],
                     (r.get("revision") or "-")[:12],
                     ago(r["created_at"]),
-                    r.get("error") or "",
+                    _note(r),
                 ]
                 for r in rows
             ],
@@ -46,3 +50,13 @@ async def deployments(options: Options, name: str, limit: int) -> None:
     for record in records:
         record["active"] = record["id"] == active
     emit(records, options.json, show)
+
+
+def _note(record: dict[str, Any]) -> str:
+    """A rollback's target, and a failure's reason."""
+    parts = []
+    if record.get("rollback_of") is not None:
+        parts.append(f"rollback to {record['rollback_of']}")
+    if record.get("error"):
+        parts.append(str(record["error"]))
+    return ": ".join(parts)

@@ -11,7 +11,7 @@ import asyncclick as click
 from dployr.cli import Options, json_option
 
 
-def _show(line: dict[str, Any], as_json: bool) -> None:
+def _show(line: dict[str, Any], as_json: bool, release: bool = False) -> None:
     if as_json:  # JSON Lines: one object a line, so a follow can be piped as it comes
         line = {k: v for k, v in line.items() if k != "type"}
         click.echo(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
@@ -19,7 +19,12 @@ def _show(line: dict[str, Any], as_json: bool) -> None:
     stamp = time.strftime("%H:%M:%S", time.localtime(line["ts"]))
     stream = line["stream"]
     marker = {"stdout": " ", "stderr": "!", "build": "B", "system": "#"}.get(stream, "?")
-    click.echo(f"{stamp} {marker} {line['line']}")
+    if release:  # which deployment's process wrote it
+        deployment = line.get("deployment")
+        tag = f"#{deployment}" if deployment is not None else "-"
+        click.echo(f"{stamp} {tag:>4} {marker} {line['line']}")
+    else:
+        click.echo(f"{stamp} {marker} {line['line']}")
 
 
 @click.command()
@@ -30,15 +35,25 @@ def _show(line: dict[str, Any], as_json: bool) -> None:
 )
 @click.option("--since", help="Lines from a time on: 10m, 2h, 1d, or an RFC 3339 time.")
 @click.option("--build", is_flag=True, help="Build output only.")
+@click.option(
+    "--release", "-r", is_flag=True, help="Show the deployment each line belongs to (#3)."
+)
 @json_option
 @click.pass_obj
 async def logs(
-    options: Options, name: str, follow: bool, tail: int | None, since: str | None, build: bool
+    options: Options,
+    name: str,
+    follow: bool,
+    tail: int | None,
+    since: str | None,
+    build: bool,
+    release: bool,
 ) -> None:
     """Print a service's logs: its output, build output and dployr's own events.
 
-    Markers: ' ' stdout, '!' stderr, 'B' build, '#' dployr. With --json, one JSON
-    object a line.
+    Markers: ' ' stdout, '!' stderr, 'B' build, '#' dployr. With --release, each line
+    shows the deployment whose process (or deploy) wrote it, as #3. With --json, one JSON
+    object a line (it always carries "deployment").
     """
     from dployr.cli._runtime import until_signalled
     from dployr.errors import DployrError
@@ -56,7 +71,7 @@ async def logs(
         if since is not None and tail is not None:
             lines = lines[-tail:] if tail else []
         for line in lines:
-            _show(line, options.json)
+            _show(line, options.json, release)
         if not follow:
             return
         cursor = page["last_cursor"] if not lines else lines[-1]["cursor"]
@@ -74,7 +89,7 @@ async def logs(
                     elif message.get("type") == "log" and (
                         not build or message["stream"] == "build"
                     ):
-                        _show(message, options.json)
+                        _show(message, options.json, release)
 
         if not await until_signalled(stream):  # the feed ended without a Ctrl-C
             raise DployrError(f"the log feed of {name} ended: the daemon closed it (stopped?)")

@@ -13,10 +13,12 @@ from dployr.cli import Options, json_option
 @json_option
 @click.pass_obj
 async def rollback(options: Options, name: str, deployment: int | None) -> None:
-    """Switch to a kept release (default: the previous successful one) without rebuilding.
+    """Go back to a kept release without rebuilding.
 
-    It takes the same path as a deploy: the release starts beside the current one and
-    takes over once it is ready, so no request is dropped.
+    With no DEPLOYMENT, it returns to the release that ran before the current one (so a
+    second rollback undoes the first). Every rollback is a deployment of its own in
+    `dployr deployments`. It takes the same path as a deploy: the release starts beside
+    the current one and takes over once it is ready, so no request is dropped.
     """
     from dployr.cli.deploy import _last_cursor, _watch
     from dployr.cli.output import print_json, stderr
@@ -24,23 +26,21 @@ async def rollback(options: Options, name: str, deployment: int | None) -> None:
     async with options.client() as client:
         before = await _last_cursor(client, name)
         body = {"deployment": deployment} if deployment is not None else None
-        target = await client.call("POST", client.service(name, "/rollback"), body=body)
-        number = target["id"]
+        record = await client.call("POST", client.service(name, "/rollback"), body=body)
+        number, target = record["id"], record["rollback_of"]
         if not options.json:
-            click.echo(f"rolling {name} back to deployment {number}")
+            click.echo(f"rolling {name} back to deployment {target}: deployment {number}")
         failed = await _watch(
-            client,
-            name,
-            number,
-            before,
-            quiet=options.json,
-            prefix=f"rollback to deployment {number}: ",
+            client, name, number, before, quiet=options.json, prefix=f"rollback {number}: "
         )
         info = await client.call("GET", client.service(name))
     if options.json:
         print_json(info)
     if failed is not None:
-        stderr(f"error: rollback of {name} to deployment {number} failed: {failed}")
+        stderr(f"error: rollback {number} of {name} (to deployment {target}) failed: {failed}")
         raise SystemExit(1)
     if not options.json:
-        click.echo(f"{name} is {info['status']} on deployment {info['deployment']}")
+        click.echo(
+            f"{name} is {info['status']} on deployment {info['deployment']} "
+            f"(the release of deployment {target})"
+        )

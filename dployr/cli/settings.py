@@ -20,6 +20,7 @@ _LABELS = {
     "stop_grace": "stop-grace",
     "health": "health",
     "listen_fds": "listen-fds",
+    "rollout": "rollout",
 }
 
 
@@ -75,6 +76,12 @@ def _show(view: dict[str, Any]) -> None:
 @click.option("--description", help="A line about the service.")
 @click.option("--health-check", help="The health check path, or '' for none.")
 @click.option("--stop-grace", type=float, help="Seconds between SIGTERM and SIGKILL.")
+@click.option(
+    "--rollout",
+    type=click.Choice(["auto", "overlap", "stop-first"]),
+    help="How a deploy replaces the running release (auto: overlap with a port, "
+    "stop-first without).",
+)
 @health_options
 @json_option
 @click.pass_obj

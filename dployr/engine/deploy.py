@@ -13,10 +13,13 @@ in order, each with its own deadline inside the deploy's overall one:
 4. **switch**: the new deployment is written as the active one, the proxy sends new
    connections to it, and the old release is stopped.
 
-If any step fails, the current release keeps running untouched, the deployment record says
-failed (with the exit code and the last lines of build output), and a ``system`` line says
-why. Every outcome, cancellation included, is written to the record: no deploy is left "in
-progress".
+A deploy succeeds only once its release has passed its health check, or, without one, has
+stayed up for the service's minimum uptime. If any step fails, the current release keeps
+running untouched (a worker stopped first is started again), the deployment record says
+failed (with the exit code and the last lines of build or crash output), and a ``system``
+line says why. Every outcome, cancellation included, is written to the record: no deploy is
+left "in progress". The settings and variables a deploy brings are saved as the service's
+only when it succeeds.
 """
 
 from __future__ import annotations
@@ -45,56 +48,66 @@ OUTPUT_TAIL = 20
 class DeployRun:
     """The run function of one deploy; ``ChildSpec(f"deploy-{id}", DeployRun(...).run)``.
 
-    With ``rollback``, ``deployment`` is a kept release to switch back to: no fetch, no
-    build, and its record (already finished) is left as it is.
+    A rollback (``deployment.rollback_of`` set) is a deployment of its own that runs an
+    earlier release folder again: no fetch, no build.
     """
 
-    def __init__(self, service: Service, deployment: Deployment, *, rollback: bool = False) -> None:
+    def __init__(self, service: Service, deployment: Deployment) -> None:
         self.service = service
         self.deployment = deployment
         self.id = deployment.id
-        self.rollback = rollback
+        self.rollback = deployment.rollback_of is not None
         self.started_at = time.time()
         self.step = "pending"
         self.done = trio.Event()
         self.outcome = DeploymentStatus.FAILED
         self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
+        self._revision = deployment.revision or "?"
+        self._failure = ""
+        # The variables this deploy brings: its build and its release see them, the
+        # service's environment gets them only if it succeeds.
+        self.env: dict[str, str] = {}
 
     @property
     def release_dir(self) -> Path:
         """The release folder."""
-        return self.service.release_dir(self.id)
+        return self.service.release_dir(self.deployment.folder)
 
     @property
-    def _prefix(self) -> str:
-        return f"rollback to deployment {self.id}" if self.rollback else f"deploy {self.id}"
+    def prefix(self) -> str:
+        """How its system lines start: ``deploy 7`` or ``rollback 7``."""
+        return f"rollback {self.id}" if self.rollback else f"deploy {self.id}"
 
-    def _say(self, text: str) -> None:
-        self.service.book.system(f"{self._prefix}: {text}", deployment=self.id)
+    def say(self, text: str) -> None:
+        """A system line of this deploy in the service's log."""
+        self.service.book.system(f"{self.prefix}: {text}", deployment=self.id)
 
     def _set(self, status: DeploymentStatus, step: str) -> None:
         self.step = step
-        if not self.rollback:
-            self.service.store.update_deployment(self.id, status=status)
-            self.service.instance.deployment_changed(self.service.name, self.id, status)
-        self._say(step)
+        self.service.store.update_deployment(self.service.name, self.id, status=status)
+        self.service.instance.deployment_changed(self.service.name, self.id, status)
+        self.say(step)
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run the deploy to its end and record how it ended."""
+        """Run the deploy to its end and record how it ended.
+
+        The last line (``succeeded``/``failed``) and the deployment's last change are
+        published once the service is free for the next command: a client that waits for
+        them may act at once.
+        """
         task_status.started()
         config = self.service.config
         # The gits of this deploy carry the instance's mark too (see kill_leftovers).
         sources.PROCESS_MARKS.set((("DPLOYR_INSTANCE", self.service.instance.id),))
         try:
             with trio.fail_after(config.deploy_deadline):
-                if self.rollback:
-                    revision = self.deployment.revision or "?"
-                else:
-                    revision = await self._fetch()
+                if not self.rollback:
+                    self.env = self.service.store.deployment_env(self.service.name, self.id)
+                    self._revision = await self._fetch()
                     await self._build()
-                await self._switch(revision)
+                await self._switch()
         except DeployFailed as failure:
             await self._fail(str(failure), failure.exit_code, failure.output_tail)
         except trio.TooSlowError:
@@ -108,11 +121,23 @@ class DeployRun:
                 await self._fail(f"internal error: {type(error).__name__}: {error}")
             raise
         finally:
-            # Announced last, once another deploy may start.
-            self.service.deploy_finished(self)
-            self.done.set()
-            # A rollback leaves its (finished) record as it is; its event says how it went.
-            self.service.instance.deployment_changed(self.service.name, self.id, self.outcome)
+            self._announce()
+
+    def _announce(self) -> None:
+        """The deploy is over: free the service, then say how it ended."""
+        service = self.service
+        service.deploy_finished(self)
+        if self.outcome is DeploymentStatus.SUCCEEDED:
+            what = f"deployment {self.deployment.rollback_of}" if self.rollback else None
+            running = what or self._revision[:12]
+            self.say(f"succeeded: {running} is running")
+            service.deploy_succeeded(self)
+        else:
+            still = " (the previous release is still running)" if service.serving() else ""
+            self.say(f"failed: {self._failure}{still}")
+            service.deploy_failed(self, self._failure)
+        self.done.set()
+        service.instance.deployment_changed(service.name, self.id, self.outcome)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -123,11 +148,11 @@ class DeployRun:
         timeout = self.service.config.fetch_timeout
         try:
             revision = await sources.fetch(source, cache, timeout=timeout)
-            self.service.store.update_deployment(self.id, revision=revision)
+            self.service.store.update_deployment(self.service.name, self.id, revision=revision)
             await sources.checkout(source, cache, revision, self.release_dir, timeout=timeout)
         except sources.SourceError as error:
             raise DeployFailed(f"fetch failed: {error}") from None
-        self._say(f"checked out {revision[:12]}")
+        self.say(f"checked out {revision[:12]}")
         return revision
 
     async def _build(self) -> None:
@@ -138,7 +163,7 @@ class DeployRun:
         if not settings.build_cmd:
             return
         self._set(DeploymentStatus.BUILDING, f"building: {settings.build_cmd}")
-        env = self.service.process_env(self.id, None)
+        env = self.service.process_env(self.id, None, self.env)
         timeout = self.service.config.build_timeout
         try:
             process = await launcher.launch(launcher.LaunchSpec(settings.build_cmd, cwd, env))
@@ -174,16 +199,13 @@ class DeployRun:
         self.service.book.append("build", lines, deployment=self.id, ts=ts)
         self._tail.extend(lines.lines)
 
-    async def _switch(self, revision: str) -> None:
+    async def _switch(self) -> None:
         service = self.service
         self._set(DeploymentStatus.STARTING, "starting the new release")
         async with service.lock:
-            await service.roll_out(self.deployment, gate=True)
-        if not self.rollback:
-            service.store.update_deployment(self.id, status=DeploymentStatus.SUCCEEDED)
+            await service.roll_out(self.deployment, gate=True, run=self)
+        service.store.update_deployment(service.name, self.id, status=DeploymentStatus.SUCCEEDED)
         self.outcome = DeploymentStatus.SUCCEEDED
-        self._say(f"succeeded: {revision[:12]} is running")
-        service.deploy_succeeded(self)
         with trio.CancelScope(shield=True):
             await service.prune_releases()
 
@@ -192,17 +214,14 @@ class DeployRun:
     async def _fail(
         self, reason: str, exit_code: int | None = None, output_tail: tuple[str, ...] = ()
     ) -> None:
-        service = self.service
         if self.outcome is DeploymentStatus.SUCCEEDED:
             return  # it switched; what went wrong after that is not the deploy's failure
-        if not self.rollback:
-            service.store.update_deployment(
-                self.id,
-                status=DeploymentStatus.FAILED,
-                error=reason,
-                exit_code=exit_code,
-                output_tail=output_tail,
-            )
-        still = " (the previous release is still running)" if service.serving() else ""
-        self._say(f"failed: {reason}{still}")
-        service.deploy_failed(self, reason)
+        self._failure = reason
+        self.service.store.update_deployment(
+            self.service.name,
+            self.id,
+            status=DeploymentStatus.FAILED,
+            error=reason,
+            exit_code=exit_code,
+            output_tail=output_tail,
+        )

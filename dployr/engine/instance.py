@@ -333,11 +333,7 @@ class Instance:
             self.touch()
         elif request.settings is not None:
             check_remote(request.settings.source.remote)
-        if request.env:
-            self.store.set_env(request.name, request.env)
-        if request.secrets:
-            self.store.set_env(request.name, request.secrets, secret=True)
-        return await service.deploy_now(request.settings)
+        return await service.deploy_now(request.settings, request.env, request.secrets)
 
     async def delete(self, name: str) -> m.Deleted:
         """Stop and remove a service."""

@@ -21,6 +21,7 @@ from dployr.models import (
     EnvVar,
     Health,
     HealthOptions,
+    RolloutMode,
     ServiceSettings,
     ServiceStatus,
     Source,
@@ -222,6 +223,7 @@ class SettingsChange:
     stop_grace: float | None = None
     health: HealthOptions | None = None
     listen_fds: bool | None = None
+    rollout: RolloutMode | None = None
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""
 

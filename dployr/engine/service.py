@@ -33,6 +33,7 @@ import json
 import shutil
 import socket
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,7 @@ from dployr.models import (
     Health,
     HealthKind,
     InvalidSetting,
+    RolloutMode,
     ServiceSettings,
     ServiceStatus,
 )
@@ -105,6 +107,14 @@ class LiveRelease:
     exited: str | None = None
     """Why its process last exited, if it did."""
     health: HealthState = attrs.field(factory=HealthState)
+    started_at: float | None = None
+    """trio time of its process's last start."""
+    crashes: int = 0
+    """How often its process has exited on its own (a crash, or any exit not asked for)."""
+    last_crash: str = ""
+    """Why it did, the last time (kept across restarts, unlike ``exited``)."""
+    gave_up: bool = False
+    """Its supervisor gave up: the restart budget is spent."""
     changed: trio.Event = attrs.field(factory=trio.Event)
     """Set (and replaced) at every change: started, exited, health."""
 
@@ -215,14 +225,14 @@ class Service:
         active = self.state.active_deployment
         if active is None:
             return None
-        deployment = self.store.get_deployment(active)
+        deployment = self.store.get_deployment(self.name, active)
         return deployment.settings if deployment is not None else None
 
     def _active_deployment(self) -> Deployment:
         record = self._record()
         if record.active_deployment is None:
             raise NotDeployed(f"{self.name} has no successful deployment yet: deploy it first")
-        deployment = self.store.get_deployment(record.active_deployment)
+        deployment = self.store.get_deployment(self.name, record.active_deployment)
         if deployment is None:
             raise NotDeployed(f"{self.name}'s active deployment is missing: deploy again")
         return deployment
@@ -232,52 +242,78 @@ class Service:
     def _check_idle(self) -> None:
         if self.deploy is not None:
             started = time.strftime("%H:%M:%S", time.localtime(self.deploy.started_at))
-            what = "rollback" if self.deploy.rollback else "deploy"
             raise DeployInProgress(
-                f"{what} {self.deploy.id} of {self.name} is already running "
+                f"{self.deploy.prefix} of {self.name} is already running "
                 f"(started at {started}); wait for it to finish"
             )
 
-    async def deploy_now(self, settings: ServiceSettings | None) -> Deployment:
-        """Start a deploy in the service's tree and return its record at once."""
+    async def deploy_now(
+        self,
+        settings: ServiceSettings | None,
+        env: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> Deployment:
+        """Start a deploy in the service's tree and return its record at once.
+
+        The settings and variables given are the deploy's own: they are saved as the
+        service's only if it succeeds.
+        """
         async with self.lock:
             self._check_idle()
             record = self._record()
-            if settings is not None and settings != record.settings:
-                self.instance.touch()
-                self._cached = self.store.update_settings(self.name, settings)
             self.instance.touch()
             self._cached = self.store.set_desired(self.name, DesiredState.RUNNING)
-            deployment = self.store.create_deployment(self.name, settings or record.settings)
+            deployment = self.store.create_deployment(
+                self.name, settings or record.settings, env=env, secrets=secrets
+            )
             await self._begin(DeployRun(self, deployment))
             self.last_deploy_at = deployment.created_at
             self.instance.touch()
             return deployment
 
     async def rollback(self, deployment_id: int | None) -> Deployment:
-        """Switch to a kept release without rebuilding (default: the previous good one)."""
+        """Go back to a kept release without rebuilding (default: the one that ran before).
+
+        The rollback is a deployment of its own, in the history like any deploy.
+        """
         async with self.lock:
             self._check_idle()
             target = self._rollback_target(deployment_id)
             self.instance.touch()
             self._cached = self.store.set_desired(self.name, DesiredState.RUNNING)
-            await self._begin(DeployRun(self, target, rollback=True))
-            return target
+            deployment = self.store.create_deployment(
+                self.name, target.settings, rollback_of=target
+            )
+            await self._begin(DeployRun(self, deployment))
+            return deployment
 
     def _rollback_target(self, deployment_id: int | None) -> Deployment:
         active = self._record().active_deployment
-        kept = {
-            d.id: d
+        succeeded = [
+            d
             for d in self.store.deployments(self.name, limit=1000)
-            if d.status is DeploymentStatus.SUCCEEDED and self.release_dir(d.id).is_dir()
-        }
+            if d.status is DeploymentStatus.SUCCEEDED
+        ]
+        kept = {d.id: d for d in succeeded if self.release_dir(d.folder).is_dir()}
+        current = next((d for d in succeeded if d.id == active), None)
         if deployment_id is None:
-            older = [d for d in kept.values() if active is None or d.id < active]
-            if not older:
+            # Undo: the release that ran before the current one, the newest success
+            # before it that runs another folder.
+            before = [
+                d
+                for d in succeeded
+                if (active is None or d.id < active)
+                and (current is None or d.folder != current.folder)
+            ]
+            if not before:
+                raise Conflict(f"{self.name} has no earlier successful release to roll back to")
+            target = before[0]
+            if target.id not in kept:
                 raise Conflict(
-                    f"{self.name} has no earlier successful release kept to roll back to"
+                    f"the release that ran before the current one (deployment {target.id} "
+                    f"of {self.name}) is no longer kept: roll back to a kept one by its number"
                 )
-            return max(older, key=lambda d: d.id)
+            return target
         if deployment_id == active:
             raise Conflict(f"deployment {deployment_id} is already the active one")
         if deployment_id not in kept:
@@ -290,8 +326,10 @@ class Service:
         tree = await self._ensure_tree()
         self.deploy = run
         self._advance(st.DeployBegan(run.id))
-        what = "rollback to deployment" if run.rollback else "deploy"
-        self.book.system(f"{what} {run.id} started", deployment=run.id)
+        if run.rollback:
+            run.say(f"started: back to deployment {run.deployment.rollback_of}")
+        else:
+            run.say("started")
         await tree.start_child(ChildSpec(f"deploy-{run.id}", run.run, restart=Restart.TEMPORARY))
 
     async def start(self) -> ServiceInfo:
@@ -454,14 +492,21 @@ class Service:
         """Where a deployment's release folder is (or was)."""
         return self.dir / "releases" / str(deployment)
 
-    def process_env(self, deployment: int, port: int | None) -> dict[str, str]:
+    def process_env(
+        self, deployment: int, port: int | None, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """The whole environment of a process of this service (a release or a build).
 
-        ``DPLOYR_INSTANCE`` marks it as this instance's, so a daemon started after a crash
-        can tell its leftovers from unrelated processes that reuse their pids.
+        ``extra`` are the variables a deploy in progress brings (they win). ``DPLOYR_INSTANCE``
+        marks it as this instance's, so a daemon started after a crash can tell its
+        leftovers from unrelated processes that reuse their pids.
         """
         env = process_env(
-            self.name, deployment, port, self.environment(), passed=self.config.pass_env
+            self.name,
+            deployment,
+            port,
+            {**self.environment(), **(extra or {})},
+            passed=self.config.pass_env,
         )
         env["DPLOYR_INSTANCE"] = self.instance.id
         return env
@@ -476,38 +521,78 @@ class Service:
 
     # -- rolling out a release ---------------------------------------------------------------
 
-    async def roll_out(self, deployment: Deployment, *, gate: bool) -> None:
+    async def roll_out(
+        self, deployment: Deployment, *, gate: bool, run: DeployRun | None = None
+    ) -> None:
         """Make a new release of ``deployment`` the service's; raise DeployFailed if it can't.
 
         The new release starts beside the current one; with ``gate`` the switch waits until
-        it is ready (its health check passes, or its port accepts), within the ready
-        timeout. Then the active deployment is written, new connections go to the new
-        release, and the old one drains and stops. On failure the new release is stopped
-        and the current one keeps serving untouched.
+        it is ready: its health check passes, or without one its port accepts (if it has
+        one) and it has stayed up the minimum uptime. Then the active deployment is written
+        (for a deploy ``run``, with the settings and variables it brought), new connections
+        go to the new release, and the old one drains and stops. On failure the new release
+        is stopped and the current one keeps serving untouched.
+
+        A service without a port rolls out stop-first by default (a worker never runs
+        twice): the old release stops before the new one starts, and is started again if
+        the new one fails.
         """
-        folder = self.release_dir(deployment.id)
+        folder = self.release_dir(deployment.folder)
         if not folder.is_dir():
             raise NotDeployed(
-                f"the release folder of deployment {deployment.id} is gone: deploy again"
+                f"the release folder of deployment {deployment.folder} is gone: deploy again"
             )
         await self._ensure_tree()
-        spec = self._release_spec(deployment, folder)
+        previous = self.releases.get(self.current) if self.current else None
+        stop_first = previous is not None and _stops_first(deployment.settings)
+        if stop_first and previous is not None:
+            say = run.say if run is not None else self._say
+            say(f"stopping release {previous.spec.child_id} first (rollout {_rollout(deployment)})")
+            await self.stop_release(previous.spec.child_id)
+        try:
+            await self._roll_out(deployment, folder, gate=gate, run=run)
+        except BaseException:
+            if stop_first and previous is not None and self.tree is not None:
+                with trio.CancelScope(shield=True):
+                    await self._restart_previous(previous.deployment)
+            raise
+
+    async def _roll_out(
+        self, deployment: Deployment, folder: Path, *, gate: bool, run: DeployRun | None
+    ) -> None:
+        spec = self._release_spec(deployment, folder, run.env if run is not None else None)
         # The public port is bound before anything starts: a port another program holds
         # fails the roll-out here, with nothing promoted and nothing to undo.
         proxy = await self._proxy_for(deployment.settings)
         try:
             await self._start_release(spec, deployment)
             if gate:
-                await self._wait_ready(spec)
+                await self._wait_ready(spec, run.say if run is not None else self._say)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.stop_release(spec.child_id)
                 if proxy is not None and proxy is not self.proxy:
                     await self._stop_proxy(proxy)
             raise
-        await self._switch(deployment, spec, proxy)
+        await self._switch(deployment, spec, proxy, saved=run is not None and not run.rollback)
 
-    def _release_spec(self, deployment: Deployment, folder: Path) -> ReleaseSpec:
+    def _say(self, text: str) -> None:
+        self.book.system(text)
+
+    async def _restart_previous(self, deployment: Deployment) -> None:
+        """A stop-first roll-out failed: run the release that was stopped for it again."""
+        try:
+            await self._roll_out(
+                deployment, self.release_dir(deployment.folder), gate=False, run=None
+            )
+        except Exception as error:  # the deploy's own failure is the one to report
+            self.book.system(f"could not start deployment {deployment.id} again: {error}")
+        else:
+            self.book.system(f"deployment {deployment.id} was started again")
+
+    def _release_spec(
+        self, deployment: Deployment, folder: Path, extra_env: Mapping[str, str] | None
+    ) -> ReleaseSpec:
         settings = deployment.settings
         self._generation += 1
         listen_fd = None
@@ -522,7 +607,7 @@ class Service:
             deployment=deployment.id,
             command=settings.run_cmd,
             cwd=folder / settings.working_dir,
-            env=self.process_env(deployment.id, port),
+            env=self.process_env(deployment.id, port, extra_env),
             port=port,
             grace=settings.stop_grace,
             generation=self._generation,
@@ -594,32 +679,27 @@ class Service:
             warden=self.instance.warden,
         )
 
-    async def _wait_ready(self, spec: ReleaseSpec) -> None:
-        """Wait until a new release may take connections, or raise DeployFailed."""
+    async def _wait_ready(self, spec: ReleaseSpec, say: Callable[[str], None]) -> None:
+        """Wait until a new release may take connections, or raise DeployFailed.
+
+        Ready is: its health check passed; or, without one, its port accepts (if it has
+        one) and its process has then stayed up the minimum uptime. A crash of the new
+        release while it is waited for fails it, with the last lines it wrote.
+        """
         live = self.releases[spec.child_id]
         timeout = self.config.ready_timeout
-        has_check = self._check(spec, live.deployment.settings) is not None
+        settings = live.deployment.settings
+        has_check = self._check(spec, settings) is not None
         with trio.move_on_after(timeout):
-            delay = READY_POLL_FIRST
-            while True:
-                if live.exited is not None:
-                    raise DeployFailed(f"the new release {live.exited} before it was ready")
-                if has_check:
-                    if live.health.health is Health.HEALTHY:
-                        return
-                    await live.changed.wait()
-                    continue
-                if spec.listen_fd is not None:
-                    # A handed-over socket: ready once the release waits on it.
-                    members = launcher.group_members(live.pid) if live.pid is not None else []
-                    if ports.waits_for_connections(spec.listen_fd, members):
-                        return
-                elif spec.port is None or await ports.accepts(spec.port):
-                    return
-                # Nothing tells us when a port starts listening: retry on a short backoff.
-                with trio.move_on_after(delay):
-                    await live.changed.wait()
-                delay = min(delay * 2, READY_POLL_MAX)
+            try:
+                await self._until_ready(live, spec, has_check, say)
+            except _ReleaseCrashed:
+                tail = await self._crash_output(spec.deployment)
+                raise DeployFailed(
+                    f"the new release {live.last_crash or 'exited'} before it was ready",
+                    output_tail=tail,
+                ) from None
+            return
         if has_check:
             last = live.health.message or "no answer yet"
             raise DeployFailed(
@@ -630,9 +710,72 @@ class Service:
                 "the new release did not wait for connections on the handed-over socket"
                 f" within {timeout:g} s"
             )
-        raise DeployFailed(
-            f"the new release did not accept connections on its port within {timeout:g} s"
-        )
+        if spec.port is not None:
+            raise DeployFailed(
+                f"the new release did not accept connections on its port within {timeout:g} s"
+            )
+        raise DeployFailed(f"the new release did not start within {timeout:g} s")
+
+    async def _until_ready(
+        self, live: LiveRelease, spec: ReleaseSpec, has_check: bool, say: Callable[[str], None]
+    ) -> None:
+        settings = live.deployment.settings
+        crashes = live.crashes
+        if has_check:
+            say(f"waiting for its health check ({_check_words(settings)})")
+            while live.health.health is not Health.HEALTHY:
+                await self._next_change(live, crashes)
+            return
+        if spec.listen_fd is not None or spec.port is not None:
+            say("waiting for it to accept connections")
+            await self._wait_listening(live, spec, crashes)
+        uptime = settings.restart.min_uptime
+        if uptime > 0:
+            say(f"waiting for it to stay up {uptime:g} s")
+            while live.started_at is None:
+                await self._next_change(live, crashes)
+            with trio.move_on_at(live.started_at + uptime):
+                while True:
+                    await self._next_change(live, crashes)
+            if live.crashes != crashes or live.gave_up:
+                raise _ReleaseCrashed
+
+    @staticmethod
+    async def _next_change(live: LiveRelease, crashes: int) -> None:
+        """Wait for the release's next change; raise _ReleaseCrashed if it has crashed."""
+        if live.crashes != crashes or live.gave_up:
+            raise _ReleaseCrashed
+        await live.changed.wait()
+        if live.crashes != crashes or live.gave_up:
+            raise _ReleaseCrashed
+
+    async def _wait_listening(self, live: LiveRelease, spec: ReleaseSpec, crashes: int) -> None:
+        delay = READY_POLL_FIRST
+        while True:
+            if live.crashes != crashes or live.gave_up:
+                raise _ReleaseCrashed
+            if spec.listen_fd is not None:
+                # A handed-over socket: ready once the release waits on it.
+                members = launcher.group_members(live.pid) if live.pid is not None else []
+                if ports.waits_for_connections(spec.listen_fd, members):
+                    return
+            elif spec.port is not None and await ports.accepts(spec.port):
+                return
+            # Nothing tells us when a port starts listening: retry on a short backoff.
+            with trio.move_on_after(delay):
+                await live.changed.wait()
+            delay = min(delay * 2, READY_POLL_MAX)
+
+    async def _crash_output(self, deployment: int) -> tuple[str, ...]:
+        """The last lines a deployment's processes wrote (stdout and stderr)."""
+        book = self.book
+        try:
+            lines = await trio.to_thread.run_sync(
+                lambda: book.tail(CRASH_LINES * 10, {"stdout", "stderr"})
+            )
+        except OSError:
+            return ()
+        return tuple(line.line for line in lines if line.deployment == deployment)[-CRASH_LINES:]
 
     async def _proxy_for(self, settings: ServiceSettings) -> Proxy | None:
         """The proxy for the port ``settings`` name: the running one, or a new one, bound now.
@@ -659,11 +802,24 @@ class Service:
             with contextlib.suppress(KeyError, ActorDead):
                 await tree.delete_child(f"proxy-{proxy.port}")
 
-    async def _switch(self, deployment: Deployment, spec: ReleaseSpec, proxy: Proxy | None) -> None:
-        """Promote ``spec``: record it, route new connections to it, drain and stop the old."""
+    async def _switch(
+        self, deployment: Deployment, spec: ReleaseSpec, proxy: Proxy | None, *, saved: bool
+    ) -> None:
+        """Promote ``spec``: record it, route new connections to it, drain and stop the old.
+
+        With ``saved`` (a deploy), its settings (less a one-off ``--commit``) become the
+        service's and the variables it brought join its environment, in the same write.
+        """
         # Written before it is acted on.
         self.instance.touch()
-        self._cached = self.store.set_active_deployment(self.name, deployment.id)
+        if saved:
+            source = attrs.evolve(deployment.settings.source, commit=None)
+            settings = attrs.evolve(deployment.settings, source=source)
+            self._cached = self.store.activate_deployment(
+                self.name, deployment.id, settings=settings
+            )
+        else:  # a restart, a start, a rollback: the environment is the service's as it is
+            self._cached = self.store.set_active_deployment(self.name, deployment.id)
         old = self.current
         live = self.releases[spec.child_id]
         self.current = spec.child_id
@@ -702,7 +858,7 @@ class Service:
         """Keep the newest release folders on disk (the running ones always); remove the rest."""
         releases = self.dir / "releases"
         keep = self.config.keep_releases
-        running = {r.deployment.id for r in self.releases.values()}
+        running = {r.deployment.folder for r in self.releases.values()}
 
         def prune() -> None:
             if not releases.is_dir():
@@ -786,6 +942,7 @@ class Service:
         match event:
             case ChildStarted(value=Running(pid=pid)):
                 live.pid, live.exited = pid, None
+                live.started_at = trio.current_time()
                 live.touch()
                 book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
                 self._advance(st.ReleaseStarted(child_id, pid))
@@ -797,6 +954,8 @@ class Service:
             case ChildTerminated(reason=reason):
                 text = reason.describe()
                 live.pid, live.exited = None, text
+                live.crashes += 1
+                live.last_crash = text
                 live.touch()
                 book.system(text, deployment=deployment)
                 self._advance(st.ReleaseExited(child_id, False, text))
@@ -808,11 +967,41 @@ class Service:
                 last = f" (last: {live.exited})" if live.exited else ""
                 text = f"{event.describe()}{last}"
                 live.exited = text
+                live.gave_up = True
                 live.touch()
                 book.system(text, deployment=deployment)
                 self._advance(st.ReleaseGaveUp(child_id, text))
                 if self.current == child_id:
                     self._set_health(Health.UNKNOWN, text)
+
+
+class _ReleaseCrashed(Exception):
+    """The release waited for exited (or gave up) before it was ready."""
+
+
+CRASH_LINES = 20
+"""Lines of a new release's output kept in the record of a deploy it failed."""
+
+
+def _rollout(deployment: Deployment) -> str:
+    return deployment.settings.rollout.value
+
+
+def _stops_first(settings: ServiceSettings) -> bool:
+    """Whether a roll-out of these settings stops the old release before it starts the new."""
+    mode = settings.rollout
+    if mode is RolloutMode.AUTO:
+        return settings.port is None
+    return mode is RolloutMode.STOP_FIRST
+
+
+def _check_words(settings: ServiceSettings) -> str:
+    kind = settings.health_kind
+    if kind is HealthKind.HTTP:
+        return f"GET {settings.health_check or '/'}"
+    if kind is HealthKind.TCP:
+        return "a TCP connection"
+    return f"command {settings.health.command}"
 
 
 def webhook_body(service: str, instance: str, health: Health, message: str) -> bytes:

@@ -182,6 +182,7 @@ _SETTING_FIELDS = (
     "stop_grace",
     "health",
     "listen_fds",
+    "rollout",
 )
 
 

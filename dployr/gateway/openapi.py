@@ -44,6 +44,8 @@ _SETTINGS = {
     "stop_grace": _NUM,
     "health": _ref("HealthOptions"),
     "listen_fds": _BOOL,
+    "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
+    "restart": _ref("RestartPolicy"),
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -161,6 +163,18 @@ SCHEMAS: dict[str, Any] = {
             "exit_code": _nullable(_INT),
             "error": _nullable(_STR),
             "output_tail": {"type": "array", "items": _STR},
+            "rollback_of": _nullable(_INT),
+            "release": _nullable(_INT),
+        }
+    ),
+    "RestartPolicy": _object(
+        {
+            "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
+            "delay": _NUM,
+            "max_delay": _NUM,
+            "max_restarts": _INT,
+            "window": _NUM,
+            "min_uptime": _NUM,
         }
     ),
     "DeploymentList": _array("Deployment"),

@@ -166,6 +166,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "deployment numbers per service, rollbacks as deployments, a deploy's own variables",
+        (
+            # Each service numbers its deployments 1, 2, 3 ...; rows written before keep
+            # their global id as their number (so their log lines and release folders, named
+            # by it, still match), and a service's numbers go on from its highest.
+            "ALTER TABLE deployments ADD COLUMN number INTEGER",
+            "UPDATE deployments SET number = id",
+            "CREATE UNIQUE INDEX deployments_by_number ON deployments (service, number)",
+            # A rollback is a deployment of its own that runs an earlier one's release folder.
+            "ALTER TABLE deployments ADD COLUMN rollback_of INTEGER",
+            "ALTER TABLE deployments ADD COLUMN release INTEGER",
+            "UPDATE deployments SET release = number",
+            # The variables a deploy brings: they reach its release, and join the service's
+            # environment only if the deploy succeeds.
+            """
+            CREATE TABLE deployment_env (
+                deployment INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+                key TEXT NOT NULL,
+                value TEXT,
+                sealed BLOB,  -- sealed for (service, key), as in env
+                PRIMARY KEY (deployment, key),
+                CHECK ((value IS NULL) <> (sealed IS NULL))
+            ) STRICT, WITHOUT ROWID
+            """,
+            # --commit pins one deploy; an older dployr saved it in the settings.
+            "UPDATE services SET settings = json_set(settings, '$.source.commit', NULL)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

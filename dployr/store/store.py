@@ -72,6 +72,11 @@ INSTANCE_ID_KEY = "instance_id"
 
 _TOKEN_BYTES = 32
 _MAX_TOKEN_NAME = 100
+_SERVICE_SELECT = (
+    "SELECT s.*, d.number AS active_number FROM services s"
+    " LEFT JOIN deployments d ON d.id = s.active_deployment"
+)
+"""A service's row with its active deployment's number (the column holds its row id)."""
 _UNFINISHED = tuple(status.value for status in DeploymentStatus if not status.finished)
 
 
@@ -216,7 +221,7 @@ class Store:
     def list_services(self) -> list[ServiceRecord]:
         """Every service, by name."""
         with self._read() as db:
-            rows = db.execute("SELECT * FROM services ORDER BY name").fetchall()
+            rows = db.execute(f"{_SERVICE_SELECT} ORDER BY s.name").fetchall()
         return [_service_record(row) for row in rows]
 
     def update_settings(self, name: str, settings: ServiceSettings) -> ServiceRecord:
@@ -227,22 +232,36 @@ class Store:
         """Record whether the service should run; call before acting on it."""
         return self._update_service(name, desired=DesiredState(desired).value)
 
-    def set_active_deployment(self, name: str, deployment_id: int | None) -> ServiceRecord:
+    def set_active_deployment(self, name: str, number: int | None) -> ServiceRecord:
         """Record which of the service's deployments should run (None: none yet)."""
-        if deployment_id is None:
+        if number is None:
             return self._update_service(name, active_deployment=None)
         with self._write() as db:
             self._require_service(db, name)
-            row = db.execute(
-                "SELECT service FROM deployments WHERE id = ?", (deployment_id,)
-            ).fetchone()
-            if row is None:
-                raise UnknownDeployment(f"no deployment with id {deployment_id}")
-            if row["service"] != name:
-                raise UnknownDeployment(
-                    f"deployment {deployment_id} is of service {row['service']!r}, not {name!r}"
-                )
-            return self._update_service_in(db, name, active_deployment=deployment_id)
+            return self._update_service_in(
+                db, name, active_deployment=self._deployment_key(db, name, number)
+            )
+
+    def activate_deployment(
+        self, name: str, number: int, *, settings: ServiceSettings | None = None
+    ) -> ServiceRecord:
+        """A deploy succeeded: in one transaction, make it the active deployment, add the
+        variables it brought to the service's environment and, given ``settings``, save
+        them as the service's settings (what the next deploy uses)."""
+        with self._write() as db:
+            self._require_service(db, name)
+            key = self._deployment_key(db, name, number)
+            db.execute(
+                "INSERT INTO env (service, key, value, sealed)"
+                " SELECT ?, key, value, sealed FROM deployment_env WHERE deployment = ?"
+                " ON CONFLICT (service, key)"
+                " DO UPDATE SET value = excluded.value, sealed = excluded.sealed",
+                (name, key),
+            )
+            columns: dict[str, object] = {"active_deployment": key}
+            if settings is not None:
+                columns["settings"] = serde.dumps(settings)
+            return self._update_service_in(db, name, **columns)
 
     def delete_service(self, name: str) -> None:
         """Remove a service with its environment, deployments, process records and metrics."""
@@ -260,20 +279,7 @@ class Store:
         again takes the new value and the new secrecy. The process sees the change at its
         next start, restart or deploy.
         """
-        checked = [
-            (check_env_key(key), check_env_value(key, value)) for key, value in values.items()
-        ]
-        for key, value in checked:
-            _check_utf8(key, value)
-        rows = [
-            (
-                name,
-                key,
-                None if secret else value,
-                self._cipher.encrypt(value, _env_context(name, key)) if secret else None,
-            )
-            for key, value in checked
-        ]
+        rows = self._env_rows(name, values, secret=secret)
         with self._write() as db:
             self._require_service(db, name)
             db.executemany(
@@ -284,6 +290,25 @@ class Store:
             )
             if rows:
                 self._touch(db, name)
+
+    def _env_rows(
+        self, name: str, values: Mapping[str, str], *, secret: bool
+    ) -> list[tuple[str, str, str | None, bytes | None]]:
+        """Checked (service, key, value, sealed) rows: a secret has only its sealed value."""
+        checked = [
+            (check_env_key(key), check_env_value(key, value)) for key, value in values.items()
+        ]
+        for key, value in checked:
+            _check_utf8(key, value)
+        return [
+            (
+                name,
+                key,
+                None if secret else value,
+                self._cipher.encrypt(value, _env_context(name, key)) if secret else None,
+            )
+            for key, value in checked
+        ]
 
     def unset_env(self, name: str, keys: Iterable[str]) -> list[str]:
         """Remove environment variables of a service; return the keys that were set."""
@@ -332,25 +357,79 @@ class Store:
 
     # -- deployments -----------------------------------------------------------------------
 
-    def create_deployment(self, name: str, settings: ServiceSettings) -> Deployment:
+    def create_deployment(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        env: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        rollback_of: Deployment | None = None,
+    ) -> Deployment:
         """Start recording a deploy of a service with these settings (status ``pending``).
 
-        Its id comes from one sequence shared by all services and is never reused.
+        Its number is the service's next one (1, 2, 3 ...). ``env`` and ``secrets`` are the
+        variables the deploy brings: they are kept with it (secrets sealed) and join the
+        service's environment only when it succeeds (:meth:`activate_deployment`). A
+        rollback names the deployment whose release it runs again.
         """
         now = self._clock()
+        pending = self._env_rows(name, env or {}, secret=False)
+        pending += self._env_rows(name, secrets or {}, secret=True)
+        release = rollback_of.folder if rollback_of is not None else None
         with self._write() as db:
             self._require_service(db, name)
+            (number,) = db.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM deployments WHERE service = ?", (name,)
+            ).fetchone()
             cursor = db.execute(
-                "INSERT INTO deployments (service, status, settings, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (name, DeploymentStatus.PENDING.value, serde.dumps(settings), now),
+                "INSERT INTO deployments (service, number, status, settings, created_at,"
+                " revision, rollback_of, release) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    number,
+                    DeploymentStatus.PENDING.value,
+                    serde.dumps(settings),
+                    now,
+                    rollback_of.revision if rollback_of is not None else None,
+                    rollback_of.id if rollback_of is not None else None,
+                    release if release is not None else number,
+                ),
             )
-            deployment_id = int(cursor.lastrowid or 0)  # always set after an INSERT
-        return Deployment(deployment_id, name, DeploymentStatus.PENDING, settings, now)
+            key = int(cursor.lastrowid or 0)  # always set after an INSERT
+            db.executemany(
+                "INSERT INTO deployment_env (deployment, key, value, sealed) VALUES (?, ?, ?, ?)",
+                [(key, *row[1:]) for row in pending],
+            )
+        return Deployment(
+            number,
+            name,
+            DeploymentStatus.PENDING,
+            settings,
+            now,
+            revision=rollback_of.revision if rollback_of is not None else None,
+            rollback_of=rollback_of.id if rollback_of is not None else None,
+            release=release,
+        )
+
+    def deployment_env(self, name: str, number: int) -> dict[str, str]:
+        """The variables a deployment brought, secrets decrypted: for its processes only."""
+        with self._read() as db:
+            key = self._deployment_key(db, name, number)
+            rows = db.execute(
+                "SELECT key, value, sealed FROM deployment_env WHERE deployment = ?", (key,)
+            ).fetchall()
+        return {
+            row["key"]: row["value"]
+            if row["sealed"] is None
+            else self._unseal(name, row["key"], row["sealed"])
+            for row in rows
+        }
 
     def update_deployment(
         self,
-        deployment_id: int,
+        name: str,
+        number: int,
         *,
         status: DeploymentStatus | _Unset = UNSET,
         revision: str | _Unset | None = UNSET,
@@ -376,14 +455,14 @@ class Store:
                 raise TypeError("output_tail is a sequence of lines, not one string")
             changes["output_tail"] = tuple(output_tail)
         with self._write() as db:
-            current = self._deployment_in(db, deployment_id)
+            current = self._deployment_in(db, name, number)
             if current is None:
-                raise UnknownDeployment(f"no deployment with id {deployment_id}")
+                raise UnknownDeployment(f"{name!r} has no deployment {number}")
             new_status = None if isinstance(status, _Unset) else DeploymentStatus(status)
             if new_status is not None and new_status is not current.status:
                 if current.status.finished:
                     raise DeploymentFinished(
-                        f"deployment {deployment_id} already {current.status.value}; "
+                        f"deployment {number} of {name} already {current.status.value}; "
                         f"it cannot become {new_status.value}"
                     )
                 changes["status"] = new_status
@@ -392,7 +471,7 @@ class Store:
             updated = attrs.evolve(current, **changes)
             db.execute(
                 "UPDATE deployments SET status = ?, revision = ?, finished_at = ?,"
-                " exit_code = ?, error = ?, output_tail = ? WHERE id = ?",
+                " exit_code = ?, error = ?, output_tail = ? WHERE service = ? AND number = ?",
                 (
                     updated.status.value,
                     updated.revision,
@@ -400,15 +479,16 @@ class Store:
                     updated.exit_code,
                     updated.error,
                     json.dumps(updated.output_tail, ensure_ascii=False),
-                    deployment_id,
+                    name,
+                    number,
                 ),
             )
         return updated
 
-    def get_deployment(self, deployment_id: int) -> Deployment | None:
-        """The deployment with this id, or None."""
+    def get_deployment(self, name: str, number: int) -> Deployment | None:
+        """Deployment ``number`` of service ``name``, or None."""
         with self._read() as db:
-            return self._deployment_in(db, deployment_id)
+            return self._deployment_in(db, name, number)
 
     def deployments(self, name: str, limit: int = 50) -> list[Deployment]:
         """A service's latest ``limit`` deployments, newest first."""
@@ -417,7 +497,7 @@ class Store:
         with self._read() as db:
             self._require_service(db, name)
             rows = db.execute(
-                "SELECT * FROM deployments WHERE service = ? ORDER BY id DESC LIMIT ?",
+                "SELECT * FROM deployments WHERE service = ? ORDER BY number DESC LIMIT ?",
                 (name, limit),
             ).fetchall()
         return [_deployment(row) for row in rows]
@@ -436,7 +516,7 @@ class Store:
                 " RETURNING *",
                 (DeploymentStatus.FAILED.value, reason, now, *_UNFINISHED),
             ).fetchall()
-        return sorted((_deployment(row) for row in rows), key=lambda d: d.id)
+        return sorted((_deployment(row) for row in rows), key=lambda d: (d.service, d.id))
 
     # -- process groups ----------------------------------------------------------------------
 
@@ -456,15 +536,11 @@ class Store:
         record = ProcessRecord(name, deployment_id, pid, pgid, started_at, token)
         with self._write() as db:
             self._require_service(db, name)
-            row = db.execute(
-                "SELECT service FROM deployments WHERE id = ?", (deployment_id,)
-            ).fetchone()
-            if row is None or row["service"] != name:
-                raise UnknownDeployment(f"service {name!r} has no deployment {deployment_id}")
+            key = self._deployment_key(db, name, deployment_id)
             db.execute(
                 "INSERT OR REPLACE INTO processes"
                 " (pid, service, deployment, pgid, started_at, token) VALUES (?, ?, ?, ?, ?, ?)",
-                (pid, name, deployment_id, pgid, started_at, token),
+                (pid, name, key, pgid, started_at, token),
             )
         return record
 
@@ -477,11 +553,14 @@ class Store:
     def recorded_processes(self) -> list[ProcessRecord]:
         """Every recorded process group, by service then pid."""
         with self._read() as db:
-            rows = db.execute("SELECT * FROM processes ORDER BY service, pid").fetchall()
+            rows = db.execute(
+                "SELECT p.*, d.number FROM processes p JOIN deployments d ON d.id = p.deployment"
+                " ORDER BY p.service, p.pid"
+            ).fetchall()
         return [
             ProcessRecord(
                 row["service"],
-                row["deployment"],
+                row["number"],
                 row["pid"],
                 row["pgid"],
                 row["started_at"],
@@ -663,7 +742,7 @@ class Store:
     @staticmethod
     def _service_row(db: sqlite3.Connection, name: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = db.execute(
-            "SELECT * FROM services WHERE name = ?", (name,)
+            f"{_SERVICE_SELECT} WHERE s.name = ?", (name,)
         ).fetchone()
         return row
 
@@ -693,9 +772,21 @@ class Store:
         db.execute("UPDATE services SET updated_at = ? WHERE name = ?", (self._clock(), name))
 
     @staticmethod
-    def _deployment_in(db: sqlite3.Connection, deployment_id: int) -> Deployment | None:
-        row = db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+    def _deployment_in(db: sqlite3.Connection, name: str, number: int) -> Deployment | None:
+        row = db.execute(
+            "SELECT * FROM deployments WHERE service = ? AND number = ?", (name, number)
+        ).fetchone()
         return None if row is None else _deployment(row)
+
+    @staticmethod
+    def _deployment_key(db: sqlite3.Connection, name: str, number: int) -> int:
+        """The row id of a deployment (what other tables refer to), or UnknownDeployment."""
+        row = db.execute(
+            "SELECT id FROM deployments WHERE service = ? AND number = ?", (name, number)
+        ).fetchone()
+        if row is None:
+            raise UnknownDeployment(f"service {name!r} has no deployment {number}")
+        return int(row["id"])
 
     def _unseal(self, name: str, key: str, sealed: bytes) -> str:
         try:
@@ -750,15 +841,16 @@ def _service_record(row: sqlite3.Row) -> ServiceRecord:
         name=row["name"],
         settings=serde.loads(row["settings"], ServiceSettings),
         desired=DesiredState(row["desired"]),
-        active_deployment=row["active_deployment"],
+        active_deployment=row["active_number"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
 
 
 def _deployment(row: sqlite3.Row) -> Deployment:
+    release = row["release"]
     return Deployment(
-        id=row["id"],
+        id=row["number"],
         service=row["service"],
         status=DeploymentStatus(row["status"]),
         settings=serde.loads(row["settings"], ServiceSettings),
@@ -768,6 +860,8 @@ def _deployment(row: sqlite3.Row) -> Deployment:
         exit_code=row["exit_code"],
         error=row["error"],
         output_tail=tuple(json.loads(row["output_tail"])),
+        rollback_of=row["rollback_of"],
+        release=None if release == row["number"] else release,
     )
 
 

@@ -98,7 +98,7 @@ async def test_deploy_redeploy_and_a_failed_build(daemon: Daemon, web_app: Path)
     ]
     assert "build exited 3" in history[0]["error"]
     table = await daemon.ok("deployments", "my-api")
-    assert table.splitlines()[0].split() == ["ID", "STATUS", "REVISION", "CREATED", "ERROR"]
+    assert table.splitlines()[0].split() == ["ID", "STATUS", "REVISION", "CREATED", "NOTE"]
     assert any(line.startswith("*") and " 2 " in line for line in table.splitlines())
 
     build = await daemon.ok("logs", "my-api", "--build")

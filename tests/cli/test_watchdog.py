@@ -48,25 +48,28 @@ async def test_rollback_and_a_hard_restart(daemon: Daemon, web_app: Path) -> Non
     await daemon.ok(*deploy(web_app, port))
     assert await http_get(port) == "hello v2 2"
     out = await daemon.ok("rollback", "web")
-    assert "rolling web back to deployment 1" in out
+    assert "rolling web back to deployment 1: deployment 3" in out
     assert "==> succeeded" in out
-    assert await http_get(port) == "hello v1 1"
+    # The app sees its own deployment (3) running the first one's release.
+    assert await http_get(port) == "hello v1 3"
     table = await daemon.ok("deployments", "web")
     active = [line for line in table.splitlines() if line.startswith("*")]
     assert len(active) == 1
-    assert active[0].split()[1] == "1"
-    refused = await daemon.cli("rollback", "web", "1")
+    assert active[0].split()[1] == "3"
+    assert "rollback to 1" in active[0]
+    refused = await daemon.cli("rollback", "web", "3")
     assert refused.code == 1
-    assert refused.one_line_error() == "error: deployment 1 is already the active one"
+    assert refused.one_line_error() == "error: deployment 3 is already the active one"
     assert (await daemon.cli("rollback", "web", "77")).code == 1
     back = json.loads(await daemon.ok("rollback", "web", "2", "--json"))
-    assert back["deployment"] == 2
+    assert back["deployment"] == 4
+    assert await http_get(port) == "hello v2 4"
 
     before = json.loads(await daemon.ok("service", "status", "web", "--json"))["pid"]
     hard = json.loads(await daemon.ok("service", "restart", "web", "--hard", "--json"))
     assert hard["status"] == "running"
     assert hard["pid"] not in (None, before)
-    assert await http_get(port) == "hello v2 2"
+    assert await http_get(port) == "hello v2 4"
 
 
 async def test_metrics_from_the_cli_and_the_prometheus_endpoint(

@@ -14,7 +14,13 @@ import trio
 from dployr.engine.instance import Change, EngineConfig, Instance, InstanceHandle
 from dployr.engine.messages import Deploy, GetService, ServiceInfo
 from dployr.logs.values import LogLine
-from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Source
+from dployr.models import (
+    DeploymentStatus,
+    RestartPolicy,
+    ServiceSettings,
+    ServiceStatus,
+    Source,
+)
 from dployr.store.store import Store
 from dployr.supervision import Backoff, Intensity, Subscription
 from tests.helpers import PYTHON, TEST_ENGINE, pids_of_service
@@ -73,13 +79,13 @@ class Engine:
         await self.wait(lambda: self.instance.services[name].state.status is status)
         return await self.status(name)
 
-    async def wait_deployment(self, deployment: int) -> DeploymentStatus:
-        """Wait until a deploy has ended; return how."""
+    async def wait_deployment(self, name: str, deployment: int) -> DeploymentStatus:
+        """Wait until a deploy has ended and the service is free again; return how."""
         store = self.instance.store
 
         def finished() -> bool:
-            record = store.get_deployment(deployment)
-            service = self.instance.services.get(record.service) if record else None
+            record = store.get_deployment(name, deployment)
+            service = self.instance.services.get(name)
             running = (
                 service is not None
                 and service.deploy is not None
@@ -88,14 +94,14 @@ class Engine:
             return record is not None and record.status.finished and not running
 
         await self.wait(finished)
-        record = store.get_deployment(deployment)
+        record = store.get_deployment(name, deployment)
         assert record is not None
         return record.status
 
     async def deploy(self, name: str, settings: ServiceSettings, **kwargs: object) -> int:
         """Deploy and wait for the deploy to end; return the deployment id."""
         deployment = await self.handle.request(Deploy(name, settings, **kwargs))  # type: ignore[arg-type]
-        await self.wait_deployment(deployment.id)
+        await self.wait_deployment(name, deployment.id)
         return deployment.id
 
 
@@ -127,8 +133,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+QUICK_START = RestartPolicy(min_uptime=0.3)
+"""Tests need not wait the default 5 s for a release to count as started."""
+
+
 def web_settings(repo: Path, port: int | None, **kwargs: object) -> ServiceSettings:
     """Settings that run the test web app from ``repo``."""
+    kwargs.setdefault("restart", QUICK_START)
     return ServiceSettings(
         source=Source(str(repo)),
         run_cmd=f"{PYTHON} app.py",

@@ -14,7 +14,7 @@ import trio
 from dployr.engine import ports
 from dployr.engine.errors import Conflict
 from dployr.engine.instance import Change, HealthChanged
-from dployr.engine.messages import ReadLogs, Restart, Rollback
+from dployr.engine.messages import ListDeployments, ReadLogs, Restart, Rollback
 from dployr.models import (
     DeploymentStatus,
     Health,
@@ -140,7 +140,7 @@ async def test_a_deploy_that_never_turns_healthy_fails_and_the_old_release_keeps
     pid = (await engine.status("web")).pid
     commit(repo, {"UNHEALTHY": "", "VERSION": "v2\n"})
     second = await engine.deploy("web", checked(repo, port))
-    record = instance.store.get_deployment(second)
+    record = instance.store.get_deployment("web", second)
     assert record is not None
     assert record.status is DeploymentStatus.FAILED
     assert record.error == (
@@ -235,22 +235,38 @@ async def test_rollback_switches_to_a_kept_release_without_rebuilding(
         ),
     )
     assert (await http.get(f"http://127.0.0.1:{port}/")).text == f"hello v2 {second}"
-    target = await engine.handle.request(Rollback("web"))
-    assert target.id == first
-    await engine.wait(lambda: engine.instance.services["web"].deploy is None)
+
+    async def rollback(target: int | None) -> int:
+        deployment = await engine.handle.request(Rollback("web", target))
+        assert await engine.wait_deployment("web", deployment.id) is DeploymentStatus.SUCCEEDED
+        return deployment.id
+
+    # A rollback is a deployment of its own: the third, running the first's release.
+    third = await rollback(None)
+    assert third == 3
     info = await engine.status("web")
-    assert info.deployment == first
-    assert (await http.get(f"http://127.0.0.1:{port}/")).text == f"hello v1 {first}"
+    assert info.deployment == third
+    # The app sees its own deployment number; the code is the first's, not rebuilt.
+    assert (await http.get(f"http://127.0.0.1:{port}/")).text == f"hello v1 {third}"
     page = await engine.handle.request(ReadLogs("web", tail=20, streams=frozenset({"system"})))
     lines = [line.line for line in page.lines]
-    assert f"rollback to deployment {first} started" in lines
+    assert "rollback 3: started: back to deployment 1" in lines
     assert not any("building" in line for line in lines if "rollback" in line)
-    with pytest.raises(Conflict, match=f"deployment {first} is already the active one"):
-        await engine.handle.request(Rollback("web", first))
+    records = await engine.handle.request(ListDeployments("web"))
+    assert [(d.id, d.rollback_of, d.folder, d.status) for d in records] == [
+        (3, 1, 1, DeploymentStatus.SUCCEEDED),
+        (2, None, 2, DeploymentStatus.SUCCEEDED),
+        (1, None, 1, DeploymentStatus.SUCCEEDED),
+    ]
+    # Rollback again, with no number, undoes the rollback: back to what ran before it.
+    assert await rollback(None) == 4
+    assert (await http.get(f"http://127.0.0.1:{port}/")).text == "hello v2 4"
+    with pytest.raises(Conflict, match="deployment 4 is already the active one"):
+        await engine.handle.request(Rollback("web", 4))
     with pytest.raises(Conflict, match="is not a kept successful release"):
         await engine.handle.request(Rollback("web", 999))
-    back = await engine.handle.request(Rollback("web", second))
-    assert back.id == second
+    assert await rollback(first) == 5
+    assert (await http.get(f"http://127.0.0.1:{port}/")).text == "hello v1 5"
 
 
 async def test_a_worker_restart_stops_then_starts(engine: Engine, tmp_path: Path) -> None:

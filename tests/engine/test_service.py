@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import attrs
 import httpx
 import psutil
 import pytest
@@ -27,11 +28,11 @@ from dployr.engine.messages import (
     UpdateSettings,
 )
 from dployr.errors import DployrError
-from dployr.models import DeploymentStatus, ServiceSettings, ServiceStatus, Source
+from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
 from dployr.store.errors import UnknownService
 from tests.helpers import PYTHON, commit, git, make_repo, web_repo
 
-from .conftest import Engine, web_settings
+from .conftest import QUICK_START, Engine, web_settings
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ async def test_deploy_runs_the_service_and_answers_on_its_port(
     assert response.text == f"hello v1 {deployment}"
     # The app got its private port as PORT, which is not the public one.
     assert (await http.get(f"http://127.0.0.1:{port}/env/PORT")).text != str(port)
-    record = engine.instance.store.get_deployment(deployment)
+    record = engine.instance.store.get_deployment("web", deployment)
     assert record is not None
     assert record.status is DeploymentStatus.SUCCEEDED
     assert record.revision == git(repo, "rev-parse", "HEAD")
@@ -109,12 +110,13 @@ async def test_a_crash_loop_fails_the_service_and_a_sibling_keeps_its_pid(
         "steady", web_settings(web_repo(tmp_path / "good"), ports.allocate())
     )
     sibling = (await engine.status("steady")).pid
-    repo = make_repo(
-        tmp_path / "bad", {"app.py": "import sys\nprint('dying', file=sys.stderr)\nsys.exit(1)\n"}
+    app = "import sys, time\ntime.sleep(0.5)\nprint('dying', file=sys.stderr)\nsys.exit(1)\n"
+    repo = make_repo(tmp_path / "bad", {"app.py": app})
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} app.py", restart=QUICK_START
     )
-    settings = ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} app.py")
-    # A worker that dies at once: its first start succeeds (it has no port to wait for).
-    await engine.deploy("crashy", settings)
+    # A worker that stays up long enough to count as started, then dies, again and again.
+    assert await engine.deploy("crashy", settings) == 1
     info = await engine.wait_status("crashy", ServiceStatus.FAILED)
     assert info.message == "gave up after 3 restarts in 30 s (last: exited with code 1)"
     page = await engine.handle.request(ReadLogs("crashy", tail=100, streams=frozenset({"system"})))
@@ -126,6 +128,47 @@ async def test_a_crash_loop_fails_the_service_and_a_sibling_keeps_its_pid(
     # start on a failed service resets its budget: it crash-loops again, from zero.
     info = await engine.handle.request(Start("crashy"))
     await engine.wait_status("crashy", ServiceStatus.FAILED)
+
+
+async def test_a_release_that_dies_at_start_fails_its_deploy_and_the_old_one_keeps_running(
+    engine: Engine, tmp_path: Path
+) -> None:
+    crasher = "import sys\nprint('booting', flush=True)\nraise SystemExit('no config found')\n"
+    repo = make_repo(tmp_path / "worker", {"app.py": "import time\ntime.sleep(1e6)\n"})
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} app.py", restart=QUICK_START
+    )
+    first = await engine.deploy("worker", settings)
+    pid = (await engine.status("worker")).pid
+    commit(repo, {"app.py": crasher})
+
+    second = await engine.deploy("worker", settings)
+
+    record = engine.instance.store.get_deployment("worker", second)
+    assert record is not None
+    assert record.status is DeploymentStatus.FAILED
+    assert record.error == "the new release exited with code 1 before it was ready"
+    # stdout and stderr are two pipes: their order between them is not kept.
+    assert set(record.output_tail) == {"booting", "no config found"}
+    info = await engine.status("worker")
+    assert (info.status, info.deployment) == (ServiceStatus.RUNNING, first)
+    # A worker rolls out stop-first, so its old release was stopped, then started again.
+    assert info.pid != pid
+    assert engine.pids("worker") == [info.pid]
+
+
+async def test_a_first_deploy_that_dies_at_start_fails(engine: Engine, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "crasher", {"app.py": "raise ImportError('no module named x')\n"})
+    settings = ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} app.py")
+    deployment = await engine.deploy("crasher", settings)
+    record = engine.instance.store.get_deployment("crasher", deployment)
+    assert record is not None
+    assert record.status is DeploymentStatus.FAILED
+    assert record.output_tail[-1] == "ImportError: no module named x"
+    info = await engine.status("crasher")
+    assert info.status is ServiceStatus.FAILED
+    assert info.deployment is None
+    assert engine.pids("crasher") == []
 
 
 async def test_stop_kills_grandchildren_and_start_brings_it_back(
@@ -169,7 +212,7 @@ async def test_a_failing_build_leaves_the_old_release_serving(
     commit(repo, {"VERSION": "v2\n"})
     broken = web_settings(repo, port, build_cmd="echo compiling; echo oops >&2; exit 2")
     second = await engine.deploy("web", broken)
-    record = engine.instance.store.get_deployment(second)
+    record = engine.instance.store.get_deployment("web", second)
     assert record is not None
     assert record.status is DeploymentStatus.FAILED
     assert record.exit_code == 2
@@ -208,11 +251,11 @@ async def test_a_redeploy_switches_to_the_new_release(
 
 async def test_one_deploy_at_a_time(engine: Engine, tmp_path: Path) -> None:
     repo = web_repo(tmp_path / "repo")
-    slow = web_settings(repo, None, build_cmd="sleep 2")
+    slow = web_settings(repo, ports.allocate(), build_cmd="sleep 2")
     first = await engine.handle.request(Deploy("web", slow))
     with pytest.raises(DeployInProgress, match=f"deploy {first.id} of web is already running"):
         await engine.handle.request(Deploy("web", slow))
-    assert await engine.wait_deployment(first.id) is DeploymentStatus.SUCCEEDED
+    assert await engine.wait_deployment("web", first.id) is DeploymentStatus.SUCCEEDED
 
 
 async def test_a_settings_change_does_not_restart(engine: Engine, tmp_path: Path) -> None:
@@ -312,10 +355,10 @@ async def test_partial_lines_and_invalid_utf8_are_kept(engine: Engine, tmp_path:
         "sys.exit(0)\n"
     )
     repo = make_repo(tmp_path / "repo", {"app.py": script})
+    # It exits at once, so its deploy fails; its output is kept all the same.
     await engine.deploy(
         "bytes", ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} app.py")
     )
-    await engine.wait(lambda: engine.instance.services["bytes"].state.restarts >= 1)
     page = await engine.handle.request(ReadLogs("bytes", tail=200))
     lines = [(line.stream, line.line) for line in page.lines]
     assert ("stdout", "café ok") in lines
@@ -350,3 +393,33 @@ async def test_follow_crosses_the_history_live_seam(engine: Engine, tmp_path: Pa
                 if numbers and numbers[-1] == 100_000:
                     break
     assert numbers == list(range(1, 100_001))
+
+
+WORKER = """\
+import os, signal, sys, time
+me = os.environ["DPLOYR_DEPLOYMENT"]
+signal.signal(signal.SIGTERM, lambda *_: (print(f"stopping {me}", flush=True), sys.exit(0)))
+print(f"started {me}", flush=True)
+time.sleep(1e6)
+"""
+
+
+async def test_a_worker_redeploy_never_runs_two_releases(engine: Engine, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "worker", {"w.py": WORKER})
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} w.py", restart=QUICK_START
+    )
+    await engine.deploy("worker", settings)
+    await engine.deploy("worker", settings)
+    page = await engine.handle.request(ReadLogs("worker", tail=100))
+    lines = [(line.line, line.deployment) for line in page.lines if line.stream == "stdout"]
+    # Each line carries the deployment whose process wrote it.
+    assert lines == [("started 1", 1), ("stopping 1", 1), ("started 2", 2)]
+    assert len(engine.pids("worker")) == 1
+
+    # With rollout overlap, the new release starts before the old one stops.
+    overlap = attrs.evolve(settings, rollout=RolloutMode.OVERLAP)
+    await engine.deploy("worker", overlap)
+    page = await engine.handle.request(ReadLogs("worker", tail=100))
+    lines = [line.line for line in page.lines if line.stream == "stdout"]
+    assert lines[-2:] == ["started 3", "stopping 2"]

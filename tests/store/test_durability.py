@@ -44,7 +44,7 @@ def test_reopening_keeps_everything(db_path: Path, clock: Clock) -> None:
         store.set_desired("web", DesiredState.RUNNING)
         deployment = store.create_deployment("web", make_settings(port=8080))
         deployment = store.update_deployment(
-            deployment.id, status=DeploymentStatus.SUCCEEDED, revision="cafe123"
+            "web", deployment.id, status=DeploymentStatus.SUCCEEDED, revision="cafe123"
         )
         store.set_active_deployment("web", deployment.id)
         store.set_env("web", {"PLAIN": "1"})
@@ -152,7 +152,7 @@ WRITER = textwrap.dedent(
             values = {key: str(generation) for key in keys}
             store.set_env("web", values, secret=bool(generation % 2))
             deployment = store.create_deployment("web", make_settings())
-            store.update_deployment(deployment.id, status=DeploymentStatus.BUILDING)
+            store.update_deployment("web", deployment.id, status=DeploymentStatus.BUILDING)
             print(generation, flush=True)
     """
 )

@@ -106,9 +106,9 @@ def test_active_deployment_must_exist_and_be_the_services_own(store: Store) -> N
     store.create_service("web", make_settings())
     store.create_service("api", make_settings())
     other = store.create_deployment("api", make_settings())
-    with pytest.raises(UnknownDeployment, match="no deployment with id 999"):
+    with pytest.raises(UnknownDeployment, match="'web' has no deployment 999"):
         store.set_active_deployment("web", 999)
-    with pytest.raises(UnknownDeployment, match="is of service 'api', not 'web'"):
+    with pytest.raises(UnknownDeployment, match="'web' has no deployment 1"):
         store.set_active_deployment("web", other.id)
     record = store.get_service("web")
     assert record is not None
@@ -130,9 +130,9 @@ def test_delete_service_removes_everything_it_owns(store: Store) -> None:
     store.delete_service("web")
 
     assert store.get_service("web") is None
-    assert store.get_deployment(deployment.id) is None
+    assert store.get_deployment("web", deployment.id) is None
     assert [p.pid for p in store.recorded_processes()] == [200]
-    assert store.get_deployment(kept.id) == kept
+    assert store.get_deployment("api", kept.id) == kept
     assert [(v.key, v.value) for v in store.env("api")] == [("B", "2")]
     # A new service of the same name starts empty.
     store.create_service("web", make_settings())
@@ -208,7 +208,7 @@ def test_any_valid_settings_round_trip_through_the_store(
     assert stored is not None
     assert stored.settings == settings_
     deployment = store.create_deployment("prop", settings_)
-    assert store.get_deployment(deployment.id) == deployment
+    assert store.get_deployment("prop", deployment.id) == deployment
     assert deployment.settings == settings_
 
 
