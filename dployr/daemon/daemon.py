@@ -104,6 +104,8 @@ async def run(
 ) -> None:
     """Run the daemon until cancelled; report the URL it serves once everything is up."""
     data = DataDir(config.data_dir)
+    if config.service_users and users.available():
+        users.check_reachable(data.root)
     with hold_lock(data):
         store = Store.open(data.db)
         try:

@@ -32,6 +32,8 @@ import stat
 from pathlib import Path
 from typing import Final
 
+from dployr.errors import DployrError
+
 FIRST_UID: Final = 690_000
 LAST_UID: Final = 699_999
 """The ids given to services (no account on a usual machine comes near them)."""
@@ -56,6 +58,27 @@ def of_instance(instance_id: str | None) -> ServiceUsers | None:
 def available() -> bool:
     """Whether services can run as users of their own: the daemon runs as root."""
     return os.geteuid() == 0
+
+
+class DataDirClosed(DployrError):
+    """Service users could not reach their folders in the data dir."""
+
+
+def check_reachable(data_dir: Path) -> None:
+    """Raise DataDirClosed unless every folder above ``data_dir`` lets others pass (a
+    service user must reach its folders: root's home, 0700, does not let it)."""
+    for folder in data_dir.resolve().parents:
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            continue  # made by the daemon, passable
+        if not mode & stat.S_IXOTH:
+            raise DataDirClosed(
+                f"services run as users of their own, who cannot pass through {folder}"
+                f" (mode {stat.S_IMODE(mode):o}) to the data dir {data_dir}: choose a"
+                " --data-dir they can reach (such as /var/lib/dployr), or run them as"
+                " root with --shared-user"
+            )
 
 
 class ServiceUsers:

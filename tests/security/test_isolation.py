@@ -157,3 +157,27 @@ async def test_dployr_up_says_in_one_line_that_services_share_its_user(tmp_path:
         "services run as root, dployr's own user: they can read its data dir, keys and token"
         " (see docs/security.md)"
     )
+
+
+async def test_as_root_a_data_dir_services_cannot_reach_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # pytest's folders are 0700, as root's home is: a service user could not pass.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")}
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [PYTHON, "-m", "dployr", "up", "--data-dir", str(tmp_path / "data"), "--port", "0"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    assert done.returncode == 1
+    closed = next(f for f in [tmp_path, *tmp_path.parents] if not f.stat().st_mode & 0o001)
+    assert done.stderr.decode() == (
+        f"error: services run as users of their own, who cannot pass through {closed} (mode"
+        f" {closed.stat().st_mode & 0o7777:o}) to the data dir {tmp_path / 'data'}: choose a"
+        " --data-dir they can reach (such as /var/lib/dployr), or run them as root with"
+        " --shared-user\n"
+    )
+    assert not (tmp_path / "data").exists()  # nothing written
