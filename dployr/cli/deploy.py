@@ -186,6 +186,12 @@ async def _run(options: Options, name: str, body: dict[str, Any], health: dict[s
             print_json(record)
         if failed is not None or record.get("status") != "succeeded":
             reason = failed or record.get("error") or "the deploy failed"
+            tail = record.get("output_tail") or []
+            if tail and not options.json and not str(reason).startswith("build"):
+                # A release that died at start: what it said last (build output was shown).
+                click.echo("==> its last lines of output:")
+                for line in tail:
+                    click.echo(f"    {line}")
             stderr(f"error: deploy {number} of {name} failed: {reason}")
             raise SystemExit(1)
         if not options.json:

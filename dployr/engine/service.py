@@ -326,10 +326,9 @@ class Service:
         tree = await self._ensure_tree()
         self.deploy = run
         self._advance(st.DeployBegan(run.id))
-        if run.rollback:
-            run.say(f"started: back to deployment {run.deployment.rollback_of}")
-        else:
-            run.say("started")
+        # Not "deploy 7: ..." like its steps: a client following the steps need not show it.
+        back = f": back to deployment {run.deployment.rollback_of}" if run.rollback else ""
+        self.book.system(f"{run.prefix} started{back}", deployment=run.id)
         await tree.start_child(ChildSpec(f"deploy-{run.id}", run.run, restart=Restart.TEMPORARY))
 
     async def start(self) -> ServiceInfo:

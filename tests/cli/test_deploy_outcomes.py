@@ -32,6 +32,8 @@ async def test_a_release_that_dies_at_start_is_not_a_success(
     )
     assert "==> waiting for it to stay up 5 s" in result.out
     assert "succeeded" not in result.out
+    # What it said last is shown, and kept in the record.
+    assert "    RuntimeError: DATABASE_URL is not set" in result.out
     records = json.loads(await daemon.ok("deployments", "crasher", "--json"))
     assert records[0]["status"] == "failed"
     assert "RuntimeError: DATABASE_URL is not set" in records[0]["output_tail"]

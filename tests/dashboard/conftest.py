@@ -244,6 +244,7 @@ def deploy(daemon: Daemon, name: str, repo: Path, **fields: Any) -> int:
         "remote": {"url": str(repo)},
         "run_cmd": f"{sys.executable} app.py",
         "port": None,
+        "restart": {"min_uptime": 0.3},  # counts as started sooner than the default 5 s
         **fields,
     }
     body = {key: value for key, value in body.items() if value is not None}

@@ -113,6 +113,7 @@ def test_the_dashboard_reconnects_by_itself_when_the_daemon_restarts(
     connection = page.locator("#connection")
     view = page.locator("#log-view")
     expect(view).to_contain_text("listening on")
+    expect(view).to_contain_text("deploy 1: succeeded")  # what a restart brings back
     expect(connection).to_have_attribute("data-state", re.compile("live|online"))
 
     daemon.stop()

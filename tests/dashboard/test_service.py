@@ -271,15 +271,20 @@ def roll_back_to_the_first_deployment(page: Page, port: int) -> None:
     first = page.locator('tr[data-deployment="1"]')
     expect(page.locator('tr[data-deployment="2"]')).to_contain_text("active")
     first.get_by_role("button", name="Rollback", exact=True).click()
-    expect(page.locator("#deployments-error")).to_contain_text("Rolling back to deployment 1")
-    expect(first).to_contain_text("active")
+    expect(page.locator("#deployments-error")).to_contain_text(
+        "Rolling back to deployment 1 as deployment 3"
+    )
+    # The rollback is a deployment of its own, running the first one's release.
+    third = page.locator('tr[data-deployment="3"]')
+    expect(third).to_contain_text("active")
+    expect(third).to_contain_text("rollback to #1")
     expect(
         page.locator('tr[data-deployment="2"]').get_by_role("button", name="Rollback")
     ).to_be_visible()
     assert fetch(port) == "hello v1"
     snap(page, "service-rolled-back")
     page.get_by_role("link", name="Overview").click()
-    expect(page.locator('[data-fact="deployment"]')).to_have_text("#1")
+    expect(page.locator('[data-fact="deployment"]')).to_have_text("#3")
 
 
 def app_repo_commit(repo: Path, version: str) -> None:

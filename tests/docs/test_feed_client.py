@@ -89,10 +89,13 @@ async def example_client(*args: str, stderr: Path) -> AsyncIterator[Output]:
             await process.wait()
 
 
-async def deploy(daemon: Daemon, name: str, repo: Path, run: str) -> None:
-    """Create or update a service and start deploying it (without waiting for the end)."""
+async def deploy(daemon: Daemon, name: str, repo: Path, run: str, uptime: float = 0.5) -> None:
+    """Create or update a service and start deploying it (without waiting for the end).
+
+    Its release counts as started after ``uptime`` seconds up (not the default 5 s).
+    """
     async with daemon.client() as api:
-        body = {"remote": {"url": str(repo)}, "run_cmd": run}
+        body = {"remote": {"url": str(repo)}, "run_cmd": run, "restart": {"min_uptime": uptime}}
         response = await api.post(f"/services/{name}/deploy", json=body)
     assert response.status_code == 202, response.text
 
@@ -122,7 +125,9 @@ async def test_the_client_resumes_after_a_daemon_restart_without_gap_or_duplicat
         errors = tmp_path / "client.err"
         args = ("--data-dir", str(data), "--cursor", "0", "app")
         async with example_client(*args, stderr=errors) as out:
-            before = await out.log_lines_until(lambda line: line[2] == "boot 1 line 100")
+            # Once the deploy is over, the service is what a daemon started again brings back.
+            before = await out.log_lines_until(lambda line: line[2].startswith("deploy 1: succe"))
+            assert ("stdout", "boot 1 line 100") in [(s, text) for _, s, text in before]
             assert await first.stop() == 0
             await second.start()  # on another port: the client finds it through daemon.json
             after = await out.log_lines_until(lambda line: line[2] == "boot 2 line 100")
@@ -156,13 +161,17 @@ async def test_the_client_reads_a_gap_over_rest(tmp_path: Path) -> None:
             # for a client that is not reading (this test does not read the client's output
             # yet, so the client blocks on its stdout and stops reading the feed).
             first = await out.log_lines_until(lambda line: line[2].startswith("deploy 1: succe"))
-            await deploy(daemon, "app", repo, f"{PYTHON} burst.py")
-            statuses: list[str] = []
-            with trio.fail_after(120):  # the burst is over when its process exits (then sleeps)
-                while statuses[-2:] != ["restarting", "running"]:
+            await deploy(daemon, "app", repo, f"{PYTHON} burst.py", uptime=50)
+            # The burst is over when its process exits: too soon to count as started, so
+            # that deploy fails (quiet.py keeps running), and only once every line it
+            # wrote is in history.
+            with trio.fail_after(120):
+                while True:
                     message = json.loads(await events.get_message())
-                    if message["type"] == "status":
-                        statuses.append(message["status"])
+                    if (message["type"], message.get("deployment")) == ("deployment", 2) and (
+                        message["status"] == "failed"
+                    ):
+                        break
             async with daemon.client() as api:
                 last = (await api.get("/services/app/logs", params={"tail": 1})).json()
             seen = first + await out.log_lines_until(lambda line: line[0] == last["last_cursor"])

@@ -250,7 +250,7 @@ async def test_rollback_switches_to_a_kept_release_without_rebuilding(
     assert (await http.get(f"http://127.0.0.1:{port}/")).text == f"hello v1 {third}"
     page = await engine.handle.request(ReadLogs("web", tail=20, streams=frozenset({"system"})))
     lines = [line.line for line in page.lines]
-    assert "rollback 3: started: back to deployment 1" in lines
+    assert "rollback 3 started: back to deployment 1" in lines
     assert not any("building" in line for line in lines if "rollback" in line)
     records = await engine.handle.request(ListDeployments("web"))
     assert [(d.id, d.rollback_of, d.folder, d.status) for d in records] == [

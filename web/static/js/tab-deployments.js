@@ -34,8 +34,8 @@ export async function mount(service) {
     button.disabled = true;
     notice(errorBox, "info", `Rolling back ${service.name} to deployment ${deployment.id}…`);
     try {
-      await post(`${svc(service.name)}/rollback`, { deployment: deployment.id });
-      notice(errorBox, "ok", `Rolling back to deployment ${deployment.id}: no rebuild, its release is reused, and the switch drops no request.`);
+      const made = await post(`${svc(service.name)}/rollback`, { deployment: deployment.id });
+      notice(errorBox, "ok", `Rolling back to deployment ${deployment.id} as deployment ${made.id}: no rebuild, its release is reused, and the switch drops no request.`);
     } catch (error) {
       const text = error.unsupported ? "This dployr daemon cannot roll back yet." : sentence(error.message);
       notice(errorBox, "error", `Could not roll back: ${text}`);
@@ -72,7 +72,8 @@ export async function mount(service) {
       : null;
     return [
       h("tr", { dataset: { deployment: deployment.id } },
-        h("td", { class: "lead", "data-label": "Deployment" }, h("strong", {}, `#${deployment.id}`), " ", active ? badge("active", "The running release") : null),
+        h("td", { class: "lead", "data-label": "Deployment" }, h("strong", {}, `#${deployment.id}`), " ", active ? badge("active", "The running release") : null,
+          deployment.rollback_of != null ? h("div", { class: "small muted" }, `rollback to #${deployment.rollback_of}`) : null),
         h("td", { "data-label": "Status" }, badge(deployment.status),
           deployment.error ? h("div", { class: "small muted" }, sentence(deployment.error)) : null),
         h("td", { "data-label": "Revision", class: "mono", title: deployment.revision ?? "" }, deployment.revision ? deployment.revision.slice(0, 12) : "—"),
