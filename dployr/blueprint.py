@@ -26,6 +26,8 @@ The same shape is the body of ``POST /api/v1/services/{name}/deploy``.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -150,43 +152,131 @@ def from_data(data: Any) -> Blueprint:
     )
 
 
+MAX_YAML_DEPTH = 64
+"""How deeply a blueprint's tables and lists may nest (a blueprint needs three levels)."""
+
+MAX_YAML_NODES = 100_000
+"""How many values a YAML blueprint may hold once its aliases are expanded (an alias bomb
+of a few lines stands for billions)."""
+
+
 def load(path: Path) -> Blueprint:
-    """Read a blueprint file: TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise SpecError(f"cannot read blueprint {path}: {error.strerror}") from None
-    if len(raw) > MAX_BLUEPRINT:
-        raise SpecError(f"blueprint {path} is larger than 1 MiB")
+    """Read a blueprint file: TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON.
+
+    Only a regular file of at most 1 MiB is read (a pipe, ``/dev/zero`` or a folder is
+    refused before a byte is read), and a YAML file is read with the safe loader, its
+    nesting and the size its aliases expand to bounded.
+    """
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise SpecError(f"blueprint {path} must end in .toml, .yaml, .yml or .json")
+    raw = _read(path)
     try:
         text = raw.decode()
         if suffix == ".toml":
             data: Any = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            data = _load_yaml(text)
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            raise SpecError(f"blueprint {path} must end in .toml, .yaml, .yml or .json")
+            data = _load_yaml(text)
     except UnicodeDecodeError:
         raise SpecError(f"blueprint {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"malformed blueprint {path}: {error}") from None
     except json.JSONDecodeError as error:
         raise SpecError(f"malformed blueprint {path}: {error.msg} at line {error.lineno}") from None
+    except RecursionError:  # TOML or JSON arrays nested thousands deep
+        raise SpecError(f"blueprint {path} is nested too deeply") from None
+    except SpecError as error:
+        raise SpecError(f"blueprint {path}: {error}") from None
     try:
         return from_data(data)
     except SpecError as error:
         raise SpecError(f"blueprint {path}: {error}") from None
 
 
+def _read(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_BLUEPRINT bytes, or SpecError."""
+    try:
+        # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise SpecError(f"cannot read blueprint {path}: {error.strerror}") from None
+    with open(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(
+                f"blueprint {path} is not a regular file (a folder, pipe or device cannot be "
+                "a blueprint)"
+            )
+        if info.st_size > MAX_BLUEPRINT:
+            raise SpecError(f"blueprint {path} is larger than 1 MiB")
+        try:
+            raw = file.read(MAX_BLUEPRINT + 1)  # it may have grown since the fstat
+        except OSError as error:
+            raise SpecError(f"cannot read blueprint {path}: {error.strerror}") from None
+    if len(raw) > MAX_BLUEPRINT:
+        raise SpecError(f"blueprint {path} is larger than 1 MiB")
+    return raw
+
+
 def _load_yaml(text: str) -> Any:
     import yaml  # only when a blueprint is YAML: 1 MB of the daemon's memory otherwise
 
+    class Loader(yaml.SafeLoader):
+        """The safe loader, refusing deep nesting while it composes (before any recursion
+        limit is hit)."""
+
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                raise SpecError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = Loader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, yaml.nodes)
+        return loader.construct_document(node)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpecError(f"malformed YAML{where}: {getattr(error, 'problem', error)}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root: Any, nodes: Any) -> None:
+    """Refuse a YAML document that, aliases expanded, holds more than MAX_YAML_NODES values
+    or refers to itself. Linear in the document: each shared node is sized once."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise SpecError("YAML alias refers to itself")
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, nodes.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, nodes.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        if total > MAX_YAML_NODES:
+            raise SpecError(
+                f"YAML holds more than {MAX_YAML_NODES:,} values once its aliases are expanded"
+            )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)

@@ -86,6 +86,7 @@ def _register() -> None:
     from dployr.cli.logs import logs
     from dployr.cli.metrics import metrics
     from dployr.cli.rollback import rollback
+    from dployr.cli.secrets import secrets
     from dployr.cli.service import service
     from dployr.cli.services import delete, get, list_services
     from dployr.cli.settings import settings
@@ -106,6 +107,7 @@ def _register() -> None:
         deployments,
         instances,
         instance,
+        secrets,
         demo,
     ):
         cli.add_command(command)
@@ -135,7 +137,9 @@ def main() -> None:
             raise
         code, message = _explain(error)
         if message:
-            sys.stderr.write(f"error: {' '.join(message.split())}\n")
+            from dployr.cli.output import visible  # messages quote what users and services wrote
+
+            sys.stderr.write(f"error: {visible(' '.join(message.split()))}\n")
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away: silence the flush at exit too

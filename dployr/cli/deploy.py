@@ -218,6 +218,8 @@ async def _watch(
     once the service is free again, so the next command is accepted as soon as this
     returns.
     """
+    from dployr.cli.output import visible
+
     prefix = prefix or f"deploy {number}: "
     waiting: tuple[str, float] | None = None  # the step waited on, since when
     async with client.follow(name, cursor=cursor) as feed:
@@ -234,18 +236,19 @@ async def _watch(
                 if stream == "system" and line.startswith(prefix):
                     step = line[len(prefix) :]
                     if not quiet:
-                        click.echo(f"==> {step}")
+                        click.echo(f"==> {visible(step)}")
                     if step.startswith("succeeded"):
                         return None
                     if step.startswith("failed"):
                         return str(step.removeprefix("failed: "))
                     started = trio.current_time()
                     waiting = (step, started) if step.startswith("waiting for") else None
-                elif stream == "build" and not quiet:
-                    click.echo(f"    {line}")
+                elif stream == "build" and not quiet:  # shown, never obeyed by the terminal
+                    click.echo(f"    {visible(line)}")
                 continue
             if waiting is not None:
-                click.echo(f"==> {waiting[0]}: {trio.current_time() - waiting[1]:.0f} s")
+                waited = trio.current_time() - waiting[1]
+                click.echo(f"==> {visible(waiting[0])}: {waited:.0f} s")
     return "the daemon closed the log feed before the deploy ended"
 
 

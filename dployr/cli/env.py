@@ -15,11 +15,13 @@ def env() -> None:
 
 
 def _show(listing: dict[str, Any], changed: bool) -> None:
+    from dployr.cli.output import visible
+
     if not listing["vars"]:
         click.echo(f"{listing['name']} has no environment variables")
     for var in listing["vars"]:
         note = "  (secret)" if var["secret"] else ""
-        click.echo(f"{var['key']}={var['value']}{note}")
+        click.echo(visible(f"{var['key']}={var['value']}") + note)
     if changed:
         click.echo(f"The change applies {listing['applies']}.")
 

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+from dployr.cli.output import json_text, visible
 
 
 def _show(line: dict[str, Any], as_json: bool, release: bool = False) -> None:
     if as_json:  # JSON Lines: one object a line, so a follow can be piped as it comes
         line = {k: v for k, v in line.items() if k != "type"}
-        click.echo(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        click.echo(json_text(line, indent=None))
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(line["ts"]))
     stream = line["stream"]
     marker = {"stdout": " ", "stderr": "!", "build": "B", "system": "#"}.get(stream, "?")
+    text = visible(line["line"])  # a service's output is shown, never obeyed by the terminal
     if release:  # which deployment's process wrote it
         deployment = line.get("deployment")
         tag = f"#{deployment}" if deployment is not None else "-"
-        click.echo(f"{stamp} {tag:>4} {marker} {line['line']}")
+        click.echo(f"{stamp} {tag:>4} {marker} {text}")
     else:
-        click.echo(f"{stamp} {marker} {line['line']}")
+        click.echo(f"{stamp} {marker} {text}")
 
 
 @click.command()

@@ -1,4 +1,13 @@
-"""How commands print: plain text for people, ``--json`` for scripts."""
+"""How commands print: plain text for people, ``--json`` for scripts.
+
+Text that a service or a user wrote (log lines, build output, descriptions, variables, error
+messages) passes through :func:`visible` before it reaches the terminal, on a TTY and off
+it: every control character is shown as text (``ESC`` as ``^[``, ``BEL`` as ``^G``, the C1
+control CSI, U+009B, as ``\\x9b``), so that no escape sequence (OSC, CSI, DCS, APC, PM), carriage
+return, backspace or bidirectional override can retitle, clear, rewrite or reorder what the
+operator sees. dployr prints no colours of its own; if it ever does, they are added around
+text that has already been made visible.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +20,47 @@ from typing import Any
 import asyncclick as click
 
 
+def _caret(code: int) -> str:
+    return "^" + chr(code ^ 0x40)  # ESC -> ^[, BEL -> ^G, DEL -> ^?
+
+
+_VISIBLE: dict[int, str] = {
+    **{code: _caret(code) for code in range(0x20) if chr(code) != "\t"},
+    0x7F: _caret(0x7F),
+    **{code: f"\\x{code:02x}" for code in range(0x80, 0xA0)},
+    # Bidirectional overrides and isolates reorder what follows them on screen.
+    **{code: f"\\u{code:04x}" for code in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029)},
+    **{code: f"\\u{code:04x}" for code in range(0x202A, 0x202F)},
+    **{code: f"\\u{code:04x}" for code in range(0x2066, 0x206A)},
+}
+"""What :func:`visible` shows in place of each character a terminal would act on."""
+
+_JSON_UNSAFE: dict[int, str] = {
+    code: f"\\u{code:04x}"
+    for code in (0x7F, *range(0x80, 0xA0), *(c for c in _VISIBLE if c > 0xFF))
+}
+"""Characters ``json.dumps`` leaves raw (it escapes only U+0000-U+001F) that a terminal acts
+on: written as JSON escapes instead, so the document means the same and stays harmless."""
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character shown as text, safe to print on a terminal.
+
+    Tabs are kept; a line break is shown as ``^J``, so one value stays on one line.
+    """
+    return text.translate(_VISIBLE)
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """``data`` as JSON that is also safe to print on a terminal (same meaning, same value)."""
+    separators = None if indent is not None else (",", ":")
+    text = json.dumps(data, indent=indent, ensure_ascii=False, separators=separators)
+    return text.translate(_JSON_UNSAFE)
+
+
 def print_json(data: Any) -> None:
     """Print data as indented JSON."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(json_text(data))
 
 
 def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
@@ -27,7 +74,7 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows in aligned columns under upper-case headers."""
     cells = [[str(h).upper() for h in headers]] + [
-        ["" if c is None else str(c) for c in r] for r in rows
+        ["" if c is None else visible(str(c)) for c in r] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
@@ -58,7 +105,7 @@ def service_lines(info: dict[str, Any]) -> None:
     """A service's status in a few lines."""
     status = info["status"]
     health = info.get("health", "unknown")
-    click.echo(f"{info['name']}: {status} ({health})")
+    click.echo(visible(f"{info['name']}: {status} ({health})"))
     fields = [
         ("instance", info.get("instance")),
         ("pid", info.get("pid") or "-"),
@@ -74,7 +121,7 @@ def service_lines(info: dict[str, Any]) -> None:
     if info.get("description"):
         fields.append(("description", info["description"]))
     for key, value in fields:
-        click.echo(f"  {key:<12}{value}")
+        click.echo(f"  {key:<12}{visible(str(value))}")
 
 
 def services_table(services: Sequence[dict[str, Any]]) -> None:
@@ -112,6 +159,6 @@ def services_table(services: Sequence[dict[str, Any]]) -> None:
 
 
 def stderr(text: str) -> None:
-    """A line on stderr."""
-    sys.stderr.write(text + "\n")
+    """A line on stderr, its control characters made visible."""
+    sys.stderr.write(visible(text) + "\n")
     sys.stderr.flush()

@@ -57,12 +57,14 @@ def _value(key: str, value: Any) -> str:
 
 
 def _show(view: dict[str, Any]) -> None:
+    from dployr.cli.output import visible
+
     pending = set(view["pending"])
     click.echo(f"settings of {view['name']}:")
     for key, label in _LABELS.items():
         mark = "  (waits for the next deploy)" if key in pending else ""
         value = _health(view["settings"]) if key == "health" else _value(key, view["settings"][key])
-        click.echo(f"  {label:<13}{value}{mark}")
+        click.echo(f"  {label:<13}{visible(value)}{mark}")
     if pending:
         click.echo("Changes apply at the next deploy; the running service is not restarted.")
 

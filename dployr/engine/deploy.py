@@ -52,9 +52,14 @@ class DeployRun:
     earlier release folder again: no fetch, no build.
     """
 
-    def __init__(self, service: Service, deployment: Deployment) -> None:
+    def __init__(
+        self, service: Service, deployment: Deployment, credential: sources.Credential | None = None
+    ) -> None:
         self.service = service
         self.deployment = deployment
+        # The password of the deploy's remote (its settings show it as ***): kept as the
+        # service's, like the settings, only if the deploy succeeds.
+        self.credential = credential
         self.id = deployment.id
         self.rollback = deployment.rollback_of is not None
         self.started_at = time.time()
@@ -143,11 +148,13 @@ class DeployRun:
 
     async def _fetch(self) -> str:
         source = self.deployment.settings.source
-        self._set(DeploymentStatus.FETCHING, f"fetching {source.remote}")
+        self._set(DeploymentStatus.FETCHING, f"fetching {sources.redact(source.remote)}")
         cache = self.service.dir / "source"
         timeout = self.service.config.fetch_timeout
         try:
-            revision = await sources.fetch(source, cache, timeout=timeout)
+            revision = await sources.fetch(
+                source, cache, timeout=timeout, credential=self.credential
+            )
             self.service.store.update_deployment(self.service.name, self.id, revision=revision)
             await sources.checkout(source, cache, revision, self.release_dir, timeout=timeout)
         except sources.SourceError as error:
@@ -203,9 +210,11 @@ class DeployRun:
         service = self.service
         self._set(DeploymentStatus.STARTING, "starting the new release")
         async with service.lock:
+            # The switch records it succeeded (and sets the outcome) in the same write that
+            # makes it active.
             await service.roll_out(self.deployment, gate=True, run=self)
-        service.store.update_deployment(service.name, self.id, status=DeploymentStatus.SUCCEEDED)
-        self.outcome = DeploymentStatus.SUCCEEDED
+        if not self.rollback:
+            service.keep_credential(self.credential)
         with trio.CancelScope(shield=True):
             await service.prune_releases()
 

@@ -33,6 +33,7 @@ from dployr import __version__
 from dployr.engine import cgroups, users
 from dployr.engine import messages as m
 from dployr.engine.cgroups import Cgroups
+from dployr.engine.errors import Conflict
 from dployr.engine.metrics import MetricsSampler
 from dployr.engine.metrics_policy import (
     RAW_RETENTION,
@@ -43,7 +44,7 @@ from dployr.engine.metrics_policy import (
 )
 from dployr.engine.release import Running
 from dployr.engine.service import Service
-from dployr.engine.sources import check_remote
+from dployr.engine.sources import check_remote, hide_password
 from dployr.engine.users import ServiceUsers
 from dployr.engine.warden import Warden
 from dployr.engine.webhooks import Delivery, Webhooks
@@ -209,6 +210,7 @@ class Instance:
         interrupted = self.store.fail_interrupted_deployments(INTERRUPTED)
         for record in self.store.list_services():
             self.services[record.name] = Service(self, record)
+            self.services[record.name].seal_stored_password()
         for deployment in interrupted:
             service = self.services.get(deployment.service)
             if service is not None:
@@ -319,21 +321,30 @@ class Instance:
         for key, value in {**request.env, **request.secrets}.items():
             check_env_value(check_env_key(key), value)
         service = self.services.get(request.name)
+        settings, credential = request.settings, None
+        if settings is not None:
+            check_remote(settings.source.remote)  # refused before anything is stored
+            # The remote's password is kept apart, sealed: the settings show it as ***.
+            kept = service.kept_credential() if service is not None else None
+            source, credential = hide_password(settings.source, kept)
+            settings = attrs.evolve(settings, source=source)
         if service is None:
-            if request.settings is None:
+            if settings is None:
                 raise UnknownService(
                     f"no service named {request.name!r}: give its settings to create it"
                 )
-            check_remote(request.settings.source.remote)  # refused before anything is stored
+            # Stored as the next deploy's settings, less a one-off --commit pin.
+            unpinned = attrs.evolve(settings, source=attrs.evolve(settings.source, commit=None))
             try:
-                created = self.store.create_service(request.name, request.settings)
+                created = self.store.create_service(request.name, unpinned)
             except ServiceExists:  # created by a racing request in between
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))
             self.touch()
-        elif request.settings is not None:
-            check_remote(request.settings.source.remote)
-        return await service.deploy_now(request.settings, request.env, request.secrets)
+            service.keep_credential(credential)  # as its settings: saved at once
+        if settings is None:  # the stored settings again, with the password kept for them
+            credential = service.kept_credential()
+        return await service.deploy_now(settings, request.env, request.secrets, credential)
 
     async def delete(self, name: str) -> m.Deleted:
         """Stop and remove a service."""
@@ -342,6 +353,17 @@ class Instance:
         self.services.pop(name, None)
         self.touch()
         return m.Deleted(name)
+
+    def rotate_key(self) -> m.KeyRotated:
+        """Re-seal every secret under a new master key (kept in the data dir's key file)."""
+        store = self.store
+        if not store.key_rotatable:
+            raise Conflict(
+                f"the master key comes from {store.key_source}, which dployr cannot change: "
+                "rotate it there, or unset it to let dployr keep the key in the data dir"
+            )
+        resealed = store.rotate_key()
+        return m.KeyRotated(resealed, store.key_source)
 
     def info(self) -> m.InstanceInfo:
         """This instance, its load and its services."""
@@ -437,6 +459,7 @@ class InstanceHandle:
             ),
             m.GetInstance: lambda r: _now(i.info()),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
+            m.RotateKey: lambda r: _now(i.rotate_key()),
         }
 
     @property

@@ -127,6 +127,15 @@ class MetricsPage:
 
 
 @attrs.frozen
+class KeyRotated:
+    """Every secret is sealed under a new master key, and the key file holds it."""
+
+    resealed: int
+    """How many values were sealed again."""
+    key_file: str
+
+
+@attrs.frozen
 class Deleted:
     """The service is gone (its configuration, releases and history)."""
 
@@ -289,6 +298,11 @@ class ListDeployments(Query[tuple[Deployment, ...]]):
 @attrs.frozen
 class GetInstance(Query[InstanceInfo]):
     """This instance and its services."""
+
+
+@attrs.frozen
+class RotateKey(Query[KeyRotated]):
+    """Seal every secret (variables, git passwords) under a new master key."""
 
 
 @attrs.frozen

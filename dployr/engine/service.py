@@ -33,7 +33,7 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ from dployr.engine.health import Check, HealthState, Verdict, Watchdog
 from dployr.engine.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
 from dployr.engine.proxy import PortInUse, Proxy
 from dployr.engine.release import Release, ReleaseSpec, Running, process_env
+from dployr.engine.sources import HIDDEN_PASSWORD, Credential, hide_password, take_password
 from dployr.errors import ActorDead, StartError
 from dployr.logs.book import LogBook
 from dployr.models import (
@@ -154,6 +155,8 @@ class Service:
         self._generation = 0
         self.last_deploy_at: float | None = None
         self._cached: ServiceRecord | None = record
+        self._stopping = False
+        """A stop or delete is under way: a failed roll-out starts nothing again."""
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -252,12 +255,14 @@ class Service:
         settings: ServiceSettings | None,
         env: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        credential: Credential | None = None,
     ) -> Deployment:
         """Start a deploy in the service's tree and return its record at once.
 
         The settings and variables given are the deploy's own: they are saved as the
-        service's only if it succeeds.
+        service's only if it succeeds. So is ``credential``, the password of the remote.
         """
+        self._check_idle()  # at once: the lock may be held by a deploy's readiness wait
         async with self.lock:
             self._check_idle()
             record = self._record()
@@ -266,7 +271,7 @@ class Service:
             deployment = self.store.create_deployment(
                 self.name, settings or record.settings, env=env, secrets=secrets
             )
-            await self._begin(DeployRun(self, deployment))
+            await self._begin(DeployRun(self, deployment, credential))
             self.last_deploy_at = deployment.created_at
             self.instance.touch()
             return deployment
@@ -276,6 +281,7 @@ class Service:
 
         The rollback is a deployment of its own, in the history like any deploy.
         """
+        self._check_idle()
         async with self.lock:
             self._check_idle()
             target = self._rollback_target(deployment_id)
@@ -316,6 +322,12 @@ class Service:
             return target
         if deployment_id == active:
             raise Conflict(f"deployment {deployment_id} is already the active one")
+        wanted = kept.get(deployment_id)
+        if wanted is not None and current is not None and wanted.folder == current.folder:
+            raise Conflict(
+                f"deployment {deployment_id}'s release is the one running now "
+                f"(deployment {active} runs it)"
+            )
         if deployment_id not in kept:
             raise Conflict(
                 f"deployment {deployment_id} of {self.name} is not a kept successful release"
@@ -343,8 +355,12 @@ class Service:
             return self.info()
 
     async def stop(self) -> ServiceInfo:
-        """Stop everything of the service; it stays stopped until started."""
-        async with self.lock:
+        """Stop everything of the service; it stays stopped until started.
+
+        A deploy in progress is cancelled first (recorded as failed), even while it waits
+        for its new release, so a stop never waits for a deploy to end.
+        """
+        async with self._stopping_deploy(), self.lock:
             self.instance.touch()
             self._cached = self.store.set_desired(self.name, DesiredState.STOPPED)
             await self._take_down()
@@ -358,6 +374,7 @@ class Service:
         the old one, which drains and stops once the new one is ready), so a restart drops
         no request; ``hard`` (and a worker without a port) stops, then starts.
         """
+        self._check_idle()
         async with self.lock:
             self._check_idle()
             deployment = self._active_deployment()
@@ -380,9 +397,19 @@ class Service:
             return self.info()
 
     async def update_settings(self, change: SettingsChange) -> SettingsView:
-        """Store changed settings for the next deploy; nothing running is touched."""
+        """Store changed settings for the next deploy; nothing running is touched.
+
+        Refused while a deploy runs: that deploy's settings are saved when it succeeds, and
+        a change made meanwhile would be lost or mixed with them.
+        """
+        self._check_idle()
         async with self.lock:
+            self._check_idle()
             current = self._record().settings
+            credential = None
+            if change.source is not None:  # stored with its password as ***
+                source, credential = hide_password(change.source, self.kept_credential())
+                change = attrs.evolve(change, source=source)
             unknown = change.clear - _CLEARABLE
             if unknown:
                 names = ", ".join(sorted(unknown))
@@ -394,10 +421,40 @@ class Service:
             }
             updates.update(dict.fromkeys(change.clear))
             settings = attrs.evolve(current, **updates)  # validates every field again
+            if change.source is not None:
+                self.keep_credential(credential)
             if settings != current:
                 self.instance.touch()
                 self._cached = self.store.update_settings(self.name, settings)
             return self.settings_view()
+
+    # The password of the remote is kept apart from the settings (which show it as ***),
+    # sealed in the store; see sources.hide_password.
+
+    def kept_credential(self) -> Credential | None:
+        """The password kept for the service's remote, if any."""
+        kept = self.store.git_credential(self.name)
+        return None if kept is None else Credential(*kept)
+
+    def seal_stored_password(self) -> None:
+        """Move a password that an older dployr stored in the settings into the sealed store.
+
+        (Deployment records keep the settings they were deployed with, as they were.)
+        """
+        settings = self._record().settings
+        _, password = take_password(settings.source.remote)
+        if password is None or password == HIDDEN_PASSWORD:
+            return
+        source, credential = hide_password(settings.source, None)
+        self.keep_credential(credential)
+        self._cached = self.store.update_settings(self.name, attrs.evolve(settings, source=source))
+
+    def keep_credential(self, credential: Credential | None) -> None:
+        """Keep ``credential`` as the password of the service's remote (None: keep none)."""
+        if credential is None:
+            self.store.forget_git_credential(self.name)
+        else:
+            self.store.set_git_credential(self.name, credential.remote, credential.password)
 
     async def set_env(self, values: dict[str, str], *, secret: bool, restart: bool) -> EnvListing:
         """Store variables now; they reach the process at its next start."""
@@ -417,7 +474,7 @@ class Service:
 
     async def delete(self) -> None:
         """Stop the service and remove its configuration, releases and history."""
-        async with self.lock:
+        async with self._stopping_deploy(), self.lock:
             await self._take_down()
             self.store.delete_service(self.name)
             self._cached = None
@@ -458,6 +515,21 @@ class Service:
         )
         self.tree = tree
         return tree
+
+    @contextlib.asynccontextmanager
+    async def _stopping_deploy(self) -> AsyncIterator[None]:
+        """Cancel a deploy in progress (it holds the lock while it waits for its release),
+        and let nothing it undoes start again meanwhile."""
+        self._stopping = True
+        try:
+            run, tree = self.deploy, self.tree
+            if run is not None and tree is not None:
+                with contextlib.suppress(KeyError, ActorDead):
+                    await tree.delete_child(f"deploy-{run.id}")
+                await run.done.wait()
+            yield
+        finally:
+            self._stopping = False
 
     async def _take_down(self) -> None:
         """Remove the whole tree (a deploy in progress is cancelled and recorded as failed)."""
@@ -544,6 +616,9 @@ class Service:
         await self._ensure_tree()
         previous = self.releases.get(self.current) if self.current else None
         stop_first = previous is not None and _stops_first(deployment.settings)
+        # A release stopped for this roll-out is started again if it fails, unless it had
+        # failed itself (its restart budget spent): that one stays failed.
+        serving = previous is not None and not previous.gave_up
         if stop_first and previous is not None:
             say = run.say if run is not None else self._say
             say(f"stopping release {previous.spec.child_id} first (rollout {_rollout(deployment)})")
@@ -551,7 +626,8 @@ class Service:
         try:
             await self._roll_out(deployment, folder, gate=gate, run=run)
         except BaseException:
-            if stop_first and previous is not None and self.tree is not None:
+            again = stop_first and serving and not self._stopping and self.tree is not None
+            if again and previous is not None:
                 with trio.CancelScope(shield=True):
                     await self._restart_previous(previous.deployment)
             raise
@@ -573,7 +649,7 @@ class Service:
                 if proxy is not None and proxy is not self.proxy:
                     await self._stop_proxy(proxy)
             raise
-        await self._switch(deployment, spec, proxy, saved=run is not None and not run.rollback)
+        await self._switch(deployment, spec, proxy, run)
 
     def _say(self, text: str) -> None:
         self.book.system(text)
@@ -686,9 +762,11 @@ class Service:
         release while it is waited for fails it, with the last lines it wrote.
         """
         live = self.releases[spec.child_id]
-        timeout = self.config.ready_timeout
         settings = live.deployment.settings
         has_check = self._check(spec, settings) is not None
+        timeout = self.config.ready_timeout
+        if not has_check:  # the minimum uptime is waited for on top
+            timeout += settings.restart.min_uptime
         with trio.move_on_after(timeout):
             try:
                 await self._until_ready(live, spec, has_check, say)
@@ -802,22 +880,26 @@ class Service:
                 await tree.delete_child(f"proxy-{proxy.port}")
 
     async def _switch(
-        self, deployment: Deployment, spec: ReleaseSpec, proxy: Proxy | None, *, saved: bool
+        self, deployment: Deployment, spec: ReleaseSpec, proxy: Proxy | None, run: DeployRun | None
     ) -> None:
         """Promote ``spec``: record it, route new connections to it, drain and stop the old.
 
-        With ``saved`` (a deploy), its settings (less a one-off ``--commit``) become the
-        service's and the variables it brought join its environment, in the same write.
+        For a deploy (``run``), the same write records it succeeded, makes its settings (less
+        a one-off ``--commit``) the service's and adds the variables it brought to the
+        service's environment; a rollback is recorded succeeded and changes neither.
         """
         # Written before it is acted on.
         self.instance.touch()
-        if saved:
-            source = attrs.evolve(deployment.settings.source, commit=None)
-            settings = attrs.evolve(deployment.settings, source=source)
+        if run is not None:
+            settings = None
+            if not run.rollback:
+                source = attrs.evolve(deployment.settings.source, commit=None)
+                settings = attrs.evolve(deployment.settings, source=source)
             self._cached = self.store.activate_deployment(
                 self.name, deployment.id, settings=settings
             )
-        else:  # a restart, a start, a rollback: the environment is the service's as it is
+            run.outcome = DeploymentStatus.SUCCEEDED  # whatever happens next, it switched
+        else:  # a restart, a start: the environment is the service's as it is
             self._cached = self.store.set_active_deployment(self.name, deployment.id)
         old = self.current
         live = self.releases[spec.child_id]
@@ -854,17 +936,29 @@ class Service:
             self.current = None
 
     async def prune_releases(self) -> None:
-        """Keep the newest release folders on disk (the running ones always); remove the rest."""
+        """Keep the release folders of the newest successful deployments; remove the rest.
+
+        Folders are ranked by when a successful deployment last ran them (a rollback
+        counts), so the release that ran before the current one, which ``rollback`` goes
+        back to, is kept whatever its number; the folders of failed deploys never count.
+        Folders in use are always kept.
+        """
         releases = self.dir / "releases"
         keep = self.config.keep_releases
         running = {r.deployment.folder for r in self.releases.values()}
+        recent: list[int] = []
+        for deployment in self.store.deployments(self.name, limit=1000):
+            if len(recent) >= keep:
+                break
+            if deployment.status is DeploymentStatus.SUCCEEDED and deployment.folder not in recent:
+                recent.append(deployment.folder)
+        wanted = running | set(recent)
 
         def prune() -> None:
             if not releases.is_dir():
                 return
-            numbered = sorted((int(p.name), p) for p in releases.iterdir() if p.name.isdigit())
-            for number, path in numbered[:-keep] if keep else numbered:
-                if number not in running:
+            for path in releases.iterdir():
+                if path.name.isdigit() and int(path.name) not in wanted:
                     shutil.rmtree(path, ignore_errors=True)
 
         await trio.to_thread.run_sync(prune)

@@ -71,6 +71,8 @@ from dployr.models import Source
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "HIDDEN_PASSWORD",
+    "Credential",
     "OutputCallback",
     "Remote",
     "SourceError",
@@ -81,6 +83,9 @@ __all__ = [
     "check_remote",
     "checkout",
     "fetch",
+    "hide_password",
+    "redact",
+    "take_password",
 ]
 
 DEFAULT_TIMEOUT: Final = 300.0
@@ -159,7 +164,17 @@ def check_remote(remote: str) -> Remote:
     Accepted: ``https://``, ``ssh://``, ``git://`` and ``file:///`` URLs, scp-style
     ``[user@]host:path`` (which is ssh), and local paths (``file``; a relative path is made
     absolute against the current directory). Everything else is refused, before git runs.
+    The refusal shows the remote's password, if any, as ``***``.
     """
+    try:
+        return _classify(remote)
+    except SourceError as error:
+        # Not chained: the original message quotes the password. A refused remote may not
+        # split as a URL does (a raw '/' in its password), so anything like one is hidden.
+        raise SourceError(_LOOSE_PASSWORD.sub(r"\g<head>***@", redact(str(error)))) from None
+
+
+def _classify(remote: str) -> Remote:
     if not isinstance(remote, str) or not remote.strip():
         raise SourceError("the remote is empty: give a git URL or a local path")
     if any(_is_control(ch) for ch in remote):
@@ -294,11 +309,116 @@ def check_commit(commit: str) -> str:
 
 
 def _display(remote: Remote) -> str:
-    """The remote as shown in messages: without a password or token in an https URL."""
-    if remote.transport is Transport.HTTPS and "@" in remote.url:
-        parts = urllib.parse.urlsplit(remote.url)
-        return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-    return remote.url
+    """The remote as shown in messages: its password, if any, as ``***``."""
+    return redact(remote.url)
+
+
+# ---------------------------------------------------------------------------------------------
+# Passwords in remotes: kept apart, shown as ***, handed to git outside its command line.
+
+HIDDEN_PASSWORD: Final = "***"
+"""What a remote's password is shown as, everywhere; given back, it means "the one kept"."""
+
+# scheme://authority: the authority ends at the path, query or fragment (or a space, in text).
+_AUTHORITY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#\s]*)")
+
+
+def _split_authority(authority: str) -> tuple[str, str | None, str]:
+    """``user[:password]@host`` as (user, password or None, host), split as urllib does:
+    the host follows the last ``@``, the password the first ``:`` of what precedes it."""
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return "", None, authority
+    user, colon, password = userinfo.partition(":")
+    return user, password if colon else None, host
+
+
+_LOOSE_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:@/]*:)[^\s@]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***``."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, password, host = _split_authority(match["authority"])
+        if password is None:
+            return match[0]
+        return f"{match['scheme']}{user}:{HIDDEN_PASSWORD}@{host}"
+
+    return _AUTHORITY.sub(hide, text)
+
+
+def take_password(remote: str) -> tuple[str, str | None]:
+    """Split ``remote`` into the remote as stored and shown (password ``***``) and the
+    password (percent-encoded as written), or ``(remote, None)`` if it has none.
+
+    Only a ``scheme://`` URL carries one; :func:`check_remote` refuses ``:`` in the user of
+    an scp-style address.
+    """
+    match = _AUTHORITY.match(remote)
+    if match is None:
+        return remote, None
+    _, password, _ = _split_authority(match["authority"])
+    return redact(remote), password
+
+
+def _without_password(url: str) -> str:
+    """The URL that git is given: ``scheme://user@host/...``, the password left out."""
+    match = _AUTHORITY.match(url)
+    if match is None:
+        return url
+    user, password, host = _split_authority(match["authority"])
+    if password is None:
+        return url
+    return f"{match['scheme']}{user}@{host}{url[match.end() :]}"
+
+
+@attrs.frozen
+class Credential:
+    """The password of a remote, kept apart from it (in the store, sealed)."""
+
+    remote: str
+    """The remote it belongs to, as stored and shown (its password ``***``)."""
+    password: str = attrs.field(repr=False)
+    """As written in the URL (percent-encoded)."""
+
+
+def hide_password(source: Source, kept: Credential | None) -> tuple[Source, Credential | None]:
+    """``source`` as it may be stored and shown, and the credential to keep for it.
+
+    A remote with a password gives a new credential; one with ``***`` keeps ``kept`` if
+    that was given for this very remote (else SourceError: a password is never carried
+    over to another host or user); one without a password keeps none.
+    """
+    shown, password = take_password(source.remote)
+    if password is None:
+        return source, None
+    hidden = attrs.evolve(source, remote=shown)
+    if password != HIDDEN_PASSWORD:
+        return hidden, Credential(shown, password)
+    if kept is None or kept.remote != shown:
+        raise SourceError(
+            f"the password of {shown} is hidden ({HIDDEN_PASSWORD}) and none is kept for "
+            "that remote: give the password in the URL again"
+        )
+    return hidden, kept
+
+
+def _credential_env(credential: Credential | None) -> dict[str, str]:
+    """What git needs to answer a password prompt with ``credential``: a credential helper
+    (configured through the environment) that prints it, from the environment, for ``get``.
+    Nothing of it is on git's command line, so ``ps`` never shows it."""
+    if credential is None:
+        return {}
+    helper = '!f() { test "$1" = get && printf \'password=%s\\n\' "$DPLOYR_GIT_PASSWORD"; }; f'
+    return {
+        "DPLOYR_GIT_PASSWORD": urllib.parse.unquote(credential.password),
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "credential.helper",
+        "GIT_CONFIG_VALUE_0": "",  # no helper from any config file
+        "GIT_CONFIG_KEY_1": "credential.helper",
+        "GIT_CONFIG_VALUE_1": helper,
+    }
 
 
 def _last_line(stderr: bytes) -> str:
@@ -383,6 +503,7 @@ async def _git(
     *,
     on_output: OutputCallback | None = None,
     check: bool = True,
+    credential: Credential | None = None,
 ) -> _GitResult:
     """Run ``git args``; raise ``SourceError("<what> failed: <git's error>")`` if it fails.
 
@@ -393,7 +514,9 @@ async def _git(
     """
     try:
         process = await launcher.launch_program(
-            ["git", *_GIT_OPTIONS, *args], _git_env(), label="git"
+            ["git", *_GIT_OPTIONS, *args],
+            {**_git_env(), **_credential_env(credential)},  # a password only here
+            label="git",
         )
     except OSError as error:
         raise SourceError(f"git could not be started ({error}): is git installed?") from error
@@ -446,6 +569,7 @@ async def fetch(
     *,
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 -- the fetch's budget; git is killed after it
     on_output: OutputCallback | None = None,
+    credential: Credential | None = None,
 ) -> str:
     """Bring ``cache`` up to date with ``source`` and return the revision to deploy.
 
@@ -457,6 +581,8 @@ async def fetch(
 
     For a plain local folder: ``"folder:"`` and a digest of its content (see the module
     docstring); nothing is cached. ``on_output`` receives git's progress output.
+    ``credential`` is the password of a remote whose URL shows ``***`` (see
+    :func:`hide_password`): git gets it only when it asks, never on its command line.
 
     Raises :class:`SourceError` with a one-sentence reason, including after ``timeout``
     seconds (git is killed then).
@@ -471,7 +597,9 @@ async def fetch(
             return await _within(
                 timeout,
                 "git fetch",
-                partial(_fetch_git, remote, branch, commit, cache_dir, on_output),
+                partial(
+                    _fetch_git, remote, branch, commit, cache_dir, on_output, credential=credential
+                ),
             )
         if branch is not None or commit is not None:
             raise SourceError(
@@ -493,8 +621,12 @@ async def _fetch_git(
     commit: str | None,
     cache: Path,
     on_output: OutputCallback | None,
+    *,
+    credential: Credential | None,
 ) -> str:
-    await _update_cache(remote, _plan(branch, commit), cache, on_output)
+    if credential is not None and credential.remote != remote.url:
+        credential = None  # kept for another remote: never sent elsewhere
+    await _update_cache(remote, _plan(branch, commit), cache, on_output, credential)
     return await _resolve(remote, branch, commit, cache)
 
 
@@ -545,10 +677,14 @@ def _plan(branch: str | None, commit: str | None) -> _Plan:
 
 
 async def _update_cache(
-    remote: Remote, plan: _Plan, cache: Path, on_output: OutputCallback | None
+    remote: Remote,
+    plan: _Plan,
+    cache: Path,
+    on_output: OutputCallback | None,
+    credential: Credential | None,
 ) -> None:
     if await _cached_remote(cache) == remote.url:
-        await _git_fetch(cache, remote, plan, on_output)
+        await _git_fetch(cache, remote, plan, on_output, credential)
         return
     # A clone is made beside the cache and only then replaces it: a remote that fails to
     # fetch (a typo, a network error) leaves the cache of the previous remote in place.
@@ -562,7 +698,7 @@ async def _update_cache(
             ["--git-dir", str(fresh), "config", "uploadpack.allowAnySHA1InWant", "true"],
         )
         await trio.Path(fresh, CACHE_MARKER).write_text(remote.url + "\n", encoding="utf-8")
-        await _git_fetch(fresh, remote, plan, on_output)
+        await _git_fetch(fresh, remote, plan, on_output, credential)
         if await trio.Path(cache).exists():  # the cache of another remote
             old = await _new_sibling(cache, "old")
             await trio.Path(cache).rename(old)  # onto the empty folder
@@ -592,7 +728,11 @@ async def _cached_remote(cache: Path) -> str | None:
 
 
 async def _git_fetch(
-    repo: Path, remote: Remote, plan: _Plan, on_output: OutputCallback | None
+    repo: Path,
+    remote: Remote,
+    plan: _Plan,
+    on_output: OutputCallback | None,
+    credential: Credential | None,
 ) -> None:
     await _git(
         "git fetch",
@@ -606,10 +746,11 @@ async def _git_fetch(
             *(["--prune"] if plan.prune else []),
             *(["--progress"] if on_output is not None else []),
             "--",
-            remote.url,
+            _without_password(remote.url),  # a password is in the settings only as ***
             *plan.refspecs,
         ],
         on_output=on_output,
+        credential=credential,
     )
 
 

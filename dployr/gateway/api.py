@@ -167,6 +167,12 @@ async def read_metrics(handle: InstanceHandle, args: dict[str, str]) -> tuple[An
     return await handle.request(m.ReadMetrics(args["name"], since, until)), 200
 
 
+async def latest_metrics(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
+    # The services list shows every service's CPU and memory: one request for all of them
+    # per refresh, however many services there are.
+    return {"samples": handle.latest_samples()}, 200
+
+
 async def get_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
     return await handle.request(m.GetSettings(args["name"])), 200
 
@@ -263,6 +269,10 @@ async def list_deployments(handle: InstanceHandle, args: dict[str, str]) -> tupl
     return await handle.request(m.ListDeployments(args["name"], min(limit, 1000))), 200
 
 
+async def rotate_key(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.RotateKey()), 200
+
+
 async def list_instances(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
     return [await handle.request(m.GetInstance())], 200
 
@@ -317,6 +327,13 @@ ROUTES: tuple[Route, ...] = (
             Param("since", "string", "from when: 15m, 1h, 24h, 7d or RFC 3339 (default 1h)"),
             Param("until", "string", "until when (default now)"),
         ),
+    ),
+    Route(
+        "GET",
+        "/metrics/latest",
+        "The last CPU and memory sample of every running service",
+        latest_metrics,
+        response="LatestMetrics",
     ),
     Route("GET", "/services/{name}/status", "A service's status", get_service, response="Service"),
     Route(
@@ -376,4 +393,11 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/instances", "List instances", list_instances, response="InstanceList"),
     Route("GET", "/instances/{instance}", "Get an instance", get_instance, response="Instance"),
+    Route(
+        "POST",
+        "/secrets/rotate-key",
+        "Seal every secret under a new master key",
+        rotate_key,
+        response="KeyRotated",
+    ),
 )

@@ -16,7 +16,8 @@ there is no second API. What this module adds is the browser's way in:
   price of keeping no session table on disk.)
 * **CSRF**: every state-changing request made with the session cookie must carry the
   session's CSRF token (an HMAC of the session id) in ``X-CSRF-Token``, or, for the few
-  plain HTML forms, in a ``csrf_token`` field. Without it the request is refused with 403.
+  plain HTML forms, in a ``csrf_token`` field. Without it the request is refused with 403:
+  a page saying the form has expired for a plain form (an old tab), JSON for the API.
   WebSocket handshakes must come from the dashboard's own origin.
 * Every page carries a Content-Security-Policy that allows scripts from the dashboard
   only (``script-src 'self'``: no inline scripts).
@@ -277,6 +278,8 @@ def _add_session_checks(app: QuartTrio, sessions: Sessions) -> None:
             "this action was refused because it did not come from the dashboard page "
             "(missing or wrong CSRF token): reload the page and try again"
         )
+        if not request.path.startswith("/api/"):
+            return await expired_form(sessions, session)  # a person's form: a page, not JSON
         return error_response(403, "csrf", message)
 
     @app.before_websocket
@@ -297,6 +300,22 @@ def _add_session_checks(app: QuartTrio, sessions: Sessions) -> None:
         elif not request.path.startswith("/api/"):
             response.cache_control.no_store = True
         return response
+
+
+async def expired_form(sessions: Sessions, session: Session) -> Response:
+    """The page for a form sent with a stale CSRF token: one from a tab opened before the
+    person signed in again. Nothing was done; it offers a way back (and, for a stale
+    "Sign out", a fresh one)."""
+    referrer = urlsplit(request.headers.get("Referer", ""))
+    back = safe_next(referrer.path if referrer.netloc == request.headers.get("Host") else None)
+    body = await render_template(
+        "expired.html",
+        title="This form has expired",
+        back=back,
+        csrf_token=sessions.csrf_token(session),
+        version=__version__,
+    )
+    return Response(body, status=403, content_type="text/html; charset=utf-8")
 
 
 def _signed_in(view: View) -> View:

@@ -105,6 +105,18 @@ SCHEMAS: dict[str, Any] = {
             "points": _array("MetricPoint"),
         }
     ),
+    "ServiceSample": _object(
+        {
+            "service": _STR,
+            "ts": _NUM,
+            "cpu_percent": _NUM,
+            "memory_rss_bytes": _INT,
+            "processes": _INT,
+            "threads": _INT,
+            "open_fds": _INT,
+        }
+    ),
+    "LatestMetrics": _object({"samples": _array("ServiceSample")}),
     "SettingsChange": _object(
         {**{k: v for k, v in _SETTINGS.items() if k != "source"}, "remote": _ref("Remote")}
     ),
@@ -178,6 +190,7 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "DeploymentList": _array("Deployment"),
+    "KeyRotated": _object({"resealed": _INT, "key_file": _STR}, ("resealed", "key_file")),
     "EnvVar": _object({"key": _STR, "value": _STR, "secret": _BOOL}),
     "Env": _object({"name": _STR, "vars": _array("EnvVar"), "applies": _STR}),
     "EnvSet": _object(

@@ -195,6 +195,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE services SET settings = json_set(settings, '$.source.commit', NULL)",
         ),
     ),
+    Migration(
+        "git credentials: the password of a service's remote, sealed, apart from its URL",
+        (
+            # The settings hold the remote with its password shown as ***; the password is
+            # here, sealed like a secret and bound to the service and that shown remote.
+            """
+            CREATE TABLE git_credentials (
+                service TEXT PRIMARY KEY NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                remote TEXT NOT NULL,  -- the remote as stored in the settings (password ***)
+                sealed BLOB NOT NULL  -- AES-256-GCM, see dployr.store.secrets
+            ) STRICT, WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

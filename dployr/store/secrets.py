@@ -82,6 +82,8 @@ class Cipher:
         self._sealer: AESGCM | None = None
         self.source = source
         """Where the key came from, as shown in error messages."""
+        self.key_file: Path | None = None
+        """The key file the key was read from, if it was (not from the environment)."""
 
     def __repr__(self) -> str:
         return f"<Cipher from {self.source}>"
@@ -121,7 +123,9 @@ class Cipher:
         except FileNotFoundError:
             _create_key_file(path)
             text = _read_key_file(path)
-        return cls(parse_key(text, str(path)), source=str(path))
+        cipher = cls(parse_key(text, str(path)), source=str(path))
+        cipher.key_file = path
+        return cipher
 
     def encrypt(self, plaintext: str, associated_data: bytes) -> bytes:
         """``plaintext`` sealed under a fresh nonce and bound to ``associated_data``."""
@@ -216,6 +220,38 @@ def _create_key_file(path: Path) -> None:
 def _fsync_dir(directory: Path) -> None:
     """Make a new directory entry durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rotation_file(path: Path) -> Path:
+    """Where a new key waits (``master.key.new``) while secrets are re-sealed under it."""
+    return path.with_name(path.name + ".new")
+
+
+def prepare_rotation(path: Path) -> Cipher:
+    """Write a new random key beside the key file ``path``; return its cipher.
+
+    The key file itself is replaced (:func:`finish_rotation`) only once every secret is
+    sealed under the new key: a crash in between leaves the old key in place and the new
+    one beside it, and :class:`~dployr.store.Store` finishes or undoes the rotation when
+    it opens, whichever the database says.
+    """
+    new = rotation_file(path)
+    with contextlib.suppress(FileNotFoundError):
+        new.unlink()  # what an earlier rotation left, never used
+    _create_key_file(new)
+    cipher = Cipher(parse_key(_read_key_file(new), str(path)), source=str(path))
+    cipher.key_file = path
+    return cipher
+
+
+def finish_rotation(path: Path) -> None:
+    """Put the new key in the key file's place, atomically, and make it durable."""
+    os.replace(rotation_file(path), path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

@@ -44,9 +44,11 @@ from dployr.models import (
     check_name,
 )
 from dployr.store import metrics as metrics_sql
+from dployr.store import secrets as secret_files
 from dployr.store.errors import (
     DeploymentFinished,
     InvalidTokenName,
+    MasterKeyError,
     ServiceExists,
     StoreError,
     TokenExists,
@@ -67,6 +69,8 @@ TOKEN_PREFIX = "dployr_"
 """How every API token starts, so that one pasted in the wrong place is recognisable."""
 BUSY_TIMEOUT_MS = 5_000
 """How long a statement waits for a lock held by another connection before failing."""
+ROTATION_KEY = "sealed_under"
+"""The meta key naming (by a digest) the key a master-key rotation sealed everything under."""
 INSTANCE_ID_KEY = "instance_id"
 """The meta key under which :meth:`Store.instance_id` keeps this instance's id."""
 
@@ -151,6 +155,7 @@ class Store:
             _configure(db, path)
             migrate(db, path)
             store = cls(db, path, cipher, clock)
+            store._settle_rotation()
             store._check_master_key()
         except sqlite3.Error as error:
             db.close()
@@ -245,9 +250,11 @@ class Store:
     def activate_deployment(
         self, name: str, number: int, *, settings: ServiceSettings | None = None
     ) -> ServiceRecord:
-        """A deploy succeeded: in one transaction, make it the active deployment, add the
-        variables it brought to the service's environment and, given ``settings``, save
-        them as the service's settings (what the next deploy uses)."""
+        """A deploy (or rollback) succeeded: in one transaction, make it the active
+        deployment and record it ``succeeded``, add the variables it brought to the
+        service's environment and, given ``settings``, save them as the service's settings
+        (what the next deploy uses). So a daemon killed at any moment finds either all of
+        it or none."""
         with self._write() as db:
             self._require_service(db, name)
             key = self._deployment_key(db, name, number)
@@ -257,6 +264,12 @@ class Store:
                 " ON CONFLICT (service, key)"
                 " DO UPDATE SET value = excluded.value, sealed = excluded.sealed",
                 (name, key),
+            )
+            db.execute("DELETE FROM deployment_env WHERE deployment = ?", (key,))
+            db.execute(
+                "UPDATE deployments SET status = ?, finished_at = COALESCE(finished_at, ?)"
+                " WHERE id = ?",
+                (DeploymentStatus.SUCCEEDED.value, self._clock(), key),
             )
             columns: dict[str, object] = {"active_deployment": key}
             if settings is not None:
@@ -355,6 +368,50 @@ class Store:
             for row in rows
         ]
 
+    # -- git credentials -------------------------------------------------------------------
+
+    def set_git_credential(self, name: str, remote: str, password: str) -> None:
+        """Keep the password of a service's git remote, sealed.
+
+        ``remote`` is the remote as the settings hold it (its password shown as ``***``):
+        the password is only ever handed back with it.
+        """
+        with self._write() as db:
+            self._require_service(db, name)
+            sealed = self._cipher.encrypt(password, _git_context(name, remote))
+            db.execute(
+                "INSERT INTO git_credentials (service, remote, sealed) VALUES (?, ?, ?)"
+                " ON CONFLICT (service)"
+                " DO UPDATE SET remote = excluded.remote, sealed = excluded.sealed",
+                (name, remote, sealed),
+            )
+
+    def forget_git_credential(self, name: str) -> None:
+        """Forget the password kept for a service's git remote, if any."""
+        with self._write() as db:
+            db.execute("DELETE FROM git_credentials WHERE service = ?", (name,))
+
+    def git_credential(self, name: str) -> tuple[str, str] | None:
+        """The remote and the decrypted password kept for a service, if any.
+
+        Only for handing to git: never show the password to a user.
+        """
+        with self._read() as db:
+            row = db.execute(
+                "SELECT remote, sealed FROM git_credentials WHERE service = ?", (name,)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            password = self._cipher.decrypt(row["sealed"], _git_context(name, row["remote"]))
+        except WrongMasterKey:
+            raise WrongMasterKey(
+                f"cannot decrypt the git password of service {name!r} with the master key "
+                f"from {self._cipher.source}: it was encrypted with another key, or altered. "
+                f"{_KEY_ADVICE}"
+            ) from None
+        return row["remote"], password
+
     # -- deployments -----------------------------------------------------------------------
 
     def create_deployment(
@@ -439,7 +496,9 @@ class Store:
     ) -> Deployment:
         """Change the given fields of a deployment and return it as it is now.
 
-        ``finished_at`` is set (to now) when the status becomes a finished one. A finished
+        ``finished_at`` is set (to now) when the status becomes a finished one, and the
+        variables the deploy brought are then forgotten (they joined the service's
+        environment when it was activated, or never will). A finished
         deployment's status never changes again (:class:`DeploymentFinished`); its other
         fields may still be filled in.
         """
@@ -468,6 +527,11 @@ class Store:
                 changes["status"] = new_status
                 if new_status.finished:
                     changes["finished_at"] = self._clock()
+                    # What it brought is in the service's environment now, or never will be.
+                    db.execute(
+                        "DELETE FROM deployment_env WHERE deployment = ?",
+                        (self._deployment_key(db, name, number),),
+                    )
             updated = attrs.evolve(current, **changes)
             db.execute(
                 "UPDATE deployments SET status = ?, revision = ?, finished_at = ?,"
@@ -516,6 +580,9 @@ class Store:
                 " RETURNING *",
                 (DeploymentStatus.FAILED.value, reason, now, *_UNFINISHED),
             ).fetchall()
+            db.executemany(
+                "DELETE FROM deployment_env WHERE deployment = ?", [(row["id"],) for row in rows]
+            )
         return sorted((_deployment(row) for row in rows), key=lambda d: (d.service, d.id))
 
     # -- process groups ----------------------------------------------------------------------
@@ -798,21 +865,138 @@ class Store:
                 f"{_KEY_ADVICE}"
             ) from None
 
-    def _check_master_key(self) -> None:
-        """Refuse a master key that does not open the secrets already stored."""
-        with self._read() as db:
-            row = db.execute(
-                "SELECT service, key, sealed FROM env WHERE sealed IS NOT NULL LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return
+    # -- the master key --------------------------------------------------------------------
+
+    @property
+    def key_source(self) -> str:
+        """Where the master key comes from (the key file, or the environment variable)."""
+        return self._cipher.source
+
+    @property
+    def key_rotatable(self) -> bool:
+        """Whether :meth:`rotate_key` can replace the key (it is kept in the key file)."""
+        return self._cipher.key_file is not None
+
+    def rotate_key(self) -> int:
+        """Re-seal every secret under a new master key, then replace the key file.
+
+        Every sealed value is covered: the services' secret variables, those of deploys in
+        progress, and the passwords of git remotes. Returns how many were re-sealed. Only a
+        key kept in the data dir's key file can be rotated: one given in
+        ``$DPLOYR_MASTER_KEY`` is the operator's to change.
+        """
+        path = self._cipher.key_file
+        if path is None:
+            raise MasterKeyError(
+                f"the master key comes from {self._cipher.source}, which dployr cannot "
+                f"change: unset {KEY_ENV} to let dployr keep the key in the data dir"
+            )
+        new = secret_files.prepare_rotation(path)
+        old = self._cipher
+        marker = _key_marker(path)
+        # (the rows, each with its sealed value and what it is bound to; how to update one)
+        tables = (
+            (
+                "SELECT service, key, service AS owner, key AS bound, sealed FROM env"
+                " WHERE sealed IS NOT NULL",
+                "UPDATE env SET sealed = ? WHERE service = ? AND key = ?",
+                _env_context,
+            ),
+            (
+                "SELECT e.deployment, e.key, d.service AS owner, e.key AS bound, e.sealed"
+                " FROM deployment_env e JOIN deployments d ON d.id = e.deployment"
+                " WHERE e.sealed IS NOT NULL",
+                "UPDATE deployment_env SET sealed = ? WHERE deployment = ? AND key = ?",
+                _env_context,
+            ),
+            (
+                "SELECT service, remote, service AS owner, remote AS bound, sealed"
+                " FROM git_credentials",
+                "UPDATE git_credentials SET sealed = ? WHERE service = ? AND remote = ?",
+                _git_context,
+            ),
+        )
+        count = 0
+        connection = self._connection()
+        # This one commit must survive a power cut: the key file changes right after it.
+        connection.execute("PRAGMA synchronous = FULL")
         try:
-            self._cipher.decrypt(row["sealed"], _env_context(row["service"], row["key"]))
-        except WrongMasterKey:
-            raise WrongMasterKey(
-                f"the master key from {self._cipher.source} does not decrypt the secrets "
-                f"stored in {self.path}: they were encrypted with another key. {_KEY_ADVICE}"
+            with self._write() as db:
+                for select, update, context in tables:
+                    for row in db.execute(select).fetchall():
+                        bound = context(row["owner"], row["bound"])
+                        plain = old.decrypt(row["sealed"], bound)
+                        db.execute(update, (new.encrypt(plain, bound), row[0], row[1]))
+                        count += 1
+                # Which key the database is sealed under, for a store opened after a crash.
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (ROTATION_KEY, marker),
+                )
+        finally:
+            connection.execute("PRAGMA synchronous = NORMAL")
+        self._cipher = new  # what the database is sealed under now, whatever follows
+        try:
+            secret_files.finish_rotation(path)
+        except OSError as error:
+            raise StoreError(
+                f"the secrets are sealed under the new key, but {path} could not be "
+                f"replaced ({error.strerror}): it will be when dployr next starts"
             ) from None
+        return count
+
+    def _settle_rotation(self) -> None:
+        """Finish or undo a key rotation a crash interrupted (see :meth:`rotate_key`).
+
+        The rotation committed exactly when the database names the new key (the meta row
+        written in the same transaction as the re-sealed values).
+        """
+        path = self._cipher.key_file
+        if path is None:
+            return
+        waiting = secret_files.rotation_file(path)
+        if not waiting.exists():
+            return
+        if self.get_meta(ROTATION_KEY) == _key_marker(path):
+            secret_files.finish_rotation(path)
+            new = Cipher.from_key_file(path)
+            self._cipher = new
+        else:
+            waiting.unlink()  # never committed: the old key stays
+
+    def _check_master_key(self) -> None:
+        """Refuse a master key that does not open the secrets already stored (one of each
+        kind: a variable, a deploy's variable, a git password)."""
+        with self._read() as db:
+            probes = [
+                (row["sealed"], _env_context(row["owner"], row["key"]))
+                for row in (
+                    db.execute(
+                        "SELECT service AS owner, key, sealed FROM env"
+                        " WHERE sealed IS NOT NULL LIMIT 1"
+                    ).fetchone(),
+                    db.execute(
+                        "SELECT d.service AS owner, e.key, e.sealed FROM deployment_env e"
+                        " JOIN deployments d ON d.id = e.deployment"
+                        " WHERE e.sealed IS NOT NULL LIMIT 1"
+                    ).fetchone(),
+                )
+                if row is not None
+            ]
+            git = db.execute("SELECT service, remote, sealed FROM git_credentials LIMIT 1")
+            row = git.fetchone()
+            if row is not None:
+                probes.append((row["sealed"], _git_context(row["service"], row["remote"])))
+        for sealed, bound in probes:
+            try:
+                self._cipher.decrypt(sealed, bound)
+            except WrongMasterKey:
+                raise WrongMasterKey(
+                    f"the master key from {self._cipher.source} does not decrypt the secrets "
+                    f"stored in {self.path}: they were encrypted with another key. "
+                    f"{_KEY_ADVICE}"
+                ) from None
 
 
 def _configure(db: sqlite3.Connection, path: Path) -> None:
@@ -868,6 +1052,17 @@ def _deployment(row: sqlite3.Row) -> Deployment:
 def _env_context(name: str, key: str) -> bytes:
     """The associated data binding a secret to its service and key (neither holds NUL)."""
     return b"dployr env\x00" + name.encode() + b"\x00" + key.encode()
+
+
+def _key_marker(path: Path) -> str:
+    """A digest naming the key waiting beside ``path`` (``master.key.new``)."""
+    text = secret_files.rotation_file(path).read_bytes().strip()
+    return hashlib.sha256(b"dployr key\x00" + text).hexdigest()
+
+
+def _git_context(name: str, remote: str) -> bytes:
+    """The associated data binding a git password to its service and remote."""
+    return b"dployr git\x00" + name.encode() + b"\x00" + remote.encode()
 
 
 def _check_utf8(key: str, value: str) -> None:

@@ -87,3 +87,32 @@ async def test_a_secret_reaches_only_the_process(daemon: Daemon, web_app: Path) 
         raw = path.read_bytes()
         assert SECRET.encode() not in raw, path
         assert ROTATED.encode() not in raw, path
+
+
+async def test_rotating_the_master_key_keeps_every_secret(tmp_path: Path, web_app: Path) -> None:
+    data = tmp_path / "data"
+    daemon = await Daemon.start(data)
+    try:
+        port = free_port()
+        await daemon.ok(
+            "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd",
+            f"{PYTHON} app.py", "--port", str(port), "--health-check", "/health",
+            "--secret", f"DB_PASSWORD={SECRET}",
+        )  # fmt: skip
+        old_key = (data / "master.key").read_bytes()
+
+        out = await daemon.ok("secrets", "rotate-key")
+
+        assert out.startswith("sealed 1 secret under a new master key, now in ")
+        assert (data / "master.key").read_bytes() != old_key
+        await daemon.ok("service", "restart", "my-api")
+        assert await http_get(port, "/env/DB_PASSWORD") == SECRET
+    finally:
+        code, _ = await daemon.stop()
+    assert code == 0
+    # A daemon started again opens the secrets with the new key file.
+    again = await Daemon.start(data)
+    try:
+        assert await http_get(port, "/env/DB_PASSWORD") == SECRET
+    finally:
+        await again.stop()

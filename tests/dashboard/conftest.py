@@ -21,8 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
+from dployr.cli.client import Client, Target
 from tests.helpers import UP_ARGS, make_repo
 
 CHROMIUM = "/usr/bin/chromium"
@@ -238,8 +240,12 @@ def sign_in(page: Page, daemon: Daemon, path: str = "/services") -> None:
     expect(page).to_have_url(daemon.url + path)
 
 
-def deploy(daemon: Daemon, name: str, repo: Path, **fields: Any) -> int:
-    """Start a deploy of the test app through the API; return the deployment id."""
+def deploy(daemon: Daemon, name: str, repo: Path, *, wait: bool = True, **fields: Any) -> int:
+    """Deploy the test app through the API; return the deployment's number.
+
+    With ``wait`` (the default) this returns once the deploy is over (its last line is in
+    the service's log), as ``dployr deploy`` does, so the next action is accepted;
+    without, as soon as the daemon has taken the deploy."""
     body = {
         "remote": {"url": str(repo)},
         "run_cmd": f"{sys.executable} app.py",
@@ -249,9 +255,33 @@ def deploy(daemon: Daemon, name: str, repo: Path, **fields: Any) -> int:
     }
     body = {key: value for key, value in body.items() if value is not None}
     with daemon.api() as api:
+        listed = api.get(f"/services/{name}/logs", params={"tail": 0})
+        cursor = int(listed.json()["last_cursor"]) if listed.status_code == 200 else 0
         response = api.post(f"/services/{name}/deploy", json=body)
     assert response.status_code == 202, response.text
-    return int(response.json()["id"])
+    number = int(response.json()["id"])
+    if wait:
+        deploy_over(daemon, name, number, cursor)
+    return number
+
+
+def deploy_over(daemon: Daemon, name: str, number: int, cursor: int = 0) -> None:
+    """Wait until deploy ``number`` of ``name`` has ended (its lines come after ``cursor``)."""
+    trio.run(_deploy_over, daemon, name, number, cursor)
+
+
+async def _deploy_over(daemon: Daemon, name: str, number: int, cursor: int) -> None:
+    """Read the service's log feed from ``cursor`` until deploy ``number`` has ended."""
+    client = Client(Target(daemon.url, daemon.token))
+    prefix = f"deploy {number}: "
+    with trio.fail_after(WAIT * 4):
+        async with client.follow(name, cursor=cursor) as feed:
+            async for message in feed:
+                line = str(message.get("line", ""))
+                ended = line[len(prefix) :].startswith(("succeeded", "failed"))
+                if message.get("stream") == "system" and line.startswith(prefix) and ended:
+                    return
+    raise AssertionError(f"the log feed of {name} ended before deploy {number} did")
 
 
 def service_port(daemon: Daemon, name: str) -> int:

@@ -271,6 +271,7 @@ def roll_back_to_the_first_deployment(page: Page, port: int) -> None:
     first = page.locator('tr[data-deployment="1"]')
     expect(page.locator('tr[data-deployment="2"]')).to_contain_text("active")
     first.get_by_role("button", name="Rollback", exact=True).click()
+    page.get_by_role("dialog").get_by_role("button", name="Roll back to #1").click()
     expect(page.locator("#deployments-error")).to_contain_text(
         "Rolling back to deployment 1 as deployment 3"
     )

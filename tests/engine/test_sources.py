@@ -780,4 +780,4 @@ def test_the_line_that_says_what_went_wrong(stderr: bytes, line: str) -> None:
 
 def test_messages_hide_an_https_token() -> None:
     remote = check_remote("https://user:s3cret@example.com/web.git")
-    assert sources._display(remote) == "https://example.com/web.git"
+    assert sources._display(remote) == "https://user:***@example.com/web.git"

@@ -260,3 +260,13 @@ def test_fail_interrupted_deployments(store: Store, web: str, clock: Clock) -> N
     for status in statuses[4:]:
         assert store.get_deployment(made[status].service, made[status].id) == made[status]
     assert store.fail_interrupted_deployments("again") == []
+
+
+def test_a_finished_deploy_forgets_the_variables_it_brought(store: Store, web: str) -> None:
+    for status in (DeploymentStatus.SUCCEEDED, DeploymentStatus.FAILED):
+        deployment = store.create_deployment(web, make_settings(), secrets={"KEY": "s3cr3t"})
+        if status is DeploymentStatus.SUCCEEDED:
+            store.activate_deployment(web, deployment.id)
+        store.update_deployment(web, deployment.id, status=status)
+        assert store.deployment_env(web, deployment.id) == {}
+    assert {v.key: v.value for v in store.env(web)} == {"KEY": "s3cr3t"}

@@ -16,9 +16,10 @@ export class ApiError extends Error {
   }
 }
 
+/** Go to the login page, saying that the session has ended, and come back here after. */
 export function signIn() {
   const next = location.pathname + location.search;
-  location.assign(`/login?next=${encodeURIComponent(next)}`);
+  location.assign(`/login?next=${encodeURIComponent(next)}&ended=1`);
 }
 
 /** Call the API; resolve to its JSON, or reject with an ApiError a person can read. */
@@ -50,6 +51,9 @@ export async function api(method, path, body) {
   if (response.status === 401) {
     signIn();
     throw new ApiError("Your session has ended: sign in again.", 401, "unauthorized");
+  }
+  if (response.status === 403 && data?.error?.code === "csrf") {
+    throw new ApiError("This page has expired: you signed in again since it was opened. Reload the page and try again.", 403, "csrf");
   }
   if (!response.ok) {
     const message = data?.error?.message ?? `dployr answered with an error (${response.status}).`;

@@ -1,7 +1,7 @@
 // A deploy as it happens: its steps (the "deploy N: ..." system lines) and its build
 // output, read live from the service's log feed, until the deployment has finished.
 import { get, sentence, svc } from "./api.js";
-import { fill, h, notice } from "./dom.js";
+import { fill, h, notice, reveal } from "./dom.js";
 import { Feed, onEvent } from "./live.js";
 
 /** The service's last log cursor now (0 for a service with no history yet). */
@@ -26,6 +26,7 @@ export function followDeploy(panel, name, deployment, after) {
   const state = h("p", { class: "loading", id: "deploy-state" }, "Starting…");
   fill(panel, h("h2", {}, `Deploying ${name} — deployment ${id}`), state, steps, h("h3", {}, "Output"), output, result);
   panel.hidden = false;
+  reveal(panel); // "Redeploy now" sits at the bottom of Settings: bring the deploy into view
   output.append(h("span", { class: "muted" }, "Waiting for output…\n"));
   let waiting = true;
   let cursor = after;

@@ -108,3 +108,41 @@ export function percent(n) {
   if (n === null || n === undefined || !isFinite(n)) return "—";
   return `${n.toFixed(n < 10 ? 1 : 0)} %`;
 }
+
+// -- shared by several pages -------------------------------------------------------------
+
+/** Names in the order people expect: s2 before s10. */
+export const naturalCompare = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" }).compare;
+
+/** The badges shown while dployr cannot be reached: the last status is not known now. */
+export const UNREACHABLE = "dployr cannot be reached: the status is unknown until it reconnects";
+
+export function statusBadge(status, { offline = false, title } = {}) {
+  if (offline) return h("span", { class: "badge unknown", title: UNREACHABLE }, "reconnecting");
+  return badge(status, title);
+}
+
+export function healthBadge(health, { offline = false } = {}) {
+  if (offline) return h("span", { class: "badge unknown", title: UNREACHABLE }, "unknown");
+  return badge(health);
+}
+
+/** While a deploy runs: which deployment it is, and which older release keeps serving. */
+export function servingNote(info) {
+  if (info.deploying === null || info.deploying === undefined) return null;
+  const serving = info.deployment === null || info.deployment === undefined ? "" : `, #${info.deployment} serves`;
+  return h("span", { class: "serving small muted" }, `deploying #${info.deploying}${serving}`);
+}
+
+/** The address a service answers on, on the host this page was loaded from. */
+export function serviceUrl(port) {
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  return `http://${host}:${port}`;
+}
+
+/** Bring a message into view if it is not (the person's eyes are on the control they used). */
+export function reveal(el) {
+  if (!el) return;
+  const box = el.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) el.scrollIntoView({ block: "nearest" });
+}

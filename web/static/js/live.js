@@ -105,8 +105,12 @@ function up(kind) {
 }
 
 function down() {
-  wasDown = true;
   setState("offline", "Reconnecting…");
+  if (!wasDown) {
+    wasDown = true;
+    // What the page shows is no longer known: pages stop showing the last status.
+    emit({ type: "offline" });
+  }
 }
 
 async function reachable() {

@@ -1,8 +1,8 @@
 // The service page: its header (badges and actions) on every tab, and the tab itself.
 import { del, get, post, sentence, svc } from "./api.js";
-import { $, $$, badge, debounce, fill, notice } from "./dom.js";
+import { $, $$, debounce, fill, h, healthBadge, notice, serviceUrl, servingNote, statusBadge } from "./dom.js";
 import { followDeploy, lastCursor } from "./deploy-progress.js";
-import { onEvent, startLive } from "./live.js";
+import { connectionState, onEvent, startLive } from "./live.js";
 
 const name = document.body.dataset.service;
 const tab = document.body.dataset.tab;
@@ -22,10 +22,18 @@ const POSSIBLE = {
   deploying: ["stop", "delete"],
 };
 
+/** Show a badge's word, colour and title in an element that stays in place. */
+function setBadge(el, made) {
+  fill(el, made.textContent).className = made.className;
+  el.title = made.title;
+}
+
 function renderHeader() {
-  fill($("#status-badge"), info.status).className = `badge ${info.status}`;
-  fill($("#health-badge"), info.health).className = `badge ${info.health}`;
-  $("#status-badge").title = info.message ? `Status: ${info.message}` : "Status";
+  const offline = connectionState() === "offline";
+  setBadge($("#status-badge"), statusBadge(info.status, { offline, title: info.message ? `Status: ${info.message}` : "Status" }));
+  setBadge($("#health-badge"), healthBadge(info.health, { offline }));
+  fill($("#serving"), offline ? null : servingNote(info));
+  fill($("#service-url"), info.port ? h("a", { href: serviceUrl(info.port), class: "mono" }, serviceUrl(info.port)) : null);
   fill($("#service-description"), info.description);
   const possible = new Set(POSSIBLE[info.status] ?? ["delete"]);
   if (info.deployment === null) {
@@ -144,10 +152,19 @@ const context = {
 
 const later = debounce(refresh, 200);
 onEvent((event) => {
+  if (event.type === "offline") {
+    // The last status is not known now (even the one this page was rendered with).
+    if (info) renderHeader();
+    else {
+      setBadge($("#status-badge"), statusBadge("", { offline: true }));
+      setBadge($("#health-badge"), healthBadge("", { offline: true }));
+    }
+  }
   if (event.type === "reconnected" || event.type === "tick" || event.service === name) later();
 });
 
 startLive();
 await refresh();
-const module = await import(`./tab-${tab}.js`);
-await module.mount(context);
+const parts = tab === "settings" ? ["settings", "environment"] : [tab];
+const modules = await Promise.all(parts.map((part) => import(`./tab-${part}.js`)));
+await Promise.all(modules.map((module) => module.mount(context)));

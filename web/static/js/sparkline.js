@@ -9,7 +9,8 @@ export function sparkline(canvas, values, { floor = 0, color = "#2f5bea" } = {})
   const ctx = canvas.getContext("2d");
   ctx.scale(ratio, ratio);
   ctx.clearRect(0, 0, width, height);
-  const points = values.filter((v) => v !== null && v !== undefined && isFinite(v));
+  let points = values.filter((v) => v !== null && v !== undefined && isFinite(v));
+  if (points.length === 1) points = [points[0], points[0]]; // the first sample: a level line
   if (points.length === 0) {
     ctx.strokeStyle = "#d5dae2";
     ctx.beginPath();

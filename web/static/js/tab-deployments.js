@@ -30,6 +30,23 @@ export async function mount(service) {
     }
   }
 
+  /** Ask first: a rollback replaces the running release. */
+  function confirmRollback(deployment, button) {
+    const dialog = $("#rollback-dialog");
+    const active = service.info?.deployment;
+    fill($("#rollback-text"),
+      `${service.name} switches from ${active ? `deployment #${active}` : "its running release"} to the release of deployment #${deployment.id}`,
+      deployment.revision ? ` (${deployment.revision.slice(0, 12)})` : "",
+      ". Nothing is rebuilt, and the switch drops no request.");
+    fill($("#confirm-rollback"), `Roll back to #${deployment.id}`);
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue === "rollback") rollback(deployment, button);
+      else button.focus();
+    }, { once: true });
+    dialog.showModal();
+  }
+
   async function rollback(deployment, button) {
     button.disabled = true;
     notice(errorBox, "info", `Rolling back ${service.name} to deployment ${deployment.id}…`);
@@ -46,8 +63,12 @@ export async function mount(service) {
     }
   }
 
+  /** The release folder a deployment runs: its own, or for a rollback the one it went back to. */
+  const folder = (deployment) => deployment?.release ?? deployment?.id;
+
   function row(deployment) {
     const active = service.info?.deployment === deployment.id;
+    const activeFolder = folder(deployments.find((d) => d.id === service.info?.deployment));
     const finished = deployment.finished_at ?? null;
     const logCell = h("td", { colspan: "6", class: "lead wide" });
     const logRow = h("tr", { class: "build-log-row", hidden: !open.has(deployment.id) }, logCell);
@@ -66,9 +87,10 @@ export async function mount(service) {
     }, "Build log");
     logCell.id = `build-log-${deployment.id}`;
     if (open.has(deployment.id)) buildLog(deployment, logCell);
-    const canRollback = deployment.status === "succeeded" && !active;
+    // Rolling back to the release that runs now would change nothing.
+    const canRollback = deployment.status === "succeeded" && !active && folder(deployment) !== activeFolder;
     const rollbackButton = canRollback
-      ? h("button", { type: "button", onclick: () => rollback(deployment, rollbackButton) }, "Rollback")
+      ? h("button", { type: "button", onclick: () => confirmRollback(deployment, rollbackButton) }, "Rollback")
       : null;
     return [
       h("tr", { dataset: { deployment: deployment.id } },

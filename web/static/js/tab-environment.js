@@ -1,6 +1,6 @@
 // Environment: variables and secrets. Secrets are write-only: their values never come back.
 import { get, post, put, sentence, svc } from "./api.js";
-import { $, badge, fill, h, notice, show } from "./dom.js";
+import { $, badge, fill, h, notice, reveal, show } from "./dom.js";
 
 export async function mount(service) {
   const rows = $("#env-rows");
@@ -11,22 +11,28 @@ export async function mount(service) {
   const secretBox = $("#env-secret");
   const restartBox = $("#env-restart");
 
+  /** A notice next to the form's button, scrolled into view (on a phone it may be below). */
+  const tell = (...args) => {
+    notice(message, ...args);
+    reveal(message);
+  };
+
   function applied(listing, what) {
     const when = listing.applies ?? "at the next start, restart or deploy";
     const now = when.startsWith("now");
     const restartNow = h("button", { type: "button", class: "link", onclick: restart }, "Restart now");
     const running = ["running", "restarting"].includes(service.info?.status);
-    notice(message, "ok", `${what}. ${now ? sentence(`it applies ${when}`) : `It applies ${when}.`} `,
+    tell("ok", `${what}. ${now ? sentence(`it applies ${when}`) : `It applies ${when}.`} `,
       !now && running ? restartNow : null);
   }
 
   async function restart() {
-    notice(message, "info", `Restarting ${service.name}…`);
+    tell("info", `Restarting ${service.name}…`);
     try {
       await post(`${svc(service.name)}/restart`);
-      notice(message, "ok", `Restarted ${service.name}: it runs with the new environment now.`);
+      tell("ok", `Restarted ${service.name}: it runs with the new environment now.`);
     } catch (error) {
-      notice(message, "error", `Could not restart: ${sentence(error.message)}`);
+      tell("error", `Could not restart: ${sentence(error.message)}`);
     }
     await service.refresh();
   }
@@ -54,7 +60,7 @@ export async function mount(service) {
       applied(listing, `Removed ${variable.key}`);
     } catch (error) {
       button.disabled = false;
-      notice(message, "error", `Could not remove ${variable.key}: ${sentence(error.message)}`);
+      tell("error", `Could not remove ${variable.key}: ${sentence(error.message)}`);
     }
   }
 
@@ -87,7 +93,7 @@ export async function mount(service) {
     event.preventDefault();
     const key = keyInput.value.trim();
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
-      notice(message, "error", "A variable name uses letters, digits and “_”, and does not start with a digit.");
+      tell("error", "A variable name uses letters, digits and “_”, and does not start with a digit.");
       keyInput.setAttribute("aria-invalid", "true");
       keyInput.focus();
       return;
@@ -109,12 +115,14 @@ export async function mount(service) {
       $("#env-form-title").textContent = "Add or change a variable";
       if (restartBox.checked) await service.refresh();
     } catch (error) {
-      notice(message, "error", `Not saved: ${sentence(error.message)}`);
+      tell("error", `Not saved: ${sentence(error.message)}`);
     } finally {
       button.disabled = false;
     }
   });
 
+  // Until now a click would have sent the form the browser's way (a reload that loses it).
+  $("#env-save").disabled = false;
   try {
     render(await get(`${svc(service.name)}/env`));
   } catch (error) {

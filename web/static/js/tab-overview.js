@@ -1,9 +1,38 @@
-// Overview: what the service is doing now.
-import { $, ago, dateTime, duration, fill } from "./dom.js";
+// Overview: what the service is doing now; for a failed one, the output it died with.
+import { get, sentence, svc } from "./api.js";
+import { $, ago, dateTime, duration, fill, h, show } from "./dom.js";
+import { onEvent } from "./live.js";
+
+const EXCERPT = 20;
 
 export function mount(service) {
   const fact = (key) => $(`[data-fact="${key}"]`);
   let current = null;
+  let excerptFor = null; // the restarts count the shown excerpt belongs to
+
+  /** The last lines the process wrote (stdout and stderr) before it failed. */
+  async function showCrash(info) {
+    if (info.status !== "failed") {
+      excerptFor = null;
+      show($("#crash"), false);
+      return;
+    }
+    const key = `${info.restarts}:${info.since}`;
+    if (excerptFor === key) return;
+    excerptFor = key;
+    fill($("#crash-reason"), info.message ? sentence(info.message) : "The process stopped and was not restarted.");
+    const output = $("#crash-output");
+    try {
+      const page = await get(`${svc(service.name)}/logs?tail=${EXCERPT}&streams=stdout,stderr`);
+      fill(output, page.lines.length
+        ? page.lines.map((line) => h("span", { class: line.stream }, `${line.line}\n`))
+        : h("span", { class: "muted" }, "The process wrote nothing before it stopped."));
+    } catch (error) {
+      excerptFor = null;
+      fill(output, h("span", { class: "muted" }, `Could not read the log: ${error.message}`));
+    }
+    show($("#crash"), true);
+  }
 
   const uptime = () => {
     if (!current) return;
@@ -26,6 +55,13 @@ export function mount(service) {
     last.title = dateTime(info.last_deploy_at);
     fill(fact("message"), info.message ? `Last event: ${info.message}` : "");
     uptime();
+    showCrash(info);
+  });
+  onEvent((event) => {
+    if (event.type !== "offline") return;
+    // What it did last is not what it does now: say that it is not known.
+    fill(fact("status"), "unknown (reconnecting)");
+    fill(fact("health"), "unknown");
   });
   setInterval(uptime, 1000);
 }

@@ -1,6 +1,6 @@
 // Settings: stored at once, applied at the next deploy; nothing is restarted.
 import { get, patch, sentence, svc } from "./api.js";
-import { $, $$, h, notice, show } from "./dom.js";
+import { $, $$, h, notice, reveal, show } from "./dom.js";
 
 const LABELS = {
   port: "port",
@@ -135,6 +135,7 @@ export async function mount(service) {
     }
     if (Object.keys(change).length === 0) {
       notice(message, "info", "Nothing changed.");
+      reveal(message);
       return;
     }
     const button = $("#settings-save");
@@ -150,6 +151,7 @@ export async function mount(service) {
       markInvalid(error.message);
     } finally {
       button.disabled = false;
+      reveal(message);
     }
   });
 
