@@ -92,6 +92,15 @@ MAX_COMMAND = 10_000
 MAX_DESCRIPTION = 2_000
 
 
+def _check_unicode(name: str, value: str) -> None:
+    """Refuse text that cannot be written as UTF-8 (a lone surrogate such as ``\\ud800``)."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidSetting(f"{name} holds text that is not valid Unicode") from None
+
+
 def _check_command(required: bool) -> Any:
     def check(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
         name = attribute.name.replace("_", "-")
@@ -105,6 +114,7 @@ def _check_command(required: bool) -> Any:
             raise InvalidSetting(f"{name} is longer than {MAX_COMMAND} characters")
         if "\x00" in value:
             raise InvalidSetting(f"{name} may not contain a NUL character")
+        _check_unicode(name, value)
         if not value.strip():
             raise InvalidSetting(f"{name} is blank")
 
@@ -121,6 +131,7 @@ def _check_port(_: object, __: object, value: int | None) -> None:
 def _check_working_dir(_: object, __: object, value: str) -> None:
     if not isinstance(value, str) or "\x00" in value:
         raise InvalidSetting(f"working-dir must be a relative path, not {value!r}")
+    _check_unicode("working-dir", value)
     normal = posixpath.normpath(value)
     if value.startswith("/") or normal == ".." or normal.startswith("../"):
         raise InvalidSetting(
@@ -133,6 +144,7 @@ def _check_description(_: object, __: object, value: str) -> None:
         raise InvalidSetting(f"description must be text, not {value!r}")
     if len(value) > MAX_DESCRIPTION:
         raise InvalidSetting(f"description is longer than {MAX_DESCRIPTION} characters")
+    _check_unicode("description", value)
 
 
 def _check_health_path(_: object, __: object, value: str | None) -> None:

@@ -18,6 +18,21 @@ def _show(instance: dict[str, Any]) -> None:
     )
     if instance["services"]:
         services_table(instance["services"])
+    disk_line(instance)
+
+
+def disk_line(instance: dict[str, Any]) -> None:
+    """One line when the instance's disk is full (nothing otherwise)."""
+    from dployr.cli.output import visible
+
+    if instance.get("disk_full"):
+        click.echo(
+            visible(
+                f"instance {instance['name']}: disk full, log history paused "
+                f"({instance.get('log_lines_dropped', 0)} lines dropped so far); "
+                "make room in the data dir, or delete a service"
+            )
+        )
 
 
 @click.command()

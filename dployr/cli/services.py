@@ -14,10 +14,14 @@ from dployr.cli import Options, json_option
 @click.pass_obj
 async def list_services(options: Options) -> None:
     """List every service with its instance, status and health."""
+    from dployr.cli.instances import disk_line
     from dployr.cli.output import emit, services_table
 
     async with options.client() as client:
         emit(await client.call("GET", "/services"), options.json, services_table)
+        if not options.json:  # a full disk is said below the table
+            for instance in await client.call("GET", "/instances"):
+                disk_line(instance)
 
 
 @click.command()

@@ -33,6 +33,7 @@ from dployr.engine import users
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
+from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
 from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
 
@@ -107,7 +108,11 @@ async def run(
     if config.service_users and users.available():
         users.check_reachable(data.root)
     with hold_lock(data):
-        store = Store.open(data.db)
+        # Space held back for the database, so that a disk filled by logs cannot stop
+        # the daemon from recording what it does (see dployr/store/reserve.py).
+        reserve = DiskReserve(data.root)
+        reserve.make()
+        store = Store.open(data.db, reserve=reserve)
         try:
             created = ensure_admin_token(store, data)
             instance = Instance(

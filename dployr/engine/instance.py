@@ -60,7 +60,7 @@ from dployr.models import (
     check_env_value,
     check_name,
 )
-from dployr.store.errors import ServiceExists, UnknownService
+from dployr.store.errors import DiskFull, ServiceExists, UnknownService
 from dployr.store.records import ProcessRecord
 from dployr.store.store import Store
 from dployr.supervision import (
@@ -148,7 +148,17 @@ class HealthChanged:
     at: float
 
 
-Change = StatusChanged | DeploymentChanged | HealthChanged
+@attrs.frozen
+class DiskChanged:
+    """The data dir's disk became full, or has room again (see dployr/store/reserve.py):
+    published on the instance's changes topic."""
+
+    instance: str
+    full: bool
+    at: float
+
+
+Change = StatusChanged | DeploymentChanged | HealthChanged | DiskChanged
 
 
 class Instance:
@@ -179,6 +189,8 @@ class Instance:
         """Every status and deployment change of every service."""
         self.generation = 0
         """Grows at every change a service's info could show: readers may cache by it."""
+        if store.reserve is not None:  # the disk filling up, or room again: an event
+            store.reserve.on_change = self._disk_changed
         self.metrics = MetricsSampler(self._metric_groups, store, interval=config.metrics_interval)
         self.handle = InstanceHandle(self)
 
@@ -285,6 +297,10 @@ class Instance:
         """Publish a deployment's new status."""
         self.changes.publish(DeploymentChanged(service, self.name, deployment, status, time.time()))
 
+    def _disk_changed(self, full: bool) -> None:
+        self.touch()
+        self.changes.publish(DiskChanged(self.name, full, time.time()))
+
     def supervision_event(self, event: SupervisionEvent) -> None:
         """Publish a supervision event of the instance's tree."""
         self.events.publish(event)
@@ -293,19 +309,27 @@ class Instance:
         """Remember a process group: the warden kills it if the daemon dies, and a daemon
         started after a crash kills what is left of it."""
         self.warden.watch(running.pid)
-        self.store.record_process(
-            service,
-            running.deployment,
-            running.pid,
-            running.pid,
-            running.started_at,
-            self.run_token,
-        )
+        try:
+            self.store.record_process(
+                service,
+                running.deployment,
+                running.pid,
+                running.pid,
+                running.started_at,
+                self.run_token,
+            )
+        except DiskFull as error:
+            # A full disk never fails a start: the warden knows the group, and only a
+            # daemon and warden both killed would leave it unnoticed at the next start.
+            found = self.services.get(service)
+            if found is not None:
+                found.book.system(f"process group {running.pid} not recorded: {error}")
 
     def forget_process(self, pid: int) -> None:
         """The process group is gone."""
         self.warden.forget(pid)
-        self.store.forget_process(pid)
+        with contextlib.suppress(DiskFull):  # forgotten at the next start at the latest
+            self.store.forget_process(pid)
 
     # -- commands (through the handle) -----------------------------------------------------
 
@@ -378,7 +402,22 @@ class Instance:
             memory_used_bytes=machine.memory_used_bytes if machine else None,
             memory_total_bytes=machine.memory_total_bytes if machine else None,
             load=machine.load if machine else None,
+            **self._disk_info(),
         )
+
+    def _disk_info(self) -> dict[str, Any]:
+        reserve = self.store.reserve
+        if reserve is None:
+            return {}
+        reserve.refresh()  # space may have returned while nothing was written
+        free: int | None = None
+        with contextlib.suppress(OSError):
+            free = reserve.free_bytes()
+        return {
+            "disk_full": reserve.full,
+            "disk_free_bytes": free,
+            "log_lines_dropped": reserve.lines_dropped,
+        }
 
     def read_metrics(self, request: m.ReadMetrics) -> m.MetricsPage:
         """A service's metrics history."""
@@ -400,11 +439,17 @@ class Instance:
         limit = max(1, min(request.limit, 10_000))
         if request.tail is not None:
             tail = max(0, min(request.tail, 10_000))
-            lines = await trio.to_thread.run_sync(lambda: book.tail(tail, streams))
+            lines = await trio.to_thread.run_sync(
+                lambda: book.tail(tail, streams, max_text=request.max_text)
+            )
         else:
             lines = await trio.to_thread.run_sync(
                 lambda: book.read(
-                    after=request.after, limit=limit, streams=streams, since=request.since
+                    after=request.after,
+                    limit=limit,
+                    streams=streams,
+                    since=request.since,
+                    max_text=request.max_text,
                 )
             )
         history = book.history

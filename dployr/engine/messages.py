@@ -114,6 +114,14 @@ class InstanceInfo:
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
     load: tuple[float, float, float] | None = None
+    disk_full: bool = False
+    """The data dir's disk is full: log history is paused (lines are counted, not
+    written) and the database writes in its reserve, until room is made."""
+    disk_free_bytes: int | None = None
+    """Bytes free on the data dir's disk, beside the reserve dployr holds back."""
+    log_lines_dropped: int = 0
+    """Log lines of its services (deleted ones too) not written to history since the
+    daemon started."""
 
 
 @attrs.frozen
@@ -285,6 +293,8 @@ class ReadLogs(Query[LogPage]):
     since: float | None = None
     streams: frozenset[str] | None = None
     limit: int = 1000
+    max_text: int | None = None
+    """End the page once its lines hold this many characters (the API's bound)."""
 
 
 @attrs.frozen

@@ -62,7 +62,7 @@ from dployr.models import (
     ServiceSettings,
     ServiceStatus,
 )
-from dployr.store.errors import UnknownService
+from dployr.store.errors import DiskFull, UnknownService
 from dployr.store.records import ServiceRecord
 from dployr.supervision import (
     INFINITY,
@@ -133,7 +133,9 @@ class Service:
         self.config = instance.config
         self.store = instance.store
         self.dir = instance.config.data_dir / "services" / record.name
-        self.book = LogBook(self.dir / "logs", max_bytes=instance.config.log_bytes)
+        self.book = LogBook(
+            self.dir / "logs", max_bytes=instance.config.log_bytes, disk=instance.store.reserve
+        )
         self.created_at = record.created_at
         self.state = st.ServiceState(
             status=ServiceStatus.STOPPED,
@@ -476,7 +478,14 @@ class Service:
         """Stop the service and remove its configuration, releases and history."""
         async with self._stopping_deploy(), self.lock:
             await self._take_down()
-            self.store.delete_service(self.name)
+            try:
+                self.store.delete_service(self.name)
+            except DiskFull:
+                # No room even for the deletion: free the service's files first (its
+                # history is most of them), then delete its records.
+                self.book.close()
+                await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
+                self.store.delete_service(self.name)
             self._cached = None
             self.book.close()
             await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
@@ -1025,6 +1034,8 @@ class Service:
         self.instance.supervision_event(event)
 
     def _on_release_event(self, live: LiveRelease, child_id: str, event: SupervisionEvent) -> None:
+        # The status advances first, then the log line is written: what the service shows
+        # never depends on its log (a full disk drops the line, never the status change).
         book = self.book
         deployment = live.spec.deployment
         if event.child.id == "health":
@@ -1037,35 +1048,35 @@ class Service:
                 live.pid, live.exited = pid, None
                 live.started_at = trio.current_time()
                 live.touch()
-                book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
                 self._advance(st.ReleaseStarted(child_id, pid))
+                book.system(f"release {child_id} started (pid {pid})", deployment=deployment)
             case ChildTerminated(reason=Shutdown()):
                 live.pid = None
                 live.touch()
-                book.system(f"release {child_id} stopped", deployment=deployment)
                 self._advance(st.ReleaseExited(child_id, True, "stopped"))
+                book.system(f"release {child_id} stopped", deployment=deployment)
             case ChildTerminated(reason=reason):
                 text = reason.describe()
                 live.pid, live.exited = None, text
                 live.crashes += 1
                 live.last_crash = text
                 live.touch()
-                book.system(text, deployment=deployment)
                 self._advance(st.ReleaseExited(child_id, False, text))
+                book.system(text, deployment=deployment)
             case ChildRestarting(delay=delay):
                 text = "restarting now" if delay <= 0 else f"restarting in {delay:g} s"
-                book.system(text, deployment=deployment)
                 self._advance(st.ReleaseRestarting(child_id, text))
+                book.system(text, deployment=deployment)
             case MaxIntensityReached():
                 last = f" (last: {live.exited})" if live.exited else ""
                 text = f"{event.describe()}{last}"
                 live.exited = text
                 live.gave_up = True
                 live.touch()
-                book.system(text, deployment=deployment)
                 self._advance(st.ReleaseGaveUp(child_id, text))
                 if self.current == child_id:
                     self._set_health(Health.UNKNOWN, text)
+                book.system(text, deployment=deployment)
 
 
 class _ReleaseCrashed(Exception):

@@ -196,6 +196,13 @@ def _classify(remote: str) -> Remote:
         scheme = match.group(1).lower()
         return _check_url(scheme + remote[len(scheme) :], scheme)
     if _looks_scp(remote):
+        # `file:etc` or `https:host/x` is a URL missing its `//`, not the ssh host `file`.
+        word = remote.split(":", 1)[0].lower()
+        if word in ("file", "http", "https"):
+            raise SourceError(
+                f"the remote {remote!r} is not a valid URL: write {word}://..., or ./path "
+                "for a local path"
+            )
         return _check_scp(remote)
     path = os.path.abspath(remote)
     return Remote(Transport.FILE, path, Path(path))

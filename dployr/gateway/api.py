@@ -16,6 +16,7 @@ from quart import Request, request
 
 from dployr import blueprint, serde
 from dployr.engine import messages as m
+from dployr.engine import sources
 from dployr.engine.instance import InstanceHandle
 from dployr.errors import SpecError
 from dployr.gateway.responses import BadRequest, EncodedJSON, UnknownInstance, encode_json
@@ -58,29 +59,71 @@ class Route:
         return PREFIX + self.path.replace("{", "<").replace("}", ">")
 
 
+MAX_NESTING = 32
+"""The deepest a request body's JSON may nest (objects and arrays); no API body needs more."""
+
+
 async def json_body(req: Request, *, required: bool = True) -> Any:
-    """The request's JSON body, or BadRequest."""
+    """The request's JSON body, or BadRequest.
+
+    Refused with BadRequest, never a 500: malformed JSON, nesting deeper than
+    :data:`MAX_NESTING`, a number of more than 4300 digits, and text that is not Unicode
+    (a lone surrogate such as ``"\\ud800"``, which nothing could store or show).
+    """
     raw = await req.get_data(as_text=False)
     if not raw.strip():
         if required:
             raise BadRequest("this request needs a JSON body")
         return None
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
+    except RecursionError:
+        raise BadRequest(f"the JSON body nests deeper than {MAX_NESTING} levels") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BadRequest(f"malformed JSON body: {getattr(error, 'msg', error)}") from None
+    except ValueError:  # Python refuses to read a number of more than 4300 digits
+        raise BadRequest("the JSON body holds a number too long to be read") from None
+    _check_plain(data, 0)
+    return data
+
+
+def _check_plain(data: Any, depth: int) -> None:
+    """Refuse JSON that nests too deep or holds text that is not valid Unicode."""
+    if isinstance(data, str):
+        if not data.isascii():
+            try:
+                data.encode()
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    "the JSON body holds text that is not valid Unicode (a lone surrogate)"
+                ) from None
+        return
+    if not isinstance(data, dict | list):
+        return
+    if depth >= MAX_NESTING:
+        raise BadRequest(f"the JSON body nests deeper than {MAX_NESTING} levels")
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in items:
+        _check_plain(key, depth + 1)
+        _check_plain(value, depth + 1)
+
+
+MAX_QUERY_INT = 2**53 - 1
+"""The largest whole number a query parameter takes (JSON's exact integers)."""
 
 
 def _int_arg(name: str, *, minimum: int = 0) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name} must be a whole number, not {raw!r}") from None
+    shown = raw if len(raw) <= 40 else raw[:40] + "…"
+    if len(raw) > 20 or not raw.strip().lstrip("+-").isdigit():
+        raise BadRequest(f"query parameter {name} must be a whole number, not {shown!r}")
+    value = int(raw)
     if value < minimum:
         raise BadRequest(f"query parameter {name} must be at least {minimum}")
+    if value > MAX_QUERY_INT:
+        raise BadRequest(f"query parameter {name} must be at most {MAX_QUERY_INT}")
     return value
 
 
@@ -93,8 +136,23 @@ def _bool_arg(name: str) -> bool:
     raise BadRequest(f"query parameter {name} must be true or false, not {raw!r}")
 
 
+def _check_source(source: Source) -> Source:
+    """Refuse a remote, branch or commit that a fetch would refuse, when it is written."""
+    sources.check_remote(source.remote)
+    if source.branch is not None:
+        sources.check_branch(source.branch)
+    if source.commit is not None:
+        sources.check_commit(source.commit)
+    return source
+
+
 # -- handlers --------------------------------------------------------------------------
 
+
+MAX_LOG_PAGE = 1 << 20
+"""A page of log lines ends once its lines hold this many characters (at least one line is
+sent): reading a huge line back costs the daemon about this much, not the line's size. Read
+on with ``after`` = the page's last cursor."""
 
 _listed: dict[int, tuple[int, EncodedJSON]] = {}
 """The last list answered per instance handle, with the generation it was made at."""
@@ -127,6 +185,7 @@ async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int
         deployment = await handle.request(m.Deploy(name))
     else:
         plan = blueprint.from_data(data)
+        _check_source(plan.settings.source)
         if plan.name is not None and plan.name != name:
             raise SpecError(f"the body names service {plan.name!r} but the path names {name!r}")
         deployment = await handle.request(
@@ -206,7 +265,7 @@ async def update_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple
     source = None
     if data.get("remote") is not None:
         remote = serde.structure(data["remote"], blueprint.Remote)
-        source = Source(remote.url, remote.branch, remote.commit)
+        source = _check_source(Source(remote.url, remote.branch, remote.commit))
     plain = {k: v for k, v in data.items() if v is not None and k != "remote"}
     change = attrs.evolve(serde.structure(plain, m.SettingsChange), clear=clear, source=source)
     return await handle.request(m.UpdateSettings(args["name"], change)), 200
@@ -260,7 +319,9 @@ async def read_logs(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, 
         streams = frozenset({"build"})
     if tail is None and after is None and since is None:
         tail = 100
-    query = m.ReadLogs(args["name"], tail, after, since, streams, min(limit, 10_000))
+    query = m.ReadLogs(
+        args["name"], tail, after, since, streams, min(limit, 10_000), max_text=MAX_LOG_PAGE
+    )
     return await handle.request(query), 200
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -11,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
 from dployr.engine.instance import InstanceHandle
+from dployr.engine.messages import GetInstance, InstanceInfo
 from dployr.engine.metrics_policy import prometheus_text
 from dployr.errors import DployrError
 from dployr.gateway import api, dashboard, feeds, openapi
@@ -33,6 +35,19 @@ def _view(route: api.Route, handle: InstanceHandle) -> Callable[..., Awaitable[R
 
     view.__name__ = f"{route.method.lower()}_{route.path}"
     return view
+
+
+def _disk_text(info: InstanceInfo) -> str:
+    """The data dir's disk condition, in Prometheus' text format."""
+    where = json.dumps(info.name)  # a label value, escaped as Prometheus wants
+    return (
+        "# HELP dployr_disk_full 1 while the data dir's disk is full (log history paused)\n"
+        "# TYPE dployr_disk_full gauge\n"
+        f"dployr_disk_full{{instance={where}}} {int(info.disk_full)}\n"
+        "# HELP dployr_log_lines_dropped_total Log lines not written to history (disk full)\n"
+        "# TYPE dployr_log_lines_dropped_total counter\n"
+        f"dployr_log_lines_dropped_total{{instance={where}}} {info.log_lines_dropped}\n"
+    )
 
 
 def create_app(
@@ -67,6 +82,7 @@ def create_app(
         text = prometheus_text(
             handle.instance_name, handle.latest_samples(), handle.latest_machine()
         )
+        text += _disk_text(await handle.request(GetInstance()))
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get(api.PREFIX + "/openapi.json")
@@ -106,7 +122,9 @@ def create_app(
             413: f"the request body is larger than {MAX_BODY // 1024} KiB",
         }
         message = messages.get(status, error.description or error.name)
-        return error_response(status, error.name.lower().replace(" ", "_"), message)
+        code = error.name.lower().replace(" ", "_")
+        allow = getattr(error, "valid_methods", None)  # a 405's Allow header (gateway/responses)
+        return error_response(status, code, message, allow=allow)
 
     @app.errorhandler(Exception)
     async def internal_error(error: Exception) -> Response:

@@ -20,7 +20,13 @@ import trio
 from quart import Response, g, websocket
 from quart_trio import QuartTrio
 
-from dployr.engine.instance import Change, HealthChanged, InstanceHandle, StatusChanged
+from dployr.engine.instance import (
+    Change,
+    DiskChanged,
+    HealthChanged,
+    InstanceHandle,
+    StatusChanged,
+)
 from dployr.engine.metrics_policy import Sample, ServiceSample
 from dployr.errors import DployrError
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response, status_for
@@ -37,8 +43,10 @@ def _int(name: str) -> int | None:
     raw = websocket.args.get(name)
     if raw in (None, ""):
         return None
+    if len(raw) > 20:
+        raise ValueError(name)
     value = int(raw)  # ValueError is turned into a 400 by the caller
-    if value < 0:
+    if not 0 <= value < 2**53:
         raise ValueError(name)
     return value
 
@@ -166,7 +174,9 @@ def register(app: QuartTrio, handle: InstanceHandle, check_token: TokenCheck) ->
 
 
 def change_message(change: Change) -> dict[str, object]:
-    """One status, health or deployment change as a feed message."""
+    """One status, health, deployment or disk change as a feed message."""
+    if isinstance(change, DiskChanged):  # the data dir's disk is full, or has room again
+        return {"type": "disk", "instance": change.instance, "full": change.full, "ts": change.at}
     if isinstance(change, StatusChanged):
         return {
             "type": "status",

@@ -7,15 +7,68 @@ from typing import Any
 
 from dployr import __version__
 from dployr.gateway import api
+from dployr.models import (
+    ENV_KEY,
+    MAX_COMMAND,
+    MAX_DESCRIPTION,
+    NAME_PATTERN,
+    NAME_RULE,
+    RESERVED_ENV,
+)
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _NUM = {"type": "number"}
 _BOOL = {"type": "boolean"}
 
+# What the request bodies take, as the validators in dployr.models and
+# dployr.engine.sources check it. Where a rule is more than a schema can say (which remotes
+# git may fetch, every git branch name), the schema states a plain subset that is always
+# accepted, and the description says the rest.
+NAME = {
+    "type": "string",
+    "pattern": f"^{NAME_PATTERN.pattern}$",
+    "minLength": 1,
+    "maxLength": 63,
+    "description": "a service name: " + NAME_RULE,
+}
+_COMMAND = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_COMMAND,
+    "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$",
+    "description": "a shell command (not blank, no NUL)",
+}
+_REMOTE_URL = {
+    "type": "string",
+    "maxLength": 4096,
+    "pattern": "^/[!-~]*$",
+    "description": "a git URL (https://, ssh://, git://, file:///, user@host:path) or a "
+    "local path; the schema shows absolute paths, the others are checked as a fetch would",
+}
+_BRANCH = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$",
+    "description": "a git branch name (the schema shows the simple ones)",
+}
+_COMMIT = {"type": "string", "pattern": "^[0-9a-fA-F]{4,64}$", "description": "a commit id"}
+_WORKING_DIR = {
+    "type": "string",
+    "pattern": "^(?:\\.|[A-Za-z0-9_-][A-Za-z0-9_/-]{0,254})$",
+    "description": "a path inside the release folder (relative, no '..')",
+}
+_HEALTH_PATH = {"type": "string", "pattern": "^/[!-~]{0,1999}$"}
+_ENV_KEY = {
+    "type": "string",
+    "pattern": f"^{ENV_KEY.pattern}$",
+    "not": {"enum": sorted(RESERVED_ENV)},
+}
+_ENV_VALUE = {"type": "string", "maxLength": 65536, "pattern": "^[^\\x00]*$"}
+_GRACE = {"type": "number", "minimum": 0, "maximum": 3600}
+
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -33,6 +86,22 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
     return schema
 
 
+def _closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A request body's object: fields other than these are refused."""
+    return {**_object(properties, required), "additionalProperties": False}
+
+
+def _seconds(maximum: float, *, above_zero: bool = False) -> dict[str, Any]:
+    low = {"exclusiveMinimum": 0} if above_zero else {"minimum": 0}
+    return {"type": "number", **low, "maximum": maximum}
+
+
+def _count(maximum: int, minimum: int = 1) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+
 _SETTINGS = {
     "source": _ref("Source"),
     "run_cmd": _STR,
@@ -47,6 +116,21 @@ _SETTINGS = {
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
     "restart": _ref("RestartPolicy"),
 }
+"""A service's settings as the API answers them."""
+
+_SETTINGS_IN = {
+    "run_cmd": _COMMAND,
+    "build_cmd": _nullable({"anyOf": [_COMMAND, {"const": ""}]}),
+    "port": _nullable(_PORT),
+    "working_dir": _WORKING_DIR,
+    "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+    "health_check": _nullable(_HEALTH_PATH),
+    "stop_grace": _GRACE,
+    "health": _ref("HealthOptionsChange"),
+    "listen_fds": _BOOL,
+    "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
+}
+"""The settings a request may give (a deploy's blueprint, a settings change)."""
 
 SCHEMAS: dict[str, Any] = {
     "Error": _object(
@@ -55,8 +139,9 @@ SCHEMAS: dict[str, Any] = {
     "Source": _object(
         {"remote": _STR, "branch": _nullable(_STR), "commit": _nullable(_STR)}, ("remote",)
     ),
-    "Remote": _object(
-        {"url": _STR, "branch": _nullable(_STR), "commit": _nullable(_STR)}, ("url",)
+    "Remote": _closed(
+        {"url": _REMOTE_URL, "branch": _nullable(_BRANCH), "commit": _nullable(_COMMIT)},
+        ("url",),
     ),
     "Settings": _object(
         {
@@ -67,6 +152,29 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "ServiceSettings": _object(_SETTINGS, ("source", "run_cmd")),
+    "RestartPolicy": _object(
+        {
+            "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
+            "delay": _NUM,
+            "max_delay": _NUM,
+            "max_restarts": _INT,
+            "window": _NUM,
+            "min_uptime": _NUM,
+        }
+    ),
+    "HealthOptionsChange": _closed(
+        {
+            "kind": _nullable({"type": "string", "enum": ["http", "tcp", "command"]}),
+            "command": _nullable({"anyOf": [_COMMAND, {"const": ""}]}),
+            "interval": _seconds(86400, above_zero=True),
+            "timeout": _seconds(3600, above_zero=True),
+            "failures": _count(1000),
+            "successes": _count(1000),
+            "start_period": _seconds(3600),
+            "restart_after": _nullable(_count(1000)),
+            "webhook": _nullable({"type": "string", "pattern": "^https?://[!-~]{1,2000}$"}),
+        }
+    ),
     "HealthOptions": _object(
         {
             "kind": _nullable({"type": "string", "enum": ["http", "tcp", "command"]}),
@@ -80,7 +188,7 @@ SCHEMAS: dict[str, Any] = {
             "webhook": _nullable(_STR),
         }
     ),
-    "Rollback": _object({"deployment": _nullable(_INT)}),
+    "Rollback": _closed({"deployment": _nullable(_INT)}),
     "MetricPoint": _object(
         {
             "ts": _NUM,
@@ -117,25 +225,43 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "LatestMetrics": _object({"samples": _array("ServiceSample")}),
-    "SettingsChange": _object(
-        {**{k: v for k, v in _SETTINGS.items() if k != "source"}, "remote": _ref("Remote")}
-    ),
-    "Blueprint": _object(
+    "SettingsChange": _closed(
         {
-            "name": _STR,
-            "description": _STR,
-            "source": {"type": "string", "enum": ["git", "local"]},
+            **_SETTINGS_IN,
+            "run_cmd": _COMMAND,
+            "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),
-            "build_cmd": _nullable(_STR),
-            "run_cmd": _STR,
-            "port": _nullable(_INT),
-            "working_dir": _STR,
-            "health_check": _nullable(_STR),
-            "stop_grace": _NUM,
-            "env_vars": {"type": "object", "additionalProperties": _STR},
-            "secrets": {"type": "object", "additionalProperties": _STR},
+        }
+    ),
+    "Blueprint": _closed(
+        {
+            "name": NAME,
+            "source": {"type": "string", "enum": ["git", "local"]},
+            "remote": {"anyOf": [_ref("Remote"), _REMOTE_URL]},
+            **_SETTINGS_IN,
+            "restart": _ref("RestartPolicyChange"),
+            "env_vars": {
+                "type": "object",
+                "propertyNames": _ENV_KEY,
+                "additionalProperties": _ENV_VALUE,
+            },
+            "secrets": {
+                "type": "object",
+                "propertyNames": _ENV_KEY,
+                "additionalProperties": _ENV_VALUE,
+            },
         },
         ("remote", "run_cmd"),
+    ),
+    "RestartPolicyChange": _closed(
+        {
+            "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
+            "delay": _seconds(3600),
+            "max_delay": _seconds(3600),
+            "max_restarts": _count(10_000, 0),
+            "window": _seconds(86400),
+            "min_uptime": _seconds(3600),
+        }
     ),
     "Service": _object(
         {
@@ -179,29 +305,26 @@ SCHEMAS: dict[str, Any] = {
             "release": _nullable(_INT),
         }
     ),
-    "RestartPolicy": _object(
-        {
-            "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
-            "delay": _NUM,
-            "max_delay": _NUM,
-            "max_restarts": _INT,
-            "window": _NUM,
-            "min_uptime": _NUM,
-        }
-    ),
     "DeploymentList": _array("Deployment"),
     "KeyRotated": _object({"resealed": _INT, "key_file": _STR}, ("resealed", "key_file")),
     "EnvVar": _object({"key": _STR, "value": _STR, "secret": _BOOL}),
     "Env": _object({"name": _STR, "vars": _array("EnvVar"), "applies": _STR}),
-    "EnvSet": _object(
+    "EnvSet": _closed(
         {
-            "values": {"type": "object", "additionalProperties": _STR},
+            "values": {
+                "type": "object",
+                "propertyNames": _ENV_KEY,
+                "additionalProperties": _ENV_VALUE,
+            },
             "secret": _BOOL,
             "restart": _BOOL,
         },
         ("values",),
     ),
-    "EnvUnset": _object({"keys": {"type": "array", "items": _STR}, "restart": _BOOL}, ("keys",)),
+    "EnvUnset": _closed(
+        {"keys": {"type": "array", "items": _ENV_KEY, "minItems": 1}, "restart": _BOOL},
+        ("keys",),
+    ),
     "LogLine": _object(
         {
             "cursor": _INT,
@@ -231,6 +354,9 @@ SCHEMAS: dict[str, Any] = {
             "memory_used_bytes": _nullable(_INT),
             "memory_total_bytes": _nullable(_INT),
             "load": _nullable({"type": "array", "items": _NUM}),
+            "disk_full": _BOOL,
+            "disk_free_bytes": _nullable(_INT),
+            "log_lines_dropped": _INT,
         }
     ),
     "InstanceList": _array("Instance"),
@@ -246,20 +372,42 @@ _ERRORS = {
 }
 
 
+_WHEN = {
+    "type": "string",
+    "pattern": "^(?:[0-9]{1,9}(?:s|m|h|d|w)|[0-9]{9,11})$",
+    "description": "the schema shows durations and Unix times; RFC 3339 times are taken too",
+}
+_STREAM = "(?:stdout|stderr|build|system)"
+_QUERY: dict[str, dict[str, Any]] = {
+    "since": _WHEN,
+    "until": _WHEN,
+    "tail": {"type": "integer", "minimum": 0, "maximum": api.MAX_QUERY_INT},
+    "after": {"type": "integer", "minimum": 0, "maximum": api.MAX_QUERY_INT},
+    "limit": {"type": "integer", "minimum": 1, "maximum": api.MAX_QUERY_INT},
+    "streams": {"type": "string", "pattern": f"^{_STREAM}(?:,{_STREAM})*$"},
+}
+"""The query parameters' schemas, by name (the same rules on every route)."""
+
+
 def _operation(route: api.Route) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {
             "name": part[1:-1],
             "in": "path",
             "required": True,
-            "schema": _STR,
+            "schema": NAME if part == "{name}" else _STR,
             "description": "the service's name" if part == "{name}" else "an instance id or name",
         }
         for part in route.path.split("/")
         if part.startswith("{")
     ]
     parameters += [
-        {"name": p.name, "in": "query", "schema": {"type": p.type}, "description": p.description}
+        {
+            "name": p.name,
+            "in": "query",
+            "schema": _QUERY.get(p.name, {"type": p.type}),
+            "description": p.description,
+        }
         for p in route.query
     ]
     responses: dict[str, Any] = {
@@ -288,6 +436,15 @@ def _operation(route: api.Route) -> dict[str, Any]:
     return operation
 
 
+_HANDSHAKE = {
+    "Upgrade": {"type": "string", "enum": ["websocket"]},
+    "Connection": {"type": "string", "enum": ["Upgrade"]},
+    "Sec-WebSocket-Version": {"type": "string", "enum": ["13"]},
+    "Sec-WebSocket-Key": {"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"},
+}
+"""The headers of a WebSocket handshake (RFC 6455): a feed answers a plain GET with 400."""
+
+
 def _feed(
     operation_id: str,
     summary: str,
@@ -304,14 +461,29 @@ def _feed(
                 "name": "name",
                 "in": "path",
                 "required": True,
-                "schema": _STR,
+                "schema": NAME,
                 "description": "the service's name",
             }
         )
     parameters += [
-        {"name": name, "in": "query", "schema": _INT, "description": text} for name, text in query
+        {
+            "name": name,
+            "in": "query",
+            "schema": (
+                {"type": "string", "enum": ["0", "1", "true", "false"]}
+                if name == "batch"
+                else {"type": "integer", "minimum": 0, "maximum": api.MAX_QUERY_INT}
+            ),
+            "description": text,
+        }
+        for name, text in query
     ]
-    refusals = ("400", "401", "404", "422") if service else ("401",)
+    parameters += [
+        {"name": name, "in": "header", "required": True, "schema": schema}
+        for name, schema in _HANDSHAKE.items()
+    ]
+    # 400 also answers a plain GET, which is not a WebSocket handshake.
+    refusals = ("400", "401", "404", "422") if service else ("400", "401")
     return {
         "summary": summary,
         "description": "Upgrade to a WebSocket; one JSON object a message, with a type. "
@@ -357,7 +529,8 @@ FEEDS: dict[str, dict[str, Any]] = {
         "follow_events",
         "Follow every service's status, health and deployment changes",
         '{"type": "status" | "health" | "deployment", "service", "instance", ..., "ts"} per '
-        'change; {"type": "gap", "missed"} when the client fell behind.',
+        'change; {"type": "disk", "instance", "full", "ts"} when the data dir\'s disk fills '
+        'up or has room again; {"type": "gap", "missed"} when the client fell behind.',
         service=False,
     ),
 }
@@ -388,7 +561,7 @@ def document() -> dict[str, Any]:
         }
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "dployr", "version": __version__},
         "servers": [{"url": "/"}],
         "components": {

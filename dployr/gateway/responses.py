@@ -63,10 +63,17 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(body, status=status, headers=headers, content_type="application/json")
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    """The one error shape: ``{"error": {"code": ..., "message": ...}}``."""
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return json_response({"error": {"code": code, "message": message}}, status, headers)
+def error_response(
+    status: int, code: str, message: str, *, allow: list[str] | None = None
+) -> Response:
+    """The one error shape: ``{"error": {"code": ..., "message": ...}}``.
+
+    A 401 says how to authenticate; a 405 lists the methods ``allow``ed (RFC 9110).
+    """
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if allow is not None:
+        headers["Allow"] = ", ".join(sorted(allow))
+    return json_response({"error": {"code": code, "message": message}}, status, headers or None)
 
 
 def bearer_token(headers: Any, args: Any) -> str | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -24,6 +25,7 @@ from dployr.supervision import ChildContext
 
 if TYPE_CHECKING:
     from hypercorn.config import Config, Sockets
+    from hypercorn.typing import ASGIFramework
     from quart_trio import QuartTrio
 
     from dployr.gateway.responses import TokenCheck
@@ -119,11 +121,15 @@ class Gateway:
         from hypercorn.trio.run import worker_serve
         from hypercorn.utils import wrap_app
 
-        app = self.app
+        from dployr.gateway import h11_patch
+        from dployr.gateway.responses import MAX_BODY
+
+        h11_patch.apply()
+        app = read_whole_bodies(self.app, MAX_BODY)
 
         async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await worker_serve(
-                wrap_app(app, config.wsgi_max_body_size, None),
+                wrap_app(cast("ASGIFramework", app), config.wsgi_max_body_size, "asgi"),
                 config,
                 sockets=sockets,
                 task_status=task_status,
@@ -132,6 +138,82 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve)
             task_status.started(self.url)
+
+
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+
+BODY_WAIT = 10.0
+"""How long an answer waits for the rest of a request body it did not read (seconds)."""
+
+
+def read_whole_bodies(app: Any, limit: int) -> ASGIApp:
+    """``app``, whose HTTP answers wait for the request's body to arrive before they end.
+
+    A handler that answers without reading the body (a 401, a 404/405, a route that takes
+    none) would end its answer while the body is still on its way; HTTP/1.1 can only take
+    the connection's next request once the body is read. So the end of such an answer
+    waits until the app's receiver has the whole body (Quart keeps receiving, and keeps at
+    most ``limit`` bytes), for at most :data:`BODY_WAIT` seconds; a body declared larger
+    than ``limit`` is not waited for and its answer closes the connection. Hypercorn's own
+    handling of what is left is fixed by :mod:`dployr.gateway.h11_patch`.
+    """
+
+    async def guarded(
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        length, chunked = _declared_body(scope)
+        too_large = length is not None and length > limit
+        received = trio.Event()
+        if too_large or (length in (None, 0) and not chunked):
+            received.set()
+        seen = 0
+
+        async def receive_body() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if not message.get("more_body", False) or seen > limit:
+                    received.set()
+            elif message["type"] == "http.disconnect":
+                received.set()
+            return message
+
+        async def send_after_body(message: Message) -> None:
+            if message["type"] == "http.response.start" and too_large:
+                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                with trio.move_on_after(BODY_WAIT):
+                    await received.wait()
+            await send(message)
+
+        await app(scope, receive_body, send_after_body)
+
+    return guarded
+
+
+def _declared_body(scope: Message) -> tuple[int | None, bool]:
+    """The request's Content-Length (None if absent or unreadable) and whether it is chunked."""
+    length: int | None = None
+    chunked = False
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif name.lower() == b"transfer-encoding":
+            chunked = True
+    return length, chunked
 
 
 def _url_host(host: str) -> str:

@@ -18,14 +18,14 @@ import functools
 import time
 from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import trio
 
 from dployr.errors import SpecError
 from dployr.logs.framing import Lines, LineSplitter
-from dployr.logs.history import DEFAULT_MAX_BYTES, LogHistory
+from dployr.logs.history import DEFAULT_MAX_BYTES, HistoryWriteFailed, LogHistory
 from dployr.logs.values import LogBatch, LogLine, check_stream, check_streams, lines_of
 from dployr.supervision.topic import Gap, Topic
 
@@ -33,6 +33,13 @@ DEFAULT_TOPIC_CAPACITY: Final = 4 * 2**20
 """Bytes of lines one follower may have waiting before it is sent a gap notice instead."""
 FOLLOW_PAGE: Final = 1000
 """Lines per page when a follower is sent history."""
+FOLLOW_TEXT: Final = 256 << 10
+"""The most text (characters) one page of history sent to a follower holds."""
+FOLLOW_TAIL_TEXT: Final = 512 << 10
+"""The most text a follower's ``tail`` holds: the newest lines that fit (at least one).
+
+With :data:`FOLLOW_TEXT`, this bounds what a follower holds of the history, and so what a
+stalled one costs, whatever lines the service writes (up to 64 KiB each)."""
 FOLLOW_TAKE: Final = 256 * 1024
 """The most a follower takes from its queue at once beyond one batch (by weight, ~bytes):
 what it holds outside its bounded queue while it sends them on."""
@@ -54,6 +61,24 @@ class LogBookStatistics:
     """Live subscriptions to the book's topic."""
     dropped: int
     """Batches dropped for followers that fell behind, so far (each was told by a gap)."""
+    unwritten: int = 0
+    """Lines not written to the history since the last one that was (the disk is full):
+    a line "N lines dropped: disk full" will say so once writing works again."""
+    lines_dropped: int = 0
+    """Lines never written to the history because it could not be written, so far."""
+
+
+class DiskSpace(Protocol):
+    """What a log book asks of the disk its history is on (the daemon's ``DiskReserve``)."""
+
+    def writable(self) -> bool:
+        """Whether to write now: False while the disk is full and space has not returned."""
+
+    def full_seen(self) -> None:
+        """A write failed for want of space."""
+
+    def dropped(self, lines: int) -> None:
+        """``lines`` lines could not be written to a history."""
 
 
 BATCH_OVERHEAD: Final = 400
@@ -101,6 +126,7 @@ class LogBook:
         max_bytes: int = DEFAULT_MAX_BYTES,
         topic_capacity: int = DEFAULT_TOPIC_CAPACITY,
         name: str | None = None,
+        disk: DiskSpace | None = None,
     ) -> None:
         if topic_capacity < 1:
             raise SpecError(f"a log follower needs room for at least 1 byte, not {topic_capacity}")
@@ -112,6 +138,12 @@ class LogBook:
             weight=_weight,
             span=_span,
         )
+        self._disk = disk
+        # Lines that could not be written since the last line that was, and why: they are
+        # counted in one line written before the next batch that can be.
+        self._unwritten = 0
+        self._unwritten_reason = ""
+        self._lines_dropped = 0
 
     def append(
         self,
@@ -126,21 +158,38 @@ class LogBook:
         ``lines`` is what a :class:`~dployr.logs.framing.LineSplitter` produced, or plain
         strings (framed the same way). ``ts`` defaults to now; a timestamp older than the
         last line's is raised to it, so timestamps never go back.
+
+        A batch that cannot be written (the disk is full) is dropped, counted, and not
+        published, and None is returned: a service's output never fails because of its
+        log. While the disk is full nothing is written; once a write works again, a line
+        "N lines dropped: disk full" comes first, where the missing lines were.
         """
         check_stream(stream)
         if not isinstance(lines, Lines):
             lines = frame_texts(lines)
         if not lines:
             return None
-        history = self.history
         now = time.time() if ts is None else ts
-        last_ts = history.last_ts
+        if self._disk is not None and not self._disk.writable():
+            self._drop(lines.count, "disk full")
+            return None
+        if self._unwritten:
+            count = self._unwritten
+            text = f"{count} line{'s' if count != 1 else ''} dropped: {self._unwritten_reason}"
+            if self._write(self._batch("system", frame_texts([text]), None, now)) is None:
+                self._drop(lines.count, self._unwritten_reason)
+                return None
+            self._unwritten, self._unwritten_reason = 0, ""
+        return self._write(self._batch(stream, lines, deployment, now), lines.count)
+
+    def _batch(self, stream: str, lines: Lines, deployment: int | None, now: float) -> LogBatch:
+        last_ts = self.history.last_ts
         if last_ts is not None and now < last_ts:
             now = last_ts
         # A Lines value agrees with its payload (checked when built by hand, true by
         # construction when built by the splitter): only the other fields need a check.
-        batch = LogBatch.trusted(
-            first_cursor=history.last_cursor + 1,
+        return LogBatch.trusted(
+            first_cursor=self.history.last_cursor + 1,
             ts=now,
             stream=stream,
             deployment=deployment,
@@ -148,9 +197,27 @@ class LogBook:
             count=lines.count,
             continued=lines.continued,
         )
-        history.append(batch)
+
+    def _write(self, batch: LogBatch, count: int = 0) -> LogBatch | None:
+        """Write ``batch`` to the history, then publish it; None (``count`` lines dropped)
+        when it could not be written. Writing first: a line a follower saw is on disk."""
+        try:
+            self.history.append(batch)
+        except HistoryWriteFailed as error:
+            if error.disk_full and self._disk is not None:
+                self._disk.full_seen()
+            self._drop(count, "disk full" if error.disk_full else "the log history failed")
+            return None
         self._topic.publish(batch)
         return batch
+
+    def _drop(self, count: int, reason: str) -> None:
+        if count and not self._unwritten:
+            self._unwritten_reason = reason
+        self._unwritten += count
+        self._lines_dropped += count
+        if self._disk is not None:
+            self._disk.dropped(count)
 
     def system(self, text: str, *, deployment: int | None = None) -> LogBatch | None:
         """Log a message of dployr's own about the service ("exited with code 1")."""
@@ -163,13 +230,18 @@ class LogBook:
         limit: int = 1000,
         streams: Iterable[str] | None = None,
         since: float | None = None,
+        max_text: int | None = None,
     ) -> list[LogLine]:
         """Up to ``limit`` lines after cursor ``after``, oldest first (see ``LogHistory.read``)."""
-        return self.history.read(after=after, limit=limit, streams=streams, since=since)
+        return self.history.read(
+            after=after, limit=limit, streams=streams, since=since, max_text=max_text
+        )
 
-    def tail(self, n: int, streams: Iterable[str] | None = None) -> list[LogLine]:
+    def tail(
+        self, n: int, streams: Iterable[str] | None = None, *, max_text: int | None = None
+    ) -> list[LogLine]:
         """The last ``n`` lines (of ``streams``, all when None), oldest first."""
-        return self.history.tail(n, streams)
+        return self.history.tail(n, streams, max_text=max_text)
 
     async def follow(
         self,
@@ -224,7 +296,9 @@ class LogBook:
         floor = seam if after is None else max(seam, after)  # live lines come after it
         try:
             if tail is not None:
-                read_tail = functools.partial(history.tail, tail, wanted, until=seam)
+                read_tail = functools.partial(
+                    history.tail, tail, wanted, until=seam, max_text=FOLLOW_TAIL_TEXT
+                )
                 lines = await trio.to_thread.run_sync(read_tail)
                 if after is not None:
                     lines = [line for line in lines if line.cursor > after]
@@ -234,7 +308,12 @@ class LogBook:
                 position = after
                 while position < seam:
                     read_page = functools.partial(
-                        history.read, after=position, limit=FOLLOW_PAGE, streams=wanted, until=seam
+                        history.read,
+                        after=position,
+                        limit=FOLLOW_PAGE,
+                        streams=wanted,
+                        until=seam,
+                        max_text=FOLLOW_TEXT,
                     )
                     page = await trio.to_thread.run_sync(read_page)
                     lost = _deleted(position + 1, history.first_cursor, page, seam)
@@ -242,7 +321,7 @@ class LogBook:
                         yield lost
                     if page:
                         yield page
-                    if len(page) < FOLLOW_PAGE:
+                    if not page:
                         break
                     position = page[-1].cursor
             while True:
@@ -281,6 +360,8 @@ class LogBook:
             history.segments,
             topic.subscribers,
             topic.gaps,
+            self._unwritten,
+            self._lines_dropped,
         )
 
     def close(self) -> None:

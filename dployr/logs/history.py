@@ -111,7 +111,16 @@ class HistoryClosed(HistoryError):
 
 
 class HistoryWriteFailed(HistoryError):
-    """Writing to the log history failed (for example, the disk is full)."""
+    """Writing to the log history failed (for example, the disk is full).
+
+    Nothing of the batch was kept, and the history can be appended to again: the next
+    append tries the disk anew.
+    """
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+        """Whether it failed for want of space (ENOSPC, or a quota: EDQUOT)."""
 
 
 class CursorMismatch(HistoryError):
@@ -307,6 +316,20 @@ class _SegmentReader:
         return lines, continued
 
 
+def _over(lines: list[LogLine], max_text: int) -> bool:
+    """Whether ``lines`` hold more than ``max_text`` characters; if so, cut them to fit.
+
+    The first line is always kept, however long.
+    """
+    text = 0
+    for index, line in enumerate(lines):
+        text += len(line.line)
+        if text > max_text and index > 0:
+            del lines[index:]
+            return True
+    return text >= max_text
+
+
 def _to_lines(
     frame: _Frame, lines: list[str], continued: frozenset[int], low: int, high: int
 ) -> list[LogLine]:
@@ -355,8 +378,11 @@ class LogHistory:
         self._size = 0
         self._last_cursor = 0
         self._last_ts = float("-inf")
+        # _fd is the segment being written; None when closed, or when the next segment
+        # could not be created yet (a full disk): the next append creates it.
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        self._closed = False
         # Where recent reads ended: {last cursor returned: (segment, offset of the frame
         # holding the next line)}, so that paging through a big segment is not quadratic.
         self._hints: dict[int, tuple[int, int]] = {}
@@ -522,9 +548,9 @@ class LogHistory:
         Timestamps are kept in order: a batch older than the last one (the wall clock
         stepped back) is stored with the last one's timestamp.
         """
-        fd = self._fd
-        if fd is None:
+        if self._closed:
             raise HistoryClosed(f"the log history in {self.directory} is closed")
+        fd = self._fd if self._fd is not None else self._resume_segment()
         if batch.first_cursor != self._last_cursor + 1:
             raise CursorMismatch(
                 f"a batch starting at cursor {batch.first_cursor} cannot follow cursor "
@@ -549,8 +575,20 @@ class LogHistory:
         if active.size + length >= self.segment_bytes:
             os.close(fd)
             self._fd = None
-            self._start_segment()
+            # A new segment that cannot be created now (no inode left) is created by the
+            # next append; the frame just written is kept either way.
+            with contextlib.suppress(OSError):
+                self._start_segment()
             self._trim()
+
+    def _resume_segment(self) -> int:
+        """Create the segment that could not be created when the last one filled up."""
+        try:
+            self._start_segment()
+        except OSError as error:
+            raise _write_failed(self.directory, error) from error
+        assert self._fd is not None
+        return self._fd
 
     def _write(self, fd: int, parts: list[bytes], length: int, size: int) -> None:
         """Write a frame's parts at the end of the segment (``size`` bytes long before)."""
@@ -564,10 +602,7 @@ class LogHistory:
         except OSError as error:
             if written:
                 os.ftruncate(fd, size)  # never leave a torn frame behind a live writer
-            reason = error.strerror or errno.errorcode.get(error.errno or 0, str(error))
-            raise HistoryWriteFailed(
-                f"could not write to the log history in {self.directory}: {reason}"
-            ) from error
+            raise _write_failed(self.directory, error) from error
 
     # -- reading --------------------------------------------------------------------------
 
@@ -608,12 +643,15 @@ class LogHistory:
         streams: Iterable[str] | None = None,
         since: float | None = None,
         until: int | None = None,
+        max_text: int | None = None,
     ) -> list[LogLine]:
         """Up to ``limit`` lines, oldest first, with a cursor above ``after``.
 
         Only lines of ``streams`` (all when None), stamped ``since`` or later, and with a
         cursor of at most ``until`` are returned. Lines deleted to keep the history within
         its size are skipped: the first line returned may be well past ``after + 1``.
+        With ``max_text``, the read also ends once the lines hold that many characters
+        (at least one line is returned): what one read costs stays bounded.
         """
         wanted = check_streams(streams)
         if limit < 1:
@@ -647,6 +685,9 @@ class LogHistory:
                     high = min(high, low + limit - len(out) - 1)
                     lines, continued = self._body(reader, pos, frame)
                     out.extend(_to_lines(frame, lines, continued, low, high))
+                    if max_text is not None and _over(out, max_text):
+                        high = out[-1].cursor  # the lines past the budget are left out
+                        limit = len(out)
                     if len(out) == limit:
                         # Whatever follows cursor `high` is in this frame or after it, for
                         # any filter: where a read after `high` may start.
@@ -658,16 +699,22 @@ class LogHistory:
         return out
 
     def tail(
-        self, n: int, streams: Iterable[str] | None = None, *, until: int | None = None
+        self,
+        n: int,
+        streams: Iterable[str] | None = None,
+        *,
+        until: int | None = None,
+        max_text: int | None = None,
     ) -> list[LogLine]:
         """The last ``n`` lines (of ``streams``; up to cursor ``until``), oldest first.
 
         Segments are walked newest first and each from its end, so a short tail of a big
-        history reads only the end of the newest segment.
+        history reads only the end of the newest segment. With ``max_text``, only the newest
+        lines that hold that many characters together are returned (at least one).
         """
         wanted = check_streams(streams)
         chunks: list[list[LogLine]] = []  # newest first
-        need = n
+        need, text = n, 0
         for segment in reversed(tuple(self._segments)):
             if need <= 0:
                 break
@@ -686,9 +733,21 @@ class LogHistory:
                     lines, continued = self._body(reader, pos, frame)
                     chunks.append(_to_lines(frame, lines, continued, low, high))
                     need -= high - low + 1
+                    if max_text is not None:
+                        text += sum(len(line.line) for line in chunks[-1])
+                        if text >= max_text:
+                            need = 0
                     if need <= 0:
                         break
-        return [line for chunk in reversed(chunks) for line in chunk]
+        out = [line for chunk in reversed(chunks) for line in chunk]
+        if max_text is not None:
+            keep, text = 0, 0
+            for line in reversed(out):
+                if keep and text + len(line.line) > max_text:
+                    break
+                keep, text = keep + 1, text + len(line.line)
+            out = out[len(out) - keep :]
+        return out
 
     def _frames(self, reader: _SegmentReader, pos: int) -> Iterator[tuple[int, _Frame]]:
         """The frames of a segment from offset ``pos`` on, with their offsets."""
@@ -745,6 +804,7 @@ class LogHistory:
 
     def close(self) -> None:
         """Close the files and release the directory; reads keep working, appends fail."""
+        self._closed = True
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -757,6 +817,14 @@ class LogHistory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_failed(directory: Path, error: OSError) -> HistoryWriteFailed:
+    reason = error.strerror or errno.errorcode.get(error.errno or 0, str(error))
+    return HistoryWriteFailed(
+        f"could not write to the log history in {directory}: {reason}",
+        disk_full=error.errno in {errno.ENOSPC, errno.EDQUOT},
+    )
 
 
 class _OpenSegment:

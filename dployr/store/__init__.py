@@ -7,6 +7,7 @@ for where its key comes from), and API tokens are kept only as SHA-256 digests.
 
 from dployr.store.errors import (
     DeploymentFinished,
+    DiskFull,
     InvalidTokenName,
     MasterKeyError,
     SchemaTooNew,
@@ -19,6 +20,7 @@ from dployr.store.errors import (
     WrongMasterKey,
 )
 from dployr.store.records import ProcessRecord, ServiceRecord, TokenRecord
+from dployr.store.reserve import DiskReserve
 from dployr.store.schema import SCHEMA_VERSION
 from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
 from dployr.store.store import DB_FILE_NAME, SECRET_MASK, TOKEN_PREFIX, UNSET, Store
@@ -33,6 +35,8 @@ __all__ = [
     "UNSET",
     "Cipher",
     "DeploymentFinished",
+    "DiskFull",
+    "DiskReserve",
     "InvalidTokenName",
     "MasterKeyError",
     "ProcessRecord",

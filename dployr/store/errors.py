@@ -9,6 +9,10 @@ class StoreError(DployrError):
     """The database could not be opened, read or written."""
 
 
+class DiskFull(StoreError):
+    """The database could not be written: the disk is full."""
+
+
 class SchemaTooNew(StoreError):
     """The database was written by a newer dployr than this one."""
 

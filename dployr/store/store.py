@@ -47,6 +47,7 @@ from dployr.store import metrics as metrics_sql
 from dployr.store import secrets as secret_files
 from dployr.store.errors import (
     DeploymentFinished,
+    DiskFull,
     InvalidTokenName,
     MasterKeyError,
     ServiceExists,
@@ -58,6 +59,7 @@ from dployr.store.errors import (
     WrongMasterKey,
 )
 from dployr.store.records import ProcessRecord, ServiceRecord, TokenRecord
+from dployr.store.reserve import DiskReserve
 from dployr.store.schema import migrate
 from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
 
@@ -108,6 +110,7 @@ class Store:
         path: Path,
         cipher: Cipher,
         clock: Callable[[], float],
+        reserve: DiskReserve | None = None,
     ) -> None:
         """Wrap an open, migrated connection; use :meth:`Store.open` instead."""
         # Invariant: self._db is None exactly when the store is closed.
@@ -116,6 +119,8 @@ class Store:
         self._clock = clock
         self.path = path
         """The database file."""
+        self.reserve = reserve
+        """The disk reserve kept for the database's writes, if any (see ``reserve.py``)."""
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -126,6 +131,7 @@ class Store:
         *,
         cipher: Cipher | None = None,
         clock: Callable[[], float] = time.time,
+        reserve: DiskReserve | None = None,
     ) -> Store:
         """Open (creating and migrating if needed) the database at ``path``.
 
@@ -136,6 +142,10 @@ class Store:
         reported when the daemon starts rather than when a service does.
 
         ``clock`` gives the wall-clock time recorded in ``created_at`` and the like.
+
+        ``reserve``, space held back on the database's disk, is released before a write
+        that might not find room (and when one did not): the daemon passes one, so that
+        its records can still be written when its services' logs have filled the disk.
         """
         path = Path(path)
         try:
@@ -154,7 +164,7 @@ class Store:
         try:
             _configure(db, path)
             migrate(db, path)
-            store = cls(db, path, cipher, clock)
+            store = cls(db, path, cipher, clock, reserve)
             store._settle_rotation()
             store._check_master_key()
         except sqlite3.Error as error:
@@ -795,9 +805,17 @@ class Store:
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
+            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                if self.reserve is not None:
+                    self.reserve.full_seen()  # the next write finds the reserve's room
+                raise DiskFull(
+                    f"the database {self.path} could not be written: the disk is full"
+                ) from error
             raise StoreError(f"the database {self.path} failed: {error}") from error
 
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        if self.reserve is not None:
+            self.reserve.before_write()
         # IMMEDIATE takes the write lock at once, so a transaction never fails half-way to
         # upgrade its lock.
         return self._transaction("BEGIN IMMEDIATE")

@@ -133,3 +133,32 @@ def test_the_dashboard_reconnects_by_itself_when_the_daemon_restarts(
         assert client.get(daemon.url + "/healthz").status_code == 200
     page.reload()
     expect(page).to_have_url(f"{daemon.url}/services/web/logs")
+
+
+def test_a_redeploy_counts_the_wait_and_the_logs_show_each_lines_release(
+    page: Page, daemon: Daemon, tmp_path: Path
+) -> None:
+    repo = app_repo(tmp_path / "repo")
+    deploy(daemon, "web", repo, port=free_port(), restart={"min_uptime": 3})
+    sign_in(page, daemon, "/services/web")
+    page.get_by_role("button", name="Redeploy", exact=True).click()
+    # While the new release is waited for, the time so far is shown and grows.
+    steps = page.locator("#deploy-steps")
+    expect(steps).to_contain_text(re.compile(r"Waiting for it to stay up 3 s: 1 s"))
+    expect(steps).to_contain_text(re.compile(r"Waiting for it to stay up 3 s: 2 s"))
+    expect(page.locator("#deploy-result")).to_contain_text("web is deployed")
+    snap(page, "redeploy-waited")
+
+    page.get_by_role("link", name="Logs").click()
+    view = page.locator("#log-view")
+    expect(view).to_contain_text("deploy 2: succeeded")
+    expect(view.locator(".rl")).to_have_count(0)
+    page.get_by_label("release").check()
+    # Each line says which deployment's process (or deploy) wrote it.
+    expect(view.locator(".log-row", has_text="deploy 2: succeeded").locator(".rl")).to_have_text(
+        "#2"
+    )
+    expect(view.locator(".log-row", has_text="deploy 1: succeeded").locator(".rl")).to_have_text(
+        "#1"
+    )
+    snap(page, "logs-with-releases")

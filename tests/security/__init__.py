@@ -1,0 +1,1 @@
+"""Attacks and hostile clients against a real daemon (issue 12)."""

@@ -32,11 +32,24 @@ export function followDeploy(panel, name, deployment, after) {
   let cursor = after;
   let finished = false;
 
+  let ticking = null; // the timer counting the seconds a "waiting for ..." step has taken
+
   return new Promise((resolve) => {
     const addStep = (text) => {
+      clearInterval(ticking);
       for (const li of steps.children) li.className = "done";
       const li = h("li", { class: "current" }, text);
       steps.append(li);
+      if (/^Waiting for /.test(text)) {
+        // While the new release is waited for, show for how long: "…: 3 s".
+        const since = Date.now();
+        const base = text.replace(/\.$/, "");
+        ticking = setInterval(() => {
+          const seconds = Math.round((Date.now() - since) / 1000);
+          li.textContent = `${base}: ${seconds} s`;
+          state.textContent = li.textContent;
+        }, 1000);
+      }
       return li;
     };
     const addOutput = (line) => {
@@ -60,9 +73,13 @@ export function followDeploy(panel, name, deployment, after) {
       const record = list.find((d) => d.id === id);
       if (!record || (record.status !== "succeeded" && record.status !== "failed")) return;
       finished = true;
+      clearInterval(ticking);
       feed.stop();
       stopEvents();
       state.className = "";
+      // The record can say it ended before its last line has come through the feed.
+      const last = steps.lastElementChild?.textContent ?? "";
+      if (!/^(Succeeded|Failed)/.test(last)) addStep(record.status === "succeeded" ? "Succeeded." : "Failed.");
       if (record.status === "succeeded") {
         steps.lastElementChild && (steps.lastElementChild.className = "succeeded");
         state.textContent = `Deployment ${id} succeeded.`;
@@ -84,7 +101,7 @@ export function followDeploy(panel, name, deployment, after) {
           cursor = Math.max(cursor, line.cursor);
           if (line.deployment !== id) continue;
           if (line.stream === "system") {
-            const text = line.line.replace(new RegExp(`^deploy ${id}:? `), "");
+            const text = line.line.replace(new RegExp(`^(deploy|rollback) ${id}:? `), "");
             addStep(sentence(text));
             state.textContent = sentence(text);
             check();

@@ -23,6 +23,7 @@ export async function mount(service) {
   let lines = [];
   let visible = [];
   let streams = new Set($$('#log-streams input:checked').map((box) => box.value));
+  let showRelease = $("#log-release").checked; // each line's deployment, as #3
   let pending = []; // lines that arrived while paused
   let paused = false;
   let follow = true; // keep the newest line in view
@@ -68,6 +69,7 @@ export async function mount(service) {
       "div",
       { class: `log-row ${line.stream}`, dataset: { cursor: line.cursor }, title: line.line },
       h("span", { class: "ts" }, clock(line.ts)),
+      showRelease ? h("span", { class: "rl", title: `Deployment ${line.deployment}` }, line.deployment == null ? "–" : `#${line.deployment}`) : null,
       h("span", { class: "st" }, line.stream),
       h("span", { class: "text" }, line.line),
     );
@@ -265,6 +267,11 @@ export async function mount(service) {
       rerender();
     });
   }
+
+  $("#log-release").addEventListener("change", (event) => {
+    showRelease = event.target.checked;
+    rerender();
+  });
 
   function setPaused(value) {
     paused = value;
