@@ -27,8 +27,9 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# The daemon's options go in ARGS: make run ARGS="--port 7881 --data-dir ./data"
 run: $(VENV)/.installed
-	$(BIN)/dployr up
+	$(BIN)/dployr up $(ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check dployr tests benchmarks

@@ -381,7 +381,7 @@ class EnvVar:
 
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-RESERVED_ENV = frozenset({"PORT", "DPLOYR_SERVICE", "DPLOYR_DEPLOYMENT"})
+RESERVED_ENV = frozenset({"PORT", "DPLOYR_SERVICE", "DPLOYR_DEPLOYMENT", "DPLOYR_DATA_DIR"})
 
 
 def check_env_key(key: object) -> str:

@@ -211,16 +211,31 @@ class Daemon:
             return await self.process.wait()
 
     async def wait_log(self, name: str, text: str, *, cursor: int = 0) -> dict[str, object]:
-        """Wait for a line containing ``text`` in a service's log feed."""
+        """Wait for a line containing ``text`` in a service's log feed.
+
+        Lines a busy feed skips (a ``gap``) are read from history, as a client should.
+        """
         ws_url = self.url.replace("http://", "ws://") + (
             f"/api/v1/services/{name}/logs/stream?cursor={cursor}&token={self.token}"
         )
         with trio.fail_after(60):
-            async with open_websocket_url(ws_url) as ws:
+            async with open_websocket_url(ws_url) as ws, self.client() as api:
                 while True:
                     message = json.loads(await ws.get_message())
                     if message.get("type") == "log" and text in message["line"]:
                         return dict(message)
+                    if message.get("type") == "gap":
+                        after, last = int(message["from"]) - 1, int(message["to"])
+                        while after < last:
+                            params = {"after": after, "limit": 10_000}
+                            page = await api.get(f"/services/{name}/logs", params=params)
+                            lines = [x for x in page.json()["lines"] if x["cursor"] <= last]
+                            if not lines:
+                                break
+                            for line in lines:
+                                if text in line["line"]:
+                                    return dict(line)
+                            after = lines[-1]["cursor"]
 
 
 async def raw_request(

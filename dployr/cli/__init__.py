@@ -2,14 +2,17 @@
 
 Imports stay lazy: each command imports what it needs when it runs, so that a quick
 command such as ``dployr service status`` does not pay for the daemon's start-up.
-Errors are one line on stderr and exit 1 (usage errors exit 2), never a traceback.
+Errors are one line on stderr and exit 1 (usage errors exit 2), never a traceback. With
+``--json`` an error is JSON on stdout instead, ``{"error": {"code": ..., "message": ...}}``,
+with the same exit code: a script reads one JSON document from stdout either way.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +22,20 @@ import attrs
 from dployr import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@attrs.define
+class _ErrorStyle:
+    """How :func:`main` prints an error; ``json`` is set once ``--json`` is parsed.
+
+    A plain object, not a context variable: the parsing runs in trio's tasks, the printing
+    after ``trio.run`` has returned.
+    """
+
+    json: bool = False
+
+
+_error_style = _ErrorStyle()
 
 
 @attrs.define
@@ -43,6 +60,7 @@ def json_option(command: F) -> F:
     def remember(ctx: click.Context, _: click.Parameter, value: bool) -> bool:
         if value:
             ctx.ensure_object(Options).json = True
+            _error_style.json = True
         return value
 
     return click.option(
@@ -74,6 +92,8 @@ def cli(
     options = ctx.ensure_object(Options)
     options.data_dir, options.server, options.token = data_dir, server, token
     options.json = options.json or as_json
+    if options.json:
+        _error_style.json = True
 
 
 def _register() -> None:
@@ -121,7 +141,8 @@ def main() -> None:
 
     Errors a user can act on (a DployrError, a refused request, a usage error) are one line
     on stderr: exit 1, or 2 for a usage error. Anything else is a bug, still reported in one
-    line (``DPLOYR_DEBUG=1`` shows the traceback).
+    line (``DPLOYR_DEBUG=1`` shows the traceback). With ``--json`` the line is JSON on
+    stdout instead (see the module docstring); the exit code is the same.
     """
     code = 0
     try:
@@ -139,7 +160,12 @@ def main() -> None:
         if message:
             from dployr.cli.output import visible  # messages quote what users and services wrote
 
-            sys.stderr.write(f"error: {visible(' '.join(message.split()))}\n")
+            text = visible(" ".join(message.split()))
+            if _error_style.json or _asks_json(sys.argv[1:]):
+                json_error = {"error": {"code": _error_code(error, code), "message": text}}
+                sys.stdout.write(json.dumps(json_error, ensure_ascii=False) + "\n")
+            else:
+                sys.stderr.write(f"error: {text}\n")
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away: silence the flush at exit too
@@ -176,6 +202,31 @@ def _explain(error: BaseException) -> tuple[int, str | None]:
     if isinstance(error, BrokenPipeError):
         return 1, None  # the reader went away (`dployr logs x | head`): nothing to say
     return 1, f"internal error: {type(error).__name__}: {error} (DPLOYR_DEBUG=1 shows more)"
+
+
+def _asks_json(args: Sequence[str]) -> bool:
+    """Whether ``--json`` is among the arguments (for errors raised before it was parsed)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return "--json" in options
+
+
+def _error_code(error: BaseException, exit_code: int) -> str:
+    """The ``code`` of a JSON error: the daemon's own code, else what kind of failure."""
+    from dployr.cli.client import ApiError, Unreachable
+    from dployr.errors import DployrError
+
+    error = _first(error)
+    if isinstance(error, ApiError):
+        return error.code
+    if isinstance(error, Unreachable):
+        return "unreachable"
+    if exit_code == 2:
+        return "usage"
+    if isinstance(error, click.Abort | KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, DployrError | click.ClickException | SystemExit):
+        return "refused"
+    return "internal"
 
 
 def _first(error: BaseException) -> BaseException:

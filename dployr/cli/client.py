@@ -26,9 +26,11 @@ from dployr.errors import DployrError
 class ApiError(DployrError):
     """The daemon refused a request; the message is the daemon's."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, code: str = "refused") -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+        """The daemon's error code (``not_found``, ``conflict``, ...)."""
 
 
 class Unreachable(DployrError):
@@ -121,10 +123,11 @@ class Client:
         except ValueError:
             data = None
         if status >= 400:
-            message = f"the daemon answered {status}"
+            message, code = f"the daemon answered {status}", "refused"
             if isinstance(data, dict) and isinstance(data.get("error"), dict):
                 message = str(data["error"].get("message", message))
-            raise ApiError(message, status)
+                code = str(data["error"].get("code", code))
+            raise ApiError(message, status, code)
         return data
 
     async def _exchange(

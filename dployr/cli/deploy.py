@@ -48,6 +48,11 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "[default]: overlap with a port, stop-first without.",
 )
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable.")
+@click.option(
+    "--listen-fds/--no-listen-fds",
+    default=None,
+    help="Hand the release its listening socket as fd 3 (LISTEN_FDS=1) instead of a proxy.",
+)
 @click.option("--secret", "secrets", multiple=True, metavar="K=V", help="A secret variable.")
 @click.option(
     "--blueprint",
@@ -169,7 +174,8 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
 
 
 async def _run(options: Options, name: str, body: dict[str, Any], health: dict[str, Any]) -> None:
-    from dployr.cli.output import print_json, stderr
+    from dployr.cli.output import print_json
+    from dployr.errors import DployrError
 
     async with options.client() as client:
         body = await _complete(client, name, body)
@@ -182,8 +188,6 @@ async def _run(options: Options, name: str, body: dict[str, Any], health: dict[s
             click.echo(f"deploying {name}: deployment {number}")
         failed = await _watch(client, name, number, before, quiet=options.json)
         record = await _deployment(client, name, number)
-        if options.json:
-            print_json(record)
         if failed is not None or record.get("status") != "succeeded":
             reason = failed or record.get("error") or "the deploy failed"
             tail = record.get("output_tail") or []
@@ -192,8 +196,10 @@ async def _run(options: Options, name: str, body: dict[str, Any], health: dict[s
                 click.echo("==> its last lines of output:")
                 for line in tail:
                     click.echo(f"    {line}")
-            stderr(f"error: deploy {number} of {name} failed: {reason}")
-            raise SystemExit(1)
+            # One line on stderr, or with --json the JSON error on stdout; exit 1.
+            raise DployrError(f"deploy {number} of {name} failed: {reason}")
+        if options.json:
+            print_json(record)
         if not options.json:
             info = await client.call("GET", client.service(name))
             where = f" on port {info['port']}" if info.get("port") else ""

@@ -10,11 +10,11 @@ from dployr.cli import Options, json_option
 
 
 def _show(instance: dict[str, Any]) -> None:
-    from dployr.cli.output import services_table
+    from dployr.cli.output import plural, services_table
 
     click.echo(
         f"instance {instance['name']} ({instance['id']}) on {instance['hostname']}, "
-        f"dployr {instance['version']}, {len(instance['services'])} services"
+        f"dployr {instance['version']}, {plural(len(instance['services']), 'service')}"
     )
     if instance["services"]:
         services_table(instance["services"])

@@ -28,6 +28,18 @@ def _show(line: dict[str, Any], as_json: bool, release: bool = False) -> None:
         click.echo(f"{stamp} {marker} {text}")
 
 
+async def _why_no_build_output(client: Any, name: str) -> str:
+    """Say why ``--build`` found nothing: no deploy yet, no build command, or no output."""
+    path = client.service(name, "/deployments")
+    latest = await client.call("GET", path, params={"limit": 1})
+    if not latest:
+        return f"no build output: {name} has not been deployed yet"
+    number = latest[0]["id"]
+    if not latest[0]["settings"].get("build_cmd"):
+        return f"no build output: deployment {number} has no build command"
+    return f"no build output in the history (the build of deployment {number} printed nothing)"
+
+
 @click.command()
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
@@ -57,6 +69,7 @@ async def logs(
     object a line (it always carries "deployment").
     """
     from dployr.cli._runtime import until_signalled
+    from dployr.cli.output import plural
     from dployr.errors import DployrError
     from dployr.timeparse import parse_since
 
@@ -73,6 +86,8 @@ async def logs(
             lines = lines[-tail:] if tail else []
         for line in lines:
             _show(line, options.json, release)
+        if build and not lines and not options.json:
+            click.echo(await _why_no_build_output(client, name))
         if not follow:
             return
         cursor = page["last_cursor"] if not lines else lines[-1]["cursor"]
@@ -83,7 +98,7 @@ async def logs(
                 async for message in feed:
                     if message.get("type") == "gap":
                         click.echo(
-                            f"... {message['to'] - message['from'] + 1} lines skipped "
+                            f"... {plural(message['to'] - message['from'] + 1, 'line')} skipped "
                             f"(cursors {message['from']}-{message['to']}): read them with --since",
                             err=True,
                         )

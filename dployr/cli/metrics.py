@@ -18,7 +18,7 @@ def _size(value: float) -> str:
 
 
 def _show(page: dict[str, Any]) -> None:
-    from dployr.cli.output import clock, table
+    from dployr.cli.output import clock, plural, table
 
     points = page["points"]
     if not points:
@@ -35,9 +35,10 @@ def _show(page: dict[str, Any]) -> None:
         rows.append([clock(point["ts"]), cpu, memory, f"{point['processes']:g}"])
     table(["time", "cpu", "memory", "processes"], rows)
     last = points[-1]
+    kind = "one-minute point" if minute else "point"
     click.echo(
-        f"{len(points)} {'one-minute' if minute else ''} points; now {last['cpu_percent']:.1f} % "
-        f"CPU, {_size(last['memory_rss_bytes'])} RSS".replace("  ", " ")
+        f"{plural(len(points), kind)}; now {last['cpu_percent']:.1f} % "
+        f"CPU, {_size(last['memory_rss_bytes'])} RSS"
     )
 
 

@@ -71,6 +71,11 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
         human(data)
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 service``, ``2 services`` (``words`` when the plural is not ``word + "s"``)."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows in aligned columns under upper-case headers."""
     cells = [[str(h).upper() for h in headers]] + [

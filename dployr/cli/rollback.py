@@ -21,7 +21,8 @@ async def rollback(options: Options, name: str, deployment: int | None) -> None:
     the current one and takes over once it is ready, so no request is dropped.
     """
     from dployr.cli.deploy import _last_cursor, _watch
-    from dployr.cli.output import print_json, stderr
+    from dployr.cli.output import print_json
+    from dployr.errors import DployrError
 
     async with options.client() as client:
         before = await _last_cursor(client, name)
@@ -34,11 +35,10 @@ async def rollback(options: Options, name: str, deployment: int | None) -> None:
             client, name, number, before, quiet=options.json, prefix=f"rollback {number}: "
         )
         info = await client.call("GET", client.service(name))
+    if failed is not None:
+        raise DployrError(f"rollback {number} of {name} (to deployment {target}) failed: {failed}")
     if options.json:
         print_json(info)
-    if failed is not None:
-        stderr(f"error: rollback {number} of {name} (to deployment {target}) failed: {failed}")
-        raise SystemExit(1)
     if not options.json:
         click.echo(
             f"{name} is {info['status']} on deployment {info['deployment']} "

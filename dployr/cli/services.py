@@ -39,21 +39,30 @@ async def get(options: Options, name: str) -> None:
 @click.command()
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--purge", is_flag=True, help="Also remove its data folder ($DPLOYR_DATA_DIR).")
 @json_option
 @click.pass_obj
-async def delete(options: Options, name: str, yes: bool) -> None:
+async def delete(options: Options, name: str, yes: bool, purge: bool) -> None:
     """Stop a service and remove it, its releases and its history.
 
-    The source repository is never touched.
+    Its data folder ($DPLOYR_DATA_DIR) is kept, so a service deployed again under the same
+    name finds its files, unless --purge. The source repository is never touched.
     """
     from dployr.cli.output import emit
     from dployr.errors import DployrError
 
+    what = (
+        "its releases, its history and its data folder"
+        if purge
+        else ("its releases and its history (its data folder stays)")
+    )
     if not yes:
         if not sys.stdin.isatty():
             raise DployrError(f"refusing to delete {name} without --yes (not on a terminal)")
-        if not click.confirm(f"Delete service {name}, its releases and its history?"):
-            raise DployrError("not deleted")
+        if not click.confirm(f"Delete service {name}, {what}?"):
+            click.echo("not deleted")  # the answer asked for, not a failure
+            return
     async with options.client() as client:
-        result = await client.call("DELETE", client.service(name))
+        params = {"purge": "true"} if purge else None
+        result = await client.call("DELETE", client.service(name), params=params)
     emit(result, options.json, lambda r: click.echo(f"deleted {r['name']}"))

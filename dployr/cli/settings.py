@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import asyncclick as click
@@ -25,6 +26,8 @@ _LABELS = {
 
 
 def _health(settings: dict[str, Any]) -> str:
+    from dployr.cli.output import plural
+
     health = settings["health"]
     kind = health["kind"] or ("http" if settings.get("health_check") else None)
     if kind is None:
@@ -34,12 +37,13 @@ def _health(settings: dict[str, Any]) -> str:
     )
     text = (
         f"{what} every {health['interval']:g} s (timeout {health['timeout']:g} s); degraded "
-        f"after {health['failures']} failures, healthy after {health['successes']} successes"
+        f"after {plural(health['failures'], 'failure')}, "
+        f"healthy after {plural(health['successes'], 'success', 'successes')}"
     )
     if health["start_period"]:
         text += f"; {health['start_period']:g} s start period"
     if health["restart_after"]:
-        text += f"; restart after {health['restart_after']} failures"
+        text += f"; restart after {plural(health['restart_after'], 'failure')}"
     if health["webhook"]:
         text += f"; webhook {health['webhook']}"
     return text
@@ -65,12 +69,31 @@ def _show(view: dict[str, Any]) -> None:
         mark = "  (waits for the next deploy)" if key in pending else ""
         value = _health(view["settings"]) if key == "health" else _value(key, view["settings"][key])
         click.echo(f"  {label:<13}{visible(value)}{mark}")
+    click.echo(
+        f"  {'data-dir':<13}{visible(view['data_dir'])}  (kept across deploys: $DPLOYR_DATA_DIR)"
+    )
     if pending:
         click.echo("Changes apply at the next deploy; the running service is not restarted.")
 
 
+def _remote(
+    current: dict[str, Any], remote: str | None, branch: str | None, options: Options
+) -> dict[str, Any]:
+    """The new remote of ``--remote``/``--branch``: what is not given stays (never a commit:
+    that pins one deploy only)."""
+    from dployr.cli.deploy import _local_or_url
+
+    url = current["remote"]
+    if remote is not None:
+        url = _local_or_url(remote, Path.cwd(), options.server is None)
+    chosen = current.get("branch") if branch is None else (branch or None)
+    return {"url": url, "branch": chosen}
+
+
 @click.command()
 @click.argument("name")
+@click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
+@click.option("--branch", help="The branch to deploy, or '' for the remote's default.")
 @click.option("--port", help="The public port, or 'none' for a worker.")
 @click.option("--build-cmd", help="The build command, or '' for none.")
 @click.option("--run-cmd", help="The run command.")
@@ -78,6 +101,11 @@ def _show(view: dict[str, Any]) -> None:
 @click.option("--description", help="A line about the service.")
 @click.option("--health-check", help="The health check path, or '' for none.")
 @click.option("--stop-grace", type=float, help="Seconds between SIGTERM and SIGKILL.")
+@click.option(
+    "--listen-fds/--no-listen-fds",
+    default=None,
+    help="Hand the release its listening socket as fd 3 (LISTEN_FDS=1) instead of a proxy.",
+)
 @click.option(
     "--rollout",
     type=click.Choice(["auto", "overlap", "stop-first"]),
@@ -97,6 +125,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
     from dployr.errors import DployrError
 
     health = pop_health(changes)
+    remote, branch = changes.pop("remote"), changes.pop("branch")
     body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
     if "port" in body:
         port = body["port"]
@@ -112,9 +141,12 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
             body[key] = None
     async with options.client() as client:
         path = client.service(name, "/settings")
-        if health:  # the options given change the health check, the rest of it stays
-            current = await client.call("GET", path)
-            body["health"] = {**current["settings"]["health"], **health}
+        if health or remote is not None or branch is not None:
+            current = (await client.call("GET", path))["settings"]
+            if health:  # the options given change the health check, the rest of it stays
+                body["health"] = {**current["health"], **health}
+            if remote is not None or branch is not None:
+                body["remote"] = _remote(current["source"], remote, branch, options)
         view = (
             await client.call("PATCH", path, body=body) if body else await client.call("GET", path)
         )

@@ -15,6 +15,7 @@ deployment: so a service never runs twice.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -42,6 +43,7 @@ from dployr.engine.metrics_policy import (
     Sample,
     ServiceSample,
 )
+from dployr.engine.proxy import PortInUse
 from dployr.engine.release import Running
 from dployr.engine.service import Service
 from dployr.engine.sources import check_remote, hide_password
@@ -352,6 +354,14 @@ class Instance:
             kept = service.kept_credential() if service is not None else None
             source, credential = hide_password(settings.source, kept)
             settings = attrs.evolve(settings, source=source)
+        # Refused before anything is stored: a refused first deploy leaves no service.
+        wanted = settings
+        if wanted is None and service is not None:
+            wanted = service.settings_view().settings
+        if wanted is not None:
+            # The port the service holds itself is not tried: only another one is.
+            held = _held_port(service) if service is not None else None
+            self.check_port(request.name, wanted.port, bind=wanted.port != held)
         if service is None:
             if settings is None:
                 raise UnknownService(
@@ -370,10 +380,38 @@ class Instance:
             credential = service.kept_credential()
         return await service.deploy_now(settings, request.env, request.secrets, credential)
 
-    async def delete(self, name: str) -> m.Deleted:
-        """Stop and remove a service."""
+    def check_port(self, name: str, port: int | None, *, bind: bool = False) -> None:
+        """Refuse ``port`` as the public port of service ``name`` if another service has
+        it (stored, deploying onto it, or serving on it): Conflict. With ``bind``, also if
+        another program listens on it now: PortInUse. Both are answered 409, before
+        anything is stored."""
+        if port is None:
+            return
+        for other in self.services.values():
+            if other.name == name:
+                continue
+            view = other.settings_view()
+            taken = {view.settings.port, view.active.port if view.active else None}
+            if other.deploy is not None:  # its settings are saved only once it succeeds
+                taken.add(other.deploy.deployment.settings.port)
+            if port in taken or port == _held_port(other):
+                raise Conflict(f"port {port} is already the port of service {other.name}")
+        if bind:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.config.service_host, port))
+                except OSError as error:
+                    if error.errno == errno.EADDRINUSE:
+                        raise PortInUse(
+                            f"port {port} is already in use by another program"
+                        ) from None
+                    raise PortInUse(f"cannot listen on port {port}: {error.strerror}") from None
+
+    async def delete(self, name: str, *, purge: bool = False) -> m.Deleted:
+        """Stop and remove a service (its data folder too with ``purge``)."""
         service = self.service(name)
-        await service.delete()
+        await service.delete(purge=purge)
         self.services.pop(name, None)
         self.touch()
         return m.Deleted(name)
@@ -456,6 +494,17 @@ class Instance:
         return m.LogPage(request.name, tuple(lines), history.first_cursor, history.last_cursor)
 
 
+def _held_port(service: Service) -> int | None:
+    """The public port the service's proxy or listening socket holds now, if any (a failed
+    service keeps its proxy)."""
+    if service.proxy is not None:
+        return service.proxy.port
+    if service.listener is not None:
+        port: int = service.listener.getsockname()[1]
+        return port
+    return None
+
+
 class _InstanceEvents:
     """The instance supervisor's sink: notice a service tree that died, then publish."""
 
@@ -488,7 +537,7 @@ class InstanceHandle:
             m.Stop: lambda r: i.service(r.name).stop(),
             m.Restart: lambda r: i.service(r.name).restart(hard=r.hard),
             m.Rollback: lambda r: i.service(r.name).rollback(r.deployment),
-            m.Delete: lambda r: i.delete(r.name),
+            m.Delete: lambda r: i.delete(r.name, purge=r.purge),
             m.GetService: lambda r: _now(i.service(r.name).info()),
             m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
             m.GetSettings: lambda r: _now(i.service(r.name).settings_view()),

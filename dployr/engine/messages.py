@@ -78,6 +78,8 @@ class SettingsView:
     """The settings the running release was deployed with."""
     pending: tuple[str, ...]
     """The settings changed since the active deployment: they apply at the next deploy."""
+    data_dir: str
+    """The service's persistent folder outside its releases (``$DPLOYR_DATA_DIR``)."""
 
 
 @attrs.frozen
@@ -202,9 +204,14 @@ class Rollback(Query[Deployment]):
 
 @attrs.frozen
 class Delete(Query[Deleted]):
-    """Stop a service and remove its configuration, releases and history."""
+    """Stop a service and remove its configuration, releases and history.
+
+    Its data folder (``$DPLOYR_DATA_DIR``) is kept, for a service created again with the
+    same name, unless ``purge``.
+    """
 
     name: str = attrs.field(validator=_name)
+    purge: bool = False
 
 
 @attrs.frozen

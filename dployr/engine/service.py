@@ -196,7 +196,7 @@ class Service:
                 for f in attrs.fields(ServiceSettings)
                 if getattr(record.settings, f.name) != getattr(active, f.name)
             )
-        return SettingsView(self.name, record.settings, active, pending)
+        return SettingsView(self.name, record.settings, active, pending, str(self.data_dir))
 
     def env_listing(self, applies: str = APPLIES_LATER) -> EnvListing:
         """The environment with secrets masked."""
@@ -423,6 +423,8 @@ class Service:
             }
             updates.update(dict.fromkeys(change.clear))
             settings = attrs.evolve(current, **updates)  # validates every field again
+            if settings.port != current.port:
+                self.instance.check_port(self.name, settings.port)
             if change.source is not None:
                 self.keep_credential(credential)
             if settings != current:
@@ -464,7 +466,15 @@ class Service:
         return await self._env_changed(restart)
 
     async def unset_env(self, keys: tuple[str, ...], *, restart: bool) -> EnvListing:
-        """Remove variables; the process sees it at its next start."""
+        """Remove variables; the process sees it at its next start.
+
+        A key that is not set is bad input: refused, and nothing is removed.
+        """
+        # Checked and removed with no await between: nothing can set a key in between.
+        missing = sorted(set(keys) - {var.key for var in self.store.env_listing(self.name)})
+        if missing:
+            verb = "was" if len(missing) == 1 else "were"
+            raise InvalidSetting(f"{', '.join(missing)} {verb} not set: nothing was unset")
         self.store.unset_env(self.name, keys)
         return await self._env_changed(restart)
 
@@ -474,8 +484,12 @@ class Service:
             return self.env_listing(APPLIES_NOW)
         return self.env_listing()
 
-    async def delete(self) -> None:
-        """Stop the service and remove its configuration, releases and history."""
+    async def delete(self, *, purge: bool = False) -> None:
+        """Stop the service and remove its configuration, releases and history.
+
+        Its data folder stays (a service created again with the same name finds it),
+        unless ``purge``.
+        """
         async with self._stopping_deploy(), self.lock:
             await self._take_down()
             try:
@@ -488,7 +502,7 @@ class Service:
                 self.store.delete_service(self.name)
             self._cached = None
             self.book.close()
-            await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
+            await trio.to_thread.run_sync(_remove_service_dir, self.dir, self.data_dir, purge)
 
     async def recover(self) -> None:
         """At daemon start: bring the service back as it should be."""
@@ -572,6 +586,12 @@ class Service:
         """Where a deployment's release folder is (or was)."""
         return self.dir / "releases" / str(deployment)
 
+    @property
+    def data_dir(self) -> Path:
+        """The service's own persistent files, outside its releases: kept across deploys,
+        rollbacks and restarts, and by a plain ``delete``."""
+        return self.dir / "data"
+
     def process_env(
         self, deployment: int, port: int | None, extra: Mapping[str, str] | None = None
     ) -> dict[str, str]:
@@ -579,8 +599,10 @@ class Service:
 
         ``extra`` are the variables a deploy in progress brings (they win). ``DPLOYR_INSTANCE``
         marks it as this instance's, so a daemon started after a crash can tell its
-        leftovers from unrelated processes that reuse their pids.
+        leftovers from unrelated processes that reuse their pids. ``DPLOYR_DATA_DIR`` is
+        the data folder, made here if it is missing (one mkdir).
         """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         env = process_env(
             self.name,
             deployment,
@@ -589,6 +611,7 @@ class Service:
             passed=self.config.pass_env,
         )
         env["DPLOYR_INSTANCE"] = self.instance.id
+        env["DPLOYR_DATA_DIR"] = str(self.data_dir)
         return env
 
     def process_started(self, running: Running) -> None:
@@ -1106,6 +1129,20 @@ def _check_words(settings: ServiceSettings) -> str:
     if kind is HealthKind.TCP:
         return "a TCP connection"
     return f"command {settings.health.command}"
+
+
+def _remove_service_dir(folder: Path, data: Path, purge: bool) -> None:
+    """Remove a deleted service's folder; all of it with ``purge``, else all but ``data``."""
+    if purge or not data.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        for entry in folder.iterdir():
+            if entry != data:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
 
 def webhook_body(service: str, instance: str, health: Health, message: str) -> bytes:

@@ -27,19 +27,21 @@ in the URL costs no re-clone). A folder in the way that dployr did not make is n
 deleted. Two fetches into the same cache at once are not coordinated here: the deploy runs
 one at a time per service.
 
-A git release is a shallow repository holding just the deployed commit, checked out
-detached: ``git init``, ``git fetch --depth=1 <cache> <sha>``, ``git checkout --detach``.
-Its objects are copied, not hard-linked and not borrowed through alternates, so deleting
-the cache (or a service scribbling over its own ``.git``) affects nothing else, and a build
-can still ask ``git rev-parse HEAD``. ``git archive`` was not chosen because it honors the
-repository's ``export-ignore`` and ``export-subst`` attributes, so the release would not be
-the commit.
+A git release holds the deployed commit's files and nothing of the repository: no ``.git``
+(a release folder is what the service runs and may serve, and a ``.git`` in it would hand out
+the repository's history and config). The files are written straight from the cache by
+``git read-tree --reset -u <sha>`` with the cache as git dir, the new release as work tree
+and a throw-away index file beside the release, so the cache's own HEAD and index are never
+touched, and deleting the cache afterwards affects no release. ``git archive`` was not
+chosen because it honors the repository's ``export-ignore`` and ``export-subst``
+attributes, so the release would not be the commit.
 
 A plain folder's revision is ``"folder:"`` followed by the SHA-256 of a record per entry,
 walked in name order without following symlinks: for a folder its path and mode, for a file
 its path, mode, size and modification time (ns), for a symlink its path and target. Its
 checkout copies the tree, symlinks as symlinks, modes and times kept, and refuses the copy
-when the folder no longer has the fetched revision.
+when the folder no longer has the fetched revision. An entry named ``.git``, at any depth
+(a nested repository, a submodule's ``.git`` file), is neither counted nor copied.
 
 A release is built in a hidden sibling folder and renamed into place, so a failed or
 cancelled checkout leaves no half-made release behind.
@@ -56,10 +58,11 @@ import secrets
 import shutil
 import stat
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final, TypeVar
 
 import attrs
@@ -485,7 +488,7 @@ PROCESS_MARKS: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars
 daemon started after a crash find and kill a fetch its predecessor left running."""
 
 
-def _git_env() -> dict[str, str]:
+def _git_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -493,6 +496,7 @@ def _git_env() -> dict[str, str]:
     }
     env.update(_GIT_ENV)
     env.update(dict(PROCESS_MARKS.get()))
+    env.update(extra)
     return env
 
 
@@ -511,6 +515,7 @@ async def _git(
     on_output: OutputCallback | None = None,
     check: bool = True,
     credential: Credential | None = None,
+    env: Mapping[str, str] = MappingProxyType({}),
 ) -> _GitResult:
     """Run ``git args``; raise ``SourceError("<what> failed: <git's error>")`` if it fails.
 
@@ -522,7 +527,7 @@ async def _git(
     try:
         process = await launcher.launch_program(
             ["git", *_GIT_OPTIONS, *args],
-            {**_git_env(), **_credential_env(credential)},  # a password only here
+            {**_git_env(env), **_credential_env(credential)},  # a password only here
             label="git",
         )
     except OSError as error:
@@ -840,9 +845,9 @@ async def checkout(
     """Write ``revision`` of ``source`` (as returned by :func:`fetch`) into ``release``.
 
     ``release`` must not exist yet (its parents are created). A git release holds the
-    commit's files and a shallow ``.git`` at that commit, independent of ``cache``; a plain
-    folder is copied (symlinks as symlinks, modes and times kept). On any failure, the
-    timeout included, no release folder is left behind. Raises :class:`SourceError`.
+    commit's files and no ``.git``, independent of ``cache``; a plain folder is copied
+    (symlinks as symlinks, modes and times kept, any ``.git`` left out). On any failure,
+    the timeout included, no release folder is left behind. Raises :class:`SourceError`.
     """
     remote = check_remote(source.remote)
     release_dir, cache_dir = _absolute(release), _absolute(cache)
@@ -911,25 +916,26 @@ async def _copy_folder_in_thread(folder: Path, revision: str, into: Path) -> Non
 async def _checkout_commit(
     cache: Path, sha: str, release: Path, *, on_output: OutputCallback | None
 ) -> None:
-    await _git("git checkout", ["init", "--quiet", "--template=", "--", str(release)])
-    work = ["-C", str(release)]
-    await _git(
-        "git checkout",
-        [
-            *work,
-            "fetch",
-            "--depth=1",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--no-recurse-submodules",
-            *(["--progress"] if on_output is not None else []),
-            "--",
-            str(cache),
-            sha,
-        ],
-        on_output=on_output,
-    )
-    await _git("git checkout", [*work, "checkout", "--quiet", "--detach", sha, "--"])
+    # The index is a file of its own beside the release: neither in the release (which
+    # holds no repository) nor the cache's (which a checkout must not change).
+    index = release.with_name(f"{release.name}.index")
+    try:
+        await _git(
+            "git checkout",
+            [
+                f"--git-dir={cache}",
+                f"--work-tree={release}",
+                "read-tree",
+                "--reset",
+                "-u",
+                sha,
+            ],
+            on_output=on_output,
+            env={"GIT_INDEX_FILE": str(index)},
+        )
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.Path(index).unlink(missing_ok=True)
 
 
 async def _new_sibling(path: Path, what: str) -> Path:
@@ -962,6 +968,8 @@ def _entries(root: str) -> Iterator[tuple[str, os.stat_result]]:
         folders = []
         for entry in children:
             trio.from_thread.check_cancelled()
+            if entry.name == ".git":
+                continue  # a release never holds a repository
             relative = os.path.join(folder, entry.name)
             info = entry.stat(follow_symlinks=False)
             if not (

@@ -175,7 +175,7 @@ async def get_service(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any
 
 
 async def delete_service(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
-    return await handle.request(m.Delete(args["name"])), 200
+    return await handle.request(m.Delete(args["name"], purge=_bool_arg("purge"))), 200
 
 
 async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
@@ -349,7 +349,14 @@ _NAME = "the service's name"
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/services", "List services", list_services, response="ServiceList"),
     Route("GET", "/services/{name}", "Get a service", get_service, response="Service"),
-    Route("DELETE", "/services/{name}", "Delete a service", delete_service, response="Deleted"),
+    Route(
+        "DELETE",
+        "/services/{name}",
+        "Delete a service (its data folder stays unless purge)",
+        delete_service,
+        response="Deleted",
+        query=(Param("purge", "boolean", "also remove the service's data folder"),),
+    ),
     Route(
         "POST",
         "/services/{name}/deploy",

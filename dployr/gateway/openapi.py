@@ -149,6 +149,7 @@ SCHEMAS: dict[str, Any] = {
             "settings": _ref("ServiceSettings"),
             "active": _nullable(_ref("ServiceSettings")),
             "pending": {"type": "array", "items": _STR},
+            "data_dir": _STR,
         }
     ),
     "ServiceSettings": _object(_SETTINGS, ("source", "run_cmd")),

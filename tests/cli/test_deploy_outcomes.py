@@ -39,6 +39,11 @@ async def test_a_release_that_dies_at_start_is_not_a_success(
     assert "RuntimeError: DATABASE_URL is not set" in records[0]["output_tail"]
     info = json.loads(await daemon.ok("get", "crasher", "--json"))
     assert info["status"] == "failed"
+    # With --json, the failure is a JSON error on stdout, with the same exit code.
+    result = await daemon.cli("deploy", "--name", "crasher", "--json")
+    assert result.code == 1
+    error = json.loads(result.out)["error"]
+    assert error["message"].startswith("deploy 2 of crasher failed: the new release exited")
 
 
 BLUEPRINT = """\

@@ -176,10 +176,11 @@ async def test_a_port_in_use_by_another_program(running: Daemon, web_app: Path) 
             "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd",
             f"{PYTHON} app.py", "--port", str(port),
         )  # fmt: skip
-        line = moved.one_line_error()
-        assert f"port {port} is already in use" in line
-        assert "the previous release is still running" in line
+        # Refused when asked, before a deploy starts: no record, the release runs on.
+        assert moved.one_line_error() == f"error: port {port} is already in use by another program"
         await unchanged(running, before)
+        history = json.loads(await running.ok("deployments", "my-api", "--json"))
+        assert [d["status"] for d in history] == ["succeeded"]
         assert await http_get(settings["settings"]["port"]) == "hello v1 1"
 
 

@@ -362,7 +362,8 @@ async def test_delete_asks_and_keeps_the_repository(daemon: Daemon, web_app: Pat
 
     asked = await in_terminal(daemon, ["delete", "my-api"], answer=b"n\n")
     assert "Delete service my-api" in asked[1]
-    assert asked[0] == 1
+    assert asked[0] == 0  # the answer asked for is no failure
+    assert asked[1].rstrip().endswith("not deleted")
     assert await daemon.snapshot() == before
 
     code, screen = await in_terminal(daemon, ["delete", "my-api"], answer=b"y\n")
@@ -370,7 +371,8 @@ async def test_delete_asks_and_keeps_the_repository(daemon: Daemon, web_app: Pat
     assert "deleted my-api" in screen
     assert pids_of_service("my-api") == []
     assert await daemon.snapshot() == {}
-    assert not (daemon.data_dir / "services" / "my-api").exists()
+    folder = daemon.data_dir / "services" / "my-api"
+    assert [p.name for p in folder.iterdir()] == ["data"]  # kept without --purge
     assert (web_app / "app.py").is_file()  # the repository is not touched
 
     pause = f"{PYTHON} -c 'import signal; signal.pause()'"

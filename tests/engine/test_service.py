@@ -310,7 +310,9 @@ async def test_delete_removes_the_service_and_leaves_the_source_untouched(
     await engine.handle.request(Delete("web"))
     with pytest.raises(UnknownService, match="no service named 'web'"):
         await engine.handle.request(GetService("web"))
-    assert not (engine.data_dir / "services" / "web").exists()
+    # Only the data folder is kept (a plain delete, not a purge).
+    folder = engine.data_dir / "services" / "web"
+    assert [p.name for p in folder.iterdir()] == ["data"]
     assert engine.pids("web") == []
     after = (
         git(repo, "for-each-ref"),

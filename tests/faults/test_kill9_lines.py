@@ -67,7 +67,11 @@ async def test_kill_9_loses_no_line_the_daemon_had_read(tmp_path: Path) -> None:
         response = await api.post("/services/numbered/deploy", json=body)
         assert response.status_code == 202, response.text
     # Killed while the service writes 12,000 lines a second, some 30,000 lines in.
-    await daemon.wait_log("numbered", "00030000 ")
+    try:
+        await daemon.wait_log("numbered", "00030000 ")
+    except BaseException:
+        await daemon.kill9()  # not left running behind a failed test
+        raise
     pids = pids_of_service("numbered")
     # A second reader of the service's output pipe keeps what the daemon had not read
     # when it died (without it, that dies with the pipe), so that it can be counted.
