@@ -58,6 +58,7 @@ async def start_daemon(data: Path) -> tuple[trio.Process, str]:
             "0",
             "--service-host",
             "127.0.0.1",
+            "--shared-user",  # as root, a service user could not reach this interpreter
         ],
         stdout=subprocess.PIPE,
         env=env,

@@ -31,6 +31,7 @@ async def serve(data_dir: Path, source: Path, name: str, command: str) -> None:
     config = EngineConfig(
         data_dir=data_dir,
         service_host="127.0.0.1",
+        service_users=False,  # as root, a service user could not reach this interpreter
     )
     instance = Instance(config, store)
     try:

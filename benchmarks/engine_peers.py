@@ -177,6 +177,7 @@ class Dployr:
                 "0",
                 "--service-host",
                 "127.0.0.1",
+                "--shared-user",  # as root, a service user could not reach this interpreter
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

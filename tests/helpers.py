@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import h11
 import httpx
@@ -108,8 +109,16 @@ def web_repo(path: Path, version: str = "v1") -> Path:
 
 
 os.environ.setdefault("TESTS_RUN", os.urandom(8).hex())
-"""Marks the processes of this test run: daemons and services inherit it, so the leak guard
-only looks at processes of this run, not at those of another run on the same machine."""
+"""Marks the processes of this test run: daemons inherit it and pass it on to services
+(:data:`PASS_ENV`), so the leak guard only looks at processes of this run, not at those of
+another run on the same machine."""
+UP_ARGS = ("--pass-env", "TESTS_RUN", "--shared-user")
+"""``dployr up`` arguments of the tests: services get the test run's mark (their
+environment is otherwise clean), and run as root like the tests (as root, each would run
+as a user of its own, which cannot reach this interpreter under /root or pytest's 0700
+temporary folders; tests/security/test_isolation.py tests that on its own)."""
+TEST_ENGINE: dict[str, Any] = {"pass_env": ("TESTS_RUN",), "service_users": False}
+"""The same, as engine settings (``EngineConfig``)."""
 
 
 def service_processes() -> dict[int, tuple[str, str]]:
@@ -138,8 +147,9 @@ def pids_of_service(name: str, instance: str | None = None) -> list[int]:
 class Daemon:
     """A real ``dployr up`` in a subprocess, on a data dir, driven over its API."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, shared_user: bool = True) -> None:
         self.data_dir = data_dir
+        self.up_args = UP_ARGS if shared_user else tuple(a for a in UP_ARGS if a != "--shared-user")
         self.process: trio.Process | None = None
         self.url = ""
 
@@ -161,6 +171,7 @@ class Daemon:
                 "0",
                 "--service-host",
                 "127.0.0.1",
+                *self.up_args,
             ],
             stdout=subprocess.PIPE,
             env={k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")},

@@ -78,7 +78,8 @@ def json_option(command: F) -> F:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="DPLOYR_HOME",
-    help="The data dir of the local daemon [default: $DPLOYR_HOME or ~/.local/share/dployr].",
+    help="The data dir of the local daemon [default: $DPLOYR_HOME, else /var/lib/dployr "
+    "as root, else ~/.local/share/dployr].",
 )
 @click.option("--server", envvar="DPLOYR_SERVER", help="A remote daemon's URL.")
 @click.option("--token", envvar="DPLOYR_TOKEN", help="An API token for --server.")

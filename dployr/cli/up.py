@@ -13,7 +13,8 @@ from dployr.cli import Options
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where dployr keeps its data [default: $DPLOYR_HOME or ~/.local/share/dployr].",
+    help="Where dployr keeps its data [default: $DPLOYR_HOME, else /var/lib/dployr as "
+    "root, else ~/.local/share/dployr].",
 )
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address of the API and dashboard."
@@ -32,6 +33,20 @@ from dployr.cli import Options
     type=click.FloatRange(0.1, 3600),
     help="Seconds between samples of each service's CPU and memory.",
 )
+@click.option(
+    "--pass-env",
+    "pass_env",
+    multiple=True,
+    metavar="NAME",
+    help="Give every service this variable of dployr's own environment (services get a "
+    "clean one: PATH, HOME, LANG, TZ and their own variables). Repeatable.",
+)
+@click.option(
+    "--shared-user",
+    is_flag=True,
+    help="As root, run services as root too, not each as a user of its own "
+    "(services can then read dployr's keys and each other's files).",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -40,6 +55,8 @@ async def up(
     port: int,
     service_host: str,
     metrics_interval: float,
+    pass_env: tuple[str, ...],
+    shared_user: bool,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -53,10 +70,17 @@ async def up(
     from dployr.cli._runtime import until_signalled
     from dployr.daemon import daemon
     from dployr.daemon.paths import default_data_dir
+    from dployr.models import check_env_key
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
     config = daemon.DaemonConfig(
-        root, host=host, port=port, service_host=service_host, metrics_interval=metrics_interval
+        root,
+        host=host,
+        port=port,
+        service_host=service_host,
+        metrics_interval=metrics_interval,
+        pass_env=tuple(check_env_key(name) for name in pass_env),
+        service_users=not shared_user,
     )
 
     async def serve() -> None:

@@ -18,6 +18,7 @@ import fcntl
 import gc
 import json
 import os
+import pwd
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ import trio
 
 from dployr import __version__
 from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
+from dployr.engine import users
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
@@ -50,6 +52,10 @@ class DaemonConfig:
     port: int = DEFAULT_PORT
     service_host: str = "0.0.0.0"
     metrics_interval: float = 5.0
+    pass_env: tuple[str, ...] = ()
+    """Variables of the daemon's environment passed on to every service, by name."""
+    service_users: bool = True
+    """As root, run each service as a user of its own (False: ``--shared-user``)."""
 
 
 @contextlib.contextmanager
@@ -105,6 +111,8 @@ async def run(
 ) -> None:
     """Run the daemon until cancelled; report the URL it serves once everything is up."""
     data = DataDir(config.data_dir)
+    if config.service_users and users.available():
+        users.check_reachable(data.root)
     with hold_lock(data):
         # Space held back for the database, so that a disk filled by logs cannot stop
         # the daemon from recording what it does (see dployr/store/reserve.py).
@@ -118,6 +126,8 @@ async def run(
                     data_dir=data.root,
                     service_host=config.service_host,
                     metrics_interval=config.metrics_interval,
+                    pass_env=config.pass_env,
+                    service_users=config.service_users,
                 ),
                 store,
             )
@@ -148,6 +158,7 @@ async def run(
                     state = "a new admin token is in" if created else "admin token:"
                     say(f"{state} {data.admin_token}")
                     say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
+                    say(_who_runs_services(instance))
                     task_status.started(url)
                     # What start-up made (modules, the app, the services) lives as long as
                     # the daemon: out of the collector's sight, a full collection is short.
@@ -165,6 +176,23 @@ async def run(
                         data.endpoint.unlink()
         finally:
             store.close()
+
+
+def _who_runs_services(instance: Instance) -> str:
+    """One line on which user services run as, and what that means."""
+    if instance.users is not None:
+        return (
+            f"services run as users of their own (ids {users.FIRST_UID}-{users.LAST_UID}):"
+            " none can read dployr's data dir or another service's files"
+        )
+    try:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        name = f"uid {os.geteuid()}"
+    return (
+        f"services run as {name}, dployr's own user: they can read its data dir, "
+        "keys and token (see docs/security.md)"
+    )
 
 
 def _write_endpoint(data: DataDir, url: str) -> None:

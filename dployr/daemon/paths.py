@@ -18,11 +18,18 @@ class NotRunning(DployrError):
     """No daemon runs on the data dir."""
 
 
+ROOT_DATA_DIR = Path("/var/lib/dployr")
+"""The default data dir of a daemon run as root: its services, each a user of its own,
+must be able to reach their folders in it (root's home is closed to them)."""
+
+
 def default_data_dir() -> Path:
-    """``$DPLOYR_HOME``, else ``~/.local/share/dployr``."""
+    """``$DPLOYR_HOME``, else ``/var/lib/dployr`` for root, else ``~/.local/share/dployr``."""
     home = os.environ.get("DPLOYR_HOME")
     if home:
         return Path(home).expanduser()
+    if os.geteuid() == 0:
+        return ROOT_DATA_DIR
     return Path.home() / ".local" / "share" / "dployr"
 
 

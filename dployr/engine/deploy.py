@@ -185,6 +185,8 @@ class DeployRun:
                 nursery.start_soon(pump, process.stderr, self._build_lines)
                 with trio.move_on_after(timeout) as timer:
                     await process.wait()
+                    # What the build left running (holding the output pipes) ends with it.
+                    await launcher.kill_rest(process)
                 if timer.cancelled_caught:
                     await launcher.stop(process, 2.0)
                     raise DeployFailed(

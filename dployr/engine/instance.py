@@ -5,10 +5,11 @@ services are added and removed at run time. :class:`InstanceHandle` is the only 
 it takes the request messages of :mod:`dployr.engine.messages` and answers with their reply
 values, so the gateway never touches a process, pipe or file of a service.
 
-At start, before any service runs, the instance kills whatever is left of process groups
-a previous daemon recorded (a daemon killed with ``kill -9`` leaves its services' children
-behind), records interrupted deploys as failed, then brings back every service that should
-run, with its active deployment: so a service never runs twice.
+At start, before any service runs, the instance kills whatever is left in the cgroups and
+process groups a previous daemon made (a daemon killed with ``kill -9`` leaves its
+services' children behind), removes the folders it left half-made, records interrupted
+deploys as failed, then brings back every service that should run, with its active
+deployment: so a service never runs twice.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import signal
 import socket
 import time
@@ -29,7 +31,9 @@ import psutil
 import trio
 
 from dployr import __version__
+from dployr.engine import cgroups, users
 from dployr.engine import messages as m
+from dployr.engine.cgroups import Cgroups
 from dployr.engine.errors import Conflict
 from dployr.engine.metrics import MetricsSampler
 from dployr.engine.metrics_policy import (
@@ -43,6 +47,7 @@ from dployr.engine.proxy import PortInUse
 from dployr.engine.release import Running
 from dployr.engine.service import Service
 from dployr.engine.sources import check_remote, hide_password
+from dployr.engine.users import ServiceUsers
 from dployr.engine.warden import Warden
 from dployr.engine.webhooks import Delivery, Webhooks
 from dployr.errors import DployrError
@@ -93,6 +98,15 @@ class EngineConfig:
     keep_releases: int = 5
     metrics_interval: float = 5.0
     """Seconds between samples of every service's CPU and memory."""
+    pass_env: tuple[str, ...] = ()
+    """Names of the daemon's variables every service gets too (its environment is otherwise
+    clean: see :func:`dployr.engine.release.process_env`)."""
+    service_users: bool = True
+    """When the daemon runs as root, run each service as a user of its own (see
+    :mod:`dployr.engine.users`); False: as the daemon's user, root."""
+    cgroups: bool = True
+    """Run each release, build, health check and git in a cgroup of its own where one is
+    writable (see :mod:`dployr.engine.cgroups`); False: in process groups only."""
 
 
 @attrs.frozen
@@ -153,6 +167,10 @@ class Instance:
         self.run_token = secrets.token_hex(8)
         self.warden = Warden()
         """Kills every live process group of the instance if the daemon dies."""
+        self.users: ServiceUsers | None = None
+        """The services' own users, while it runs (None: services run as the daemon)."""
+        self.cgroups: Cgroups | None = None
+        """The instance's cgroups, while it runs (None: none is writable, or not wanted)."""
         self.services: dict[str, Service] = {}
         self.webhooks = Webhooks(self._webhook_failed)
         self.supervisor = Supervisor(
@@ -178,9 +196,23 @@ class Instance:
         task_status: trio.TaskStatus[InstanceHandle] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Clean up after a previous daemon, start the supervisor and the services, serve."""
-        await trio.to_thread.run_sync(kill_leftovers, self.store.recorded_processes(), self.id)
+        if self.config.cgroups:
+            self.cgroups = await trio.to_thread.run_sync(cgroups.open_instance, self.id)
+        await trio.to_thread.run_sync(
+            kill_leftovers, self.store.recorded_processes(), self.id, self.cgroups
+        )
         for leftover in self.store.recorded_processes():
             self.store.forget_process(leftover.pid)
+        await trio.to_thread.run_sync(remove_unfinished, self.config.data_dir)
+        if self.cgroups is not None:
+            self.cgroups.register(self.id)
+        umask = None
+        if self.config.service_users and users.available():
+            self.users = ServiceUsers(self.config.data_dir)
+            umask = os.umask(users.DAEMON_UMASK)  # what the daemon makes is its own
+            await trio.to_thread.run_sync(self.users.open)
+            self.users.register(self.id)
+        self.warden.cgroups = self.cgroups
         self.warden.start()
         interrupted = self.store.fail_interrupted_deployments(INTERRUPTED)
         for record in self.store.list_services():
@@ -203,6 +235,12 @@ class Instance:
             for service in self.services.values():
                 await service.close()
             self.warden.close()
+            if self.cgroups is not None:
+                self.cgroups.close(self.id)
+            if self.users is not None:
+                self.users.close(self.id)
+            if umask is not None:
+                os.umask(umask)
 
     async def _run_webhooks(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
@@ -584,16 +622,21 @@ async def _now(value: R) -> R:
     return value
 
 
-def kill_leftovers(records: list[ProcessRecord], instance_id: str) -> list[int]:
+def kill_leftovers(
+    records: list[ProcessRecord], instance_id: str, tree: Cgroups | None = None
+) -> list[int]:
     """Kill every process a previous daemon of this instance left behind; return their pids.
 
-    Called before any service starts, so every live process that carries this instance's
-    id in its environment is a leftover: a release or build whose daemon was killed, and
-    its children (when its warden was killed too, or did not hear of them in time), even
-    one started in the instant between its spawn and its record. A recorded group leader
-    started when recorded counts too (in case it cleared its environment); a pid the
-    kernel reused for an unrelated process is left alone.
+    Called before any service starts, so every member of the instance's cgroups is a
+    leftover, whatever it did to detach (``setsid``, a double fork, an empty environment),
+    and so is every live process that carries this instance's id in its environment: a
+    release or build whose daemon was killed, and its children (when its warden was killed
+    too, or did not hear of them in time), even one started in the instant between its
+    spawn and its record. A recorded group leader started when recorded counts too (in
+    case it cleared its environment); a pid the kernel reused for an unrelated process is
+    left alone. The emptied cgroups are removed.
     """
+    killed = tree.kill_leftovers() if tree is not None else []
     recorded = {(r.pid, r.pgid): r.started_at for r in records}
     groups = {r.pgid for r in records}
     me = os.getpid()
@@ -614,4 +657,21 @@ def kill_leftovers(records: list[ProcessRecord], instance_id: str) -> list[int]:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGKILL)
     psutil.wait_procs(victims, timeout=5)
-    return [p.pid for p in victims]
+    return killed + [p.pid for p in victims]
+
+
+UNFINISHED = (".source.new-*", ".source.old-*", "releases/.*.partial-*")
+"""Folders a fetch or checkout makes beside its target and renames onto it when done
+(``<service dir>/<pattern>``): one still there at start was cut short by a killed daemon."""
+
+
+def remove_unfinished(data_dir: Path) -> list[Path]:
+    """Remove every unfinished folder of every service (blocking: for a worker thread, at
+    start, before anything can make one); the folders removed."""
+    removed = []
+    for pattern in UNFINISHED:
+        for folder in data_dir.glob(f"services/*/{pattern}"):
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed

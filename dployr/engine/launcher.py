@@ -1,20 +1,27 @@
-"""The OS seam for service processes: start one in its own process group, stop the group.
+"""The OS seam for service processes: start one in its own process group and cgroup, stop
+every process it started.
 
 A service process runs ``/bin/sh -c <run command>`` (the program itself when the command
 is plain words, ``exec`` first when it is one simple command: see :func:`plain_words` and
 :func:`shell_command`) in a new session, so it is the leader of its own process group and
-has no controlling terminal, with stdin closed and stdout and stderr on pipes. The group
-dies with the daemon through the instance's warden (:mod:`dployr.engine.warden`), which
-is told of every group the daemon starts for a service.
+has no controlling terminal, with stdin closed and stdout and stderr on pipes. Where the
+instance has cgroups (:mod:`dployr.engine.cgroups`), it is born in a cgroup of its own,
+which holds every process it starts, even one that calls ``setsid`` or double-forks with
+an empty environment. Where it has none, the process is made a child subreaper
+(``PR_SET_CHILD_SUBREAPER``): what its children leave behind when they exit is adopted by
+it instead of by init, so while it runs, all it started is in its tree of descendants,
+whatever left the group. Everything dies with the daemon through the instance's warden
+(:mod:`dployr.engine.warden`).
 
-Stopping is SIGTERM to the whole group, the grace, SIGKILL to the whole group, and always
-awaiting the exit; once the leader has exited, whatever is left in its group is killed, so
-no grandchild outlives the service.
+Stopping is SIGTERM to the whole group and every member of the cgroup, the grace, SIGKILL
+to all of them, and always awaiting the exit; once the leader has exited, whatever is left
+is killed, so no grandchild outlives the service.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import functools
 import os
@@ -25,7 +32,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
+import psutil
 import trio
+
+from dployr.engine import cgroups, users
+from dployr.engine.cgroups import Cgroup
 
 _F_SETPIPE_SZ = 1031
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for chatty services; the kernel may cap it lower
@@ -52,14 +63,22 @@ def _grow_pipe(fd: int) -> None:
 
 
 class ServiceProcess:
-    """A child process: its pid, its output pipes as trio streams, and its exit.
+    """A child process: its pid, its output pipes as trio streams, its cgroup, and its exit.
 
     The exit is awaited through a pidfd, so no thread waits for it.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], stdout: int, stderr: int) -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        stdout: int,
+        stderr: int,
+        cgroup: Cgroup | None = None,
+    ) -> None:
         self._popen = popen
         self.pid = popen.pid
+        self.cgroup = cgroup
+        """Where the process and everything it starts live (None: its process group only)."""
         self.stdout = trio.lowlevel.FdStream(stdout)
         self.stderr = trio.lowlevel.FdStream(stderr)
         self.returncode: int | None = None
@@ -168,6 +187,18 @@ def _socket_at_fd3(listen_fd: int) -> None:  # pragma: no cover - runs in the ch
     os.dup2(listen_fd, LISTEN_FD)
 
 
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _in_child(listen_fd: int | None) -> None:  # pragma: no cover - runs in the child
+    """Between fork and exec, where no cgroup holds the process: make it the subreaper of
+    its descendants (kept across exec), and hand over the socket if there is one."""
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if listen_fd is not None:
+        _socket_at_fd3(listen_fd)
+
+
 async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServiceProcess:
     """Start ``spec`` as the leader of a new session, its output on pipes.
 
@@ -176,6 +207,10 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     (well under a millisecond) and no thread is involved. A command of plain words whose
     program cannot be run (missing, not executable) is started again through the shell,
     so that it fails as it would there: exit status 127 or 126 and the shell's message.
+    The process is born in a new cgroup of the instance named by ``DPLOYR_INSTANCE`` in
+    its environment, if that instance has cgroups; it runs as the user of the service
+    named by ``DPLOYR_SERVICE``, if the instance gives services users of their own
+    (:mod:`dployr.engine.users`), with that service's folder as its HOME.
     """
     await trio.lowlevel.checkpoint()  # before the spawn: a cancellation leaks nothing
     # What the shell would pass on: names it can export, and its PWD (dash keeps one that
@@ -184,44 +219,94 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     env["PWD"] = os.fspath(spec.cwd)
     if listen_fd is not None:
         env["LISTEN_FDS"] = "1"
+    owners = users.of_instance(env.get("DPLOYR_INSTANCE"))
+    service = env.get("DPLOYR_SERVICE")
+    uid = None
+    if owners is not None and service is not None:
+        uid = await trio.to_thread.run_sync(owners.prepare, service, spec.cwd)
+        env["HOME"] = os.fspath(owners.home(service))
+    words = plain_words(spec.command)
+    argvs = [words, _shell_argv(spec.command)] if words is not None else [_shell_argv(spec.command)]
+    return _start(
+        argvs,
+        cwd=spec.cwd,
+        env=env,
+        label=spec.env.get("DPLOYR_SERVICE", "run"),
+        listen_fd=listen_fd,
+        uid=uid,
+    )
+
+
+async def launch_program(argv: list[str], env: Mapping[str, str], *, label: str) -> ServiceProcess:
+    """Start the program ``argv`` (no shell) as :func:`launch` starts a command: a new
+    session, its own cgroup (``label`` names it), stdin closed, output on pipes."""
+    await trio.lowlevel.checkpoint()
+    return _start([argv], cwd=None, env=dict(env), label=label, listen_fd=None)
+
+
+def _start(
+    argvs: list[list[str]],
+    *,
+    cwd: Path | None,
+    env: dict[str, str],
+    label: str,
+    listen_fd: int | None,
+    uid: int | None = None,
+) -> ServiceProcess:
+    """Spawn the first of ``argvs`` that can be started (the last one's error if none),
+    as user and group ``uid`` with no other group, if given."""
+    tree = cgroups.of_instance(env.get("DPLOYR_INSTANCE"))
+    cgroup = tree.create(label) if tree is not None else None
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
     for fd in (out_read, err_read):
         _grow_pipe(fd)
 
     def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            argv,
-            cwd=spec.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out_write,
-            stderr=err_write,
-            start_new_session=True,
-            pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
-            # Only a handed-over socket needs code in the child (a plain fork, slower
-            # than the vfork every other spawn gets); dup2 is async-signal-safe.
-            preexec_fn=(  # noqa: PLW1509
-                functools.partial(_socket_at_fd3, listen_fd) if listen_fd is not None else None
-            ),
-        )
+        with cgroup.entered() if cgroup is not None else contextlib.nullcontext():
+            return subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_write,
+                stderr=err_write,
+                start_new_session=True,
+                user=uid,
+                group=uid,
+                extra_groups=[] if uid is not None else None,
+                umask=users.SERVICE_UMASK if uid is not None else -1,
+                pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
+                # Only a handed-over socket, or a process no cgroup holds, needs code in
+                # the child (a plain fork, slower than the vfork every other spawn gets);
+                # dup2 and prctl are async-signal-safe.
+                preexec_fn=(  # noqa: PLW1509
+                    functools.partial(_in_child, listen_fd)
+                    if cgroup is None
+                    else functools.partial(_socket_at_fd3, listen_fd)
+                    if listen_fd is not None
+                    else None
+                ),
+            )
 
     try:
-        words = plain_words(spec.command)
-        try:
-            popen = spawn(words if words is not None else _shell_argv(spec.command))
-        except OSError:
-            if words is None:
-                raise
-            popen = spawn(_shell_argv(spec.command))  # the same error again if it is the cwd
+        for index, argv in enumerate(argvs):
+            try:
+                popen = spawn(argv)
+                break
+            except OSError:
+                if index == len(argvs) - 1:
+                    raise  # the same error again if it is the cwd
     except BaseException:
         os.close(out_read)
         os.close(err_read)
+        if cgroup is not None:
+            cgroup.remove()
         raise
     finally:
         os.close(out_write)
         os.close(err_write)
-    return ServiceProcess(popen, out_read, err_read)
+    return ServiceProcess(popen, out_read, err_read, cgroup)
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -266,39 +351,109 @@ async def kill_group(pgid: int, *, wait: float = KILL_WAIT) -> None:
             os.close(fd)
 
 
+async def kill_cgroup(cgroup: Cgroup, *, wait: float = KILL_WAIT) -> None:
+    """SIGKILL every member of a cgroup and await each one's death (those born while it
+    was being killed included)."""
+    killed: set[int] = set()
+    with trio.move_on_after(wait):
+        while pids := [pid for pid in cgroup.members() if pid not in killed]:
+            fds = _pidfds(pids)
+            try:
+                cgroup.kill()
+                for fd in fds:
+                    await trio.lowlevel.wait_readable(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            killed.update(pids)
+
+
+async def kill_rest(process: ServiceProcess, *, wait: float = KILL_WAIT) -> None:
+    """SIGKILL whatever ``process`` started that is still alive: its process group and
+    every member of its cgroup (without one: its descendants). Awaits each death."""
+    if process.cgroup is not None:
+        await kill_group(process.pid, wait=wait)
+        await kill_cgroup(process.cgroup, wait=wait)
+        return
+    pids = _members(process)  # its descendants only while it is unreaped: the pid is ours
+    fds = _pidfds(pids)
+    try:
+        signal_group(process.pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with trio.move_on_after(wait):
+            for fd in fds:
+                await trio.lowlevel.wait_readable(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of ``pid`` (a subreaper's include what its children left);
+    only for a pid that cannot have been reused (an unreaped child of ours)."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def _pidfds(pids: list[int]) -> list[int]:
-    fds = []
-    for pid in pids:
-        try:
-            fds.append(os.pidfd_open(pid))
-        except OSError:  # gone meanwhile
-            continue
-    return fds
+    return cgroups.pidfds(pids)
+
+
+def _members(process: ServiceProcess) -> list[int]:
+    """Every process ``process`` started, itself excepted: its group and its cgroup."""
+    pgid = process.pid
+    found = set(group_members(pgid))
+    if process.cgroup is not None:
+        found.update(process.cgroup.members())
+    elif process.returncode is None:
+        found.update(descendants(pgid))
+    found.discard(pgid)
+    return sorted(found)
 
 
 async def stop(process: ServiceProcess, grace: float) -> int:
-    """SIGTERM to the group, wait up to ``grace`` s, SIGKILL to the group; await the exit.
+    """SIGTERM to the group and the cgroup, wait up to ``grace`` s, SIGKILL to both; await
+    the exit.
 
-    The grace is for the whole group: a server behind ``sh -c`` (or a master and its
-    workers) gets its time to finish the requests in flight even once the shell is gone.
-    Returns the leader's return code. The final kill and wait are shielded, so a caller
-    that is cancelled meanwhile still never leaves a zombie or a live group behind.
+    The grace is for all of them: a server behind ``sh -c`` (or a master and its workers)
+    gets its time to finish the requests in flight even once the shell is gone. Returns
+    the leader's return code. The final kill and wait are shielded, so a caller that is
+    cancelled meanwhile still never leaves a zombie or a live process behind; the cgroup
+    is then removed.
     """
     pgid = process.pid  # the leader of a new session: its pid is the group id
+    # Who it started, held by pidfds: signalled even after the leader is reaped.
+    members = _pidfds(_members(process)) if process.returncode is None else []
     try:
         if process.returncode is None:
-            members = _pidfds([pid for pid in group_members(pgid) if pid != pgid])
+            signal_group(pgid, signal.SIGTERM)
+            _signal_all(members, signal.SIGTERM)  # those that left the group too
+            with trio.move_on_after(grace):
+                await process.wait()
+                for fd in members:
+                    await trio.lowlevel.wait_readable(fd)
+    finally:
+        with trio.CancelScope(shield=True):
             try:
-                signal_group(pgid, signal.SIGTERM)
-                with trio.move_on_after(grace):
-                    await process.wait()
+                _signal_all(members, signal.SIGKILL)
+                await kill_rest(process)
+                with trio.move_on_after(KILL_WAIT):
                     for fd in members:
                         await trio.lowlevel.wait_readable(fd)
             finally:
                 for fd in members:
                     os.close(fd)
-    finally:
-        with trio.CancelScope(shield=True):
-            await kill_group(pgid)
             returncode = await process.wait()
+            if process.cgroup is not None:
+                process.cgroup.remove()
     return returncode
+
+
+def _signal_all(pidfds: list[int], signum: int) -> None:
+    for fd in pidfds:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fd, signum)

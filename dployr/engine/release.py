@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -79,15 +79,36 @@ class Running:
     """Wall-clock time of the start."""
 
 
-def process_env(
-    service: str, deployment: int, port: int | None, env: Mapping[str, str]
-) -> dict[str, str]:
-    """The environment of a release: the daemon's (minus its own secrets), then the service's.
+BASE_ENV: Mapping[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/",
+    "LANG": "C.UTF-8",
+}
+"""The base of every service's environment: each of these names with the daemon's value,
+or this one if the daemon has none (``TZ`` too, with no default: the machine's zone)."""
+FROM_DAEMON = ("PATH", "HOME", "LANG", "TZ")
 
-    Variables named ``DPLOYR_*`` in the daemon's environment (its master key, its token) never
-    reach a service.
+
+def process_env(
+    service: str,
+    deployment: int,
+    port: int | None,
+    env: Mapping[str, str],
+    *,
+    passed: Iterable[str] = (),
+) -> dict[str, str]:
+    """The environment of a release or build: a clean base, then the service's own.
+
+    Nothing else of the daemon's environment reaches a service (a cloud key or a token of
+    the shell that started ``dployr up`` stays there): only PATH, HOME, LANG and TZ
+    (:data:`BASE_ENV`), the variables the daemon was told to pass on by name (``passed``:
+    ``dployr up --pass-env NAME``, like systemd's ``PassEnvironment=``), the service's
+    variables and secrets, then ``DPLOYR_SERVICE``, ``DPLOYR_DEPLOYMENT`` and ``PORT``.
     """
-    merged = {k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")}
+    merged = dict(BASE_ENV)
+    for name in (*FROM_DAEMON, *passed):
+        if name in os.environ:
+            merged[name] = os.environ[name]
     merged.update(env)
     merged["DPLOYR_SERVICE"] = service
     merged["DPLOYR_DEPLOYMENT"] = str(deployment)
@@ -210,7 +231,7 @@ class Release:
                 finally:
                     # Whatever is left of the group goes with its leader.
                     with trio.CancelScope(shield=True):
-                        await launcher.kill_group(process.pid)
+                        await launcher.kill_rest(process)
                     pump_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT
         finally:
             with trio.CancelScope(shield=True):

@@ -644,7 +644,13 @@ class Service:
         the data folder, made here if it is missing (one mkdir).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = process_env(self.name, deployment, port, {**self.environment(), **(extra or {})})
+        env = process_env(
+            self.name,
+            deployment,
+            port,
+            {**self.environment(), **(extra or {})},
+            passed=self.config.pass_env,
+        )
         env["DPLOYR_INSTANCE"] = self.instance.id
         env["DPLOYR_DATA_DIR"] = str(self.data_dir)
         return env

@@ -56,9 +56,7 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import stat
-import subprocess
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
@@ -70,6 +68,7 @@ from typing import Final, TypeVar
 import attrs
 import trio
 
+from dployr.engine import launcher
 from dployr.errors import DployrError
 from dployr.models import Source
 
@@ -520,22 +519,19 @@ async def _git(
 ) -> _GitResult:
     """Run ``git args``; raise ``SourceError("<what> failed: <git's error>")`` if it fails.
 
-    Git runs in a new session, so that on cancellation (the timeout) the whole group, git
-    and its children (ssh, upload-pack, remote helpers), is terminated and awaited.
+    Git runs as a service process does (:func:`launcher.launch_program`): in a new session
+    and, where the instance has them, a cgroup of its own, so that on cancellation (the
+    timeout) git and all it started (ssh, upload-pack, remote helpers) is terminated and
+    awaited, and a daemon killed meanwhile leaves none of it running.
     """
     try:
-        process = await trio.lowlevel.open_process(
+        process = await launcher.launch_program(
             ["git", *_GIT_OPTIONS, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**_git_env(env), **_credential_env(credential)},  # a password only here
-            start_new_session=True,
+            {**_git_env(env), **_credential_env(credential)},  # a password only here
+            label="git",
         )
     except OSError as error:
         raise SourceError(f"git could not be started ({error}): is git installed?") from error
-    assert process.stdout is not None
-    assert process.stderr is not None
     stdout = bytearray()
     stderr = bytearray()
     try:
@@ -543,12 +539,10 @@ async def _git(
             nursery.start_soon(_read_head, process.stdout, stdout)
             nursery.start_soon(_read_tail, process.stderr, stderr, on_output)
             await process.wait()
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            await _terminate_group(process)
-        raise
     finally:
         with trio.CancelScope(shield=True):
+            # The grace if git is still running (cancelled), then whatever is left of it.
+            await launcher.stop(process, TERMINATE_GRACE)
             await process.stdout.aclose()
             await process.stderr.aclose()
     result = _GitResult(await process.wait(), bytes(stdout), bytes(stderr))
@@ -575,24 +569,6 @@ async def _read_tail(
         into += chunk
         if len(into) > _STDERR_TAIL:
             del into[: len(into) - _STDERR_TAIL]
-
-
-async def _terminate_group(process: trio.Process) -> None:
-    """SIGTERM git's process group, give git the grace, then SIGKILL what is left.
-
-    The group id is git's pid: it stays valid while git is unreaped or any member lives.
-    The final SIGKILL also sweeps children that outlived git (they would hold our pipes).
-    """
-    _signal_group(process.pid, signal.SIGTERM)
-    with trio.move_on_after(TERMINATE_GRACE):
-        await process.wait()
-    _signal_group(process.pid, signal.SIGKILL)
-    await process.wait()
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ it on a pipe which process groups are live (``+ <pgid>`` when a release, a build
 command health check starts, ``- <pgid>`` when it is gone). The shell reads until the
 pipe ends, which happens when the daemon's last descriptor closes: at its exit, however
 it dies. It then sends SIGKILL to every group still live, children and grandchildren
-included, and exits. A daemon that stops cleanly has stopped every group first, so its
-warden kills nothing.
+included, and to every member of the instance's cgroups, if it has them (what left its
+group with ``setsid`` included: see :mod:`dployr.engine.cgroups`), and exits. A daemon
+that stops cleanly has stopped every group first, so its warden kills nothing.
 
 If the warden itself is killed, the next message the daemon sends finds the pipe broken:
 the daemon starts a new warden and tells it every live group again. What is started in the
@@ -26,6 +27,8 @@ import contextlib
 import os
 import subprocess
 from typing import Final
+
+from dployr.engine.cgroups import Cgroups
 
 SCRIPT: Final = """
 trap '' HUP INT TERM QUIT PIPE
@@ -42,8 +45,26 @@ done
 for pgid in $groups; do
     kill -s KILL -- "-$pgid" 2>/dev/null
 done
+set +f
+case "$1" in
+    2) echo 1 > "$2/cgroup.kill" ;;
+    1) for cgroup in "$2"/*/; do
+           echo FROZEN > "${cgroup}freezer.state"
+           for pid in $(cat "${cgroup}cgroup.procs"); do kill -s KILL "$pid"; done
+           echo THAWED > "${cgroup}freezer.state"
+       done ;;
+esac 2>/dev/null
+if [ -n "$2" ]; then  # the killed take a moment to go; a later daemon removes what stays
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        rmdir "$2"/*/ "$2" 2>/dev/null && break
+        sleep 0.1
+    done
+fi
 """
-"""dash: ``groups`` holds the live pgids, each between spaces."""
+"""dash: ``groups`` holds the live pgids, each between spaces; ``$1`` and ``$2`` are the
+instance's cgroup version and root, if it has cgroups (v2 kills the whole subtree in one
+write; v1 freezes each run's cgroup, kills its members and thaws it), then removed once
+empty if that takes at most a second (the kernel tells a shell of no emptiness to wait on)."""
 NAME: Final = "dployr-warden"
 """The warden's ``$0``: what ``ps`` shows after ``sh -c``."""
 
@@ -60,6 +81,8 @@ class Warden:
     """
 
     def __init__(self) -> None:
+        self.cgroups: Cgroups | None = None
+        """The instance's cgroups, killed whole when the daemon dies (set before start)."""
         self._groups: set[int] = set()
         self._process: subprocess.Popen[bytes] | None = None
         self._pipe: int | None = None
@@ -85,7 +108,7 @@ class Warden:
         read, write = os.pipe2(os.O_CLOEXEC)
         try:
             self._process = subprocess.Popen(
-                ["/bin/sh", "-c", SCRIPT, NAME],
+                ["/bin/sh", "-c", SCRIPT, NAME, *self._cgroup_args()],
                 stdin=read,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -102,6 +125,11 @@ class Warden:
         self.starts += 1
         self._pending = b"".join(f"+ {pgid}\n".encode() for pgid in sorted(self._groups))
         self._flush(replace=False)
+
+    def _cgroup_args(self) -> list[str]:
+        if self.cgroups is None:
+            return []
+        return [str(self.cgroups.version), os.fspath(self.cgroups.root)]
 
     def watch(self, pgid: int) -> None:
         """A process group has started: kill it if the daemon dies."""

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from tests.helpers import PYTHON, WEB_APP, pids_of_service, web_repo
+from tests.helpers import PYTHON, UP_ARGS, WEB_APP, pids_of_service, web_repo
 
 WAIT = 20.0
 """A guard on every wait: a test that waits longer than this has failed."""
@@ -162,7 +162,8 @@ async def start_up(
 ) -> tuple[trio.Process, list[str]]:
     """Start ``dployr up --data-dir DATA_DIR EXTRA``; its process and the lines it printed.
 
-    Returns once three lines are out (URL, token, data dir) or the process has ended.
+    Returns once four lines are out (URL, token, data dir, the services' user) or the
+    process has ended.
     With ``env``, ``--data-dir`` is left out: the environment says where the data is.
     """
     stderr = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
@@ -178,6 +179,7 @@ async def start_up(
             "0",
             "--service-host",
             "127.0.0.1",
+            *UP_ARGS,
             *extra,
         ],
         stdout=subprocess.PIPE,
@@ -188,7 +190,7 @@ async def start_up(
     assert process.stdout is not None
     seen = b""
     with trio.fail_after(WAIT):
-        while seen.count(b"\n") < 3:
+        while seen.count(b"\n") < 4:
             chunk = await process.stdout.receive_some(4096)
             if not chunk:
                 break

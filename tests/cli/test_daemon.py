@@ -43,12 +43,14 @@ async def test_up_says_where_it_is_and_keeps_only_a_hash_of_its_token(tmp_path: 
     data = tmp_path / "data"
     process, banner = await start_up(data, env=clean_env(DPLOYR_HOME=str(data)))
     try:
-        assert len(banner) == 3, banner
+        assert len(banner) == 4, banner
         assert banner[0].startswith("dployr ")
         url = banner[0].split(" is up: ", 1)[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         assert banner[1] == f"a new admin token is in {data / 'admin-token'}"
         assert str(data) in banner[2]
+        # The helpers start it with --shared-user: services run as its user, and it says so.
+        assert banner[3].startswith("services run as root, dployr's own user: ")
         token_file = data / "admin-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         token = token_file.read_text().strip()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def test_make_run_passes_args_to_the_daemon(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    args = f"--port 0 --data-dir {data} --service-host 127.0.0.1"
+    args = f"--port 0 --data-dir {data} --service-host 127.0.0.1 --shared-user"
     process = await trio.lowlevel.open_process(
         ["make", "--no-print-directory", "-s", "-C", str(ROOT), "run", f"ARGS={args}"],
         stdout=subprocess.PIPE,

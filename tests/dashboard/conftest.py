@@ -25,7 +25,7 @@ import trio
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from dployr.cli.client import Client, Target
-from tests.helpers import make_repo
+from tests.helpers import UP_ARGS, make_repo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -112,6 +112,7 @@ class Daemon:
         command = [sys.executable, "-m", "dployr", "up", "--data-dir", str(self.data_dir)]
         command += ["--port", str(self.port), "--service-host", "127.0.0.1"]
         command += ["--metrics-interval", "0.5"]  # charts get data within a test's patience
+        command += UP_ARGS
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
         )

@@ -23,7 +23,7 @@ from dployr.models import (
 )
 from dployr.store.store import Store
 from dployr.supervision import Subscription
-from tests.helpers import PYTHON, pids_of_service
+from tests.helpers import PYTHON, TEST_ENGINE, pids_of_service
 
 WAIT = 30.0
 """A guard on every wait: a test that waits longer than this has failed."""
@@ -112,6 +112,7 @@ def start_engine(data_dir: Path, **config: object) -> tuple[Instance, Store]:
     defaults: dict[str, object] = {
         "service_host": "127.0.0.1",
         "ready_timeout": 20.0,
+        **TEST_ENGINE,
     }
     defaults.update(config)
     return Instance(EngineConfig(data_dir=data_dir, **defaults), store), store  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import launcher
+from dployr.engine import cgroups, launcher
 
 pytestmark = pytest.mark.slow
 
@@ -220,3 +220,86 @@ async def test_a_command_gives_the_output_and_exit_status_it_gives_in_sh(
         sorted(plain.stdout.splitlines()),
         plain.returncode,
     )
+
+
+ESCAPE = """\
+import os
+read, write = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(write, str(os.getpid()).encode())
+        os.execve("/bin/sleep", ["sleep", "100000"], {})
+    os._exit(0)
+os.close(write)
+os.wait()
+print(os.read(read, 32).decode(), flush=True)
+os.execv("/bin/sleep", ["sleep", "100000"])
+"""
+"""Leaves an escapee (setsid, a double fork, an empty environment), prints its pid, and
+sleeps."""
+
+
+async def escapee_of(process: launcher.ServiceProcess) -> int:
+    with trio.fail_after(10):
+        pid = int(await process.stdout.receive_some(64))
+    assert psutil.pid_exists(pid)
+    return pid
+
+
+async def wait_dead(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with trio.fail_after(5):
+            await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+HIERARCHIES = {f"v{h.version}": h for h in cgroups.hierarchies()}
+"""This machine's: v2 and the v1 freezer (cgroup2 at /sys/fs/cgroup/unified beside v1)."""
+
+
+@pytest.mark.parametrize("version", sorted(HIERARCHIES))
+async def test_an_escapee_of_a_process_in_a_cgroup_dies_at_stop(
+    tmp_path: Path, version: str
+) -> None:
+    (tmp_path / "escape.py").write_text(ESCAPE)
+    instance = f"test-{os.urandom(6).hex()}"
+    tree = cgroups.open_instance(instance, [HIERARCHIES[version]])
+    assert tree is not None  # writable here
+    tree.register(instance)
+    try:
+        env = {**os.environ, "DPLOYR_INSTANCE": instance, "DPLOYR_SERVICE": "runaway"}
+        process = await launcher.launch(
+            launcher.LaunchSpec(f"{sys.executable} escape.py", tmp_path, env)
+        )
+        assert process.cgroup is not None
+        pid = await escapee_of(process)
+        assert pid in process.cgroup.members()
+        assert os.getpid() not in process.cgroup.members()
+        await launcher.stop(process, 1.0)
+        await wait_dead(pid)
+        assert not process.cgroup.path.exists()  # removed once empty
+    finally:
+        tree.close(instance)
+    assert not tree.root.exists()
+
+
+async def test_without_a_cgroup_an_escapee_of_a_running_process_dies_at_stop(
+    tmp_path: Path,
+) -> None:
+    # No instance, so no cgroup: the process is the subreaper of what it starts, and the
+    # double-forked escapee is adopted by it instead of by init.
+    (tmp_path / "escape.py").write_text(ESCAPE)
+    process = await launcher.launch(
+        launcher.LaunchSpec(f"{sys.executable} escape.py", tmp_path, os.environ)
+    )
+    assert process.cgroup is None
+    pid = await escapee_of(process)
+    assert psutil.Process(pid).ppid() == process.pid
+    await launcher.stop(process, 1.0)
+    await wait_dead(pid)

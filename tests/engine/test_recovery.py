@@ -105,7 +105,7 @@ def warden_of(daemon: Daemon) -> int:
     (warden,) = [
         child.pid
         for child in psutil.Process(daemon.process.pid).children()
-        if child.cmdline()[-1:] == [NAME]
+        if child.cmdline()[3:4] == [NAME]
     ]
     return warden
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import launcher
+from dployr.engine import cgroups, launcher
 from dployr.engine.health import Check, probe
 from dployr.engine.warden import NAME, Warden
 from dployr.models import HealthKind
@@ -118,3 +118,36 @@ async def test_a_command_health_check_is_watched_while_it_runs(
         writer.close()  # `cat` reads the end and exits 0
     assert results == [(True, f"cat {fifo}: exit code 0")]
     assert warden.groups == frozenset()
+
+
+ESCAPE = "setsid sh -c 'echo $$; exec sleep 1000' </dev/null & wait"
+"""A leader whose child leaves its group and prints its pid."""
+
+
+@pytest.mark.parametrize("hierarchy", cgroups.hierarchies(), ids=lambda h: f"v{h.version}")
+async def test_the_instance_s_cgroups_die_when_the_pipe_ends(
+    tmp_path: Path, hierarchy: cgroups.Hierarchy
+) -> None:
+    instance = f"test-{os.urandom(6).hex()}"
+    tree = cgroups.open_instance(instance, [hierarchy])
+    assert tree is not None
+    tree.register(instance)
+    warden = Warden()
+    warden.cgroups = tree
+    warden.start()
+    env = {**os.environ, "DPLOYR_INSTANCE": instance, "DPLOYR_SERVICE": "left"}
+    process = await launcher.launch(launcher.LaunchSpec(ESCAPE, tmp_path, env))
+    try:
+        with trio.fail_after(10):
+            escaped = int(await process.stdout.receive_some(64))
+        assert escaped not in launcher.group_members(process.pid)  # out of the group
+        # As at the daemon's death: the pipe ends, and the warden alone kills (it has
+        # heard of no group); close() returns once the warden has exited.
+        warden.close()
+        await wait_gone([escaped, process.pid])
+        assert await process.wait() == -signal.SIGKILL
+        assert not tree.root.exists()  # the warden removed the emptied cgroups
+    finally:
+        warden.close()
+        await launcher.stop(process, 0)
+        tree.close(instance)

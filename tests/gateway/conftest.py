@@ -13,6 +13,7 @@ import trio
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.gateway.server import Gateway
 from dployr.store.store import Store
+from tests.helpers import TEST_ENGINE
 
 
 @attrs.frozen
@@ -30,7 +31,9 @@ class Served:
 async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]:
     store = Store.open(tmp_path / "dployr.db")
     token = store.create_token("admin")
-    instance = Instance(EngineConfig(data_dir=tmp_path, service_host="127.0.0.1"), store)
+    instance = Instance(
+        EngineConfig(data_dir=tmp_path, service_host="127.0.0.1", **TEST_ENGINE), store
+    )
     handle = await nursery.start(instance.run)
     gateway = Gateway(handle, store, "127.0.0.1", 0)
     url = await nursery.start(gateway.run, None)
