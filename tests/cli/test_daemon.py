@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 import signal
 import socket
@@ -34,7 +36,12 @@ def test_the_data_dir_defaults_to_dployr_home_then_the_home_folder(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("DPLOYR_HOME", raising=False)
+    # As another user than root (the user id is all the rule reads).
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert default_data_dir() == tmp_path / ".local" / "share" / "dployr"
+    # As root: a folder its services' users can reach, not root's closed home.
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_data_dir() == Path("/var/lib/dployr")
     monkeypatch.setenv("DPLOYR_HOME", str(tmp_path / "elsewhere"))
     assert default_data_dir() == tmp_path / "elsewhere"
 
