@@ -18,12 +18,12 @@ from trio_websocket import open_websocket_url
 
 from dployr.gateway.access import LoginThrottle
 from dployr.gateway.dashboard import safe_next
-from tests.helpers import PYTHON, Daemon, make_repo, ws_handshake
+from tests.helpers import PYTHON, UP_ARGS, Daemon, make_repo, ws_handshake
 
 pytestmark = pytest.mark.slow
 
 WAIT = 30.0
-UP = [PYTHON, "-m", "dployr", "up", "--port", "0", "--service-host", "127.0.0.1"]
+UP = [PYTHON, "-m", "dployr", "up", "--port", "0", "--service-host", "127.0.0.1", *UP_ARGS]
 SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(1e6)\n"
 
 
