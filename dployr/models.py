@@ -353,6 +353,16 @@ class RolloutMode(enum.Enum):
     one fails): the two never run at once."""
 
 
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}")
+
+
+def _check_user(_: object, __: object, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not _USER.fullmatch(value):
+        raise InvalidSetting(f"user must be a user name or a numeric id, not {value!r}")
+
+
 @attrs.frozen
 class ServiceSettings:
     """A service's configuration. Changes apply at the next deploy."""
@@ -366,6 +376,9 @@ class ServiceSettings:
     health_check: str | None = attrs.field(default=None, validator=_check_health_path)
     stop_grace: float = attrs.field(default=DEFAULT_STOP_GRACE, validator=_check_grace)
     health: HealthOptions = attrs.field(factory=HealthOptions)
+    user: str | None = attrs.field(default=None, validator=_check_user)
+    """The user its processes run as (a name or an id), when dployr runs as root; None: a
+    user of its own that dployr allocates (see :mod:`dployr.engine.users`)."""
     rollout: RolloutMode = RolloutMode.AUTO
     """Whether a deploy overlaps the old and new releases (see :class:`RolloutMode`)."""
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)

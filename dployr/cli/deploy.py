@@ -48,6 +48,11 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "old, which stops once the new is ready) or stop-first (never both at once); auto "
     "[default]: overlap with a port, stop-first without.",
 )
+@click.option(
+    "--user",
+    help="The user its processes run as, when dployr runs as root [default: a user of "
+    "its own, made for it].",
+)
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable.")
 @click.option(
     "--listen-fds/--no-listen-fds",

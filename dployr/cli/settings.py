@@ -23,6 +23,7 @@ _LABELS = {
     "health": "health",
     "restart": "restart",
     "listen_fds": "listen-fds",
+    "user": "user",
     "rollout": "rollout",
 }
 
@@ -59,6 +60,8 @@ def _value(key: str, value: Any) -> str:
         if value.get("commit"):
             text += f" (commit {value['commit']})"
         return text
+    if key == "user" and value is None:
+        return "- (a user of its own when dployr runs as root)"
     return "-" if value is None or value == "" else str(value)
 
 
@@ -121,6 +124,10 @@ def _remote(
     help="How a deploy replaces the running release (auto: overlap with a port, "
     "stop-first without).",
 )
+@click.option(
+    "--user",
+    help="The user its processes run as (dployr as root); '' for a user of its own.",
+)
 @health_options
 @restart_options
 @json_option
@@ -147,7 +154,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
                 body["port"] = int(port)
             except ValueError:
                 raise DployrError(f"--port must be a number or 'none', not {port!r}") from None
-    for key in ("build_cmd", "health_check"):
+    for key in ("build_cmd", "health_check", "user"):
         if body.get(key) == "":
             body[key] = None
     async with options.client() as client:

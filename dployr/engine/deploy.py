@@ -170,6 +170,7 @@ class DeployRun:
         if not settings.build_cmd:
             return
         self._set(DeploymentStatus.BUILDING, f"building: {settings.build_cmd}")
+        self.service.run_as(settings)
         env = self.service.process_env(self.id, None, self.env)
         timeout = self.service.config.build_timeout
         try:

@@ -343,6 +343,7 @@ class Instance:
         settings, credential = request.settings, None
         if settings is not None:
             check_remote(settings.source.remote)  # refused before anything is stored
+            users.check_user(settings.user)
             # The remote's password is kept apart, sealed: the settings show it as ***.
             kept = service.kept_credential() if service is not None else None
             source, credential = hide_password(settings.source, kept)

@@ -221,9 +221,9 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
         env["LISTEN_FDS"] = "1"
     owners = users.of_instance(env.get("DPLOYR_INSTANCE"))
     service = env.get("DPLOYR_SERVICE")
-    uid = None
+    ids = None
     if owners is not None and service is not None:
-        uid = await trio.to_thread.run_sync(owners.prepare, service, spec.cwd)
+        ids = await trio.to_thread.run_sync(owners.prepare, service, spec.cwd)
         env["HOME"] = os.fspath(owners.home(service))
     words = plain_words(spec.command)
     argvs = [words, _shell_argv(spec.command)] if words is not None else [_shell_argv(spec.command)]
@@ -233,7 +233,7 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
         env=env,
         label=spec.env.get("DPLOYR_SERVICE", "run"),
         listen_fd=listen_fd,
-        uid=uid,
+        ids=ids,
     )
 
 
@@ -251,10 +251,11 @@ def _start(
     env: dict[str, str],
     label: str,
     listen_fd: int | None,
-    uid: int | None = None,
+    ids: tuple[int, int] | None = None,
 ) -> ServiceProcess:
     """Spawn the first of ``argvs`` that can be started (the last one's error if none),
-    as user and group ``uid`` with no other group, if given."""
+    as the user and group ``ids`` with no other group, if given."""
+    uid, gid = ids if ids is not None else (None, None)
     tree = cgroups.of_instance(env.get("DPLOYR_INSTANCE"))
     cgroup = tree.create(label) if tree is not None else None
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -273,7 +274,7 @@ def _start(
                 stderr=err_write,
                 start_new_session=True,
                 user=uid,
-                group=uid,
+                group=gid,
                 extra_groups=[] if uid is not None else None,
                 umask=users.SERVICE_UMASK if uid is not None else -1,
                 pass_fds=(LISTEN_FD,) if listen_fd is not None else (),

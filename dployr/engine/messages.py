@@ -249,6 +249,7 @@ class SettingsChange:
     health: HealthOptions | None = None
     restart: RestartPolicy | None = None
     listen_fds: bool | None = None
+    user: str | None = None
     rollout: RolloutMode | None = None
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from dployr.engine import launcher, ports, restarts
+from dployr.engine import launcher, ports, restarts, users
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
 
 APPLIES_LATER = "at the next start, restart or deploy"
 APPLIES_NOW = "now: the service was restarted"
-_CLEARABLE = frozenset({"port", "build_cmd", "health_check"})
+_CLEARABLE = frozenset({"port", "build_cmd", "health_check", "user"})
 READY_POLL_FIRST = 0.01
 READY_POLL_MAX = 0.2
 
@@ -457,7 +457,9 @@ class Service:
             unknown = change.clear - _CLEARABLE
             if unknown:
                 names = ", ".join(sorted(unknown))
-                raise InvalidSetting(f"cannot clear {names}: only port, build-cmd and health-check")
+                raise InvalidSetting(
+                    f"cannot clear {names}: only port, build-cmd, health-check and user"
+                )
             updates = {
                 f.name: getattr(change, f.name)
                 for f in attrs.fields(SettingsChange)
@@ -465,6 +467,7 @@ class Service:
             }
             updates.update(dict.fromkeys(change.clear))
             settings = attrs.evolve(current, **updates)  # validates every field again
+            users.check_user(settings.user)
             if settings.port != current.port:
                 self.instance.check_port(self.name, settings.port)
             if change.source is not None:
@@ -738,10 +741,16 @@ class Service:
         else:
             self.book.system(f"deployment {deployment.id} was started again")
 
+    def run_as(self, settings: ServiceSettings) -> None:
+        """The next processes of the service run as the user ``settings`` names (if any)."""
+        if self.instance.users is not None:
+            self.instance.users.choose(self.name, settings.user)
+
     def _release_spec(
         self, deployment: Deployment, folder: Path, extra_env: Mapping[str, str] | None
     ) -> ReleaseSpec:
         settings = deployment.settings
+        self.run_as(settings)
         self._generation += 1
         listen_fd = None
         port = None

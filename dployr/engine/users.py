@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from dployr.errors import DployrError
+from dployr.models import InvalidSetting
 
 FIRST_UID: Final = 690_000
 LAST_UID: Final = 699_999
@@ -88,6 +89,16 @@ class ServiceUsers:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.services = data_dir / "services"
+        self.chosen: dict[str, tuple[int, int]] = {}
+        """Service -> (uid, gid) of the user its settings name (``--user``), if they do."""
+
+    def choose(self, service: str, user: str | None) -> None:
+        """Run the service's next processes as ``user`` (None: a user of its own)."""
+        if user is None:
+            self.chosen.pop(service, None)
+        else:
+            entry = lookup(user)
+            self.chosen[service] = (entry.pw_uid, entry.pw_gid)
 
     def open(self) -> None:
         """Close the data dir to every service: only root reads its files, and a service
@@ -122,38 +133,47 @@ class ServiceUsers:
 
     def uid(self, service: str) -> int:
         """The user id of ``service``, given to it now if it has none."""
+        return self.ids(service)[0]
+
+    def ids(self, service: str) -> tuple[int, int]:
+        """The user and group ids of ``service``: the user its settings chose, else its
+        own (given to it now if it has none). Its folder and home are made theirs."""
         home = self.home(service)
-        try:
-            owner = home.stat().st_uid
-        except FileNotFoundError:
-            owner = None
-        if owner is None or not FIRST_UID <= owner <= LAST_UID:
-            owner = self._free_uid(service)
+        if service in self.chosen:
+            owner, group = self.chosen[service]
+        else:
+            try:
+                found: int | None = home.stat().st_uid
+            except FileNotFoundError:
+                found = None
+            if found is None or not FIRST_UID <= found <= LAST_UID:
+                found = self._free_uid(service)
+            owner = group = found
         folder = self.services / service
         folder.mkdir(exist_ok=True)
-        os.chown(folder, 0, owner)
+        os.chown(folder, 0, group)
         folder.chmod(0o710)
         home.mkdir(exist_ok=True)
-        os.chown(home, owner, owner)
+        os.chown(home, owner, group)
         home.chmod(0o700)
-        return owner
+        return owner, group
 
-    def prepare(self, service: str, cwd: Path) -> int:
+    def prepare(self, service: str, cwd: Path) -> tuple[int, int]:
         """Before a process of ``service`` starts in ``cwd``: give the service its release
-        folder (once: its owner says so) and return the service's user id."""
-        uid = self.uid(service)
+        folder (once: its owner says so) and return the service's user and group ids."""
+        uid, gid = self.ids(service)
         releases = self.services / service / "releases"
         try:
             release = releases / cwd.relative_to(releases).parts[0]
         except (ValueError, IndexError):
-            return uid  # not in a release: nothing to give
+            return uid, gid  # not in a release: nothing to give
         info = release.lstat()
         if info.st_uid != uid and stat.S_ISDIR(info.st_mode):
-            os.chown(releases, 0, uid)
+            os.chown(releases, 0, gid)
             releases.chmod(0o710)
-            _chown_tree(release, uid)
+            _chown_tree(release, uid, gid)
             release.chmod(0o700)
-        return uid
+        return uid, gid
 
     def _free_uid(self, service: str) -> int:
         taken = set()
@@ -177,9 +197,34 @@ def _has_account(uid: int) -> bool:
     return True
 
 
-def _chown_tree(root: Path, uid: int) -> None:
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
     """Make ``uid`` own ``root`` and all in it (symlinks themselves, not their targets)."""
-    os.chown(root, uid, uid, follow_symlinks=False)
+    os.chown(root, uid, gid, follow_symlinks=False)
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
-            os.chown(os.path.join(folder, name), uid, uid, follow_symlinks=False)
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+
+
+class UnknownUser(InvalidSetting):
+    """A service's settings name a user this machine does not have, or one dployr cannot
+    switch to."""
+
+
+def lookup(user: str) -> pwd.struct_passwd:
+    """The account ``user`` names (a name or a numeric id), or UnknownUser."""
+    try:
+        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise UnknownUser(f"there is no user {user!r} on this machine") from None
+
+
+def check_user(user: str | None) -> None:
+    """Refuse a ``--user`` the daemon cannot run a service as, in one line."""
+    if user is None:
+        return
+    entry = lookup(user)
+    if not available() and entry.pw_uid != os.geteuid():
+        raise UnknownUser(
+            f"dployr runs as {pwd.getpwuid(os.geteuid()).pw_name}, not root: its services "
+            f"run as that user, so it cannot run one as {user!r}"
+        )

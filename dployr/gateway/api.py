@@ -236,7 +236,7 @@ async def get_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple[An
     return await handle.request(m.GetSettings(args["name"])), 200
 
 
-_CLEARABLE = ("port", "build_cmd", "health_check")
+_CLEARABLE = ("port", "build_cmd", "health_check", "user")
 _SETTING_FIELDS = (
     "run_cmd",
     "build_cmd",
@@ -249,6 +249,7 @@ _SETTING_FIELDS = (
     "restart",
     "listen_fds",
     "rollout",
+    "user",
 )
 
 

@@ -115,6 +115,7 @@ _SETTINGS = {
     "listen_fds": _BOOL,
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
     "restart": _ref("RestartPolicy"),
+    "user": _nullable(_STR),
 }
 """A service's settings as the API answers them."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -181,3 +182,48 @@ async def test_as_root_a_data_dir_services_cannot_reach_is_refused_in_one_line(
         " --shared-user\n"
     )
     assert not (tmp_path / "data").exists()  # nothing written
+
+
+WHO = "import os, time\nprint('who', os.getuid(), os.getgid(), flush=True)\ntime.sleep(1e6)\n"
+
+
+async def test_as_root_a_service_may_name_the_user_it_runs_as(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    data = Path(tempfile.mkdtemp(prefix="dployr-user-"))
+    try:
+        daemon = Daemon(data, shared_user=False)
+        await daemon.start()
+        try:
+            repo = make_repo(tmp_path / "repo", {"who.py": WHO})
+            body = {"remote": {"url": str(repo)}, "run_cmd": f"{SYSTEM_PYTHON} who.py"}
+            async with daemon.client() as api:
+                refused = await api.post(
+                    "/services/who/deploy", json={**body, "user": "no-such-user"}
+                )
+                assert refused.status_code == 422, refused.text
+                assert refused.json()["error"]["message"] == (
+                    "there is no user 'no-such-user' on this machine"
+                )
+                assert (await api.get("/services/who")).status_code == 404  # nothing made
+                response = await api.post("/services/who/deploy", json={**body, "user": "nobody"})
+                assert response.status_code == 202, response.text
+                line = str((await daemon.wait_log("who", "who "))["line"])
+                assert line.split()[1:] == [str(nobody.pw_uid), str(nobody.pw_gid)]
+                settings = (await api.get("/services/who/settings")).json()["settings"]
+                assert settings["user"] == "nobody"
+                await daemon.wait_log("who", "deploy 1: succeeded")
+                # Cleared, it waits for the next deploy like every setting; that deploy
+                # runs it as a user of its own again.
+                changed = await api.patch("/services/who/settings", json={"user": None})
+                assert changed.status_code == 200, changed.text
+                assert "user" in changed.json()["pending"]
+                tail = (await api.get("/services/who/logs", params={"tail": 0})).json()
+                assert (await api.post("/services/who/deploy")).status_code == 202
+                line = str(
+                    (await daemon.wait_log("who", "who ", cursor=tail["last_cursor"]))["line"]
+                )
+                assert int(line.split()[1]) not in (0, nobody.pw_uid)
+        finally:
+            assert await daemon.stop() == 0
+    finally:
+        shutil.rmtree(data)
