@@ -399,9 +399,17 @@ class Service:
         """
         async with self._stopping_deploy(), self.lock:
             self.instance.touch()
-            self._cached = self.store.set_desired(self.name, DesiredState.STOPPED)
+            recorded = ""
+            try:
+                self._cached = self.store.set_desired(self.name, DesiredState.STOPPED)
+            except DiskFull:
+                # A stop frees what the service holds: it must work on a full disk too.
+                recorded = (
+                    " (not recorded: the disk is full, so a daemon started again before"
+                    " the next stop or start would run it again)"
+                )
             await self._take_down()
-            self.book.system("stopped")
+            self.book.system(f"stopped{recorded}")
             return self.info()
 
     async def restart(self, *, hard: bool = False) -> ServiceInfo:

@@ -136,6 +136,12 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
             # too), a service that dies is restarted: its process record is skipped.
             filler = fill(data)
             await kill_and_see_restarted(daemon, events, "quiet")
+            # A stop works on that disk too (it frees what the service holds).
+            quiet = await service(daemon, "quiet")
+            async with daemon.client() as api:
+                assert (await api.post("/services/quiet/stop")).status_code == 200
+            await wait_gone([quiet["pid"]])
+            assert (await service(daemon, "quiet"))["status"] == "stopped"
 
             # Deleting the fast service works on that disk, and frees its history:
             # history resumes by itself, first with the count of what it could not keep.
@@ -147,6 +153,8 @@ async def test_a_full_disk_never_kills_a_service_nor_lies_about_one(tmp_path: Pa
             await wait_gone(fast_pids)
             filler.unlink()
             await events.wait(mark, type="disk", full=False)
+            async with daemon.client() as api:
+                assert (await api.post("/services/quiet/start")).status_code == 200
             dropped = await daemon.wait_log("quiet", "lines dropped: disk full")
             assert dropped["stream"] == "system"
             ticks = await daemon.wait_log("quiet", "tick", cursor=int(dropped["cursor"]))
