@@ -242,6 +242,14 @@ SCHEMAS: dict[str, Any] = {
             "remote": {"anyOf": [_ref("Remote"), _REMOTE_URL]},
             **_SETTINGS_IN,
             "restart": _ref("RestartPolicyChange"),
+            "user": _nullable(
+                {
+                    "type": "string",
+                    "pattern": "^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10})$",
+                    "description": "An account of the machine (name or id) the service runs "
+                    "as, when dployr runs as root; one the machine does not have is refused.",
+                }
+            ),
             "env_vars": {
                 "type": "object",
                 "propertyNames": _ENV_KEY,
