@@ -6,6 +6,9 @@ CONSTRAINTS := requirements/constraints.txt
 # The dashboard's browser tests drive Debian's chromium through Playwright (Playwright's own
 # browser download is not used).
 CHROMIUM := /usr/bin/chromium
+# The isolation tests run a service as a user of its own, with an interpreter every user
+# may run: Debian's (this project's own may live under a home closed to other users).
+SYSTEM_PYTHON := /usr/bin/python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The benchmarks load dployr with Debian's wrk, hyperfine and curl, and compare its proxy
@@ -40,7 +43,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-test: lint $(CHROMIUM)
+$(SYSTEM_PYTHON):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3
+
+test: lint $(CHROMIUM) $(SYSTEM_PYTHON)
 	$(BIN)/pytest
 
 $(BENCH_TOOLS):
