@@ -32,6 +32,12 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 @click.command()
 @click.option("--name", help="The service's name.")
+@click.option(
+    "--type",
+    type=click.Choice(["web", "worker", "static"]),
+    help="What the service is: web (serves its port), worker (no port), or static (a folder "
+    "served by dployr, no run command) [default: web with a port, else worker].",
+)
 @click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
 @click.option("--branch", help="The branch to deploy [default: the remote's default].")
 @click.option("--commit", help="The commit to deploy.")
@@ -169,7 +175,7 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
         flag
         for flag, present in (
             ("--remote", "url" in merged.get("remote", {})),
-            ("--run-cmd", "run_cmd" in merged),
+            ("--run-cmd", "run_cmd" in merged or merged.get("type") == "static"),
         )
         if not present
     ]

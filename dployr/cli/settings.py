@@ -12,6 +12,7 @@ from dployr.cli._health import health_options, pop_health
 from dployr.cli._restart import describe, pop_restart, restart_options
 
 _LABELS = {
+    "type": "type",
     "source": "remote",
     "run_cmd": "run-cmd",
     "build_cmd": "build-cmd",

@@ -116,6 +116,7 @@ _SETTINGS = {
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
     "restart": _ref("RestartPolicy"),
     "user": _nullable(_STR),
+    "type": {"type": "string", "enum": ["web", "worker", "static"]},
 }
 """A service's settings as the API answers them."""
 
@@ -130,6 +131,7 @@ _SETTINGS_IN = {
     "health": _ref("HealthOptionsChange"),
     "listen_fds": _BOOL,
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
+    "type": {"type": "string", "enum": ["web", "worker", "static"]},
 }
 """The settings a request may give (a deploy's blueprint, a settings change)."""
 
@@ -229,7 +231,7 @@ SCHEMAS: dict[str, Any] = {
     "LatestMetrics": _object({"samples": _array("ServiceSample")}),
     "SettingsChange": _closed(
         {
-            **_SETTINGS_IN,
+            **{k: v for k, v in _SETTINGS_IN.items() if k != "type"},  # set by a deploy
             "run_cmd": _COMMAND,
             "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),
@@ -261,8 +263,14 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": _ENV_VALUE,
             },
         },
-        ("remote", "run_cmd"),
-    ),
+        ("remote",),
+    )
+    # Every type but static needs a run command; a static site has none.
+    | {
+        "if": {"properties": {"type": {"const": "static"}}, "required": ["type"]},
+        "then": {"not": {"required": ["run_cmd"]}},
+        "else": {"required": ["run_cmd"]},
+    },
     "RestartPolicyChange": _closed(
         {
             "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
