@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from dployr.errors import SpecError
+from dployr.staticsite import StaticOptions
 from dployr.supervision.policy import Backoff, Intensity
 
 
@@ -405,6 +406,8 @@ class ServiceSettings:
     of proxying: for apps that can take a socket from their parent."""
     type: ServiceType = attrs.field(default=attrs.Factory(_default_type, takes_self=True))
     """What kind of service it is; without one, ``web`` with a port and ``worker`` without."""
+    static: StaticOptions = attrs.field(factory=StaticOptions)
+    """How a ``static`` site is published (see :mod:`dployr.staticsite`)."""
 
     def __attrs_post_init__(self) -> None:
         if self.type is ServiceType.STATIC:
@@ -416,6 +419,8 @@ class ServiceSettings:
                 raise InvalidSetting("listen-fds is not for a static site")
         elif not self.run_cmd:
             raise InvalidSetting("run-cmd is required")
+        elif self.static != StaticOptions():
+            raise InvalidSetting("publish-dir, spa, redirects and headers are for --type static")
         kind = self.health.kind
         if kind is HealthKind.COMMAND and not self.health.command:
             raise InvalidSetting("a command health check needs its command")
