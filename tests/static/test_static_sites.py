@@ -228,3 +228,68 @@ async def test_caddy_shows_in_the_service_metrics(daemon: Daemon, tmp_path: Path
                     continue
                 if message["memory_rss_bytes"] > 5_000_000 and message["threads"] > 1:
                     break  # a Go server's memory and threads, not a shell's
+
+
+async def test_a_redeploy_and_a_rollback_under_requests_are_atomic(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Visitors each load the page, its script and the version file on one connection
+    while the site is redeployed and rolled back: no error, never a mix of versions."""
+    folder = write_site(tmp_path / "site", "v1")
+    (folder / "dist").rename(folder / "src")
+    # A build that takes its time between the page and its script: if anything served
+    # the release folder while it is built, a visitor would get a page without its script.
+    build = (
+        "rm -rf dist && mkdir dist && cp src/index.html dist/ && sleep 0.2 && "
+        'cp -r src/assets src/version.txt src/404.html dist/ && echo b >> "$DPLOYR_DATA_DIR/builds"'
+    )
+    port = free_port()
+    await deploy_site(daemon, folder, port, "--build-cmd", build)
+
+    errors: list[str] = []
+    visits: list[str] = []
+    seen = {"v1": trio.Event(), "v2": trio.Event()}
+    stopping = trio.Event()
+
+    async def visitor() -> None:
+        base = f"http://127.0.0.1:{port}"
+        while not stopping.is_set() and len(visits) < 20_000:
+            limits = httpx.Limits(max_connections=1)
+            async with httpx.AsyncClient(base_url=base, timeout=WAIT, limits=limits) as client:
+                try:
+                    page = await client.get("/")
+                    version = page.text.split("<title>", 1)[-1].split("</title>", 1)[0]
+                    script = await client.get(f"/assets/app-{fingerprint(version)}.js")
+                    named = await client.get("/version.txt")
+                except httpx.HTTPError as error:
+                    errors.append(repr(error))
+                    continue
+            answers = [(r.status_code, r.text) for r in (page, script, named)]
+            if answers != [(200, index(version)), (200, asset(version)), (200, version)]:
+                errors.append(f"mixed or failed: {answers!r}")
+            visits.append(version)
+            seen.setdefault(version, trio.Event()).set()
+
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(visitor)
+            await seen["v1"].wait()
+            write_site(folder, "v2")
+            (folder / "src").rename(tmp_path / "old-src")
+            (folder / "dist").rename(folder / "src")
+            seen["v2"] = trio.Event()
+            out = await deploy_site(daemon, folder, port)
+            assert "==> building" in out
+            assert (await get(port, "/")).text == index("v2")  # at once, for a new visitor
+            await seen["v2"].wait()
+            seen["v1"] = trio.Event()
+            back = await daemon.ok("rollback", "site")
+            assert "building" not in back  # the old release folder, as it was: no rebuild
+            assert (await get(port, "/")).text == index("v1")
+            await seen["v1"].wait()
+            stopping.set()
+    assert errors == []
+    assert "v2" in visits
+    builds = (daemon.data_dir / "services" / "site" / "data" / "builds").read_text()
+    assert builds == "b\nb\n"
