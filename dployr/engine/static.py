@@ -321,6 +321,11 @@ def publish(cwd: Path, options: StaticOptions) -> str:
     target = cwd / CONFIG
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(config, indent=1) + "\n")
+    # The release may already be its service user's (a build ran as that user): the
+    # configuration is too, or its Caddy could not read it.
+    owner = cwd.stat()
+    for path in (target.parent, target):
+        os.chown(path, owner.st_uid, owner.st_gid)
     if options.publish_dir is not None:
         folder = f"{chosen}/ (publish-dir)"
     elif chosen == ".":

@@ -7,14 +7,18 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import trio
 from trio_websocket import open_websocket_url
 
 from tests.cli.conftest import WAIT, Daemon, finish, free_port, start_up
+from tests.helpers import Daemon as HelperDaemon
 
 pytestmark = pytest.mark.slow
 
@@ -293,3 +297,33 @@ async def test_a_redeploy_and_a_rollback_under_requests_are_atomic(
     assert "v2" in visits
     builds = (daemon.data_dir / "services" / "site" / "data" / "builds").read_text()
     assert builds == "b\nb\n"
+
+
+async def test_as_root_the_site_s_own_user_runs_its_caddy(tmp_path: Path) -> None:
+    """The release is its service user's once the build ran as that user; the config the
+    deploy writes after the build must be too, or Caddy cannot read it."""
+    folder = write_site(tmp_path / "site", "v1")
+    data = Path(tempfile.mkdtemp(prefix="dployr-static-"))  # pytest's folders are 0700
+    try:
+        daemon = HelperDaemon(data, shared_user=False)
+        await daemon.start()
+        try:
+            port = free_port()
+            body = {
+                "remote": {"url": str(folder)},
+                "type": "static",
+                "port": port,
+                "build_cmd": "touch dist/built",
+                "restart": {"min_uptime": 0.3},
+            }
+            async with daemon.client() as api:
+                response = await api.post("/services/site/deploy", json=body)
+                assert response.status_code == 202, response.text
+                await daemon.wait_log("site", "deploy 1: succeeded")
+                pid = (await api.get("/services/site")).json()["pid"]
+            assert (await get(port, "/")).text == index("v1")
+            assert psutil.Process(pid).uids().real >= 690000  # a user of its own
+        finally:
+            assert await daemon.stop() == 0
+    finally:
+        shutil.rmtree(data)
