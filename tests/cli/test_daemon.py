@@ -141,7 +141,7 @@ async def test_sigterm_stops_every_service_and_exits_0(
     )  # fmt: skip
     await daemon.ok(
         "deploy", "--name", "worker", "--remote", str(worker_folder), "--run-cmd",
-        "--min-uptime", "300ms", f"{PYTHON} worker.py",
+        f"{PYTHON} worker.py", "--min-uptime", "300ms",
     )  # fmt: skip
     pids = pids_of_service("web") + pids_of_service("worker")
     assert len(pids) >= 2

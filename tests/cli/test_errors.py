@@ -164,7 +164,7 @@ async def test_a_port_in_use_by_another_program(running: Daemon, web_app: Path) 
 
         fresh = await running.cli(
             "deploy", "--name", "other", "--remote", str(web_app), "--run-cmd",
-            "--min-uptime", "300ms", f"{PYTHON} app.py", "--port", str(port),
+            f"{PYTHON} app.py", "--port", str(port), "--min-uptime", "300ms",
         )  # fmt: skip
         line = fresh.one_line_error()
         assert f"port {port} is already in use" in line
@@ -174,7 +174,7 @@ async def test_a_port_in_use_by_another_program(running: Daemon, web_app: Path) 
         settings = json.loads(await running.ok("settings", "my-api", "--json"))
         moved = await running.cli(
             "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd",
-            "--min-uptime", "300ms", f"{PYTHON} app.py", "--port", str(port),
+            f"{PYTHON} app.py", "--port", str(port), "--min-uptime", "300ms",
         )  # fmt: skip
         # Refused when asked, before a deploy starts: no record, the release runs on.
         assert moved.one_line_error() == f"error: port {port} is already in use by another program"
