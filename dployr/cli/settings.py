@@ -71,13 +71,15 @@ def _value(key: str, value: Any) -> str:
 
 def _static(site: dict[str, Any]) -> str:
     """A static site's publishing, in one line."""
+    from dployr.cli.output import plural
+
     parts = [f"publish-dir {site['publish_dir'] or 'dist, build or public (the first there)'}"]
     if site["spa"]:
         parts.append("single-page app")
     if site["redirects"]:
-        parts.append(f"{len(site['redirects'])} redirect rules")
+        parts.append(plural(len(site["redirects"]), "redirect rule"))
     if site["headers"]:
-        parts.append(f"{len(site['headers'])} header rules")
+        parts.append(plural(len(site["headers"]), "header rule"))
     return "; ".join(parts)
 
 

@@ -135,6 +135,8 @@ async def test_a_single_page_app_and_the_blueprint_rules(daemon: Daemon, tmp_pat
     out = await daemon.ok("deploy", cwd=folder)
     publishing = "==> publishing dist/ (publish-dir): single-page app, 404.html, "
     assert publishing + "1 redirect rule, 1 header rule\n" in out
+    shown = await daemon.ok("settings", "spa")
+    assert "static       publish-dir dist; single-page app; 1 redirect rule; 1 header rule" in shown
     route = await get(port, "/users/42")
     assert (route.status_code, route.text) == (200, index("v1"))
     assert route.headers["cache-control"] == "no-cache"
