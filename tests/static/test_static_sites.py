@@ -22,6 +22,8 @@ from tests.helpers import Daemon as HelperDaemon
 
 pytestmark = pytest.mark.slow
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "site"
+
 
 def fingerprint(version: str) -> str:
     return hashlib.sha256(version.encode()).hexdigest()[:8]
@@ -329,3 +331,20 @@ async def test_as_root_the_site_s_own_user_runs_its_caddy(tmp_path: Path) -> Non
             assert await daemon.stop() == 0
     finally:
         shutil.rmtree(data)
+
+
+async def test_the_example_site_deploys_from_its_folder(daemon: Daemon, tmp_path: Path) -> None:
+    folder = tmp_path / "site"
+    shutil.copytree(EXAMPLE, folder)
+    port = free_port()
+    toml = (folder / "dployr.toml").read_text().replace("port = 8081", f"port = {port}")
+    (folder / "dployr.toml").write_text(toml + "\n[restart]\nmin_uptime = 0.3\n")
+    out = await daemon.ok("deploy", cwd=folder)
+    assert "==> publishing public/ (the first of dist, build, public): 404.html" in out
+    home = await get(port, "/")
+    assert "<h1>Hello from dployr</h1>" in home.text
+    assert home.headers["x-frame-options"] == "DENY"
+    assert (await get(port, "/home")).headers["location"] == "/"
+    missing = await get(port, "/nope")
+    assert missing.status_code == 404
+    assert "No such page" in missing.text
