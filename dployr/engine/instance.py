@@ -36,13 +36,6 @@ from dployr.engine import messages as m
 from dployr.engine.cgroups import Cgroups
 from dployr.engine.errors import Conflict
 from dployr.engine.metrics import MetricsSampler
-from dployr.engine.metrics_policy import (
-    RAW_RETENTION,
-    InstanceSample,
-    Resolution,
-    Sample,
-    ServiceSample,
-)
 from dployr.engine.proxy import PortInUse
 from dployr.engine.release import Running
 from dployr.engine.service import Service
@@ -53,6 +46,13 @@ from dployr.engine.webhooks import Delivery, Webhooks
 from dployr.errors import DployrError
 from dployr.logs.history import LogLine
 from dployr.logs.values import LogBatch
+from dployr.metrics import (
+    RAW_RETENTION,
+    InstanceSample,
+    Resolution,
+    Sample,
+    ServiceSample,
+)
 from dployr.models import (
     Deployment,
     DeploymentStatus,

@@ -38,7 +38,8 @@ import attrs
 import psutil
 import trio
 
-from dployr.engine.metrics_policy import (
+from dployr.errors import SpecError
+from dployr.metrics import (
     DEFAULT_INTERVAL,
     InstanceSample,
     Sample,
@@ -47,7 +48,6 @@ from dployr.engine.metrics_policy import (
     cpu_seconds_in_round,
     next_round,
 )
-from dployr.errors import SpecError
 from dployr.store.store import Store
 from dployr.supervision import INFINITY, ChildContext, ChildSpec, Restart, Supervisor, Topic
 
