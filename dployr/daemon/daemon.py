@@ -36,7 +36,7 @@ from dployr.gateway.server import Gateway
 from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
-from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
+from dployr.supervision import ChildSpec, Intensity, Supervisor
 
 
 class AlreadyRunning(DployrError):
@@ -142,7 +142,7 @@ async def run(
             root = Supervisor(
                 "dployr",
                 [
-                    ChildSpec("instance", instance.run, shutdown=INFINITY),
+                    ChildSpec.supervisor("instance", instance.run),
                     ChildSpec("gateway", gateway.run, shutdown=10.0),
                 ],
                 intensity=Intensity(3, 60),

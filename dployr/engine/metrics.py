@@ -49,7 +49,7 @@ from dployr.metrics import (
     next_round,
 )
 from dployr.store.store import Store
-from dployr.supervision import INFINITY, ChildContext, ChildSpec, Restart, Supervisor, Topic
+from dployr.supervision import ChildContext, ChildSpec, Restart, Supervisor, Topic
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
@@ -441,7 +441,7 @@ class MetricsSampler:
         as a supervision event, while the services it watches keep running untouched.
         """
         supervisor = Supervisor(child_id, [ChildSpec("sampler", self.run, shutdown=SHUTDOWN)])
-        return ChildSpec(child_id, supervisor.run, restart=Restart.TEMPORARY, shutdown=INFINITY)
+        return ChildSpec.supervisor(child_id, supervisor.run, restart=Restart.TEMPORARY)
 
     async def run(
         self,

@@ -71,7 +71,6 @@ from dployr.models import (
 from dployr.store.errors import DiskFull, UnknownService
 from dployr.store.records import ServiceRecord
 from dployr.supervision import (
-    INFINITY,
     ChildRestarting,
     ChildSpec,
     ChildStarted,
@@ -587,7 +586,7 @@ class Service:
             return self.tree
         tree = Supervisor(self.name, [], events=_TreeEvents(self))
         await self.instance.supervisor.start_child(
-            ChildSpec(self.name, tree.run, restart=Restart.TEMPORARY, shutdown=INFINITY)
+            ChildSpec.supervisor(self.name, tree.run, restart=Restart.TEMPORARY)
         )
         self.tree = tree
         return tree
@@ -843,9 +842,7 @@ class Service:
             spec.child_id, children, strategy=Strategy.ONE_FOR_ALL, intensity=policy.intensity()
         )
         try:
-            child = ChildSpec(
-                spec.child_id, supervisor.run, restart=Restart.TEMPORARY, shutdown=INFINITY
-            )
+            child = ChildSpec.supervisor(spec.child_id, supervisor.run, restart=Restart.TEMPORARY)
             await tree.start_child(child)
         except Exception as error:
             self.releases.pop(spec.child_id, None)
