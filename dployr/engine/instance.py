@@ -31,6 +31,7 @@ import psutil
 import trio
 
 from dployr import __version__
+from dployr.config import EngineConfig
 from dployr.engine import cgroups, users
 from dployr.engine import messages as m
 from dployr.engine.cgroups import Cgroups
@@ -78,35 +79,6 @@ from dployr.supervision.topic import Gap, Subscription
 
 R = TypeVar("R")
 INTERRUPTED = "interrupted: the daemon stopped during the deploy"
-
-
-@attrs.frozen
-class EngineConfig:
-    """Where an instance keeps its data, and the limits it works within."""
-
-    data_dir: Path
-    name: str = "local"
-    service_host: str = "0.0.0.0"
-    """The address services' public ports listen on."""
-    log_bytes: int = 50 * 2**20
-    """Log history kept per service; the oldest segments go first."""
-    fetch_timeout: float = 300.0
-    build_timeout: float = 1800.0
-    ready_timeout: float = 60.0
-    """How long a new release has to accept connections on its port."""
-    deploy_deadline: float = 3600.0
-    keep_releases: int = 5
-    metrics_interval: float = 5.0
-    """Seconds between samples of every service's CPU and memory."""
-    pass_env: tuple[str, ...] = ()
-    """Names of the daemon's variables every service gets too (its environment is otherwise
-    clean: see :func:`dployr.engine.release.process_env`)."""
-    service_users: bool = True
-    """When the daemon runs as root, run each service as a user of its own (see
-    :mod:`dployr.engine.users`); False: as the daemon's user, root."""
-    cgroups: bool = True
-    """Run each release, build, health check and git in a cgroup of its own where one is
-    writable (see :mod:`dployr.engine.cgroups`); False: in process groups only."""
 
 
 @attrs.frozen

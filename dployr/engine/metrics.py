@@ -40,7 +40,6 @@ import trio
 
 from dployr.errors import SpecError
 from dployr.metrics import (
-    DEFAULT_INTERVAL,
     InstanceSample,
     Sample,
     ServiceSample,
@@ -392,7 +391,7 @@ class MetricsSampler:
         groups: GroupsFunction,
         store: Store | None = None,
         *,
-        interval: float = DEFAULT_INTERVAL,
+        interval: float,
         probe: Probe | None = None,
         topic: Topic[Sample] | None = None,
     ) -> None:

@@ -981,7 +981,13 @@ class Service:
             return self.proxy
         tree = self.tree
         assert tree is not None
-        proxy = Proxy(self.name, self.config.service_host, public, None)
+        proxy = Proxy(
+            self.name,
+            self.config.service_host,
+            public,
+            None,
+            connect_deadline=self.config.connect_deadline,
+        )
         try:
             await tree.start_child(ChildSpec(f"proxy-{public}", proxy.run, shutdown=1.0))
         except StartError as error:

@@ -38,14 +38,12 @@ from dployr.metrics.samples import (
     service_values,
 )
 from dployr.metrics.sampling import (
-    DEFAULT_INTERVAL,
     cpu_percent,
     cpu_seconds_in_round,
     next_round,
 )
 
 __all__ = [
-    "DEFAULT_INTERVAL",
     "INSTANCE_FIELDS",
     "MINUTE",
     "MINUTE_RETENTION",

@@ -6,11 +6,6 @@ Pure functions: no I/O, no trio.
 from __future__ import annotations
 
 import math
-from typing import Final
-
-DEFAULT_INTERVAL: Final = 5.0
-"""Seconds between two samples, unless configured otherwise."""
-
 
 # -- CPU accounting ----------------------------------------------------------------------------
 
