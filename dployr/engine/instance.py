@@ -154,8 +154,8 @@ class Instance:
         """Every supervision event of the instance's tree."""
         self.changes: Topic[Change] = Topic("changes")
         """Every status and deployment change of every service."""
-        self.generation = 0
-        """Grows at every change a service's info could show: readers may cache by it."""
+        self._shown: tuple[object, ...] = ()
+        self._generation = 0
         if store.reserve is not None:  # the disk filling up, or room again: an event
             store.reserve.on_change = self._disk_changed
         self.metrics = MetricsSampler(self._metric_groups, store, interval=config.metrics_interval)
@@ -220,9 +220,20 @@ class Instance:
         self.webhooks = Webhooks(self._webhook_failed)  # a fresh actor per incarnation
         await self.webhooks.run(ctx, task_status=task_status)
 
-    def touch(self) -> None:
-        """Something a service's info shows has changed (see :attr:`generation`)."""
-        self.generation += 1
+    @property
+    def generation(self) -> int:
+        """Grows whenever anything the services' info shows has changed: readers may cache
+        the list of services by it.
+
+        Derived from the values each service's info is made of (see
+        :meth:`~dployr.engine.service.core.ServiceCore.shown`), which are replaced at every
+        change: no change has to be announced by hand, so none can be forgotten.
+        """
+        shown = tuple((name, s.shown()) for name, s in self.services.items())
+        if shown != self._shown:
+            self._shown = shown
+            self._generation += 1
+        return self._generation
 
     def _metric_groups(self) -> dict[str, list[int]]:
         """Service name -> the process groups of its live releases (for the sampler)."""
@@ -235,16 +246,14 @@ class Instance:
 
     # -- called by services ----------------------------------------------------------------
 
-    def status_changed(self, service: Service, previous: ServiceStatus) -> None:
+    def status_changed(self, service: str, status: ServiceStatus, previous: ServiceStatus) -> None:
         """Publish a service's status change."""
-        self.changes.publish(
-            StatusChanged(service.name, self.name, service.state.status, previous, time.time())
-        )
+        self.changes.publish(StatusChanged(service, self.name, status, previous, time.time()))
 
-    def health_changed(self, service: Service, previous: Health, message: str) -> None:
+    def health_changed(self, service: str, health: Health, previous: Health, message: str) -> None:
         """Publish a service's health change."""
         self.changes.publish(
-            HealthChanged(service.name, self.name, service.health, previous, message, time.time())
+            HealthChanged(service, self.name, health, previous, message, time.time())
         )
 
     def send_webhook(self, service: str, url: str, body: bytes) -> None:
@@ -265,7 +274,6 @@ class Instance:
         self.changes.publish(DeploymentChanged(service, self.name, deployment, status, time.time()))
 
     def _disk_changed(self, full: bool) -> None:
-        self.touch()
         self.changes.publish(DiskChanged(self.name, full, time.time()))
 
     def supervision_event(self, event: SupervisionEvent) -> None:
@@ -340,7 +348,6 @@ class Instance:
             except ServiceExists:  # created by a racing request in between
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))
-            self.touch()
             service.keep_credential(credential)  # as its settings: saved at once
         if settings is None:  # the stored settings again, with the password kept for them
             credential = service.kept_credential()
@@ -379,7 +386,6 @@ class Instance:
         service = self.service(name)
         await service.delete(purge=purge)
         self.services.pop(name, None)
-        self.touch()
         return m.Deleted(name)
 
     def rotate_key(self) -> m.KeyRotated:
