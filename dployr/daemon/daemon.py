@@ -29,8 +29,8 @@ import trio
 
 from dployr import __version__
 from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
-from dployr.engine import users
 from dployr.engine.instance import EngineConfig, Instance
+from dployr.engine.os import users
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
 from dployr.store.records import Scope

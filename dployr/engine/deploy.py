@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from dployr.engine import launcher, sources
+from dployr.engine import sources
 from dployr.engine.errors import DeployFailed
+from dployr.engine.os import launcher
 from dployr.engine.release import Running, pump
 from dployr.logs.framing import Lines
 from dployr.models import Deployment, DeploymentStatus

@@ -44,12 +44,13 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from dployr.engine import launcher, ports, restarts, users
+from dployr.engine import restarts
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
 from dployr.engine.health import Check, HealthRestart, HealthState, Verdict, Watchdog
 from dployr.engine.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
+from dployr.engine.os import launcher, ports, users
 from dployr.engine.proxy import PortInUse, Proxy
 from dployr.engine.release import Release, ReleaseSpec, Running, process_env
 from dployr.engine.sources import HIDDEN_PASSWORD, Credential, hide_password, take_password

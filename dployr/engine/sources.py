@@ -68,7 +68,7 @@ from typing import Final, TypeVar
 import attrs
 import trio
 
-from dployr.engine import launcher
+from dployr.engine.os import launcher
 from dployr.errors import DployrError
 from dployr.models import Source
 
