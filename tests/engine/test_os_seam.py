@@ -1,4 +1,5 @@
-"""The OS seam: only ``dployr/engine/os/`` starts processes or sends signals.
+"""The OS seam: only ``dployr/engine/os/`` starts processes or sends signals, and the
+remote rules of a source stand alone (no event loop, no process).
 
 Read from the source itself (its syntax tree), so a process started or a signal sent
 anywhere else in the package fails here, however it is spelled.
@@ -69,3 +70,11 @@ def test_the_seam_does_send_them() -> None:
     assert sent["launcher.py"]
     assert sent["cgroups.py"]
     assert sent["leftovers.py"]
+
+
+def test_the_remote_rules_need_no_event_loop_or_process() -> None:
+    tree = ast.parse((PACKAGE / "engine" / "sources" / "remotes.py").read_text())
+    imported = _imports(tree)
+    heavy = {"trio", "subprocess", "psutil", "sqlite3", "quart"}
+    assert not {name.split(".")[0] for name in imported} & heavy
+    assert not [name for name in imported if name.startswith("dployr.engine")]

@@ -20,6 +20,10 @@ has exited, whatever is left is killed (:func:`kill_rest`), so no grandchild out
 run. :func:`run` runs one to completion, its output handed to callbacks; a cancellation
 reaches the process through its ``deliver_cancel`` hook (as trio's ``run_process`` does),
 :func:`kill` by default, :func:`terminate` for a grace first.
+
+One module of about 500 lines on purpose: the spawn, the process's pidfd and cgroup, and
+the ladder that stops it are one piece, and the release, build, health check and git
+call sites each use several of them.
 """
 
 from __future__ import annotations
