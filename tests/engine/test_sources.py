@@ -444,15 +444,23 @@ async def test_checkout_needs_a_fetched_cache(repo: Repo, cache: Path, releases:
 
 
 async def test_checkout_cancelled_while_git_runs_leaves_nothing(
-    repo: Repo, cache: Path, releases: Path
+    repo: Repo, cache: Path, releases: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = Source(str(repo.path))
     revision = await sources.fetch(source, cache)
-    async with trio.open_nursery() as nursery:
-        # Cancelled while git writes the half-made release.
-        nursery.start_soon(sources.checkout, source, cache, revision, releases / "1")
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.cancel_scope.cancel()
+    # git read-tree says nothing, so a git first on PATH says it runs, then runs: the
+    # checkout is cancelled the moment it hears of it, while git writes the release.
+    real = shutil.which("git")
+    wrapper = tmp_path / "wrapped" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\necho running >&2\nexec '{real}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    with trio.fail_after(30), trio.CancelScope() as scope:
+        await sources.checkout(
+            source, cache, revision, releases / "1", on_output=lambda _: scope.cancel()
+        )
+    assert scope.cancelled_caught
     assert not await trio.Path(releases / "1").exists()
     assert leftovers(releases) == []
 
