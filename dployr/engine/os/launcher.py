@@ -478,13 +478,15 @@ async def run(
         process = await launch_program(list(what.argv), what.env, label=what.label)
     else:
         process = await launch(what)
+    returncode: int | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, process.stdout, on_stdout)
             nursery.start_soon(_drain, process.stderr, on_stderr)
             await process.wait()
-            # What it left running holds the pipes open: it ends with the program.
-            await kill_rest(process)
+            # What it left running holds the pipes open: it ends with the program (and
+            # its cgroup is removed).
+            returncode = await stop(process, 0)
     except BaseException:
         if process.returncode is None:
             with trio.CancelScope(shield=True):
@@ -492,7 +494,8 @@ async def run(
         raise
     finally:
         with trio.CancelScope(shield=True):
-            returncode = await stop(process, 0)  # what it left, reaped, its cgroup removed
+            if returncode is None:  # cancelled, or a callback failed
+                await stop(process, 0)
             await process.stdout.aclose()
             await process.stderr.aclose()
     return returncode
