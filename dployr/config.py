@@ -41,10 +41,10 @@ class EngineConfig:
     clean: see :func:`dployr.engine.release.process_env`)."""
     service_users: bool = True
     """When the daemon runs as root, run each service as a user of its own (see
-    :mod:`dployr.engine.users`); False: as the daemon's user, root."""
+    :mod:`dployr.engine.os.users`); False: as the daemon's user, root."""
     cgroups: bool = True
     """Run each release, build, health check and git in a cgroup of its own where one is
-    writable (see :mod:`dployr.engine.cgroups`); False: in process groups only."""
+    writable (see :mod:`dployr.engine.os.cgroups`); False: in process groups only."""
 
 
 @attrs.frozen

@@ -28,8 +28,8 @@ import trio
 from dployr import __version__
 from dployr.config import DployrConfig
 from dployr.daemon.paths import DataDir
-from dployr.engine import users
 from dployr.engine.instance import Instance
+from dployr.engine.os import users
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
 from dployr.store.records import Scope

@@ -28,10 +28,11 @@ from pathlib import Path
 import attrs
 import trio
 
-from dployr.engine import ports, restarts
+from dployr.engine import restarts
 from dployr.engine import status as st
 from dployr.engine.errors import DeployFailed
 from dployr.engine.health import Check, Watchdog
+from dployr.engine.os import ports
 from dployr.engine.proxy import PortInUse, Proxy
 from dployr.engine.release import Release, ReleaseSpec
 from dployr.engine.service.core import LiveRelease
