@@ -18,13 +18,9 @@ BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modu
 # The import contracts of pyproject.toml ([tool.importlinter]) that `make lint` and the test
 # suite (tests/test_imports.py) enforce. The others are written there already and are switched
 # on here as the work that makes them true lands:
-IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api
+IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api service-through-a-port only-os-spawns
 # enabled when the pure protocol package (dployr/protocol/) lands and the gateway stands on it:
 #   IMPORT_CONTRACTS += pure-protocol gateway-on-protocol
-# enabled when the service package reaches its instance through a port object:
-#   IMPORT_CONTRACTS += service-through-a-port
-# enabled when the one OS seam (dployr/engine/os/) lands:
-#   IMPORT_CONTRACTS += only-os-spawns
 LINT_IMPORTS = $(BIN)/lint-imports --no-logo --no-cache $(addprefix --contract ,$(IMPORT_CONTRACTS))
 
 .PHONY: run test lint imports bench clean
