@@ -114,6 +114,10 @@ async def test_a_static_site_is_served_by_caddy_with_its_rules(
     assert compressed.text == "precompressed"  # the .gz beside it, not compressed on the fly
     assert (await get(port, "/big.txt", **{"Accept-Encoding": "identity"})).text.startswith("plain")
 
+    # Caddy keeps its files in the service's data dir, and saves no configuration there.
+    caddy_home = daemon.data_dir / "services" / "site" / "data" / ".caddy"
+    assert caddy_home.is_dir()
+    assert not (caddy_home / "config" / "caddy" / "autosave.json").exists()
     # Caddy's access log is the service's output, in its log history.
     logs = await daemon.ok("logs", "site", "--tail", "200")
     assert '"uri":"/.env"' in logs
