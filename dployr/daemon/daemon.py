@@ -32,7 +32,7 @@ from dployr.engine.instance import Instance
 from dployr.engine.os import users
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
-from dployr.store.access import AccessStore
+from dployr.store.access_store import AccessStore
 from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
