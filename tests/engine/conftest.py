@@ -12,9 +12,10 @@ import pytest
 import trio
 
 from dployr.engine.instance import Change, EngineConfig, Instance, InstanceHandle
-from dployr.engine.messages import Deploy, GetService, ServiceInfo
+from dployr.engine.messages import Deploy, GetService, ListDeployments, ServiceInfo
 from dployr.logs.values import LogLine
 from dployr.models import (
+    Deployment,
     DeploymentStatus,
     RestartPolicy,
     ServiceSettings,
@@ -22,7 +23,7 @@ from dployr.models import (
     Source,
 )
 from dployr.store.store import Store
-from dployr.supervision import Subscription
+from dployr.supervision import ChildStarted, Subscription, SupervisionEvent
 from tests.helpers import PYTHON, TEST_ENGINE, pids_of_service
 
 WAIT = 30.0
@@ -52,7 +53,7 @@ class Engine:
         """
         with contextlib.ExitStack() as stack:
             if changes is None:
-                changes = stack.enter_context(self.instance.changes.subscribe())
+                changes = stack.enter_context(self.handle.subscribe_changes())
             with trio.fail_after(WAIT):
                 while not check():
                     entry = await changes.receive()
@@ -77,34 +78,59 @@ class Engine:
     async def status(self, name: str) -> ServiceInfo:
         return await self.handle.request(GetService(name))
 
+    async def wait_info(
+        self,
+        name: str,
+        check: Callable[[ServiceInfo], bool],
+        seen: list[Change] | None = None,
+        changes: Subscription[Change] | None = None,
+    ) -> ServiceInfo:
+        """Wait until the service's info, asked of the handle at every change, passes
+        ``check``; return it. ``seen`` and ``changes`` as for :meth:`wait`."""
+        with contextlib.ExitStack() as stack:
+            if changes is None:
+                changes = stack.enter_context(self.handle.subscribe_changes())
+            with trio.fail_after(WAIT):
+                while not check(info := await self.status(name)):
+                    entry = await changes.receive()
+                    if seen is not None and isinstance(entry, list):
+                        seen.extend(entry)
+        return info
+
     async def wait_status(self, name: str, status: ServiceStatus) -> ServiceInfo:
-        await self.wait(lambda: self.instance.services[name].state.status is status)
-        return await self.status(name)
+        return await self.wait_info(name, lambda info: info.status is status)
+
+    async def deployment(self, name: str, deployment: int) -> Deployment:
+        """A deployment's record, as the handle lists it."""
+        listed = await self.handle.request(ListDeployments(name, 1000))
+        return next(d for d in listed if d.id == deployment)
 
     async def wait_deployment(self, name: str, deployment: int) -> DeploymentStatus:
         """Wait until a deploy has ended and the service is free again; return how."""
-        store = self.instance.store
-
-        def finished() -> bool:
-            record = store.get_deployment(name, deployment)
-            service = self.instance.services.get(name)
-            running = (
-                service is not None
-                and service.deploy is not None
-                and service.deploy.id == deployment
-            )
-            return record is not None and record.status.finished and not running
-
-        await self.wait(finished)
-        record = store.get_deployment(name, deployment)
-        assert record is not None
-        return record.status
+        with self.handle.subscribe_changes() as changes, trio.fail_after(WAIT):
+            while True:
+                record = await self.deployment(name, deployment)
+                if record.status.finished and (await self.status(name)).deploying != deployment:
+                    return record.status
+                await changes.receive()
 
     async def deploy(self, name: str, settings: ServiceSettings, **kwargs: object) -> int:
         """Deploy and wait for the deploy to end; return the deployment id."""
         deployment = await self.handle.request(Deploy(name, settings, **kwargs))  # type: ignore[arg-type]
         await self.wait_deployment(name, deployment.id)
         return deployment.id
+
+
+def started_children(events: Subscription[SupervisionEvent]) -> list[str]:
+    """The ids of the children whose start ``events`` has seen so far (never waits)."""
+    started = []
+    while True:
+        try:
+            entry = events.receive_nowait()
+        except trio.WouldBlock:
+            return started
+        if isinstance(entry, list):
+            started += [e.child.id for e in entry if isinstance(e, ChildStarted)]
 
 
 def start_engine(data_dir: Path, **config: object) -> tuple[Instance, Store]:
