@@ -32,8 +32,9 @@ from typing import Protocol
 
 import trio
 
-from dployr.engine import launcher, sources
+from dployr.engine import sources
 from dployr.engine.errors import DeployFailed
+from dployr.engine.os import launcher
 from dployr.engine.release import Running, pump
 from dployr.logs.book import LogBook
 from dployr.logs.framing import Lines

@@ -18,41 +18,39 @@ import contextlib
 import errno
 import os
 import secrets
-import shutil
-import signal
 import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import attrs
-import psutil
 import trio
 
 from dployr import __version__
-from dployr.engine import cgroups, users
+from dployr.config import EngineConfig
 from dployr.engine import messages as m
-from dployr.engine.cgroups import Cgroups
 from dployr.engine.errors import Conflict
 from dployr.engine.metrics import MetricsSampler
-from dployr.engine.metrics_policy import (
+from dployr.engine.os import cgroups, users
+from dployr.engine.os.cgroups import Cgroups
+from dployr.engine.os.leftovers import kill_leftovers, remove_unfinished
+from dployr.engine.os.users import ServiceUsers
+from dployr.engine.os.warden import Warden
+from dployr.engine.proxy import PortInUse
+from dployr.engine.release import Running
+from dployr.engine.service import Service
+from dployr.engine.sources import check_remote, hide_password
+from dployr.engine.webhooks import Delivery, Webhooks
+from dployr.errors import DployrError
+from dployr.logs.history import LogLine
+from dployr.logs.values import LogBatch
+from dployr.metrics import (
     RAW_RETENTION,
     InstanceSample,
     Resolution,
     Sample,
     ServiceSample,
 )
-from dployr.engine.proxy import PortInUse
-from dployr.engine.release import Running
-from dployr.engine.service import Service
-from dployr.engine.sources import check_remote, hide_password
-from dployr.engine.users import ServiceUsers
-from dployr.engine.warden import Warden
-from dployr.engine.webhooks import Delivery, Webhooks
-from dployr.errors import DployrError
-from dployr.logs.history import LogLine
-from dployr.logs.values import LogBatch
 from dployr.models import (
     Deployment,
     DeploymentStatus,
@@ -63,7 +61,6 @@ from dployr.models import (
     check_name,
 )
 from dployr.store.errors import DiskFull, ServiceExists, UnknownService
-from dployr.store.records import ProcessRecord
 from dployr.store.store import Store
 from dployr.supervision import (
     ChildContext,
@@ -78,35 +75,6 @@ from dployr.supervision.topic import Gap, Subscription
 
 R = TypeVar("R")
 INTERRUPTED = "interrupted: the daemon stopped during the deploy"
-
-
-@attrs.frozen
-class EngineConfig:
-    """Where an instance keeps its data, and the limits it works within."""
-
-    data_dir: Path
-    name: str = "local"
-    service_host: str = "0.0.0.0"
-    """The address services' public ports listen on."""
-    log_bytes: int = 50 * 2**20
-    """Log history kept per service; the oldest segments go first."""
-    fetch_timeout: float = 300.0
-    build_timeout: float = 1800.0
-    ready_timeout: float = 60.0
-    """How long a new release has to accept connections on its port."""
-    deploy_deadline: float = 3600.0
-    keep_releases: int = 5
-    metrics_interval: float = 5.0
-    """Seconds between samples of every service's CPU and memory."""
-    pass_env: tuple[str, ...] = ()
-    """Names of the daemon's variables every service gets too (its environment is otherwise
-    clean: see :func:`dployr.engine.release.process_env`)."""
-    service_users: bool = True
-    """When the daemon runs as root, run each service as a user of its own (see
-    :mod:`dployr.engine.users`); False: as the daemon's user, root."""
-    cgroups: bool = True
-    """Run each release, build, health check and git in a cgroup of its own where one is
-    writable (see :mod:`dployr.engine.cgroups`); False: in process groups only."""
 
 
 @attrs.frozen
@@ -627,58 +595,3 @@ class InstanceHandle:
 
 async def _now(value: R) -> R:
     return value
-
-
-def kill_leftovers(
-    records: list[ProcessRecord], instance_id: str, tree: Cgroups | None = None
-) -> list[int]:
-    """Kill every process a previous daemon of this instance left behind; return their pids.
-
-    Called before any service starts, so every member of the instance's cgroups is a
-    leftover, whatever it did to detach (``setsid``, a double fork, an empty environment),
-    and so is every live process that carries this instance's id in its environment: a
-    release or build whose daemon was killed, and its children (when its warden was killed
-    too, or did not hear of them in time), even one started in the instant between its
-    spawn and its record. A recorded group leader started when recorded counts too (in
-    case it cleared its environment); a pid the kernel reused for an unrelated process is
-    left alone. The emptied cgroups are removed.
-    """
-    killed = tree.kill_leftovers() if tree is not None else []
-    recorded = {(r.pid, r.pgid): r.started_at for r in records}
-    groups = {r.pgid for r in records}
-    me = os.getpid()
-    victims: list[psutil.Process] = []
-    for process in psutil.process_iter():
-        if process.pid == me:
-            continue
-        try:
-            ours = process.environ().get("DPLOYR_INSTANCE") == instance_id
-            if not ours and process.pid in groups:
-                started = recorded.get((process.pid, os.getpgid(process.pid)))
-                ours = started is not None and abs(process.create_time() - started) < 2
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-        if ours:
-            victims.append(process)
-    for process in victims:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGKILL)
-    psutil.wait_procs(victims, timeout=5)
-    return killed + [p.pid for p in victims]
-
-
-UNFINISHED = (".source.new-*", ".source.old-*", "releases/.*.partial-*")
-"""Folders a fetch or checkout makes beside its target and renames onto it when done
-(``<service dir>/<pattern>``): one still there at start was cut short by a killed daemon."""
-
-
-def remove_unfinished(data_dir: Path) -> list[Path]:
-    """Remove every unfinished folder of every service (blocking: for a worker thread, at
-    start, before anything can make one); the folders removed."""
-    removed = []
-    for pattern in UNFINISHED:
-        for folder in data_dir.glob(f"services/*/{pattern}"):
-            if folder.is_dir() and not folder.is_symlink():
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-    return removed

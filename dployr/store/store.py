@@ -32,7 +32,7 @@ from typing import Any, Final
 import attrs
 
 from dployr import serde
-from dployr.engine.metrics_policy import InstancePoint, MetricPoint, Resolution, Sample
+from dployr.metrics import InstancePoint, MetricPoint, Resolution, Sample
 from dployr.models import (
     Deployment,
     DeploymentStatus,

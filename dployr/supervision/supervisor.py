@@ -198,7 +198,7 @@ class Supervisor:
     """An OTP-style supervisor of an ordered list of children.
 
     Run it with ``await nursery.start(supervisor.run)``, or make it a child of another
-    supervisor with ``ChildSpec(id, supervisor.run, shutdown=INFINITY)``. Its control
+    supervisor with ``ChildSpec.supervisor(id, supervisor.run)``. Its control
     methods (:meth:`start_child`, :meth:`terminate_child`, :meth:`restart_child`,
     :meth:`delete_child`) work while it runs.
     """

@@ -11,7 +11,6 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import ports
 from dployr.engine.errors import DeployInProgress, NotDeployed
 from dployr.engine.instance import Change, StatusChanged
 from dployr.engine.messages import (
@@ -28,6 +27,7 @@ from dployr.engine.messages import (
     Stop,
     UpdateSettings,
 )
+from dployr.engine.os import ports
 from dployr.errors import DployrError
 from dployr.models import (
     DeploymentStatus,

@@ -19,10 +19,10 @@ import attrs
 import trio
 
 from dployr.engine import status as st
-from dployr.engine import users
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress
 from dployr.engine.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
+from dployr.engine.os import users
 from dployr.engine.service.reads import APPLIES_NOW, ServiceReads
 from dployr.engine.sources import HIDDEN_PASSWORD, Credential, hide_password, take_password
 from dployr.errors import ActorDead

@@ -14,9 +14,9 @@ from dployr.models import DeploymentStatus, Health, ServiceStatus
 from dployr.supervision import ChildSpec, SupervisionEvent
 
 if TYPE_CHECKING:
+    from dployr.engine.os.users import ServiceUsers
+    from dployr.engine.os.warden import Warden
     from dployr.engine.release import Running
-    from dployr.engine.users import ServiceUsers
-    from dployr.engine.warden import Warden
     from dployr.store.store import Store
 
 
@@ -40,6 +40,9 @@ class ServiceConfig(Protocol):
 
     @property
     def ready_timeout(self) -> float: ...
+
+    @property
+    def connect_deadline(self) -> float: ...
 
     @property
     def deploy_deadline(self) -> float: ...

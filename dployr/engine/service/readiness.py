@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import trio
 
-from dployr.engine import launcher, ports
 from dployr.engine.errors import DeployFailed
+from dployr.engine.os import launcher, ports
 from dployr.engine.release import ReleaseSpec
 from dployr.engine.service.core import LiveRelease
 from dployr.engine.service.tree import ServiceTree

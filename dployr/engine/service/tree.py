@@ -28,10 +28,11 @@ from pathlib import Path
 import attrs
 import trio
 
-from dployr.engine import ports, restarts
+from dployr.engine import restarts
 from dployr.engine import status as st
 from dployr.engine.errors import DeployFailed
 from dployr.engine.health import Check, Watchdog
+from dployr.engine.os import ports
 from dployr.engine.proxy import PortInUse, Proxy
 from dployr.engine.release import Release, ReleaseSpec
 from dployr.engine.service.core import LiveRelease
@@ -46,7 +47,7 @@ from dployr.models import (
     RestartPolicy,
     ServiceSettings,
 )
-from dployr.supervision import INFINITY, ChildSpec, Restart, Strategy, Supervisor
+from dployr.supervision import ChildSpec, Restart, Strategy, Supervisor
 
 
 class ServiceTree(ServiceEvents):
@@ -57,7 +58,7 @@ class ServiceTree(ServiceEvents):
             return self.tree
         tree = Supervisor(self.name, [], events=TreeEvents(self))
         await self.instance.supervisor.start_child(
-            ChildSpec(self.name, tree.run, restart=Restart.TEMPORARY, shutdown=INFINITY)
+            ChildSpec.supervisor(self.name, tree.run, restart=Restart.TEMPORARY)
         )
         self.tree = tree
         return tree
@@ -114,7 +115,13 @@ class ServiceTree(ServiceEvents):
             return self.proxy
         tree = self.tree
         assert tree is not None
-        proxy = Proxy(self.name, self.config.service_host, public, None)
+        proxy = Proxy(
+            self.name,
+            self.config.service_host,
+            public,
+            None,
+            connect_deadline=self.config.connect_deadline,
+        )
         try:
             await tree.start_child(ChildSpec(f"proxy-{public}", proxy.run, shutdown=1.0))
         except StartError as error:
@@ -216,9 +223,7 @@ class ServiceTree(ServiceEvents):
             spec.child_id, children, strategy=Strategy.ONE_FOR_ALL, intensity=policy.intensity()
         )
         try:
-            child = ChildSpec(
-                spec.child_id, supervisor.run, restart=Restart.TEMPORARY, shutdown=INFINITY
-            )
+            child = ChildSpec.supervisor(spec.child_id, supervisor.run, restart=Restart.TEMPORARY)
             await tree.start_child(child)
         except Exception as error:
             self.releases.pop(spec.child_id, None)
