@@ -40,26 +40,6 @@ class Engine:
     handle: InstanceHandle
     data_dir: Path
 
-    async def wait(
-        self,
-        check: Callable[[], bool],
-        seen: list[Change] | None = None,
-        changes: Subscription[Change] | None = None,
-    ) -> None:
-        """Wait for ``check()`` to hold, re-checking at every status or deployment change.
-
-        The changes seen meanwhile are appended to ``seen``: those since ``changes`` was
-        subscribed, if given (subscribe before acting to see every change it causes).
-        """
-        with contextlib.ExitStack() as stack:
-            if changes is None:
-                changes = stack.enter_context(self.handle.subscribe_changes())
-            with trio.fail_after(WAIT):
-                while not check():
-                    entry = await changes.receive()
-                    if seen is not None and isinstance(entry, list):
-                        seen.extend(entry)
-
     async def wait_log(self, name: str, text: str, *, after: int = 0) -> LogLine:
         """Wait for a line containing ``text`` in the service's log (after cursor ``after``)."""
         feed = self.handle.follow_logs(name, after=after)
@@ -86,7 +66,11 @@ class Engine:
         changes: Subscription[Change] | None = None,
     ) -> ServiceInfo:
         """Wait until the service's info, asked of the handle at every change, passes
-        ``check``; return it. ``seen`` and ``changes`` as for :meth:`wait`."""
+        ``check``; return it.
+
+        The changes seen meanwhile are appended to ``seen``: those since ``changes`` was
+        subscribed, if given (subscribe before acting to see every change it causes).
+        """
         with contextlib.ExitStack() as stack:
             if changes is None:
                 changes = stack.enter_context(self.handle.subscribe_changes())
