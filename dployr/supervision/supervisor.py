@@ -12,6 +12,11 @@ are serialised: child exits, restart timers and control calls (add, terminate, r
 delete a child at run time) are messages. The children themselves live in a nursery that
 is shielded from the supervisor's own cancellation, so that a cancelled supervisor can
 still stop them one by one, in reverse order, with their graces.
+
+Why one module of ~700 lines: the loop, the messages it reads and the records of its
+children are one state machine whose invariants span all three (OTP keeps
+``supervisor.erl`` whole for the same reason); the pure parts (restart intensity, backoff,
+child specs, exit reasons) live in ``policy``, ``spec`` and ``reasons``.
 """
 
 from __future__ import annotations

@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
-from dployr.engine.instance import Change, EngineConfig, Instance, InstanceHandle
-from dployr.engine.messages import Deploy, GetService, ListDeployments, ServiceInfo
-from dployr.logs.values import LogLine
+from dployr.engine.handle import LocalHandle
+from dployr.engine.instance import Change, EngineConfig, Instance
+from dployr.logs.values import LogLine, lines_of
 from dployr.models import (
     Deployment,
     DeploymentStatus,
@@ -22,10 +24,14 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
+from dployr.protocol.events import SupervisionReport
+from dployr.protocol.feed import Gap
+from dployr.protocol.handle import Feed
+from dployr.protocol.messages import Deploy, GetService, ListDeployments, ServiceInfo
 from dployr.store.store import Store
-from dployr.supervision import ChildStarted, Subscription, SupervisionEvent
 from tests.helpers import PYTHON, TEST_ENGINE, pids_of_service
 
+T = TypeVar("T")
 WAIT = 30.0
 """A guard on every wait: a test that waits longer than this has failed."""
 FAST_RESTARTS = RestartPolicy(delay=0.1, max_delay=0.4, max_restarts=3, window=30, min_uptime=0.3)
@@ -37,7 +43,7 @@ class Engine:
     """An instance under test and the handle that drives it."""
 
     instance: Instance
-    handle: InstanceHandle
+    handle: LocalHandle
     data_dir: Path
 
     async def wait_log(self, name: str, text: str, *, after: int = 0) -> LogLine:
@@ -46,7 +52,8 @@ class Engine:
         with trio.fail_after(WAIT):
             async with contextlib.aclosing(feed):
                 async for entry in feed:
-                    for line in entry if isinstance(entry, list) else []:
+                    live = lines_of(entry) if isinstance(entry, tuple) else []
+                    for line in entry if isinstance(entry, list) else live:
                         if text in line.line:
                             return line
         raise AssertionError("the log feed ended")
@@ -63,7 +70,7 @@ class Engine:
         name: str,
         check: Callable[[ServiceInfo], bool],
         seen: list[Change] | None = None,
-        changes: Subscription[Change] | None = None,
+        changes: Feed[Change] | None = None,
     ) -> ServiceInfo:
         """Wait until the service's info, asked of the handle at every change, passes
         ``check``; return it.
@@ -75,10 +82,11 @@ class Engine:
             if changes is None:
                 changes = stack.enter_context(self.handle.subscribe_changes())
             with trio.fail_after(WAIT):
-                while not check(info := await self.status(name)):
-                    entry = await changes.receive()
-                    if seen is not None and isinstance(entry, list):
-                        seen.extend(entry)
+                async with contextlib.aclosing(aiter(changes)) as entries:
+                    while not check(info := await self.status(name)):
+                        entry = await anext(entries)
+                        if seen is not None and not isinstance(entry, Gap):
+                            seen.extend(entry)
         return info
 
     async def wait_status(self, name: str, status: ServiceStatus) -> ServiceInfo:
@@ -92,11 +100,13 @@ class Engine:
     async def wait_deployment(self, name: str, deployment: int) -> DeploymentStatus:
         """Wait until a deploy has ended and the service is free again; return how."""
         with self.handle.subscribe_changes() as changes, trio.fail_after(WAIT):
-            while True:
-                record = await self.deployment(name, deployment)
-                if record.status.finished and (await self.status(name)).deploying != deployment:
-                    return record.status
-                await changes.receive()
+            async with contextlib.aclosing(aiter(changes)) as entries:
+                while True:
+                    record = await self.deployment(name, deployment)
+                    info = await self.status(name)
+                    if record.status.finished and info.deploying != deployment:
+                        return record.status
+                    await anext(entries)
 
     async def deploy(self, name: str, settings: ServiceSettings, **kwargs: object) -> int:
         """Deploy and wait for the deploy to end; return the deployment id."""
@@ -105,16 +115,26 @@ class Engine:
         return deployment.id
 
 
-def started_children(events: Subscription[SupervisionEvent]) -> list[str]:
-    """The ids of the children whose start ``events`` has seen so far (never waits)."""
-    started = []
-    while True:
-        try:
-            entry = events.receive_nowait()
-        except trio.WouldBlock:
-            return started
-        if isinstance(entry, list):
-            started += [e.child.id for e in entry if isinstance(e, ChildStarted)]
+async def drain(feed: Feed[T], into: list[T]) -> None:
+    """Take what a handle's feed holds now, without waiting for more: every task of the
+    test is blocked (waiting for something) once it has taken all there is."""
+
+    async def take() -> None:
+        async for entry in feed:
+            if not isinstance(entry, Gap):
+                into.extend(entry)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(take)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+
+
+async def started_children(events: Feed[SupervisionReport]) -> list[str]:
+    """The ids of the children whose start ``events`` has reported so far (never waits)."""
+    reports: list[SupervisionReport] = []
+    await drain(events, reports)
+    return [report.child for report in reports if report.kind == "child_started"]
 
 
 def start_engine(data_dir: Path, **config: object) -> tuple[Instance, Store]:

@@ -13,14 +13,6 @@ import pytest
 import trio
 
 from dployr.engine.instance import Change, StatusChanged
-from dployr.engine.messages import (
-    Deploy,
-    ReadLogs,
-    Restart,
-    SettingsChange,
-    Start,
-    UpdateSettings,
-)
 from dployr.engine.os import ports
 from dployr.models import (
     Health,
@@ -33,10 +25,17 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
-from dployr.supervision import Subscription
+from dployr.protocol.messages import (
+    Deploy,
+    ReadLogs,
+    Restart,
+    SettingsChange,
+    Start,
+    UpdateSettings,
+)
 from tests.helpers import PYTHON, commit, make_repo, web_repo
 
-from .conftest import Engine, start_engine, web_settings
+from .conftest import Engine, drain, start_engine, web_settings
 
 pytestmark = pytest.mark.slow
 
@@ -74,16 +73,6 @@ async def signal_worker(engine: Engine, name: str, signum: int) -> int:
     await engine.wait_log(name, f"worker up {pid}")
     os.kill(pid, signum)
     return pid
-
-
-def drain(changes: Subscription[Change], seen: list[Change]) -> None:
-    """Take what ``changes`` holds now, without waiting."""
-    while True:
-        try:
-            entry = changes.receive_nowait()
-        except trio.WouldBlock:
-            return
-        seen.extend(entry if isinstance(entry, list) else [])
 
 
 def statuses(seen: list[Change], name: str) -> list[ServiceStatus]:
@@ -264,7 +253,7 @@ async def test_deploying_shows_while_the_older_release_serves(
         await engine.wait_info(
             "web", lambda info: info.status is ServiceStatus.RUNNING, seen, changes
         )
-        drain(changes, seen)
+        await drain(changes, seen)
     assert statuses(seen, "web") == [ServiceStatus.DEPLOYING, ServiceStatus.RUNNING]
     info = await engine.status("web")
     assert (info.deployment, info.deploying) == (second, None)
@@ -280,7 +269,7 @@ async def test_a_zero_downtime_restart_shows_restarting_and_moves_since(
     seen: list[Change] = []
     with engine.handle.subscribe_changes() as changes:
         info = await engine.handle.request(Restart("web"))
-        drain(changes, seen)  # what the restart published is all there once it returned
+        await drain(changes, seen)  # what the restart published is all there once it returned
     assert statuses(seen, "web") == [ServiceStatus.RESTARTING, ServiceStatus.RUNNING]
     assert info.status is ServiceStatus.RUNNING
     assert info.pid not in (None, before.pid)
