@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from dployr.engine.handle import LocalHandle
-from dployr.engine.instance import Change, EngineConfig, Instance
+from dployr.engine.instance import EngineConfig, Instance
 from dployr.logs.values import LogLine, lines_of
 from dployr.models import (
     Deployment,
@@ -24,7 +24,7 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
-from dployr.protocol.events import SupervisionReport
+from dployr.protocol.events import Change, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.handle import Feed
 from dployr.protocol.messages import Deploy, GetService, ListDeployments, ServiceInfo

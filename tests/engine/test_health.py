@@ -11,7 +11,6 @@ import httpx
 import pytest
 import trio
 
-from dployr.engine.instance import Change, HealthChanged
 from dployr.engine.os import ports
 from dployr.models import (
     DeploymentStatus,
@@ -24,6 +23,7 @@ from dployr.models import (
     Source,
 )
 from dployr.protocol.errors import Error
+from dployr.protocol.events import Change, HealthChanged
 from dployr.protocol.messages import ListDeployments, ReadLogs, Restart, Rollback
 from tests.helpers import PYTHON, commit, make_repo, web_repo
 

@@ -12,7 +12,6 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine.instance import Change, StatusChanged
 from dployr.engine.os import ports
 from dployr.models import (
     Health,
@@ -25,6 +24,7 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
+from dployr.protocol.events import Change, StatusChanged
 from dployr.protocol.messages import (
     Deploy,
     ReadLogs,

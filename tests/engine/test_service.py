@@ -12,7 +12,6 @@ import pytest
 import trio
 
 from dployr.engine.errors import DeployInProgress
-from dployr.engine.instance import Change, StatusChanged
 from dployr.engine.os import ports
 from dployr.logs.values import lines_of
 from dployr.models import (
@@ -24,6 +23,7 @@ from dployr.models import (
     Source,
 )
 from dployr.protocol.errors import Error
+from dployr.protocol.events import Change, StatusChanged
 from dployr.protocol.feed import Gap
 from dployr.protocol.messages import (
     Delete,
