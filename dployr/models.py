@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from dployr.errors import SpecError
+from dployr.schedule import JobOptions
 from dployr.supervision.policy import Backoff, Intensity
 
 
@@ -386,6 +387,9 @@ class ServiceSettings:
     listen_fds: bool = False
     """Hand the public listening socket to each release as fd 3 (``LISTEN_FDS``) instead
     of proxying: for apps that can take a socket from their parent."""
+    job: JobOptions | None = None
+    """A job's schedule and the rules of its runs (see :mod:`dployr.schedule`); None for
+    other services, and the defaults for a job."""
 
     def __attrs_post_init__(self) -> None:
         kind = self.health.kind

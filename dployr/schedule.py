@@ -305,3 +305,35 @@ def next_due(options: JobOptions, after: float) -> float | None:
     """When the job next falls due after ``after`` (None: it has no schedule)."""
     cron = options.cron
     return None if cron is None else cron.next_after(after)
+
+
+@attrs.frozen
+class JobRun:
+    """One run of a job, as recorded: when it was due, when it ran, and how it ended."""
+
+    id: int
+    """Its number among the job's runs: 1, 2, 3 ..."""
+    service: str
+    deployment: int
+    """The deployment whose release it runs (or would have run)."""
+    trigger: Trigger
+    status: RunStatus
+    scheduled_at: float | None = None
+    """The due time it was started for (Unix seconds); None for a manual run."""
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    """The signal that ended its process, if one did (a timeout's SIGTERM or SIGKILL)."""
+    message: str = ""
+    """What happened, in a few words: "exited with code 1", "timed out after 1 h"."""
+    first_cursor: int | None = None
+    """The first line of its output (or of dployr's lines about it) in the service's log."""
+    last_cursor: int | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from its start to its end (None while it runs or if it never started)."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)

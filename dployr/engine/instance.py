@@ -31,7 +31,7 @@ import psutil
 import trio
 
 from dployr import __version__
-from dployr.engine import cgroups, users
+from dployr.engine import cgroups, jobs, users
 from dployr.engine import messages as m
 from dployr.engine.cgroups import Cgroups
 from dployr.engine.errors import Conflict
@@ -548,6 +548,7 @@ class InstanceHandle:
             m.GetInstance: lambda r: _now(i.info()),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
             m.RotateKey: lambda r: _now(i.rotate_key()),
+            **jobs.routes(i),  # scheduled jobs' runs (dployr/engine/jobs/messages.py)
         }
 
     @property

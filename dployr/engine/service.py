@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from dployr.engine import launcher, ports, restarts, users
+from dployr.engine import jobs, launcher, ports, restarts, users
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
@@ -177,6 +177,8 @@ class Service:
         self.last_deploy_at = self._last_deploy_at()  # survives a daemon restart
         self._stopping = False
         """A stop or delete is under way: a failed roll-out starts nothing again."""
+        self.job: jobs.JobRunner | None = None
+        """A scheduled job's scheduler and runs (dployr/engine/jobs), once it is one."""
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -408,6 +410,8 @@ class Service:
                     " (not recorded: the disk is full, so a daemon started again before"
                     " the next stop or start would run it again)"
                 )
+            if self.job is not None:  # nothing falls due until it is started again
+                self.job.stopped()
             await self._take_down()
             self.book.system(f"stopped{recorded}")
             return self.info()
@@ -697,6 +701,9 @@ class Service:
             raise NotDeployed(
                 f"the release folder of deployment {deployment.folder} is gone: deploy again"
             )
+        job = self.job is not None or jobs.is_job(deployment.settings)  # runs, not a release
+        if job and await jobs.runner_of(self).roll_out(deployment, run):
+            return
         await self._ensure_tree()
         previous = self.releases.get(self.current) if self.current else None
         stop_first = previous is not None and _stops_first(deployment.settings)

@@ -1,0 +1,54 @@
+"""Scheduled jobs: a service of type ``job`` runs its command on a schedule or when asked.
+
+- :mod:`.scheduler` the ``scheduler`` child: sleeps until the next due time;
+- :mod:`.run` one run's process (``run-<n>``): launch, output, timeout ladder;
+- :mod:`.runner` the job's runs: the rules of :mod:`dployr.schedule` applied, the records
+  (:mod:`dployr.store.jobs`), status and health;
+- :mod:`.messages` the instance handle's requests about jobs.
+
+The pure rules (schedules, catch-up, concurrency) are in :mod:`dployr.schedule`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dployr.engine.errors import Conflict
+from dployr.engine.jobs import messages
+from dployr.engine.jobs.runner import JobRunner, is_job
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from dployr.engine.instance import Instance
+    from dployr.engine.service import Service
+
+__all__ = ["JobRunner", "is_job", "messages", "routes", "runner_of"]
+
+
+def runner_of(service: Service) -> JobRunner:
+    """The service's job runner, made the first time it is needed."""
+    if service.job is None:
+        service.job = JobRunner(service)
+    return service.job
+
+
+async def _now(value: Any) -> Any:
+    return value
+
+
+def routes(instance: Instance) -> dict[type[Any], Callable[[Any], Awaitable[Any]]]:
+    """The instance handle's routes for the requests of :mod:`.messages`."""
+
+    def job(name: str) -> JobRunner:
+        service = instance.service(name)
+        if not is_job(service.settings_view().settings):
+            raise Conflict(f"{name} is not a job (its type is not job)")
+        return runner_of(service)
+
+    return {
+        messages.GetJob: lambda r: _now(job(r.name).info(r.limit)),
+        messages.ListRuns: lambda r: _now(job(r.name).runs(r.limit)),
+        messages.RunJob: lambda r: job(r.name).run_now(),
+        messages.ReadRunLogs: lambda r: job(r.name).read_run_logs(r.run, r.after, r.limit),
+    }
