@@ -146,7 +146,7 @@ class JobRunner:
             after = self.wall()
             self.next_run = cron.next_after(after)
             scheduler = Scheduler(
-                cron, self.due, after=after, wall=self.wall, on_next=self._next_is
+                cron, self.due, self._catch_up, after=after, wall=self.wall, on_next=self._next_is
             )
             await tree.start_child(ChildSpec(SCHEDULER, scheduler.run, shutdown=0))
             say(f"runs use deployment {deployment.id}; {self._next_words()}")
