@@ -15,7 +15,7 @@ from dployr.engine.instance import InstanceHandle
 from dployr.engine.messages import GetInstance, InstanceInfo
 from dployr.engine.metrics_policy import prometheus_text
 from dployr.errors import DployrError
-from dployr.gateway import access, api, dashboard, feeds, openapi
+from dployr.gateway import access, api, dashboard, feeds, jobs, openapi
 from dployr.gateway.access import Tokens
 from dployr.gateway.responses import (
     MAX_BODY,
@@ -63,7 +63,7 @@ def create_app(
     # The dashboard's session check runs first: it may authenticate the request.
     dashboard.register(app, handle, tokens)
 
-    for route in api.ROUTES + access.ROUTES:
+    for route in api.ROUTES + access.ROUTES + jobs.ROUTES:  # jobs: scheduled jobs' runs
         app.add_url_rule(
             route.rule,
             endpoint=f"{route.method} {route.path}",

@@ -53,11 +53,17 @@ from dployr.schedule import (
     on_due,
 )
 from dployr.store import jobs as runs_sql
+from dployr.store.errors import UnknownService
 from dployr.supervision import ChildSpec, Restart
 
 if TYPE_CHECKING:
     from dployr.engine.deploy import DeployRun
     from dployr.engine.service import Service
+
+
+class UnknownRun(UnknownService):
+    """A run the job does not have (answered as not found, like an unknown service)."""
+
 
 JOBS = "jobs"
 """The name the status machine knows a job's runs by (its "current release")."""
@@ -390,7 +396,7 @@ class JobRunner:
         service = self.service
         found = runs_sql.get_run(self.store, service.name, run)
         if found is None:
-            raise Conflict(f"{service.name} has no run {run}")
+            raise UnknownRun(f"{service.name} has no run {run}")
         _, ranges = found
         active = self.active.get(run)
         if active is not None:
