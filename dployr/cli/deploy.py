@@ -17,6 +17,7 @@ import trio
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._job import job_options, pop_job
 from dployr.cli._restart import pop_restart, restart_options
 
 
@@ -67,6 +68,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 )
 @health_options
 @restart_options
+@job_options
 @json_option
 @click.pass_obj
 async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> None:
@@ -83,11 +85,12 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
 
     health = pop_health(flags)
     restart = pop_restart(flags)
+    job = pop_job(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    if blueprint is None and not given and not env and not secrets and not health | restart:
+    if blueprint is None and not given and not env and not secrets and not health | restart | job:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
                 "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
@@ -112,7 +115,7 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
-    await _run(options, name, body, health, restart)
+    await _run(options, name, body, health, restart, job)
 
 
 def _local_or_url(remote: str, base: Path, local: bool) -> str:
@@ -187,6 +190,7 @@ async def _run(
     body: dict[str, Any],
     health: dict[str, Any],
     restart: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
 ) -> None:
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
@@ -197,6 +201,8 @@ async def _run(
             body["health"] = {**(body.get("health") or {}), **health}
         if restart:  # likewise for the restart policy
             body["restart"] = {**(body.get("restart") or {}), **restart}
+        if job:  # and for a job's options
+            body["job"] = {**(body.get("job") or {}), **job}
         before = await _last_cursor(client, name)
         deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
         number = deployment["id"]
@@ -216,7 +222,11 @@ async def _run(
             raise DployrError(f"deploy {number} of {name} failed: {reason}")
         if options.json:
             print_json(record)
-        if not options.json:
+        if not options.json and record["settings"].get("job") is not None:
+            from dployr.cli.jobs import describe_next
+
+            click.echo(await describe_next(client, name, number))
+        elif not options.json:
             info = await client.call("GET", client.service(name))
             where = f" on port {info['port']}" if info.get("port") else ""
             click.echo(

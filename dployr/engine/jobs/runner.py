@@ -269,7 +269,8 @@ class JobRunner:
                 for number in sorted(self.active):
                     await self._stop_run(number, f"replaced by run {record.id}")
             await self._start(record, deployment, options)
-            return record
+            found = runs_sql.get_run(self.store, service.name, record.id)
+            return record if found is None else found[0]  # with its first line's cursor
 
     async def _start(self, record: JobRun, deployment: Deployment, options: JobOptions) -> None:
         service = self.service
