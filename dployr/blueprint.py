@@ -3,6 +3,7 @@
 The fields are those users of this kind of tool know::
 
     name = "my-api"
+    type = "web"                # web, worker or static [default: web with a port, else worker]
     description = "The public API"
     build_cmd = "pip install -r requirements.txt"
     run_cmd = "python app.py"
@@ -52,7 +53,7 @@ import attrs
 
 from dployr import serde
 from dployr.errors import SpecError
-from dployr.models import RestartMode, ServiceSettings, check_name
+from dployr.models import RestartMode, ServiceSettings, ServiceType, check_name
 from dployr.timeparse import parse_duration
 
 MAX_BLUEPRINT = 1 << 20
@@ -128,6 +129,9 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
         data["restart"] = _restart_table(data["restart"])
     if data.get("job") is not None:
         data["job"] = _job_table(data["job"])
+    kind, kinds = data.get("type"), [t.value for t in ServiceType]
+    if kind is not None and kind not in kinds:
+        raise SpecError(f"type must be one of {', '.join(kinds)}, not {kind!r}")
     remote = data.get("remote")
     if isinstance(remote, str):
         data["remote"] = remote = {"url": remote}

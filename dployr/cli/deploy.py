@@ -33,6 +33,13 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 @click.command()
 @click.option("--name", help="The service's name.")
+@click.option(
+    "--type",
+    type=click.Choice(["web", "worker", "static", "job"]),
+    help="What the service is: web (serves its port), worker (no port), static (a folder "
+    "served by dployr, no run command), or job (runs on a --schedule or when asked) "
+    "[default: job with --schedule, web with a port, else worker].",
+)
 @click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
 @click.option("--branch", help="The branch to deploy [default: the remote's default].")
 @click.option("--commit", help="The commit to deploy.")
@@ -53,6 +60,16 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "--user",
     help="The user its processes run as, when dployr runs as root [default: a user of "
     "its own, made for it].",
+)
+@click.option(
+    "--publish-dir",
+    help="A static site's folder to serve [default: dist, build or public, the first the "
+    "release has, else its root].",
+)
+@click.option(
+    "--spa/--no-spa",
+    default=None,
+    help="A static site that is a single-page app: a path with no file gets /index.html.",
 )
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable.")
 @click.option(
@@ -88,9 +105,11 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     job = pop_job(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
+    site = {k: v for k in ("publish_dir", "spa") if (v := flags.pop(k)) is not None}
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    if blueprint is None and not given and not env and not secrets and not health | restart | job:
+    options_given = health | restart | job | site
+    if blueprint is None and not given and not env and not secrets and not options_given:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
                 "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
@@ -111,6 +130,8 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         if key in given:
             body.setdefault("remote", {})[key] = given.pop(key)
     body.update(given)
+    if site:  # the static table of a blueprint, with these options on top
+        body["static"] = {**body.get("static", {}), **site}
     if env:
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
@@ -168,11 +189,13 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
     merged = {**stored, **body}
     if "remote" in body and "url" not in body["remote"] and "remote" in stored:
         merged["remote"] = {**stored["remote"], **body["remote"]}  # --branch/--commit only
+    if "static" in body and "static" in stored:  # --spa alone keeps the publish-dir
+        merged["static"] = {**stored["static"], **body["static"]}
     missing = [
         flag
         for flag, present in (
             ("--remote", "url" in merged.get("remote", {})),
-            ("--run-cmd", "run_cmd" in merged),
+            ("--run-cmd", "run_cmd" in merged or merged.get("type") == "static"),
         )
         if not present
     ]

@@ -12,6 +12,7 @@ from dployr.cli._health import health_options, pop_health
 from dployr.cli._restart import describe, pop_restart, restart_options
 
 _LABELS = {
+    "type": "type",
     "source": "remote",
     "run_cmd": "run-cmd",
     "build_cmd": "build-cmd",
@@ -25,6 +26,7 @@ _LABELS = {
     "listen_fds": "listen-fds",
     "user": "user",
     "rollout": "rollout",
+    "static": "static",
 }
 
 
@@ -60,9 +62,23 @@ def _value(key: str, value: Any) -> str:
         if value.get("commit"):
             text += f" (commit {value['commit']})"
         return text
+    if key == "static" and isinstance(value, dict):
+        return _static(value)
     if key == "user" and value is None:
         return "- (a user of its own when dployr runs as root)"
     return "-" if value is None or value == "" else str(value)
+
+
+def _static(site: dict[str, Any]) -> str:
+    """A static site's publishing, in one line."""
+    parts = [f"publish-dir {site['publish_dir'] or 'dist, build or public (the first there)'}"]
+    if site["spa"]:
+        parts.append("single-page app")
+    if site["redirects"]:
+        parts.append(f"{len(site['redirects'])} redirect rules")
+    if site["headers"]:
+        parts.append(f"{len(site['headers'])} header rules")
+    return "; ".join(parts)
 
 
 def _show(view: dict[str, Any]) -> None:
@@ -71,6 +87,8 @@ def _show(view: dict[str, Any]) -> None:
     pending = set(view["pending"])
     click.echo(f"settings of {view['name']}:")
     for key, label in _LABELS.items():
+        if key == "static" and view["settings"].get("type") != "static":
+            continue
         mark = "  (waits for the next deploy)" if key in pending else ""
         if key == "restart" and key in pending:
             mark = "  (applies at the next start, restart or deploy)"

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from dployr.engine import launcher, sources
+from dployr.engine import launcher, sources, static
 from dployr.engine.errors import DeployFailed
 from dployr.engine.release import Running, pump
 from dployr.logs.framing import Lines
-from dployr.models import Deployment, DeploymentStatus
+from dployr.models import Deployment, DeploymentStatus, ServiceType
 from dployr.supervision import ChildContext
 
 if TYPE_CHECKING:
@@ -110,8 +110,13 @@ class DeployRun:
             with trio.fail_after(config.deploy_deadline):
                 if not self.rollback:
                     self.env = self.service.store.deployment_env(self.service.name, self.id)
+                    site = self.deployment.settings.type is ServiceType.STATIC
+                    if site:  # a missing Caddy is said before anything is fetched
+                        static.check_caddy(self.service.process_env(self.id, None).get("PATH"))
                     self._revision = await self._fetch()
                     await self._build()
+                    if site:
+                        await self._publish()
                 await self._switch()
         except DeployFailed as failure:
             await self._fail(str(failure), failure.exit_code, failure.output_tail)
@@ -202,6 +207,12 @@ class DeployRun:
         if code != 0:
             what = f"exited {code}" if code > 0 else f"was killed by signal {-code}"
             raise DeployFailed(f"build {what}", exit_code=code, output_tail=tuple(self._tail))
+
+    async def _publish(self) -> None:
+        """Write the file server's configuration of a static site into its release."""
+        settings = self.deployment.settings
+        cwd = self.release_dir / settings.working_dir
+        self.say(await trio.to_thread.run_sync(static.publish, cwd, settings.static))
 
     def _build_lines(self, lines: Lines, ts: float) -> None:
         self.service.book.append("build", lines, deployment=self.id, ts=ts)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from dployr.engine import jobs, launcher, ports, restarts, users
+from dployr.engine import jobs, launcher, ports, restarts, static, users
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
@@ -67,6 +67,7 @@ from dployr.models import (
     RolloutMode,
     ServiceSettings,
     ServiceStatus,
+    ServiceType,
 )
 from dployr.store.errors import DiskFull, UnknownService
 from dployr.store.records import ServiceRecord
@@ -774,10 +775,13 @@ class Service:
                 listen_fd = self._listening_socket(settings.port).fileno()
             else:
                 port = ports.allocate()
+        command = settings.run_cmd
+        if settings.type is ServiceType.STATIC:  # Caddy, serving what the deploy published
+            command = static.command(self.data_dir)
         return ReleaseSpec(
             service=self.name,
             deployment=deployment.id,
-            command=settings.run_cmd,
+            command=command,
             cwd=folder / settings.working_dir,
             env=self.process_env(deployment.id, port, extra_env),
             port=port,

@@ -116,6 +116,8 @@ _SETTINGS = {
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
     "restart": _ref("RestartPolicy"),
     "user": _nullable(_STR),
+    "type": {"type": "string", "enum": ["web", "worker", "static", "job"]},
+    "static": _ref("StaticOptions"),
     "job": _nullable(_ref("JobOptions")),
 }
 """A service's settings as the API answers them."""
@@ -131,6 +133,8 @@ _SETTINGS_IN = {
     "health": _ref("HealthOptionsChange"),
     "listen_fds": _BOOL,
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
+    "type": {"type": "string", "enum": ["web", "worker", "static", "job"]},
+    "static": _ref("StaticOptions"),
 }
 """The settings a request may give (a deploy's blueprint, a settings change)."""
 
@@ -230,7 +234,8 @@ SCHEMAS: dict[str, Any] = {
     "LatestMetrics": _object({"samples": _array("ServiceSample")}),
     "SettingsChange": _closed(
         {
-            **_SETTINGS_IN,
+            # type and static are set by a deploy
+            **{k: v for k, v in _SETTINGS_IN.items() if k not in ("type", "static")},
             "run_cmd": _COMMAND,
             "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),
@@ -263,7 +268,53 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": _ENV_VALUE,
             },
         },
-        ("remote", "run_cmd"),
+        ("remote",),
+    )
+    # Every type but static needs a run command; a static site has none.
+    | {
+        "if": {"properties": {"type": {"const": "static"}}, "required": ["type"]},
+        "then": {"not": {"required": ["run_cmd"]}},
+        "else": {"required": ["run_cmd"]},
+    },
+    # A static site's publishing (dployr.staticsite); the schema shows the plain paths.
+    "StaticOptions": _closed(
+        {
+            "publish_dir": _nullable(
+                {"type": "string", "pattern": "^(\\.|[A-Za-z0-9_][A-Za-z0-9_-]{0,99})$"}
+            ),
+            "spa": _BOOL,
+            "redirects": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": _closed(
+                    {
+                        "path": {"type": "string", "pattern": "^/[A-Za-z0-9/_-]{0,200}$"},
+                        "to": {"type": "string", "pattern": "^/[A-Za-z0-9/_-]{0,200}$"},
+                        "status": {"enum": [200, 301, 302, 303, 307, 308]},
+                    },
+                    ("path", "to"),
+                ),
+            },
+            "headers": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": _closed(
+                    {
+                        "path": {"type": "string", "pattern": "^/[A-Za-z0-9/_*-]{0,200}$"},
+                        "values": {
+                            "type": "object",
+                            "minProperties": 1,
+                            "propertyNames": {"pattern": "^[A-Za-z0-9-]{1,100}$"},
+                            "additionalProperties": {
+                                "type": "string",
+                                "pattern": "^[ -!#-\\[\\]-z|~]{0,200}$",
+                            },
+                        },
+                    },
+                    ("path", "values"),
+                ),
+            },
+        }
     ),
     "RestartPolicyChange": _closed(
         {

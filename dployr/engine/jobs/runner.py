@@ -42,7 +42,14 @@ from dployr.engine.messages import LogPage
 from dployr.engine.release import Running
 from dployr.errors import ActorDead
 from dployr.logs.values import LogLine
-from dployr.models import Deployment, DeploymentStatus, Health, ServiceSettings, ServiceStatus
+from dployr.models import (
+    Deployment,
+    DeploymentStatus,
+    Health,
+    ServiceSettings,
+    ServiceStatus,
+    ServiceType,
+)
 from dployr.schedule import (
     Decision,
     JobOptions,
@@ -72,7 +79,7 @@ SCHEDULER = "scheduler"
 
 def is_job(settings: ServiceSettings) -> bool:
     """Whether a service with these settings is a scheduled job."""
-    return settings.job is not None
+    return settings.type is ServiceType.JOB
 
 
 @attrs.define
