@@ -52,7 +52,9 @@ from quart_trio import QuartTrio
 
 from dployr import __version__
 from dployr.engine import messages as m
+from dployr.engine.errors import Conflict
 from dployr.engine.instance import InstanceHandle
+from dployr.engine.jobs.messages import GetJob
 from dployr.gateway.access import LoginThrottle, Tokens
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response
 from dployr.models import NAME_PATTERN
@@ -497,8 +499,13 @@ class Pages:
             info = await self.handle.request(m.GetService(name))
         except UnknownService:
             return await self.render("missing.html", 404, **missing)
+        job = None  # a scheduled job's runs panel (dployr/gateway/jobs.py)
+        if tab == "overview":
+            with contextlib.suppress(Conflict):
+                job = await self.handle.request(GetJob(name, limit=1))
         return await self.render(
             "service.html",
+            job=job,
             nav="services",
             title=f"{name} · {tab.title()}",
             service=info,
