@@ -58,6 +58,18 @@ def job_options(command: F) -> F:
     return command
 
 
+def describe_job(job: dict[str, Any]) -> str:
+    """A job's options in one line, as ``dployr settings`` shows them."""
+    schedule = job.get("schedule")
+    when = f"{schedule} ({job['timezone']})" if schedule else "no schedule (runs when asked)"
+    deadline = job.get("starting_deadline")
+    late = "any time late" if deadline is None else f"at most {deadline:g} s late"
+    return (
+        f"{when}; concurrency {job['concurrency']}; timeout {job['timeout']:g} s; "
+        f"a missed run catches up {late}"
+    )
+
+
 def pop_job(flags: dict[str, Any]) -> dict[str, Any]:
     """Take the given job options out of ``flags``, as job fields."""
     changes: dict[str, Any] = {}

@@ -25,6 +25,14 @@ def _when(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
+def _in_zone(t: float, zone: str) -> str:
+    """A due time as the job's zone reads it: ``2026-12-07 03:00 CET``."""
+    import datetime
+    import zoneinfo
+
+    return datetime.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
 def _duration(run: dict[str, Any]) -> str:
     start, end = run.get("started_at"), run.get("ended_at")
     if start is None:
@@ -43,7 +51,8 @@ def next_words(job: dict[str, Any]) -> str:
         return "no schedule: it runs when asked (dployr jobs run NAME)"
     if job.get("next_run") is None:
         return f"schedule {job['schedule']} ({job['timezone']}); not scheduled now (stopped)"
-    return f"schedule {job['schedule']} ({job['timezone']}); next run {_when(job['next_run'])}"
+    when = _in_zone(job["next_run"], job["timezone"])
+    return f"schedule {job['schedule']} ({job['timezone']}); next run {when}"
 
 
 async def describe_next(client: Any, name: str, deployment: int) -> str:

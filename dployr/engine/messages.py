@@ -28,6 +28,7 @@ from dployr.models import (
     Source,
     check_name,
 )
+from dployr.schedule import JobOptions
 from dployr.supervision import Query
 
 PROTOCOL_VERSION = 1
@@ -251,6 +252,7 @@ class SettingsChange:
     listen_fds: bool | None = None
     user: str | None = None
     rollout: RolloutMode | None = None
+    job: JobOptions | None = None
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""
 

@@ -250,6 +250,7 @@ _SETTING_FIELDS = (
     "listen_fds",
     "rollout",
     "user",
+    "job",
 )
 
 

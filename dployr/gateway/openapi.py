@@ -239,6 +239,7 @@ SCHEMAS: dict[str, Any] = {
             "run_cmd": _COMMAND,
             "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),
+            "job": _ref("JobOptions"),
         }
     ),
     "Blueprint": _closed(

@@ -51,6 +51,11 @@ async def test_a_nightly_job_from_deploy_to_its_logs(daemon: Daemon, tmp_path: P
 
     settings = json.loads(await daemon.ok("settings", "report", "--json"))
     assert settings["settings"]["job"]["timeout"] == 600
+    out = await daemon.ok("settings", "report", "--concurrency", "allow")
+    assert (
+        "  job          0 3 * * * (Europe/Berlin); concurrency allow; timeout 600 s; a missed"
+        " run catches up any time late  (waits for the next deploy)"
+    ) in out
 
 
 @pytest.mark.slow
