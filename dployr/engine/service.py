@@ -249,8 +249,9 @@ class Service:
         return self.state.run_status in (ServiceStatus.RUNNING, ServiceStatus.RESTARTING)
 
     def live_pgids(self) -> list[int]:
-        """The process groups of the service's live releases (for metrics)."""
-        return [r.pid for r in self.releases.values() if r.pid is not None]
+        """The process groups of the service's live releases and job runs (for metrics)."""
+        runs = self.job.pids() if self.job is not None else []
+        return [r.pid for r in self.releases.values() if r.pid is not None] + runs
 
     def _record(self) -> ServiceRecord:
         # Kept in memory: every change of it goes through this object, which keeps the

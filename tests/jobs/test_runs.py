@@ -96,6 +96,7 @@ async def test_forbid_skips_a_due_run_while_one_is_active(engine: Engine, tmp_pa
     assert list(job.active) == [1]
     pid = job.active[1].pid
     assert pid is not None
+    assert engine.instance.services["sync"].live_pgids() == [pid]  # its CPU and memory
     await engine.handle.request(Stop("sync"))
     stopped = await wait_run(engine, "sync", 1)
     assert stopped.status is RunStatus.STOPPED

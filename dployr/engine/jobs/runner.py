@@ -395,6 +395,10 @@ class JobRunner:
             runs=tuple(runs_sql.runs(self.store, self.service.name, max(1, min(limit, 1000)))),
         )
 
+    def pids(self) -> list[int]:
+        """The process groups of the runs in progress (for metrics)."""
+        return [run.pid for run in self.active.values() if run.pid is not None]
+
     def runs(self, limit: int) -> tuple[JobRun, ...]:
         """The job's last runs, newest first."""
         return tuple(runs_sql.runs(self.store, self.service.name, max(1, min(limit, 1000))))
