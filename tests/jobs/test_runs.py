@@ -16,8 +16,8 @@ import trio
 
 from dployr.engine.errors import Conflict
 from dployr.engine.jobs.messages import GetJob, ListRuns, ReadRunLogs, RunJob
-from dployr.engine.messages import Deploy, GetService, Stop
-from dployr.models import Health, ServiceStatus
+from dployr.engine.messages import Deploy, GetService, Rollback, Stop
+from dployr.models import DeploymentStatus, Health, ServiceStatus
 from dployr.schedule import Concurrency, JobOptions, RunStatus, Trigger
 from tests.engine.conftest import WAIT, Engine
 from tests.jobs.helpers import job_folder, job_settings, runner, runs, wait_run
@@ -205,3 +205,20 @@ async def test_a_deploy_leaves_the_run_in_progress_on_its_release(
     assert "still on v2" in lines
     info = await engine.handle.request(GetService("etl"))
     assert info.deployment == 2
+
+
+async def test_a_rollback_makes_the_earlier_release_the_one_runs_use(
+    engine: Engine, tmp_path: Path
+) -> None:
+    folder = job_folder(tmp_path / "app", "cat version\n")
+    (folder / "version").write_text("v1\n")
+    await engine.deploy("etl", job_settings(folder))
+    (folder / "version").write_text("v2\n")
+    await engine.deploy("etl", job_settings(folder))
+    rollback = await engine.handle.request(Rollback("etl", None))
+    assert await engine.wait_deployment("etl", rollback.id) is DeploymentStatus.SUCCEEDED
+    await engine.handle.request(RunJob("etl"))
+    run = await wait_run(engine, "etl", 1)
+    assert run.deployment == 3
+    lines = [line.line for line in (await engine.handle.request(ReadRunLogs("etl", 1))).lines]
+    assert "v1" in lines
