@@ -11,7 +11,7 @@ The pure rules (schedules, catch-up, concurrency) are in :mod:`dployr.schedule`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dployr.engine.errors import Conflict
 from dployr.engine.jobs import messages
@@ -20,8 +20,7 @@ from dployr.engine.jobs.runner import JobRunner, is_job
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from dployr.engine.instance import Instance
-    from dployr.engine.service import Service
+    from dployr.engine.service.rolling import ServiceRollouts as Service
 
 __all__ = ["JobRunner", "is_job", "messages", "routes", "runner_of"]
 
@@ -37,7 +36,13 @@ async def _now(value: Any) -> Any:
     return value
 
 
-def routes(instance: Instance) -> dict[type[Any], Callable[[Any], Awaitable[Any]]]:
+class Services(Protocol):
+    """What the routes need of an instance: its services by name."""
+
+    def service(self, name: str) -> Any: ...
+
+
+def routes(instance: Services) -> dict[type[Any], Callable[[Any], Awaitable[Any]]]:
     """The instance handle's routes for the requests of :mod:`.messages`."""
 
     def job(name: str) -> JobRunner:

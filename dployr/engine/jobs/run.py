@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from dployr.engine import launcher
+from dployr.engine.os import launcher
 from dployr.engine.release import DRAIN_AFTER_EXIT, Running, pump
 from dployr.logs.book import LogBook
 from dployr.logs.framing import Lines

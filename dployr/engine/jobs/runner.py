@@ -65,7 +65,7 @@ from dployr.supervision import ChildSpec, Restart
 
 if TYPE_CHECKING:
     from dployr.engine.deploy import DeployRun
-    from dployr.engine.service import Service
+    from dployr.engine.service.rolling import ServiceRollouts as Service
 
 
 class UnknownRun(UnknownService):
@@ -129,7 +129,7 @@ class JobRunner:
             return False
         if service.current is not None:  # it was a service with a release: no longer
             await service.stop_release(service.current)
-        # Written before it is acted on, as a release's switch does (Service._switch).
+        # Written before it is acted on, as a release's switch does (rolling._switch).
         if run is not None:
             settings = None
             if not run.rollback:
@@ -234,7 +234,7 @@ class JobRunner:
     async def run_now(self) -> JobRun:
         """Start a run now, as asked (``jobs run``); refused while forbidden by concurrency."""
         if self.deployment is None:
-            self.deployment = self.service._active_deployment()
+            self.deployment = self._active_deployment()
         return await self._fire(None, Trigger.MANUAL)
 
     async def _fire(self, scheduled: float | None, trigger: Trigger) -> JobRun:
@@ -434,6 +434,14 @@ class JobRunner:
         return LogPage(service.name, tuple(lines), history.first_cursor, history.last_cursor)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _active_deployment(self) -> Deployment:
+        service = self.service
+        active = service._record().active_deployment
+        found = None if active is None else self.store.get_deployment(service.name, active)
+        if found is None:
+            raise NotDeployed(f"{service.name} has no successful deployment yet: deploy it first")
+        return found
 
     def _settings(self) -> ServiceSettings:
         if self.deployment is not None:
