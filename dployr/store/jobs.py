@@ -1,9 +1,9 @@
-"""The runs of scheduled jobs in SQL: one row per run (started, skipped or missed).
+"""The runs of scheduled jobs: one row per run (started, skipped or missed), and since
+when each job's schedule applies.
 
-Every function takes the :class:`~dployr.store.store.Store` and runs in one transaction
-of its own. A run is recorded before its process starts, so a daemon killed at any
-instant finds it and never runs that due time again; a run the daemon died during is
-marked failed when the next daemon starts (:func:`interrupted`).
+Every method is one transaction. A run is recorded before its process starts, so a daemon
+killed at any instant finds it and never runs that due time again; a run the daemon died
+during is marked failed when the next daemon starts (:meth:`JobTables.interrupted_runs`).
 
 The log lines a run wrote are found by cursor: the run keeps the ranges of cursors of its
 output batches and dployr's lines about it (``output``, JSON ``[[first, last], ...]``),
@@ -16,12 +16,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from dployr.schedule import JobRun, RunStatus, Trigger
-
-if TYPE_CHECKING:
-    from dployr.store.store import Store
+from dployr.store.base import StoreBase
 
 _COLUMNS = (
     "number, service, deployment, trigger, status, scheduled_at, started_at, ended_at,"
@@ -47,169 +44,168 @@ def _run(row: sqlite3.Row) -> JobRun:
     )
 
 
-def add_run(
-    store: Store,
-    service: str,
-    *,
-    deployment: int,
-    trigger: Trigger,
-    status: RunStatus,
-    scheduled_at: float | None,
-    started_at: float | None = None,
-    ended_at: float | None = None,
-    message: str = "",
-) -> JobRun:
-    """Record a run (numbered the job's next) and return it."""
-    with store._write() as db:
-        (number,) = db.execute(
-            "SELECT COALESCE(MAX(number), 0) + 1 FROM job_runs WHERE service = ?", (service,)
-        ).fetchone()
-        db.execute(
-            "INSERT INTO job_runs (service, number, deployment, trigger, status, scheduled_at,"
-            " started_at, ended_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                service,
-                number,
-                deployment,
-                trigger.value,
-                status.value,
-                scheduled_at,
-                started_at,
-                ended_at,
-                message,
-            ),
-        )
-        row = db.execute(
-            f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND number = ?", (service, number)
-        ).fetchone()
-    return _run(row)
+class JobTables(StoreBase):
+    """The runs of jobs and their schedules' starts (see :mod:`dployr.engine.jobs`)."""
 
-
-def run_started(store: Store, service: str, number: int, *, pid: int, cursor: int | None) -> None:
-    """The run's process started (its pid is kept for the record; the cursor of its first
-    line, dployr's "run 7 started")."""
-    with store._write() as db:
-        db.execute(
-            "UPDATE job_runs SET pid = ?, first_cursor = COALESCE(first_cursor, ?)"
-            " WHERE service = ? AND number = ?",
-            (pid, cursor, service, number),
-        )
-
-
-def finish_run(
-    store: Store,
-    service: str,
-    number: int,
-    *,
-    status: RunStatus,
-    ended_at: float,
-    exit_code: int | None,
-    signal: int | None,
-    message: str,
-    output: Iterable[tuple[int, int]],
-) -> JobRun:
-    """Record how a run ended, and where its lines are in the service's log."""
-    ranges = [list(pair) for pair in output]
-    first = ranges[0][0] if ranges else None
-    last = ranges[-1][1] if ranges else None
-    with store._write() as db:
-        db.execute(
-            "UPDATE job_runs SET status = ?, ended_at = ?, exit_code = ?, signal = ?,"
-            " message = ?, output = ?, first_cursor = COALESCE(?, first_cursor),"
-            " last_cursor = ? WHERE service = ? AND number = ?",
-            (
-                status.value,
-                ended_at,
-                exit_code,
-                signal,
-                message,
-                json.dumps(ranges),
-                first,
-                last,
-                service,
-                number,
-            ),
-        )
-        row = db.execute(
-            f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND number = ?", (service, number)
-        ).fetchone()
-    return _run(row)
-
-
-def runs(store: Store, service: str, limit: int = 20) -> list[JobRun]:
-    """The job's last ``limit`` runs, newest first."""
-    with store._read() as db:
-        rows = db.execute(
-            f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? ORDER BY number DESC LIMIT ?",
-            (service, limit),
-        ).fetchall()
-    return [_run(row) for row in rows]
-
-
-def get_run(store: Store, service: str, number: int) -> tuple[JobRun, list[tuple[int, int]]] | None:
-    """One run and the cursor ranges of its lines (None if the job has no such run)."""
-    with store._read() as db:
-        row = db.execute(
-            f"SELECT {_COLUMNS}, output FROM job_runs WHERE service = ? AND number = ?",
-            (service, number),
-        ).fetchone()
-    if row is None:
-        return None
-    ranges = [(int(a), int(b)) for a, b in json.loads(row["output"] or "[]")]
-    return _run(row), ranges
-
-
-def last_due(store: Store, service: str) -> float | None:
-    """The latest due time the job has a record of: run, caught up, skipped or missed."""
-    with store._read() as db:
-        (value,) = db.execute(
-            "SELECT MAX(scheduled_at) FROM job_runs WHERE service = ?", (service,)
-        ).fetchone()
-    return None if value is None else float(value)
-
-
-def scheduled_since(store: Store, service: str) -> float | None:
-    """Since when the job's schedule has applied without a stop (None: it is not scheduled)."""
-    with store._read() as db:
-        row = db.execute("SELECT since FROM job_schedules WHERE service = ?", (service,)).fetchone()
-    return None if row is None else float(row["since"])
-
-
-def set_scheduled_since(store: Store, service: str, since: float | None) -> None:
-    """Record since when the schedule applies (None: the job was stopped, nothing is due)."""
-    with store._write() as db:
-        if since is None:
-            db.execute("DELETE FROM job_schedules WHERE service = ?", (service,))
-        else:
+    def add_run(
+        self,
+        service: str,
+        *,
+        deployment: int,
+        trigger: Trigger,
+        status: RunStatus,
+        scheduled_at: float | None,
+        started_at: float | None = None,
+        ended_at: float | None = None,
+        message: str = "",
+    ) -> JobRun:
+        """Record a run (numbered the job's next) and return it."""
+        with self._write() as db:
+            (number,) = db.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM job_runs WHERE service = ?", (service,)
+            ).fetchone()
             db.execute(
-                "INSERT INTO job_schedules (service, since) VALUES (?, ?)"
-                " ON CONFLICT (service) DO UPDATE SET since = excluded.since",
-                (service, since),
-            )
-
-
-def interrupted(store: Store, service: str, ended_at: float, end: int) -> list[JobRun]:
-    """At daemon start: the job's runs recorded as running were killed with the daemon
-    before it; mark them failed (never run again). ``end``: the last cursor of its log."""
-    with store._write() as db:
-        rows = db.execute(
-            f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND status = ?",
-            (service, RunStatus.RUNNING.value),
-        ).fetchall()
-        for row in rows:
-            first = row["first_cursor"]
-            output = json.dumps([[first, end]] if first is not None and end is not None else [])
-            db.execute(
-                "UPDATE job_runs SET status = ?, ended_at = ?, message = ?, output = ?,"
-                " last_cursor = ? WHERE service = ? AND number = ?",
+                "INSERT INTO job_runs (service, number, deployment, trigger, status, scheduled_at,"
+                " started_at, ended_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    RunStatus.FAILED.value,
+                    service,
+                    number,
+                    deployment,
+                    trigger.value,
+                    status.value,
+                    scheduled_at,
+                    started_at,
                     ended_at,
-                    "the daemon stopped during the run",
-                    output,
-                    end,
-                    row["service"],
-                    row["number"],
+                    message,
                 ),
             )
-    return [_run(row) for row in rows]
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND number = ?",
+                (service, number),
+            ).fetchone()
+        return _run(row)
+
+    def run_started(self, service: str, number: int, *, pid: int, cursor: int | None) -> None:
+        """The run's process started (its pid is kept for the record; the cursor of its first
+        line, dployr's "run 7 started")."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE job_runs SET pid = ?, first_cursor = COALESCE(first_cursor, ?)"
+                " WHERE service = ? AND number = ?",
+                (pid, cursor, service, number),
+            )
+
+    def finish_run(
+        self,
+        service: str,
+        number: int,
+        *,
+        status: RunStatus,
+        ended_at: float,
+        exit_code: int | None,
+        signal: int | None,
+        message: str,
+        output: Iterable[tuple[int, int]],
+    ) -> JobRun:
+        """Record how a run ended, and where its lines are in the service's log."""
+        ranges = [list(pair) for pair in output]
+        first = ranges[0][0] if ranges else None
+        last = ranges[-1][1] if ranges else None
+        with self._write() as db:
+            db.execute(
+                "UPDATE job_runs SET status = ?, ended_at = ?, exit_code = ?, signal = ?,"
+                " message = ?, output = ?, first_cursor = COALESCE(?, first_cursor),"
+                " last_cursor = ? WHERE service = ? AND number = ?",
+                (
+                    status.value,
+                    ended_at,
+                    exit_code,
+                    signal,
+                    message,
+                    json.dumps(ranges),
+                    first,
+                    last,
+                    service,
+                    number,
+                ),
+            )
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND number = ?",
+                (service, number),
+            ).fetchone()
+        return _run(row)
+
+    def job_runs(self, service: str, limit: int = 20) -> list[JobRun]:
+        """The job's last ``limit`` runs, newest first."""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? ORDER BY number DESC LIMIT ?",
+                (service, limit),
+            ).fetchall()
+        return [_run(row) for row in rows]
+
+    def job_run(self, service: str, number: int) -> tuple[JobRun, list[tuple[int, int]]] | None:
+        """One run and the cursor ranges of its lines (None if the job has no such run)."""
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS}, output FROM job_runs WHERE service = ? AND number = ?",
+                (service, number),
+            ).fetchone()
+        if row is None:
+            return None
+        ranges = [(int(a), int(b)) for a, b in json.loads(row["output"] or "[]")]
+        return _run(row), ranges
+
+    def last_due_time(self, service: str) -> float | None:
+        """The latest due time the job has a record of: run, caught up, skipped or missed."""
+        with self._read() as db:
+            (value,) = db.execute(
+                "SELECT MAX(scheduled_at) FROM job_runs WHERE service = ?", (service,)
+            ).fetchone()
+        return None if value is None else float(value)
+
+    def scheduled_since(self, service: str) -> float | None:
+        """Since when the job's schedule has applied without a stop (None: it is not scheduled)."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT since FROM job_schedules WHERE service = ?", (service,)
+            ).fetchone()
+        return None if row is None else float(row["since"])
+
+    def set_scheduled_since(self, service: str, since: float | None) -> None:
+        """Record since when the schedule applies (None: the job was stopped, nothing is due)."""
+        with self._write() as db:
+            if since is None:
+                db.execute("DELETE FROM job_schedules WHERE service = ?", (service,))
+            else:
+                db.execute(
+                    "INSERT INTO job_schedules (service, since) VALUES (?, ?)"
+                    " ON CONFLICT (service) DO UPDATE SET since = excluded.since",
+                    (service, since),
+                )
+
+    def interrupted_runs(self, service: str, ended_at: float, end: int) -> list[JobRun]:
+        """At daemon start: the job's runs recorded as running were killed with the daemon
+        before it; mark them failed (never run again). ``end``: the last cursor of its log."""
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND status = ?",
+                (service, RunStatus.RUNNING.value),
+            ).fetchall()
+            for row in rows:
+                first = row["first_cursor"]
+                output = json.dumps([[first, end]] if first is not None and end is not None else [])
+                db.execute(
+                    "UPDATE job_runs SET status = ?, ended_at = ?, message = ?, output = ?,"
+                    " last_cursor = ? WHERE service = ? AND number = ?",
+                    (
+                        RunStatus.FAILED.value,
+                        ended_at,
+                        "the daemon stopped during the run",
+                        output,
+                        end,
+                        row["service"],
+                        row["number"],
+                    ),
+                )
+        return [_run(row) for row in rows]

@@ -8,7 +8,6 @@ from dployr.engine.jobs import runner_of
 from dployr.engine.jobs.runner import JobRunner
 from dployr.models import RestartPolicy, ServiceSettings, Source
 from dployr.schedule import JobOptions, JobRun, RunStatus
-from dployr.store import jobs as runs_sql
 from tests.engine.conftest import Engine
 
 
@@ -37,7 +36,7 @@ def runner(engine: Engine, name: str) -> JobRunner:
 
 
 def runs(engine: Engine, name: str) -> dict[int, JobRun]:
-    return {run.id: run for run in runs_sql.runs(engine.instance.store, name, 100)}
+    return {run.id: run for run in engine.instance.store.job_runs(name, 100)}
 
 
 async def wait_run(engine: Engine, name: str, number: int, *statuses: RunStatus) -> JobRun:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.helpers import PYTHON, Daemon
+from tests.faults.test_escape import warden_of
+from tests.helpers import PYTHON, Daemon, wait_gone
 from tests.jobs.helpers import job_folder
 
 AHEAD = """
@@ -68,6 +69,17 @@ class AheadDaemon(Daemon):
         return self.url
 
 
+async def kill9(daemon: Daemon) -> None:
+    """``kill -9`` the daemon, and wait until its warden has killed what it ran.
+
+    (A daemon started while the killed one's warden still cleans up can have the cgroup
+    of a run it just started removed under it: the warden empties the instance's cgroups.)
+    """
+    warden = warden_of(daemon)
+    await daemon.kill9()
+    await wait_gone([warden])
+
+
 @pytest.mark.slow
 async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> None:
     ran = tmp_path / "ran"
@@ -97,7 +109,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
             assert job["next_run"] == due.timestamp()
             assert (await api.get("/services/nightly/runs")).json() == []
     finally:
-        await first.kill9()
+        await kill9(first)
     assert not ran.exists()
 
     # The machine is back 11 minutes later: the due time passed while it was down.
@@ -111,7 +123,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
         assert runs[0]["scheduled_at"] == due.timestamp()
         await second.wait_log("nightly", "working on run 1")
     finally:
-        await second.kill9()  # during the caught-up run
+        await kill9(second)  # during the caught-up run
 
     third = AheadDaemon(data_dir, 12 * 60)
     await third.start()

@@ -59,7 +59,6 @@ from dployr.schedule import (
     catch_up,
     on_due,
 )
-from dployr.store import jobs as runs_sql
 from dployr.store.errors import UnknownService
 from dployr.supervision import ChildSpec, Restart
 
@@ -143,10 +142,10 @@ class JobRunner:
             service._cached = self.store.set_active_deployment(service.name, deployment.id)
         self.deployment = deployment
         service.run_as(deployment.settings)
-        since = runs_sql.scheduled_since(self.store, service.name)
+        since = self.store.scheduled_since(service.name)
         if since is None:  # first scheduled now: nothing before counts as missed
             since = self.wall()
-            runs_sql.set_scheduled_since(self.store, service.name, since)
+            self.store.set_scheduled_since(service.name, since)
         with contextlib.suppress(KeyError, ActorDead):
             await tree.delete_child(SCHEDULER)
         self.next_run = None
@@ -154,7 +153,7 @@ class JobRunner:
         cron = options.cron
         say = run.say if run is not None else service.book.system
         if cron is not None:
-            handled = max(since, runs_sql.last_due(self.store, service.name) or since)
+            handled = max(since, self.store.last_due_time(service.name) or since)
             await self._catch_up(handled)
             after = self.wall()
             self.next_run = cron.next_after(after)
@@ -171,7 +170,7 @@ class JobRunner:
     def stopped(self) -> None:
         """The job was stopped: nothing falls due until it is started again."""
         self.next_run = None
-        runs_sql.set_scheduled_since(self.store, self.service.name, None)
+        self.store.set_scheduled_since(self.service.name, None)
 
     def _next_is(self, t: float) -> None:
         self.next_run = t
@@ -209,8 +208,7 @@ class JobRunner:
             why += f" (and more before these {len(missed)})"
         last = None
         for t in missed:
-            last = runs_sql.add_run(
-                self.store,
+            last = self.store.add_run(
                 self.service.name,
                 deployment=self.deployment.id,
                 trigger=Trigger.SCHEDULE,
@@ -252,8 +250,7 @@ class JobRunner:
                         f"{running} of {service.name} is still running and its concurrency is"
                         " forbid: wait for it to end"
                     )
-                record = runs_sql.add_run(
-                    self.store,
+                record = self.store.add_run(
                     service.name,
                     deployment=deployment.id,
                     trigger=trigger,
@@ -263,8 +260,7 @@ class JobRunner:
                 )
                 service.book.system(f"run {record.id} {record.message}", deployment=deployment.id)
                 return record
-            record = runs_sql.add_run(
-                self.store,
+            record = self.store.add_run(
                 service.name,
                 deployment=deployment.id,
                 trigger=trigger,
@@ -276,7 +272,7 @@ class JobRunner:
                 for number in sorted(self.active):
                     await self._stop_run(number, f"replaced by run {record.id}")
             await self._start(record, deployment, options)
-            found = runs_sql.get_run(self.store, service.name, record.id)
+            found = self.store.job_run(service.name, record.id)
             return record if found is None else found[0]  # with its first line's cursor
 
     async def _start(self, record: JobRun, deployment: Deployment, options: JobOptions) -> None:
@@ -301,7 +297,7 @@ class JobRunner:
             active.pid, active.started_at = running.pid, running.started_at
             service.process_started(running)
             first = active.output.ranges[0][0] if active.output.ranges else None
-            runs_sql.run_started(self.store, service.name, record.id, pid=running.pid, cursor=first)
+            self.store.run_started(service.name, record.id, pid=running.pid, cursor=first)
             self._show()
 
         process = JobProcess(
@@ -341,8 +337,7 @@ class JobRunner:
         service = self.service
         spec = active.spec
         self.active.pop(spec.number, None)
-        record = runs_sql.finish_run(
-            self.store,
+        record = self.store.finish_run(
             service.name,
             spec.number,
             status=ended.status,
@@ -392,7 +387,7 @@ class JobRunner:
             starting_deadline=options.starting_deadline,
             next_run=self.next_run,
             active=tuple(sorted(self.active)),
-            runs=tuple(runs_sql.runs(self.store, self.service.name, max(1, min(limit, 1000)))),
+            runs=tuple(self.store.job_runs(self.service.name, max(1, min(limit, 1000)))),
         )
 
     def pids(self) -> list[int]:
@@ -401,12 +396,12 @@ class JobRunner:
 
     def runs(self, limit: int) -> tuple[JobRun, ...]:
         """The job's last runs, newest first."""
-        return tuple(runs_sql.runs(self.store, self.service.name, max(1, min(limit, 1000))))
+        return tuple(self.store.job_runs(self.service.name, max(1, min(limit, 1000))))
 
     async def read_run_logs(self, run: int, after: int | None, limit: int) -> LogPage:
         """The lines of run ``run`` after cursor ``after`` (its output and dployr's lines)."""
         service = self.service
-        found = runs_sql.get_run(self.store, service.name, run)
+        found = self.store.job_run(service.name, run)
         if found is None:
             raise UnknownRun(f"{service.name} has no run {run}")
         _, ranges = found
@@ -452,7 +447,7 @@ class JobRunner:
         """Runs recorded as running belong to a daemon that died: they failed."""
         service = self.service
         end = service.book.history.last_cursor
-        for record in runs_sql.interrupted(self.store, service.name, time.time(), end):
+        for record in self.store.interrupted_runs(service.name, time.time(), end):
             service.book.system(f"run {record.id} failed: the daemon stopped during the run")
 
 
