@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dployr.engine.instance import InstanceHandle
-from dployr.engine.jobs import messages as jm
 from dployr.gateway.api import Param, Route, _int_arg
 from dployr.gateway.responses import BadRequest
+from dployr.protocol import messages as jm
+from dployr.protocol.handle import InstanceHandle
 
 _RUN_STATUS = ["running", "succeeded", "failed", "stopped", "skipped", "missed"]
 

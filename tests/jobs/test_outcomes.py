@@ -10,8 +10,8 @@ from pathlib import Path
 
 import trio
 
-from dployr.engine.messages import Restart
 from dployr.models import Health, HealthOptions
+from dployr.protocol.messages import Restart
 from dployr.schedule import JobOptions, RunStatus, Trigger
 from tests.engine.conftest import Engine
 from tests.jobs.helpers import job_folder, job_settings, runner, runs, wait_run

@@ -14,10 +14,18 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine.errors import Conflict
-from dployr.engine.jobs.messages import GetJob, ListRuns, ReadRunLogs, RunJob
-from dployr.engine.messages import Deploy, GetService, Rollback, Stop
 from dployr.models import DeploymentStatus, Health, ServiceStatus
+from dployr.protocol.errors import Error
+from dployr.protocol.messages import (
+    Deploy,
+    GetJob,
+    GetService,
+    ListRuns,
+    ReadRunLogs,
+    Rollback,
+    RunJob,
+    Stop,
+)
 from dployr.schedule import Concurrency, JobOptions, RunStatus, Trigger
 from tests.engine.conftest import WAIT, Engine
 from tests.jobs.helpers import job_folder, job_settings, runner, runs, wait_run
@@ -141,8 +149,9 @@ async def test_a_manual_run_is_refused_while_forbid_has_one_running(
     await engine.deploy("sync", job_settings(folder))
     await engine.handle.request(RunJob("sync"))
     await wait_run(engine, "sync", 1, RunStatus.RUNNING)
-    with pytest.raises(Conflict, match="run 1 of sync is still running"):
+    with pytest.raises(Error, match="run 1 of sync is still running") as refused:
         await engine.handle.request(RunJob("sync"))
+    assert refused.value.code == "conflict"
     await engine.handle.request(Stop("sync"))
 
 

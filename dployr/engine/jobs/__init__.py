@@ -4,7 +4,8 @@
 - :mod:`.run` one run's process (``run-<n>``): launch, output, timeout ladder;
 - :mod:`.runner` the job's runs: the rules of :mod:`dployr.schedule` applied, the records
   (:mod:`dployr.store.jobs`), status and health;
-- :mod:`.messages` the instance handle's requests about jobs.
+- the requests about jobs are the protocol's (:mod:`dployr.protocol.messages`): ``GetJob``,
+  ``ListRuns``, ``RunJob``, ``ReadRunLogs``; :func:`routes` serves them.
 
 The pure rules (schedules, catch-up, concurrency) are in :mod:`dployr.schedule`.
 """
@@ -14,15 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dployr.engine.errors import Conflict
-from dployr.engine.jobs import messages
 from dployr.engine.jobs.runner import JobRunner, is_job
+from dployr.protocol import messages
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from dployr.engine.service.rolling import ServiceRollouts as Service
 
-__all__ = ["JobRunner", "is_job", "messages", "routes", "runner_of"]
+__all__ = ["JobRunner", "is_job", "routes", "runner_of"]
 
 
 def runner_of(service: Service) -> JobRunner:
@@ -43,7 +44,7 @@ class Services(Protocol):
 
 
 def routes(instance: Services) -> dict[type[Any], Callable[[Any], Awaitable[Any]]]:
-    """The instance handle's routes for the requests of :mod:`.messages`."""
+    """The instance handle's routes for the protocol's requests about jobs."""
 
     def job(name: str) -> JobRunner:
         service = instance.service(name)

@@ -35,10 +35,8 @@ import trio
 
 from dployr.engine import status as st
 from dployr.engine.errors import Conflict, NotDeployed
-from dployr.engine.jobs.messages import JobInfo
 from dployr.engine.jobs.run import Ended, JobProcess, Output, RunSpec
 from dployr.engine.jobs.scheduler import Scheduler
-from dployr.engine.messages import LogPage
 from dployr.engine.release import Running
 from dployr.errors import ActorDead
 from dployr.logs.values import LogLine
@@ -50,6 +48,7 @@ from dployr.models import (
     ServiceStatus,
     ServiceType,
 )
+from dployr.protocol.messages import JobInfo, LogPage
 from dployr.schedule import (
     Decision,
     JobOptions,
