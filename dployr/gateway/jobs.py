@@ -31,6 +31,7 @@ async def run_now(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, in
 
 
 async def run_logs(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
+    handle.check_service(args["name"])  # no such service is said before a bad run number
     if not args["run"].isdigit() or len(args["run"]) > 15:
         raise BadRequest(f"a run is a number, not {args['run'][:40]!r}")
     run = int(args["run"])
