@@ -106,7 +106,7 @@ def check_schedule(expression: object) -> str:
         names = ", ".join(NICKNAMES)
         raise InvalidSchedule(f"unknown schedule {expression!r}: use 5 cron fields or {names}")
     fields = expand(expression).split()
-    if len(fields) != 5 or not expression.isprintable():
+    if len(fields) != 5 or not expression.strip().isprintable():
         raise InvalidSchedule(
             f"schedule {expression!r} must have 5 fields (minute hour day-of-month month "
             "day-of-week), such as '0 3 * * *'"

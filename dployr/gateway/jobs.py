@@ -6,6 +6,7 @@ OpenAPI document is generated from both), each route one handle request.
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Any
 
 from dployr.gateway.api import Param, Route, _int_arg
@@ -13,6 +14,12 @@ from dployr.gateway.responses import BadRequest
 from dployr.protocol import messages as jm
 from dployr.protocol.handle import InstanceHandle
 
+_SCHEDULE = (
+    "^(@hourly|@daily|@midnight|@weekly|@monthly|@yearly|@annually|"
+    "(\\*|[1-5]?[0-9]) (\\*|1?[0-9]|2[0-3]) (\\*|[1-9]|1[0-9]|2[0-8]) (\\*|[1-9]|1[0-2])"
+    " (\\*|[0-6]))$"
+)
+"""Schedules that are always valid: nicknames, and numbers or * in each field."""
 _RUN_STATUS = ["running", "succeeded", "failed", "stopped", "skipped", "missed"]
 
 
@@ -126,12 +133,24 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "schedule": _nullable(
-                {"type": "string", "description": "5 cron fields, or @hourly, @daily ..."}
+                {
+                    "type": "string",
+                    "pattern": _SCHEDULE,
+                    "description": "5 cron fields (minute hour day-of-month month day-of-week)"
+                    " or @hourly, @daily, @weekly, @monthly, @yearly; the schema shows plain"
+                    " numbers and *, dployr takes ranges, lists and steps too",
+                }
             ),
-            "timezone": {"type": "string", "description": "an IANA zone (default UTC)"},
+            "timezone": {
+                "type": "string",
+                "enum": sorted(zoneinfo.available_timezones() | {"UTC"}),
+                "description": "an IANA time zone (default UTC)",
+            },
             "concurrency": {"type": "string", "enum": ["forbid", "replace", "allow"]},
             "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400},
-            "starting_deadline": _nullable({"type": "number", "minimum": 0}),
+            "starting_deadline": _nullable(
+                {"type": "number", "minimum": 0, "maximum": 366 * 86400}
+            ),
         },
     },
 }
