@@ -10,11 +10,12 @@ import os
 import time
 from pathlib import Path
 
+import attrs
 import psutil
 import pytest
 import trio
 
-from dployr.models import DeploymentStatus, Health, ServiceStatus
+from dployr.models import DeploymentStatus, Health, ServiceStatus, ServiceType
 from dployr.protocol.errors import Error
 from dployr.protocol.messages import (
     Deploy,
@@ -231,3 +232,17 @@ async def test_a_rollback_makes_the_earlier_release_the_one_runs_use(
     assert run.deployment == 3
     lines = [line.line for line in (await engine.handle.request(ReadRunLogs("etl", 1))).lines]
     assert "v1" in lines
+
+
+async def test_a_job_without_a_schedule_runs_only_when_asked(
+    engine: Engine, tmp_path: Path
+) -> None:
+    folder = job_folder(tmp_path / "app", "echo asked\n")
+    settings = attrs.evolve(job_settings(folder), job=None, type=ServiceType.JOB)
+    await engine.deploy("adhoc", settings)
+    job = await engine.handle.request(GetJob("adhoc"))
+    assert (job.schedule, job.next_run, job.runs) == (None, None, ())
+    assert engine.instance.services["adhoc"].tree is not None
+    assert runner(engine, "adhoc").next_run is None  # no scheduler child at all
+    await engine.handle.request(RunJob("adhoc"))
+    assert (await wait_run(engine, "adhoc", 1)).status is RunStatus.SUCCEEDED
