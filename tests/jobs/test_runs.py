@@ -109,6 +109,7 @@ async def test_forbid_skips_a_due_run_while_one_is_active(engine: Engine, tmp_pa
     await engine.handle.request(Stop("sync"))
     stopped = await wait_run(engine, "sync", 1)
     assert stopped.status is RunStatus.STOPPED
+    assert stopped.message == "stopped before it ended: the job was stopped (killed by SIGTERM)"
     assert not alive(pid)
 
 

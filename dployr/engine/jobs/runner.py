@@ -88,7 +88,8 @@ class ActiveRun:
     output: Output
     pid: int | None = None
     started_at: float | None = None
-    stop_reason: str = "stopped before it ended: the job was stopped"
+    stop_reason: str = "stopped before it ended: dployr was stopping"
+    """Why it was stopped, if it is: said by whoever stops it (a replace, a stop)."""
 
 
 class JobRunner:
@@ -167,7 +168,10 @@ class JobRunner:
         return True
 
     def stopped(self) -> None:
-        """The job was stopped: nothing falls due until it is started again."""
+        """The job was stopped: nothing falls due until it is started again, and the runs
+        in progress are stopped with it."""
+        for active in self.active.values():
+            active.stop_reason = "stopped before it ended: the job was stopped"
         self.next_run = None
         self.store.set_scheduled_since(self.service.name, None)
 
