@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from dployr import blueprint
+from dployr.models import ServiceType
+from dployr.schedule import JobOptions
 from tests.cli.conftest import Daemon, daemon  # noqa: F401 (fixture)
 from tests.jobs.helpers import job_folder
 
@@ -94,3 +97,12 @@ async def test_a_failing_run_exits_1_in_one_line(daemon: Daemon, tmp_path: Path)
     missing = await daemon.cli("logs", "etl", "--run", "9")
     assert missing.code == 1
     assert missing.one_line_error() == "error: etl has no run 9"
+
+
+def test_the_readme_s_nightly_job_blueprint_reads_as_a_job() -> None:
+    plan = blueprint.load(Path(__file__).parents[2] / "examples" / "nightly" / "dployr.toml")
+    assert plan.name == "nightly-report"
+    assert plan.settings.type is ServiceType.JOB
+    assert plan.settings.job == JobOptions(
+        schedule="0 3 * * *", timezone="Europe/Berlin", timeout=600, starting_deadline=7200
+    )
