@@ -23,6 +23,13 @@ The fields are those users of this kind of tool know::
     window = "60s"
     min_uptime = "5s"           # up this long: counts as started, the backoff starts over
 
+    [job]                       # a scheduled job (see docs/jobs.md); every key is optional
+    schedule = "0 3 * * *"      # 5 cron fields or @hourly, @daily ...; none: run when asked
+    timezone = "Europe/Berlin"  # the zone the schedule is read in [UTC]
+    concurrency = "forbid"      # a run due while one is active: forbid, replace or allow
+    timeout = "1h"              # then SIGTERM, the stop grace, SIGKILL
+    starting_deadline = "2h"    # how late a run missed while dployr was down may start
+
     [env_vars]
     LOG_LEVEL = "info"
 
@@ -120,6 +127,8 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError(f"stop_grace must be a number of seconds, not {grace!r}")
     if data.get("restart") is not None:
         data["restart"] = _restart_table(data["restart"])
+    if data.get("job") is not None:
+        data["job"] = _job_table(data["job"])
     kind, kinds = data.get("type"), [t.value for t in ServiceType]
     if kind is not None and kind not in kinds:
         raise SpecError(f"type must be one of {', '.join(kinds)}, not {kind!r}")
@@ -163,6 +172,19 @@ def _restart_table(table: Any) -> dict[str, Any]:
     for key in _RESTART_DURATIONS:
         if isinstance(fields.get(key), str):
             fields[key] = parse_duration(fields[key], f"restart.{key}")
+    return fields
+
+
+def _job_table(table: Any) -> dict[str, Any]:
+    """The ``[job]`` table, its durations (``"1h"`` or a number of seconds) in seconds."""
+    if not isinstance(table, dict):
+        raise SpecError(
+            "job must be a table of schedule, timezone, concurrency, timeout, starting_deadline"
+        )
+    fields: dict[str, Any] = dict(table)
+    for key in ("timeout", "starting_deadline"):
+        if isinstance(fields.get(key), str):
+            fields[key] = parse_duration(fields[key], f"job.{key}")
     return fields
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from dployr.errors import SpecError
+from dployr.schedule import JobOptions
 from dployr.staticsite import StaticOptions
 
 if TYPE_CHECKING:  # imported where used: importing dployr.supervision pulls in trio,
@@ -381,9 +382,14 @@ class ServiceType(enum.Enum):
     STATIC = "static"
     """A folder of the release, served on the service's port by a file server that dployr
     runs (Caddy): no run command."""
+    JOB = "job"
+    """A command run on a schedule or when asked, each run recorded (see
+    :mod:`dployr.schedule`): no port, no long-running process."""
 
 
 def _default_type(settings: ServiceSettings) -> ServiceType:
+    if settings.job is not None:
+        return ServiceType.JOB
     return ServiceType.WEB if settings.port is not None else ServiceType.WORKER
 
 
@@ -411,8 +417,12 @@ class ServiceSettings:
     listen_fds: bool = False
     """Hand the public listening socket to each release as fd 3 (``LISTEN_FDS``) instead
     of proxying: for apps that can take a socket from their parent."""
+    job: JobOptions | None = None
+    """A job's schedule and the rules of its runs (see :mod:`dployr.schedule`); None for
+    other services, and the defaults for a job."""
     type: ServiceType = attrs.field(default=attrs.Factory(_default_type, takes_self=True))
-    """What kind of service it is; without one, ``web`` with a port and ``worker`` without."""
+    """What kind of service it is; without one, ``job`` with job options, else ``web`` with
+    a port and ``worker`` without."""
     static: StaticOptions = attrs.field(factory=StaticOptions)
     """How a ``static`` site is published (see :mod:`dployr.staticsite`)."""
 
@@ -428,6 +438,13 @@ class ServiceSettings:
             raise InvalidSetting("run-cmd is required")
         elif self.static != StaticOptions():
             raise InvalidSetting("publish-dir, spa, redirects and headers are for --type static")
+        if self.type is ServiceType.JOB:
+            if self.port is not None:
+                raise InvalidSetting("a job has no port: it runs a command, it serves nothing")
+        elif self.job is not None:
+            raise InvalidSetting(
+                "schedule, timezone, concurrency, timeout and starting-deadline are for --type job"
+            )
         kind = self.health.kind
         if kind is HealthKind.COMMAND and not self.health.command:
             raise InvalidSetting("a command health check needs its command")

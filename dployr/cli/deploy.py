@@ -17,6 +17,7 @@ import trio
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._job import job_options, pop_job
 from dployr.cli._restart import pop_restart, restart_options
 
 
@@ -34,9 +35,10 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--name", help="The service's name.")
 @click.option(
     "--type",
-    type=click.Choice(["web", "worker", "static"]),
-    help="What the service is: web (serves its port), worker (no port), or static (a folder "
-    "served by dployr, no run command) [default: web with a port, else worker].",
+    type=click.Choice(["web", "worker", "static", "job"]),
+    help="What the service is: web (serves its port), worker (no port), static (a folder "
+    "served by dployr, no run command), or job (runs on a --schedule or when asked) "
+    "[default: job with --schedule, web with a port, else worker].",
 )
 @click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
 @click.option("--branch", help="The branch to deploy [default: the remote's default].")
@@ -83,6 +85,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 )
 @health_options
 @restart_options
+@job_options
 @json_option
 @click.pass_obj
 async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> None:
@@ -99,12 +102,14 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
 
     health = pop_health(flags)
     restart = pop_restart(flags)
+    job = pop_job(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
     site = {k: v for k in ("publish_dir", "spa") if (v := flags.pop(k)) is not None}
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    if blueprint is None and not given and not env and not secrets and not health | restart | site:
+    options_given = health | restart | job | site
+    if blueprint is None and not given and not env and not secrets and not options_given:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
                 "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
@@ -131,7 +136,7 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
-    await _run(options, name, body, health, restart)
+    await _run(options, name, body, health, restart, job)
 
 
 def _local_or_url(remote: str, base: Path, local: bool) -> str:
@@ -208,6 +213,7 @@ async def _run(
     body: dict[str, Any],
     health: dict[str, Any],
     restart: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
 ) -> None:
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
@@ -218,6 +224,8 @@ async def _run(
             body["health"] = {**(body.get("health") or {}), **health}
         if restart:  # likewise for the restart policy
             body["restart"] = {**(body.get("restart") or {}), **restart}
+        if job:  # and for a job's options
+            body["job"] = {**(body.get("job") or {}), **job}
         before = await _last_cursor(client, name)
         deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
         number = deployment["id"]
@@ -237,7 +245,11 @@ async def _run(
             raise DployrError(f"deploy {number} of {name} failed: {reason}")
         if options.json:
             print_json(record)
-        if not options.json:
+        if not options.json and record["settings"].get("job") is not None:
+            from dployr.cli.jobs import describe_next
+
+            click.echo(await describe_next(client, name, number))
+        elif not options.json:
             info = await client.call("GET", client.service(name))
             where = f" on port {info['port']}" if info.get("port") else ""
             click.echo(

@@ -9,6 +9,7 @@ import asyncclick as click
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._job import describe_job, job_options, pop_job
 from dployr.cli._restart import describe, pop_restart, restart_options
 
 _LABELS = {
@@ -27,6 +28,7 @@ _LABELS = {
     "user": "user",
     "rollout": "rollout",
     "static": "static",
+    "job": "job",
 }
 
 
@@ -64,6 +66,8 @@ def _value(key: str, value: Any) -> str:
         return text
     if key == "static" and isinstance(value, dict):
         return _static(value)
+    if key == "job" and isinstance(value, dict):
+        return describe_job(value)
     if key == "user" and value is None:
         return "- (a user of its own when dployr runs as root)"
     return "-" if value is None or value == "" else str(value)
@@ -90,6 +94,8 @@ def _show(view: dict[str, Any]) -> None:
     click.echo(f"settings of {view['name']}:")
     for key, label in _LABELS.items():
         if key == "static" and view["settings"].get("type") != "static":
+            continue
+        if key == "job" and view["settings"].get("type") != "job":
             continue
         mark = "  (waits for the next deploy)" if key in pending else ""
         if key == "restart" and key in pending:
@@ -150,6 +156,7 @@ def _remote(
 )
 @health_options
 @restart_options
+@job_options
 @json_option
 @click.pass_obj
 async def settings(options: Options, /, name: str, **changes: Any) -> None:
@@ -163,6 +170,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
 
     health = pop_health(changes)
     restart = pop_restart(changes)
+    job = pop_job(changes)
     remote, branch = changes.pop("remote"), changes.pop("branch")
     body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
     if "port" in body:
@@ -179,12 +187,14 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
             body[key] = None
     async with options.client() as client:
         path = client.service(name, "/settings")
-        if health or restart or remote is not None or branch is not None:
+        if health or restart or job or remote is not None or branch is not None:
             current = (await client.call("GET", path))["settings"]
             if health:  # the options given change the health check, the rest of it stays
                 body["health"] = {**current["health"], **health}
             if restart:  # likewise for the restart policy
                 body["restart"] = {**current["restart"], **restart}
+            if job:  # and for a job's options
+                body["job"] = {**(current.get("job") or {}), **job}
             if remote is not None or branch is not None:
                 body["remote"] = _remote(current["source"], remote, branch, options)
         view = (

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import trio
 
-from dployr.engine import sources, static
+from dployr.engine import jobs, sources, static
 from dployr.engine.errors import DeployFailed
 from dployr.engine.os import launcher
 from dployr.engine.release import Running, pump
@@ -214,7 +214,8 @@ class DeployRun:
         if self.outcome is DeploymentStatus.SUCCEEDED:
             what = f"deployment {self.deployment.rollback_of}" if self.rollback else None
             running = what or self._revision[:12]
-            self.say(f"succeeded: {running} is running")
+            job = jobs.is_job(self.deployment.settings)  # a job runs it on its schedule
+            self.say(f"succeeded: {running} is {'what the job runs' if job else 'running'}")
             service.deploy_succeeded(self)
         else:
             still = " (the previous release is still running)" if service.serving() else ""
@@ -294,7 +295,9 @@ class DeployRun:
 
     async def _switch(self) -> None:
         service = self.service
-        self._set(DeploymentStatus.STARTING, "starting the new release")
+        job = jobs.is_job(self.deployment.settings)
+        step = "switching the job to the new release" if job else "starting the new release"
+        self._set(DeploymentStatus.STARTING, step)
         # The switch records it succeeded (and sets the outcome) in the same write that
         # makes it active.
         await service.switch_to(self)
