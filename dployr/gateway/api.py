@@ -266,8 +266,7 @@ async def update_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple
             raise SpecError(f"{key} cannot be removed, only changed")
     source = None
     if data.get("remote") is not None:
-        remote = serde.structure(data["remote"], blueprint.Remote)
-        source = _check_source(Source(remote.url, remote.branch, remote.commit))
+        source = _check_source(blueprint.source_of(data["remote"]))
     plain = {k: v for k, v in data.items() if v is not None and k != "remote"}
     change = attrs.evolve(serde.structure(plain, m.SettingsChange), clear=clear, source=source)
     return await handle.request(m.UpdateSettings(args["name"], change)), 200
