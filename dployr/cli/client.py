@@ -3,6 +3,10 @@
 It finds the local daemon through the data dir (``--data-dir`` / ``DPLOYR_HOME``: the URL
 the daemon wrote, and the admin token), or a remote one through ``--server`` and
 ``--token`` (``DPLOYR_SERVER`` / ``DPLOYR_TOKEN``).
+
+Every answer is decoded into the value it stands for (a :class:`ServiceInfo`, a
+:class:`Deployment`, a :class:`LogLine` ...) by the same converter the daemon encoded it
+with: the commands read typed fields, never keys of a dict.
 """
 
 from __future__ import annotations
@@ -10,17 +14,32 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 import h11
 import trio
 
+from dployr import serde
 from dployr.daemon.paths import DataDir, default_data_dir
-from dployr.errors import DployrError
+from dployr.engine.messages import (
+    Deleted,
+    EnvListing,
+    InstanceInfo,
+    KeyRotated,
+    LogPage,
+    MetricsPage,
+    ServiceInfo,
+    SettingsView,
+)
+from dployr.errors import DployrError, SpecError
+from dployr.logs.values import LogLine
+from dployr.models import Deployment
+
+T = TypeVar("T")
 
 
 class ApiError(DployrError):
@@ -35,6 +54,70 @@ class ApiError(DployrError):
 
 class Unreachable(DployrError):
     """The daemon could not be reached."""
+
+
+class BadAnswer(DployrError):
+    """The daemon answered something this CLI cannot read (another version of dployr?)."""
+
+
+@attrs.frozen
+class LogGap:
+    """A log feed skipped the lines from cursor ``first`` to ``last``: the reader was slow.
+
+    They are still in the history (``dployr logs --since``).
+    """
+
+    first: int
+    last: int
+
+
+@attrs.frozen
+class TokenInfo:
+    """An API token as listed (never the token itself)."""
+
+    name: str
+    scope: str
+    service: str | None
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+
+
+@attrs.frozen
+class NewToken:
+    """A token just created: the only time ``token`` is shown."""
+
+    name: str
+    scope: str
+    service: str | None
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    token: str
+
+
+@attrs.frozen
+class TokenRevoked:
+    """A token revoked."""
+
+    name: str
+    revoked: bool
+
+
+@attrs.frozen
+class AuditEntry:
+    """One change asked of the API: who asked, what, and what was answered."""
+
+    id: int
+    at: float
+    token: str | None
+    method: str
+    path: str
+    service: str | None
+    status: int
+
+
+ServiceAction = Literal["start", "stop", "restart"]
 
 
 @attrs.frozen
@@ -82,7 +165,7 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def call(
+    async def _call(
         self,
         method: str,
         path: str,
@@ -90,7 +173,7 @@ class Client:
         body: Any = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
-        """One request; returns the decoded JSON, or raises ApiError / Unreachable."""
+        """One request; returns its JSON, or raises ApiError / Unreachable."""
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
         target = self._base + path + (f"?{query}" if query else "")
         content = b"" if body is None else json.dumps(body).encode()
@@ -129,6 +212,154 @@ class Client:
                 code = str(data["error"].get("code", code))
             raise ApiError(message, status, code)
         return data
+
+    async def _one(
+        self,
+        kind: type[T],
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> T:
+        """One request, its answer decoded as a ``kind``."""
+        return decode(await self._call(method, path, body=body, params=params), kind)
+
+    async def _many(
+        self, kind: type[T], path: str, *, params: Mapping[str, Any] | None = None
+    ) -> tuple[T, ...]:
+        """One GET, its answer decoded as a list of ``kind``."""
+        return decode_all(await self._call("GET", path, params=params), kind)
+
+    # -- services --------------------------------------------------------------------------
+
+    async def services(self) -> tuple[ServiceInfo, ...]:
+        """Every service of the daemon's instance, by name."""
+        return await self._many(ServiceInfo, "/services")
+
+    async def service_info(self, name: str) -> ServiceInfo:
+        """One service's status."""
+        return await self._one(ServiceInfo, "GET", self.service(name))
+
+    async def act(self, name: str, action: ServiceAction, *, hard: bool = False) -> ServiceInfo:
+        """Start, stop or restart a service (``hard``: stop, then start); its status after."""
+        params = {"hard": "true"} if hard else None
+        path = self.service(name, f"/{action}")
+        return await self._one(ServiceInfo, "POST", path, params=params)
+
+    async def delete(self, name: str, *, purge: bool = False) -> Deleted:
+        """Delete a service (``purge``: its data folder too)."""
+        params = {"purge": "true"} if purge else None
+        return await self._one(Deleted, "DELETE", self.service(name), params=params)
+
+    async def deploy(self, name: str, body: Mapping[str, Any] | None) -> Deployment:
+        """Create or update a service and deploy it: the deployment, as it starts."""
+        path = self.service(name, "/deploy")
+        return await self._one(Deployment, "POST", path, body=body)
+
+    async def rollback(self, name: str, deployment: int | None = None) -> Deployment:
+        """Go back to a kept release (``deployment``, else the previous one)."""
+        body = {"deployment": deployment} if deployment is not None else None
+        path = self.service(name, "/rollback")
+        return await self._one(Deployment, "POST", path, body=body)
+
+    async def deployments(self, name: str, *, limit: int = 20) -> tuple[Deployment, ...]:
+        """A service's deployments, newest first."""
+        path = self.service(name, "/deployments")
+        return await self._many(Deployment, path, params={"limit": limit})
+
+    async def settings(self, name: str) -> SettingsView:
+        """A service's settings."""
+        return await self._one(SettingsView, "GET", self.service(name, "/settings"))
+
+    async def change_settings(self, name: str, changes: Mapping[str, Any]) -> SettingsView:
+        """Change settings for the next deploy (the body of ``PATCH .../settings``)."""
+        path = self.service(name, "/settings")
+        return await self._one(SettingsView, "PATCH", path, body=dict(changes))
+
+    async def env(self, name: str) -> EnvListing:
+        """A service's environment variables (secret values masked)."""
+        return await self._one(EnvListing, "GET", self.service(name, "/env"))
+
+    async def set_env(
+        self, name: str, values: Mapping[str, str], *, secret: bool, restart: bool
+    ) -> EnvListing:
+        """Set variables (``secret``: sealed, never shown); ``restart`` the service now."""
+        body = {"values": dict(values), "secret": secret, "restart": restart}
+        path = self.service(name, "/env")
+        return await self._one(EnvListing, "PUT", path, body=body)
+
+    async def unset_env(self, name: str, keys: Sequence[str], *, restart: bool) -> EnvListing:
+        """Remove variables; ``restart`` the service now."""
+        body = {"keys": list(keys), "restart": restart}
+        path = self.service(name, "/env/unset")
+        return await self._one(EnvListing, "POST", path, body=body)
+
+    async def logs(
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+        build: bool = False,
+    ) -> LogPage:
+        """A page of a service's log history (``build``: build output only)."""
+        params = {
+            "tail": tail,
+            "since": None if since is None else str(since),
+            "limit": limit,
+            "build": "true" if build else None,
+        }
+        path = self.service(name, "/logs")
+        return await self._one(LogPage, "GET", path, params=params)
+
+    async def metrics(self, name: str, since: str) -> MetricsPage:
+        """A service's CPU and memory from ``since`` (``1h``, an RFC 3339 time) on."""
+        path = self.service(name, "/metrics")
+        return await self._one(MetricsPage, "GET", path, params={"since": since})
+
+    # -- the instance ----------------------------------------------------------------------
+
+    async def instances(self) -> tuple[InstanceInfo, ...]:
+        """The instances (machines) and the services each runs."""
+        return await self._many(InstanceInfo, "/instances")
+
+    async def instance(self, id: str) -> InstanceInfo:
+        """One instance, by id or name."""
+        path = f"/instances/{quote(id, safe='')}"
+        return await self._one(InstanceInfo, "GET", path)
+
+    async def rotate_key(self) -> KeyRotated:
+        """Seal every secret under a new master key."""
+        return await self._one(KeyRotated, "POST", "/secrets/rotate-key")
+
+    # -- tokens and the audit log ----------------------------------------------------------
+
+    async def create_token(
+        self, name: str, scope: str, *, service: str | None, expires_in: int | None
+    ) -> NewToken:
+        """Create an API token (admin only)."""
+        body: dict[str, Any] = {"name": name, "scope": scope}
+        if service is not None:
+            body["service"] = service
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return await self._one(NewToken, "POST", "/tokens", body=body)
+
+    async def tokens(self) -> tuple[TokenInfo, ...]:
+        """The API tokens (admin only)."""
+        return await self._many(TokenInfo, "/tokens")
+
+    async def revoke_token(self, name: str) -> TokenRevoked:
+        """Revoke an API token (admin only)."""
+        path = f"/tokens/{quote(name, safe='')}"
+        return await self._one(TokenRevoked, "DELETE", path)
+
+    async def audit(self, *, service: str | None, limit: int) -> tuple[AuditEntry, ...]:
+        """The audit log, newest first (admin only)."""
+        params = {"service": service, "limit": limit}
+        return await self._many(AuditEntry, "/audit", params=params)
 
     async def _exchange(
         self, method: str, target: str, headers: list[tuple[str, str]], content: bytes
@@ -170,7 +401,7 @@ class Client:
     async def follow(
         self, name: str, *, cursor: int | None = None, tail: int | None = None
     ) -> AsyncIterator[Feed]:
-        """The service's log feed over WebSocket: iterate it for one dict per message."""
+        """The service's log feed over WebSocket: iterate it for its lines and gaps."""
         from trio_websocket import (
             ConnectionRejected,
             ConnectionTimeout,
@@ -214,17 +445,17 @@ class Client:
 
 
 class Feed:
-    """The messages of a WebSocket feed, decoded; iteration ends when the feed closes."""
+    """The messages of a service's log feed, decoded; iteration ends when the feed closes."""
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
-        self._lines: collections.deque[dict[str, Any]] = collections.deque()
+        self._lines: collections.deque[LogLine] = collections.deque()
 
     def __aiter__(self) -> Feed:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
-        """The next message; the lines of a ``logs`` message come as ``log`` messages."""
+    async def __anext__(self) -> LogLine | LogGap:
+        """The next line (a ``logs`` message's lines come one by one), or a gap."""
         from trio_websocket import ConnectionClosed
 
         while not self._lines:
@@ -232,11 +463,48 @@ class Feed:
                 message = await self._ws.get_message()
             except ConnectionClosed:
                 raise StopAsyncIteration from None
-            data: dict[str, Any] = json.loads(message)
-            if data.get("type") != "logs":
-                return data
-            self._lines.extend(data.get("lines", ()))
+            data = _feed_message(message)
+            kind = data.pop("type", None)
+            if kind == "gap":
+                return LogGap(decode(data.get("from"), int), decode(data.get("to"), int))
+            if kind == "log":
+                return decode(data, LogLine)
+            if kind == "logs":
+                lines = data.get("lines", ())
+                self._lines.extend(decode_all([_untyped(line) for line in lines], LogLine))
+            # Another kind of message is for a newer client: it is skipped.
         return self._lines.popleft()
+
+
+def _feed_message(text: str | bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise BadAnswer("the daemon sent a feed message that is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadAnswer("the daemon sent a feed message that is not a JSON object")
+    return data
+
+
+def _untyped(line: Any) -> Any:
+    """A log message without its ``type``: the fields of a LogLine."""
+    if isinstance(line, dict):
+        return {k: v for k, v in line.items() if k != "type"}
+    return line
+
+
+def decode(data: Any, kind: type[T]) -> T:
+    """``data`` (the daemon's JSON) as a ``kind``, or BadAnswer naming what is wrong."""
+    try:
+        return serde.structure(data, kind)
+    except SpecError as error:
+        raise BadAnswer(f"the daemon's answer could not be read: {error}") from None
+
+
+def decode_all(data: Any, kind: type[T]) -> tuple[T, ...]:
+    """``data``, a JSON list, as a tuple of ``kind``, or BadAnswer."""
+    many: type[tuple[T, ...]] = tuple[kind, ...]  # type: ignore[valid-type]
+    return decode(data, many)
 
 
 def _handshake_message(error: Exception) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncclick as click
 import trio
@@ -18,6 +18,12 @@ import trio
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
 from dployr.cli._restart import pop_restart, restart_options
+
+if TYPE_CHECKING:
+    from dployr.blueprint import Blueprint
+    from dployr.cli.client import Client
+    from dployr.engine.messages import SettingsView
+    from dployr.models import Deployment
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -131,33 +137,31 @@ def _local_or_url(remote: str, base: Path, local: bool) -> str:
     return str(path)
 
 
-def _blueprint_body(plan: Any, base: Path, local: bool) -> dict[str, Any]:
+def _blueprint_body(plan: Blueprint, base: Path, local: bool) -> dict[str, Any]:
     """The deploy body of a blueprint; a relative remote path is relative to its file.
 
     A blueprint says everything: a field it leaves out is back to its default, not kept
     from the stored settings.
     """
-    data: dict[str, Any] = plan.body()
-    data["remote"]["url"] = _local_or_url(data["remote"]["url"], base, local)
+    data = plan.body()
+    data["remote"]["url"] = _local_or_url(plan.settings.source.remote, base, local)
     return data
 
 
-def _stored_body(view: dict[str, Any]) -> dict[str, Any]:
+def _stored_body(view: SettingsView) -> dict[str, Any]:
     """A service's stored settings (``GET .../settings``) as a deploy body."""
-    settings = dict(view["settings"])
-    source = settings.pop("source")
-    remote = {"url": source["remote"], "branch": source["branch"], "commit": source["commit"]}
-    settings["remote"] = {k: v for k, v in remote.items() if v is not None}
-    return settings
+    from dployr.blueprint import Blueprint
+
+    return Blueprint(view.settings).body()
 
 
-async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
+async def _complete(client: Client, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """The whole deploy body: the stored settings of an existing service, then ``body``."""
     from dployr.cli.client import ApiError
     from dployr.errors import DployrError
 
     try:
-        stored = _stored_body(await client.call("GET", client.service(name, "/settings")))
+        stored = _stored_body(await client.settings(name))
     except ApiError as error:
         if error.status != 404:
             raise
@@ -190,6 +194,7 @@ async def _run(
 ) -> None:
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
+    from dployr.models import DeploymentStatus
 
     async with options.client() as client:
         body = await _complete(client, name, body)
@@ -198,16 +203,15 @@ async def _run(
         if restart:  # likewise for the restart policy
             body["restart"] = {**(body.get("restart") or {}), **restart}
         before = await _last_cursor(client, name)
-        deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
-        number = deployment["id"]
+        number = (await client.deploy(name, body)).id
         if not options.json:
             click.echo(f"deploying {name}: deployment {number}")
         failed = await _watch(client, name, number, before, quiet=options.json)
         record = await _deployment(client, name, number)
-        if failed is not None or record.get("status") != "succeeded":
-            reason = failed or record.get("error") or "the deploy failed"
-            tail = record.get("output_tail") or []
-            if tail and not options.json and not str(reason).startswith("build"):
+        if failed is not None or record.status is not DeploymentStatus.SUCCEEDED:
+            reason = failed or record.error or "the deploy failed"
+            tail = record.output_tail
+            if tail and not options.json and not reason.startswith("build"):
                 # A release that died at start: what it said last (build output was shown).
                 click.echo("==> its last lines of output:")
                 for line in tail:
@@ -217,15 +221,15 @@ async def _run(
         if options.json:
             print_json(record)
         if not options.json:
-            info = await client.call("GET", client.service(name))
-            where = f" on port {info['port']}" if info.get("port") else ""
+            info = await client.service_info(name)
+            where = f" on port {info.port}" if info.port else ""
             click.echo(
-                f"{name} is {info['status']}{where} (deployment {number}, pid {info['pid']})"
+                f"{name} is {info.status.value}{where} (deployment {number}, pid {info.pid})"
             )
 
 
 async def _watch(
-    client: Any,
+    client: Client,
     name: str,
     number: int,
     cursor: int | None,
@@ -240,6 +244,7 @@ async def _watch(
     once the service is free again, so the next command is accepted as soon as this
     returns.
     """
+    from dployr.cli.client import LogGap
     from dployr.cli.output import visible
 
     prefix = prefix or f"deploy {number}: "
@@ -252,9 +257,9 @@ async def _watch(
                     message = await feed.__anext__()
                 except StopAsyncIteration:
                     break
-                if message.get("type") != "log" or message.get("deployment") != number:
+                if isinstance(message, LogGap) or message.deployment != number:
                     continue
-                line, stream = message["line"], message["stream"]
+                line, stream = message.line, message.stream
                 if stream == "system" and line.startswith(prefix):
                     step = line[len(prefix) :]
                     if not quiet:
@@ -274,22 +279,24 @@ async def _watch(
     return "the daemon closed the log feed before the deploy ended"
 
 
-async def _last_cursor(client: Any, name: str) -> int | None:
+async def _last_cursor(client: Client, name: str) -> int:
     """Where the service's history ends now: the deploy's lines come after it."""
     from dployr.cli.client import ApiError
 
     try:
-        page = await client.call("GET", client.service(name, "/logs"), params={"tail": 0})
+        page = await client.logs(name, tail=0)
     except ApiError as error:
         if error.status == 404:
             return 0  # a new service: its history starts now
         raise
-    return int(page["last_cursor"])
+    return page.last_cursor
 
 
-async def _deployment(client: Any, name: str, number: int) -> dict[str, Any]:
-    records = await client.call("GET", client.service(name, "/deployments"), params={"limit": 20})
-    for record in records:
-        if record["id"] == number:
-            return dict(record)
-    return {"id": number, "status": "unknown"}
+async def _deployment(client: Client, name: str, number: int) -> Deployment:
+    """The record of deployment ``number`` of ``name``."""
+    from dployr.errors import DployrError
+
+    for record in await client.deployments(name, limit=20):
+        if record.id == number:
+            return record
+    raise DployrError(f"deployment {number} of {name} is not in its history (was it deleted?)")

@@ -26,21 +26,20 @@ async def rollback(options: Options, name: str, deployment: int | None) -> None:
 
     async with options.client() as client:
         before = await _last_cursor(client, name)
-        body = {"deployment": deployment} if deployment is not None else None
-        record = await client.call("POST", client.service(name, "/rollback"), body=body)
-        number, target = record["id"], record["rollback_of"]
+        record = await client.rollback(name, deployment)
+        number, target = record.id, record.rollback_of
         if not options.json:
             click.echo(f"rolling {name} back to deployment {target}: deployment {number}")
         failed = await _watch(
             client, name, number, before, quiet=options.json, prefix=f"rollback {number}: "
         )
-        info = await client.call("GET", client.service(name))
+        info = await client.service_info(name)
     if failed is not None:
         raise DployrError(f"rollback {number} of {name} (to deployment {target}) failed: {failed}")
     if options.json:
         print_json(info)
     if not options.json:
         click.echo(
-            f"{name} is {info['status']} on deployment {info['deployment']} "
+            f"{name} is {info.status.value} on deployment {info.deployment} "
             f"(the release of deployment {target})"
         )
