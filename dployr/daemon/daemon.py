@@ -33,6 +33,7 @@ from dployr.engine import users
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
+from dployr.store.access import AccessStore
 from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
@@ -133,7 +134,7 @@ async def run(
             )
             gateway = Gateway(
                 instance.handle,
-                store,
+                AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
                 config.host,
                 config.port,
                 dashboard_key_file=data.dashboard_key,
