@@ -10,7 +10,7 @@ import asyncclick as click
 from dployr.cli import Options, json_option
 
 if TYPE_CHECKING:
-    from dployr.cli.client import AuditEntry
+    from dployr.tokens import AuditRecord
 
 
 @click.command()
@@ -30,7 +30,7 @@ async def audit(options: Options, service: str | None, limit: int) -> None:
     async with options.client() as client:
         records = await client.audit(service=service, limit=limit)
 
-    def show(rows: Sequence[AuditEntry]) -> None:
+    def show(rows: Sequence[AuditRecord]) -> None:
         if not rows:
             click.echo("no changes recorded yet")
             return

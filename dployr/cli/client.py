@@ -4,9 +4,10 @@ It finds the local daemon through the data dir (``--data-dir`` / ``DPLOYR_HOME``
 the daemon wrote, and the admin token), or a remote one through ``--server`` and
 ``--token`` (``DPLOYR_SERVER`` / ``DPLOYR_TOKEN``).
 
-Every answer is decoded into the value it stands for (a :class:`ServiceInfo`, a
-:class:`Deployment`, a :class:`LogLine` ...) by the same converter the daemon encoded it
-with: the commands read typed fields, never keys of a dict.
+Every answer and feed message is decoded into the value it stands for (a
+:class:`ServiceInfo`, a :class:`Deployment`, a :class:`LogLine`, a
+:class:`~dployr.protocol.DeploymentChanged` ...) by the protocol's codec, the one the
+daemon encoded it with: the commands read typed fields, never keys of a dict.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import attrs
 import h11
 import trio
 
-from dployr import serde
 from dployr.daemon.paths import DataDir, default_data_dir
-from dployr.engine.messages import (
+from dployr.errors import DployrError
+from dployr.logs.values import LogLine
+from dployr.models import Deployment
+from dployr.protocol import Change, Error, Gap, LogLines, SupervisionReport
+from dployr.protocol.messages import (
     Deleted,
     EnvListing,
     InstanceInfo,
@@ -35,9 +39,7 @@ from dployr.engine.messages import (
     ServiceInfo,
     SettingsView,
 )
-from dployr.errors import DployrError, SpecError
-from dployr.logs.values import LogLine
-from dployr.models import Deployment
+from dployr.tokens import AuditRecord, TokenRecord
 
 T = TypeVar("T")
 
@@ -61,38 +63,10 @@ class BadAnswer(DployrError):
 
 
 @attrs.frozen
-class LogGap:
-    """A log feed skipped the lines from cursor ``first`` to ``last``: the reader was slow.
-
-    They are still in the history (``dployr logs --since``).
-    """
-
-    first: int
-    last: int
-
-
-@attrs.frozen
-class TokenInfo:
-    """An API token as listed (never the token itself)."""
-
-    name: str
-    scope: str
-    service: str | None
-    created_at: float
-    expires_at: float | None
-    last_used_at: float | None
-
-
-@attrs.frozen
 class NewToken:
-    """A token just created: the only time ``token`` is shown."""
+    """A token just created, and the token itself: the only time it is shown."""
 
-    name: str
-    scope: str
-    service: str | None
-    created_at: float
-    expires_at: float | None
-    last_used_at: float | None
+    record: TokenRecord
     token: str
 
 
@@ -102,19 +76,6 @@ class TokenRevoked:
 
     name: str
     revoked: bool
-
-
-@attrs.frozen
-class AuditEntry:
-    """One change asked of the API: who asked, what, and what was answered."""
-
-    id: int
-    at: float
-    token: str | None
-    method: str
-    path: str
-    service: str | None
-    status: int
 
 
 ServiceAction = Literal["start", "stop", "restart"]
@@ -345,21 +306,25 @@ class Client:
             body["service"] = service
         if expires_in is not None:
             body["expires_in"] = expires_in
-        return await self._one(NewToken, "POST", "/tokens", body=body)
+        data = await self._call("POST", "/tokens", body=body)
+        token = data.pop("token", None) if isinstance(data, dict) else None
+        if not isinstance(token, str):
+            raise BadAnswer("the daemon's answer holds no token")
+        return NewToken(decode(data, TokenRecord), token)
 
-    async def tokens(self) -> tuple[TokenInfo, ...]:
+    async def tokens(self) -> tuple[TokenRecord, ...]:
         """The API tokens (admin only)."""
-        return await self._many(TokenInfo, "/tokens")
+        return await self._many(TokenRecord, "/tokens")
 
     async def revoke_token(self, name: str) -> TokenRevoked:
         """Revoke an API token (admin only)."""
         path = f"/tokens/{quote(name, safe='')}"
         return await self._one(TokenRevoked, "DELETE", path)
 
-    async def audit(self, *, service: str | None, limit: int) -> tuple[AuditEntry, ...]:
+    async def audit(self, *, service: str | None, limit: int) -> tuple[AuditRecord, ...]:
         """The audit log, newest first (admin only)."""
         params = {"service": service, "limit": limit}
-        return await self._many(AuditEntry, "/audit", params=params)
+        return await self._many(AuditRecord, "/audit", params=params)
 
     async def _exchange(
         self, method: str, target: str, headers: list[tuple[str, str]], content: bytes
@@ -401,7 +366,24 @@ class Client:
     async def follow(
         self, name: str, *, cursor: int | None = None, tail: int | None = None
     ) -> AsyncIterator[Feed]:
-        """The service's log feed over WebSocket: iterate it for its lines and gaps."""
+        """The service's log feed: iterate it for its lines and gaps until it closes."""
+        # Batched: a fast service's lines come many to a message (Feed hands them out one by one).
+        query = {"cursor": cursor, "tail": tail, "batch": 1}
+        async with self._websocket(self.service(name, "/logs/stream"), query) as ws:
+            yield Feed(ws)
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[Events]:
+        """The instance's events feed: iterate it for its changes until it closes.
+
+        Refused (ApiError 403) for a token limited to one service: it shows every service.
+        """
+        async with self._websocket("/events", {}) as ws:
+            yield Events(ws)
+
+    @contextlib.asynccontextmanager
+    async def _websocket(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[Any]:
+        """A WebSocket of the API; a feed that breaks off once open ends as if it closed."""
         from trio_websocket import (
             ConnectionRejected,
             ConnectionTimeout,
@@ -410,12 +392,9 @@ class Client:
             open_websocket_url,
         )
 
-        # Batched: a fast service's lines come many to a message (Feed hands them out one by one).
-        query = urlencode(
-            {k: v for k, v in {"cursor": cursor, "tail": tail, "batch": 1}.items() if v is not None}
-        )
+        query = urlencode({k: v for k, v in params.items() if v is not None})
         base = self.target.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        url = f"{base}/api/v1{self.service(name, '/logs/stream')}" + (f"?{query}" if query else "")
+        url = f"{base}/api/v1{path}" + (f"?{query}" if query else "")
         headers = [(b"Authorization", f"Bearer {self.target.token}".encode())]
         opened = failed = False
         try:
@@ -424,7 +403,7 @@ class Client:
             ) as ws:
                 opened = True
                 try:
-                    yield Feed(ws)
+                    yield ws
                 except BaseException:
                     failed = True  # the caller's own error: it goes on as it is
                     raise
@@ -454,50 +433,70 @@ class Feed:
     def __aiter__(self) -> Feed:
         return self
 
-    async def __anext__(self) -> LogLine | LogGap:
+    async def __anext__(self) -> LogLine | Gap:
         """The next line (a ``logs`` message's lines come one by one), or a gap."""
-        from trio_websocket import ConnectionClosed
-
         while not self._lines:
-            try:
-                message = await self._ws.get_message()
-            except ConnectionClosed:
-                raise StopAsyncIteration from None
-            data = _feed_message(message)
-            kind = data.pop("type", None)
-            if kind == "gap":
-                return LogGap(decode(data.get("from"), int), decode(data.get("to"), int))
-            if kind == "log":
-                return decode(data, LogLine)
-            if kind == "logs":
-                lines = data.get("lines", ())
-                self._lines.extend(decode_all([_untyped(line) for line in lines], LogLine))
+            message = await _next_message(self._ws)
+            if isinstance(message, LogLine | Gap):
+                return message
+            if isinstance(message, LogLines):
+                self._lines.extend(message.lines)
             # Another kind of message is for a newer client: it is skipped.
         return self._lines.popleft()
 
 
-def _feed_message(text: str | bytes) -> dict[str, Any]:
+class Events:
+    """The messages of the instance's events feed, decoded; iteration ends when it closes.
+
+    Each is a :data:`~dployr.protocol.Change` (a status, health, deployment or disk
+    change), a :class:`~dployr.protocol.SupervisionReport`, or a :class:`Gap` for what a
+    slow reader missed.
+    """
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    def __aiter__(self) -> Events:
+        return self
+
+    async def __anext__(self) -> Change | SupervisionReport | Gap:
+        """The next event."""
+        while True:
+            message = await _next_message(self._ws)
+            if isinstance(message, Change | SupervisionReport | Gap):
+                return message
+            # Another kind of message is for a newer client: it is skipped.
+
+
+async def _next_message(ws: Any) -> object:
+    """The next message of a feed, decoded; StopAsyncIteration once the feed closed."""
+    from trio_websocket import ConnectionClosed
+
+    from dployr.protocol import codec
+
+    try:
+        text = await ws.get_message()
+    except ConnectionClosed:
+        raise StopAsyncIteration from None
     try:
         data = json.loads(text)
     except ValueError:
         raise BadAnswer("the daemon sent a feed message that is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadAnswer("the daemon sent a feed message that is not a JSON object")
-    return data
-
-
-def _untyped(line: Any) -> Any:
-    """A log message without its ``type``: the fields of a LogLine."""
-    if isinstance(line, dict):
-        return {k: v for k, v in line.items() if k != "type"}
-    return line
+    if isinstance(data, dict) and data.get("type") not in codec.TAGS.values():
+        return None  # a kind of message of a newer daemon
+    try:
+        return codec.decode(data)
+    except Error as error:
+        raise BadAnswer(f"the daemon sent a feed message this CLI cannot read: {error}") from None
 
 
 def decode(data: Any, kind: type[T]) -> T:
     """``data`` (the daemon's JSON) as a ``kind``, or BadAnswer naming what is wrong."""
+    from dployr.protocol import codec
+
     try:
-        return serde.structure(data, kind)
-    except SpecError as error:
+        return codec.decode_as(data, kind)
+    except Error as error:
         raise BadAnswer(f"the daemon's answer could not be read: {error}") from None
 
 

@@ -8,7 +8,6 @@ flags. So the same command run again redeploys, and a setting changed with
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +21,7 @@ from dployr.cli._restart import pop_restart, restart_options
 if TYPE_CHECKING:
     from dployr.blueprint import Blueprint
     from dployr.cli.client import Client
-    from dployr.engine.messages import SettingsView
-    from dployr.models import Deployment
+    from dployr.protocol.messages import SettingsView
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -192,6 +190,7 @@ async def _run(
     health: dict[str, Any],
     restart: dict[str, Any] | None = None,
 ) -> None:
+    from dployr.cli import _follow
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
     from dployr.models import DeploymentStatus
@@ -202,14 +201,22 @@ async def _run(
             body["health"] = {**(body.get("health") or {}), **health}
         if restart:  # likewise for the restart policy
             body["restart"] = {**(body.get("restart") or {}), **restart}
-        before = await _last_cursor(client, name)
-        number = (await client.deploy(name, body)).id
-        if not options.json:
-            click.echo(f"deploying {name}: deployment {number}")
-        failed = await _watch(client, name, number, before, quiet=options.json)
-        record = await _deployment(client, name, number)
-        if failed is not None or record.status is not DeploymentStatus.SUCCEEDED:
-            reason = failed or record.error or "the deploy failed"
+        async with _follow.deployment_events(client) as events:
+            before = await _follow.last_cursor(client, name)
+            number = (await client.deploy(name, body)).id
+            if not options.json:
+                click.echo(f"deploying {name}: deployment {number}")
+            record = await _follow.follow(
+                client,
+                name,
+                number,
+                before,
+                events,
+                quiet=options.json,
+                prefix=f"deploy {number}: ",
+            )
+        if record.status is not DeploymentStatus.SUCCEEDED:
+            reason = await _follow.why_failed(client, name, record)
             tail = record.output_tail
             if tail and not options.json and not reason.startswith("build"):
                 # A release that died at start: what it said last (build output was shown).
@@ -226,77 +233,3 @@ async def _run(
             click.echo(
                 f"{name} is {info.status.value}{where} (deployment {number}, pid {info.pid})"
             )
-
-
-async def _watch(
-    client: Client,
-    name: str,
-    number: int,
-    cursor: int | None,
-    *,
-    quiet: bool,
-    prefix: str | None = None,
-) -> str | None:
-    """Print the deploy's steps and build output until it ends; return why it failed.
-
-    While the deploy waits for its new release (its health check, its minimum uptime),
-    the time waited so far is printed every second. The deploy's last line is written
-    once the service is free again, so the next command is accepted as soon as this
-    returns.
-    """
-    from dployr.cli.client import LogGap
-    from dployr.cli.output import visible
-
-    prefix = prefix or f"deploy {number}: "
-    waiting: tuple[str, float] | None = None  # the step waited on, since when
-    async with client.follow(name, cursor=cursor) as feed:
-        while True:
-            tick = 1.0 if waiting is not None and not quiet else math.inf
-            with trio.move_on_after(tick):
-                try:
-                    message = await feed.__anext__()
-                except StopAsyncIteration:
-                    break
-                if isinstance(message, LogGap) or message.deployment != number:
-                    continue
-                line, stream = message.line, message.stream
-                if stream == "system" and line.startswith(prefix):
-                    step = line[len(prefix) :]
-                    if not quiet:
-                        click.echo(f"==> {visible(step)}")
-                    if step.startswith("succeeded"):
-                        return None
-                    if step.startswith("failed"):
-                        return str(step.removeprefix("failed: "))
-                    started = trio.current_time()
-                    waiting = (step, started) if step.startswith("waiting for") else None
-                elif stream == "build" and not quiet:  # shown, never obeyed by the terminal
-                    click.echo(f"    {visible(line)}")
-                continue
-            if waiting is not None:
-                waited = trio.current_time() - waiting[1]
-                click.echo(f"==> {visible(waiting[0])}: {waited:.0f} s")
-    return "the daemon closed the log feed before the deploy ended"
-
-
-async def _last_cursor(client: Client, name: str) -> int:
-    """Where the service's history ends now: the deploy's lines come after it."""
-    from dployr.cli.client import ApiError
-
-    try:
-        page = await client.logs(name, tail=0)
-    except ApiError as error:
-        if error.status == 404:
-            return 0  # a new service: its history starts now
-        raise
-    return page.last_cursor
-
-
-async def _deployment(client: Client, name: str, number: int) -> Deployment:
-    """The record of deployment ``number`` of ``name``."""
-    from dployr.errors import DployrError
-
-    for record in await client.deployments(name, limit=20):
-        if record.id == number:
-            return record
-    raise DployrError(f"deployment {number} of {name} is not in its history (was it deleted?)")

@@ -10,7 +10,7 @@ import asyncclick as click
 from dployr.cli import Options, json_option
 
 if TYPE_CHECKING:
-    from dployr.engine.messages import InstanceInfo
+    from dployr.protocol.messages import InstanceInfo
 
 
 def _show(instance: InstanceInfo) -> None:

@@ -71,9 +71,9 @@ async def logs(
     object a line (it always carries "deployment").
     """
     from dployr.cli._runtime import until_signalled
-    from dployr.cli.client import LogGap
     from dployr.cli.output import plural
     from dployr.errors import DployrError
+    from dployr.protocol import Gap
     from dployr.timeparse import parse_since
 
     start = None if since is None else parse_since(since, time.time())
@@ -97,7 +97,7 @@ async def logs(
         async def stream() -> None:
             async with client.follow(name, cursor=cursor) as feed:
                 async for message in feed:
-                    if isinstance(message, LogGap):
+                    if isinstance(message, Gap):
                         click.echo(
                             f"... {plural(message.last - message.first + 1, 'line')} skipped "
                             f"(cursors {message.first}-{message.last}): read them with --since",

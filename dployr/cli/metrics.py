@@ -9,7 +9,7 @@ import asyncclick as click
 from dployr.cli import Options, json_option
 
 if TYPE_CHECKING:
-    from dployr.engine.messages import MetricsPage
+    from dployr.protocol.messages import MetricsPage
 
 
 def _size(value: float) -> str:

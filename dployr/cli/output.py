@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncclick as click
 
 if TYPE_CHECKING:
-    from dployr.engine.messages import ServiceInfo
+    from dployr.protocol.messages import ServiceInfo
 
 
 def _caret(code: int) -> str:

@@ -12,8 +12,8 @@ from dployr.cli._health import health_options, pop_health
 from dployr.cli._restart import describe, pop_restart, restart_options
 
 if TYPE_CHECKING:
-    from dployr.engine.messages import SettingsView
     from dployr.models import ServiceSettings, Source
+    from dployr.protocol.messages import SettingsView
 
 _LABELS = {
     "source": "remote",

@@ -12,7 +12,7 @@ import asyncclick as click
 from dployr.cli import Options, json_option
 
 if TYPE_CHECKING:
-    from dployr.cli.client import TokenInfo
+    from dployr.tokens import TokenRecord
 
 _DURATION = re.compile(r"(\d+)\s*(m|h|d|w)")
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -52,19 +52,21 @@ async def create(
     options: Options, name: str, scope: str, service: str | None, expires_in: str | None
 ) -> None:
     """Create a token and print it: the only time it is shown."""
+    from dployr import serde
     from dployr.cli.output import print_json
 
     lifetime = None if expires_in is None else parse_lifetime(expires_in)
     async with options.client() as client:
         created = await client.create_token(name, scope, service=service, expires_in=lifetime)
+    record = created.record
     if options.json:
-        print_json(created)
+        print_json({**serde.unstructure(record), "token": created.token})
         return
     click.echo(created.token)
-    limits = f" for the service {created.service}" if created.service else ""
+    limits = f" for the service {record.service}" if record.service else ""
     sys.stderr.write(
-        f"created the {created.scope} token {created.name!r}{limits}, "
-        f"{_expiry(created.expires_at)}: it is shown only this once\n"
+        f"created the {record.scope.value} token {record.name!r}{limits}, "
+        f"{_expiry(record.expires_at)}: it is shown only this once\n"
     )
 
 
@@ -78,13 +80,13 @@ async def list_tokens(options: Options) -> None:
     async with options.client() as client:
         listed = await client.tokens()
 
-    def show(rows: Sequence[TokenInfo]) -> None:
+    def show(rows: Sequence[TokenRecord]) -> None:
         table(
             ["name", "scope", "service", "created", "expires", "last used"],
             [
                 [
                     r.name,
-                    r.scope,
+                    r.scope.value,
                     r.service or "(every)",
                     clock(r.created_at),
                     clock(r.expires_at) if r.expires_at else "never",
