@@ -50,9 +50,11 @@ ENCODED_BYTES = 8 * 2**20
 """How much the encodings kept for the next follower may hold (with their batches)."""
 
 
-MESSAGE_CHARS = 2**18
-"""The most characters a ``logs`` message holds (but at least one line): at most 1 MiB
-however the lines encode, the largest message WebSocket clients take by default."""
+MESSAGE_CHARS = 2**16
+"""The most characters a ``logs`` message holds (but at least one line): well within the
+1 MiB WebSocket clients take by default however the lines encode, and small enough that
+a client that stops reading holds only a little in flight (hundreds of short lines still
+share a message)."""
 
 
 class BatchEncoder:

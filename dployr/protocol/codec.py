@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, get_origin
 
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
@@ -79,6 +79,14 @@ TAGS: Final[dict[type, str]] = {
 MESSAGES: Final[tuple[type, ...]] = tuple(TAGS)
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in TAGS.items()}
 assert len(_BY_TAG) == len(TAGS), "two message types share a tag"
+
+
+def _is_set(tp: Any) -> bool:
+    return tp in (set, frozenset) or get_origin(tp) in (set, frozenset)
+
+
+# A set is a JSON array (sorted, so that one value always encodes the same).
+converter.register_unstructure_hook_func(_is_set, sorted)
 
 
 # The wire names that differ from the attribute names: a change's time is ``ts`` as
