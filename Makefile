@@ -15,7 +15,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # with nginx's stream module.
 BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modules/ngx_stream_module.so
 
-.PHONY: run test lint bench clean
+# The import contracts of pyproject.toml ([tool.importlinter]) that `make lint` and the test
+# suite (tests/test_imports.py) enforce: all of them.
+IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api service-through-a-port only-os-spawns \
+	pure-protocol gateway-on-protocol
+LINT_IMPORTS = $(BIN)/lint-imports --no-logo --no-cache $(addprefix --contract ,$(IMPORT_CONTRACTS))
+
+.PHONY: run test lint imports bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +44,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check dployr tests benchmarks
 	$(BIN)/ruff format --check dployr tests benchmarks
 	$(BIN)/mypy --strict dployr
+	$(LINT_IMPORTS)
+
+# The import contracts alone (no install step: the test suite runs this).
+imports:
+	$(LINT_IMPORTS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

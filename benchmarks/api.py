@@ -35,7 +35,7 @@ import trio
 from dployr.gateway.server import Gateway
 from dployr.models import Health, ServiceStatus
 from dployr.protocol.messages import ServiceInfo
-from dployr.store.access import AccessStore
+from dployr.store.access_store import AccessStore
 from dployr.store.store import Store
 
 SERVICES = 100

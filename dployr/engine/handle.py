@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from dployr.engine import sources
 from dployr.engine.errors import Conflict
-from dployr.engine.metrics_policy import InstanceSample, Sample, ServiceSample
 from dployr.engine.proxy import PortInUse
 from dployr.engine.sources import SourceError
 from dployr.errors import ActorError, DployrError, SpecError
 from dployr.logs.history import HistoryClosed
+from dployr.metrics import InstanceSample, Sample, ServiceSample
 from dployr.models import Source, check_name
 from dployr.protocol import messages as m
 from dployr.protocol.errors import Error, ErrorCode

@@ -20,9 +20,9 @@ from typing import Any, Final, TypeVar, get_origin
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from dployr import serde
-from dployr.engine.metrics_policy import ServiceSample  # pure; moves to dployr.metrics
 from dployr.errors import SpecError
 from dployr.logs.values import LogBatch, LogLine
+from dployr.metrics import ServiceSample
 from dployr.protocol import messages as m
 from dployr.protocol.errors import ERROR_CODES, Error
 from dployr.protocol.events import (

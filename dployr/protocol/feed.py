@@ -3,7 +3,7 @@
 The log feed sends :class:`~dployr.logs.values.LogLine` messages (``type: log``), or, by
 default, :class:`LogLines` (``type: logs``): every line that arrived together in one
 message. Every feed sends a :class:`Gap` for what a slow reader missed. The metrics feed
-sends :class:`~dployr.engine.metrics_policy.ServiceSample` messages (``type: metrics``).
+sends :class:`~dployr.metrics.ServiceSample` messages (``type: metrics``).
 docs/feeds.md shows each message as JSON.
 """
 

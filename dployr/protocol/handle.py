@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Protocol, TypeVar
 
-from dployr.engine.metrics_policy import InstanceSample, ServiceSample  # pure; moves
 from dployr.logs.values import LogBatch, LogLine
+from dployr.metrics import InstanceSample, ServiceSample
 from dployr.protocol.events import Change, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.messages import Request

@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar, get_args, get_origin
 
 import attrs
 
-from dployr.engine.metrics_policy import MetricPoint  # pure; moves to dployr.metrics
 from dployr.logs.history import LogLine
+from dployr.metrics import MetricPoint
 from dployr.models import (
     Deployment,
     EnvVar,

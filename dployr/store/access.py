@@ -1,50 +1,41 @@
-"""The store as the gateway's ``Tokens`` (dployr/gateway/access.py): API tokens, logged-out
-dashboard sessions and the audit log, failing with protocol errors.
-
-The gateway never imports the store: the daemon hands it an :class:`AccessStore`, which
-turns the store's errors into :class:`~dployr.protocol.errors.Error` values by
-:data:`ERROR_CODES`.
-"""
+"""API tokens, dashboard logouts and the audit log."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+import hmac
+import secrets
+import sqlite3
 
-from dployr.errors import DployrError, SpecError
-from dployr.protocol.errors import Error, ErrorCode
-from dployr.store.errors import DiskFull, TokenExists, UnknownToken
-from dployr.store.store import Store
-from dployr.tokens import AuditRecord, Scope, TokenRecord
+import attrs
 
-ERROR_CODES: tuple[tuple[type[DployrError], ErrorCode], ...] = (
-    (UnknownToken, "not_found"),
-    (TokenExists, "conflict"),
-    (SpecError, "invalid"),
-    (DiskFull, "unavailable"),
+from dployr.models import (
+    check_name,
 )
-"""Which store error is which code (the first that matches wins); others are ``internal``."""
+from dployr.store.base import (
+    AUDIT_KEPT,
+    LAST_USED_STEP,
+    MAX_TOKEN_LIFETIME,
+    MAX_TOKEN_NAME,
+    TOKEN_BYTES,
+    TOKEN_PREFIX,
+    StoreBase,
+)
+from dployr.store.errors import (
+    InvalidToken,
+    InvalidTokenName,
+    StoreError,
+    TokenExists,
+    UnknownToken,
+)
+from dployr.store.records import AuditRecord, Scope, TokenRecord
 
 
-@contextlib.contextmanager
-def _protocol_errors() -> Iterator[None]:
-    try:
-        yield
-    except DployrError as error:
-        found = (c for cls, c in ERROR_CODES if isinstance(error, cls))
-        code: ErrorCode = next(found, "internal")
-        raise Error(code, " ".join(str(error).split())) from error
+class AccessTables(StoreBase):
+    """Who may use the API (tokens, as digests), sessions ended early, and what was done."""
 
-
-class AccessStore:
-    """The token and audit records of a :class:`Store` (see the module)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def authenticate(self, token: str, /) -> TokenRecord | None:
-        with _protocol_errors():
-            return self.store.authenticate(token)
+    # -- API tokens ----------------------------------------------------------------------
 
     def create_token(
         self,
@@ -54,33 +45,166 @@ class AccessStore:
         service: str | None = None,
         expires_in: float | None = None,
     ) -> str:
-        with _protocol_errors():
-            return self.store.create_token(
-                name, scope=scope, service=service, expires_in=expires_in
+        """Create an API token called ``name`` and return it: the only time it is visible.
+
+        ``scope`` says what it may do, ``service`` limits it to one service and
+        ``expires_in`` (seconds, 1 to 10 years) ends it. Only its SHA-256 digest is stored.
+        Raises :class:`TokenExists` for a name in use, :class:`InvalidToken` for a bad scope
+        or lifetime.
+        """
+        _check_token_name(name)
+        if not isinstance(scope, Scope):
+            raise InvalidToken(f"invalid scope {scope!r}: use read, deploy or admin")
+        if service is not None:
+            check_name(service)
+        now = self._clock()
+        expires_at = None
+        if expires_in is not None:
+            if not 1 <= expires_in <= MAX_TOKEN_LIFETIME:
+                raise InvalidToken("a token's lifetime must be from 1 second to 10 years")
+            expires_at = now + expires_in
+        token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM api_tokens WHERE name = ?", (name,)).fetchone():
+                raise TokenExists(f"an API token named {name!r} already exists")
+            db.execute(
+                "INSERT INTO api_tokens (name, sha256, created_at, scope, service, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, _digest(token), now, scope.value, service, expires_at),
             )
+        return token
+
+    def authenticate(self, token: str, *, use: bool = True) -> TokenRecord | None:
+        """The API token ``token`` is, or None if it is unknown, revoked or expired.
+
+        The digest is compared with every stored one in constant time. With ``use`` (a
+        request it authenticates), the token's ``last_used_at`` is written, at most once a
+        minute.
+        """
+        if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
+            return None
+        digest = _digest(token)
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM api_tokens").fetchall()
+        # Compare with every stored digest, without stopping at a match.
+        found = None
+        for row in rows:
+            if hmac.compare_digest(row["sha256"], digest):
+                found = row
+        if found is None:
+            return None
+        record = _token_record(found)
+        now = self._clock()
+        if record.expires_at is not None and now >= record.expires_at:
+            return None
+        if use and (record.last_used_at is None or now - record.last_used_at >= LAST_USED_STEP):
+            # Best effort: a database that cannot be written (a full disk) must not stop
+            # every request; the time of last use is written at a later one.
+            with contextlib.suppress(StoreError), self._write() as db:
+                db.execute("UPDATE api_tokens SET last_used_at = ? WHERE sha256 = ?", (now, digest))
+                record = attrs.evolve(record, last_used_at=now)
+        return record
+
+    def verify_token(self, token: str) -> bool:
+        """Whether ``token`` is a valid API token (see :meth:`authenticate`); not a use."""
+        return self.authenticate(token, use=False) is not None
 
     def list_tokens(self) -> list[TokenRecord]:
-        with _protocol_errors():
-            return self.store.list_tokens()
+        """Every API token (name, rights, times), by name."""
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM api_tokens ORDER BY name").fetchall()
+        return [_token_record(row) for row in rows]
 
     def delete_token(self, name: str) -> None:
-        with _protocol_errors():
-            self.store.delete_token(name)
+        """Revoke the API token called ``name``; raise :class:`UnknownToken` if none is."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM api_tokens WHERE name = ?", (name,))
+            if not cursor.rowcount:
+                raise UnknownToken(f"no API token named {name!r}")
+
+    # -- dashboard sessions and the audit log ----------------------------------------------
 
     def revoke_session(self, session_id: str, until: float) -> None:
-        with _protocol_errors():
-            self.store.revoke_session(session_id, until)
+        """Remember that the dashboard session ``session_id`` was logged out.
+
+        ``until`` is when it would have expired anyway: past it the record is dropped.
+        """
+        now = self._clock()
+        with self._write() as db:
+            db.execute("DELETE FROM revoked_sessions WHERE until <= ?", (now,))
+            db.execute(
+                "INSERT OR REPLACE INTO revoked_sessions (id, until) VALUES (?, ?)",
+                (session_id, until),
+            )
 
     def session_revoked(self, session_id: str) -> bool:
-        with _protocol_errors():
-            return self.store.session_revoked(session_id)
+        """Whether the dashboard session ``session_id`` was logged out."""
+        with self._read() as db:
+            row = db.execute("SELECT 1 FROM revoked_sessions WHERE id = ?", (session_id,))
+            return row.fetchone() is not None
 
     def record_audit(
         self, token: str | None, method: str, path: str, service: str | None, status: int
     ) -> None:
-        with _protocol_errors():
-            self.store.record_audit(token, method, path, service, status)
+        """Add one change asked of the API to the audit log (the oldest beyond
+        :data:`AUDIT_KEPT` records are dropped)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO audit (at, token, method, path, service, status)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (self._clock(), token, method, path, service, status),
+            )
+            newest = cursor.lastrowid or 0
+            if newest > AUDIT_KEPT:
+                db.execute("DELETE FROM audit WHERE id <= ?", (newest - AUDIT_KEPT,))
 
     def audit(self, *, service: str | None = None, limit: int = 100) -> list[AuditRecord]:
-        with _protocol_errors():
-            return self.store.audit(service=service, limit=limit)
+        """The newest ``limit`` audit records (of one service, if given), newest first."""
+        query = "SELECT * FROM audit"
+        args: tuple[object, ...] = ()
+        if service is not None:
+            query += " WHERE service = ?"
+            args = (service,)
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [
+            AuditRecord(
+                row["id"],
+                row["at"],
+                row["token"],
+                row["method"],
+                row["path"],
+                row["service"],
+                row["status"],
+            )
+            for row in rows
+        ]
+
+
+def _check_token_name(name: object) -> None:
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= MAX_TOKEN_NAME
+        or name != name.strip()
+        or not name.isprintable()
+        or "/" in name
+    ):
+        raise InvalidTokenName(
+            f"invalid API token name {name!r}: use 1 to {MAX_TOKEN_NAME} printable "
+            "characters but /, without leading or trailing spaces"
+        )
+
+
+def _token_record(row: sqlite3.Row) -> TokenRecord:
+    return TokenRecord(
+        row["name"],
+        row["created_at"],
+        Scope(row["scope"]),
+        row["service"],
+        row["expires_at"],
+        row["last_used_at"],
+    )
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()

@@ -13,7 +13,6 @@ import trio
 
 from dployr.engine.handle import LocalHandle
 from dployr.engine.instance import Change, EngineConfig, Instance
-from dployr.engine.messages import Deploy, GetService, ServiceInfo
 from dployr.logs.values import LogLine, lines_of
 from dployr.models import (
     DeploymentStatus,
@@ -22,6 +21,7 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
+from dployr.protocol.messages import Deploy, GetService, ServiceInfo
 from dployr.store.store import Store
 from dployr.supervision import Subscription
 from tests.helpers import PYTHON, TEST_ENGINE, pids_of_service

@@ -9,7 +9,9 @@ import pytest
 import trio
 
 from dployr.engine.errors import DeployInProgress
-from dployr.engine.messages import (
+from dployr.models import DeploymentStatus, RestartPolicy, ServiceSettings, ServiceStatus, Source
+from dployr.protocol.errors import Error
+from dployr.protocol.messages import (
     Deploy,
     ListDeployments,
     Rollback,
@@ -17,8 +19,6 @@ from dployr.engine.messages import (
     Stop,
     UpdateSettings,
 )
-from dployr.models import DeploymentStatus, RestartPolicy, ServiceSettings, ServiceStatus, Source
-from dployr.protocol.errors import Error
 from tests.helpers import PYTHON, commit, git, make_repo
 
 from .conftest import QUICK_START, Engine, start_engine

@@ -11,9 +11,8 @@ import httpx
 import pytest
 import trio
 
-from dployr.engine import ports
 from dployr.engine.instance import Change, HealthChanged
-from dployr.engine.messages import ListDeployments, ReadLogs, Restart, Rollback
+from dployr.engine.os import ports
 from dployr.models import (
     DeploymentStatus,
     Health,
@@ -25,6 +24,7 @@ from dployr.models import (
     Source,
 )
 from dployr.protocol.errors import Error
+from dployr.protocol.messages import ListDeployments, ReadLogs, Restart, Rollback
 from tests.helpers import PYTHON, commit, make_repo, web_repo
 
 from .conftest import Engine, start_engine, web_settings

@@ -11,10 +11,14 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import ports
 from dployr.engine.errors import DeployInProgress
 from dployr.engine.instance import Change, StatusChanged
-from dployr.engine.messages import (
+from dployr.engine.os import ports
+from dployr.logs.values import lines_of
+from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
+from dployr.protocol.errors import Error
+from dployr.protocol.feed import Gap
+from dployr.protocol.messages import (
     Delete,
     Deploy,
     GetService,
@@ -27,10 +31,6 @@ from dployr.engine.messages import (
     Stop,
     UpdateSettings,
 )
-from dployr.logs.values import lines_of
-from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
-from dployr.protocol.errors import Error
-from dployr.protocol.feed import Gap
 from tests.helpers import PYTHON, commit, git, make_repo, web_repo
 
 from .conftest import FAST_RESTARTS, QUICK_START, Engine, web_settings

@@ -12,7 +12,7 @@ import trio
 
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.gateway.server import Gateway
-from dployr.store.access import AccessStore
+from dployr.store.access_store import AccessStore
 from dployr.store.store import Store
 from tests.helpers import TEST_ENGINE
 

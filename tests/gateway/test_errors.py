@@ -17,7 +17,7 @@ from dployr.errors import ActorDead, DployrError, SpecError
 from dployr.gateway.responses import STATUSES, BadRequest, status_for
 from dployr.gateway.server import Gateway
 from dployr.protocol.errors import ERROR_CODES
-from dployr.store.access import AccessStore
+from dployr.store.access_store import AccessStore
 from dployr.store.errors import DiskFull, StoreError, UnknownService
 from dployr.store.store import Store
 from tests.gateway.test_api import assert_error

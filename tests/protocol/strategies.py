@@ -11,8 +11,8 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from dployr.engine.metrics_policy import ServiceSample
 from dployr.logs.values import MAX_CURSOR, STREAMS, LogLine
+from dployr.metrics import ServiceSample
 from dployr.models import HealthOptions, RestartPolicy, ServiceSettings, Source
 from dployr.protocol.errors import ERROR_CODES, Error
 from tests.metrics.strategies import service_samples
