@@ -8,7 +8,16 @@ import sys
 
 import psutil
 
-SUITES = ["supervision", "logs_history", "engine", "metrics_sampler", "api", "proxy"]
+SUITES = [
+    "supervision",
+    "logs_history",
+    "engine",
+    "metrics_sampler",
+    "api",
+    "proxy",
+    "static",
+    "jobs",
+]
 
 
 def machine() -> str:

@@ -3,6 +3,7 @@
 The fields are those users of this kind of tool know::
 
     name = "my-api"
+    type = "web"                # web, worker or static [default: web with a port, else worker]
     description = "The public API"
     build_cmd = "pip install -r requirements.txt"
     run_cmd = "python app.py"
@@ -21,6 +22,13 @@ The fields are those users of this kind of tool know::
     max_restarts = 5            # more restarts than this within window: failed
     window = "60s"
     min_uptime = "5s"           # up this long: counts as started, the backoff starts over
+
+    [job]                       # a scheduled job (see docs/jobs.md); every key is optional
+    schedule = "0 3 * * *"      # 5 cron fields or @hourly, @daily ...; none: run when asked
+    timezone = "Europe/Berlin"  # the zone the schedule is read in [UTC]
+    concurrency = "forbid"      # a run due while one is active: forbid, replace or allow
+    timeout = "1h"              # then SIGTERM, the stop grace, SIGKILL
+    starting_deadline = "2h"    # how late a run missed while dployr was down may start
 
     [env_vars]
     LOG_LEVEL = "info"
@@ -45,7 +53,7 @@ import attrs
 
 from dployr import serde
 from dployr.errors import SpecError
-from dployr.models import RestartMode, ServiceSettings, Source, check_name
+from dployr.models import RestartMode, ServiceSettings, ServiceType, Source, check_name
 from dployr.timeparse import parse_duration
 
 MAX_BLUEPRINT = 1 << 20
@@ -145,6 +153,11 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError(f"stop_grace must be a number of seconds, not {grace!r}")
     if data.get("restart") is not None:
         data["restart"] = _restart_table(data["restart"])
+    if data.get("job") is not None:
+        data["job"] = _job_table(data["job"])
+    kind, kinds = data.get("type"), [t.value for t in ServiceType]
+    if kind is not None and kind not in kinds:
+        raise SpecError(f"type must be one of {', '.join(kinds)}, not {kind!r}")
     remote = data.get("remote")
     if isinstance(remote, str):
         data["remote"] = remote = {"url": remote}
@@ -181,6 +194,19 @@ def _restart_table(table: Any) -> dict[str, Any]:
     for key in _RESTART_DURATIONS:
         if isinstance(fields.get(key), str):
             fields[key] = parse_duration(fields[key], f"restart.{key}")
+    return fields
+
+
+def _job_table(table: Any) -> dict[str, Any]:
+    """The ``[job]`` table, its durations (``"1h"`` or a number of seconds) in seconds."""
+    if not isinstance(table, dict):
+        raise SpecError(
+            "job must be a table of schedule, timezone, concurrency, timeout, starting_deadline"
+        )
+    fields: dict[str, Any] = dict(table)
+    for key in ("timeout", "starting_deadline"):
+        if isinstance(fields.get(key), str):
+            fields[key] = parse_duration(fields[key], f"job.{key}")
     return fields
 
 

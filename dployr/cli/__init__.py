@@ -108,6 +108,7 @@ def _register() -> None:
     from dployr.cli.deployments import deployments
     from dployr.cli.env import env
     from dployr.cli.instances import instance, instances
+    from dployr.cli.jobs import jobs
     from dployr.cli.logs import logs
     from dployr.cli.metrics import metrics
     from dployr.cli.rollback import rollback
@@ -131,6 +132,7 @@ def _register() -> None:
         settings,
         env,
         deployments,
+        jobs,
         instances,
         instance,
         secrets,

@@ -126,7 +126,7 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def _call(
+    async def call(
         self,
         method: str,
         path: str,
@@ -134,7 +134,11 @@ class Client:
         body: Any = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
-        """One request; returns its JSON, or raises ApiError / Unreachable."""
+        """One request; returns its JSON, or raises ApiError / Unreachable.
+
+        The typed methods below decode what they get; this is for a route whose answer has
+        no value class yet (a job's runs: dployr/cli/jobs.py).
+        """
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
         target = self._base + path + (f"?{query}" if query else "")
         content = b"" if body is None else json.dumps(body).encode()
@@ -184,13 +188,13 @@ class Client:
         params: Mapping[str, Any] | None = None,
     ) -> T:
         """One request, its answer decoded as a ``kind``."""
-        return decode(await self._call(method, path, body=body, params=params), kind)
+        return decode(await self.call(method, path, body=body, params=params), kind)
 
     async def _many(
         self, kind: type[T], path: str, *, params: Mapping[str, Any] | None = None
     ) -> tuple[T, ...]:
         """One GET, its answer decoded as a list of ``kind``."""
-        return decode_all(await self._call("GET", path, params=params), kind)
+        return decode_all(await self.call("GET", path, params=params), kind)
 
     # -- services --------------------------------------------------------------------------
 
@@ -306,7 +310,7 @@ class Client:
             body["service"] = service
         if expires_in is not None:
             body["expires_in"] = expires_in
-        data = await self._call("POST", "/tokens", body=body)
+        data = await self.call("POST", "/tokens", body=body)
         token = data.pop("token", None) if isinstance(data, dict) else None
         if not isinstance(token, str):
             raise BadAnswer("the daemon's answer holds no token")

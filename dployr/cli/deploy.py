@@ -16,6 +16,7 @@ import trio
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._job import job_options, pop_job
 from dployr.cli._restart import pop_restart, restart_options
 
 if TYPE_CHECKING:
@@ -36,6 +37,13 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 @click.command()
 @click.option("--name", help="The service's name.")
+@click.option(
+    "--type",
+    type=click.Choice(["web", "worker", "static", "job"]),
+    help="What the service is: web (serves its port), worker (no port), static (a folder "
+    "served by dployr, no run command), or job (runs on a --schedule or when asked) "
+    "[default: job with --schedule, web with a port, else worker].",
+)
 @click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
 @click.option("--branch", help="The branch to deploy [default: the remote's default].")
 @click.option("--commit", help="The commit to deploy.")
@@ -57,6 +65,16 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     help="The user its processes run as, when dployr runs as root [default: a user of "
     "its own, made for it].",
 )
+@click.option(
+    "--publish-dir",
+    help="A static site's folder to serve [default: dist, build or public, the first the "
+    "release has, else its root].",
+)
+@click.option(
+    "--spa/--no-spa",
+    default=None,
+    help="A static site that is a single-page app: a path with no file gets /index.html.",
+)
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable.")
 @click.option(
     "--listen-fds/--no-listen-fds",
@@ -71,6 +89,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 )
 @health_options
 @restart_options
+@job_options
 @json_option
 @click.pass_obj
 async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> None:
@@ -87,11 +106,14 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
 
     health = pop_health(flags)
     restart = pop_restart(flags)
+    job = pop_job(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
+    site = {k: v for k in ("publish_dir", "spa") if (v := flags.pop(k)) is not None}
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    if blueprint is None and not given and not env and not secrets and not health | restart:
+    options_given = health | restart | job | site
+    if blueprint is None and not given and not env and not secrets and not options_given:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
                 "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
@@ -112,11 +134,13 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         if key in given:
             body.setdefault("remote", {})[key] = given.pop(key)
     body.update(given)
+    if site:  # the static table of a blueprint, with these options on top
+        body["static"] = {**body.get("static", {}), **site}
     if env:
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
-    await _run(options, name, body, health, restart)
+    await _run(options, name, body, health, restart, job)
 
 
 def _local_or_url(remote: str, base: Path, local: bool) -> str:
@@ -167,11 +191,13 @@ async def _complete(client: Client, name: str, body: dict[str, Any]) -> dict[str
     merged = {**stored, **body}
     if "remote" in body and "url" not in body["remote"] and "remote" in stored:
         merged["remote"] = {**stored["remote"], **body["remote"]}  # --branch/--commit only
+    if "static" in body and "static" in stored:  # --spa alone keeps the publish-dir
+        merged["static"] = {**stored["static"], **body["static"]}
     missing = [
         flag
         for flag, present in (
             ("--remote", "url" in merged.get("remote", {})),
-            ("--run-cmd", "run_cmd" in merged),
+            ("--run-cmd", "run_cmd" in merged or merged.get("type") == "static"),
         )
         if not present
     ]
@@ -189,6 +215,7 @@ async def _run(
     body: dict[str, Any],
     health: dict[str, Any],
     restart: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
 ) -> None:
     from dployr.cli import _follow
     from dployr.cli.output import print_json
@@ -201,6 +228,8 @@ async def _run(
             body["health"] = {**(body.get("health") or {}), **health}
         if restart:  # likewise for the restart policy
             body["restart"] = {**(body.get("restart") or {}), **restart}
+        if job:  # and for a job's options
+            body["job"] = {**(body.get("job") or {}), **job}
         async with _follow.deployment_events(client) as events:
             before = await _follow.last_cursor(client, name)
             number = (await client.deploy(name, body)).id
@@ -227,7 +256,11 @@ async def _run(
             raise DployrError(f"deploy {number} of {name} failed: {reason}")
         if options.json:
             print_json(record)
-        if not options.json:
+        if not options.json and record.settings.job is not None:
+            from dployr.cli.jobs import describe_next
+
+            click.echo(await describe_next(client, name, number))
+        elif not options.json:
             info = await client.service_info(name)
             where = f" on port {info.port}" if info.port else ""
             click.echo(

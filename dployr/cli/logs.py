@@ -53,6 +53,7 @@ async def _why_no_build_output(client: Client, name: str) -> str:
 @click.option(
     "--release", "-r", is_flag=True, help="Show the deployment each line belongs to (#3)."
 )
+@click.option("--run", "run_id", type=click.IntRange(1), help="One run of a job: its lines only.")
 @json_option
 @click.pass_obj
 async def logs(
@@ -63,12 +64,14 @@ async def logs(
     since: str | None,
     build: bool,
     release: bool,
+    run_id: int | None,
 ) -> None:
     """Print a service's logs: its output, build output and dployr's own events.
 
     Markers: ' ' stdout, '!' stderr, 'B' build, '#' dployr. With --release, each line
     shows the deployment whose process (or deploy) wrote it, as #3. With --json, one JSON
-    object a line (it always carries "deployment").
+    object a line (it always carries "deployment"). With --run ID, the lines of one run of a
+    job (its output and dployr's lines about it).
     """
     from dployr.cli._runtime import until_signalled
     from dployr.cli.output import plural
@@ -76,6 +79,13 @@ async def logs(
     from dployr.protocol import Gap
     from dployr.timeparse import parse_since
 
+    if run_id is not None:  # a job's run: dployr/cli/jobs.py
+        from dployr.cli.jobs import show_run_logs
+
+        if follow or build or since is not None or tail is not None:
+            raise click.UsageError("--run shows one run's lines: it takes no other option")
+        await show_run_logs(options, name, run_id)
+        return
     start = None if since is None else parse_since(since, time.time())
     async with options.client() as client:
         if start is not None:

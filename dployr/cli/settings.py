@@ -9,6 +9,7 @@ import asyncclick as click
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._job import describe_job, job_options, pop_job
 from dployr.cli._restart import describe, pop_restart, restart_options
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from dployr.protocol.messages import SettingsView
 
 _LABELS = {
+    "type": "type",
     "source": "remote",
     "run_cmd": "run-cmd",
     "build_cmd": "build-cmd",
@@ -29,6 +31,8 @@ _LABELS = {
     "listen_fds": "listen-fds",
     "user": "user",
     "rollout": "rollout",
+    "static": "static",
+    "job": "job",
 }
 
 
@@ -72,6 +76,8 @@ def _value(settings: ServiceSettings, key: str) -> str:
     """One setting as ``dployr settings`` shows it."""
     import enum
 
+    from dployr import serde
+
     if key == "health":
         return _health(settings)
     if key == "restart":
@@ -79,11 +85,29 @@ def _value(settings: ServiceSettings, key: str) -> str:
     if key == "source":
         return _source(settings.source)
     value = getattr(settings, key)
+    if key == "static" and value is not None:
+        return _static(serde.unstructure(value))
+    if key == "job" and value is not None:
+        return describe_job(serde.unstructure(value))
     if key == "user" and value is None:
         return "- (a user of its own when dployr runs as root)"
     if isinstance(value, enum.Enum):
         return str(value.value)
     return "-" if value is None or value == "" else str(value)
+
+
+def _static(site: dict[str, Any]) -> str:
+    """A static site's publishing, in one line."""
+    from dployr.cli.output import plural
+
+    parts = [f"publish-dir {site['publish_dir'] or 'dist, build or public (the first there)'}"]
+    if site["spa"]:
+        parts.append("single-page app")
+    if site["redirects"]:
+        parts.append(plural(len(site["redirects"]), "redirect rule"))
+    if site["headers"]:
+        parts.append(plural(len(site["headers"]), "header rule"))
+    return "; ".join(parts)
 
 
 def _show(view: SettingsView) -> None:
@@ -92,6 +116,10 @@ def _show(view: SettingsView) -> None:
     pending = set(view.pending)
     click.echo(f"settings of {view.name}:")
     for key, label in _LABELS.items():
+        if key == "static" and view.settings.type.value != "static":
+            continue
+        if key == "job" and view.settings.type.value != "job":
+            continue
         mark = "  (waits for the next deploy)" if key in pending else ""
         if key == "restart" and key in pending:
             mark = "  (applies at the next start, restart or deploy)"
@@ -148,6 +176,7 @@ def _remote(
 )
 @health_options
 @restart_options
+@job_options
 @json_option
 @click.pass_obj
 async def settings(options: Options, /, name: str, **changes: Any) -> None:
@@ -162,6 +191,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
 
     health = pop_health(changes)
     restart = pop_restart(changes)
+    job = pop_job(changes)
     remote, branch = changes.pop("remote"), changes.pop("branch")
     body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
     if "port" in body:
@@ -177,12 +207,14 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
         if body.get(key) == "":
             body[key] = None
     async with options.client() as client:
-        if health or restart or remote is not None or branch is not None:
+        if health or restart or job or remote is not None or branch is not None:
             current = (await client.settings(name)).settings
             if health:  # the options given change the health check, the rest of it stays
                 body["health"] = {**serde.unstructure(current.health), **health}
             if restart:  # likewise for the restart policy
                 body["restart"] = {**serde.unstructure(current.restart), **restart}
+            if job:  # and for a job's options
+                body["job"] = {**(serde.unstructure(current.job) or {}), **job}
             if remote is not None or branch is not None:
                 body["remote"] = _remote(current.source, remote, branch, options)
         view = await client.change_settings(name, body) if body else await client.settings(name)

@@ -14,7 +14,9 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from dployr.engine import sources
+import trio
+
+from dployr.engine import jobs, sources
 from dployr.engine.errors import Conflict
 from dployr.engine.proxy import PortInUse
 from dployr.engine.sources import SourceError
@@ -104,7 +106,13 @@ class MappedFeed(Generic[S, T]):
 
     async def __aiter__(self) -> AsyncIterator[list[T] | Gap]:
         render = self._render
-        async for entry in self._subscription:
+        while True:
+            # Received one by one, not through a second generator: a consumer that stops
+            # early (closing this one) leaves nothing suspended behind.
+            try:
+                entry = await self._subscription.receive()
+            except trio.EndOfChannel:
+                return
             if isinstance(entry, topics.Gap):
                 yield Gap(entry.missed, entry.first, entry.last)
                 continue
@@ -161,6 +169,7 @@ class LocalHandle:
             m.GetInstance: lambda r: _now(i.info()),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
             m.RotateKey: lambda r: _now(i.rotate_key()),
+            **jobs.routes(i),  # scheduled jobs' runs (dployr/engine/jobs)
         }
 
     @property

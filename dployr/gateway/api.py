@@ -239,6 +239,7 @@ _SETTING_FIELDS = (
     "listen_fds",
     "rollout",
     "user",
+    "job",
 )
 
 

@@ -274,7 +274,11 @@ async def test_secrets_are_never_returned(served: Served, worker: Path) -> None:
 
 
 async def test_deploy_answers_at_once_with_the_deployment(served: Served, worker: Path) -> None:
-    body = {"remote": {"url": str(worker)}, "run_cmd": f"{PYTHON} worker.py"}
+    body = {
+        "remote": {"url": str(worker)},
+        "run_cmd": f"{PYTHON} worker.py",
+        "restart": {"min_uptime": 0.3},  # counts as started sooner than the default 5 s
+    }
     with served.instance.changes.subscribe() as changes:
         response = await served.http.post(
             "/api/v1/services/w/deploy", json={**body, "secrets": {"DB_PASSWORD": "x"}}

@@ -39,6 +39,7 @@ from dployr.supervision import Restart, Supervisor
 
 if TYPE_CHECKING:
     from dployr.engine.deploy import DeployRun
+    from dployr.engine.jobs import JobRunner
     from dployr.engine.proxy import Proxy
 
 
@@ -73,6 +74,7 @@ class LiveRelease:
     """Set (and replaced) at every change: started, exited, health."""
 
     def touch(self) -> None:
+        """Wake whoever waits for a change of this release (the readiness wait)."""
         self.changed.set()
         self.changed = trio.Event()
 
@@ -114,6 +116,8 @@ class ServiceCore:
         self.last_deploy_at = self._last_deploy_at()  # survives a daemon restart
         self._stopping = False
         """A stop or delete is under way: a failed roll-out starts nothing again."""
+        self.job: JobRunner | None = None
+        """A scheduled job's scheduler and runs (dployr/engine/jobs), once it is one."""
 
     def _last_deploy_at(self) -> float | None:
         """From the store, for a daemon that starts: when the active deployment was made, or
@@ -149,8 +153,9 @@ class ServiceCore:
         return self.state.run_status in (ServiceStatus.RUNNING, ServiceStatus.RESTARTING)
 
     def live_pgids(self) -> list[int]:
-        """The process groups of the service's live releases (for metrics)."""
-        return [r.pid for r in self.releases.values() if r.pid is not None]
+        """The process groups of the service's live releases and job runs (for metrics)."""
+        runs = self.job.pids() if self.job is not None else []
+        return [r.pid for r in self.releases.values() if r.pid is not None] + runs
 
     def environment(self) -> dict[str, str]:
         """The service's variables, secrets decrypted: for a process environment only."""
