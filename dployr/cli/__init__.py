@@ -14,12 +14,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncclick as click
 import attrs
 
 from dployr import __version__
+
+if TYPE_CHECKING:
+    from dployr.cli.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,7 +50,7 @@ class Options:
     token: str | None = None
     json: bool = False
 
-    def client(self) -> Any:
+    def client(self) -> Client:
         """A client for the daemon these options point at."""
         from dployr.cli.client import Client, Target
 

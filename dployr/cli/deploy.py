@@ -8,9 +8,8 @@ flags. So the same command run again redeploys, and a setting changed with
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncclick as click
 import trio
@@ -19,6 +18,11 @@ from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
 from dployr.cli._job import job_options, pop_job
 from dployr.cli._restart import pop_restart, restart_options
+
+if TYPE_CHECKING:
+    from dployr.blueprint import Blueprint
+    from dployr.cli.client import Client
+    from dployr.protocol.messages import SettingsView
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -155,33 +159,31 @@ def _local_or_url(remote: str, base: Path, local: bool) -> str:
     return str(path)
 
 
-def _blueprint_body(plan: Any, base: Path, local: bool) -> dict[str, Any]:
+def _blueprint_body(plan: Blueprint, base: Path, local: bool) -> dict[str, Any]:
     """The deploy body of a blueprint; a relative remote path is relative to its file.
 
     A blueprint says everything: a field it leaves out is back to its default, not kept
     from the stored settings.
     """
-    data: dict[str, Any] = plan.body()
-    data["remote"]["url"] = _local_or_url(data["remote"]["url"], base, local)
+    data = plan.body()
+    data["remote"]["url"] = _local_or_url(plan.settings.source.remote, base, local)
     return data
 
 
-def _stored_body(view: dict[str, Any]) -> dict[str, Any]:
+def _stored_body(view: SettingsView) -> dict[str, Any]:
     """A service's stored settings (``GET .../settings``) as a deploy body."""
-    settings = dict(view["settings"])
-    source = settings.pop("source")
-    remote = {"url": source["remote"], "branch": source["branch"], "commit": source["commit"]}
-    settings["remote"] = {k: v for k, v in remote.items() if v is not None}
-    return settings
+    from dployr.blueprint import Blueprint
+
+    return Blueprint(view.settings).body()
 
 
-async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
+async def _complete(client: Client, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """The whole deploy body: the stored settings of an existing service, then ``body``."""
     from dployr.cli.client import ApiError
     from dployr.errors import DployrError
 
     try:
-        stored = _stored_body(await client.call("GET", client.service(name, "/settings")))
+        stored = _stored_body(await client.settings(name))
     except ApiError as error:
         if error.status != 404:
             raise
@@ -215,8 +217,10 @@ async def _run(
     restart: dict[str, Any] | None = None,
     job: dict[str, Any] | None = None,
 ) -> None:
+    from dployr.cli import _follow
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
+    from dployr.models import DeploymentStatus
 
     async with options.client() as client:
         body = await _complete(client, name, body)
@@ -226,17 +230,24 @@ async def _run(
             body["restart"] = {**(body.get("restart") or {}), **restart}
         if job:  # and for a job's options
             body["job"] = {**(body.get("job") or {}), **job}
-        before = await _last_cursor(client, name)
-        deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
-        number = deployment["id"]
-        if not options.json:
-            click.echo(f"deploying {name}: deployment {number}")
-        failed = await _watch(client, name, number, before, quiet=options.json)
-        record = await _deployment(client, name, number)
-        if failed is not None or record.get("status") != "succeeded":
-            reason = failed or record.get("error") or "the deploy failed"
-            tail = record.get("output_tail") or []
-            if tail and not options.json and not str(reason).startswith("build"):
+        async with _follow.deployment_events(client) as events:
+            before = await _follow.last_cursor(client, name)
+            number = (await client.deploy(name, body)).id
+            if not options.json:
+                click.echo(f"deploying {name}: deployment {number}")
+            record = await _follow.follow(
+                client,
+                name,
+                number,
+                before,
+                events,
+                quiet=options.json,
+                prefix=f"deploy {number}: ",
+            )
+        if record.status is not DeploymentStatus.SUCCEEDED:
+            reason = await _follow.why_failed(client, name, record)
+            tail = record.output_tail
+            if tail and not options.json and not reason.startswith("build"):
                 # A release that died at start: what it said last (build output was shown).
                 click.echo("==> its last lines of output:")
                 for line in tail:
@@ -245,84 +256,13 @@ async def _run(
             raise DployrError(f"deploy {number} of {name} failed: {reason}")
         if options.json:
             print_json(record)
-        if not options.json and record["settings"].get("job") is not None:
+        if not options.json and record.settings.job is not None:
             from dployr.cli.jobs import describe_next
 
             click.echo(await describe_next(client, name, number))
         elif not options.json:
-            info = await client.call("GET", client.service(name))
-            where = f" on port {info['port']}" if info.get("port") else ""
+            info = await client.service_info(name)
+            where = f" on port {info.port}" if info.port else ""
             click.echo(
-                f"{name} is {info['status']}{where} (deployment {number}, pid {info['pid']})"
+                f"{name} is {info.status.value}{where} (deployment {number}, pid {info.pid})"
             )
-
-
-async def _watch(
-    client: Any,
-    name: str,
-    number: int,
-    cursor: int | None,
-    *,
-    quiet: bool,
-    prefix: str | None = None,
-) -> str | None:
-    """Print the deploy's steps and build output until it ends; return why it failed.
-
-    While the deploy waits for its new release (its health check, its minimum uptime),
-    the time waited so far is printed every second. The deploy's last line is written
-    once the service is free again, so the next command is accepted as soon as this
-    returns.
-    """
-    from dployr.cli.output import visible
-
-    prefix = prefix or f"deploy {number}: "
-    waiting: tuple[str, float] | None = None  # the step waited on, since when
-    async with client.follow(name, cursor=cursor) as feed:
-        while True:
-            tick = 1.0 if waiting is not None and not quiet else math.inf
-            with trio.move_on_after(tick):
-                try:
-                    message = await feed.__anext__()
-                except StopAsyncIteration:
-                    break
-                if message.get("type") != "log" or message.get("deployment") != number:
-                    continue
-                line, stream = message["line"], message["stream"]
-                if stream == "system" and line.startswith(prefix):
-                    step = line[len(prefix) :]
-                    if not quiet:
-                        click.echo(f"==> {visible(step)}")
-                    if step.startswith("succeeded"):
-                        return None
-                    if step.startswith("failed"):
-                        return str(step.removeprefix("failed: "))
-                    started = trio.current_time()
-                    waiting = (step, started) if step.startswith("waiting for") else None
-                elif stream == "build" and not quiet:  # shown, never obeyed by the terminal
-                    click.echo(f"    {visible(line)}")
-                continue
-            if waiting is not None:
-                waited = trio.current_time() - waiting[1]
-                click.echo(f"==> {visible(waiting[0])}: {waited:.0f} s")
-    return "the daemon closed the log feed before the deploy ended"
-
-
-async def _last_cursor(client: Any, name: str) -> int | None:
-    """Where the service's history ends now: the deploy's lines come after it."""
-    from dployr.cli.client import ApiError
-
-    try:
-        page = await client.call("GET", client.service(name, "/logs"), params={"tail": 0})
-    except ApiError as error:
-        if error.status == 404:
-            return 0  # a new service: its history starts now
-        raise
-    return int(page["last_cursor"])
-
-
-async def _deployment(client: Any, name: str, number: int) -> dict[str, Any]:
-    records = await client.call("GET", client.service(name, "/deployments"), params={"limit": 20})
-    for record in records:
-        if record["id"] == number:
-            return dict(record)
-    return {"id": number, "status": "unknown"}

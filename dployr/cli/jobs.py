@@ -9,11 +9,14 @@ lines are also ``dployr logs NAME --run ID``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.cli.client import Client
 
 
 @click.group()
@@ -55,7 +58,7 @@ def next_words(job: dict[str, Any]) -> str:
     return f"schedule {job['schedule']} ({job['timezone']}); next run {when}"
 
 
-async def describe_next(client: Any, name: str, deployment: int) -> str:
+async def describe_next(client: Client, name: str, deployment: int) -> str:
     """The line ``deploy`` ends with for a job."""
     job = await client.call("GET", client.service(name, "/job"))
     return f"{name} is a job (deployment {deployment}): {next_words(job)}"
@@ -117,6 +120,7 @@ async def run(options: Options, name: str) -> None:
     from dployr.cli.logs import _show
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
+    from dployr.logs.values import LogLine
 
     async with options.client() as client:
         record = await client.call("POST", client.service(name, "/runs"))
@@ -134,10 +138,10 @@ async def run(options: Options, name: str) -> None:
             cursor = None if first is None else first - 1
             async with client.follow(name, cursor=cursor) as feed:
                 async for message in feed:
-                    if message.get("type") != "log":
+                    if not isinstance(message, LogLine):
                         continue
-                    line = message["line"]
-                    about_run = message["stream"] == "system" and line.startswith("run ")
+                    line = message.line
+                    about_run = message.stream == "system" and line.startswith("run ")
                     if about_run and not line.startswith(end):
                         continue  # dployr's line about another run of the job
                     if not options.json:
@@ -161,15 +165,18 @@ async def run(options: Options, name: str) -> None:
 
 async def show_run_logs(options: Options, name: str, run_id: int) -> None:
     """``dployr logs NAME --run ID``: every line of one run, oldest first."""
+    from dployr.cli.client import decode_all
     from dployr.cli.logs import _show
+    from dployr.logs.values import LogLine
 
     async with options.client() as client:
         path = client.service(name, f"/runs/{run_id}/logs")
         after = 0
         while True:
             page = await client.call("GET", path, params={"after": after, "limit": 1000})
-            for line in page["lines"]:
+            lines = decode_all(page["lines"], LogLine)
+            for line in lines:
                 _show(line, options.json)
-            if len(page["lines"]) < 1000:
+            if len(lines) < 1000:
                 return
-            after = page["lines"][-1]["cursor"]
+            after = lines[-1].cursor
