@@ -287,7 +287,16 @@ class DeployRun:
         """Write the file server's configuration of a static site into its release."""
         settings = self.deployment.settings
         cwd = self.release_dir / settings.working_dir
-        self.say(await trio.to_thread.run_sync(static.publish, cwd, settings.static))
+        previous = None  # the release serving now: its fingerprinted assets stay reachable
+        record = self.service.store.get_service(self.service.name)
+        active = None if record is None else record.active_deployment
+        if active is not None and active != self.id:
+            before = self.service.store.get_deployment(self.service.name, active)
+            if before is not None:
+                number = before.release or active  # a rollback runs an older release
+                folder = self.service.release_dir(number) / before.settings.working_dir
+                previous = static.published(folder)
+        self.say(await trio.to_thread.run_sync(static.publish, cwd, settings.static, previous))
 
     def _build_lines(self, lines: Lines, ts: float) -> None:
         self.service.book.append("build", lines, deployment=self.id, ts=ts)

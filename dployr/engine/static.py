@@ -48,6 +48,9 @@ PUBLISH_DIRS = ("dist", "build", "public")
 """The folders a static site publishes when it names none, the first that exists."""
 
 CONFIG = ".dployr/caddy.json"
+PUBLISHED = ".dployr/published"
+"""Beside the configuration: the absolute path of the folder a release publishes, so that
+the next release can serve the fingerprinted assets of this one (see :func:`caddy_config`)."""
 """Where the configuration is written, relative to the release's working dir."""
 
 CADDY_MISSING = (
@@ -150,8 +153,15 @@ def caddy_config(
     not_found_page: bool = False,
     redirects: Iterable[Redirect] = (),
     headers: Iterable[HeaderRule] = (),
+    previous: str | None = None,
 ) -> dict[str, Any]:
-    """Caddy's JSON configuration serving ``publish_dir`` (relative to its working dir)."""
+    """Caddy's JSON configuration serving ``publish_dir`` (relative to its working dir).
+
+    ``previous`` is the folder the release before this one published: a fingerprinted asset
+    this release lacks is served from it, so that a page loaded just before the switch still
+    gets its own assets afterwards, whatever connection asks for them (those never change
+    under their name). Nothing else of the previous release is served.
+    """
     error_404 = [{"handler": "error", "status_code": 404}]
     routes: list[dict[str, Any]] = [
         {
@@ -186,6 +196,26 @@ def caddy_config(
                     {
                         "handler": "headers",
                         "response": {"set": {k: [v] for k, v in header.values.items()}},
+                    }
+                ],
+            }
+        )
+    if previous is not None:
+        routes.append(
+            {
+                "match": [
+                    {
+                        "path_regexp": {"pattern": FINGERPRINTED},
+                        "not": [{"file": {"root": publish_dir}}],
+                        "file": {"root": previous},
+                    }
+                ],
+                "handle": [
+                    {
+                        "handler": "file_server",
+                        "root": previous,
+                        "precompressed": {"br": {}, "gzip": {}},
+                        "precompressed_order": ["br", "gzip"],
                     }
                 ],
             }
@@ -307,8 +337,19 @@ def check_caddy(path: str | None) -> None:
         raise DeployFailed(CADDY_MISSING)
 
 
-def publish(cwd: Path, options: StaticOptions) -> str:
-    """Write the configuration serving the release at ``cwd``; return what was published."""
+def published(cwd: Path) -> str | None:
+    """The absolute folder the release at ``cwd`` published, if it says (see PUBLISHED)."""
+    try:
+        return (cwd / PUBLISHED).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def publish(cwd: Path, options: StaticOptions, previous: str | None = None) -> str:
+    """Write the configuration serving the release at ``cwd``; return what was published.
+
+    ``previous``: the folder the release before it published (see :func:`caddy_config`).
+    """
     try:
         chosen = choose_publish_dir(cwd, options.publish_dir)
         root = cwd / chosen
@@ -317,16 +358,25 @@ def publish(cwd: Path, options: StaticOptions) -> str:
     except SpecError as error:
         raise DeployFailed(f"cannot publish the site: {error}") from None
     not_found = (root / "404.html").is_file()
+    if previous is not None and not Path(previous).is_dir():
+        previous = None  # pruned, or moved with its data dir
     config = caddy_config(
-        chosen, spa=options.spa, not_found_page=not_found, redirects=redirects, headers=headers
+        chosen,
+        spa=options.spa,
+        not_found_page=not_found,
+        redirects=redirects,
+        headers=headers,
+        previous=previous,
     )
     target = cwd / CONFIG
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(config, indent=1) + "\n")
+    marker = cwd / PUBLISHED
+    marker.write_text(str(root.resolve()) + "\n")
     # The release may already be its service user's (a build ran as that user): the
     # configuration is too, or its Caddy could not read it.
     owner = cwd.stat()
-    for path in (target.parent, target):
+    for path in (target.parent, target, marker):
         os.chown(path, owner.st_uid, owner.st_gid)
     if options.publish_dir is not None:
         folder = f"{chosen}/ (publish-dir)"

@@ -352,3 +352,25 @@ async def test_the_example_site_deploys_from_its_folder(daemon: Daemon, tmp_path
     missing = await get(port, "/nope")
     assert missing.status_code == 404
     assert "No such page" in missing.text
+
+
+async def test_a_page_from_before_a_redeploy_still_gets_its_assets(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """A visitor who loaded v1's page just before v2 went live asks for v1's fingerprinted
+    script afterwards, on a new connection: it is served (from v1's folder), never a 404.
+    Nothing else of v1 is: its other files are gone with it."""
+    folder = write_site(tmp_path / "site", "v1")
+    (folder / "dist" / "old.html").write_text("only in v1\n")
+    port = free_port()
+    await deploy_site(daemon, folder, port)
+    write_site(folder, "v2")
+    await deploy_site(daemon, folder, port)
+    assert (await get(port, "/")).text == index("v2")
+    old = await get(port, f"/assets/app-{fingerprint('v1')}.js")
+    assert (old.status_code, old.text) == (200, asset("v1"))
+    assert old.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert (await get(port, "/old.html")).status_code == 404
+    assert (await get(port, "/assets/app-00000000.js")).status_code == 404
+    new = await get(port, f"/assets/app-{fingerprint('v2')}.js")
+    assert (new.status_code, new.text) == (200, asset("v2"))
