@@ -33,6 +33,15 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.command()
 @click.option("--name", help="The service's name.")
 @click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
+@click.option(
+    "--image",
+    help="A container image to run with podman instead of code: a registry reference "
+    "(host/team/api:1.4, or @sha256:…), oci-archive:PATH or docker-archive:PATH.",
+)
+@click.option(
+    "--dockerfile",
+    help="A Dockerfile in the remote: the deploy builds it with podman and runs the image.",
+)
 @click.option("--branch", help="The branch to deploy [default: the remote's default].")
 @click.option("--commit", help="The commit to deploy.")
 @click.option("--build-cmd", help="Run in the release folder before starting.")
@@ -102,6 +111,10 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     if name is None:
         raise DployrError("give the service a name: --name NAME (or name in the blueprint)")
     check_name(name)
+    if "image" in given:
+        body["image"] = _image_ref(given.pop("image"), local)
+        if "remote" not in given:
+            body["remote"] = {"url": body["image"]}  # an image is its own source
     if "remote" in given:
         body["remote"] = {"url": _local_or_url(given.pop("remote"), Path.cwd(), local)}
     for key in ("branch", "commit"):
@@ -113,6 +126,19 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
     await _run(options, name, body, health, restart)
+
+
+def _image_ref(ref: str, local: bool) -> str:
+    """An image reference; a local archive's path made absolute (the daemon runs elsewhere)."""
+    from dployr.errors import DployrError
+
+    for kind in ("oci-archive:", "docker-archive:"):
+        if ref.startswith(kind) and local:
+            path = Path(ref[len(kind) :]).expanduser().resolve()
+            if not path.exists():
+                raise DployrError(f"the image archive {str(path)!r} does not exist")
+            return kind + str(path)
+    return ref
 
 
 def _local_or_url(remote: str, base: Path, local: bool) -> str:
@@ -169,7 +195,7 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
         flag
         for flag, present in (
             ("--remote", "url" in merged.get("remote", {})),
-            ("--run-cmd", "run_cmd" in merged),
+            ("--run-cmd", "run_cmd" in merged or bool(merged.get("image"))),
         )
         if not present
     ]

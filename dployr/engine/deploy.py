@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from dployr.engine import launcher, sources
+from dployr.engine import images, launcher, sources
 from dployr.engine.errors import DeployFailed
 from dployr.engine.release import Running, pump
 from dployr.logs.framing import Lines
@@ -110,8 +110,13 @@ class DeployRun:
             with trio.fail_after(config.deploy_deadline):
                 if not self.rollback:
                     self.env = self.service.store.deployment_env(self.service.name, self.id)
-                    self._revision = await self._fetch()
-                    await self._build()
+                    if self.deployment.settings.image is not None:  # a container image
+                        self._revision = await images.pull(self)
+                    else:
+                        self._revision = await self._fetch()
+                        await self._build()
+                    if self.deployment.settings.dockerfile is not None:
+                        await images.build(self)
                 await self._switch()
         except DeployFailed as failure:
             await self._fail(str(failure), failure.exit_code, failure.output_tail)

@@ -31,7 +31,7 @@ import psutil
 import trio
 
 from dployr import __version__
-from dployr.engine import cgroups, users
+from dployr.engine import cgroups, podman, users
 from dployr.engine import messages as m
 from dployr.engine.cgroups import Cgroups
 from dployr.engine.errors import Conflict
@@ -203,6 +203,7 @@ class Instance:
         )
         for leftover in self.store.recorded_processes():
             self.store.forget_process(leftover.pid)
+        await podman.remove_leftovers(self.id)  # the containers a killed daemon left
         await trio.to_thread.run_sync(remove_unfinished, self.config.data_dir)
         if self.cgroups is not None:
             self.cgroups.register(self.id)

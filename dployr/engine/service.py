@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from dployr.engine import launcher, ports, restarts, users
+from dployr.engine import launcher, podman, ports, restarts, users
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress, NotDeployed
@@ -767,7 +767,7 @@ class Service:
                 listen_fd = self._listening_socket(settings.port).fileno()
             else:
                 port = ports.allocate()
-        return ReleaseSpec(
+        spec = ReleaseSpec(
             service=self.name,
             deployment=deployment.id,
             command=settings.run_cmd,
@@ -778,6 +778,10 @@ class Service:
             generation=self._generation,
             listen_fd=listen_fd,
         )
+        if deployment.image is not None:  # a container: podman run (engine/podman.py)
+            names = {*self.environment(), *(extra_env or {})}
+            spec = podman.release_spec(spec, deployment.image, self.instance.id, names)
+        return spec
 
     def _listening_socket(self, port: int) -> socket.socket:
         if self.listener is not None and self.listener.getsockname()[1] == port:

@@ -185,7 +185,8 @@ async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int
         deployment = await handle.request(m.Deploy(name))
     else:
         plan = blueprint.from_data(data)
-        _check_source(plan.settings.source)
+        if plan.settings.image is None:  # an image's reference is checked when pulled
+            _check_source(plan.settings.source)
         if plan.name is not None and plan.name != name:
             raise SpecError(f"the body names service {plan.name!r} but the path names {name!r}")
         deployment = await handle.request(

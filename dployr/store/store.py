@@ -459,7 +459,7 @@ class Store:
             ).fetchone()
             cursor = db.execute(
                 "INSERT INTO deployments (service, number, status, settings, created_at,"
-                " revision, rollback_of, release) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " revision, rollback_of, release, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name,
                     number,
@@ -469,6 +469,7 @@ class Store:
                     rollback_of.revision if rollback_of is not None else None,
                     rollback_of.id if rollback_of is not None else None,
                     release if release is not None else number,
+                    rollback_of.image if rollback_of is not None else None,
                 ),
             )
             key = int(cursor.lastrowid or 0)  # always set after an INSERT
@@ -485,6 +486,7 @@ class Store:
             revision=rollback_of.revision if rollback_of is not None else None,
             rollback_of=rollback_of.id if rollback_of is not None else None,
             release=release,
+            image=rollback_of.image if rollback_of is not None else None,
         )
 
     def deployment_env(self, name: str, number: int) -> dict[str, str]:
@@ -511,6 +513,7 @@ class Store:
         exit_code: int | _Unset | None = UNSET,
         error: str | _Unset | None = UNSET,
         output_tail: Sequence[str] | _Unset = UNSET,
+        image: str | _Unset | None = UNSET,
     ) -> Deployment:
         """Change the given fields of a deployment and return it as it is now.
 
@@ -525,6 +528,8 @@ class Store:
             changes["revision"] = revision
         if not isinstance(exit_code, _Unset):
             changes["exit_code"] = exit_code
+        if not isinstance(image, _Unset):
+            changes["image"] = image
         if not isinstance(error, _Unset):
             changes["error"] = error
         if not isinstance(output_tail, _Unset):
@@ -553,7 +558,8 @@ class Store:
             updated = attrs.evolve(current, **changes)
             db.execute(
                 "UPDATE deployments SET status = ?, revision = ?, finished_at = ?,"
-                " exit_code = ?, error = ?, output_tail = ? WHERE service = ? AND number = ?",
+                " exit_code = ?, error = ?, output_tail = ?, image = ?"
+                " WHERE service = ? AND number = ?",
                 (
                     updated.status.value,
                     updated.revision,
@@ -561,6 +567,7 @@ class Store:
                     updated.exit_code,
                     updated.error,
                     json.dumps(updated.output_tail, ensure_ascii=False),
+                    updated.image,
                     name,
                     number,
                 ),
@@ -1173,6 +1180,7 @@ def _deployment(row: sqlite3.Row) -> Deployment:
         output_tail=tuple(json.loads(row["output_tail"])),
         rollback_of=row["rollback_of"],
         release=None if release == row["number"] else release,
+        image=row["image"],
     )
 
 
