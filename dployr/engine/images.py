@@ -17,6 +17,7 @@ import trio
 from dployr.engine import launcher, podman
 from dployr.engine.errors import DeployFailed
 from dployr.engine.release import Running, pump
+from dployr.logs.framing import Lines
 from dployr.models import DeploymentStatus
 
 if TYPE_CHECKING:
@@ -34,9 +35,10 @@ async def pull(run: DeployRun) -> str:
             raise DeployFailed(f"fetch failed: the archive path in {ref!r} must be absolute")
     run._set(DeploymentStatus.FETCHING, f"pulling {ref}")
     words = ["pull", *podman.tls_flags(ref), ref]
-    await _podman(run, words, "pull", run.service.config.fetch_timeout)
+    printed = await _podman(run, words, "pull", run.service.config.fetch_timeout)
     try:
-        image_id, digest = await podman.inspect_image(ref)
+        # An archive is no name in podman's store: the pull printed its image's id.
+        image_id, digest = await podman.inspect_image(printed if podman.is_archive(ref) else ref)
     except podman.PodmanFailed as error:
         raise DeployFailed(f"fetch failed: {error}") from None
     image = podman.pinned(ref, digest, image_id)
@@ -77,8 +79,15 @@ def _require() -> None:
         raise DeployFailed(str(error)) from None
 
 
-async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> None:
-    """Run a podman step, its output in the log; DeployFailed with its last line if it fails."""
+async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> str:
+    """Run a podman step, its output in the log; DeployFailed with its last line if it
+    fails. Returns the last line it printed on stdout."""
+    printed = [""]
+
+    def on_stdout(lines: Lines, ts: float) -> None:
+        run._build_lines(lines, ts)
+        printed[0] = next((line for line in reversed(lines.lines) if line.strip()), printed[0])
+
     env = podman.podman_env(run.env if what == "build" else None)
     env["DPLOYR_INSTANCE"] = run.service.instance.id
     try:
@@ -90,7 +99,7 @@ async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> 
         async with trio.open_nursery() as nursery:
             assert process.stdout is not None
             assert process.stderr is not None
-            nursery.start_soon(pump, process.stdout, run._build_lines)
+            nursery.start_soon(pump, process.stdout, on_stdout)
             nursery.start_soon(pump, process.stderr, run._build_lines)
             with trio.move_on_after(limit) as timer:
                 await process.wait()
@@ -112,3 +121,4 @@ async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> 
             exit_code=code,
             output_tail=tuple(run._tail),
         )
+    return printed[0].strip()

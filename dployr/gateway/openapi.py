@@ -116,6 +116,8 @@ _SETTINGS = {
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
     "restart": _ref("RestartPolicy"),
     "user": _nullable(_STR),
+    "image": _nullable(_STR),
+    "dockerfile": _nullable(_STR),
 }
 """A service's settings as the API answers them."""
 
@@ -153,7 +155,7 @@ SCHEMAS: dict[str, Any] = {
             "data_dir": _STR,
         }
     ),
-    "ServiceSettings": _object(_SETTINGS, ("source", "run_cmd")),
+    "ServiceSettings": _object(_SETTINGS, ("source",)),
     "RestartPolicy": _object(
         {
             "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
@@ -241,6 +243,9 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "enum": ["git", "local"]},
             "remote": {"anyOf": [_ref("Remote"), _REMOTE_URL]},
             **_SETTINGS_IN,
+            # A container service (engine/podman.py): an image to pull, or a Dockerfile.
+            "image": _nullable({"type": "string", "minLength": 1, "maxLength": 4096}),
+            "dockerfile": _nullable(_WORKING_DIR),
             "restart": _ref("RestartPolicyChange"),
             "user": _nullable(
                 {
@@ -261,7 +266,7 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": _ENV_VALUE,
             },
         },
-        ("remote", "run_cmd"),
+        ("remote",),  # run_cmd too, unless image or dockerfile is given
     ),
     "RestartPolicyChange": _closed(
         {
@@ -313,6 +318,7 @@ SCHEMAS: dict[str, Any] = {
             "output_tail": {"type": "array", "items": _STR},
             "rollback_of": _nullable(_INT),
             "release": _nullable(_INT),
+            "image": _nullable(_STR),
         }
     ),
     "DeploymentList": _array("Deployment"),

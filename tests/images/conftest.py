@@ -75,9 +75,11 @@ class Registry:
     """v1 as an OCI archive."""
 
     def push(self, version: str, tag: str) -> None:
-        """Point ``tag`` of the repository at ``version``'s image."""
-        local = f"localhost/dployr-tests/web:{version}-{os.environ['TESTS_RUN']}"
-        podman_cmd("push", "--quiet", "--tls-verify=false", local, f"{self.repo}:{tag}")
+        """Point ``tag`` of the repository at ``version``'s image (as ``podman push`` of a
+        pulled image would)."""
+        pinned = f"{self.repo}@{self.digests[version]}"
+        podman_cmd("pull", "--quiet", "--tls-verify=false", pinned)
+        podman_cmd("push", "--quiet", "--tls-verify=false", pinned, f"{self.repo}:{tag}")
 
 
 @pytest.fixture(scope="session")
@@ -118,6 +120,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         archive = root / "v1.oci.tar"
         podman_cmd("save", "--quiet", "--format", "oci-archive", "--output", str(archive),
                    f"localhost/dployr-tests/web:v1-{run}")  # fmt: skip
+        # Only the registry holds them now: a deploy pulls them as from any registry.
+        for version in digests:
+            podman_cmd("rmi", f"localhost/dployr-tests/web:{version}-{run}", capture=True)
         yield Registry(host, repo, digests, archive)
     finally:
         process.terminate()

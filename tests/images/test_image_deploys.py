@@ -2,21 +2,63 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
+import psutil
 import pytest
+import trio
+from trio_websocket import open_websocket_url
 
 from tests.cli.conftest import Daemon, free_port, http_get
+from tests.cli.test_restarts import next_status
 from tests.images.conftest import Registry, podman_cmd
 
 pytestmark = pytest.mark.slow
 
+UP = ("--min-uptime", "0.3")
 
-async def containers_of(daemon: Daemon) -> list[str]:
-    """The names of the containers dployr made for this daemon's instance, running or not."""
+
+async def instance_id(daemon: Daemon) -> str:
     async with daemon.http() as http:
-        instance = (await http.get("/instances")).json()[0]["id"]
+        return str((await http.get("/instances")).json()[0]["id"])
+
+
+def containers_of(instance: str) -> list[str]:
+    """The containers dployr made for an instance, running or not."""
     out = podman_cmd("ps", "--all", "--filter", f"label=dployr.instance={instance}",
                      "--format", "{{.Names}}")  # fmt: skip
     return out.split()
+
+
+def conmons_of(instance: str) -> list[int]:
+    """Live (not zombie) conmon processes of an instance's containers."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        if process.info["name"] != "conmon" or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(instance in word for word in process.info["cmdline"] or ()):
+            found.append(process.pid)
+    return found
+
+
+def netns_left() -> list[str]:
+    """Network namespaces podman names (none is made: containers share the host's)."""
+    return sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+
+
+def container_pids(instance: str, service: str) -> list[int]:
+    """The pids of processes inside a service's containers (they carry its marks)."""
+    pids = []
+    for process in psutil.process_iter():
+        try:
+            env = process.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        marks = (env.get(k) for k in ("DPLOYR_INSTANCE", "DPLOYR_SERVICE", "DPLOYR_DATA_DIR"))
+        if tuple(marks) == (instance, service, "/data"):
+            pids.append(process.pid)
+    return pids
 
 
 async def test_deploy_by_tag_serves_the_image_and_its_output_is_the_log(
@@ -24,13 +66,79 @@ async def test_deploy_by_tag_serves_the_image_and_its_output_is_the_log(
 ) -> None:
     port = free_port()
     out = await daemon.ok(
-        "deploy", "--name", "web", "--image", f"{registry.repo}:v1", "--port", str(port),
-        "--min-uptime", "0.3", "--env", "GREETING=hi", "--secret", "TOKEN=s3cret-value",
+        "deploy", "--name", "web", "--image", f"{registry.repo}:v1", "--port", str(port), *UP,
+        "--env", "GREETING=hi", "--secret", "TOKEN=s3cret-value",
     )  # fmt: skip
-    assert "Copying" in out or "pull" in out, out
+    assert "Copying blob" in out, out  # the pull's progress
     assert await http_get(port, "/version") == "v1\n"
     logs = await daemon.ok("logs", "web")
     assert "serving v1 on " in logs, logs
     assert "to stderr" in logs, logs
     listing = await daemon.ok("deployments", "web")
-    assert registry.digests["v1"][:19] in listing, listing
+    assert registry.digests["v1"].removeprefix("sha256:")[:5] in listing, listing
+    async with daemon.http() as http:
+        (deployment,) = (await http.get("/services/web/deployments")).json()
+    assert deployment["image"] == f"{registry.repo}@{registry.digests['v1']}", deployment
+    instance = await instance_id(daemon)
+    # The variables reach the container; no value shows in a process list.
+    pids = container_pids(instance, "web")
+    assert pids, "no process of the container carries the service's variables"
+    env = psutil.Process(pids[0]).environ()
+    assert env["GREETING"] == "hi", env
+    assert env["TOKEN"] == "s3cret-value", env
+    listing_ps = (await trio.run_process(["ps", "-eo", "args"], capture_stdout=True)).stdout
+    assert b"s3cret-value" not in listing_ps
+    assert b"GREETING=hi" not in listing_ps
+    # Stop and delete leave no container, conmon or network namespace.
+    assert len(containers_of(instance)) == 1
+    await daemon.ok("service", "stop", "web")
+    assert containers_of(instance) == []
+    assert conmons_of(instance) == []
+    await daemon.ok("service", "start", "web")
+    assert await http_get(port, "/version") == "v1\n"
+    await daemon.ok("delete", "web", "--yes")
+    assert containers_of(instance) == []
+    assert conmons_of(instance) == []
+    assert netns_left() == []
+    # The image stays in podman's store.
+    podman_cmd("image", "exists", f"{registry.repo}@{registry.digests['v1']}")
+
+
+async def test_by_digest_and_from_an_oci_archive(daemon: Daemon, registry: Registry) -> None:
+    port = free_port()
+    ref = f"{registry.repo}@{registry.digests['v2']}"
+    await daemon.ok("deploy", "--name", "pinned", "--image", ref, "--port", str(port), *UP)
+    assert await http_get(port, "/version") == "v2\n"
+    other = free_port()
+    await daemon.ok(
+        "deploy", "--name", "archived", "--image", f"oci-archive:{registry.archive}",
+        "--port", str(other), *UP,
+    )  # fmt: skip
+    assert await http_get(other, "/version") == "v1\n"
+
+
+async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
+    daemon: Daemon, registry: Registry
+) -> None:
+    port = free_port()
+    await daemon.ok("deploy", "--name", "web", "--image", f"{registry.repo}:v1",
+                    "--port", str(port), *UP)  # fmt: skip
+    instance = await instance_id(daemon)
+    (httpd,) = [
+        pid for pid in container_pids(instance, "web") if "httpd" in psutil.Process(pid).cmdline()
+    ]
+    feed_url = daemon.url.replace("http://", "ws://") + f"/api/v1/events?token={daemon.token}"
+    async with open_websocket_url(feed_url) as feed:
+        os.kill(httpd, signal.SIGKILL)
+        assert [await next_status(feed, "web") for _ in range(2)] == ["restarting", "running"]
+    logs = await daemon.ok("logs", "web")
+    assert logs.count("serving v1 on") == 2, logs
+    assert "killed by signal" in logs or "exited with code" in logs, logs
+    assert await http_get(port, "/version") == "v1\n"
+    assert len(containers_of(instance)) == 1
+
+    failed = await daemon.cli("deploy", "--name", "crasher", "--image", f"{registry.repo}:crash",
+                              "--port", str(free_port()), *UP)  # fmt: skip
+    assert failed.code == 1
+    assert "boom" in failed.out + failed.err, failed
+    assert containers_of(instance) == [c for c in containers_of(instance) if "-web-" in c]
