@@ -195,7 +195,10 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
         flag
         for flag, present in (
             ("--remote", "url" in merged.get("remote", {})),
-            ("--run-cmd", "run_cmd" in merged or bool(merged.get("image"))),
+            (
+                "--run-cmd",
+                "run_cmd" in merged or bool(merged.get("image") or merged.get("dockerfile")),
+            ),
         )
         if not present
     ]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.cli.conftest import Daemon, free_port, http_get
+from tests.cli.conftest import WAIT, Daemon, free_port, http_get
 from tests.cli.test_restarts import next_status
-from tests.images.conftest import Registry, podman_cmd
+from tests.helpers import git
+from tests.images.conftest import Registry, image_context, podman_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +144,51 @@ async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
     assert failed.code == 1
     assert "boom" in failed.out + failed.err, failed
     assert containers_of(instance) == [c for c in containers_of(instance) if "-web-" in c]
+
+
+async def test_a_dockerfile_in_a_git_repository_is_built_and_run(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    del registry  # (only its packages: busybox-static's binary is copied into the image)
+    repo = image_context(tmp_path / "app", "built")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "an image from a Dockerfile")
+    port = free_port()
+    out = await daemon.ok("deploy", "--name", "built", "--remote", str(repo),
+                          "--dockerfile", "Dockerfile", "--port", str(port), *UP)  # fmt: skip
+    assert "building Dockerfile with podman" in out, out
+    assert "COMMIT localhost/dployr/built:1" in out, out  # podman build's output
+    assert await http_get(port, "/version") == "built\n"
+    await daemon.ok("delete", "built", "--yes")
+
+
+async def test_a_daemon_killed_leaves_containers_that_its_next_start_removes(
+    tmp_path: Path, registry: Registry
+) -> None:
+    up = await Daemon.start(tmp_path / "data")
+    port = free_port()
+    try:
+        await up.ok("deploy", "--name", "web", "--image", f"{registry.repo}:v1",
+                    "--port", str(port), *UP)  # fmt: skip
+        instance = await instance_id(up)
+        (before,) = podman_cmd("ps", "--all", "--quiet", "--no-trunc", "--filter",
+                               f"label=dployr.instance={instance}").split()  # fmt: skip
+    finally:
+        up.process.kill()
+        with trio.fail_after(WAIT):
+            await up.process.wait()
+        assert up.process.stdout is not None
+        await up.process.stdout.aclose()
+    again = await Daemon.start(tmp_path / "data")
+    try:
+        assert await http_get(port, "/version") == "v1\n"
+        now = podman_cmd("ps", "--all", "--quiet", "--no-trunc", "--filter",
+                         f"label=dployr.instance={instance}").split()  # fmt: skip
+        assert len(now) == 1
+        assert now != [before]  # the leftover was removed, and a new one runs
+    finally:
+        code, _ = await again.stop()
+    assert code == 0
+    assert containers_of(instance) == []
+    assert conmons_of(instance) == []
