@@ -17,7 +17,17 @@ pytestmark = pytest.mark.slow
 async def worker(daemon: Daemon, tmp_path: Path) -> Daemon:
     """The daemon with one service, ``w``: a worker with no build command."""
     repo = make_repo(tmp_path / "worker", {"worker.py": "import signal\nsignal.pause()\n"})
-    await daemon.ok("deploy", "--name", "w", "--remote", str(repo), "--run-cmd", f"{PYTHON} w*.py")
+    await daemon.ok(
+        "deploy",
+        "--min-uptime",
+        "300ms",
+        "--name",
+        "w",
+        "--remote",
+        str(repo),
+        "--run-cmd",
+        f"{PYTHON} w*.py",
+    )
     return daemon
 
 
@@ -84,7 +94,8 @@ async def test_listen_fds_is_a_flag_of_deploy_and_settings(daemon: Daemon, tmp_p
     repo = make_repo(tmp_path / "fd", {"app.py": app})
     port = free_port()
     await daemon.ok(
-        "deploy", "--name", "fd", "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
+        "deploy", "--min-uptime", "300ms",
+        "--name", "fd", "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
         "--port", str(port), "--listen-fds",
     )  # fmt: skip
     shown = await daemon.ok("settings", "fd")

@@ -94,7 +94,8 @@ async def test_a_second_up_on_the_same_data_dir_is_refused(
     daemon: Daemon, worker_folder: Path
 ) -> None:
     await daemon.ok(
-        "deploy", "--name", "worker", "--remote", str(worker_folder), "--run-cmd",
+        "deploy", "--min-uptime", "300ms",
+        "--name", "worker", "--remote", str(worker_folder), "--run-cmd",
         f"{PYTHON} worker.py",
     )  # fmt: skip
     before = await daemon.snapshot()
@@ -136,11 +137,11 @@ async def test_sigterm_stops_every_service_and_exits_0(
     port = free_port()
     await daemon.ok(
         "deploy", "--name", "web", "--remote", str(web_app), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port),
+        "--min-uptime", "300ms", "--port", str(port),
     )  # fmt: skip
     await daemon.ok(
         "deploy", "--name", "worker", "--remote", str(worker_folder), "--run-cmd",
-        f"{PYTHON} worker.py",
+        f"{PYTHON} worker.py", "--min-uptime", "300ms",
     )  # fmt: skip
     pids = pids_of_service("web") + pids_of_service("worker")
     assert len(pids) >= 2

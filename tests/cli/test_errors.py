@@ -30,7 +30,7 @@ async def running(daemon: Daemon, web_app: Path) -> Daemon:
     port = free_port()
     await daemon.ok(
         "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port),
+        "--min-uptime", "300ms", "--port", str(port),
     )  # fmt: skip
     return daemon
 
@@ -164,7 +164,7 @@ async def test_a_port_in_use_by_another_program(running: Daemon, web_app: Path) 
 
         fresh = await running.cli(
             "deploy", "--name", "other", "--remote", str(web_app), "--run-cmd",
-            f"{PYTHON} app.py", "--port", str(port),
+            f"{PYTHON} app.py", "--port", str(port), "--min-uptime", "300ms",
         )  # fmt: skip
         line = fresh.one_line_error()
         assert f"port {port} is already in use" in line
@@ -174,7 +174,7 @@ async def test_a_port_in_use_by_another_program(running: Daemon, web_app: Path) 
         settings = json.loads(await running.ok("settings", "my-api", "--json"))
         moved = await running.cli(
             "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd",
-            f"{PYTHON} app.py", "--port", str(port),
+            f"{PYTHON} app.py", "--port", str(port), "--min-uptime", "300ms",
         )  # fmt: skip
         # Refused when asked, before a deploy starts: no record, the release runs on.
         assert moved.one_line_error() == f"error: port {port} is already in use by another program"
@@ -186,7 +186,15 @@ async def test_a_port_in_use_by_another_program(running: Daemon, web_app: Path) 
 
 async def test_a_remote_that_does_not_exist(running: Daemon, tmp_path: Path) -> None:
     before = await running.snapshot()
-    command = ["deploy", "--name", "my-api", "--run-cmd", f"{PYTHON} app.py"]
+    command = [
+        "deploy",
+        "--min-uptime",
+        "300ms",
+        "--name",
+        "my-api",
+        "--run-cmd",
+        f"{PYTHON} app.py",
+    ]
     local = await running.cli(*command, "--remote", str(tmp_path / "nowhere"))
     assert "does not exist" in local.one_line_error()
     relative = await running.cli(*command, "--remote", "./nowhere", cwd=tmp_path)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def web(name: str, repo: Path, port: int, *extra: str) -> tuple[str, ...]:
     return (
         "deploy", "--name", name, "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port), *extra,
+        "--min-uptime", "300ms", "--port", str(port), *extra,
     )  # fmt: skip
 
 

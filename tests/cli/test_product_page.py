@@ -33,6 +33,8 @@ STATUS_FIELDS = {
 def deploy_command(repo: Path, port: int, *extra: str) -> tuple[str, ...]:
     return (
         "deploy",
+        "--min-uptime",
+        "300ms",
         "--name",
         "my-api",
         "--remote",
@@ -113,6 +115,8 @@ async def test_list_get_status_and_instances(daemon: Daemon, web_app: Path) -> N
     port = free_port()
     await daemon.ok(
         "deploy",
+        "--min-uptime",
+        "300ms",
         "--name",
         "my-api",
         "--remote",
@@ -171,7 +175,7 @@ async def test_start_stop_restart_status(daemon: Daemon, web_app: Path) -> None:
     port = free_port()
     await daemon.ok(
         "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port),
+        "--min-uptime", "300ms", "--port", str(port),
     )  # fmt: skip
     status = await daemon.ok("service", "status", "my-api")
     assert status.startswith("my-api: running")
@@ -205,7 +209,7 @@ async def test_logs_tail_since_and_follow(daemon: Daemon, web_app: Path) -> None
     port = free_port()
     await daemon.ok(
         "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port),
+        "--min-uptime", "300ms", "--port", str(port),
     )  # fmt: skip
     recent = await daemon.ok("logs", "my-api")
     assert "  listening on " in recent
@@ -260,7 +264,7 @@ async def test_settings_wait_for_the_next_deploy(daemon: Daemon, web_app: Path) 
     port = free_port()
     command = (
         "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port),
+        "--min-uptime", "300ms", "--port", str(port),
     )  # fmt: skip
     await daemon.ok(*command)
     pid = process_group("my-api")
@@ -303,7 +307,7 @@ async def test_env_set_list_unset(daemon: Daemon, web_app: Path) -> None:
     port = free_port()
     await daemon.ok(
         "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port), "--env", "GREETING=hi",
+        "--min-uptime", "300ms", "--port", str(port), "--env", "GREETING=hi",
     )  # fmt: skip
     assert await http_get(port, "/env/GREETING") == "hi"
     pid = process_group("my-api")
@@ -352,7 +356,7 @@ async def test_delete_asks_and_keeps_the_repository(daemon: Daemon, web_app: Pat
     port = free_port()
     await daemon.ok(
         "deploy", "--name", "my-api", "--remote", str(web_app), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port),
+        "--min-uptime", "300ms", "--port", str(port),
     )  # fmt: skip
     before = await daemon.snapshot()
 
@@ -376,7 +380,17 @@ async def test_delete_asks_and_keeps_the_repository(daemon: Daemon, web_app: Pat
     assert (web_app / "app.py").is_file()  # the repository is not touched
 
     pause = f"{PYTHON} -c 'import signal; signal.pause()'"
-    await daemon.ok("deploy", "--name", "other", "--remote", str(web_app), "--run-cmd", pause)
+    await daemon.ok(
+        "deploy",
+        "--min-uptime",
+        "300ms",
+        "--name",
+        "other",
+        "--remote",
+        str(web_app),
+        "--run-cmd",
+        pause,
+    )
     assert json.loads(await daemon.ok("delete", "other", "--yes", "--json")) == {"name": "other"}
     gone = await daemon.cli("delete", "other", "--yes")
     assert gone.one_line_error() == "error: no service named 'other'"

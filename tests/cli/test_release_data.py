@@ -41,7 +41,7 @@ async def test_a_release_never_serves_the_repository(daemon: Daemon, tmp_path: P
     repo = make_repo(tmp_path / "site", {"index.html": "<h1>hi</h1>\n"})
     port = free_port()
     await daemon.ok(
-        "deploy", "--name", "site", "--remote", str(repo),
+        "deploy", "--min-uptime", "300ms", "--name", "site", "--remote", str(repo),
         "--run-cmd", f"{PYTHON} -m http.server $PORT --bind 127.0.0.1", "--port", str(port),
     )  # fmt: skip
     assert await http_get(port, "/index.html") == "<h1>hi</h1>\n"
@@ -67,7 +67,7 @@ async def test_data_folder_survives_deploys_rollbacks_and_a_plain_delete(
     port = free_port()
     command = (
         "deploy", "--name", "notes", "--remote", str(repo), "--build-cmd", "sh build.sh",
-        "--run-cmd", f"{PYTHON} app.py", "--port", str(port),
+        "--min-uptime", "300ms", "--run-cmd", f"{PYTHON} app.py", "--port", str(port),
     )  # fmt: skip
     data = daemon.data_dir / "services" / "notes" / "data"
 
@@ -103,7 +103,17 @@ async def test_data_folder_survives_deploys_rollbacks_and_a_plain_delete(
 
 async def test_api_delete_keeps_the_data_unless_purge(daemon: Daemon, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "worker", {"worker.py": "import signal\nsignal.pause()\n"})
-    command = ("deploy", "--name", "w", "--remote", str(repo), "--run-cmd", f"{PYTHON} worker.py")
+    command = (
+        "deploy",
+        "--min-uptime",
+        "300ms",
+        "--name",
+        "w",
+        "--remote",
+        str(repo),
+        "--run-cmd",
+        f"{PYTHON} worker.py",
+    )
     folder = daemon.data_dir / "services" / "w"
     await daemon.ok(*command)
     (folder / "data" / "kept.txt").write_text("x")

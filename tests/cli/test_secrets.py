@@ -21,6 +21,8 @@ async def test_a_secret_reaches_only_the_process(daemon: Daemon, web_app: Path) 
     outputs = [
         await daemon.ok(
             "deploy",
+            "--min-uptime",
+            "300ms",
             "--name",
             "my-api",
             "--remote",

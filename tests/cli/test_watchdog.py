@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def deploy(repo: Path, port: int, *extra: str) -> tuple[str, ...]:
     return (
         "deploy", "--name", "web", "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
-        "--port", str(port), *extra,
+        "--min-uptime", "300ms", "--port", str(port), *extra,
     )  # fmt: skip
 
 

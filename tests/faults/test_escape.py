@@ -80,7 +80,7 @@ async def deploy_runaway(daemon: Daemon, tmp_path: Path) -> dict[str, object]:
     """Deploy a service whose program leaves an escapee behind; the line announcing it."""
     repo = make_repo(tmp_path / "repo", {"escape.py": ESCAPE})
     await dployr(
-        daemon, "deploy", "--name", "runaway", "--remote", str(repo),
+        daemon, "deploy", "--min-uptime", "300ms", "--name", "runaway", "--remote", str(repo),
         "--run-cmd", f"{PYTHON} escape.py",
     )  # fmt: skip
     line = await daemon.wait_log("runaway", "escaped ")
@@ -156,7 +156,7 @@ async def test_an_escapee_of_a_build_dies_when_the_build_ends(tmp_path: Path) ->
     try:
         repo = make_repo(tmp_path / "repo", {"escape.py": ESCAPE})
         await dployr(
-            daemon, "deploy", "--name", "builder", "--remote", str(repo),
+            daemon, "deploy", "--min-uptime", "300ms", "--name", "builder", "--remote", str(repo),
             "--build-cmd", f"{PYTHON} escape.py --exit", "--run-cmd", "sleep 100000",
         )  # fmt: skip
         pid = int(str((await daemon.wait_log("builder", "escaped "))["line"]).split()[-1])

@@ -29,7 +29,8 @@ BURST = "for i in range(1, 1000001):\n    print(f'line {i}')\n"
 async def deploy(daemon: Daemon, name: str, repo: Path, run: str) -> None:
     async with daemon.client() as api:
         response = await api.post(
-            f"/services/{name}/deploy", json={"remote": {"url": str(repo)}, "run_cmd": run}
+            f"/services/{name}/deploy",
+            json={"remote": {"url": str(repo)}, "run_cmd": run, "restart": {"min_uptime": 0.3}},
         )
         assert response.status_code == 202, response.text
         number = response.json()["id"]

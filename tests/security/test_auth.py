@@ -78,7 +78,11 @@ async def deploy_sleeper(daemon: Daemon, name: str, tmp_path: Path) -> None:
     async with daemon.client() as api:
         answer = await api.post(
             f"/services/{name}/deploy",
-            json={"remote": {"url": str(repo)}, "run_cmd": f"{PYTHON} app.py"},
+            json={
+                "remote": {"url": str(repo)},
+                "run_cmd": f"{PYTHON} app.py",
+                "restart": {"min_uptime": 0.3},
+            },
         )
     assert answer.status_code == 202, answer.text
     await daemon.wait_log(name, f"deploy {answer.json()['id']}: succeeded")

@@ -98,6 +98,7 @@ async def test_a_yaml_blueprint_may_still_use_an_alias(daemon: Daemon, tmp_path:
     blueprint = folder / "dployr.yaml"
     blueprint.write_text(
         "name: aliased\nremote: .\nrun_cmd: &run python3 worker.py\ndescription: *run\n"
+        "restart:\n  min_uptime: 0.3\n"
     )
     await daemon.ok("deploy", "--blueprint", str(blueprint))
     service = (await daemon.services())["aliased"]

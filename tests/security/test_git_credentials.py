@@ -265,7 +265,15 @@ async def test_a_git_password_is_used_but_never_shown_or_stored(
         where = f"127.0.0.1:{server.port}/x.git"
         shown = f"https://{USER}:***@{where}"
         _prepare_cache(daemon.data_dir, "private", shown, ca)
-        deploy = ["deploy", "--name", "private", "--run-cmd", f"{PYTHON} worker.py"]
+        deploy = [
+            "deploy",
+            "--min-uptime",
+            "300ms",
+            "--name",
+            "private",
+            "--run-cmd",
+            f"{PYTHON} worker.py",
+        ]
 
         # A wrong password: refused by the server, and the error line does not show it.
         wrong = await daemon.cli(*deploy, "--remote", f"https://{USER}:{WRONG}@{where}")
@@ -331,7 +339,15 @@ async def test_a_password_an_older_dployr_stored_is_sealed_at_start(tmp_path: Pa
     first = await Daemon.start(tmp_path / "data")
     try:
         await first.ok(
-            "deploy", "--name", "old", "--remote", str(folder), "--run-cmd", f"{PYTHON} worker.py"
+            "deploy",
+            "--min-uptime",
+            "300ms",
+            "--name",
+            "old",
+            "--remote",
+            str(folder),
+            "--run-cmd",
+            f"{PYTHON} worker.py",
         )
     finally:
         with trio.CancelScope(shield=True):

@@ -62,6 +62,8 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
         (app / "worker.py").write_text(PRINT_HOSTILE + "import signal\nsignal.pause()\n")
         deploy = await up.cli(
             "deploy",
+            "--min-uptime",
+            "300ms",
             "--name",
             "noisy",
             "--remote",
