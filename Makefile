@@ -10,6 +10,9 @@ CHROMIUM := /usr/bin/chromium
 # may run: Debian's (this project's own may live under a home closed to other users).
 SYSTEM_PYTHON := /usr/bin/python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The image tests run Debian's podman (with runc) against a docker-registry on loopback,
+# with images they build from busybox-static (nothing is downloaded).
+PODMAN_TOOLS := /usr/bin/podman /usr/bin/runc /usr/bin/docker-registry /usr/bin/busybox
 
 # The benchmarks load dployr with Debian's wrk, hyperfine and curl, and compare its proxy
 # with nginx's stream module.
@@ -47,7 +50,11 @@ $(SYSTEM_PYTHON):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3
 
-test: lint $(CHROMIUM) $(SYSTEM_PYTHON)
+$(PODMAN_TOOLS):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman runc docker-registry busybox-static
+
+test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(PODMAN_TOOLS)
 	$(BIN)/pytest
 
 $(BENCH_TOOLS):
