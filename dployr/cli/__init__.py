@@ -104,6 +104,7 @@ def _register() -> None:
     from dployr.cli.deploy import deploy
     from dployr.cli.deployments import deployments
     from dployr.cli.env import env
+    from dployr.cli.images import images
     from dployr.cli.instances import instance, instances
     from dployr.cli.logs import logs
     from dployr.cli.metrics import metrics
@@ -134,6 +135,7 @@ def _register() -> None:
         demo,
         tokens,
         audit,
+        images,
     ):
         cli.add_command(command)
 

@@ -31,7 +31,7 @@ import psutil
 import trio
 
 from dployr import __version__
-from dployr.engine import cgroups, podman, users
+from dployr.engine import cgroups, images, podman, users
 from dployr.engine import messages as m
 from dployr.engine.cgroups import Cgroups
 from dployr.engine.errors import Conflict
@@ -403,11 +403,16 @@ class Instance:
                         ) from None
                     raise PortInUse(f"cannot listen on port {port}: {error.strerror}") from None
 
-    async def delete(self, name: str, *, purge: bool = False) -> m.Deleted:
-        """Stop and remove a service (its data folder too with ``purge``)."""
+    async def delete(
+        self, name: str, *, purge: bool = False, purge_image: bool = False
+    ) -> m.Deleted:
+        """Stop and remove a service (its data folder too with ``purge``, its container
+        images with ``purge_image``)."""
         service = self.service(name)
+        own = images.recorded(self, name) if purge_image else set()
         await service.delete(purge=purge)
         self.services.pop(name, None)
+        await images.remove_unused(self, own)
         self.touch()
         return m.Deleted(name)
 
@@ -532,7 +537,8 @@ class InstanceHandle:
             m.Stop: lambda r: i.service(r.name).stop(),
             m.Restart: lambda r: i.service(r.name).restart(hard=r.hard),
             m.Rollback: lambda r: i.service(r.name).rollback(r.deployment),
-            m.Delete: lambda r: i.delete(r.name, purge=r.purge),
+            m.Delete: lambda r: i.delete(r.name, purge=r.purge, purge_image=r.purge_image),
+            m.PruneImages: lambda r: images.prune(i),
             m.GetService: lambda r: _now(i.service(r.name).info()),
             m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
             m.GetSettings: lambda r: _now(i.service(r.name).settings_view()),

@@ -285,12 +285,21 @@ async def remove_leftovers(instance: str) -> list[str]:
 
 
 async def remove_images(images: Iterable[str]) -> list[str]:
-    """Remove these images from podman's store unless a container uses them; return the
-    ones removed."""
+    """Remove these images (references or ids) from podman's store, with every tag they
+    have, unless a container uses them; return the ones removed."""
     removed = []
     for image in dict.fromkeys(images):
         try:
-            await run_quick("rmi", image)
+            image_id, _ = await inspect_image(image)
+        except PodmanFailed:
+            continue  # gone already
+        users = await run_quick(
+            "ps", "--all", "--quiet", "--filter", f"ancestor={image_id}", check=False
+        )
+        if users.strip():
+            continue
+        try:
+            await run_quick("rmi", "--force", image_id)
         except PodmanFailed:
             continue
         removed.append(image)

@@ -322,6 +322,7 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "DeploymentList": _array("Deployment"),
+    "ImagesPruned": _object({"removed": {"type": "array", "items": _STR}}, ("removed",)),
     "KeyRotated": _object({"resealed": _INT, "key_file": _STR}, ("resealed", "key_file")),
     "EnvVar": _object({"key": _STR, "value": _STR, "secret": _BOOL}),
     "Env": _object({"name": _STR, "vars": _array("EnvVar"), "applies": _STR}),

@@ -134,8 +134,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
                 podman.argv("rmi", "--force", "--ignore", local),
                 check=False, capture_output=True, timeout=WAIT,
             )  # fmt: skip
-        images = podman_cmd("images", "--format", "{{.Repository}}@{{.Digest}}")
-        ours = [line for line in images.split() if line.startswith(repo)]
+        listed = podman_cmd("images", "--format", "{{.ID}} {{.Repository}}")
+        ours = {line.split()[0] for line in listed.splitlines() if f" {repo}" in line}
         if ours:
             subprocess.run(podman.argv("rmi", "--force", *ours), check=False, capture_output=True)
 

@@ -11,6 +11,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from dployr.engine import podman
 from tests.cli.conftest import WAIT, Daemon, free_port, http_get
 from tests.cli.test_restarts import next_status
 from tests.helpers import git
@@ -160,7 +161,7 @@ async def test_a_dockerfile_in_a_git_repository_is_built_and_run(
     assert "building Dockerfile with podman" in out, out
     assert "COMMIT localhost/dployr/built:1" in out, out  # podman build's output
     assert await http_get(port, "/version") == "built\n"
-    await daemon.ok("delete", "built", "--yes")
+    await daemon.ok("delete", "built", "--yes", "--purge-image")
 
 
 async def test_a_daemon_killed_leaves_containers_that_its_next_start_removes(
@@ -192,3 +193,28 @@ async def test_a_daemon_killed_leaves_containers_that_its_next_start_removes(
     assert code == 0
     assert containers_of(instance) == []
     assert conmons_of(instance) == []
+
+
+async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkept_ones(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    port = free_port()
+    await daemon.ok("deploy", "--name", "kept", "--image", f"{registry.repo}:v2",
+                    "--port", str(port), *UP)  # fmt: skip
+    pinned = f"{registry.repo}@{registry.digests['v2']}"
+    await daemon.ok("delete", "kept", "--yes")
+    podman_cmd("image", "exists", pinned)  # a plain delete keeps the image
+
+    repo = image_context(tmp_path / "app", "built")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "an image from a Dockerfile")
+    await daemon.ok("deploy", "--name", "built", "--remote", str(repo), "--dockerfile",
+                    "Dockerfile", "--port", str(free_port()), *UP)  # fmt: skip
+    # A kept release's image is not pruned; deleting with --purge-image removes it.
+    assert "0 images removed" in await daemon.ok("images", "prune")
+    podman_cmd("image", "exists", "localhost/dployr/built:1")
+    await daemon.ok("delete", "built", "--yes", "--purge-image")
+    gone = await trio.run_process(podman.argv("image", "exists", "localhost/dployr/built:1"),
+                                  check=False)  # fmt: skip
+    assert gone.returncode == 1
