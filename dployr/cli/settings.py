@@ -25,6 +25,8 @@ _LABELS = {
     "listen_fds": "listen-fds",
     "user": "user",
     "rollout": "rollout",
+    "image": "image",
+    "dockerfile": "dockerfile",
 }
 
 
