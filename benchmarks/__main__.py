@@ -8,7 +8,7 @@ import sys
 
 import psutil
 
-SUITES = ["supervision", "logs_history", "engine", "metrics_sampler", "api", "proxy"]
+SUITES = ["supervision", "logs_history", "engine", "metrics_sampler", "api", "proxy", "images"]
 
 
 def machine() -> str:

@@ -37,13 +37,21 @@ async def pull(run: DeployRun) -> str:
         if not path.startswith("/"):
             raise DeployFailed(f"fetch failed: the archive path in {ref!r} must be absolute")
     run._set(DeploymentStatus.FETCHING, f"pulling {ref}")
-    words = ["pull", *podman.tls_flags(ref), ref]
-    printed = await _podman(run, words, "pull", run.service.config.fetch_timeout)
-    try:
-        # An archive is no name in podman's store: the pull printed its image's id.
-        image_id, digest = await podman.inspect_image(printed if podman.is_archive(ref) else ref)
-    except podman.PodmanFailed as error:
-        raise DeployFailed(f"fetch failed: {error}") from None
+    # A digest names the same bytes forever: one already in the store is not fetched again.
+    found = await podman.find_image(ref) if "@sha256:" in ref else None
+    if found is not None:
+        run.say(f"{ref} is in podman's store already")
+        image_id, digest = found
+    else:
+        words = ["pull", *podman.tls_flags(ref), ref]
+        printed = await _podman(run, words, "pull", run.service.config.fetch_timeout)
+        try:
+            # An archive is no name in podman's store: the pull printed its image's id.
+            image_id, digest = await podman.inspect_image(
+                printed if podman.is_archive(ref) else ref
+            )
+        except podman.PodmanFailed as error:
+            raise DeployFailed(f"fetch failed: {error}") from None
     image = podman.pinned(ref, digest, image_id)
     run.deployment = run.service.store.update_deployment(
         run.service.name, run.id, revision=digest or image_id, image=image

@@ -192,6 +192,14 @@ async def inspect_image(ref: str) -> tuple[str, str]:
     return image_id, digest
 
 
+async def find_image(ref: str) -> tuple[str, str] | None:
+    """The id and digest of ``ref`` if podman's store holds it, else None."""
+    try:
+        return await inspect_image(ref)
+    except PodmanFailed:
+        return None
+
+
 def container_name(instance: str, service: str, child_id: str) -> str:
     """The container of one release: ``dployr-<instance>-<service>-7.1``."""
     return f"dployr-{instance}-{service}-{child_id.removeprefix('release-')}"
@@ -266,8 +274,11 @@ def release_env(env: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
     return own
 
 
-async def remove(name: str) -> None:
-    """Remove a release's container, if it is still there (podman was killed before it)."""
+async def remove(name: str, returncode: int | None) -> None:
+    """Remove a release's container if podman was killed before it could (``--rm`` did it
+    if podman exited by itself)."""
+    if returncode is not None and returncode >= 0:
+        return
     await run_quick("rm", "--force", "--ignore", "--time=0", name, check=False)
 
 

@@ -61,9 +61,9 @@ class ReleaseSpec:
     """1 for the first run of a deployment; a restart or rollback runs the next one."""
     listen_fd: int | None = None
     """A listening socket handed to the process as fd 3 (``LISTEN_FDS=1``), if any."""
-    cleanup: Callable[[], Awaitable[None]] | None = attrs.field(default=None, eq=False)
-    """Awaited once each run's process has ended (a container service removes its
-    container: :mod:`dployr.engine.podman`)."""
+    cleanup: Callable[[int | None], Awaitable[None]] | None = attrs.field(default=None, eq=False)
+    """Awaited with the exit code once each run's process has ended (a container service
+    removes its container: :mod:`dployr.engine.podman`)."""
 
     @property
     def child_id(self) -> str:
@@ -240,7 +240,7 @@ class Release:
             with trio.CancelScope(shield=True):
                 await launcher.stop(process, 0)  # no-op if it exited; never leave a zombie
                 if spec.cleanup is not None:
-                    await spec.cleanup()
+                    await spec.cleanup(process.returncode)
             self._on_exit(process.pid)
         return from_returncode(returncode)
 
