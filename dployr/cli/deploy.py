@@ -39,6 +39,11 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "(host/team/api:1.4, or @sha256:…), oci-archive:PATH or docker-archive:PATH.",
 )
 @click.option(
+    "--registry",
+    help="The image's registry with a user and token (https://user:TOKEN@host:5000): the "
+    "token is kept sealed, shown as ***, used only for pulls.",
+)
+@click.option(
     "--dockerfile",
     help="A Dockerfile in the remote: the deploy builds it with podman and runs the image.",
 )
@@ -111,6 +116,8 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     if name is None:
         raise DployrError("give the service a name: --name NAME (or name in the blueprint)")
     check_name(name)
+    if "registry" in given:  # its token is kept as a remote's password is
+        given.setdefault("remote", _registry_url(given.pop("registry"), given.get("image")))
     if "image" in given:
         body["image"] = _image_ref(given.pop("image"), local)
         if "remote" not in given:
@@ -126,6 +133,17 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
     await _run(options, name, body, health, restart)
+
+
+def _registry_url(url: str, image: str | None) -> str:
+    """The registry's URL naming the image's repository (``https://u:***@host/team/api``)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.strip("/") or not image or "/" not in image:
+        return url
+    repository = image.split("/", 1)[1].split("@", 1)[0].rsplit(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(path="/" + repository))
 
 
 def _image_ref(ref: str, local: bool) -> str:

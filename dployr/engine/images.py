@@ -44,7 +44,10 @@ async def pull(run: DeployRun) -> str:
         image_id, digest = found
     else:
         words = ["pull", *podman.tls_flags(ref), ref]
-        printed = await _podman(run, words, "pull", run.service.config.fetch_timeout)
+        with podman.auth_file(run.credential) as auth:
+            if auth is not None:  # the registry's token, in a file only root can read
+                words[1:1] = [f"--authfile={auth}"]
+            printed = await _podman(run, words, "pull", run.service.config.fetch_timeout)
         try:
             # An archive is no name in podman's store: the pull printed its image's id.
             image_id, digest = await podman.inspect_image(

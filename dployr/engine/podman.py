@@ -30,20 +30,26 @@ podman itself runs with the ``cgroupfs`` cgroup manager and the ``file`` events 
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import ipaddress
+import json
 import os
 import resource
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+import tempfile
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
 import trio
 
 from dployr.engine.release import ReleaseSpec
+from dployr.engine.sources import Credential
 from dployr.errors import DployrError
 
 PODMAN = "podman"
@@ -198,6 +204,36 @@ async def find_image(ref: str) -> tuple[str, str] | None:
         return await inspect_image(ref)
     except PodmanFailed:
         return None
+
+
+@contextlib.contextmanager
+def auth_file(credential: Credential | None) -> Iterator[Path | None]:
+    """A registry credential as podman's auth file, for the length of one pull.
+
+    The credential is the service's sealed remote password (``--registry
+    https://user:TOKEN@host``, kept as a git password is); the file, in a folder of its
+    own that only the daemon's user can read, is removed afterwards. The token is never
+    on a command line, in a log or in the API.
+    """
+    if credential is None:
+        yield None
+        return
+    url = urllib.parse.urlsplit(credential.remote)
+    host = url.hostname or ""
+    if url.port is not None:
+        host = f"{host}:{url.port}"
+    user = urllib.parse.unquote(url.username or "")
+    token = urllib.parse.unquote(credential.password)
+    auth = base64.b64encode(f"{user}:{token}".encode()).decode()
+    folder = Path(tempfile.mkdtemp(prefix="dployr-registry-"))
+    try:
+        path = folder / "auth.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"auths": {host: {"auth": auth}}}, out)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def container_name(instance: str, service: str, child_id: str) -> str:
