@@ -203,7 +203,8 @@ class Instance:
         )
         for leftover in self.store.recorded_processes():
             self.store.forget_process(leftover.pid)
-        await podman.remove_leftovers(self.id)  # the containers a killed daemon left
+        if any(r.settings.image or r.settings.dockerfile for r in self.store.list_services()):
+            await podman.remove_leftovers(self.id)  # the containers a killed daemon left
         await trio.to_thread.run_sync(remove_unfinished, self.config.data_dir)
         if self.cgroups is not None:
             self.cgroups.register(self.id)

@@ -319,12 +319,18 @@ async def remove(name: str, returncode: int | None) -> None:
 
 
 async def remove_leftovers(instance: str) -> list[str]:
-    """Remove every container of this instance (a killed daemon's); return their names."""
+    """Remove every container of this instance (a killed daemon's); return their names.
+
+    A podman that fails here does not keep the daemon from starting: nothing is removed."""
     if shutil.which(PODMAN) is None:
         return []
-    out = await run_quick(
-        "ps", "--all", "--filter", f"label={LABEL_INSTANCE}={instance}", "--format", "{{.Names}}"
-    )
+    try:
+        out = await run_quick(
+            "ps", "--all", "--filter", f"label={LABEL_INSTANCE}={instance}",
+            "--format", "{{.Names}}",
+        )  # fmt: skip
+    except (PodmanFailed, trio.TooSlowError):
+        return []
     names = out.split()
     if names:
         await run_quick("rm", "--force", "--ignore", "--time=0", *names, check=False)
