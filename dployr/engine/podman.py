@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import ipaddress
 import json
 import os
@@ -252,6 +251,7 @@ def run_command(
     names: Iterable[str],
     data_dir: Path,
     grace: float,
+    pidfile: Path | None = None,
 ) -> str:
     """The ``podman run`` command line of a release (values of ``names`` come from
     podman's environment, never from its arguments)."""
@@ -269,6 +269,7 @@ def run_command(
         f"--ulimit=nproc={_limit(nproc[0])}:{_limit(nproc[1])}",
         f"--stop-timeout={max(1, round(grace))}",
         f"--volume={data_dir}:{DATA_PATH}",
+        *([f"--pidfile={pidfile}"] if pidfile is not None else []),
         f"--env=DPLOYR_SERVICE={service}",
         f"--env=DPLOYR_DEPLOYMENT={deployment}",
         f"--env=DPLOYR_DATA_DIR={DATA_PATH}",
@@ -364,6 +365,10 @@ def release_spec(spec: ReleaseSpec, image: str, instance: str, names: Iterable[s
     ``podman run`` of ``image``, with the service's variables ``names`` passed on."""
     passed = {*names, "DPLOYR_INSTANCE"} | ({"PORT"} if spec.port is not None else set())
     name = container_name(instance, spec.service, spec.child_id)
+    data_dir = Path(spec.env["DPLOYR_DATA_DIR"])
+    pid_path = pidfile(data_dir.parent, spec.child_id)
+    pid_path.parent.mkdir(exist_ok=True)
+    pid_path.unlink(missing_ok=True)
     command = run_command(
         name=name,
         instance=instance,
@@ -372,12 +377,34 @@ def release_spec(spec: ReleaseSpec, image: str, instance: str, names: Iterable[s
         image=image,
         command=spec.command,
         names=passed,
-        data_dir=Path(spec.env["DPLOYR_DATA_DIR"]),
+        data_dir=data_dir,
         grace=spec.grace,
+        pidfile=pid_path,
     )
-    return attrs.evolve(
-        spec,
-        command=command,
-        env=release_env(spec.env, passed),
-        cleanup=functools.partial(remove, name),
-    )
+
+    async def cleanup(returncode: int | None) -> None:
+        pid_path.unlink(missing_ok=True)  # its pid may be another process's from now on
+        await remove(name, returncode)
+
+    return attrs.evolve(spec, command=command, env=release_env(spec.env, passed), cleanup=cleanup)
+
+
+def pidfile(service_dir: Path, child_id: str) -> Path:
+    """Where podman writes the host pid of a release's container init (``--pidfile``)."""
+    return service_dir / "containers" / f"{child_id}.pid"
+
+
+def container_groups(path: Path) -> list[int]:
+    """The process groups of a running container, for its metrics: its init's (whose pid
+    ``path`` holds) and those of the init's children (the init runs its command in a group
+    of its own). Empty while the container is not running."""
+    try:
+        init = int(path.read_text())
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        groups = [os.getpgid(init)]
+        for child in children:
+            with contextlib.suppress(OSError):
+                groups.append(os.getpgid(int(child)))
+    except (OSError, ValueError):
+        return []
+    return groups

@@ -247,7 +247,11 @@ class Service:
 
     def live_pgids(self) -> list[int]:
         """The process groups of the service's live releases (for metrics)."""
-        return [r.pid for r in self.releases.values() if r.pid is not None]
+        pgids = [r.pid for r in self.releases.values() if r.pid is not None]
+        for live in self.releases.values():  # a container's own groups (engine/podman.py)
+            if live.pid is not None and live.deployment.image is not None:
+                pgids += podman.container_groups(podman.pidfile(self.dir, live.spec.child_id))
+        return pgids
 
     def _record(self) -> ServiceRecord:
         # Kept in memory: every change of it goes through this object, which keeps the

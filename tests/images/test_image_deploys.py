@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -218,3 +219,22 @@ async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkep
     gone = await trio.run_process(podman.argv("image", "exists", "localhost/dployr/built:1"),
                                   check=False)  # fmt: skip
     assert gone.returncode == 1
+
+
+async def test_metrics_count_the_container_s_processes(tmp_path: Path, registry: Registry) -> None:
+    up = await Daemon.start(tmp_path / "data", "--metrics-interval", "0.2")
+    try:
+        await up.ok("deploy", "--name", "web", "--image", f"{registry.repo}:v1",
+                    "--port", str(free_port()), *UP)  # fmt: skip
+        url = up.url.replace("http://", "ws://")
+        url += f"/api/v1/services/web/metrics/stream?token={up.token}"
+        async with open_websocket_url(url) as feed:
+            with trio.fail_after(WAIT):
+                while True:  # each sample: podman, the container's init and its httpd
+                    message = json.loads(await feed.get_message())
+                    if message.get("type") == "metrics" and message["processes"] >= 3:
+                        break
+        await up.ok("delete", "web", "--yes")
+    finally:
+        code, _ = await up.stop()
+    assert code == 0
