@@ -215,6 +215,17 @@ async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkep
     # A kept release's image is not pruned; deleting with --purge-image removes it.
     assert "0 images removed" in await daemon.ok("images", "prune")
     podman_cmd("image", "exists", "localhost/dployr/built:1")
+    # Five more deploys: the first release is no longer kept, so its image goes.
+    old = f"{registry.repo}@{registry.digests['v1']}"
+    v2 = f"{registry.repo}@{registry.digests['v2']}"
+    await daemon.ok("deploy", "--name", "pruned", "--image", old, "--port", str(port), *UP)
+    for _ in range(5):
+        await daemon.ok("deploy", "--name", "pruned", "--image", v2, "--port", str(port), *UP)
+    out = await daemon.ok("images", "prune")
+    assert f"removed {old}\n1 image removed" in out, out
+    still = await trio.run_process(podman.argv("image", "exists", old), check=False)
+    assert still.returncode == 1
+    podman_cmd("image", "exists", v2)
     await daemon.ok("delete", "built", "--yes", "--purge-image")
     gone = await trio.run_process(podman.argv("image", "exists", "localhost/dployr/built:1"),
                                   check=False)  # fmt: skip
