@@ -18,7 +18,15 @@ PODMAN_TOOLS := /usr/bin/podman /usr/bin/runc /usr/bin/docker-registry /usr/bin/
 # with nginx's stream module.
 BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modules/ngx_stream_module.so
 
-.PHONY: run test lint bench clean
+# The import contracts of pyproject.toml ([tool.importlinter]) that `make lint` and the test
+# suite (tests/test_imports.py) enforce. The others are written there already and are switched
+# on here as the work that makes them true lands:
+IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api service-through-a-port only-os-spawns
+# enabled when the pure protocol package (dployr/protocol/) lands and the gateway stands on it:
+#   IMPORT_CONTRACTS += pure-protocol gateway-on-protocol
+LINT_IMPORTS = $(BIN)/lint-imports --no-logo --no-cache $(addprefix --contract ,$(IMPORT_CONTRACTS))
+
+.PHONY: run test lint imports bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +49,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check dployr tests benchmarks
 	$(BIN)/ruff format --check dployr tests benchmarks
 	$(BIN)/mypy --strict dployr
+	$(LINT_IMPORTS)
+
+# The import contracts alone (no install step: the test suite runs this).
+imports:
+	$(LINT_IMPORTS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

@@ -33,7 +33,7 @@ import psutil
 import trio
 
 from dployr.engine.metrics import MetricsSampler, ProcessProbe, group_members
-from dployr.engine.metrics_policy import (
+from dployr.metrics import (
     MINUTE,
     MINUTE_RETENTION,
     RAW_RETENTION,

@@ -404,7 +404,7 @@ class ServiceSettings:
     health: HealthOptions = attrs.field(factory=HealthOptions)
     user: str | None = attrs.field(default=None, validator=_check_user)
     """The user its processes run as (a name or an id), when dployr runs as root; None: a
-    user of its own that dployr allocates (see :mod:`dployr.engine.users`)."""
+    user of its own that dployr allocates (see :mod:`dployr.engine.os.users`)."""
     rollout: RolloutMode = RolloutMode.AUTO
     """Whether a deploy overlaps the old and new releases (see :class:`RolloutMode`)."""
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)

@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncclick as click
 
 from dployr.cli import Options
+from dployr.config import DployrConfig, EngineConfig, GatewayConfig, default
 
 
 @click.command()
@@ -17,18 +18,26 @@ from dployr.cli import Options
     "root, else ~/.local/share/dployr].",
 )
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address of the API and dashboard."
+    "--host",
+    default=default(GatewayConfig, "host"),
+    show_default=True,
+    help="Address of the API and dashboard.",
 )
-@click.option("--port", default=7879, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=default(GatewayConfig, "port"),
+    show_default=True,
+    type=click.IntRange(0, 65535),
+)
 @click.option(
     "--service-host",
-    default="0.0.0.0",
+    default=default(EngineConfig, "service_host"),
     show_default=True,
     help="Address services' public ports listen on.",
 )
 @click.option(
     "--metrics-interval",
-    default=5.0,
+    default=default(EngineConfig, "metrics_interval"),
     show_default=True,
     type=click.FloatRange(0.1, 3600),
     help="Seconds between samples of each service's CPU and memory.",
@@ -73,14 +82,15 @@ async def up(
     from dployr.models import check_env_key
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
-    config = daemon.DaemonConfig(
-        root,
-        host=host,
-        port=port,
-        service_host=service_host,
-        metrics_interval=metrics_interval,
-        pass_env=tuple(check_env_key(name) for name in pass_env),
-        service_users=not shared_user,
+    config = DployrConfig(
+        EngineConfig(
+            data_dir=root,
+            service_host=service_host,
+            metrics_interval=metrics_interval,
+            pass_env=tuple(check_env_key(name) for name in pass_env),
+            service_users=not shared_user,
+        ),
+        gateway=GatewayConfig(host=host, port=port),
     )
 
     async def serve() -> None:

@@ -21,41 +21,25 @@ import os
 import pwd
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TextIO
 
-import attrs
 import trio
 
 from dployr import __version__
-from dployr.daemon.paths import DEFAULT_HOST, DEFAULT_PORT, DataDir
-from dployr.engine import users
-from dployr.engine.instance import EngineConfig, Instance
+from dployr.config import DployrConfig
+from dployr.daemon.paths import DataDir
+from dployr.engine.instance import Instance
+from dployr.engine.os import users
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
 from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
-from dployr.supervision import INFINITY, ChildSpec, Intensity, Supervisor
+from dployr.supervision import ChildSpec, Intensity, Supervisor
 
 
 class AlreadyRunning(DployrError):
     """Another daemon holds the data dir."""
-
-
-@attrs.frozen
-class DaemonConfig:
-    """What ``dployr up`` was asked for."""
-
-    data_dir: Path
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    service_host: str = "0.0.0.0"
-    metrics_interval: float = 5.0
-    pass_env: tuple[str, ...] = ()
-    """Variables of the daemon's environment passed on to every service, by name."""
-    service_users: bool = True
-    """As root, run each service as a user of its own (False: ``--shared-user``)."""
 
 
 @contextlib.contextmanager
@@ -104,14 +88,14 @@ def ensure_admin_token(store: Store, data: DataDir) -> bool:
 
 
 async def run(
-    config: DaemonConfig,
+    config: DployrConfig,
     *,
     out: TextIO = sys.stdout,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until cancelled; report the URL it serves once everything is up."""
     data = DataDir(config.data_dir)
-    if config.service_users and users.available():
+    if config.engine.service_users and users.available():
         users.check_reachable(data.root)
     with hold_lock(data):
         # Space held back for the database, so that a disk filled by logs cannot stop
@@ -121,31 +105,22 @@ async def run(
         store = Store.open(data.db, reserve=reserve)
         try:
             created = ensure_admin_token(store, data)
-            instance = Instance(
-                EngineConfig(
-                    data_dir=data.root,
-                    service_host=config.service_host,
-                    metrics_interval=config.metrics_interval,
-                    pass_env=config.pass_env,
-                    service_users=config.service_users,
-                ),
-                store,
-            )
+            instance = Instance(config.engine, store)
             gateway = Gateway(
                 instance.handle,
                 store,
-                config.host,
-                config.port,
+                config.gateway.host,
+                config.gateway.port,
                 dashboard_key_file=data.dashboard_key,
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             root = Supervisor(
                 "dployr",
                 [
-                    ChildSpec("instance", instance.run, shutdown=INFINITY),
-                    ChildSpec("gateway", gateway.run, shutdown=10.0),
+                    ChildSpec.supervisor("instance", instance.run),
+                    ChildSpec("gateway", gateway.run, shutdown=config.gateway.shutdown),
                 ],
-                intensity=Intensity(3, 60),
+                intensity=Intensity(config.daemon.restarts, config.daemon.restart_period),
                 events=instance.events,  # the root's reports reach the events feed too
             )
             async with trio.open_nursery() as nursery:

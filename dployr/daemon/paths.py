@@ -10,9 +10,6 @@ import attrs
 
 from dployr.errors import DployrError
 
-DEFAULT_PORT = 7879
-DEFAULT_HOST = "127.0.0.1"
-
 
 class NotRunning(DployrError):
     """No daemon runs on the data dir."""

@@ -26,23 +26,98 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
-from dployr.engine import images, launcher, sources
+from dployr.engine import images, sources
 from dployr.engine.errors import DeployFailed
+from dployr.engine.os import launcher
 from dployr.engine.release import Running, pump
+from dployr.logs.book import LogBook
 from dployr.logs.framing import Lines
-from dployr.models import Deployment, DeploymentStatus
+from dployr.models import Deployment, DeploymentStatus, ServiceSettings
+from dployr.store.store import Store
 from dployr.supervision import ChildContext
-
-if TYPE_CHECKING:
-    from dployr.engine.service import Service
 
 OUTPUT_TAIL = 20
 """Lines of build output kept in a failed deployment's record."""
+
+
+class DeployLimits(Protocol):
+    """The deadlines a deploy works within."""
+
+    @property
+    def fetch_timeout(self) -> float: ...
+
+    @property
+    def build_timeout(self) -> float: ...
+
+    @property
+    def deploy_deadline(self) -> float: ...
+
+
+class RolloutTarget(Protocol):
+    """What a deploy needs of its service: where its files go, how its processes run, and
+    the roll-out of its release (which takes the service's lock itself)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dir(self) -> Path:
+        """The service's folder (its source cache, its releases)."""
+        ...
+
+    @property
+    def book(self) -> LogBook: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def config(self) -> DeployLimits: ...
+
+    @property
+    def instance_id(self) -> str:
+        """The instance's id, carried by every process of the deploy."""
+        ...
+
+    def release_dir(self, deployment: int) -> Path: ...
+
+    def run_as(self, settings: ServiceSettings) -> None: ...
+
+    def process_env(
+        self, deployment: int, port: int | None, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]: ...
+
+    def process_started(self, running: Running) -> None: ...
+
+    def process_ended(self, pid: int) -> None: ...
+
+    def serving(self) -> bool:
+        """Whether a release of the service runs now."""
+        ...
+
+    def deployment_changed(self, deployment: int, status: DeploymentStatus) -> None:
+        """Publish a deployment's new status."""
+        ...
+
+    async def switch_to(self, run: DeployRun) -> None:
+        """Roll the deploy's release out (see :meth:`DeployRun.run`'s start and switch)."""
+        ...
+
+    def keep_credential(self, credential: sources.Credential | None) -> None: ...
+
+    async def prune_releases(self) -> None: ...
+
+    def deploy_finished(self, run: DeployRun) -> None: ...
+
+    def deploy_succeeded(self, run: DeployRun) -> None: ...
+
+    def deploy_failed(self, run: DeployRun, reason: str) -> None: ...
 
 
 class DeployRun:
@@ -53,7 +128,10 @@ class DeployRun:
     """
 
     def __init__(
-        self, service: Service, deployment: Deployment, credential: sources.Credential | None = None
+        self,
+        service: RolloutTarget,
+        deployment: Deployment,
+        credential: sources.Credential | None = None,
     ) -> None:
         self.service = service
         self.deployment = deployment
@@ -90,7 +168,7 @@ class DeployRun:
     def _set(self, status: DeploymentStatus, step: str) -> None:
         self.step = step
         self.service.store.update_deployment(self.service.name, self.id, status=status)
-        self.service.instance.deployment_changed(self.service.name, self.id, status)
+        self.service.deployment_changed(self.id, status)
         self.say(step)
 
     async def run(
@@ -105,7 +183,7 @@ class DeployRun:
         task_status.started()
         config = self.service.config
         # The gits of this deploy carry the instance's mark too (see kill_leftovers).
-        sources.PROCESS_MARKS.set((("DPLOYR_INSTANCE", self.service.instance.id),))
+        sources.PROCESS_MARKS.set((("DPLOYR_INSTANCE", self.service.instance_id),))
         try:
             with trio.fail_after(config.deploy_deadline):
                 if not self.rollback:
@@ -122,13 +200,9 @@ class DeployRun:
             await self._fail(str(failure), failure.exit_code, failure.output_tail)
         except trio.TooSlowError:
             await self._fail(f"the deploy did not finish within {config.deploy_deadline:g} s")
-        except trio.Cancelled:
+        except BaseException as error:
             with ctx.shield():
-                await self._fail("cancelled: the service was stopped or deleted during the deploy")
-            raise
-        except Exception as error:  # a bug must still end the deploy as failed, then crash
-            with ctx.shield():
-                await self._fail(f"internal error: {type(error).__name__}: {error}")
+                await self._fail(_why_ended(error))
             raise
         finally:
             self._announce()
@@ -147,7 +221,7 @@ class DeployRun:
             self.say(f"failed: {self._failure}{still}")
             service.deploy_failed(self, self._failure)
         self.done.set()
-        service.instance.deployment_changed(service.name, self.id, self.outcome)
+        service.deployment_changed(self.id, self.outcome)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -163,7 +237,7 @@ class DeployRun:
             self.service.store.update_deployment(self.service.name, self.id, revision=revision)
             await sources.checkout(source, cache, revision, self.release_dir, timeout=timeout)
         except sources.SourceError as error:
-            raise DeployFailed(f"fetch failed: {error}") from None
+            raise DeployFailed(f"fetch failed: {error}") from error
         self.say(f"checked out {revision[:12]}")
         return revision
 
@@ -181,7 +255,7 @@ class DeployRun:
         try:
             process = await launcher.launch(launcher.LaunchSpec(settings.build_cmd, cwd, env))
         except OSError as error:
-            raise DeployFailed(f"build could not start: {error.strerror}") from None
+            raise DeployFailed(f"build could not start: {error.strerror}") from error
         self.service.process_started(Running(process.pid, None, self.id, time.time()))
         try:
             async with trio.open_nursery() as nursery:
@@ -215,10 +289,9 @@ class DeployRun:
     async def _switch(self) -> None:
         service = self.service
         self._set(DeploymentStatus.STARTING, "starting the new release")
-        async with service.lock:
-            # The switch records it succeeded (and sets the outcome) in the same write that
-            # makes it active.
-            await service.roll_out(self.deployment, gate=True, run=self)
+        # The switch records it succeeded (and sets the outcome) in the same write that
+        # makes it active.
+        await service.switch_to(self)
         if not self.rollback:
             service.keep_credential(self.credential)
         with trio.CancelScope(shield=True):
@@ -240,3 +313,15 @@ class DeployRun:
             exit_code=exit_code,
             output_tail=output_tail,
         )
+
+
+def _why_ended(error: BaseException) -> str:
+    """Why a deploy that raised ``error`` failed: cancelled (by a stop or delete, the
+    cancellation perhaps grouped by a nursery it passed), or a bug, which still ends the
+    deploy as failed before it crashes."""
+    cancelled = isinstance(error, trio.Cancelled) or (
+        isinstance(error, BaseExceptionGroup) and error.split(trio.Cancelled)[1] is None
+    )
+    if cancelled:
+        return "cancelled: the service was stopped or deleted during the deploy"
+    return f"internal error: {type(error).__name__}: {error}"

@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 import trio
 
-from dployr.engine import launcher
-from dployr.engine.warden import Warden
+from dployr.engine.os import launcher
+from dployr.engine.os.warden import Warden
 from dployr.errors import DployrError
 from dployr.models import Health, HealthKind, HealthOptions
 from dployr.supervision import ChildContext

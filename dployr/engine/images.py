@@ -9,22 +9,20 @@ those bytes, even after the tag moved. A deploy by tag pulls again every time.
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import TYPE_CHECKING
 
 import trio
 
-from dployr.engine import launcher, podman
+from dployr.engine import podman
 from dployr.engine.errors import DeployFailed
-from dployr.engine.messages import ImagesPruned
+from dployr.engine.os import launcher
 from dployr.engine.release import Running, pump
 from dployr.logs.framing import Lines
 from dployr.models import DeploymentStatus
 
 if TYPE_CHECKING:
     from dployr.engine.deploy import DeployRun
-    from dployr.engine.instance import Instance
 
 
 async def pull(run: DeployRun) -> str:
@@ -103,7 +101,7 @@ async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> 
         printed[0] = next((line for line in reversed(lines.lines) if line.strip()), printed[0])
 
     env = podman.podman_env(run.env if what == "build" else None)
-    env["DPLOYR_INSTANCE"] = run.service.instance.id
+    env["DPLOYR_INSTANCE"] = run.service.instance_id
     try:
         process = await launcher.launch_program(podman.argv(*words), env, label=run.service.name)
     except OSError as error:
@@ -136,37 +134,3 @@ async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> 
             output_tail=tuple(run._tail),
         )
     return printed[0].strip()
-
-
-# -- images in podman's store ---------------------------------------------------------------
-
-
-def recorded(instance: Instance, name: str) -> set[str]:
-    """The images the deployments of service ``name`` recorded."""
-    return {d.image for d in instance.store.deployments(name, 1000) if d.image is not None}
-
-
-def kept(instance: Instance) -> set[str]:
-    """The images a kept release of a service runs (its release folder is still there)."""
-    images = set()
-    for name, service in instance.services.items():
-        for deployment in instance.store.deployments(name, 1000):
-            if deployment.image is not None and service.release_dir(deployment.folder).is_dir():
-                images.add(deployment.image)
-    return images
-
-
-async def remove_unused(instance: Instance, images: set[str]) -> tuple[str, ...]:
-    """Remove ``images`` from podman's store, but for those a kept release runs."""
-    unused = images - kept(instance)
-    if not unused or shutil.which(podman.PODMAN) is None:
-        return ()
-    return tuple(await podman.remove_images(sorted(unused)))
-
-
-async def prune(instance: Instance) -> ImagesPruned:
-    """``dployr images prune``: remove the images no kept release runs."""
-    every = set()
-    for name in instance.services:
-        every |= recorded(instance, name)
-    return ImagesPruned(await remove_unused(instance, every))

@@ -18,41 +18,40 @@ import contextlib
 import errno
 import os
 import secrets
-import shutil
-import signal
 import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import attrs
-import psutil
 import trio
 
 from dployr import __version__
-from dployr.engine import cgroups, images, podman, users
+from dployr.config import EngineConfig
+from dployr.engine import image_store, podman
 from dployr.engine import messages as m
-from dployr.engine.cgroups import Cgroups
 from dployr.engine.errors import Conflict
 from dployr.engine.metrics import MetricsSampler
-from dployr.engine.metrics_policy import (
+from dployr.engine.os import cgroups, users
+from dployr.engine.os.cgroups import Cgroups
+from dployr.engine.os.leftovers import kill_leftovers, remove_unfinished
+from dployr.engine.os.users import ServiceUsers
+from dployr.engine.os.warden import Warden
+from dployr.engine.proxy import PortInUse
+from dployr.engine.release import Running
+from dployr.engine.service import Service
+from dployr.engine.sources import check_remote, hide_password
+from dployr.engine.webhooks import Delivery, Webhooks
+from dployr.errors import DployrError
+from dployr.logs.history import LogLine
+from dployr.logs.values import LogBatch
+from dployr.metrics import (
     RAW_RETENTION,
     InstanceSample,
     Resolution,
     Sample,
     ServiceSample,
 )
-from dployr.engine.proxy import PortInUse
-from dployr.engine.release import Running
-from dployr.engine.service import Service
-from dployr.engine.sources import check_remote, hide_password
-from dployr.engine.users import ServiceUsers
-from dployr.engine.warden import Warden
-from dployr.engine.webhooks import Delivery, Webhooks
-from dployr.errors import DployrError
-from dployr.logs.history import LogLine
-from dployr.logs.values import LogBatch
 from dployr.models import (
     Deployment,
     DeploymentStatus,
@@ -63,7 +62,6 @@ from dployr.models import (
     check_name,
 )
 from dployr.store.errors import DiskFull, ServiceExists, UnknownService
-from dployr.store.records import ProcessRecord
 from dployr.store.store import Store
 from dployr.supervision import (
     ChildContext,
@@ -78,35 +76,6 @@ from dployr.supervision.topic import Gap, Subscription
 
 R = TypeVar("R")
 INTERRUPTED = "interrupted: the daemon stopped during the deploy"
-
-
-@attrs.frozen
-class EngineConfig:
-    """Where an instance keeps its data, and the limits it works within."""
-
-    data_dir: Path
-    name: str = "local"
-    service_host: str = "0.0.0.0"
-    """The address services' public ports listen on."""
-    log_bytes: int = 50 * 2**20
-    """Log history kept per service; the oldest segments go first."""
-    fetch_timeout: float = 300.0
-    build_timeout: float = 1800.0
-    ready_timeout: float = 60.0
-    """How long a new release has to accept connections on its port."""
-    deploy_deadline: float = 3600.0
-    keep_releases: int = 5
-    metrics_interval: float = 5.0
-    """Seconds between samples of every service's CPU and memory."""
-    pass_env: tuple[str, ...] = ()
-    """Names of the daemon's variables every service gets too (its environment is otherwise
-    clean: see :func:`dployr.engine.release.process_env`)."""
-    service_users: bool = True
-    """When the daemon runs as root, run each service as a user of its own (see
-    :mod:`dployr.engine.users`); False: as the daemon's user, root."""
-    cgroups: bool = True
-    """Run each release, build, health check and git in a cgroup of its own where one is
-    writable (see :mod:`dployr.engine.cgroups`); False: in process groups only."""
 
 
 @attrs.frozen
@@ -182,8 +151,8 @@ class Instance:
         """Every supervision event of the instance's tree."""
         self.changes: Topic[Change] = Topic("changes")
         """Every status and deployment change of every service."""
-        self.generation = 0
-        """Grows at every change a service's info could show: readers may cache by it."""
+        self._shown: tuple[object, ...] = ()
+        self._generation = 0
         if store.reserve is not None:  # the disk filling up, or room again: an event
             store.reserve.on_change = self._disk_changed
         self.metrics = MetricsSampler(self._metric_groups, store, interval=config.metrics_interval)
@@ -250,9 +219,20 @@ class Instance:
         self.webhooks = Webhooks(self._webhook_failed)  # a fresh actor per incarnation
         await self.webhooks.run(ctx, task_status=task_status)
 
-    def touch(self) -> None:
-        """Something a service's info shows has changed (see :attr:`generation`)."""
-        self.generation += 1
+    @property
+    def generation(self) -> int:
+        """Grows whenever anything the services' info shows has changed: readers may cache
+        the list of services by it.
+
+        Derived from the values each service's info is made of (see
+        :meth:`~dployr.engine.service.core.ServiceCore.shown`), which are replaced at every
+        change: no change has to be announced by hand, so none can be forgotten.
+        """
+        shown = tuple((name, s.shown()) for name, s in self.services.items())
+        if shown != self._shown:
+            self._shown = shown
+            self._generation += 1
+        return self._generation
 
     def _metric_groups(self) -> dict[str, list[int]]:
         """Service name -> the process groups of its live releases (for the sampler)."""
@@ -265,16 +245,14 @@ class Instance:
 
     # -- called by services ----------------------------------------------------------------
 
-    def status_changed(self, service: Service, previous: ServiceStatus) -> None:
+    def status_changed(self, service: str, status: ServiceStatus, previous: ServiceStatus) -> None:
         """Publish a service's status change."""
-        self.changes.publish(
-            StatusChanged(service.name, self.name, service.state.status, previous, time.time())
-        )
+        self.changes.publish(StatusChanged(service, self.name, status, previous, time.time()))
 
-    def health_changed(self, service: Service, previous: Health, message: str) -> None:
+    def health_changed(self, service: str, health: Health, previous: Health, message: str) -> None:
         """Publish a service's health change."""
         self.changes.publish(
-            HealthChanged(service.name, self.name, service.health, previous, message, time.time())
+            HealthChanged(service, self.name, health, previous, message, time.time())
         )
 
     def send_webhook(self, service: str, url: str, body: bytes) -> None:
@@ -295,7 +273,6 @@ class Instance:
         self.changes.publish(DeploymentChanged(service, self.name, deployment, status, time.time()))
 
     def _disk_changed(self, full: bool) -> None:
-        self.touch()
         self.changes.publish(DiskChanged(self.name, full, time.time()))
 
     def supervision_event(self, event: SupervisionEvent) -> None:
@@ -370,7 +347,6 @@ class Instance:
             except ServiceExists:  # created by a racing request in between
                 created = self.store.get_service(request.name)  # type: ignore[assignment]
             service = self.services.setdefault(request.name, Service(self, created))
-            self.touch()
             service.keep_credential(credential)  # as its settings: saved at once
         if settings is None:  # the stored settings again, with the password kept for them
             credential = service.kept_credential()
@@ -410,11 +386,10 @@ class Instance:
         """Stop and remove a service (its data folder too with ``purge``, its container
         images with ``purge_image``)."""
         service = self.service(name)
-        own = images.recorded(self, name) if purge_image else set()
+        own = image_store.recorded(self, name) if purge_image else set()
         await service.delete(purge=purge)
         self.services.pop(name, None)
-        await images.remove_unused(self, own)
-        self.touch()
+        await image_store.remove_unused(self, own)
         return m.Deleted(name)
 
     def rotate_key(self) -> m.KeyRotated:
@@ -539,7 +514,7 @@ class InstanceHandle:
             m.Restart: lambda r: i.service(r.name).restart(hard=r.hard),
             m.Rollback: lambda r: i.service(r.name).rollback(r.deployment),
             m.Delete: lambda r: i.delete(r.name, purge=r.purge, purge_image=r.purge_image),
-            m.PruneImages: lambda r: images.prune(i),
+            m.PruneImages: lambda r: image_store.prune(i),
             m.GetService: lambda r: _now(i.service(r.name).info()),
             m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
             m.GetSettings: lambda r: _now(i.service(r.name).settings_view()),
@@ -629,58 +604,3 @@ class InstanceHandle:
 
 async def _now(value: R) -> R:
     return value
-
-
-def kill_leftovers(
-    records: list[ProcessRecord], instance_id: str, tree: Cgroups | None = None
-) -> list[int]:
-    """Kill every process a previous daemon of this instance left behind; return their pids.
-
-    Called before any service starts, so every member of the instance's cgroups is a
-    leftover, whatever it did to detach (``setsid``, a double fork, an empty environment),
-    and so is every live process that carries this instance's id in its environment: a
-    release or build whose daemon was killed, and its children (when its warden was killed
-    too, or did not hear of them in time), even one started in the instant between its
-    spawn and its record. A recorded group leader started when recorded counts too (in
-    case it cleared its environment); a pid the kernel reused for an unrelated process is
-    left alone. The emptied cgroups are removed.
-    """
-    killed = tree.kill_leftovers() if tree is not None else []
-    recorded = {(r.pid, r.pgid): r.started_at for r in records}
-    groups = {r.pgid for r in records}
-    me = os.getpid()
-    victims: list[psutil.Process] = []
-    for process in psutil.process_iter():
-        if process.pid == me:
-            continue
-        try:
-            ours = process.environ().get("DPLOYR_INSTANCE") == instance_id
-            if not ours and process.pid in groups:
-                started = recorded.get((process.pid, os.getpgid(process.pid)))
-                ours = started is not None and abs(process.create_time() - started) < 2
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-        if ours:
-            victims.append(process)
-    for process in victims:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGKILL)
-    psutil.wait_procs(victims, timeout=5)
-    return killed + [p.pid for p in victims]
-
-
-UNFINISHED = (".source.new-*", ".source.old-*", "releases/.*.partial-*")
-"""Folders a fetch or checkout makes beside its target and renames onto it when done
-(``<service dir>/<pattern>``): one still there at start was cut short by a killed daemon."""
-
-
-def remove_unfinished(data_dir: Path) -> list[Path]:
-    """Remove every unfinished folder of every service (blocking: for a worker thread, at
-    start, before anything can make one); the folders removed."""
-    removed = []
-    for pattern in UNFINISHED:
-        for folder in data_dir.glob(f"services/*/{pattern}"):
-            if folder.is_dir() and not folder.is_symlink():
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-    return removed

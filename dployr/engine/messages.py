@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from dployr.engine.metrics_policy import MetricPoint
 from dployr.logs.history import LogLine
+from dployr.metrics import MetricPoint
 from dployr.models import (
     Deployment,
     EnvVar,

@@ -38,8 +38,8 @@ import attrs
 import psutil
 import trio
 
-from dployr.engine.metrics_policy import (
-    DEFAULT_INTERVAL,
+from dployr.errors import SpecError
+from dployr.metrics import (
     InstanceSample,
     Sample,
     ServiceSample,
@@ -47,9 +47,8 @@ from dployr.engine.metrics_policy import (
     cpu_seconds_in_round,
     next_round,
 )
-from dployr.errors import SpecError
 from dployr.store.store import Store
-from dployr.supervision import INFINITY, ChildContext, ChildSpec, Restart, Supervisor, Topic
+from dployr.supervision import ChildContext, ChildSpec, Restart, Supervisor, Topic
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
@@ -392,7 +391,7 @@ class MetricsSampler:
         groups: GroupsFunction,
         store: Store | None = None,
         *,
-        interval: float = DEFAULT_INTERVAL,
+        interval: float,
         probe: Probe | None = None,
         topic: Topic[Sample] | None = None,
     ) -> None:
@@ -441,7 +440,7 @@ class MetricsSampler:
         as a supervision event, while the services it watches keep running untouched.
         """
         supervisor = Supervisor(child_id, [ChildSpec("sampler", self.run, shutdown=SHUTDOWN)])
-        return ChildSpec(child_id, supervisor.run, restart=Restart.TEMPORARY, shutdown=INFINITY)
+        return ChildSpec.supervisor(child_id, supervisor.run, restart=Restart.TEMPORARY)
 
     async def run(
         self,

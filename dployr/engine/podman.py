@@ -38,7 +38,6 @@ import os
 import resource
 import shlex
 import shutil
-import subprocess
 import tempfile
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,6 +46,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from dployr.engine.os import launcher
 from dployr.engine.release import ReleaseSpec
 from dployr.engine.sources import Credential
 from dployr.errors import DployrError
@@ -166,18 +166,17 @@ def pinned(ref: str, digest: str, image_id: str) -> str:
 async def run_quick(*words: str, check: bool = True) -> str:
     """Run a short podman command (inspect, rm); its stdout, or :class:`PodmanFailed`."""
     require()
+    out: list[bytes] = []
+    err: list[bytes] = []
     with trio.fail_after(QUICK_TIMEOUT):
-        result = await trio.run_process(
-            argv(*words),
-            env=podman_env(),
-            stdin=subprocess.DEVNULL,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
+        code = await launcher.run(
+            launcher.Program(argv(*words), podman_env(), label="podman"),
+            on_stdout=out.append,
+            on_stderr=err.append,
         )
-    if check and result.returncode != 0:
-        raise PodmanFailed(last_line(result.stderr) or f"podman {words[0]} failed")
-    return result.stdout.decode(errors="replace")
+    if check and code != 0:
+        raise PodmanFailed(last_line(b"".join(err)) or f"podman {words[0]} failed")
+    return b"".join(out).decode(errors="replace")
 
 
 def last_line(output: bytes) -> str:

@@ -27,8 +27,6 @@ from dployr.errors import DployrError
 from dployr.supervision import ChildContext
 
 CHUNK = 256 * 1024
-CONNECT_DEADLINE = 5.0
-"""Seconds a new connection waits for a release to accept it before it is closed."""
 RETRY_INTERVAL = 0.05
 ACCEPT_PAUSE = 0.1
 """Seconds the proxy stops accepting when the daemon is out of file descriptors."""
@@ -47,10 +45,21 @@ class PortInUse(DployrError):
 class Proxy:
     """Listens on ``host:port`` and relays each connection to ``127.0.0.1:<target>``."""
 
-    def __init__(self, service: str, host: str, port: int, target: int | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        host: str,
+        port: int,
+        target: int | None = None,
+        *,
+        connect_deadline: float,
+    ) -> None:
         self.service = service
         self.host = host
         self.port = port
+        self.connect_deadline = connect_deadline
+        """Seconds a new connection waits for a release to accept it before it is closed
+        (``EngineConfig.connect_deadline``)."""
         self._target = target
         self._target_changed = trio.Event()
         # Open connections per private port, so a switch can wait for the old one to drain.
@@ -144,7 +153,7 @@ class Proxy:
             upstream = await self._attempt(target)
             if upstream is not None:
                 return target, upstream
-        with trio.move_on_after(CONNECT_DEADLINE):
+        with trio.move_on_after(self.connect_deadline):
             while True:
                 target = self._target
                 if target is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from dployr.engine import launcher
+from dployr.engine.os import launcher
 from dployr.logs.book import LogBook
 from dployr.logs.framing import Lines, LineSplitter
 from dployr.supervision import ChildContext, ExitReason

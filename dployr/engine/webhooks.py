@@ -7,11 +7,14 @@ delivery is retried with backoff in a task of its own, a bounded number at a tim
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 
 import attrs
 import trio
 
+from dployr.models import Health
 from dployr.supervision import Actor, ActorRef, ChildContext
 
 ATTEMPTS = 5
@@ -80,3 +83,17 @@ class Webhooks(Actor[Delivery]):
                 delivery.service,
                 f"health webhook {delivery.url} failed {ATTEMPTS} times ({problem}); gave up",
             )
+
+
+def webhook_body(service: str, instance: str, health: Health, message: str) -> bytes:
+    """The JSON a health webhook receives."""
+    return json.dumps(
+        {
+            "event": "health",
+            "service": service,
+            "instance": instance,
+            "health": health.value,
+            "timestamp": time.time(),
+            "message": message,
+        }
+    ).encode()

@@ -12,11 +12,11 @@ from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
 from dployr.engine.instance import InstanceHandle
-from dployr.engine.messages import GetInstance, InstanceInfo
-from dployr.engine.metrics_policy import prometheus_text
+from dployr.engine.messages import GetInstance
 from dployr.errors import DployrError
 from dployr.gateway import access, api, dashboard, feeds, openapi
 from dployr.gateway.access import Tokens
+from dployr.gateway.prometheus import disk_text, prometheus_text
 from dployr.gateway.responses import (
     MAX_BODY,
     bearer_token,
@@ -35,19 +35,6 @@ def _view(route: api.Route, handle: InstanceHandle) -> Callable[..., Awaitable[R
 
     view.__name__ = f"{route.method.lower()}_{route.path}"
     return view
-
-
-def _disk_text(info: InstanceInfo) -> str:
-    """The data dir's disk condition, in Prometheus' text format."""
-    where = json.dumps(info.name)  # a label value, escaped as Prometheus wants
-    return (
-        "# HELP dployr_disk_full 1 while the data dir's disk is full (log history paused)\n"
-        "# TYPE dployr_disk_full gauge\n"
-        f"dployr_disk_full{{instance={where}}} {int(info.disk_full)}\n"
-        "# HELP dployr_log_lines_dropped_total Log lines not written to history (disk full)\n"
-        "# TYPE dployr_log_lines_dropped_total counter\n"
-        f"dployr_log_lines_dropped_total{{instance={where}}} {info.log_lines_dropped}\n"
-    )
 
 
 def create_app(
@@ -81,7 +68,10 @@ def create_app(
         text = prometheus_text(
             handle.instance_name, handle.latest_samples(), handle.latest_machine()
         )
-        text += _disk_text(await handle.request(GetInstance()))
+        info = await handle.request(GetInstance())
+        text += disk_text(
+            info.name, disk_full=info.disk_full, log_lines_dropped=info.log_lines_dropped
+        )
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get(api.PREFIX + "/openapi.json")

@@ -27,10 +27,10 @@ from dployr.engine.instance import (
     InstanceHandle,
     StatusChanged,
 )
-from dployr.engine.metrics_policy import Sample, ServiceSample
 from dployr.errors import DployrError
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response, status_for
 from dployr.logs.values import LogBatch, LogLine, lines_of
+from dployr.metrics import Sample, ServiceSample
 from dployr.models import check_name
 from dployr.supervision import SupervisionEvent
 from dployr.supervision.topic import Gap, Subscription

@@ -6,6 +6,7 @@ for where its key comes from), and API tokens are kept only as SHA-256 digests, 
 scope and expiry.
 """
 
+from dployr.store.base import DB_FILE_NAME, SECRET_MASK, TOKEN_PREFIX, UNSET
 from dployr.store.errors import (
     DeploymentFinished,
     DiskFull,
@@ -25,7 +26,7 @@ from dployr.store.records import AuditRecord, ProcessRecord, Scope, ServiceRecor
 from dployr.store.reserve import DiskReserve
 from dployr.store.schema import SCHEMA_VERSION
 from dployr.store.secrets import KEY_ENV, KEY_FILE_NAME, Cipher
-from dployr.store.store import DB_FILE_NAME, SECRET_MASK, TOKEN_PREFIX, UNSET, Store
+from dployr.store.store import Store
 
 __all__ = [
     "DB_FILE_NAME",

@@ -1,7 +1,7 @@
 """The metrics history in SQL: record a round of samples, read a range, forget old data.
 
 The rules (bucket arithmetic, retention, which resolution a range is read in) are the pure
-functions of :mod:`dployr.engine.metrics_policy`; this module only applies them to the
+functions of :mod:`dployr.metrics`; this module only applies them to the
 tables of schema migration 2. Every function runs inside a transaction the
 :class:`~dployr.store.store.Store` opened.
 
@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Final
 
-from dployr.engine.metrics_policy import (
+from dployr.metrics import (
     INSTANCE_FIELDS,
     SERVICE_FIELDS,
     Bucket,

@@ -100,7 +100,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "metrics history: samples for an hour, minute buckets for 7 days",
         (
-            # Every sample, kept for an hour (dployr.engine.metrics_policy.RAW_RETENTION).
+            # Every sample, kept for an hour (dployr.metrics.RAW_RETENTION).
             """
             CREATE TABLE service_samples (
                 service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,

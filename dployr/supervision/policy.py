@@ -43,6 +43,24 @@ class Restart(enum.Enum):
     """Never; its exit is reported and never escalated."""
 
 
+class ChildKind(enum.Enum):
+    """What a child is: its shutdown default follows (as the ``type`` of an OTP child spec)."""
+
+    WORKER = "worker"
+    """Does the work: given :data:`DEFAULT_SHUTDOWN` seconds to stop."""
+    SUPERVISOR = "supervisor"
+    """Stops its own children, each within its own shutdown: given all the time it needs."""
+
+
+def default_shutdown(kind: ChildKind) -> float:
+    """The seconds of grace a child of ``kind`` gets unless its spec says otherwise.
+
+    A supervisor gets no limit: cutting it short would cancel its children without the
+    grace each one's own spec promises (OTP's ``supervisor.erl`` defaults to infinity too).
+    """
+    return math.inf if kind is ChildKind.SUPERVISOR else DEFAULT_SHUTDOWN
+
+
 class Strategy(enum.Enum):
     """Which children a supervisor restarts when one of them must be restarted."""
 

@@ -16,7 +16,13 @@ import attrs
 import trio
 
 from dployr.errors import SpecError
-from dployr.supervision.policy import DEFAULT_BACKOFF, DEFAULT_SHUTDOWN, Backoff, Restart
+from dployr.supervision.policy import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    ChildKind,
+    Restart,
+    default_shutdown,
+)
 from dployr.supervision.reasons import ExitReason
 
 if TYPE_CHECKING:
@@ -34,7 +40,7 @@ class StartFunction(Protocol):
 BRUTAL_KILL: Final = 0.0
 """A shutdown of 0 s: the child is cancelled at once, with no grace."""
 INFINITY: Final = math.inf
-"""A shutdown with no limit: the usual choice for a child that is itself a supervisor."""
+"""A shutdown with no limit: the default of a child that is itself a supervisor."""
 
 _ID_MAX = 200
 
@@ -70,6 +76,20 @@ def _check_shutdown(_: object, __: object, value: float) -> None:
         )
 
 
+def _to_kind(value: ChildKind | str) -> ChildKind:
+    if isinstance(value, ChildKind):
+        return value
+    try:
+        return ChildKind(value)
+    except ValueError:
+        names = ", ".join(k.value for k in ChildKind)
+        raise SpecError(f"kind must be one of {names}, not {value!r}") from None
+
+
+def _default_shutdown(spec: ChildSpec) -> float:
+    return default_shutdown(spec.kind)
+
+
 def _check_backoff(_: object, __: object, value: Backoff) -> None:
     if not isinstance(value, Backoff):
         raise SpecError(f"backoff must be a Backoff, not {value!r}")
@@ -77,14 +97,42 @@ def _check_backoff(_: object, __: object, value: Backoff) -> None:
 
 @attrs.frozen
 class ChildSpec:
-    """How to start, restart and stop one child. Validated when built."""
+    """How to start, restart and stop one child. Validated when built.
+
+    A child that is itself a supervisor is built with :meth:`supervisor`: its shutdown
+    default is then no limit, as its children's own shutdowns bound its stop.
+    """
 
     id: str = attrs.field(validator=_check_id)
     start: StartFunction = attrs.field(validator=_check_start, eq=False)
     restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart)
-    shutdown: float = attrs.field(default=DEFAULT_SHUTDOWN, validator=_check_shutdown)
-    """Seconds the child is given to stop before it is cancelled; 0 is a brutal kill."""
+    kind: ChildKind = attrs.field(default=ChildKind.WORKER, converter=_to_kind, kw_only=True)
+    shutdown: float = attrs.field(
+        default=attrs.Factory(_default_shutdown, takes_self=True), validator=_check_shutdown
+    )
+    """Seconds the child is given to stop before it is cancelled; 0 is a brutal kill.
+    By default, as its kind says (:func:`~dployr.supervision.policy.default_shutdown`)."""
     backoff: Backoff = attrs.field(default=DEFAULT_BACKOFF, validator=_check_backoff)
+
+    @classmethod
+    def supervisor(
+        cls,
+        id: str,
+        start: StartFunction,
+        restart: Restart | str = Restart.PERMANENT,
+        *,
+        shutdown: float = INFINITY,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> ChildSpec:
+        """The spec of a child that is a supervisor (``start`` is usually its ``run``)."""
+        return cls(
+            id,
+            start,
+            restart,
+            kind=ChildKind.SUPERVISOR,
+            shutdown=shutdown,
+            backoff=backoff,
+        )
 
     @property
     def brutal(self) -> bool:

@@ -12,6 +12,11 @@ are serialised: child exits, restart timers and control calls (add, terminate, r
 delete a child at run time) are messages. The children themselves live in a nursery that
 is shielded from the supervisor's own cancellation, so that a cancelled supervisor can
 still stop them one by one, in reverse order, with their graces.
+
+Why one module of ~700 lines: the loop, the messages it reads and the records of its
+children are one state machine whose invariants span all three (OTP keeps
+``supervisor.erl`` whole for the same reason); the pure parts (restart intensity, backoff,
+child specs, exit reasons) live in ``policy``, ``spec`` and ``reasons``.
 """
 
 from __future__ import annotations
@@ -198,7 +203,7 @@ class Supervisor:
     """An OTP-style supervisor of an ordered list of children.
 
     Run it with ``await nursery.start(supervisor.run)``, or make it a child of another
-    supervisor with ``ChildSpec(id, supervisor.run, shutdown=INFINITY)``. Its control
+    supervisor with ``ChildSpec.supervisor(id, supervisor.run)``. Its control
     methods (:meth:`start_child`, :meth:`terminate_child`, :meth:`restart_child`,
     :meth:`delete_child`) work while it runs.
     """

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import trio
 
-from dployr.engine import ports
 from dployr.engine.errors import Conflict
 from dployr.engine.instance import Change, HealthChanged
 from dployr.engine.messages import ListDeployments, ReadLogs, Restart, Rollback
+from dployr.engine.os import ports
 from dployr.models import (
     DeploymentStatus,
     Health,

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import cgroups, launcher
+from dployr.engine.os import cgroups, launcher
 
 pytestmark = pytest.mark.slow
 
@@ -93,69 +93,6 @@ async def test_stop_gives_the_grace_to_the_whole_group_not_only_the_shell(tmp_pa
         not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         for pid in members
     )
-
-
-@pytest.mark.parametrize(
-    ("command", "given"),
-    [
-        ("sleep 100000", "exec sleep 100000"),
-        ("python -m http.server $PORT", "exec python -m http.server $PORT"),
-        (
-            "gunicorn app:app --bind=0.0.0.0:${PORT:-8000}",
-            "exec gunicorn app:app --bind=0.0.0.0:${PORT:-8000}",
-        ),
-        ("./run 'two words' # a comment", "exec ./run 'two words' # a comment"),
-        ("PORT=9000 app", "PORT=9000 app"),  # the assignment is for `app` alone
-        ("app | tee out", "app | tee out"),
-        ("app > out", "app > out"),
-        ("app; true", "app; true"),
-        ("app && other", "app && other"),
-        ("app &", "app &"),
-        ("(app)", "(app)"),
-        ("echo $(date)", "echo $(date)"),
-        ("app `date`", "app `date`"),
-        ("app \\\n --flag", "app \\\n --flag"),
-        ("cd web", "cd web"),
-        ("echo hello", "echo hello"),
-        ("exec app", "exec app"),
-        ("! app", "! app"),
-        ("'cd' web", "'cd' web"),  # still the built-in, quoted
-        ("$APP --flag", "$APP --flag"),  # could expand to anything
-        ("chdir web", "chdir web"),
-        ("-x", "-x"),
-        ("   ", "   "),
-    ],
-)
-def test_exec_is_put_before_one_simple_command_only(command: str, given: str) -> None:
-    assert launcher.shell_command(command) == given
-
-
-@pytest.mark.parametrize(
-    ("command", "words"),
-    [
-        ("sleep 100000", ["sleep", "100000"]),
-        (
-            "  ./bin/web  --bind=0.0.0.0:8000\tworkers,4 ",
-            ["./bin/web", "--bind=0.0.0.0:8000", "workers,4"],
-        ),
-        ("python -m http.server $PORT", None),  # an expansion: the shell's job
-        ("./run 'two words'", None),
-        ("ls *.py", None),
-        ("~/bin/app", None),
-        ("app # a comment", None),
-        ("PORT=9000 app", None),
-        ("echo hello", None),  # a built-in: the shell's own
-        ("app | tee out", None),
-        ("./migrate\n./server", None),  # two commands, not one with an argument
-        ("./server\r", None),
-        ("/bin/echo\xa0hi", None),  # one word to the shell
-        ("chdir /tmp", None),
-        ("-x", None),
-        ("", None),
-    ],
-)
-def test_plain_words_are_run_without_a_shell(command: str, words: list[str] | None) -> None:
-    assert launcher.plain_words(command) == words
 
 
 async def read_all(process: launcher.ServiceProcess) -> bytes:
@@ -303,3 +240,88 @@ async def test_without_a_cgroup_an_escapee_of_a_running_process_dies_at_stop(
     assert psutil.Process(pid).ppid() == process.pid
     await launcher.stop(process, 1.0)
     await wait_dead(pid)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_run_gives_the_output_and_the_exit_code(tmp_path: Path) -> None:
+    out, err = bytearray(), bytearray()
+    spec = launcher.LaunchSpec("echo out; echo err >&2; exit 7", tmp_path, os.environ)
+    with trio.fail_after(30):
+        code = await launcher.run(spec, on_stdout=out.extend, on_stderr=err.extend)
+    assert (code, bytes(out), bytes(err)) == (7, b"out\n", b"err\n")
+
+
+async def test_run_ends_with_its_program_not_with_what_it_left(tmp_path: Path) -> None:
+    # A child left in the background holds the output pipes: it dies with the program
+    # rather than keeping the run waiting for the end of its output.
+    out = bytearray()
+    spec = launcher.LaunchSpec("sleep 60 & echo $!", tmp_path, os.environ)
+    with trio.fail_after(30):
+        assert await launcher.run(spec, on_stdout=out.extend) == 0
+    assert not alive(int(out))
+
+
+async def cancel_once_started(
+    script: str, cwd: Path, deliver_cancel: launcher.DeliverCancel
+) -> tuple[bytes, bytes]:
+    """Run ``script``, cancel the run once it has written a line; its stdout and stderr."""
+    out, err = bytearray(), bytearray()
+    started = trio.Event()
+
+    def on_stdout(chunk: bytes) -> None:
+        out.extend(chunk)
+        if out.endswith(b"\n"):
+            started.set()
+
+    async def go() -> None:
+        spec = launcher.LaunchSpec(script, cwd, os.environ)
+        await launcher.run(
+            spec, on_stdout=on_stdout, on_stderr=err.extend, deliver_cancel=deliver_cancel
+        )
+
+    with trio.fail_after(30), trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(go)
+            await started.wait()
+            scope.cancel()
+    assert scope.cancelled_caught
+    return bytes(out), bytes(err)
+
+
+async def test_a_cancelled_run_delivers_the_cancel_through_its_hook(tmp_path: Path) -> None:
+    # terminate(): SIGTERM to the whole group, then the grace: the program's trap runs
+    # and its exit status is its own; its background child got the SIGTERM too.
+    delivered: list[launcher.ServiceProcess] = []
+
+    async def deliver(process: launcher.ServiceProcess) -> None:
+        delivered.append(process)
+        await launcher.terminate(10.0)(process)
+
+    script = "trap 'echo bye > trapped; exit 3' TERM; sleep 60 & echo $!; wait"
+    out, _ = await cancel_once_started(script, tmp_path, deliver)
+    [process] = delivered
+    assert process.returncode == 3
+    assert (tmp_path / "trapped").read_text() == "bye\n"
+    assert not alive(int(out))
+    # Only zombies may be left of its group (init reaps them when it gets to it).
+    assert not [pid for pid in launcher.group_members(process.pid) if alive(pid)]
+
+
+async def test_kill_delivers_a_cancel_without_a_grace(tmp_path: Path) -> None:
+    delivered: list[launcher.ServiceProcess] = []
+
+    async def deliver(process: launcher.ServiceProcess) -> None:
+        delivered.append(process)
+        await launcher.kill(process)
+
+    script = "trap '' TERM; echo $$; exec sleep 60"  # deaf to SIGTERM
+    out, _ = await cancel_once_started(script, tmp_path, deliver)
+    [process] = delivered
+    assert process.returncode == -9
+    assert not alive(int(out))

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from dployr.engine.ports import waits_for_connections
+from dployr.engine.os.ports import waits_for_connections
 
 CHILDREN = {
     "asyncio": """

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from dployr.engine import proxy as proxy_module
+from dployr.config import EngineConfig, default
 from dployr.engine.proxy import PortInUse, Proxy
 from dployr.supervision import ChildContext
 
@@ -32,13 +32,15 @@ async def server(handler: Handler) -> AsyncIterator[int]:
 
 
 @asynccontextmanager
-async def running(target: int | None) -> AsyncIterator[Proxy]:
+async def running(
+    target: int | None, *, connect_deadline: float = default(EngineConfig, "connect_deadline")
+) -> AsyncIterator[Proxy]:
     """A proxy on a free loopback port, forwarding to ``target``."""
     probe = trio.socket.socket()
     await probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    proxy = Proxy("web", "127.0.0.1", port, target)
+    proxy = Proxy("web", "127.0.0.1", port, target, connect_deadline=connect_deadline)
     ctx = ChildContext(("web", f"proxy-{port}"), 1, None)
     async with trio.open_nursery() as nursery:
         await nursery.start(proxy.run, ctx)
@@ -136,15 +138,12 @@ async def test_a_connection_before_the_first_release_waits_for_the_switch() -> N
             await client.aclose()
 
 
-async def test_a_release_that_never_accepts_closes_the_connection_after_the_deadline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(proxy_module, "CONNECT_DEADLINE", 0.3)
+async def test_a_release_that_never_accepts_closes_the_connection_after_the_deadline() -> None:
     closed = trio.socket.socket()
     await closed.bind(("127.0.0.1", 0))
     nobody = closed.getsockname()[1]  # bound, never listening: connects are refused
     with trio.fail_after(WAIT):
-        async with running(nobody) as proxy:
+        async with running(nobody, connect_deadline=0.3) as proxy:
             client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
             assert await read_all(client) == b""
             assert proxy.connections(nobody) == 0
@@ -173,7 +172,7 @@ async def test_a_port_taken_by_another_program_is_refused_in_words() -> None:
     await taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    proxy = Proxy("web", "127.0.0.1", port, None)
+    proxy = Proxy("web", "127.0.0.1", port, None, connect_deadline=0.3)
     ctx = ChildContext(("web", f"proxy-{port}"), 1, None)
     with pytest.raises(PortInUse, match=f"port {port} is already in use"):
         await proxy.run(ctx)

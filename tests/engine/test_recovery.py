@@ -9,8 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dployr.engine import ports
-from dployr.engine.warden import NAME
+from dployr.engine.os import ports
+from dployr.engine.os.warden import NAME
 from tests.helpers import PYTHON, Daemon, make_repo, pids_of_service, wait_gone, web_repo
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,6 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import ports
 from dployr.engine.instance import Change, StatusChanged
 from dployr.engine.messages import (
     Deploy,
@@ -22,6 +21,7 @@ from dployr.engine.messages import (
     Start,
     UpdateSettings,
 )
+from dployr.engine.os import ports
 from dployr.models import (
     Health,
     HealthKind,

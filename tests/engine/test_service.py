@@ -11,7 +11,6 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import ports
 from dployr.engine.errors import DeployInProgress, NotDeployed
 from dployr.engine.instance import Change, StatusChanged
 from dployr.engine.messages import (
@@ -27,6 +26,7 @@ from dployr.engine.messages import (
     Stop,
     UpdateSettings,
 )
+from dployr.engine.os import ports
 from dployr.errors import DployrError
 from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
 from dployr.store.errors import UnknownService

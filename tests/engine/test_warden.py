@@ -12,9 +12,9 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine import cgroups, launcher
 from dployr.engine.health import Check, probe
-from dployr.engine.warden import NAME, Warden
+from dployr.engine.os import cgroups, launcher
+from dployr.engine.os.warden import NAME, Warden
 from dployr.models import HealthKind
 from tests.helpers import wait_gone
 

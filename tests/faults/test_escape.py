@@ -16,7 +16,7 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine.warden import NAME
+from dployr.engine.os.warden import NAME
 from tests.helpers import PYTHON, Daemon, make_repo, wait_gone
 
 pytestmark = pytest.mark.slow

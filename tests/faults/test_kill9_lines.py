@@ -22,7 +22,7 @@ from tests.helpers import PYTHON, Daemon, make_repo, pids_of_service, wait_gone
 pytestmark = pytest.mark.slow
 
 PIPE_SIZE = 2**20
-"""What a service's output pipe holds (engine/launcher.py asks the kernel for 1 MiB)."""
+"""What a service's output pipe holds (engine/os/launcher.py asks the kernel for 1 MiB)."""
 LINE = 64
 """Bytes of each numbered line, its newline included."""
 NUMBERED = f"""\

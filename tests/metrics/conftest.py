@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trio
 
-from dployr.engine.launcher import kill_group
+from dployr.engine.os.launcher import kill_group
 from tests.helpers import PYTHON
 
 WAIT = 20.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from dployr.engine.metrics_policy import InstanceSample, ServiceSample
+from dployr.metrics import InstanceSample, ServiceSample
 
 T0 = 1_699_999_980.0
 """A realistic Unix time, on a minute boundary (November 2023)."""

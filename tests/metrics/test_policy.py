@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dployr import serde
-from dployr.engine.metrics_policy import (
+from dployr.metrics import (
     MINUTE,
     MINUTE_RETENTION,
     RAW_RETENTION,
@@ -28,7 +28,6 @@ from dployr.engine.metrics_policy import (
     minute_horizon,
     minute_of,
     next_round,
-    prometheus_text,
     service_buckets,
     service_values,
 )
@@ -268,37 +267,3 @@ def test_a_sample_needs_a_valid_service_name() -> None:
 def test_impossible_load_is_refused(load: tuple[float, ...]) -> None:
     with pytest.raises(InvalidSample, match="load"):
         InstanceSample(T0, 1.0, 1, 2, load)  # type: ignore[arg-type]
-
-
-# -- Prometheus ------------------------------------------------------------------------------
-
-
-def test_the_latest_samples_in_prometheus_text_format() -> None:
-    text = prometheus_text(
-        'lo"cal',
-        [
-            ServiceSample("web", T0, 12.5, 2048, 2, 5, 9),
-            ServiceSample("api", T0, 0.0, 1024, 1, 1, 4),
-        ],
-        InstanceSample(T0, 37.25, 1000, 4000, (0.5, 0.25, 0.125), cpu_count=2),
-    )
-    lines = text.splitlines()
-    assert text.endswith("\n")
-    assert lines[:4] == [
-        "# HELP dployr_service_cpu_percent CPU used since the previous sample, in percent of"
-        " one core.",
-        "# TYPE dployr_service_cpu_percent gauge",
-        'dployr_service_cpu_percent{service="api",instance="lo\\"cal"} 0.0',
-        'dployr_service_cpu_percent{service="web",instance="lo\\"cal"} 12.5',
-    ]
-    assert 'dployr_service_memory_rss_bytes{service="web",instance="lo\\"cal"} 2048' in lines
-    assert 'dployr_service_open_fds{service="api",instance="lo\\"cal"} 4' in lines
-    assert 'dployr_instance_load15{instance="lo\\"cal"} 0.125' in lines
-    assert 'dployr_instance_cpus{instance="lo\\"cal"} 2' in lines
-    families = [line.split()[2] for line in lines if line.startswith("# TYPE")]
-    assert len(families) == len(set(families)) == 5 + 7
-
-
-def test_prometheus_text_before_the_first_round() -> None:
-    text = prometheus_text("local", [], None)
-    assert [line for line in text.splitlines() if not line.startswith("#")] == []

@@ -13,7 +13,7 @@ import psutil
 import trio
 
 from dployr.engine.metrics import MetricsSampler, ProcessProbe, group_members
-from dployr.engine.metrics_policy import ServiceSample
+from dployr.metrics import ServiceSample
 from tests.metrics.conftest import ALLOCATE, BURN, IDLE, SPAWNER, WAIT, Spawn, tree
 
 MIB = 2**20

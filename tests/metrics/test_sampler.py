@@ -15,8 +15,8 @@ import trio
 import trio.testing
 
 from dployr.engine.metrics import CHILD_ID, MetricsSampler, Round
-from dployr.engine.metrics_policy import InstanceSample, MetricPoint, Sample, ServiceSample
 from dployr.errors import SpecError
+from dployr.metrics import InstanceSample, MetricPoint, Sample, ServiceSample
 from dployr.store import Cipher, Store
 from dployr.supervision import ChildRestarting, ChildTerminated, Supervisor, Topic
 from tests.metrics.strategies import T0

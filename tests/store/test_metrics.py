@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dployr.engine.metrics_policy import (
+from dployr.metrics import (
     MINUTE_RETENTION,
     RAW_RETENTION,
     InstancePoint,

@@ -9,7 +9,7 @@ import pytest
 
 from dployr.models import InvalidName
 from dployr.store import AuditRecord, InvalidToken, Scope, Store, TokenRecord
-from dployr.store.store import AUDIT_KEPT
+from dployr.store.base import AUDIT_KEPT
 from tests.store.conftest import Clock
 
 

@@ -22,6 +22,7 @@ from dployr.supervision import (
     NORMAL,
     Backoff,
     ChildContext,
+    ChildKind,
     ChildRestarting,
     ChildSpec,
     ChildStarted,
@@ -37,6 +38,7 @@ from dployr.supervision import (
     Supervisor,
     Topic,
 )
+from dployr.supervision.policy import DEFAULT_SHUTDOWN
 
 from .children import Child, Recorder
 
@@ -397,6 +399,20 @@ async def test_statistics_are_frozen() -> None:
         nursery.cancel_scope.cancel()
 
 
+def test_a_childs_shutdown_default_follows_its_kind() -> None:
+    start = Child("x", []).start
+    assert ChildSpec("x", start).kind is ChildKind.WORKER
+    assert ChildSpec("x", start).shutdown == DEFAULT_SHUTDOWN
+    nested = ChildSpec.supervisor("x", start, "transient")
+    assert (nested.kind, nested.shutdown, nested.restart) == (
+        ChildKind.SUPERVISOR,
+        math.inf,
+        Restart.TRANSIENT,
+    )
+    assert ChildSpec("x", start, kind="supervisor").shutdown == math.inf
+    assert ChildSpec.supervisor("x", start, shutdown=30.0).shutdown == 30.0  # said: kept
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -407,6 +423,7 @@ async def test_statistics_are_frozen() -> None:
         (lambda: ChildSpec("x", Child("x", []).start, restart="sometimes"), "restart must be"),
         (lambda: ChildSpec("x", Child("x", []).start, shutdown=-1), "shutdown must be"),
         (lambda: ChildSpec("x", Child("x", []).start, shutdown=math.nan), "shutdown must be"),
+        (lambda: ChildSpec("x", Child("x", []).start, kind="manager"), "kind must be one of"),
         (lambda: Supervisor("s", strategy="all_for_none"), "strategy must be one of"),
         (
             lambda: Supervisor(

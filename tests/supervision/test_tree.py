@@ -9,12 +9,12 @@ import trio.testing
 from dployr.errors import RestartIntensityExceeded
 from dployr.supervision import (
     DISABLED_BACKOFF,
-    INFINITY,
     ChildSpec,
     ChildTerminated,
     Crashed,
     Intensity,
     MaxIntensityReached,
+    ShutdownFailed,
     SupervisionEvent,
     Supervisor,
     Topic,
@@ -37,8 +37,8 @@ async def test_a_crash_looping_leaf_takes_down_only_its_own_subtree(
     root = Supervisor(
         "root",
         [
-            ChildSpec("web", web.run, restart="transient", shutdown=INFINITY),
-            ChildSpec("jobs", jobs.run, shutdown=INFINITY),
+            ChildSpec.supervisor("web", web.run, restart="transient"),
+            ChildSpec.supervisor("jobs", jobs.run),
         ],
         intensity=Intensity(10, 600),
         events=events,  # nested supervisors publish on their parent's topic
@@ -83,16 +83,38 @@ async def test_cancelling_the_root_stops_a_deep_tree_in_reverse_order() -> None:
     leaves = [Child(name, log) for name in ("a1", "a2", "b1", "b2")]
     a = Supervisor("a", [leaves[0].spec(), leaves[1].spec()])
     b = Supervisor("b", [leaves[2].spec(), leaves[3].spec()])
-    mid = Supervisor("mid", [ChildSpec("a", a.run, shutdown=INFINITY)])
+    mid = Supervisor("mid", [ChildSpec.supervisor("a", a.run)])
     root = Supervisor(
         "root",
-        [ChildSpec("mid", mid.run, shutdown=INFINITY), ChildSpec("b", b.run, shutdown=INFINITY)],
+        [ChildSpec.supervisor("mid", mid.run), ChildSpec.supervisor("b", b.run)],
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         assert log == ["start a1", "start a2", "start b1", "start b2"]
         nursery.cancel_scope.cancel()
     assert log[4:] == ["stop b2", "stop b1", "stop a2", "stop a1"]
+
+
+async def test_a_nested_supervisor_waits_out_its_childrens_grace_by_default(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # With the worker default (5 s), "mid" would be reported as failing to stop, and its
+    # stop cut short, while its child still cleans up within the 8 s its own spec gives it.
+    log: list[str] = []
+    events: Topic[SupervisionEvent] = Topic("events")
+    recorder = Recorder(events)
+    slow = Child("slow", log, cleanup=7.0)
+    mid = Supervisor("mid", [slow.spec(shutdown=8.0)])
+    root = Supervisor("root", [ChildSpec.supervisor("mid", mid.run)], events=events)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        stopping = trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert log == ["start slow", "stop slow", "cleaned slow"]
+    assert trio.current_time() - stopping == pytest.approx(7.0)
+    stopped = [e for e in await recorder.settle() if isinstance(e, ChildTerminated)]
+    assert [e.child.id for e in stopped] == ["slow", "mid"]
+    assert not [e for e in recorder.events if isinstance(e, ShutdownFailed)]
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
@@ -104,7 +126,7 @@ async def test_child_paths_name_the_tree(depth: int) -> None:
     spec = leaf.spec()
     for level in range(depth, 1, -1):
         sup = Supervisor(f"s{level}", [spec])
-        spec = ChildSpec(f"s{level}", sup.run, shutdown=INFINITY)
+        spec = ChildSpec.supervisor(f"s{level}", sup.run)
     root = Supervisor("s1", [spec], events=events)
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)

@@ -1,21 +1,29 @@
-"""The OS seam for service processes: start one in its own process group and cgroup, stop
-every process it started.
+"""The one process runner: start a run (a release, a build, a health command, a git, the
+warden) and stop every process it started, with one kill ladder.
 
-A service process runs ``/bin/sh -c <run command>`` (the program itself when the command
-is plain words, ``exec`` first when it is one simple command: see :func:`plain_words` and
-:func:`shell_command`) in a new session, so it is the leader of its own process group and
-has no controlling terminal, with stdin closed and stdout and stderr on pipes. Where the
-instance has cgroups (:mod:`dployr.engine.cgroups`), it is born in a cgroup of its own,
-which holds every process it starts, even one that calls ``setsid`` or double-forks with
-an empty environment. Where it has none, the process is made a child subreaper
-(``PR_SET_CHILD_SUBREAPER``): what its children leave behind when they exit is adopted by
-it instead of by init, so while it runs, all it started is in its tree of descendants,
-whatever left the group. Everything dies with the daemon through the instance's warden
-(:mod:`dployr.engine.warden`).
+Every process dployr starts is spawned by :func:`spawn`. A run (:func:`launch`,
+:func:`launch_program`) is ``/bin/sh -c <run command>`` (the program itself when the
+command is plain words, ``exec`` first when it is one simple command: see
+:mod:`dployr.engine.os.commands`) in a new session, so it is the leader of its own process
+group and has no controlling terminal, with stdin closed and stdout and stderr on pipes.
+Where the instance has cgroups (:mod:`dployr.engine.os.cgroups`), it is born in a cgroup of
+its own, which holds every process it starts, even one that calls ``setsid`` or
+double-forks with an empty environment. Where it has none, the process is made a child
+subreaper (``PR_SET_CHILD_SUBREAPER``): what its children leave behind when they exit is
+adopted by it instead of by init, so while it runs, all it started is in its tree of
+descendants, whatever left the group. Everything dies with the daemon through the
+instance's warden (:mod:`dployr.engine.os.warden`).
 
-Stopping is SIGTERM to the whole group and every member of the cgroup, the grace, SIGKILL
-to all of them, and always awaiting the exit; once the leader has exited, whatever is left
-is killed, so no grandchild outlives the service.
+The kill ladder is :func:`stop`: SIGTERM to the whole group and every member of the
+cgroup, the grace, SIGKILL to all of them, and always awaiting the exit; once the leader
+has exited, whatever is left is killed (:func:`kill_rest`), so no grandchild outlives the
+run. :func:`run` runs one to completion, its output handed to callbacks; a cancellation
+reaches the process through its ``deliver_cancel`` hook (as trio's ``run_process`` does),
+:func:`kill` by default, :func:`terminate` for a grace first.
+
+One module of about 500 lines on purpose: the spawn, the process's pidfd and cgroup, and
+the ladder that stops it are one piece, and the release, build, health check and git
+call sites each use several of them.
 """
 
 from __future__ import annotations
@@ -25,18 +33,18 @@ import ctypes
 import fcntl
 import functools
 import os
-import re
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
 import psutil
 import trio
 
-from dployr.engine import cgroups, users
-from dployr.engine.cgroups import Cgroup
+from dployr.engine.os import cgroups, users
+from dployr.engine.os.cgroups import Cgroup
+from dployr.engine.os.commands import exported, plain_words, shell_argv
 
 _F_SETPIPE_SZ = 1031
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for chatty services; the kernel may cap it lower
@@ -110,78 +118,6 @@ class ServiceProcess:
         return self.returncode
 
 
-_OPERATORS = frozenset(";&|<>()`\\\n")
-"""Characters that make a command more than one simple command (a list, a pipeline, a
-subshell, a redirection, a command substitution, an escaped line break)."""
-_BLANKS = re.compile(r"[ \t]+")
-"""What the shell splits words on (a line break ends a command)."""
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-"""A word the shell would pass on as it is: no quoting, expansion, globbing or comment."""
-_RESERVED_WORDS = "! { } if then else elif fi case esac for while until do done in"
-_BUILT_INS = (  # dash's
-    ". : [ alias bg break cd chdir command continue echo eval exec exit export false fg"
-    " getopts hash jobs kill local printf pwd read readonly return set shift test times trap"
-    " true type ulimit umask unalias unset wait"
-)
-_NOT_PROGRAMS = frozenset(f"{_RESERVED_WORDS} {_BUILT_INS}".split())
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-"""An environment variable the shell passes on (it drops any other name)."""
-
-
-def _words(command: str) -> list[str]:
-    """``command`` split as the shell splits a simple command into words."""
-    stripped = command.strip(" \t")
-    return _BLANKS.split(stripped) if stripped else []
-
-
-def _runs_a_program(first: str) -> bool:
-    """Whether a command whose first word is ``first`` (as written) runs a program: a plain
-    word that is no reserved word, built-in, assignment or option."""
-    return (
-        _PLAIN_WORD.fullmatch(first) is not None
-        and first not in _NOT_PROGRAMS
-        and "=" not in first
-        and not first.startswith("-")
-    )
-
-
-def shell_command(command: str) -> str:
-    """What the shell is given: ``exec <command>`` when ``command`` is one simple command
-    that runs a program, else ``command`` as it is.
-
-    ``exec`` makes the shell become the program instead of waiting for it: the same
-    program, arguments and expansions, but the service's pid is the program's (and the
-    group's), signals reach it directly, and no idle shell sits in every service. (dash,
-    Debian's ``/bin/sh``, forks even for the last command of ``sh -c``.) The exit status
-    is the program's, except that a program killed by a signal is reported as killed by
-    it, where the shell reported 128 + the signal. Anything else (pipelines, lists,
-    redirections, several lines, built-ins, leading assignments, a quoted or expanded
-    first word) runs as written.
-    """
-    words = _words(command)
-    if not words or _OPERATORS.intersection(command) or not _runs_a_program(words[0]):
-        return command
-    return f"exec {command}"
-
-
-def plain_words(command: str) -> list[str] | None:
-    """``command`` as a program and its arguments, if the shell would only split it into
-    words (it runs a program, and no word holds a character the shell treats specially);
-    else None."""
-    words = _words(command)
-    if (
-        not words
-        or not all(_PLAIN_WORD.fullmatch(word) for word in words)
-        or not _runs_a_program(words[0])
-    ):
-        return None
-    return words
-
-
-def _shell_argv(command: str) -> list[str]:
-    return ["/bin/sh", "-c", shell_command(command)]
-
-
 def _socket_at_fd3(listen_fd: int) -> None:  # pragma: no cover - runs in the child
     # The shell cannot name a descriptor above 9, so the move to fd 3 happens here.
     os.dup2(listen_fd, LISTEN_FD)
@@ -210,12 +146,12 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     The process is born in a new cgroup of the instance named by ``DPLOYR_INSTANCE`` in
     its environment, if that instance has cgroups; it runs as the user of the service
     named by ``DPLOYR_SERVICE``, if the instance gives services users of their own
-    (:mod:`dployr.engine.users`), with that service's folder as its HOME.
+    (:mod:`dployr.engine.os.users`), with that service's folder as its HOME.
     """
     await trio.lowlevel.checkpoint()  # before the spawn: a cancellation leaks nothing
     # What the shell would pass on: names it can export, and its PWD (dash keeps one that
     # names its working dir). A program started without a shell sees the same.
-    env = {name: value for name, value in spec.env.items() if _NAME.fullmatch(name)}
+    env = exported(spec.env)
     env["PWD"] = os.fspath(spec.cwd)
     if listen_fd is not None:
         env["LISTEN_FDS"] = "1"
@@ -226,7 +162,7 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
         ids = await trio.to_thread.run_sync(owners.prepare, service, spec.cwd)
         env["HOME"] = os.fspath(owners.home(service))
     words = plain_words(spec.command)
-    argvs = [words, _shell_argv(spec.command)] if words is not None else [_shell_argv(spec.command)]
+    argvs = [words, shell_argv(spec.command)] if words is not None else [shell_argv(spec.command)]
     return _start(
         argvs,
         cwd=spec.cwd,
@@ -253,51 +189,37 @@ def _start(
     listen_fd: int | None,
     ids: tuple[int, int] | None = None,
 ) -> ServiceProcess:
-    """Spawn the first of ``argvs`` that can be started (the last one's error if none),
-    as the user and group ``ids`` with no other group, if given."""
-    uid, gid = ids if ids is not None else (None, None)
+    """Spawn a run: the first of ``argvs`` that can be started (the last one's error if
+    none), output on pipes, in a cgroup of its own where the instance has them, as the user
+    and group ``ids`` with no other group, if given."""
     tree = cgroups.of_instance(env.get("DPLOYR_INSTANCE"))
     cgroup = tree.create(label) if tree is not None else None
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
     for fd in (out_read, err_read):
         _grow_pipe(fd)
-
-    def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
-        with cgroup.entered() if cgroup is not None else contextlib.nullcontext():
-            return subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out_write,
-                stderr=err_write,
-                start_new_session=True,
-                user=uid,
-                group=gid,
-                extra_groups=[] if uid is not None else None,
-                umask=users.SERVICE_UMASK if uid is not None else -1,
-                pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
-                # Only a handed-over socket, or a process no cgroup holds, needs code in
-                # the child (a plain fork, slower than the vfork every other spawn gets);
-                # dup2 and prctl are async-signal-safe.
-                preexec_fn=(  # noqa: PLW1509
-                    functools.partial(_in_child, listen_fd)
-                    if cgroup is None
-                    else functools.partial(_socket_at_fd3, listen_fd)
-                    if listen_fd is not None
-                    else None
-                ),
-            )
-
+    # Only a handed-over socket, or a process no cgroup holds, needs code in the child (a
+    # plain fork, slower than the vfork every other spawn gets); dup2 and prctl are
+    # async-signal-safe.
+    child_setup = (
+        functools.partial(_in_child, listen_fd)
+        if cgroup is None
+        else functools.partial(_socket_at_fd3, listen_fd)
+        if listen_fd is not None
+        else None
+    )
     try:
-        for index, argv in enumerate(argvs):
-            try:
-                popen = spawn(argv)
-                break
-            except OSError:
-                if index == len(argvs) - 1:
-                    raise  # the same error again if it is the cwd
+        popen = spawn(
+            argvs,
+            cwd=cwd,
+            env=env,
+            stdout=out_write,
+            stderr=err_write,
+            cgroup=cgroup,
+            ids=ids,
+            pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
+            child_setup=child_setup,
+        )
     except BaseException:
         os.close(out_read)
         os.close(err_read)
@@ -308,6 +230,58 @@ def _start(
         os.close(out_write)
         os.close(err_write)
     return ServiceProcess(popen, out_read, err_read, cgroup)
+
+
+DEVNULL: int = subprocess.DEVNULL
+
+
+def spawn(
+    argvs: Sequence[Sequence[str]],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int = DEVNULL,
+    stdout: int = DEVNULL,
+    stderr: int = DEVNULL,
+    cgroup: Cgroup | None = None,
+    ids: tuple[int, int] | None = None,
+    pass_fds: Sequence[int] = (),
+    child_setup: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the first of ``argvs`` that can be started (the last one's error if none) as
+    the leader of a new session: the only place dployr creates a process.
+
+    ``cgroup``: born in it (the spawning thread steps in and out around the fork).
+    ``ids``: as that user and group, with no other group and the service umask.
+    ``child_setup`` runs in the child between fork and exec (it costs the vfork).
+    """
+    uid, gid = ids if ids is not None else (None, None)
+
+    def one(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        with cgroup.entered() if cgroup is not None else contextlib.nullcontext():
+            return subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,  # its own group, out of reach of the terminal
+                user=uid,
+                group=gid,
+                extra_groups=[] if uid is not None else None,
+                umask=users.SERVICE_UMASK if uid is not None else -1,
+                pass_fds=pass_fds,
+                preexec_fn=child_setup,  # noqa: PLW1509 -- async-signal-safe, see _start
+            )
+
+    for index, argv in enumerate(argvs):
+        try:
+            return one(argv)
+        except OSError:
+            if index == len(argvs) - 1:
+                raise  # the same error again if it is the cwd
+    raise ValueError("nothing to spawn")
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -458,3 +432,76 @@ def _signal_all(pidfds: list[int], signum: int) -> None:
     for fd in pidfds:
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(fd, signum)
+
+
+DeliverCancel = Callable[[ServiceProcess], Awaitable[object]]
+"""What :func:`run` does to a process still running when the run is cancelled."""
+
+
+async def kill(process: ServiceProcess) -> None:
+    """SIGKILL at once to all ``process`` started (the default ``deliver_cancel``)."""
+    await stop(process, 0)
+
+
+def terminate(grace: float) -> DeliverCancel:
+    """A ``deliver_cancel``: SIGTERM, up to ``grace`` s to exit (to remove its lock files,
+    say), then SIGKILL; all of it to everything the process started."""
+    return functools.partial(stop, grace=grace)
+
+
+@attrs.frozen
+class Program:
+    """A program to run without a shell (as :func:`launch_program` starts it)."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    label: str
+    """Names its cgroup, for a reader of /sys."""
+
+
+async def run(
+    what: LaunchSpec | Program,
+    *,
+    on_stdout: Callable[[bytes], None] | None = None,
+    on_stderr: Callable[[bytes], None] | None = None,
+    deliver_cancel: DeliverCancel = kill,
+) -> int:
+    """Run ``what`` to its exit and return its return code (negative: killed by a signal).
+
+    Its output goes to the callbacks chunk by chunk as it comes (dropped without one),
+    read until both pipes end. Once the process has exited, whatever it left running is
+    killed and awaited (so the pipes end), and its cgroup removed. If the run is
+    cancelled while the process runs, ``deliver_cancel(process)`` is awaited, shielded,
+    before the cancellation goes on (trio's ``run_process`` has the same hook).
+    """
+    if isinstance(what, Program):
+        process = await launch_program(list(what.argv), what.env, label=what.label)
+    else:
+        process = await launch(what)
+    returncode: int | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, process.stdout, on_stdout)
+            nursery.start_soon(_drain, process.stderr, on_stderr)
+            await process.wait()
+            # What it left running holds the pipes open: it ends with the program (and
+            # its cgroup is removed).
+            returncode = await stop(process, 0)
+    except BaseException:
+        if process.returncode is None:
+            with trio.CancelScope(shield=True):
+                await deliver_cancel(process)
+        raise
+    finally:
+        with trio.CancelScope(shield=True):
+            if returncode is None:  # cancelled, or a callback failed
+                await stop(process, 0)
+            await process.stdout.aclose()
+            await process.stderr.aclose()
+    return returncode
+
+
+async def _drain(stream: trio.abc.ReceiveStream, into: Callable[[bytes], None] | None) -> None:
+    async for chunk in stream:
+        if into is not None:
+            into(bytes(chunk))

@@ -26,10 +26,10 @@ Two kinds of hierarchy are used, the first that is writable:
   member is sent SIGKILL, and it is thawed (the signals are then delivered).
 
 Where neither is writable (no privilege, no delegation), :func:`open_instance` returns
-None and runs are tracked by process groups only (see :mod:`dployr.engine.launcher`).
+None and runs are tracked by process groups only (see :mod:`dployr.engine.os.launcher`).
 
 A daemon that dies leaves its instance's cgroups behind; the warden kills their members
-(:mod:`dployr.engine.warden`), and the next daemon kills what is left and removes them
+(:mod:`dployr.engine.os.warden`), and the next daemon kills what is left and removes them
 before any service starts (:meth:`Cgroups.kill_leftovers`).
 """
 

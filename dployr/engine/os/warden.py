@@ -12,13 +12,13 @@ command health check starts, ``- <pgid>`` when it is gone). The shell reads unti
 pipe ends, which happens when the daemon's last descriptor closes: at its exit, however
 it dies. It then sends SIGKILL to every group still live, children and grandchildren
 included, and to every member of the instance's cgroups, if it has them (what left its
-group with ``setsid`` included: see :mod:`dployr.engine.cgroups`), and exits. A daemon
+group with ``setsid`` included: see :mod:`dployr.engine.os.cgroups`), and exits. A daemon
 that stops cleanly has stopped every group first, so its warden kills nothing.
 
 If the warden itself is killed, the next message the daemon sends finds the pipe broken:
 the daemon starts a new warden and tells it every live group again. What is started in the
 instant before the warden hears of it, or while no warden runs, is killed by the next
-daemon when it starts (see :func:`dployr.engine.instance.kill_leftovers`).
+daemon when it starts (see :func:`dployr.engine.os.leftovers.kill_leftovers`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import os
 import subprocess
 from typing import Final
 
-from dployr.engine.cgroups import Cgroups
+from dployr.engine.os.cgroups import Cgroups
+from dployr.engine.os.launcher import spawn
 
 SCRIPT: Final = """
 trap '' HUP INT TERM QUIT PIPE
@@ -107,12 +108,10 @@ class Warden:
         self._discard()
         read, write = os.pipe2(os.O_CLOEXEC)
         try:
-            self._process = subprocess.Popen(
-                ["/bin/sh", "-c", SCRIPT, NAME, *self._cgroup_args()],
-                stdin=read,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # out of reach of the terminal's Ctrl-C
+            # In a session of its own (out of reach of the terminal's Ctrl-C), in no cgroup
+            # of a run: it outlives them all.
+            self._process = spawn(
+                [["/bin/sh", "-c", SCRIPT, NAME, *self._cgroup_args()]], stdin=read
             )
         except BaseException:
             os.close(write)
