@@ -38,6 +38,9 @@ SERVE = (
     " exec /bin/busybox httpd -f -p $PORT -h /www"
 )
 
+STUBBORN = "trap '' TERM; exec /bin/busybox httpd -f -p $PORT -h /www"
+"""A server that ignores SIGTERM (an ignored signal stays ignored across exec)."""
+
 
 def podman_cmd(*words: str, capture: bool = False) -> str:
     """Run podman as dployr does (its global options); its stdout."""
@@ -70,7 +73,7 @@ class Registry:
     repo: str
     """The test run's repository on it: ``127.0.0.1:PORT/dployr-tests/web``."""
     digests: dict[str, str]
-    """The digest of each version's image (v1, v2, crash)."""
+    """The digest of each version's image (v1, v2, crash, stubborn)."""
     archive: Path
     """v1 as an OCI archive."""
 
@@ -107,7 +110,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         run = os.environ["TESTS_RUN"]
         repo = f"{host}/dployr-tests/web"
         digests = {}
-        for version, script in (("v1", SERVE), ("v2", SERVE), ("crash", "echo boom >&2; exit 3")):
+        for version, script in (
+            ("v1", SERVE),
+            ("v2", SERVE),
+            ("crash", "echo boom >&2; exit 3"),
+            ("stubborn", STUBBORN),
+        ):
             local = f"localhost/dployr-tests/web:{version}-{run}"
             context = image_context(root / f"build-{version}", version, script)
             podman_cmd("build", "--quiet", "--tag", local, str(context), capture=True)
@@ -128,7 +136,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         process.terminate()
         process.wait(timeout=WAIT)
         run = os.environ["TESTS_RUN"]
-        for version in ("v1", "v2", "crash"):
+        for version in ("v1", "v2", "crash", "stubborn"):
             local = f"localhost/dployr-tests/web:{version}-{run}"
             subprocess.run(
                 podman.argv("rmi", "--force", "--ignore", local),

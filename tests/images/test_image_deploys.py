@@ -249,3 +249,23 @@ async def test_metrics_count_the_container_s_processes(tmp_path: Path, registry:
     finally:
         code, _ = await up.stop()
     assert code == 0
+
+
+async def test_a_container_that_ignores_sigterm_is_killed_after_the_grace_and_removed(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    port = free_port()
+    plan = tmp_path / "dployr.toml"  # a blueprint carries the image, as --image does
+    plan.write_text(
+        f'name = "stubborn"\nimage = "{registry.repo}:stubborn"\nport = {port}\n'
+        'stop_grace = 1\nhealth_check = "/version"\n[restart]\nmin_uptime = 0.3\n'
+    )
+    await daemon.ok("deploy", "--blueprint", str(plan))
+    assert await http_get(port, "/version") == "stubborn\n"
+    instance = await instance_id(daemon)
+    assert len(containers_of(instance)) == 1
+    started = trio.current_time()
+    await daemon.ok("service", "stop", "stubborn")
+    assert trio.current_time() - started >= 1.0  # the grace, then SIGKILL
+    assert containers_of(instance) == []
+    assert conmons_of(instance) == []
