@@ -19,11 +19,9 @@ PODMAN_TOOLS := /usr/bin/podman /usr/bin/runc /usr/bin/docker-registry /usr/bin/
 BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modules/ngx_stream_module.so
 
 # The import contracts of pyproject.toml ([tool.importlinter]) that `make lint` and the test
-# suite (tests/test_imports.py) enforce. The others are written there already and are switched
-# on here as the work that makes them true lands:
-IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api service-through-a-port only-os-spawns
-# enabled when the pure protocol package (dployr/protocol/) lands and the gateway stands on it:
-#   IMPORT_CONTRACTS += pure-protocol gateway-on-protocol
+# suite (tests/test_imports.py) enforce: all of them.
+IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api service-through-a-port only-os-spawns \
+	pure-protocol gateway-on-protocol
 LINT_IMPORTS = $(BIN)/lint-imports --no-logo --no-cache $(addprefix --contract ,$(IMPORT_CONTRACTS))
 
 .PHONY: run test lint imports bench clean

@@ -32,9 +32,10 @@ from pathlib import Path
 import httpx
 import trio
 
-from dployr.engine.messages import ServiceInfo
 from dployr.gateway.server import Gateway
 from dployr.models import Health, ServiceStatus
+from dployr.protocol.messages import ServiceInfo
+from dployr.store.access_store import AccessStore
 from dployr.store.store import Store
 
 SERVICES = 100
@@ -133,7 +134,7 @@ async def gateway_alone() -> tuple[float, float, str]:
     """Requests/s and p99 of ``GET /api/v1/services`` from the gateway over InstantHandle."""
     with tempfile.TemporaryDirectory() as data, Store.open(Path(data) / "dployr.db") as store:
         token = store.create_token("benchmark")  # the gateway checks tokens in the store
-        gateway = Gateway(InstantHandle(), store, "127.0.0.1", 0)  # type: ignore[arg-type]
+        gateway = Gateway(InstantHandle(), AccessStore(store), "127.0.0.1", 0)  # type: ignore[arg-type]
         async with trio.open_nursery() as nursery:
             url = await nursery.start(gateway.run, None)
             result = await load(url, token)

@@ -17,8 +17,8 @@ from pathlib import Path
 import trio
 
 from dployr.engine.instance import EngineConfig, Instance
-from dployr.engine.messages import Deploy
 from dployr.models import RestartPolicy, ServiceSettings, Source
+from dployr.protocol.messages import Deploy
 from dployr.store.store import Store
 
 NO_BACKOFF = RestartPolicy(delay=0.0, max_delay=0.0, max_restarts=1000, window=60.0, min_uptime=0.0)

@@ -615,7 +615,8 @@ def fanout_workload(root: Path) -> None:
         raw, websocket = "proxy_raw_client", "proxy_feed_client"
         runs = [(n, "batch=1", f"{url}&batch=1", raw) for n in (1, 10, SUBSCRIBERS)]
         runs.append((SUBSCRIBERS, "batch=1, trio-websocket clients", f"{url}&batch=1", websocket))
-        runs += [(n, "a message per line, trio-websocket", url, websocket) for n in (1, 10)]
+        per_line = f"{url}&batch=0"
+        runs += [(n, "a message per line, trio-websocket", per_line, websocket) for n in (1, 10)]
         for count, mode, feed, client in runs:
             figures = subscribe(feed, count, daemon.pid, client)
             share = figures["lines"] / (expected * count)

@@ -68,7 +68,7 @@ class Subscribers:
                     continue
                 entry = json.loads(message)
                 kind = entry["type"]
-                if kind == "log":  # one line a message (without batch=1)
+                if kind == "log":  # one line a message (batch=0)
                     self.tally["lines"] += 1
                     written = float(entry["line"].split(" ", 1)[0])
                     self.delays[int((now - written) * 10_000)] += 1

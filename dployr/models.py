@@ -11,12 +11,15 @@ import enum
 import math
 import posixpath
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from dployr.errors import SpecError
-from dployr.supervision.policy import Backoff, Intensity
+
+if TYPE_CHECKING:  # imported where used: importing dployr.supervision pulls in trio,
+    # and the models stay pure (the protocol and the CLI import them)
+    from dployr.supervision.policy import Backoff, Intensity
 
 
 class InvalidName(SpecError):
@@ -334,10 +337,14 @@ class RestartPolicy:
 
     def backoff(self) -> Backoff:
         """The delays between restarts of one crash run, as the supervisor applies them."""
+        from dployr.supervision.policy import Backoff  # noqa: PLC0415 (pulls trio)
+
         return Backoff(initial=self.delay, cap=self.max_delay, stable=self.min_uptime)
 
     def intensity(self) -> Intensity:
         """The restart budget: more than ``max_restarts`` restarts in ``window`` fails."""
+        from dployr.supervision.policy import Intensity  # noqa: PLC0415 (pulls trio)
+
         return Intensity(self.max_restarts, self.window if self.window > 0 else 1.0)
 
 

@@ -62,9 +62,9 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:40] + "…"
 
 
-def _objects_only(cls: type) -> Any:
+def _objects_only(cls: type, conv: cattrs.Converter) -> Any:
     """The structure function of an attrs class, refusing anything but a JSON object."""
-    inner: Any = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    inner: Any = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
 
     def structure(value: Any, _: type) -> Any:
         if not isinstance(value, dict):
@@ -97,8 +97,11 @@ def _first_error(error: BaseException, path: str = "") -> tuple[str, BaseExcepti
     return path, error
 
 
-def structure(data: Any, cls: type[T]) -> T:
-    """Build a ``cls`` from plain data, or raise SpecError with a one-line reason."""
+def structure(data: Any, cls: type[T], *, converter: cattrs.Converter = converter) -> T:
+    """Build a ``cls`` from plain data, or raise SpecError with a one-line reason.
+
+    ``converter``: this one's copy with more hooks (the protocol's codec).
+    """
     try:
         return converter.structure(data, cls)
     except WrongType as error:

@@ -222,6 +222,9 @@ class Daemon:
             async with open_websocket_url(ws_url) as ws, self.client() as api:
                 while True:
                     message = json.loads(await ws.get_message())
+                    for line in message.get("lines", ()) if message.get("type") == "logs" else ():
+                        if text in line["line"]:  # the feed's default: lines come together
+                            return dict(line)
                     if message.get("type") == "log" and text in message["line"]:
                         return dict(message)
                     if message.get("type") == "gap":

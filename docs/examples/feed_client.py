@@ -107,9 +107,10 @@ class Follower:
                     message = json.loads(await ws.get_message())
                 except ConnectionClosed:
                     return
-                if message["type"] == "log":
-                    show(message)
-                    self.cursor = message["cursor"]
+                if message["type"] == "logs":  # the lines that arrived together
+                    for line in message["lines"]:
+                        show(line)
+                        self.cursor = line["cursor"]
                 elif message["type"] == "gap":
                     await self.fill(url, token, message["from"], message["to"])
 

@@ -32,6 +32,7 @@ from dployr.engine.instance import Instance
 from dployr.engine.os import users
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
+from dployr.store.access_store import AccessStore
 from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
@@ -108,7 +109,7 @@ async def run(
             instance = Instance(config.engine, store)
             gateway = Gateway(
                 instance.handle,
-                store,
+                AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
                 config.gateway.host,
                 config.gateway.port,
                 dashboard_key_file=data.dashboard_key,

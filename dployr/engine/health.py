@@ -154,27 +154,10 @@ async def _tcp(check: Check) -> tuple[bool, str]:
 
 async def _command(check: Check) -> tuple[bool, str]:
     assert check.command is not None
-    process = await launcher.launch(launcher.LaunchSpec(check.command, check.cwd, check.env))
-    if check.warden is not None:
-        check.warden.watch(process.pid)
-    try:
-        async with trio.open_nursery() as nursery:
-            # Drain the output so a chatty check never blocks on a full pipe.
-            for pipe in (process.stdout, process.stderr):
-                if pipe is not None:
-                    nursery.start_soon(_drain, pipe)
-            code = await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            await launcher.stop(process, 0)
-        if check.warden is not None:
-            check.warden.forget(process.pid)
+    # Its output is drained and dropped, so a chatty check never blocks on a full pipe.
+    spec = launcher.LaunchSpec(check.command, check.cwd, check.env)
+    code = await launcher.run(spec, watcher=check.warden)
     return code == 0, _what(check, f"exit code {code}" if code >= 0 else f"signal {-code}")
-
-
-async def _drain(pipe: trio.abc.ReceiveStream) -> None:
-    while await pipe.receive_some(65536):
-        pass
 
 
 class Watchdog:

@@ -7,7 +7,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from dployr.engine import podman
-from dployr.engine.messages import ImagesPruned
+from dployr.protocol.messages import ImagesPruned
 
 if TYPE_CHECKING:
     from dployr.engine.instance import Instance

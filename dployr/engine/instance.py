@@ -1,9 +1,10 @@
 """An instance: one machine's supervisor of services, and the handle that drives it.
 
 The instance supervisor (``one_for_one``) has one temporary child per service that is up;
-services are added and removed at run time. :class:`InstanceHandle` is the only way in:
-it takes the request messages of :mod:`dployr.engine.messages` and answers with their reply
-values, so the gateway never touches a process, pipe or file of a service.
+services are added and removed at run time. Its handle (:class:`~dployr.engine.handle.LocalHandle`)
+is the only way in: it takes the request messages of :mod:`dployr.protocol.messages` and
+answers with their reply values, so the gateway never touches a process, pipe or file of a
+service.
 
 At start, before any service runs, the instance kills whatever is left in the cgroups and
 process groups a previous daemon made (a daemon killed with ``kill -9`` leaves its
@@ -20,8 +21,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -29,8 +29,8 @@ import trio
 from dployr import __version__
 from dployr.config import EngineConfig
 from dployr.engine import image_store, podman
-from dployr.engine import messages as m
 from dployr.engine.errors import Conflict
+from dployr.engine.handle import LocalHandle
 from dployr.engine.metrics import MetricsSampler
 from dployr.engine.os import cgroups, users
 from dployr.engine.os.cgroups import Cgroups
@@ -43,14 +43,9 @@ from dployr.engine.service import Service
 from dployr.engine.sources import check_remote, hide_password
 from dployr.engine.webhooks import Delivery, Webhooks
 from dployr.errors import DployrError
-from dployr.logs.history import LogLine
-from dployr.logs.values import LogBatch
 from dployr.metrics import (
     RAW_RETENTION,
-    InstanceSample,
     Resolution,
-    Sample,
-    ServiceSample,
 )
 from dployr.models import (
     Deployment,
@@ -59,7 +54,14 @@ from dployr.models import (
     ServiceStatus,
     check_env_key,
     check_env_value,
-    check_name,
+)
+from dployr.protocol import messages as m
+from dployr.protocol.events import (
+    Change,
+    DeploymentChanged,
+    DiskChanged,
+    HealthChanged,
+    StatusChanged,
 )
 from dployr.store.errors import DiskFull, ServiceExists, UnknownService
 from dployr.store.store import Store
@@ -67,62 +69,13 @@ from dployr.supervision import (
     ChildContext,
     ChildSpec,
     ChildTerminated,
-    Query,
     SupervisionEvent,
     Supervisor,
     Topic,
 )
-from dployr.supervision.topic import Gap, Subscription
 
 R = TypeVar("R")
 INTERRUPTED = "interrupted: the daemon stopped during the deploy"
-
-
-@attrs.frozen
-class StatusChanged:
-    """A service's status changed: published on the instance's changes topic."""
-
-    service: str
-    instance: str
-    status: ServiceStatus
-    previous: ServiceStatus
-    at: float
-
-
-@attrs.frozen
-class DeploymentChanged:
-    """A deployment moved to another status: published on the instance's changes topic."""
-
-    service: str
-    instance: str
-    deployment: int
-    status: DeploymentStatus
-    at: float
-
-
-@attrs.frozen
-class HealthChanged:
-    """A service's health changed: published on the instance's changes topic."""
-
-    service: str
-    instance: str
-    health: Health
-    previous: Health
-    message: str
-    at: float
-
-
-@attrs.frozen
-class DiskChanged:
-    """The data dir's disk became full, or has room again (see dployr/store/reserve.py):
-    published on the instance's changes topic."""
-
-    instance: str
-    full: bool
-    at: float
-
-
-Change = StatusChanged | DeploymentChanged | HealthChanged | DiskChanged
 
 
 class Instance:
@@ -156,13 +109,13 @@ class Instance:
         if store.reserve is not None:  # the disk filling up, or room again: an event
             store.reserve.on_change = self._disk_changed
         self.metrics = MetricsSampler(self._metric_groups, store, interval=config.metrics_interval)
-        self.handle = InstanceHandle(self)
+        self.handle = LocalHandle(self)
 
     async def run(
         self,
         ctx: object = None,
         *,
-        task_status: trio.TaskStatus[InstanceHandle] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[LocalHandle] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Clean up after a previous daemon, start the supervisor and the services, serve."""
         if self.config.cgroups:
@@ -494,113 +447,3 @@ class _InstanceEvents:
             if service is not None and service.tree is not None:
                 service.tree_lost(event.reason.describe())
         instance.events.publish(event)
-
-
-class InstanceHandle:
-    """The message interface to an instance: requests in, replies out.
-
-    ``request`` takes any request of :mod:`dployr.engine.messages` and returns its reply.
-    Streams (a service's log lines, the instance's events) are cursor-resumable
-    subscriptions.
-    """
-
-    def __init__(self, instance: Instance) -> None:
-        self._instance = instance
-        i = instance
-        self._routes: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
-            m.Deploy: i.deploy,
-            m.Start: lambda r: i.service(r.name).start(),
-            m.Stop: lambda r: i.service(r.name).stop(),
-            m.Restart: lambda r: i.service(r.name).restart(hard=r.hard),
-            m.Rollback: lambda r: i.service(r.name).rollback(r.deployment),
-            m.Delete: lambda r: i.delete(r.name, purge=r.purge, purge_image=r.purge_image),
-            m.PruneImages: lambda r: image_store.prune(i),
-            m.GetService: lambda r: _now(i.service(r.name).info()),
-            m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
-            m.GetSettings: lambda r: _now(i.service(r.name).settings_view()),
-            m.UpdateSettings: lambda r: i.service(r.name).update_settings(r.change),
-            m.ListEnv: lambda r: _now(i.service(r.name).env_listing()),
-            m.SetEnv: lambda r: i.service(r.name).set_env(
-                dict(r.values), secret=r.secret, restart=r.restart
-            ),
-            m.UnsetEnv: lambda r: i.service(r.name).unset_env(r.keys, restart=r.restart),
-            m.ReadLogs: i.read_logs,
-            m.ListDeployments: lambda r: _now(
-                tuple(i.store.deployments(i.service(r.name).name, max(1, min(r.limit, 1000))))
-            ),
-            m.GetInstance: lambda r: _now(i.info()),
-            m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
-            m.RotateKey: lambda r: _now(i.rotate_key()),
-        }
-
-    @property
-    def generation(self) -> int:
-        """Grows whenever anything the services' info shows changes (a cache key)."""
-        return self._instance.generation
-
-    def check_service(self, name: str) -> None:
-        """Raise InvalidName or UnknownService unless ``name`` is a service of the instance."""
-        self._instance.service(check_name(name))
-
-    @property
-    def instance_name(self) -> str:
-        """The name of the instance behind this handle."""
-        return self._instance.name
-
-    async def request(self, query: Query[R]) -> R:
-        """Carry out one request and return its reply (or raise a DployrError)."""
-        route = self._routes.get(type(query))
-        if route is None:
-            raise TypeError(f"not an instance request: {query!r}")
-        return cast(R, await route(query))
-
-    def follow_logs(
-        self,
-        name: str,
-        *,
-        after: int | None = None,
-        tail: int | None = None,
-        streams: frozenset[str] | None = None,
-    ) -> AsyncGenerator[list[LogLine] | Gap, None]:
-        """A service's log lines: history from ``after`` (or the last ``tail``), then live.
-
-        Use it in ``async with contextlib.aclosing(...)``: closing it unsubscribes.
-        """
-        book = self._instance.service(name).book
-        return book.follow(after=after, tail=tail, streams=streams)
-
-    def follow_log_batches(
-        self,
-        name: str,
-        *,
-        after: int | None = None,
-        tail: int | None = None,
-        streams: frozenset[str] | None = None,
-    ) -> AsyncGenerator[list[LogLine] | tuple[LogBatch, ...] | Gap, None]:
-        """:meth:`follow_logs`, with live lines as the batches every follower shares."""
-        book = self._instance.service(name).book
-        return book.follow_batches(after=after, tail=tail, streams=streams)
-
-    def subscribe_changes(self) -> Subscription[Change]:
-        """A subscription to every service's status, health and deployment changes."""
-        return self._instance.changes.subscribe()
-
-    def subscribe_supervision(self) -> Subscription[SupervisionEvent]:
-        """A subscription to the supervision reports of the whole tree."""
-        return self._instance.events.subscribe()
-
-    def subscribe_samples(self) -> Subscription[Sample]:
-        """A subscription to every metrics round (an instance sample, then each service's)."""
-        return self._instance.metrics.samples.subscribe()
-
-    def latest_samples(self) -> list[ServiceSample]:
-        """The last sample of every running service (for the Prometheus endpoint)."""
-        return self._instance.metrics.latest_services()
-
-    def latest_machine(self) -> InstanceSample | None:
-        """The last sample of the machine itself."""
-        return self._instance.metrics.latest_instance()
-
-
-async def _now(value: R) -> R:
-    return value

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 import attrs
 from quart import current_app, request
 
-from dployr.engine.instance import InstanceHandle
 from dployr.errors import SpecError
 from dployr.gateway.api import PREFIX, Param, Route, _int_arg, json_body
 from dployr.models import NAME_PATTERN
-from dployr.store.records import AuditRecord, Scope, TokenRecord
+from dployr.protocol.handle import InstanceHandle
+from dployr.tokens import AuditRecord, Scope, TokenRecord
 
 log = logging.getLogger("dployr.gateway.access")
 

@@ -15,13 +15,13 @@ import attrs
 from quart import Request, request
 
 from dployr import blueprint, serde
-from dployr.engine import messages as m
-from dployr.engine import sources
-from dployr.engine.instance import InstanceHandle
 from dployr.errors import SpecError
-from dployr.gateway.responses import BadRequest, EncodedJSON, UnknownInstance, encode_json
+from dployr.gateway.responses import BadRequest, EncodedJSON, encode_json
 from dployr.logs.values import check_streams
 from dployr.models import Source, check_env_key
+from dployr.protocol import messages as m
+from dployr.protocol.errors import Error
+from dployr.protocol.handle import InstanceHandle
 from dployr.timeparse import parse_since
 
 PREFIX = "/api/v1"
@@ -136,16 +136,6 @@ def _bool_arg(name: str) -> bool:
     raise BadRequest(f"query parameter {name} must be true or false, not {raw!r}")
 
 
-def _check_source(source: Source) -> Source:
-    """Refuse a remote, branch or commit that a fetch would refuse, when it is written."""
-    sources.check_remote(source.remote)
-    if source.branch is not None:
-        sources.check_branch(source.branch)
-    if source.commit is not None:
-        sources.check_commit(source.commit)
-    return source
-
-
 # -- handlers --------------------------------------------------------------------------
 
 
@@ -192,8 +182,6 @@ async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int
         deployment = await handle.request(m.Deploy(name))
     else:
         plan = blueprint.from_data(data)
-        if plan.settings.image is None:  # an image's reference is checked when pulled
-            _check_source(plan.settings.source)
         if plan.name is not None and plan.name != name:
             raise SpecError(f"the body names service {plan.name!r} but the path names {name!r}")
         deployment = await handle.request(
@@ -275,7 +263,7 @@ async def update_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple
     source = None
     if data.get("remote") is not None:
         remote = serde.structure(data["remote"], blueprint.Remote)
-        source = _check_source(Source(remote.url, remote.branch, remote.commit))
+        source = Source(remote.url, remote.branch, remote.commit)  # checked by the instance
     plain = {k: v for k, v in data.items() if v is not None and k != "remote"}
     change = attrs.evolve(serde.structure(plain, m.SettingsChange), clear=clear, source=source)
     return await handle.request(m.UpdateSettings(args["name"], change)), 200
@@ -351,7 +339,9 @@ async def list_instances(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any
 async def get_instance(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
     info = await handle.request(m.GetInstance())
     if args["instance"] not in (info.id, info.name):
-        raise UnknownInstance(f"no instance {args['instance']!r}: this daemon runs {info.name!r}")
+        raise Error(
+            "not_found", f"no instance {args['instance']!r}: this daemon runs {info.name!r}"
+        )
     return info, 200
 
 

@@ -11,8 +11,6 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
-from dployr.engine.instance import InstanceHandle
-from dployr.engine.messages import GetInstance
 from dployr.errors import DployrError
 from dployr.gateway import access, api, dashboard, feeds, openapi
 from dployr.gateway.access import Tokens
@@ -20,10 +18,13 @@ from dployr.gateway.prometheus import disk_text, prometheus_text
 from dployr.gateway.responses import (
     MAX_BODY,
     bearer_token,
+    error_of,
     error_response,
     json_response,
     status_for,
 )
+from dployr.protocol.handle import InstanceHandle
+from dployr.protocol.messages import GetInstance
 
 log = logging.getLogger("dployr.gateway")
 
@@ -85,8 +86,8 @@ def create_app(
     async def domain_error(error: DployrError) -> Response:
         status, code = status_for(error)
         if status >= 500:
-            log.error("request failed: %s", error)
-        return error_response(status, code, " ".join(str(error).split()))
+            log.error("request failed: %s", error, exc_info=error)
+        return error_response(status, code, error_of(error).message)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
@@ -104,7 +105,8 @@ def create_app(
     @app.errorhandler(Exception)
     async def internal_error(error: Exception) -> Response:
         log.exception("internal error")
-        return error_response(500, "internal", f"internal error: {type(error).__name__}")
+        status, code = status_for(error)
+        return error_response(status, code, error_of(error).message)
 
     return app
 

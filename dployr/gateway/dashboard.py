@@ -51,13 +51,13 @@ from quart import Blueprint, Response, g, redirect, render_template, request, we
 from quart_trio import QuartTrio
 
 from dployr import __version__
-from dployr.engine import messages as m
-from dployr.engine.instance import InstanceHandle
 from dployr.gateway.access import LoginThrottle, Tokens
 from dployr.gateway.responses import TokenCheck, bearer_token, error_response
 from dployr.models import NAME_PATTERN
-from dployr.store.errors import UnknownService
-from dployr.store.records import TokenRecord
+from dployr.protocol import messages as m
+from dployr.protocol.errors import Error
+from dployr.protocol.handle import InstanceHandle
+from dployr.tokens import TokenRecord
 
 log = logging.getLogger("dployr.gateway.dashboard")
 
@@ -495,7 +495,9 @@ class Pages:
             return await self.render("missing.html", 404, **missing)
         try:
             info = await self.handle.request(m.GetService(name))
-        except UnknownService:
+        except Error as error:
+            if error.code != "not_found":
+                raise
             return await self.render("missing.html", 404, **missing)
         return await self.render(
             "service.html",

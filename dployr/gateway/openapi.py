@@ -387,6 +387,8 @@ _ERRORS = {
     "409": "conflicts with the service's state",
     "413": "body larger than 1 MiB",
     "422": "invalid values",
+    "503": "the instance cannot do it now (a part of it is stopped, the disk is full): "
+    "try again later",
 }
 
 
@@ -532,30 +534,32 @@ FEEDS: dict[str, dict[str, Any]] = {
     "/services/{name}/logs/stream": _feed(
         "follow_logs",
         "Follow a service's log",
-        '{"type": "log", "cursor", "ts", "stream", "line", "deployment", "continued"} for a '
-        "line: history after `cursor` (or the last `tail` lines), then live lines, with no "
-        'gap or duplicate at the seam; {"type": "gap", "from", "to"} when the client fell '
-        "behind (read those cursors over REST). With `batch=1`, lines come many to a "
-        '{"type": "logs", "lines": [...]} message instead.',
+        '{"type": "logs", "lines": [...]} for the lines that came together, each '
+        '{"type": "log", "cursor", "ts", "stream", "line", "deployment", "continued"}: '
+        "history after `cursor` (or the last `tail` lines), then live lines, with no gap or "
+        'duplicate at the seam; {"type": "gap", "missed", "from", "to"} when the client fell '
+        "behind (read those cursors over REST). With `batch=0`, one `log` message a line.",
         (
             ("cursor", "send the lines after this cursor"),
             ("tail", "start with the last N lines (default 0: live lines only)"),
-            ("batch", "1: many lines a message (`logs`); 0 (default): one `log` message each"),
+            ("batch", "1 (default): many lines a message (`logs`); 0: one `log` message each"),
         ),
     ),
     "/services/{name}/metrics/stream": _feed(
         "follow_metrics",
         "Follow a service's CPU and memory samples",
         '{"type": "metrics", "service", "ts", "cpu_percent", "memory_rss_bytes", '
-        '"processes", "threads", "open_fds"} per sample; {"type": "gap", "missed"} when '
-        "the client fell behind.",
+        '"processes", "threads", "open_fds"} per sample; {"type": "gap", "missed", "from", '
+        '"to"} when the client fell behind.',
     ),
     "/events": _feed(
         "follow_events",
         "Follow every service's status, health and deployment changes",
         '{"type": "status" | "health" | "deployment", "service", "instance", ..., "ts"} per '
         'change; {"type": "disk", "instance", "full", "ts"} when the data dir\'s disk fills '
-        'up or has room again; {"type": "gap", "missed"} when the client fell behind.',
+        'up or has room again; {"type": "supervision", "kind", "supervisor", "child", '
+        '"incarnation", "message"} per supervision report; {"type": "gap", "missed", '
+        '"from", "to"} when the client fell behind.',
         service=False,
     ),
 }

@@ -7,26 +7,14 @@ from typing import Any, Protocol
 
 from quart import Response
 
-from dployr import serde
-from dployr.engine.errors import Conflict
-from dployr.engine.proxy import PortInUse
 from dployr.errors import DployrError, SpecError
-from dployr.store.errors import (
-    ServiceExists,
-    StoreError,
-    TokenExists,
-    UnknownService,
-    UnknownToken,
-)
-from dployr.store.records import TokenRecord
+from dployr.protocol import codec
+from dployr.protocol.errors import Error
+from dployr.tokens import TokenRecord
 
 
 class BadRequest(SpecError):
     """The request itself is malformed (bad JSON, a bad query parameter): HTTP 400."""
-
-
-class UnknownInstance(SpecError):
-    """No instance has that id or name: HTTP 404."""
 
 
 MAX_BODY = 1 << 20
@@ -39,19 +27,38 @@ class TokenCheck(Protocol):
     def __call__(self, token: str, /) -> TokenRecord | None: ...
 
 
-def status_for(error: DployrError) -> tuple[int, str]:
-    """The HTTP status and error code for a domain error."""
-    if isinstance(error, BadRequest):
-        return 400, "bad_request"
-    if isinstance(error, UnknownService | UnknownInstance | UnknownToken):
-        return 404, "not_found"
-    if isinstance(error, Conflict | PortInUse | ServiceExists | TokenExists):
-        return 409, "conflict"
-    if isinstance(error, StoreError):
-        return 500, "store_error"
+STATUSES: dict[str, int] = {
+    "bad_request": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "invalid": 422,
+    "internal": 500,
+    "unavailable": 503,
+}
+"""The one table from an error code to its HTTP status: the protocol's five codes, and
+``bad_request`` for a request the gateway cannot read (malformed JSON, a bad parameter)."""
+
+
+def error_of(error: Exception) -> Error:
+    """The protocol error an exception answers with: a value the gateway refused itself
+    (a SpecError) is ``invalid``; any other error that is no protocol Error is ``internal``
+    (a DployrError keeps its message, meant for a user; another shows only its type)."""
+    if isinstance(error, Error):
+        return error
+    message = " ".join(str(error).split())
     if isinstance(error, SpecError):
-        return 422, "invalid"
-    return 400, "refused"
+        return Error("invalid", message)
+    if isinstance(error, DployrError):
+        return Error("internal", message)
+    return Error("internal", f"internal error: {type(error).__name__}")
+
+
+def status_for(error: Exception) -> tuple[int, str]:
+    """The HTTP status and error code an exception answers with (:data:`STATUSES`)."""
+    if isinstance(error, BadRequest):
+        return STATUSES["bad_request"], "bad_request"
+    code = error_of(error).code
+    return STATUSES[code], code
 
 
 class EncodedJSON(bytes):
@@ -60,7 +67,7 @@ class EncodedJSON(bytes):
 
 def encode_json(data: Any) -> EncodedJSON:
     """Plain data or a value as a JSON body."""
-    text = json.dumps(serde.unstructure(data), ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(codec.unstructure(data), ensure_ascii=False, separators=(",", ":"))
     return EncodedJSON(text.encode())
 
 

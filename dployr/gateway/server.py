@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from dployr.engine.instance import InstanceHandle
 from dployr.errors import DployrError
+from dployr.protocol.handle import InstanceHandle
 from dployr.supervision import ChildContext
 
 if TYPE_CHECKING:

@@ -6,10 +6,12 @@
 * :mod:`~dployr.logs.book` joins a history and a live topic: the :class:`LogBook` the rest
   of dployr appends to, reads from and follows.
 
-The public names are re-exported here.
+The public names are re-exported here. The book's are imported on first use: it needs
+trio, and the values stay pure (the protocol imports them).
 """
 
-from dployr.logs.book import DEFAULT_TOPIC_CAPACITY, LogBook, LogBookStatistics
+from typing import TYPE_CHECKING, Any
+
 from dployr.logs.framing import MAX_LINE, Lines, LineSplitter
 from dployr.logs.history import (
     DEFAULT_MAX_BYTES,
@@ -31,6 +33,18 @@ from dployr.logs.values import (
     check_stream,
     check_streams,
 )
+
+if TYPE_CHECKING:
+    from dployr.logs.book import DEFAULT_TOPIC_CAPACITY, LogBook, LogBookStatistics
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DEFAULT_TOPIC_CAPACITY", "LogBook", "LogBookStatistics"):
+        from dployr.logs import book  # noqa: PLC0415 (trio, on first use)
+
+        return getattr(book, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import trio
 
-from dployr.engine.instance import Change, EngineConfig, Instance, InstanceHandle
-from dployr.engine.messages import Deploy, GetService, ServiceInfo
-from dployr.logs.values import LogLine
+from dployr.engine.handle import LocalHandle
+from dployr.engine.instance import Change, EngineConfig, Instance
+from dployr.logs.values import LogLine, lines_of
 from dployr.models import (
     DeploymentStatus,
     RestartPolicy,
@@ -21,6 +21,7 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
+from dployr.protocol.messages import Deploy, GetService, ServiceInfo
 from dployr.store.store import Store
 from dployr.supervision import Subscription
 from tests.helpers import PYTHON, TEST_ENGINE, pids_of_service
@@ -36,7 +37,7 @@ class Engine:
     """An instance under test and the handle that drives it."""
 
     instance: Instance
-    handle: InstanceHandle
+    handle: LocalHandle
     data_dir: Path
 
     async def wait(
@@ -65,7 +66,8 @@ class Engine:
         with trio.fail_after(WAIT):
             async with contextlib.aclosing(feed):
                 async for entry in feed:
-                    for line in entry if isinstance(entry, list) else []:
+                    live = lines_of(entry) if isinstance(entry, tuple) else []
+                    for line in entry if isinstance(entry, list) else live:
                         if text in line.line:
                             return line
         raise AssertionError("the log feed ended")

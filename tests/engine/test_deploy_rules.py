@@ -8,8 +8,10 @@ import attrs
 import pytest
 import trio
 
-from dployr.engine.errors import Conflict, DeployInProgress
-from dployr.engine.messages import (
+from dployr.engine.errors import DeployInProgress
+from dployr.models import DeploymentStatus, RestartPolicy, ServiceSettings, ServiceStatus, Source
+from dployr.protocol.errors import Error
+from dployr.protocol.messages import (
     Deploy,
     ListDeployments,
     Rollback,
@@ -17,7 +19,6 @@ from dployr.engine.messages import (
     Stop,
     UpdateSettings,
 )
-from dployr.models import DeploymentStatus, RestartPolicy, ServiceSettings, ServiceStatus, Source
 from tests.helpers import PYTHON, commit, git, make_repo
 
 from .conftest import QUICK_START, Engine, start_engine
@@ -38,12 +39,16 @@ async def test_commands_during_the_readiness_wait_are_refused_or_cancel_it_at_on
     first = await engine.handle.request(Deploy("w", slow))
     await engine.wait_log("w", "waiting for it to stay up 60 s")
     with trio.fail_after(2):  # refused now, not once the wait is over
-        with pytest.raises(DeployInProgress, match=f"deploy {first.id} of w is already running"):
+        with pytest.raises(Error, match=f"deploy {first.id} of w is already running") as busy:
             await engine.handle.request(Deploy("w", slow))
-        with pytest.raises(DeployInProgress):
+        assert busy.value.code == "conflict"
+        assert isinstance(busy.value.__cause__, DeployInProgress)
+        with pytest.raises(Error, match="already running") as busy:
             await engine.handle.request(UpdateSettings("w", SettingsChange(description="x")))
-        with pytest.raises(DeployInProgress):
+        assert isinstance(busy.value.__cause__, DeployInProgress)
+        with pytest.raises(Error, match="already running") as busy:
             await engine.handle.request(Rollback("w"))
+        assert isinstance(busy.value.__cause__, DeployInProgress)
     with trio.fail_after(10):  # a stop cancels the deploy rather than waiting for it
         info = await engine.handle.request(Stop("w"))
     assert info.status is ServiceStatus.STOPPED
@@ -84,8 +89,9 @@ async def test_the_release_rollback_goes_back_to_is_kept_whatever_its_number(
     assert (undo.id, undo.rollback_of, undo.folder) == (6, 4, 2)
     assert await engine.wait_deployment("w", undo.id) is DeploymentStatus.SUCCEEDED
     # Rolling back to the release running now is refused.
-    with pytest.raises(Conflict, match="deployment 2's release is the one running now"):
+    with pytest.raises(Error, match="deployment 2's release is the one running now") as refused:
         await engine.handle.request(Rollback("w", 2))
+    assert refused.value.code == "conflict"
     records = await engine.handle.request(ListDeployments("w"))
     assert [d.id for d in records] == [6, 5, 4, 3, 2, 1]
     nursery.cancel_scope.cancel()

@@ -11,9 +11,7 @@ import httpx
 import pytest
 import trio
 
-from dployr.engine.errors import Conflict
 from dployr.engine.instance import Change, HealthChanged
-from dployr.engine.messages import ListDeployments, ReadLogs, Restart, Rollback
 from dployr.engine.os import ports
 from dployr.models import (
     DeploymentStatus,
@@ -25,6 +23,8 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
+from dployr.protocol.errors import Error
+from dployr.protocol.messages import ListDeployments, ReadLogs, Restart, Rollback
 from tests.helpers import PYTHON, commit, make_repo, web_repo
 
 from .conftest import Engine, start_engine, web_settings
@@ -265,10 +265,12 @@ async def test_rollback_switches_to_a_kept_release_without_rebuilding(
     # Rollback again, with no number, undoes the rollback: back to what ran before it.
     assert await rollback(None) == 4
     assert (await http.get(f"http://127.0.0.1:{port}/")).text == "hello v2 4"
-    with pytest.raises(Conflict, match="deployment 4 is already the active one"):
+    with pytest.raises(Error, match="deployment 4 is already the active one") as refused:
         await engine.handle.request(Rollback("web", 4))
-    with pytest.raises(Conflict, match="is not a kept successful release"):
+    assert refused.value.code == "conflict"
+    with pytest.raises(Error, match="is not a kept successful release") as refused:
         await engine.handle.request(Rollback("web", 999))
+    assert refused.value.code == "conflict"
     assert await rollback(first) == 5
     assert (await http.get(f"http://127.0.0.1:{port}/")).text == "hello v1 5"
 

@@ -325,3 +325,23 @@ async def test_kill_delivers_a_cancel_without_a_grace(tmp_path: Path) -> None:
     [process] = delivered
     assert process.returncode == -9
     assert not alive(int(out))
+
+
+async def test_a_run_is_watched_from_its_spawn_to_its_stop(tmp_path: Path) -> None:
+    # The warden hears of a health check's group while it lives, and forgets it once
+    # nothing of it is left (its id may then be reused by anyone).
+    heard: list[tuple[str, int, bool | None]] = []
+
+    class Watcher:
+        def watch(self, pgid: int) -> None:
+            heard.append(("watch", pgid, None))
+
+        def forget(self, pgid: int) -> None:
+            heard.append(("forget", pgid, alive(pgid)))
+
+    out = bytearray()
+    spec = launcher.LaunchSpec("echo $$; exit 0", tmp_path, os.environ)
+    with trio.fail_after(30):
+        await launcher.run(spec, on_stdout=out.extend, watcher=Watcher())
+    pid = int(out)
+    assert heard == [("watch", pid, None), ("forget", pid, False)]

@@ -13,14 +13,6 @@ import pytest
 import trio
 
 from dployr.engine.instance import Change, StatusChanged
-from dployr.engine.messages import (
-    Deploy,
-    ReadLogs,
-    Restart,
-    SettingsChange,
-    Start,
-    UpdateSettings,
-)
 from dployr.engine.os import ports
 from dployr.models import (
     Health,
@@ -32,6 +24,14 @@ from dployr.models import (
     ServiceSettings,
     ServiceStatus,
     Source,
+)
+from dployr.protocol.messages import (
+    Deploy,
+    ReadLogs,
+    Restart,
+    SettingsChange,
+    Start,
+    UpdateSettings,
 )
 from dployr.supervision import Subscription
 from tests.helpers import PYTHON, commit, make_repo, web_repo

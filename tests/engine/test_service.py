@@ -11,9 +11,14 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine.errors import DeployInProgress, NotDeployed
+from dployr.engine.errors import DeployInProgress
 from dployr.engine.instance import Change, StatusChanged
-from dployr.engine.messages import (
+from dployr.engine.os import ports
+from dployr.logs.values import lines_of
+from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
+from dployr.protocol.errors import Error
+from dployr.protocol.feed import Gap
+from dployr.protocol.messages import (
     Delete,
     Deploy,
     GetService,
@@ -26,10 +31,6 @@ from dployr.engine.messages import (
     Stop,
     UpdateSettings,
 )
-from dployr.engine.os import ports
-from dployr.errors import DployrError
-from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
-from dployr.store.errors import UnknownService
 from tests.helpers import PYTHON, commit, git, make_repo, web_repo
 
 from .conftest import FAST_RESTARTS, QUICK_START, Engine, web_settings
@@ -253,8 +254,10 @@ async def test_one_deploy_at_a_time(engine: Engine, tmp_path: Path) -> None:
     repo = web_repo(tmp_path / "repo")
     slow = web_settings(repo, ports.allocate(), build_cmd="sleep 2")
     first = await engine.handle.request(Deploy("web", slow))
-    with pytest.raises(DeployInProgress, match=f"deploy {first.id} of web is already running"):
+    with pytest.raises(Error, match=f"deploy {first.id} of web is already running") as busy:
         await engine.handle.request(Deploy("web", slow))
+    assert busy.value.code == "conflict"
+    assert isinstance(busy.value.__cause__, DeployInProgress)
     assert await engine.wait_deployment("web", first.id) is DeploymentStatus.SUCCEEDED
 
 
@@ -308,8 +311,9 @@ async def test_delete_removes_the_service_and_leaves_the_source_untouched(
     pids = engine.pids("web")
     assert pids
     await engine.handle.request(Delete("web"))
-    with pytest.raises(UnknownService, match="no service named 'web'"):
+    with pytest.raises(Error, match="no service named 'web'") as gone:
         await engine.handle.request(GetService("web"))
+    assert gone.value.code == "not_found"
     # Only the data folder is kept (a plain delete, not a purge).
     folder = engine.data_dir / "services" / "web"
     assert [p.name for p in folder.iterdir()] == ["data"]
@@ -333,8 +337,9 @@ async def test_delete_removes_the_service_and_leaves_the_source_untouched(
 )
 async def test_hostile_git_urls_are_refused_before_git_runs(engine: Engine, remote: str) -> None:
     settings = ServiceSettings(source=Source(remote), run_cmd="true")
-    with pytest.raises(DployrError):
+    with pytest.raises(Error) as refused:
         await engine.handle.request(Deploy("evil", settings))
+    assert refused.value.code == "invalid"
     assert "evil" not in engine.instance.services
     assert engine.instance.store.get_service("evil") is None
 
@@ -344,8 +349,9 @@ async def test_start_without_a_deployment_is_refused(engine: Engine, tmp_path: P
     broken = ServiceSettings(source=Source(str(repo)), run_cmd="true", build_cmd="exit 1")
     await engine.deploy("never", broken)
     assert (await engine.status("never")).status is ServiceStatus.FAILED
-    with pytest.raises(NotDeployed, match="never has no successful deployment yet"):
+    with pytest.raises(Error, match="never has no successful deployment yet") as refused:
         await engine.handle.request(Start("never"))
+    assert refused.value.code == "conflict"
 
 
 async def test_partial_lines_and_invalid_utf8_are_kept(engine: Engine, tmp_path: Path) -> None:
@@ -390,8 +396,9 @@ async def test_follow_crosses_the_history_live_seam(engine: Engine, tmp_path: Pa
     with trio.fail_after(30):
         async with contextlib.aclosing(feed):
             async for entry in feed:
-                assert isinstance(entry, list), "a follower reading as fast as it can has no gap"
-                numbers.extend(int(line.line.split()[1]) for line in entry)
+                assert not isinstance(entry, Gap), "a follower reading as fast as it can has no gap"
+                lines = entry if isinstance(entry, list) else lines_of(entry)
+                numbers.extend(int(line.line.split()[1]) for line in lines)
                 if numbers and numbers[-1] == 100_000:
                     break
     assert numbers == list(range(1, 100_001))

@@ -84,15 +84,17 @@ async def test_a_log_feed_resumed_from_a_cursor_has_no_gap_or_duplicate(
     for stop_after in (1234, 3333, 5000):
         url = ws(daemon, f"/api/v1/services/app/logs/stream?cursor={cursor}&token={daemon.token}")
         async with open_websocket_url(url) as feed:
-            while True:
+            while not seen or seen[-1] != stop_after:
                 message = json.loads(await feed.get_message())
-                assert message["type"] == "log"
-                assert set(message) >= {"cursor", "ts", "stream", "line", "deployment"}
-                cursor = message["cursor"]
-                if message["stream"] == "stdout":
-                    seen.append(int(message["line"].split()[1]))
-                    if seen[-1] == stop_after:
-                        break
+                assert message["type"] == "logs"  # the default: the lines that came together
+                for line in message["lines"]:
+                    assert line["type"] == "log"
+                    assert set(line) >= {"cursor", "ts", "stream", "line", "deployment"}
+                    cursor = line["cursor"]
+                    if line["stream"] == "stdout":
+                        seen.append(int(line["line"].split()[1]))
+                        if seen[-1] == stop_after:
+                            break
     assert seen == list(range(1, 5001))
 
 
@@ -193,7 +195,8 @@ TWO_HALVES = (
 async def test_a_batched_log_feed_sends_the_same_lines_in_fewer_messages(
     daemon: Daemon, tmp_path: Path
 ) -> None:
-    """``?batch=1``: history and live lines in ``logs`` messages, as the per-line feed has them."""
+    """By default, history and live lines come in ``logs`` messages, as the per-line feed
+    (``?batch=0``) has them one by one."""
     go = tmp_path / "go"
     repo = make_repo(tmp_path / "repo", {"c.py": TWO_HALVES})
     await deploy(daemon, "app", repo, f"{PYTHON} c.py {go}")
@@ -202,7 +205,7 @@ async def test_a_batched_log_feed_sends_the_same_lines_in_fewer_messages(
     assert (await ws_handshake(daemon.url, path + "&batch=maybe", None)).status_code == 400
 
     async def read(batched: bool, out: list[dict[str, object]], messages: list[int]) -> None:
-        async with open_websocket_url(ws(daemon, path + ("&batch=1" if batched else ""))) as feed:
+        async with open_websocket_url(ws(daemon, path + ("" if batched else "&batch=0"))) as feed:
             while not out or out[-1]["line"] != "line 4000":
                 message = json.loads(await feed.get_message())
                 messages.append(1)

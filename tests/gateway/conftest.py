@@ -12,6 +12,7 @@ import trio
 
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.gateway.server import Gateway
+from dployr.store.access_store import AccessStore
 from dployr.store.store import Store
 from tests.helpers import TEST_ENGINE
 
@@ -35,7 +36,7 @@ async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]
         EngineConfig(data_dir=tmp_path, service_host="127.0.0.1", **TEST_ENGINE), store
     )
     handle = await nursery.start(instance.run)
-    gateway = Gateway(handle, store, "127.0.0.1", 0)
+    gateway = Gateway(handle, AccessStore(store), "127.0.0.1", 0)
     url = await nursery.start(gateway.run, None)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:

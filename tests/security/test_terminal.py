@@ -93,8 +93,8 @@ async def wait_for_output(daemon: Daemon, name: str, text: str) -> None:
         async with open_websocket_url(url, extra_headers=headers) as feed:
             while True:
                 message = json.loads(await feed.get_message())
-                if message.get("type") == "log" and text in message["line"]:
-                    return
+                if any(text in line["line"] for line in message.get("lines", ())):
+                    return  # the lines that came together, in one logs message
 
 
 async def on_a_tty(

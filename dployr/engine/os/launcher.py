@@ -37,6 +37,7 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 import psutil
@@ -449,6 +450,14 @@ def terminate(grace: float) -> DeliverCancel:
     return functools.partial(stop, grace=grace)
 
 
+class Watcher(Protocol):
+    """Who must know of a run's process group while it lives (the warden)."""
+
+    def watch(self, pgid: int) -> None: ...
+
+    def forget(self, pgid: int) -> None: ...
+
+
 @attrs.frozen
 class Program:
     """A program to run without a shell (as :func:`launch_program` starts it)."""
@@ -465,6 +474,7 @@ async def run(
     on_stdout: Callable[[bytes], None] | None = None,
     on_stderr: Callable[[bytes], None] | None = None,
     deliver_cancel: DeliverCancel = kill,
+    watcher: Watcher | None = None,
 ) -> int:
     """Run ``what`` to its exit and return its return code (negative: killed by a signal).
 
@@ -473,11 +483,14 @@ async def run(
     killed and awaited (so the pipes end), and its cgroup removed. If the run is
     cancelled while the process runs, ``deliver_cancel(process)`` is awaited, shielded,
     before the cancellation goes on (trio's ``run_process`` has the same hook).
+    ``watcher`` hears of its process group from its spawn until it is stopped.
     """
     if isinstance(what, Program):
         process = await launch_program(list(what.argv), what.env, label=what.label)
     else:
         process = await launch(what)
+    if watcher is not None:
+        watcher.watch(process.pid)
     returncode: int | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -498,6 +511,8 @@ async def run(
                 await stop(process, 0)
             await process.stdout.aclose()
             await process.stderr.aclose()
+        if watcher is not None:
+            watcher.forget(process.pid)
     return returncode
 
 

@@ -21,7 +21,6 @@ import trio
 from dployr.engine import status as st
 from dployr.engine.deploy import DeployRun
 from dployr.engine.errors import Conflict, DeployFailed, DeployInProgress
-from dployr.engine.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
 from dployr.engine.os import users
 from dployr.engine.service.reads import APPLIES_NOW, ServiceReads
 from dployr.engine.sources import HIDDEN_PASSWORD, Credential, hide_password, take_password
@@ -33,6 +32,7 @@ from dployr.models import (
     InvalidSetting,
     ServiceSettings,
 )
+from dployr.protocol.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
 from dployr.store.errors import DiskFull
 from dployr.supervision import ChildSpec, Restart
 

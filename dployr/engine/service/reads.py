@@ -5,10 +5,10 @@ from __future__ import annotations
 import attrs
 
 from dployr.engine.errors import NotDeployed
-from dployr.engine.messages import EnvListing, ServiceInfo, SettingsView
 from dployr.engine.service.rolling import ServiceRollouts
 from dployr.engine.sources import Credential
 from dployr.models import Deployment, ServiceSettings
+from dployr.protocol.messages import EnvListing, ServiceInfo, SettingsView
 
 APPLIES_LATER = "at the next start, restart or deploy"
 APPLIES_NOW = "now: the service was restarted"

@@ -1,16 +1,18 @@
-"""The instance handle's messages: the one interface to an instance's services.
+"""An instance's requests and replies: the one interface to its services.
 
 The gateway (REST, WebSocket, dashboard) and the CLI reach services only through these.
-They are plain, frozen, serialisable values (attrs + the cattrs converter in
-:mod:`dployr.serde`), so the same requests and replies can cross a WebSocket to a remote
-instance agent later: a second machine is a transport change, not a rewrite.
+They are plain, frozen, serialisable values (attrs, encoded by :mod:`dployr.protocol.codec`),
+so the same requests and replies can cross a WebSocket to a remote instance agent later: a
+second machine is a transport change, not a rewrite.
 
-Each request is a :class:`~dployr.supervision.Query` whose type parameter is its reply.
+Each request is a :class:`Request` whose type parameter is its reply (see
+:func:`reply_type`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, Generic, TypeVar, get_args, get_origin
 
 import attrs
 
@@ -28,9 +30,20 @@ from dployr.models import (
     Source,
     check_name,
 )
-from dployr.supervision import Query
 
-PROTOCOL_VERSION = 1
+R = TypeVar("R")
+
+
+class Request(Generic[R]):
+    """Base of every request; ``R`` is the type of its reply."""
+
+
+def reply_type(request: type[Request[Any]]) -> Any:
+    """The type of the reply to a request class (``ServiceInfo`` for ``GetService``)."""
+    for base in getattr(request, "__orig_bases__", ()):
+        if get_origin(base) is Request:
+            return get_args(base)[0]
+    raise TypeError(f"not a request class: {request!r}")
 
 
 def _name(_: object, __: object, value: str) -> None:
@@ -164,7 +177,7 @@ class Deleted:
 
 
 @attrs.frozen
-class Deploy(Query[Deployment]):
+class Deploy(Request[Deployment]):
     """Create or update a service, then deploy it; answered with the deployment at once.
 
     Without ``settings`` the service's stored settings are deployed again.
@@ -177,21 +190,21 @@ class Deploy(Query[Deployment]):
 
 
 @attrs.frozen
-class Start(Query[ServiceInfo]):
+class Start(Request[ServiceInfo]):
     """Start a stopped or failed service with its active deployment (a fresh budget)."""
 
     name: str = attrs.field(validator=_name)
 
 
 @attrs.frozen
-class Stop(Query[ServiceInfo]):
+class Stop(Request[ServiceInfo]):
     """Stop a service: SIGTERM, its grace, SIGKILL; it stays stopped across daemon restarts."""
 
     name: str = attrs.field(validator=_name)
 
 
 @attrs.frozen
-class Restart(Query[ServiceInfo]):
+class Restart(Request[ServiceInfo]):
     """Run the service's deployment again with the current environment.
 
     A service with a port is restarted without downtime (the new process starts beside
@@ -203,7 +216,7 @@ class Restart(Query[ServiceInfo]):
 
 
 @attrs.frozen
-class Rollback(Query[Deployment]):
+class Rollback(Request[Deployment]):
     """Switch to a kept release without rebuilding: ``deployment``, else the previous one."""
 
     name: str = attrs.field(validator=_name)
@@ -211,7 +224,7 @@ class Rollback(Query[Deployment]):
 
 
 @attrs.frozen
-class Delete(Query[Deleted]):
+class Delete(Request[Deleted]):
     """Stop a service and remove its configuration, releases and history.
 
     Its data folder (``$DPLOYR_DATA_DIR``) is kept, for a service created again with the
@@ -225,24 +238,24 @@ class Delete(Query[Deleted]):
 
 
 @attrs.frozen
-class PruneImages(Query[ImagesPruned]):
+class PruneImages(Request[ImagesPruned]):
     """Remove the images of dployr's deployments that no kept release runs."""
 
 
 @attrs.frozen
-class GetService(Query[ServiceInfo]):
+class GetService(Request[ServiceInfo]):
     """One service's status."""
 
     name: str = attrs.field(validator=_name)
 
 
 @attrs.frozen
-class ListServices(Query[tuple[ServiceInfo, ...]]):
+class ListServices(Request[tuple[ServiceInfo, ...]]):
     """Every service of the instance, by name."""
 
 
 @attrs.frozen
-class GetSettings(Query[SettingsView]):
+class GetSettings(Request[SettingsView]):
     """A service's settings."""
 
     name: str = attrs.field(validator=_name)
@@ -270,7 +283,7 @@ class SettingsChange:
 
 
 @attrs.frozen
-class UpdateSettings(Query[SettingsView]):
+class UpdateSettings(Request[SettingsView]):
     """Change settings: stored now, applied at the next deploy; nothing is restarted."""
 
     name: str = attrs.field(validator=_name)
@@ -278,14 +291,14 @@ class UpdateSettings(Query[SettingsView]):
 
 
 @attrs.frozen
-class ListEnv(Query[EnvListing]):
+class ListEnv(Request[EnvListing]):
     """A service's environment variables (secret values masked)."""
 
     name: str = attrs.field(validator=_name)
 
 
 @attrs.frozen
-class SetEnv(Query[EnvListing]):
+class SetEnv(Request[EnvListing]):
     """Set variables: stored now, applied at the next start, restart or deploy."""
 
     name: str = attrs.field(validator=_name)
@@ -295,7 +308,7 @@ class SetEnv(Query[EnvListing]):
 
 
 @attrs.frozen
-class UnsetEnv(Query[EnvListing]):
+class UnsetEnv(Request[EnvListing]):
     """Remove variables: applied at the next start, restart or deploy."""
 
     name: str = attrs.field(validator=_name)
@@ -304,7 +317,7 @@ class UnsetEnv(Query[EnvListing]):
 
 
 @attrs.frozen
-class ReadLogs(Query[LogPage]):
+class ReadLogs(Request[LogPage]):
     """Read a service's log history.
 
     ``tail`` gives the last N lines; ``after`` the lines after a cursor; ``since`` the lines
@@ -322,7 +335,7 @@ class ReadLogs(Query[LogPage]):
 
 
 @attrs.frozen
-class ListDeployments(Query[tuple[Deployment, ...]]):
+class ListDeployments(Request[tuple[Deployment, ...]]):
     """A service's deployments, newest first."""
 
     name: str = attrs.field(validator=_name)
@@ -330,19 +343,42 @@ class ListDeployments(Query[tuple[Deployment, ...]]):
 
 
 @attrs.frozen
-class GetInstance(Query[InstanceInfo]):
+class GetInstance(Request[InstanceInfo]):
     """This instance and its services."""
 
 
 @attrs.frozen
-class RotateKey(Query[KeyRotated]):
+class RotateKey(Request[KeyRotated]):
     """Seal every secret (variables, git passwords) under a new master key."""
 
 
 @attrs.frozen
-class ReadMetrics(Query[MetricsPage]):
+class ReadMetrics(Request[MetricsPage]):
     """A service's metrics history from ``since`` to ``until`` (Unix times)."""
 
     name: str = attrs.field(validator=_name)
     since: float
     until: float | None = None
+
+
+REQUESTS: tuple[type[Request[Any]], ...] = (
+    Deploy,
+    Start,
+    Stop,
+    Restart,
+    Rollback,
+    Delete,
+    GetService,
+    ListServices,
+    GetSettings,
+    UpdateSettings,
+    ListEnv,
+    SetEnv,
+    UnsetEnv,
+    ReadLogs,
+    ListDeployments,
+    GetInstance,
+    RotateKey,
+    ReadMetrics,
+)
+"""Every request an instance answers."""

@@ -1,0 +1,78 @@
+"""Hypothesis strategies for every protocol message, built from the messages' own types."""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+
+from dployr.logs.values import MAX_CURSOR, STREAMS, LogLine
+from dployr.metrics import ServiceSample
+from dployr.models import HealthOptions, RestartPolicy, ServiceSettings, Source
+from dployr.protocol.errors import ERROR_CODES, Error
+from tests.metrics.strategies import service_samples
+from tests.store.strategies import service_settings, sources
+
+# Text as it can travel: any UTF-8 (no lone surrogates).
+texts = st.text(st.characters(codec="utf-8"), max_size=30)
+numbers = st.floats(allow_nan=False, allow_infinity=False)
+names = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
+
+OVERRIDES: dict[Any, st.SearchStrategy[Any]] = {
+    str: texts,
+    float: numbers,
+    int: st.integers(-(2**53), 2**53),
+    bool: st.booleans(),
+    ServiceSettings: service_settings,
+    Source: sources,
+    HealthOptions: st.just(HealthOptions()) | st.builds(HealthOptions, failures=st.integers(1, 9)),
+    RestartPolicy: st.just(RestartPolicy())
+    | st.builds(RestartPolicy, min_uptime=st.floats(0, 3600)),
+    ServiceSample: service_samples,
+    LogLine: st.builds(
+        LogLine,
+        cursor=st.integers(1, MAX_CURSOR),
+        ts=numbers,
+        stream=st.sampled_from(sorted(STREAMS)),
+        line=texts,
+        deployment=st.none() | st.integers(0, MAX_CURSOR),
+        continued=st.booleans(),
+    ),
+    Error: st.builds(Error, st.sampled_from(ERROR_CODES), texts),
+}
+
+
+def values(tp: Any) -> st.SearchStrategy[Any]:
+    """Any valid value of the type ``tp`` (an attrs class, a model, a union, a container)."""
+    if tp in OVERRIDES:
+        return OVERRIDES[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return st.none()
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return st.sampled_from(list(tp))
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of([values(arg) for arg in args])
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return st.lists(values(args[0]), max_size=3).map(tuple)
+        return st.tuples(*[values(arg) for arg in args])
+    if origin is frozenset:
+        return st.frozensets(values(args[0]), max_size=3)
+    if origin in (Mapping, dict):
+        return st.dictionaries(values(args[0]), values(args[1]), max_size=3)
+    if attrs.has(tp):
+        fields = attrs.fields(attrs.resolve_types(tp))
+        return st.builds(
+            tp,
+            **{
+                field.name: names if field.name == "name" else values(field.type)
+                for field in fields
+            },
+        )
+    raise NotImplementedError(f"no strategy for {tp!r}")
