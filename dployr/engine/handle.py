@@ -14,6 +14,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+import trio
+
 from dployr.engine import image_store, sources
 from dployr.engine.errors import Conflict
 from dployr.engine.proxy import PortInUse
@@ -104,7 +106,13 @@ class MappedFeed(Generic[S, T]):
 
     async def __aiter__(self) -> AsyncIterator[list[T] | Gap]:
         render = self._render
-        async for entry in self._subscription:
+        while True:
+            # Received one by one, not through a second generator: a consumer that stops
+            # early (closing this one) leaves nothing suspended behind.
+            try:
+                entry = await self._subscription.receive()
+            except trio.EndOfChannel:
+                return
             if isinstance(entry, topics.Gap):
                 yield Gap(entry.missed, entry.first, entry.last)
                 continue

@@ -12,7 +12,6 @@ import psutil
 import pytest
 import trio
 
-from dployr.engine.instance import Change, StatusChanged
 from dployr.engine.os import ports
 from dployr.models import (
     Health,
@@ -25,6 +24,7 @@ from dployr.models import (
     ServiceStatus,
     Source,
 )
+from dployr.protocol.events import Change, StatusChanged
 from dployr.protocol.messages import (
     Deploy,
     ReadLogs,
@@ -33,10 +33,9 @@ from dployr.protocol.messages import (
     Start,
     UpdateSettings,
 )
-from dployr.supervision import Subscription
 from tests.helpers import PYTHON, commit, make_repo, web_repo
 
-from .conftest import Engine, start_engine, web_settings
+from .conftest import Engine, drain, start_engine, web_settings
 
 pytestmark = pytest.mark.slow
 
@@ -69,21 +68,11 @@ def worker(tmp_path: Path, **settings: object) -> ServiceSettings:
 
 async def signal_worker(engine: Engine, name: str, signum: int) -> int:
     """Send ``signum`` to the worker's process once it handles signals; return its pid."""
-    pid = engine.instance.services[name].state.pid
+    pid = (await engine.status(name)).pid
     assert pid is not None
     await engine.wait_log(name, f"worker up {pid}")
     os.kill(pid, signum)
     return pid
-
-
-def drain(changes: Subscription[Change], seen: list[Change]) -> None:
-    """Take what ``changes`` holds now, without waiting."""
-    while True:
-        try:
-            entry = changes.receive_nowait()
-        except trio.WouldBlock:
-            return
-        seen.extend(entry if isinstance(entry, list) else [])
 
 
 def statuses(seen: list[Change], name: str) -> list[ServiceStatus]:
@@ -132,17 +121,16 @@ async def test_a_health_restart_gives_each_new_process_a_fresh_start(
 
 async def kill_repeatedly(engine: Engine, name: str, times: int) -> None:
     """An operator (or the OOM killer) kills the process each time it has settled."""
-    service = engine.instance.services[name]
     for _ in range(times):
-        await engine.wait(
-            lambda: service.state.status in (ServiceStatus.RUNNING, ServiceStatus.FAILED)
+        info = await engine.wait_info(
+            name, lambda info: info.status in (ServiceStatus.RUNNING, ServiceStatus.FAILED)
         )
-        if service.state.status is ServiceStatus.FAILED:
+        if info.status is ServiceStatus.FAILED:
             return
-        pid = service.state.pid
+        pid = info.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        await engine.wait(lambda killed=pid: service.state.pid != killed)
+        await engine.wait_info(name, lambda info, killed=pid: info.pid != killed)
 
 
 async def test_a_generous_policy_keeps_a_service_up_that_is_killed_again_and_again(
@@ -172,10 +160,9 @@ async def test_on_failure_leaves_a_clean_exit_stopped_and_restarts_a_crash(
 ) -> None:
     policy = RestartPolicy(mode=RestartMode.ON_FAILURE, min_uptime=0.3)
     await engine.deploy("job", worker(tmp_path, restart=policy))
-    service = engine.instance.services["job"]
     first = await signal_worker(engine, "job", signal.SIGUSR2)  # a crash: restarted
-    await engine.wait(
-        lambda: service.state.status is ServiceStatus.RUNNING and service.state.pid != first
+    await engine.wait_info(
+        "job", lambda info: info.status is ServiceStatus.RUNNING and info.pid != first
     )
     pid = await signal_worker(engine, "job", signal.SIGUSR1)  # a clean exit: not restarted
     info = await engine.wait_status("job", ServiceStatus.STOPPED)
@@ -204,13 +191,12 @@ async def test_never_leaves_a_crash_failed(engine: Engine, tmp_path: Path) -> No
 
 async def test_a_changed_policy_applies_at_the_next_start(engine: Engine, tmp_path: Path) -> None:
     await engine.deploy("job", worker(tmp_path, restart=RestartPolicy(min_uptime=0.3)))
-    service = engine.instance.services["job"]
     never = RestartPolicy(mode=RestartMode.NEVER, min_uptime=0.3)
     await engine.handle.request(UpdateSettings("job", SettingsChange(restart=never)))
     # The running process keeps the policy it started with.
     first = await signal_worker(engine, "job", signal.SIGUSR2)
-    await engine.wait(
-        lambda: service.state.status is ServiceStatus.RUNNING and service.state.pid != first
+    await engine.wait_info(
+        "job", lambda info: info.status is ServiceStatus.RUNNING and info.pid != first
     )
     await engine.handle.request(Restart("job"))  # the next start takes the stored policy
     await signal_worker(engine, "job", signal.SIGUSR2)
@@ -230,12 +216,10 @@ async def test_a_crash_loop_reads_restarting_until_it_fails(engine: Engine, tmp_
     policy = RestartPolicy(delay=0.2, max_delay=0.4, max_restarts=3, window=30, min_uptime=1)
     await engine.deploy("loop", worker(tmp_path, restart=policy))
     seen: list[Change] = []
-    with engine.instance.changes.subscribe() as changes:
+    with engine.handle.subscribe_changes() as changes:
         await signal_worker(engine, "loop", signal.SIGHUP)  # from now on it dies at every start
-        await engine.wait(
-            lambda: engine.instance.services["loop"].state.status is ServiceStatus.FAILED,
-            seen,
-            changes,
+        await engine.wait_info(
+            "loop", lambda info: info.status is ServiceStatus.FAILED, seen, changes
         )
     # Never "running" between the restarts, though each new process did start.
     assert statuses(seen, "loop") == [ServiceStatus.RESTARTING, ServiceStatus.FAILED]
@@ -257,17 +241,19 @@ async def test_deploying_shows_while_the_older_release_serves(
     commit(repo, {"build.py": wait})
     slow = web_settings(repo, port, build_cmd=f"{PYTHON} build.py")
     seen: list[Change] = []
-    with engine.instance.changes.subscribe() as changes:
+    with engine.handle.subscribe_changes() as changes:
         second = (await engine.handle.request(Deploy("web", slow))).id
-        service = engine.instance.services["web"]
-        await engine.wait(lambda: service.state.status is ServiceStatus.DEPLOYING, seen, changes)
-        info = await engine.status("web")
+        info = await engine.wait_info(
+            "web", lambda info: info.status is ServiceStatus.DEPLOYING, seen, changes
+        )
         # The old release still serves, and the status says a deploy is under way.
         assert (info.deployment, info.deploying, info.pid) == (first, second, old.pid)
         gate.touch()
         await engine.wait_deployment("web", second)
-        await engine.wait(lambda: service.state.status is ServiceStatus.RUNNING, seen, changes)
-        drain(changes, seen)
+        await engine.wait_info(
+            "web", lambda info: info.status is ServiceStatus.RUNNING, seen, changes
+        )
+        await drain(changes, seen)
     assert statuses(seen, "web") == [ServiceStatus.DEPLOYING, ServiceStatus.RUNNING]
     info = await engine.status("web")
     assert (info.deployment, info.deploying) == (second, None)
@@ -281,9 +267,9 @@ async def test_a_zero_downtime_restart_shows_restarting_and_moves_since(
     await engine.deploy("web", web_settings(web_repo(tmp_path / "repo"), ports.allocate()))
     before = await engine.status("web")
     seen: list[Change] = []
-    with engine.instance.changes.subscribe() as changes:
+    with engine.handle.subscribe_changes() as changes:
         info = await engine.handle.request(Restart("web"))
-        drain(changes, seen)  # what the restart published is all there once it returned
+        await drain(changes, seen)  # what the restart published is all there once it returned
     assert statuses(seen, "web") == [ServiceStatus.RESTARTING, ServiceStatus.RUNNING]
     assert info.status is ServiceStatus.RUNNING
     assert info.pid not in (None, before.pid)
@@ -293,15 +279,13 @@ async def test_a_zero_downtime_restart_shows_restarting_and_moves_since(
 
 async def test_since_follows_a_restart_after_a_crash(engine: Engine, tmp_path: Path) -> None:
     await engine.deploy("job", worker(tmp_path, restart=RestartPolicy(min_uptime=1)))
-    service = engine.instance.services["job"]
-    first = service.state.pid
+    first = (await engine.status("job")).pid
     assert first is not None
     killed = time.time()
     os.kill(first, signal.SIGKILL)
-    await engine.wait(
-        lambda: service.state.status is ServiceStatus.RUNNING and service.state.pid != first
+    info = await engine.wait_info(
+        "job", lambda info: info.status is ServiceStatus.RUNNING and info.pid != first
     )
-    info = await engine.status("job")
     # Since the new process started, not since it counted as running (1 s later).
     started = await engine.wait_log("job", f"started (pid {info.pid})")
     assert killed < info.since <= started.ts

@@ -12,17 +12,25 @@ import pytest
 import trio
 
 from dployr.engine.errors import DeployInProgress
-from dployr.engine.instance import Change, StatusChanged
 from dployr.engine.os import ports
 from dployr.logs.values import lines_of
-from dployr.models import DeploymentStatus, RolloutMode, ServiceSettings, ServiceStatus, Source
+from dployr.models import (
+    DeploymentStatus,
+    RestartPolicy,
+    RolloutMode,
+    ServiceSettings,
+    ServiceStatus,
+    Source,
+)
 from dployr.protocol.errors import Error
+from dployr.protocol.events import Change, StatusChanged
 from dployr.protocol.feed import Gap
 from dployr.protocol.messages import (
     Delete,
     Deploy,
     GetService,
     ListDeployments,
+    ListServices,
     ReadLogs,
     Restart,
     SetEnv,
@@ -33,7 +41,7 @@ from dployr.protocol.messages import (
 )
 from tests.helpers import PYTHON, commit, git, make_repo, web_repo
 
-from .conftest import FAST_RESTARTS, QUICK_START, Engine, web_settings
+from .conftest import FAST_RESTARTS, QUICK_START, Engine, started_children, web_settings
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +75,12 @@ async def test_a_worker_without_a_port_gets_no_proxy(engine: Engine, tmp_path: P
         tmp_path / "repo", {"worker.py": "import time\nprint('up', flush=True)\ntime.sleep(1e6)\n"}
     )
     settings = ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} worker.py")
-    await engine.deploy("worker", settings)
-    service = engine.instance.services["worker"]
-    assert service.state.status is ServiceStatus.RUNNING
-    assert service.proxy is None
-    children = service.tree.which_children() if service.tree else []
-    assert not [child for child in children if child.startswith("proxy")]
+    with engine.handle.subscribe_supervision() as events:
+        await engine.deploy("worker", settings)
+        started = await started_children(events)
+    assert (await engine.status("worker")).status is ServiceStatus.RUNNING
+    assert "process" in started
+    assert not [child for child in started if child.startswith("proxy")]
 
 
 async def test_a_crash_restarts_with_the_crash_output_in_history(
@@ -81,13 +89,13 @@ async def test_a_crash_restarts_with_the_crash_output_in_history(
     port = ports.allocate()
     await engine.deploy("web", web_settings(web_repo(tmp_path / "repo"), port))
     first = (await engine.status("web")).pid
-    service = engine.instance.services["web"]
     seen: list[Change] = []
-    with engine.instance.changes.subscribe() as changes:
+    with engine.handle.subscribe_changes() as changes:
         with pytest.raises(httpx.HTTPError):
             await http.get(f"http://127.0.0.1:{port}/crash")
-        await engine.wait(
-            lambda: service.state.status is ServiceStatus.RUNNING and service.state.pid != first,
+        await engine.wait_info(
+            "web",
+            lambda info: info.status is ServiceStatus.RUNNING and info.pid != first,
             seen,
             changes,
         )
@@ -340,7 +348,8 @@ async def test_hostile_git_urls_are_refused_before_git_runs(engine: Engine, remo
     with pytest.raises(Error) as refused:
         await engine.handle.request(Deploy("evil", settings))
     assert refused.value.code == "invalid"
-    assert "evil" not in engine.instance.services
+    listed = await engine.handle.request(ListServices())
+    assert "evil" not in [info.name for info in listed]
     assert engine.instance.store.get_service("evil") is None
 
 
@@ -432,3 +441,50 @@ async def test_a_worker_redeploy_never_runs_two_releases(engine: Engine, tmp_pat
     page = await engine.handle.request(ReadLogs("worker", tail=100))
     lines = [line.line for line in page.lines if line.stream == "stdout"]
     assert lines[-2:] == ["started 3", "stopping 2"]
+
+
+async def test_the_list_cache_key_moves_with_every_change_the_list_shows(
+    engine: Engine, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"worker.py": "import time\ntime.sleep(1e6)\n"})
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} worker.py", restart=QUICK_START
+    )
+    await engine.deploy("worker", settings)
+    listed = await engine.handle.request(ListServices())
+    generation = engine.handle.generation
+    assert engine.handle.generation == generation  # nothing changed: the cached list serves
+
+    # A change no event announces (a description) moves the key too.
+    await engine.handle.request(UpdateSettings("worker", SettingsChange(description="jobs")))
+    assert engine.handle.generation > generation
+    generation = engine.handle.generation
+    (info,) = await engine.handle.request(ListServices())
+    assert (info.description, listed[0].description) == ("jobs", "")
+
+    # So does a new process of the same status (a crash, restarted): its pid is shown.
+    first = info.pid
+    assert first is not None
+    psutil.Process(first).kill()
+    await engine.wait_info(
+        "worker", lambda info: info.status is ServiceStatus.RUNNING and info.pid != first
+    )
+    assert engine.handle.generation > generation
+
+
+async def test_a_stop_while_a_deploy_waits_for_its_release_records_it_cancelled(
+    engine: Engine, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"worker.py": "import time\ntime.sleep(1e6)\n"})
+    patient = RestartPolicy(min_uptime=600)  # the readiness wait outlasts the test
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} worker.py", restart=patient
+    )
+    deployment = await engine.handle.request(Deploy("worker", settings))
+    await engine.wait_log("worker", "waiting for it to stay up 600 s")
+    info = await engine.handle.request(Stop("worker"))
+    assert info.status is ServiceStatus.STOPPED
+    record = await engine.deployment("worker", deployment.id)
+    assert record.status is DeploymentStatus.FAILED
+    assert record.error == "cancelled: the service was stopped or deleted during the deploy"
+    assert engine.pids("worker") == []

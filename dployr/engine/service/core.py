@@ -74,6 +74,7 @@ class LiveRelease:
     """Set (and replaced) at every change: started, exited, health."""
 
     def touch(self) -> None:
+        """Wake whoever waits for a change of this release (the readiness wait)."""
         self.changed.set()
         self.changed = trio.Event()
 
