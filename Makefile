@@ -9,6 +9,10 @@ CHROMIUM := /usr/bin/chromium
 # The isolation tests run a service as a user of its own, with an interpreter every user
 # may run: Debian's (this project's own may live under a home closed to other users).
 SYSTEM_PYTHON := /usr/bin/python3
+# Static sites are served by Debian's Caddy (their tests run it). Debian's package enables
+# a caddy service on :80 where systemd runs: it is stopped and disabled at once, dployr
+# runs its own Caddy per release.
+CADDY := /usr/bin/caddy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The image tests run Debian's podman (with runc) against a docker-registry on loopback,
 # with images they build from busybox-static (nothing is downloaded).
@@ -61,18 +65,24 @@ $(SYSTEM_PYTHON):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3
 
+$(CADDY):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq caddy
+	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now caddy.service; fi
+
+
 $(PODMAN_TOOLS):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman runc docker-registry busybox-static
 
-test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(PODMAN_TOOLS)
+test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS)
 	$(BIN)/pytest
 
 $(BENCH_TOOLS):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk hyperfine curl nginx libnginx-mod-stream
 
-bench: $(VENV)/.installed-test $(BENCH_TOOLS)
+bench: $(VENV)/.installed-test $(BENCH_TOOLS) $(CADDY)
 	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:

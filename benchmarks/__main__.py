@@ -8,7 +8,17 @@ import sys
 
 import psutil
 
-SUITES = ["supervision", "logs_history", "engine", "metrics_sampler", "api", "proxy", "images"]
+SUITES = [
+    "supervision",
+    "logs_history",
+    "engine",
+    "metrics_sampler",
+    "api",
+    "proxy",
+    "static",
+    "jobs",
+    "images",
+]
 
 
 def machine() -> str:

@@ -3,6 +3,7 @@
 The fields are those users of this kind of tool know::
 
     name = "my-api"
+    type = "web"                # web, worker or static [default: web with a port, else worker]
     description = "The public API"
     build_cmd = "pip install -r requirements.txt"
     run_cmd = "python app.py"
@@ -21,6 +22,13 @@ The fields are those users of this kind of tool know::
     max_restarts = 5            # more restarts than this within window: failed
     window = "60s"
     min_uptime = "5s"           # up this long: counts as started, the backoff starts over
+
+    [job]                       # a scheduled job (see docs/jobs.md); every key is optional
+    schedule = "0 3 * * *"      # 5 cron fields or @hourly, @daily ...; none: run when asked
+    timezone = "Europe/Berlin"  # the zone the schedule is read in [UTC]
+    concurrency = "forbid"      # a run due while one is active: forbid, replace or allow
+    timeout = "1h"              # then SIGTERM, the stop grace, SIGKILL
+    starting_deadline = "2h"    # how late a run missed while dployr was down may start
 
     [env_vars]
     LOG_LEVEL = "info"
@@ -45,19 +53,46 @@ import attrs
 
 from dployr import serde
 from dployr.errors import SpecError
-from dployr.models import RestartMode, ServiceSettings, check_name
+from dployr.models import RestartMode, ServiceSettings, ServiceType, Source, check_name
 from dployr.timeparse import parse_duration
 
 MAX_BLUEPRINT = 1 << 20
 
 
-@attrs.frozen
-class Remote:
-    """Where the code is: a git URL or local path, and a branch or commit."""
+REMOTE_FIELDS = ("url", "branch", "commit")
+"""The keys of a ``remote`` table."""
 
-    url: str
-    branch: str | None = None
-    commit: str | None = None
+
+def remote_table(source: Source) -> dict[str, str]:
+    """A source as the ``remote`` table of a blueprint, a deploy body or a settings change:
+    ``{"url": ..., "branch": ..., "commit": ...}``, without the fields it leaves unset.
+
+    The stored settings (and ``GET .../settings``) write the same source as
+    ``source: {"remote": ..., "branch": ..., "commit": ...}``; this and :func:`source_of`
+    are the one place that converts between the two shapes.
+    """
+    table = {"url": source.remote, "branch": source.branch, "commit": source.commit}
+    return {key: value for key, value in table.items() if value is not None}
+
+
+def source_of(table: Any) -> Source:
+    """The source a ``remote`` table stands for, validated, or SpecError naming the bad field."""
+    if not isinstance(table, dict):
+        raise SpecError(f"remote must be an object of {', '.join(REMOTE_FIELDS)}, not {table!r}")
+    unknown = sorted(set(table) - set(REMOTE_FIELDS))
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise SpecError(
+            f"unknown field{plural}: {', '.join(map(str, unknown))} (remote has "
+            f"{', '.join(REMOTE_FIELDS)})"
+        )
+    if table.get("url") is None:
+        raise SpecError("missing field: remote.url (a git URL or a local path)")
+    for key in REMOTE_FIELDS:
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"remote.{key} must be text, not {value!r}")
+    return Source(table["url"], table.get("branch"), table.get("commit"))
 
 
 @attrs.frozen
@@ -76,9 +111,8 @@ class Blueprint:
     def body(self) -> dict[str, Any]:
         """The blueprint as the body of ``POST /api/v1/services/{name}/deploy``."""
         data: dict[str, Any] = serde.unstructure(self.settings)
-        source = data.pop("source")
-        remote = {"url": source["remote"], "branch": source["branch"], "commit": source["commit"]}
-        data["remote"] = {k: v for k, v in remote.items() if v is not None}
+        del data["source"]
+        data["remote"] = remote_table(self.settings.source)
         if self.name is not None:
             data["name"] = self.name
         if self.env_vars:
@@ -121,6 +155,11 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError(f"stop_grace must be a number of seconds, not {grace!r}")
     if data.get("restart") is not None:
         data["restart"] = _restart_table(data["restart"])
+    if data.get("job") is not None:
+        data["job"] = _job_table(data["job"])
+    kind, kinds = data.get("type"), [t.value for t in ServiceType]
+    if kind is not None and kind not in kinds:
+        raise SpecError(f"type must be one of {', '.join(kinds)}, not {kind!r}")
     remote = data.get("remote")
     if isinstance(remote, str):
         data["remote"] = remote = {"url": remote}
@@ -132,10 +171,6 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError("missing field: remote (a git URL or a local path)")
     if not isinstance(remote, dict):
         raise SpecError("remote must be a URL or path, or a table with url, branch, commit")
-    for key in ("url", "branch", "commit"):
-        value = remote.get(key)
-        if value is not None and not isinstance(value, str):
-            raise SpecError(f"remote.{key} must be text, not {value!r}")
     for table in ("env_vars", "secrets"):
         values = data.get(table)
         if values is None:
@@ -168,6 +203,19 @@ def _restart_table(table: Any) -> dict[str, Any]:
     return fields
 
 
+def _job_table(table: Any) -> dict[str, Any]:
+    """The ``[job]`` table, its durations (``"1h"`` or a number of seconds) in seconds."""
+    if not isinstance(table, dict):
+        raise SpecError(
+            "job must be a table of schedule, timezone, concurrency, timeout, starting_deadline"
+        )
+    fields: dict[str, Any] = dict(table)
+    for key in ("timeout", "starting_deadline"):
+        if isinstance(fields.get(key), str):
+            fields[key] = parse_duration(fields[key], f"job.{key}")
+    return fields
+
+
 def from_data(data: Any) -> Blueprint:
     """A blueprint from parsed data, validated, or SpecError naming the bad field."""
     if not isinstance(data, dict):
@@ -178,9 +226,9 @@ def from_data(data: Any) -> Blueprint:
         check_name(name)
     if data.get("source") not in (None, "git", "local"):
         raise SpecError(f"source must be 'git' or 'local', not {data['source']!r}")
-    remote = serde.structure(data["remote"], Remote)
+    source = source_of(data["remote"])
     fields = {k: v for k, v in data.items() if k not in _OWN_FIELDS}
-    fields["source"] = {"remote": remote.url, "branch": remote.branch, "commit": remote.commit}
+    fields["source"] = serde.unstructure(source)
     return Blueprint(
         settings=serde.structure(fields, ServiceSettings),
         name=name,

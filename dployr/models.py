@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from dployr.errors import SpecError
+from dployr.schedule import JobOptions
+from dployr.staticsite import StaticOptions
 
 if TYPE_CHECKING:  # imported where used: importing dployr.supervision pulls in trio,
     # and the models stay pure (the protocol and the CLI import them)
@@ -394,14 +396,35 @@ def _check_dockerfile(_: object, __: object, value: str | None) -> None:
     _check_working_dir(None, None, value)
 
 
+class ServiceType(enum.Enum):
+    """What kind of service it is, which decides how dployr runs it."""
+
+    WEB = "web"
+    """A long-running process that serves its port (the default for a service with one)."""
+    WORKER = "worker"
+    """A long-running process without a port (the default for a service without one)."""
+    STATIC = "static"
+    """A folder of the release, served on the service's port by a file server that dployr
+    runs (Caddy): no run command."""
+    JOB = "job"
+    """A command run on a schedule or when asked, each run recorded (see
+    :mod:`dployr.schedule`): no port, no long-running process."""
+
+
+def _default_type(settings: ServiceSettings) -> ServiceType:
+    if settings.job is not None:
+        return ServiceType.JOB
+    return ServiceType.WEB if settings.port is not None else ServiceType.WORKER
+
+
 @attrs.frozen
 class ServiceSettings:
     """A service's configuration. Changes apply at the next deploy."""
 
     source: Source
     run_cmd: str = attrs.field(default="", validator=_check_command(required=False))
-    """The service's command; for a container service, the container's command (the
-    image's own when empty)."""
+    """The service's command; every type but ``static`` needs one (for a container
+    service, the container's command: the image's own when empty)."""
     build_cmd: str | None = attrs.field(default=None, validator=_check_command(required=False))
     port: int | None = attrs.field(default=None, validator=_check_port)
     working_dir: str = attrs.field(default=".", validator=_check_working_dir)
@@ -419,6 +442,14 @@ class ServiceSettings:
     listen_fds: bool = False
     """Hand the public listening socket to each release as fd 3 (``LISTEN_FDS``) instead
     of proxying: for apps that can take a socket from their parent."""
+    job: JobOptions | None = None
+    """A job's schedule and the rules of its runs (see :mod:`dployr.schedule`); None for
+    other services, and the defaults for a job."""
+    type: ServiceType = attrs.field(default=attrs.Factory(_default_type, takes_self=True))
+    """What kind of service it is; without one, ``job`` with job options, else ``web`` with
+    a port and ``worker`` without."""
+    static: StaticOptions = attrs.field(factory=StaticOptions)
+    """How a ``static`` site is published (see :mod:`dployr.staticsite`)."""
 
     image: str | None = attrs.field(default=None, validator=_check_image)
     """A container image to run instead of code: a registry reference (tag or digest),
@@ -427,8 +458,24 @@ class ServiceSettings:
     """A Dockerfile in the release folder: the deploy builds it with podman and runs it."""
 
     def __attrs_post_init__(self) -> None:
-        if not self.run_cmd and self.image is None and self.dockerfile is None:
+        if self.type is ServiceType.STATIC:
+            if self.run_cmd:
+                raise InvalidSetting("a static site has no run-cmd: dployr serves its files itself")
+            if self.port is None:
+                raise InvalidSetting("a static site needs a port to be served on")
+            if self.listen_fds:
+                raise InvalidSetting("listen-fds is not for a static site")
+        elif not self.run_cmd and self.image is None and self.dockerfile is None:
             raise InvalidSetting("run-cmd is required")
+        elif self.static != StaticOptions():
+            raise InvalidSetting("publish-dir, spa, redirects and headers are for --type static")
+        if self.type is ServiceType.JOB:
+            if self.port is not None:
+                raise InvalidSetting("a job has no port: it runs a command, it serves nothing")
+        elif self.job is not None:
+            raise InvalidSetting(
+                "schedule, timezone, concurrency, timeout and starting-deadline are for --type job"
+            )
         if self.image is not None and self.dockerfile is not None:
             raise InvalidSetting("give an image or a dockerfile, not both")
         kind = self.health.kind

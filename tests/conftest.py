@@ -6,8 +6,14 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from hypothesis import settings
 
 from tests.helpers import service_processes
+
+# Property tests are judged on what they find, not on how fast one example ran: on a loaded
+# 2-core machine an example can take far longer than Hypothesis's 200 ms default deadline.
+settings.register_profile("dployr", deadline=None)
+settings.load_profile("dployr")
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncclick as click
 import attrs
 
 from dployr import __version__
+
+if TYPE_CHECKING:
+    from dployr.cli.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,7 +50,7 @@ class Options:
     token: str | None = None
     json: bool = False
 
-    def client(self) -> Any:
+    def client(self) -> Client:
         """A client for the daemon these options point at."""
         from dployr.cli.client import Client, Target
 
@@ -106,6 +109,7 @@ def _register() -> None:
     from dployr.cli.env import env
     from dployr.cli.images import images
     from dployr.cli.instances import instance, instances
+    from dployr.cli.jobs import jobs
     from dployr.cli.logs import logs
     from dployr.cli.metrics import metrics
     from dployr.cli.rollback import rollback
@@ -129,6 +133,7 @@ def _register() -> None:
         settings,
         env,
         deployments,
+        jobs,
         instances,
         instance,
         secrets,

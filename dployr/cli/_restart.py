@@ -9,9 +9,12 @@ given change those fields of the stored policy; the others stay.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncclick as click
+
+if TYPE_CHECKING:
+    from dployr.models import RestartPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,16 +100,17 @@ def pop_restart(flags: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def describe(policy: dict[str, Any]) -> str:
+def describe(policy: RestartPolicy) -> str:
     """A restart policy in one line, as ``dployr settings`` shows it."""
+    mode = policy.mode.value
     text = {
         "always": "always",
         "on-failure": "on failure (a clean exit stays stopped)",
         "never": "never",
-    }[policy["mode"]]
-    if policy["mode"] != "never":
+    }[mode]
+    if mode != "never":
         text += (
-            f"; backoff {policy['delay']:g} s doubling to {policy['max_delay']:g} s; failed "
-            f"after {policy['max_restarts']} restarts in {policy['window']:g} s"
+            f"; backoff {policy.delay:g} s doubling to {policy.max_delay:g} s; failed "
+            f"after {policy.max_restarts} restarts in {policy.window:g} s"
         )
-    return text + f"; counts as started after {policy['min_uptime']:g} s up"
+    return text + f"; counts as started after {policy.min_uptime:g} s up"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.tokens import AuditRecord
 
 
 @click.command()
@@ -24,18 +28,15 @@ async def audit(options: Options, service: str | None, limit: int) -> None:
     from dployr.cli.output import clock, emit, table
 
     async with options.client() as client:
-        records = await client.call("GET", "/audit", params={"service": service, "limit": limit})
+        records = await client.audit(service=service, limit=limit)
 
-    def show(rows: list[dict[str, Any]]) -> None:
+    def show(rows: Sequence[AuditRecord]) -> None:
         if not rows:
             click.echo("no changes recorded yet")
             return
         table(
             ["time", "token", "method", "path", "status"],
-            [
-                [clock(r["at"]), r.get("token") or "-", r["method"], r["path"], r["status"]]
-                for r in rows
-            ],
+            [[clock(r.at), r.token or "-", r.method, r.path, r.status] for r in rows],
         )
 
     emit(records, options.json, show)

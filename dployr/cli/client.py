@@ -3,6 +3,11 @@
 It finds the local daemon through the data dir (``--data-dir`` / ``DPLOYR_HOME``: the URL
 the daemon wrote, and the admin token), or a remote one through ``--server`` and
 ``--token`` (``DPLOYR_SERVER`` / ``DPLOYR_TOKEN``).
+
+Every answer and feed message is decoded into the value it stands for (a
+:class:`ServiceInfo`, a :class:`Deployment`, a :class:`LogLine`, a
+:class:`~dployr.protocol.DeploymentChanged` ...) by the protocol's codec, the one the
+daemon encoded it with: the commands read typed fields, never keys of a dict.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
@@ -21,6 +26,22 @@ import trio
 
 from dployr.daemon.paths import DataDir, default_data_dir
 from dployr.errors import DployrError
+from dployr.logs.values import LogLine
+from dployr.models import Deployment
+from dployr.protocol import Change, Error, Gap, LogLines, SupervisionReport
+from dployr.protocol.messages import (
+    Deleted,
+    EnvListing,
+    InstanceInfo,
+    KeyRotated,
+    LogPage,
+    MetricsPage,
+    ServiceInfo,
+    SettingsView,
+)
+from dployr.tokens import AuditRecord, TokenRecord
+
+T = TypeVar("T")
 
 
 class ApiError(DployrError):
@@ -35,6 +56,29 @@ class ApiError(DployrError):
 
 class Unreachable(DployrError):
     """The daemon could not be reached."""
+
+
+class BadAnswer(DployrError):
+    """The daemon answered something this CLI cannot read (another version of dployr?)."""
+
+
+@attrs.frozen
+class NewToken:
+    """A token just created, and the token itself: the only time it is shown."""
+
+    record: TokenRecord
+    token: str
+
+
+@attrs.frozen
+class TokenRevoked:
+    """A token revoked."""
+
+    name: str
+    revoked: bool
+
+
+ServiceAction = Literal["start", "stop", "restart"]
 
 
 @attrs.frozen
@@ -90,7 +134,11 @@ class Client:
         body: Any = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
-        """One request; returns the decoded JSON, or raises ApiError / Unreachable."""
+        """One request; returns its JSON, or raises ApiError / Unreachable.
+
+        The typed methods below decode what they get; this is for a route whose answer has
+        no value class yet (a job's runs: dployr/cli/jobs.py).
+        """
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
         target = self._base + path + (f"?{query}" if query else "")
         content = b"" if body is None else json.dumps(body).encode()
@@ -129,6 +177,163 @@ class Client:
                 code = str(data["error"].get("code", code))
             raise ApiError(message, status, code)
         return data
+
+    async def _one(
+        self,
+        kind: type[T],
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> T:
+        """One request, its answer decoded as a ``kind``."""
+        return decode(await self.call(method, path, body=body, params=params), kind)
+
+    async def _many(
+        self, kind: type[T], path: str, *, params: Mapping[str, Any] | None = None
+    ) -> tuple[T, ...]:
+        """One GET, its answer decoded as a list of ``kind``."""
+        return decode_all(await self.call("GET", path, params=params), kind)
+
+    # -- services --------------------------------------------------------------------------
+
+    async def services(self) -> tuple[ServiceInfo, ...]:
+        """Every service of the daemon's instance, by name."""
+        return await self._many(ServiceInfo, "/services")
+
+    async def service_info(self, name: str) -> ServiceInfo:
+        """One service's status."""
+        return await self._one(ServiceInfo, "GET", self.service(name))
+
+    async def act(self, name: str, action: ServiceAction, *, hard: bool = False) -> ServiceInfo:
+        """Start, stop or restart a service (``hard``: stop, then start); its status after."""
+        params = {"hard": "true"} if hard else None
+        path = self.service(name, f"/{action}")
+        return await self._one(ServiceInfo, "POST", path, params=params)
+
+    async def delete(
+        self, name: str, *, purge: bool = False, purge_image: bool = False
+    ) -> Deleted:
+        """Delete a service (``purge``: its data folder too; ``purge_image``: its container
+        images)."""
+        params = {"purge": "true"} if purge else {}
+        if purge_image:
+            params["purge_image"] = "true"
+        return await self._one(Deleted, "DELETE", self.service(name), params=params or None)
+
+    async def deploy(self, name: str, body: Mapping[str, Any] | None) -> Deployment:
+        """Create or update a service and deploy it: the deployment, as it starts."""
+        path = self.service(name, "/deploy")
+        return await self._one(Deployment, "POST", path, body=body)
+
+    async def rollback(self, name: str, deployment: int | None = None) -> Deployment:
+        """Go back to a kept release (``deployment``, else the previous one)."""
+        body = {"deployment": deployment} if deployment is not None else None
+        path = self.service(name, "/rollback")
+        return await self._one(Deployment, "POST", path, body=body)
+
+    async def deployments(self, name: str, *, limit: int = 20) -> tuple[Deployment, ...]:
+        """A service's deployments, newest first."""
+        path = self.service(name, "/deployments")
+        return await self._many(Deployment, path, params={"limit": limit})
+
+    async def settings(self, name: str) -> SettingsView:
+        """A service's settings."""
+        return await self._one(SettingsView, "GET", self.service(name, "/settings"))
+
+    async def change_settings(self, name: str, changes: Mapping[str, Any]) -> SettingsView:
+        """Change settings for the next deploy (the body of ``PATCH .../settings``)."""
+        path = self.service(name, "/settings")
+        return await self._one(SettingsView, "PATCH", path, body=dict(changes))
+
+    async def env(self, name: str) -> EnvListing:
+        """A service's environment variables (secret values masked)."""
+        return await self._one(EnvListing, "GET", self.service(name, "/env"))
+
+    async def set_env(
+        self, name: str, values: Mapping[str, str], *, secret: bool, restart: bool
+    ) -> EnvListing:
+        """Set variables (``secret``: sealed, never shown); ``restart`` the service now."""
+        body = {"values": dict(values), "secret": secret, "restart": restart}
+        path = self.service(name, "/env")
+        return await self._one(EnvListing, "PUT", path, body=body)
+
+    async def unset_env(self, name: str, keys: Sequence[str], *, restart: bool) -> EnvListing:
+        """Remove variables; ``restart`` the service now."""
+        body = {"keys": list(keys), "restart": restart}
+        path = self.service(name, "/env/unset")
+        return await self._one(EnvListing, "POST", path, body=body)
+
+    async def logs(
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+        build: bool = False,
+    ) -> LogPage:
+        """A page of a service's log history (``build``: build output only)."""
+        params = {
+            "tail": tail,
+            "since": None if since is None else str(since),
+            "limit": limit,
+            "build": "true" if build else None,
+        }
+        path = self.service(name, "/logs")
+        return await self._one(LogPage, "GET", path, params=params)
+
+    async def metrics(self, name: str, since: str) -> MetricsPage:
+        """A service's CPU and memory from ``since`` (``1h``, an RFC 3339 time) on."""
+        path = self.service(name, "/metrics")
+        return await self._one(MetricsPage, "GET", path, params={"since": since})
+
+    # -- the instance ----------------------------------------------------------------------
+
+    async def instances(self) -> tuple[InstanceInfo, ...]:
+        """The instances (machines) and the services each runs."""
+        return await self._many(InstanceInfo, "/instances")
+
+    async def instance(self, id: str) -> InstanceInfo:
+        """One instance, by id or name."""
+        path = f"/instances/{quote(id, safe='')}"
+        return await self._one(InstanceInfo, "GET", path)
+
+    async def rotate_key(self) -> KeyRotated:
+        """Seal every secret under a new master key."""
+        return await self._one(KeyRotated, "POST", "/secrets/rotate-key")
+
+    # -- tokens and the audit log ----------------------------------------------------------
+
+    async def create_token(
+        self, name: str, scope: str, *, service: str | None, expires_in: int | None
+    ) -> NewToken:
+        """Create an API token (admin only)."""
+        body: dict[str, Any] = {"name": name, "scope": scope}
+        if service is not None:
+            body["service"] = service
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        data = await self.call("POST", "/tokens", body=body)
+        token = data.pop("token", None) if isinstance(data, dict) else None
+        if not isinstance(token, str):
+            raise BadAnswer("the daemon's answer holds no token")
+        return NewToken(decode(data, TokenRecord), token)
+
+    async def tokens(self) -> tuple[TokenRecord, ...]:
+        """The API tokens (admin only)."""
+        return await self._many(TokenRecord, "/tokens")
+
+    async def revoke_token(self, name: str) -> TokenRevoked:
+        """Revoke an API token (admin only)."""
+        path = f"/tokens/{quote(name, safe='')}"
+        return await self._one(TokenRevoked, "DELETE", path)
+
+    async def audit(self, *, service: str | None, limit: int) -> tuple[AuditRecord, ...]:
+        """The audit log, newest first (admin only)."""
+        params = {"service": service, "limit": limit}
+        return await self._many(AuditRecord, "/audit", params=params)
 
     async def _exchange(
         self, method: str, target: str, headers: list[tuple[str, str]], content: bytes
@@ -170,7 +375,24 @@ class Client:
     async def follow(
         self, name: str, *, cursor: int | None = None, tail: int | None = None
     ) -> AsyncIterator[Feed]:
-        """The service's log feed over WebSocket: iterate it for one dict per message."""
+        """The service's log feed: iterate it for its lines and gaps until it closes."""
+        # Batched: a fast service's lines come many to a message (Feed hands them out one by one).
+        query = {"cursor": cursor, "tail": tail, "batch": 1}
+        async with self._websocket(self.service(name, "/logs/stream"), query) as ws:
+            yield Feed(ws)
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[Events]:
+        """The instance's events feed: iterate it for its changes until it closes.
+
+        Refused (ApiError 403) for a token limited to one service: it shows every service.
+        """
+        async with self._websocket("/events", {}) as ws:
+            yield Events(ws)
+
+    @contextlib.asynccontextmanager
+    async def _websocket(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[Any]:
+        """A WebSocket of the API; a feed that breaks off once open ends as if it closed."""
         from trio_websocket import (
             ConnectionRejected,
             ConnectionTimeout,
@@ -179,12 +401,9 @@ class Client:
             open_websocket_url,
         )
 
-        # Batched: a fast service's lines come many to a message (Feed hands them out one by one).
-        query = urlencode(
-            {k: v for k, v in {"cursor": cursor, "tail": tail, "batch": 1}.items() if v is not None}
-        )
+        query = urlencode({k: v for k, v in params.items() if v is not None})
         base = self.target.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        url = f"{base}/api/v1{self.service(name, '/logs/stream')}" + (f"?{query}" if query else "")
+        url = f"{base}/api/v1{path}" + (f"?{query}" if query else "")
         headers = [(b"Authorization", f"Bearer {self.target.token}".encode())]
         opened = failed = False
         try:
@@ -193,7 +412,7 @@ class Client:
             ) as ws:
                 opened = True
                 try:
-                    yield Feed(ws)
+                    yield ws
                 except BaseException:
                     failed = True  # the caller's own error: it goes on as it is
                     raise
@@ -214,29 +433,86 @@ class Client:
 
 
 class Feed:
-    """The messages of a WebSocket feed, decoded; iteration ends when the feed closes."""
+    """The messages of a service's log feed, decoded; iteration ends when the feed closes."""
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
-        self._lines: collections.deque[dict[str, Any]] = collections.deque()
+        self._lines: collections.deque[LogLine] = collections.deque()
 
     def __aiter__(self) -> Feed:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
-        """The next message; the lines of a ``logs`` message come as ``log`` messages."""
-        from trio_websocket import ConnectionClosed
-
+    async def __anext__(self) -> LogLine | Gap:
+        """The next line (a ``logs`` message's lines come one by one), or a gap."""
         while not self._lines:
-            try:
-                message = await self._ws.get_message()
-            except ConnectionClosed:
-                raise StopAsyncIteration from None
-            data: dict[str, Any] = json.loads(message)
-            if data.get("type") != "logs":
-                return data
-            self._lines.extend(data.get("lines", ()))
+            message = await _next_message(self._ws)
+            if isinstance(message, LogLine | Gap):
+                return message
+            if isinstance(message, LogLines):
+                self._lines.extend(message.lines)
+            # Another kind of message is for a newer client: it is skipped.
         return self._lines.popleft()
+
+
+class Events:
+    """The messages of the instance's events feed, decoded; iteration ends when it closes.
+
+    Each is a :data:`~dployr.protocol.Change` (a status, health, deployment or disk
+    change), a :class:`~dployr.protocol.SupervisionReport`, or a :class:`Gap` for what a
+    slow reader missed.
+    """
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    def __aiter__(self) -> Events:
+        return self
+
+    async def __anext__(self) -> Change | SupervisionReport | Gap:
+        """The next event."""
+        while True:
+            message = await _next_message(self._ws)
+            if isinstance(message, Change | SupervisionReport | Gap):
+                return message
+            # Another kind of message is for a newer client: it is skipped.
+
+
+async def _next_message(ws: Any) -> object:
+    """The next message of a feed, decoded; StopAsyncIteration once the feed closed."""
+    from trio_websocket import ConnectionClosed
+
+    from dployr.protocol import codec
+
+    try:
+        text = await ws.get_message()
+    except ConnectionClosed:
+        raise StopAsyncIteration from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise BadAnswer("the daemon sent a feed message that is not JSON") from None
+    if isinstance(data, dict) and data.get("type") not in codec.TAGS.values():
+        return None  # a kind of message of a newer daemon
+    try:
+        return codec.decode(data)
+    except Error as error:
+        raise BadAnswer(f"the daemon sent a feed message this CLI cannot read: {error}") from None
+
+
+def decode(data: Any, kind: type[T]) -> T:
+    """``data`` (the daemon's JSON) as a ``kind``, or BadAnswer naming what is wrong."""
+    from dployr.protocol import codec
+
+    try:
+        return codec.decode_as(data, kind)
+    except Error as error:
+        raise BadAnswer(f"the daemon's answer could not be read: {error}") from None
+
+
+def decode_all(data: Any, kind: type[T]) -> tuple[T, ...]:
+    """``data``, a JSON list, as a tuple of ``kind``, or BadAnswer."""
+    many: type[tuple[T, ...]] = tuple[kind, ...]  # type: ignore[valid-type]
+    return decode(data, many)
 
 
 def _handshake_message(error: Exception) -> str:

@@ -8,16 +8,21 @@ flags. So the same command run again redeploys, and a setting changed with
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncclick as click
 import trio
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._job import job_options, pop_job
 from dployr.cli._restart import pop_restart, restart_options
+
+if TYPE_CHECKING:
+    from dployr.blueprint import Blueprint
+    from dployr.cli.client import Client
+    from dployr.protocol.messages import SettingsView
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -32,6 +37,13 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 @click.command()
 @click.option("--name", help="The service's name.")
+@click.option(
+    "--type",
+    type=click.Choice(["web", "worker", "static", "job"]),
+    help="What the service is: web (serves its port), worker (no port), static (a folder "
+    "served by dployr, no run command), or job (runs on a --schedule or when asked) "
+    "[default: job with --schedule, web with a port, else worker].",
+)
 @click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
 @click.option(
     "--image",
@@ -67,6 +79,16 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     help="The user its processes run as, when dployr runs as root [default: a user of "
     "its own, made for it].",
 )
+@click.option(
+    "--publish-dir",
+    help="A static site's folder to serve [default: dist, build or public, the first the "
+    "release has, else its root].",
+)
+@click.option(
+    "--spa/--no-spa",
+    default=None,
+    help="A static site that is a single-page app: a path with no file gets /index.html.",
+)
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable.")
 @click.option(
     "--listen-fds/--no-listen-fds",
@@ -81,6 +103,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 )
 @health_options
 @restart_options
+@job_options
 @json_option
 @click.pass_obj
 async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> None:
@@ -97,11 +120,14 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
 
     health = pop_health(flags)
     restart = pop_restart(flags)
+    job = pop_job(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
+    site = {k: v for k in ("publish_dir", "spa") if (v := flags.pop(k)) is not None}
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    if blueprint is None and not given and not env and not secrets and not health | restart:
+    options_given = health | restart | job | site
+    if blueprint is None and not given and not env and not secrets and not options_given:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
                 "nothing to deploy: give --name, --remote and --run-cmd, or --blueprint FILE, "
@@ -128,11 +154,13 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         if key in given:
             body.setdefault("remote", {})[key] = given.pop(key)
     body.update(given)
+    if site:  # the static table of a blueprint, with these options on top
+        body["static"] = {**body.get("static", {}), **site}
     if env:
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
-    await _run(options, name, body, health, restart)
+    await _run(options, name, body, health, restart, job)
 
 
 def _registry_url(url: str, image: str | None) -> str:
@@ -175,33 +203,31 @@ def _local_or_url(remote: str, base: Path, local: bool) -> str:
     return str(path)
 
 
-def _blueprint_body(plan: Any, base: Path, local: bool) -> dict[str, Any]:
+def _blueprint_body(plan: Blueprint, base: Path, local: bool) -> dict[str, Any]:
     """The deploy body of a blueprint; a relative remote path is relative to its file.
 
     A blueprint says everything: a field it leaves out is back to its default, not kept
     from the stored settings.
     """
-    data: dict[str, Any] = plan.body()
-    data["remote"]["url"] = _local_or_url(data["remote"]["url"], base, local)
+    data = plan.body()
+    data["remote"]["url"] = _local_or_url(plan.settings.source.remote, base, local)
     return data
 
 
-def _stored_body(view: dict[str, Any]) -> dict[str, Any]:
+def _stored_body(view: SettingsView) -> dict[str, Any]:
     """A service's stored settings (``GET .../settings``) as a deploy body."""
-    settings = dict(view["settings"])
-    source = settings.pop("source")
-    remote = {"url": source["remote"], "branch": source["branch"], "commit": source["commit"]}
-    settings["remote"] = {k: v for k, v in remote.items() if v is not None}
-    return settings
+    from dployr.blueprint import Blueprint
+
+    return Blueprint(view.settings).body()
 
 
-async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
+async def _complete(client: Client, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """The whole deploy body: the stored settings of an existing service, then ``body``."""
     from dployr.cli.client import ApiError
     from dployr.errors import DployrError
 
     try:
-        stored = _stored_body(await client.call("GET", client.service(name, "/settings")))
+        stored = _stored_body(await client.settings(name))
     except ApiError as error:
         if error.status != 404:
             raise
@@ -209,13 +235,17 @@ async def _complete(client: Any, name: str, body: dict[str, Any]) -> dict[str, A
     merged = {**stored, **body}
     if "remote" in body and "url" not in body["remote"] and "remote" in stored:
         merged["remote"] = {**stored["remote"], **body["remote"]}  # --branch/--commit only
+    if "static" in body and "static" in stored:  # --spa alone keeps the publish-dir
+        merged["static"] = {**stored["static"], **body["static"]}
     missing = [
         flag
         for flag, present in (
             ("--remote", "url" in merged.get("remote", {})),
             (
                 "--run-cmd",
-                "run_cmd" in merged or bool(merged.get("image") or merged.get("dockerfile")),
+                "run_cmd" in merged
+                or merged.get("type") == "static"
+                or bool(merged.get("image") or merged.get("dockerfile")),
             ),
         )
         if not present
@@ -234,9 +264,12 @@ async def _run(
     body: dict[str, Any],
     health: dict[str, Any],
     restart: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
 ) -> None:
+    from dployr.cli import _follow
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
+    from dployr.models import DeploymentStatus
 
     async with options.client() as client:
         body = await _complete(client, name, body)
@@ -244,17 +277,26 @@ async def _run(
             body["health"] = {**(body.get("health") or {}), **health}
         if restart:  # likewise for the restart policy
             body["restart"] = {**(body.get("restart") or {}), **restart}
-        before = await _last_cursor(client, name)
-        deployment = await client.call("POST", client.service(name, "/deploy"), body=body)
-        number = deployment["id"]
-        if not options.json:
-            click.echo(f"deploying {name}: deployment {number}")
-        failed = await _watch(client, name, number, before, quiet=options.json)
-        record = await _deployment(client, name, number)
-        if failed is not None or record.get("status") != "succeeded":
-            reason = failed or record.get("error") or "the deploy failed"
-            tail = record.get("output_tail") or []
-            if tail and not options.json and not str(reason).startswith("build"):
+        if job:  # and for a job's options
+            body["job"] = {**(body.get("job") or {}), **job}
+        async with _follow.deployment_events(client) as events:
+            before = await _follow.last_cursor(client, name)
+            number = (await client.deploy(name, body)).id
+            if not options.json:
+                click.echo(f"deploying {name}: deployment {number}")
+            record = await _follow.follow(
+                client,
+                name,
+                number,
+                before,
+                events,
+                quiet=options.json,
+                prefix=f"deploy {number}: ",
+            )
+        if record.status is not DeploymentStatus.SUCCEEDED:
+            reason = await _follow.why_failed(client, name, record)
+            tail = record.output_tail
+            if tail and not options.json and not reason.startswith("build"):
                 # A release that died at start: what it said last (build output was shown).
                 click.echo("==> its last lines of output:")
                 for line in tail:
@@ -263,80 +305,13 @@ async def _run(
             raise DployrError(f"deploy {number} of {name} failed: {reason}")
         if options.json:
             print_json(record)
-        if not options.json:
-            info = await client.call("GET", client.service(name))
-            where = f" on port {info['port']}" if info.get("port") else ""
+        if not options.json and record.settings.job is not None:
+            from dployr.cli.jobs import describe_next
+
+            click.echo(await describe_next(client, name, number))
+        elif not options.json:
+            info = await client.service_info(name)
+            where = f" on port {info.port}" if info.port else ""
             click.echo(
-                f"{name} is {info['status']}{where} (deployment {number}, pid {info['pid']})"
+                f"{name} is {info.status.value}{where} (deployment {number}, pid {info.pid})"
             )
-
-
-async def _watch(
-    client: Any,
-    name: str,
-    number: int,
-    cursor: int | None,
-    *,
-    quiet: bool,
-    prefix: str | None = None,
-) -> str | None:
-    """Print the deploy's steps and build output until it ends; return why it failed.
-
-    While the deploy waits for its new release (its health check, its minimum uptime),
-    the time waited so far is printed every second. The deploy's last line is written
-    once the service is free again, so the next command is accepted as soon as this
-    returns.
-    """
-    from dployr.cli.output import visible
-
-    prefix = prefix or f"deploy {number}: "
-    waiting: tuple[str, float] | None = None  # the step waited on, since when
-    async with client.follow(name, cursor=cursor) as feed:
-        while True:
-            tick = 1.0 if waiting is not None and not quiet else math.inf
-            with trio.move_on_after(tick):
-                try:
-                    message = await feed.__anext__()
-                except StopAsyncIteration:
-                    break
-                if message.get("type") != "log" or message.get("deployment") != number:
-                    continue
-                line, stream = message["line"], message["stream"]
-                if stream == "system" and line.startswith(prefix):
-                    step = line[len(prefix) :]
-                    if not quiet:
-                        click.echo(f"==> {visible(step)}")
-                    if step.startswith("succeeded"):
-                        return None
-                    if step.startswith("failed"):
-                        return str(step.removeprefix("failed: "))
-                    started = trio.current_time()
-                    waiting = (step, started) if step.startswith("waiting for") else None
-                elif stream == "build" and not quiet:  # shown, never obeyed by the terminal
-                    click.echo(f"    {visible(line)}")
-                continue
-            if waiting is not None:
-                waited = trio.current_time() - waiting[1]
-                click.echo(f"==> {visible(waiting[0])}: {waited:.0f} s")
-    return "the daemon closed the log feed before the deploy ended"
-
-
-async def _last_cursor(client: Any, name: str) -> int | None:
-    """Where the service's history ends now: the deploy's lines come after it."""
-    from dployr.cli.client import ApiError
-
-    try:
-        page = await client.call("GET", client.service(name, "/logs"), params={"tail": 0})
-    except ApiError as error:
-        if error.status == 404:
-            return 0  # a new service: its history starts now
-        raise
-    return int(page["last_cursor"])
-
-
-async def _deployment(client: Any, name: str, number: int) -> dict[str, Any]:
-    records = await client.call("GET", client.service(name, "/deployments"), params={"limit": 20})
-    for record in records:
-        if record["id"] == number:
-            return dict(record)
-    return {"id": number, "status": "unknown"}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.models import Deployment
 
 
 @click.command()
@@ -20,43 +23,40 @@ async def deployments(options: Options, name: str, limit: int) -> None:
     Deployments are numbered per service; a rollback is a deployment of its own, noted
     with the deployment it went back to.
     """
-    from dployr.cli.output import ago, emit, table
+    from dployr import serde
+    from dployr.cli.output import ago, print_json, table
 
     async with options.client() as client:
-        records = await client.call(
-            "GET", client.service(name, "/deployments"), params={"limit": limit}
-        )
-        active = (await client.call("GET", client.service(name))).get("deployment")
+        records = await client.deployments(name, limit=limit)
+        active = (await client.service_info(name)).deployment
 
-    def show(rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            click.echo(f"{name} has no deployments yet")
-            return
-        table(
-            ["", "id", "status", "revision", "created", "note"],
+    if options.json:  # each record as the daemon has it, and whether it is the active one
+        print_json([{**serde.unstructure(r), "active": r.id == active} for r in records])
+        return
+    if not records:
+        click.echo(f"{name} has no deployments yet")
+        return
+    table(
+        ["", "id", "status", "revision", "created", "note"],
+        [
             [
-                [
-                    "*" if r["id"] == active else "",
-                    r["id"],
-                    r["status"],
-                    (r.get("revision") or "-")[:12],
-                    ago(r["created_at"]),
-                    _note(r),
-                ]
-                for r in rows
-            ],
-        )
-
-    for record in records:
-        record["active"] = record["id"] == active
-    emit(records, options.json, show)
+                "*" if r.id == active else "",
+                r.id,
+                r.status.value,
+                (r.revision or "-")[:12],
+                ago(r.created_at),
+                _note(r),
+            ]
+            for r in records
+        ],
+    )
 
 
-def _note(record: dict[str, Any]) -> str:
+def _note(record: Deployment) -> str:
     """A rollback's target, and a failure's reason."""
     parts = []
-    if record.get("rollback_of") is not None:
-        parts.append(f"rollback to {record['rollback_of']}")
-    if record.get("error"):
-        parts.append(str(record["error"]))
+    if record.rollback_of is not None:
+        parts.append(f"rollback to {record.rollback_of}")
+    if record.error:
+        parts.append(record.error)
     return ": ".join(parts)

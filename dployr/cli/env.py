@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.protocol.messages import EnvListing
 
 
 @click.group()
@@ -14,16 +17,16 @@ def env() -> None:
     """Environment variables and secrets of a service."""
 
 
-def _show(listing: dict[str, Any], changed: bool) -> None:
+def _show(listing: EnvListing, changed: bool) -> None:
     from dployr.cli.output import visible
 
-    if not listing["vars"]:
-        click.echo(f"{listing['name']} has no environment variables")
-    for var in listing["vars"]:
-        note = "  (secret)" if var["secret"] else ""
-        click.echo(visible(f"{var['key']}={var['value']}") + note)
+    if not listing.vars:
+        click.echo(f"{listing.name} has no environment variables")
+    for var in listing.vars:
+        note = "  (secret)" if var.secret else ""
+        click.echo(visible(f"{var.key}={var.value}") + note)
     if changed:
-        click.echo(f"The change applies {listing['applies']}.")
+        click.echo(f"The change applies {listing.applies}.")
 
 
 @env.command("set")
@@ -46,11 +49,7 @@ async def set_(
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="K=V")
         values[key] = value
     async with options.client() as client:
-        listing = await client.call(
-            "PUT",
-            client.service(name, "/env"),
-            body={"values": values, "secret": secret, "restart": restart},
-        )
+        listing = await client.set_env(name, values, secret=secret, restart=restart)
     emit(listing, options.json, lambda data: _show(data, True))
 
 
@@ -63,7 +62,7 @@ async def list_(options: Options, name: str) -> None:
     from dployr.cli.output import emit
 
     async with options.client() as client:
-        listing = await client.call("GET", client.service(name, "/env"))
+        listing = await client.env(name)
     emit(listing, options.json, lambda data: _show(data, False))
 
 
@@ -78,9 +77,5 @@ async def unset(options: Options, name: str, keys: tuple[str, ...], restart: boo
     from dployr.cli.output import emit
 
     async with options.client() as client:
-        listing = await client.call(
-            "POST",
-            client.service(name, "/env/unset"),
-            body={"keys": list(keys), "restart": restart},
-        )
+        listing = await client.unset_env(name, keys, restart=restart)
     emit(listing, options.json, lambda data: _show(data, True))

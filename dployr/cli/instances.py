@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
 
+if TYPE_CHECKING:
+    from dployr.protocol.messages import InstanceInfo
 
-def _show(instance: dict[str, Any]) -> None:
+
+def _show(instance: InstanceInfo) -> None:
     from dployr.cli.output import plural, services_table
 
     click.echo(
-        f"instance {instance['name']} ({instance['id']}) on {instance['hostname']}, "
-        f"dployr {instance['version']}, {plural(len(instance['services']), 'service')}"
+        f"instance {instance.name} ({instance.id}) on {instance.hostname}, "
+        f"dployr {instance.version}, {plural(len(instance.services), 'service')}"
     )
-    if instance["services"]:
-        services_table(instance["services"])
+    if instance.services:
+        services_table(instance.services)
     disk_line(instance)
 
 
-def disk_line(instance: dict[str, Any]) -> None:
+def disk_line(instance: InstanceInfo) -> None:
     """One line when the instance's disk is full (nothing otherwise)."""
     from dployr.cli.output import visible
 
-    if instance.get("disk_full"):
+    if instance.disk_full:
         click.echo(
             visible(
-                f"instance {instance['name']}: disk full, log history paused "
-                f"({instance.get('log_lines_dropped', 0)} lines dropped so far); "
+                f"instance {instance.name}: disk full, log history paused "
+                f"({instance.log_lines_dropped} lines dropped so far); "
                 "make room in the data dir, or delete a service"
             )
         )
@@ -43,9 +47,9 @@ async def instances(options: Options) -> None:
     from dployr.cli.output import emit
 
     async with options.client() as client:
-        found = await client.call("GET", "/instances")
+        found = await client.instances()
 
-    def show_all(rows: list[dict[str, Any]]) -> None:
+    def show_all(rows: Sequence[InstanceInfo]) -> None:
         for row in rows:
             _show(row)
 
@@ -58,10 +62,8 @@ async def instances(options: Options) -> None:
 @click.pass_obj
 async def instance(options: Options, id: str) -> None:
     """Show one instance and its services."""
-    from urllib.parse import quote
-
     from dployr.cli.output import emit
 
     async with options.client() as client:
-        found = await client.call("GET", f"/instances/{quote(id, safe='')}")
+        found = await client.instance(id)
     emit(found, options.json, _show)

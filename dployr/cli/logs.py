@@ -3,39 +3,41 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
 from dployr.cli.output import json_text, visible
 
+if TYPE_CHECKING:
+    from dployr.cli.client import Client
+    from dployr.logs.values import LogLine
 
-def _show(line: dict[str, Any], as_json: bool, release: bool = False) -> None:
+
+def _show(line: LogLine, as_json: bool, release: bool = False) -> None:
     if as_json:  # JSON Lines: one object a line, so a follow can be piped as it comes
-        line = {k: v for k, v in line.items() if k != "type"}
         click.echo(json_text(line, indent=None))
         return
-    stamp = time.strftime("%H:%M:%S", time.localtime(line["ts"]))
-    stream = line["stream"]
-    marker = {"stdout": " ", "stderr": "!", "build": "B", "system": "#"}.get(stream, "?")
-    text = visible(line["line"])  # a service's output is shown, never obeyed by the terminal
+    stamp = time.strftime("%H:%M:%S", time.localtime(line.ts))
+    marker = {"stdout": " ", "stderr": "!", "build": "B", "system": "#"}.get(line.stream, "?")
+    text = visible(line.line)  # a service's output is shown, never obeyed by the terminal
     if release:  # which deployment's process wrote it
-        deployment = line.get("deployment")
+        deployment = line.deployment
         tag = f"#{deployment}" if deployment is not None else "-"
         click.echo(f"{stamp} {tag:>4} {marker} {text}")
     else:
         click.echo(f"{stamp} {marker} {text}")
 
 
-async def _why_no_build_output(client: Any, name: str) -> str:
+async def _why_no_build_output(client: Client, name: str) -> str:
     """Say why ``--build`` found nothing: no deploy yet, no build command, or no output."""
-    path = client.service(name, "/deployments")
-    latest = await client.call("GET", path, params={"limit": 1})
+    latest = await client.deployments(name, limit=1)
     if not latest:
         return f"no build output: {name} has not been deployed yet"
-    number = latest[0]["id"]
-    if not latest[0]["settings"].get("build_cmd"):
+    number = latest[0].id
+    if not latest[0].settings.build_cmd:
         return f"no build output: deployment {number} has no build command"
     return f"no build output in the history (the build of deployment {number} printed nothing)"
 
@@ -51,6 +53,7 @@ async def _why_no_build_output(client: Any, name: str) -> str:
 @click.option(
     "--release", "-r", is_flag=True, help="Show the deployment each line belongs to (#3)."
 )
+@click.option("--run", "run_id", type=click.IntRange(1), help="One run of a job: its lines only.")
 @json_option
 @click.pass_obj
 async def logs(
@@ -61,27 +64,35 @@ async def logs(
     since: str | None,
     build: bool,
     release: bool,
+    run_id: int | None,
 ) -> None:
     """Print a service's logs: its output, build output and dployr's own events.
 
     Markers: ' ' stdout, '!' stderr, 'B' build, '#' dployr. With --release, each line
     shows the deployment whose process (or deploy) wrote it, as #3. With --json, one JSON
-    object a line (it always carries "deployment").
+    object a line (it always carries "deployment"). With --run ID, the lines of one run of a
+    job (its output and dployr's lines about it).
     """
     from dployr.cli._runtime import until_signalled
     from dployr.cli.output import plural
     from dployr.errors import DployrError
+    from dployr.protocol import Gap
     from dployr.timeparse import parse_since
 
-    params: dict[str, Any] = {"build": "true" if build else None}
-    if since is not None:
-        params["since"] = str(parse_since(since, time.time()))
-        params["limit"] = 10_000
-    else:
-        params["tail"] = 100 if tail is None else tail
+    if run_id is not None:  # a job's run: dployr/cli/jobs.py
+        from dployr.cli.jobs import show_run_logs
+
+        if follow or build or since is not None or tail is not None:
+            raise click.UsageError("--run shows one run's lines: it takes no other option")
+        await show_run_logs(options, name, run_id)
+        return
+    start = None if since is None else parse_since(since, time.time())
     async with options.client() as client:
-        page = await client.call("GET", client.service(name, "/logs"), params=params)
-        lines = page["lines"]
+        if start is not None:
+            page = await client.logs(name, since=start, limit=10_000, build=build)
+        else:
+            page = await client.logs(name, tail=100 if tail is None else tail, build=build)
+        lines: Sequence[LogLine] = page.lines
         if since is not None and tail is not None:
             lines = lines[-tail:] if tail else []
         for line in lines:
@@ -90,21 +101,19 @@ async def logs(
             click.echo(await _why_no_build_output(client, name))
         if not follow:
             return
-        cursor = page["last_cursor"] if not lines else lines[-1]["cursor"]
-        cursor = max(cursor, page["last_cursor"])
+        cursor = page.last_cursor if not lines else lines[-1].cursor
+        cursor = max(cursor, page.last_cursor)
 
         async def stream() -> None:
             async with client.follow(name, cursor=cursor) as feed:
                 async for message in feed:
-                    if message.get("type") == "gap":
+                    if isinstance(message, Gap):
                         click.echo(
-                            f"... {plural(message['to'] - message['from'] + 1, 'line')} skipped "
-                            f"(cursors {message['from']}-{message['to']}): read them with --since",
+                            f"... {plural(message.last - message.first + 1, 'line')} skipped "
+                            f"(cursors {message.first}-{message.last}): read them with --since",
                             err=True,
                         )
-                    elif message.get("type") == "log" and (
-                        not build or message["stream"] == "build"
-                    ):
+                    elif not build or message.stream == "build":
                         _show(message, options.json, release)
 
         if not await until_signalled(stream):  # the feed ended without a Ctrl-C

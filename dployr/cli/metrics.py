@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.protocol.messages import MetricsPage
 
 
 def _size(value: float) -> str:
@@ -17,28 +20,28 @@ def _size(value: float) -> str:
     return str(value)
 
 
-def _show(page: dict[str, Any]) -> None:
+def _show(page: MetricsPage) -> None:
     from dployr.cli.output import clock, plural, table
 
-    points = page["points"]
+    points = page.points
     if not points:
-        click.echo(f"no metrics for {page['name']} in that range (is it running?)")
+        click.echo(f"no metrics for {page.name} in that range (is it running?)")
         return
-    minute = page["resolution"] == "minute"
+    minute = page.resolution == "minute"
     rows = []
     for point in points:
-        cpu = f"{point['cpu_percent']:.1f} %"
-        memory = _size(point["memory_rss_bytes"])
+        cpu = f"{point.cpu_percent:.1f} %"
+        memory = _size(point.memory_rss_bytes)
         if minute:
-            cpu += f" (max {point['cpu_percent_max']:.1f})"
-            memory += f" (max {_size(point['memory_rss_bytes_max'])})"
-        rows.append([clock(point["ts"]), cpu, memory, f"{point['processes']:g}"])
+            cpu += f" (max {point.cpu_percent_max:.1f})"
+            memory += f" (max {_size(point.memory_rss_bytes_max)})"
+        rows.append([clock(point.ts), cpu, memory, f"{point.processes:g}"])
     table(["time", "cpu", "memory", "processes"], rows)
     last = points[-1]
     kind = "one-minute point" if minute else "point"
     click.echo(
-        f"{plural(len(points), kind)}; now {last['cpu_percent']:.1f} % "
-        f"CPU, {_size(last['memory_rss_bytes'])} RSS"
+        f"{plural(len(points), kind)}; now {last.cpu_percent:.1f} % "
+        f"CPU, {_size(last.memory_rss_bytes)} RSS"
     )
 
 
@@ -58,5 +61,5 @@ async def metrics(options: Options, name: str, since: str) -> None:
     from dployr.cli.output import emit
 
     async with options.client() as client:
-        page = await client.call("GET", client.service(name, "/metrics"), params={"since": since})
+        page = await client.metrics(name, since)
     emit(page, options.json, _show)

@@ -15,9 +15,12 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncclick as click
+
+if TYPE_CHECKING:
+    from dployr.protocol.messages import ServiceInfo
 
 
 def _caret(code: int) -> str:
@@ -52,7 +55,11 @@ def visible(text: str) -> str:
 
 
 def json_text(data: Any, *, indent: int | None = 2) -> str:
-    """``data`` as JSON that is also safe to print on a terminal (same meaning, same value)."""
+    """``data`` (plain data, or values) as JSON that is also safe to print on a terminal
+    (same meaning, same value): a value is written as the daemon sent it."""
+    from dployr import serde
+
+    data = serde.unstructure(data)
     separators = None if indent is not None else (",", ":")
     text = json.dumps(data, indent=indent, ensure_ascii=False, separators=separators)
     return text.translate(_JSON_UNSAFE)
@@ -63,7 +70,10 @@ def print_json(data: Any) -> None:
     click.echo(json_text(data))
 
 
-def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+T = TypeVar("T")
+
+
+def emit(data: T, as_json: bool, human: Callable[[T], None]) -> None:
     """Print ``data`` as JSON or through ``human``."""
     if as_json:
         print_json(data)
@@ -106,43 +116,41 @@ def clock(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def status_words(info: dict[str, Any], *, short: bool = False) -> str:
+def status_words(info: ServiceInfo, *, short: bool = False) -> str:
     """The status, with what it is about: ``deploying (deployment 3 serves)``,
     ``restarting in 4 s``."""
-    status: str = info["status"]
-    message = info.get("message") or ""
-    if status == "deploying" and info.get("pid") and info.get("deployment"):
-        serving = info["deployment"] if short else f"deployment {info['deployment']}"
+    status = info.status.value
+    if status == "deploying" and info.pid and info.deployment:
+        serving = info.deployment if short else f"deployment {info.deployment}"
         return f"{status} ({serving} serves)"
-    if status == "restarting" and message.startswith("restarting in "):
-        return message
+    if status == "restarting" and info.message.startswith("restarting in "):
+        return info.message
     return status
 
 
-def service_lines(info: dict[str, Any]) -> None:
+def service_lines(info: ServiceInfo) -> None:
     """A service's status in a few lines."""
     status = status_words(info)
-    health = info.get("health", "unknown")
-    click.echo(visible(f"{info['name']}: {status} ({health})"))
-    fields = [
-        ("instance", info.get("instance")),
-        ("pid", info.get("pid") or "-"),
-        ("port", info.get("port") or "-"),
-        ("restarts", info.get("restarts", 0)),
-        ("deployment", info.get("deployment") or "-"),
-        ("since", f"{clock(info.get('since'))} ({ago(info.get('since'))})"),
+    click.echo(visible(f"{info.name}: {status} ({info.health.value})"))
+    fields: list[tuple[str, object]] = [
+        ("instance", info.instance),
+        ("pid", info.pid or "-"),
+        ("port", info.port or "-"),
+        ("restarts", info.restarts),
+        ("deployment", info.deployment or "-"),
+        ("since", f"{clock(info.since)} ({ago(info.since)})"),
     ]
-    if info.get("deploying"):
-        fields.append(("deploying", info["deploying"]))
-    if info.get("message"):
-        fields.append(("last event", info["message"]))
-    if info.get("description"):
-        fields.append(("description", info["description"]))
+    if info.deploying:
+        fields.append(("deploying", info.deploying))
+    if info.message:
+        fields.append(("last event", info.message))
+    if info.description:
+        fields.append(("description", info.description))
     for key, value in fields:
         click.echo(f"  {key:<12}{visible(str(value))}")
 
 
-def services_table(services: Sequence[dict[str, Any]]) -> None:
+def services_table(services: Sequence[ServiceInfo]) -> None:
     """Services as a table."""
     if not services:
         click.echo("no services yet: deploy one with `dployr deploy`")
@@ -161,15 +169,15 @@ def services_table(services: Sequence[dict[str, Any]]) -> None:
         ],
         [
             [
-                s["name"],
+                s.name,
                 status_words(s, short=True),
-                s["health"],
-                s["instance"],
-                s.get("port") or "-",
-                s.get("pid") or "-",
-                s.get("restarts", 0),
-                s.get("deployment") or "-",
-                ago(s.get("last_deploy_at")),
+                s.health.value,
+                s.instance,
+                s.port or "-",
+                s.pid or "-",
+                s.restarts,
+                s.deployment or "-",
+                ago(s.last_deploy_at),
             ]
             for s in services
         ],

@@ -20,27 +20,37 @@ async def rollback(options: Options, name: str, deployment: int | None) -> None:
     `dployr deployments`. It takes the same path as a deploy: the release starts beside
     the current one and takes over once it is ready, so no request is dropped.
     """
-    from dployr.cli.deploy import _last_cursor, _watch
+    from dployr.cli import _follow
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
+    from dployr.models import DeploymentStatus
 
     async with options.client() as client:
-        before = await _last_cursor(client, name)
-        body = {"deployment": deployment} if deployment is not None else None
-        record = await client.call("POST", client.service(name, "/rollback"), body=body)
-        number, target = record["id"], record["rollback_of"]
-        if not options.json:
-            click.echo(f"rolling {name} back to deployment {target}: deployment {number}")
-        failed = await _watch(
-            client, name, number, before, quiet=options.json, prefix=f"rollback {number}: "
-        )
-        info = await client.call("GET", client.service(name))
-    if failed is not None:
-        raise DployrError(f"rollback {number} of {name} (to deployment {target}) failed: {failed}")
+        async with _follow.deployment_events(client) as events:
+            before = await _follow.last_cursor(client, name)
+            started = await client.rollback(name, deployment)
+            number, target = started.id, started.rollback_of
+            if not options.json:
+                click.echo(f"rolling {name} back to deployment {target}: deployment {number}")
+            record = await _follow.follow(
+                client,
+                name,
+                number,
+                before,
+                events,
+                quiet=options.json,
+                prefix=f"rollback {number}: ",
+            )
+        if record.status is not DeploymentStatus.SUCCEEDED:
+            reason = await _follow.why_failed(client, name, record)
+            raise DployrError(
+                f"rollback {number} of {name} (to deployment {target}) failed: {reason}"
+            )
+        info = await client.service_info(name)
     if options.json:
         print_json(info)
     if not options.json:
         click.echo(
-            f"{name} is {info['status']} on deployment {info['deployment']} "
+            f"{name} is {info.status.value} on deployment {info.deployment} "
             f"(the release of deployment {target})"
         )

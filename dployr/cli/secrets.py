@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.protocol.messages import KeyRotated
 
 
 @click.group()
@@ -28,13 +31,13 @@ async def rotate_key(options: Options) -> None:
     from dployr.cli.output import emit
 
     async with options.client() as client:
-        reply = await client.call("POST", "/secrets/rotate-key")
+        reply = await client.rotate_key()
 
-    def show(data: dict[str, Any]) -> None:
-        count = data["resealed"]
+    def show(rotated: KeyRotated) -> None:
+        count = rotated.resealed
         click.echo(
             f"sealed {count} secret{'s' if count != 1 else ''} under a new master key, "
-            f"now in {data['key_file']}"
+            f"now in {rotated.key_file}"
         )
 
     emit(reply, options.json, show)

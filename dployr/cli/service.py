@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.cli.client import ServiceAction
 
 
 @click.group()
@@ -12,16 +17,16 @@ def service() -> None:
     """Start, stop, restart a service, or show its status."""
 
 
-async def _act(options: Options, name: str, action: str | None) -> None:
+async def _act(
+    options: Options, name: str, action: ServiceAction | None, *, hard: bool = False
+) -> None:
     from dployr.cli.output import emit, service_lines
 
     async with options.client() as client:
         if action is None:
-            info = await client.call("GET", client.service(name, "/status"))
+            info = await client.service_info(name)
         else:
-            path = client.service(name, f"/{action.removesuffix('?hard=true')}")
-            params = {"hard": "true"} if action.endswith("?hard=true") else None
-            info = await client.call("POST", path, params=params)
+            info = await client.act(name, action, hard=hard)
     emit(info, options.json, service_lines)
 
 
@@ -54,7 +59,7 @@ async def restart(options: Options, name: str, hard: bool) -> None:
     A service with a port is restarted without downtime: the new process starts beside
     the old one, which drains and stops once the new one is ready.
     """
-    await _act(options, name, "restart?hard=true" if hard else "restart")
+    await _act(options, name, "restart", hard=hard)
 
 
 @service.command()

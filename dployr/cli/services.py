@@ -18,9 +18,9 @@ async def list_services(options: Options) -> None:
     from dployr.cli.output import emit, services_table
 
     async with options.client() as client:
-        emit(await client.call("GET", "/services"), options.json, services_table)
+        emit(await client.services(), options.json, services_table)
         if not options.json:  # a full disk is said below the table
-            for instance in await client.call("GET", "/instances"):
+            for instance in await client.instances():
                 disk_line(instance)
 
 
@@ -33,7 +33,7 @@ async def get(options: Options, name: str) -> None:
     from dployr.cli.output import emit, service_lines
 
     async with options.client() as client:
-        emit(await client.call("GET", client.service(name)), options.json, service_lines)
+        emit(await client.service_info(name), options.json, service_lines)
 
 
 @click.command()
@@ -68,8 +68,5 @@ async def delete(options: Options, name: str, yes: bool, purge: bool, purge_imag
             click.echo("not deleted")  # the answer asked for, not a failure
             return
     async with options.client() as client:
-        params = {"purge": "true"} if purge else {}
-        if purge_image:
-            params["purge_image"] = "true"
-        result = await client.call("DELETE", client.service(name), params=params or None)
-    emit(result, options.json, lambda r: click.echo(f"deleted {r['name']}"))
+        result = await client.delete(name, purge=purge, purge_image=purge_image)
+    emit(result, options.json, lambda deleted: click.echo(f"deleted {deleted.name}"))

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
 from dployr.cli._health import health_options, pop_health
+from dployr.cli._job import describe_job, job_options, pop_job
 from dployr.cli._restart import describe, pop_restart, restart_options
 
+if TYPE_CHECKING:
+    from dployr.models import ServiceSettings, Source
+    from dployr.protocol.messages import SettingsView
+
 _LABELS = {
+    "type": "type",
     "source": "remote",
     "run_cmd": "run-cmd",
     "build_cmd": "build-cmd",
@@ -25,83 +31,123 @@ _LABELS = {
     "listen_fds": "listen-fds",
     "user": "user",
     "rollout": "rollout",
+    "static": "static",
+    "job": "job",
     "image": "image",
     "dockerfile": "dockerfile",
 }
 
 
-def _health(settings: dict[str, Any]) -> str:
+def _health(settings: ServiceSettings) -> str:
     from dployr.cli.output import plural
 
-    health = settings["health"]
-    kind = health["kind"] or ("http" if settings.get("health_check") else None)
+    health = settings.health
+    kind = settings.health_kind
     if kind is None:
         return "no check"
-    what = {"http": f"GET {settings.get('health_check') or '/'}", "tcp": "TCP connect"}.get(
-        kind, f"command {health['command']!r}"
-    )
+    if kind.value == "http":
+        what = f"GET {settings.health_check or '/'}"
+    elif kind.value == "tcp":
+        what = "TCP connect"
+    else:
+        what = f"command {health.command!r}"
     text = (
-        f"{what} every {health['interval']:g} s (timeout {health['timeout']:g} s); degraded "
-        f"after {plural(health['failures'], 'failure')}, "
-        f"healthy after {plural(health['successes'], 'success', 'successes')}"
+        f"{what} every {health.interval:g} s (timeout {health.timeout:g} s); degraded "
+        f"after {plural(health.failures, 'failure')}, "
+        f"healthy after {plural(health.successes, 'success', 'successes')}"
     )
-    if health["start_period"]:
-        text += f"; {health['start_period']:g} s start period"
-    if health["restart_after"]:
-        text += f"; restart after {plural(health['restart_after'], 'failure')}"
-    if health["webhook"]:
-        text += f"; webhook {health['webhook']}"
+    if health.start_period:
+        text += f"; {health.start_period:g} s start period"
+    if health.restart_after:
+        text += f"; restart after {plural(health.restart_after, 'failure')}"
+    if health.webhook:
+        text += f"; webhook {health.webhook}"
     return text
 
 
-def _value(key: str, value: Any) -> str:
-    if key == "source" and isinstance(value, dict):
-        text = str(value["remote"])
-        if value.get("branch"):
-            text += f" (branch {value['branch']})"
-        if value.get("commit"):
-            text += f" (commit {value['commit']})"
-        return text
+def _source(source: Source) -> str:
+    text = source.remote
+    if source.branch:
+        text += f" (branch {source.branch})"
+    if source.commit:
+        text += f" (commit {source.commit})"
+    return text
+
+
+def _value(settings: ServiceSettings, key: str) -> str:
+    """One setting as ``dployr settings`` shows it."""
+    import enum
+
+    from dployr import serde
+
+    if key == "health":
+        return _health(settings)
+    if key == "restart":
+        return describe(settings.restart)
+    if key == "source":
+        return _source(settings.source)
+    value = getattr(settings, key)
+    if key == "static" and value is not None:
+        return _static(serde.unstructure(value))
+    if key == "job" and value is not None:
+        return describe_job(serde.unstructure(value))
     if key == "user" and value is None:
         return "- (a user of its own when dployr runs as root)"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
     return "-" if value is None or value == "" else str(value)
 
 
-def _show(view: dict[str, Any]) -> None:
+def _static(site: dict[str, Any]) -> str:
+    """A static site's publishing, in one line."""
+    from dployr.cli.output import plural
+
+    parts = [f"publish-dir {site['publish_dir'] or 'dist, build or public (the first there)'}"]
+    if site["spa"]:
+        parts.append("single-page app")
+    if site["redirects"]:
+        parts.append(plural(len(site["redirects"]), "redirect rule"))
+    if site["headers"]:
+        parts.append(plural(len(site["headers"]), "header rule"))
+    return "; ".join(parts)
+
+
+def _show(view: SettingsView) -> None:
     from dployr.cli.output import visible
 
-    pending = set(view["pending"])
-    click.echo(f"settings of {view['name']}:")
+    pending = set(view.pending)
+    click.echo(f"settings of {view.name}:")
     for key, label in _LABELS.items():
+        if key == "static" and view.settings.type.value != "static":
+            continue
+        if key == "job" and view.settings.type.value != "job":
+            continue
         mark = "  (waits for the next deploy)" if key in pending else ""
         if key == "restart" and key in pending:
             mark = "  (applies at the next start, restart or deploy)"
-        if key == "health":
-            value = _health(view["settings"])
-        elif key == "restart":
-            value = describe(view["settings"]["restart"])
-        else:
-            value = _value(key, view["settings"][key])
-        click.echo(f"  {label:<13}{visible(value)}{mark}")
+        click.echo(f"  {label:<13}{visible(_value(view.settings, key))}{mark}")
     click.echo(
-        f"  {'data-dir':<13}{visible(view['data_dir'])}  (kept across deploys: $DPLOYR_DATA_DIR)"
+        f"  {'data-dir':<13}{visible(view.data_dir)}  (kept across deploys: $DPLOYR_DATA_DIR)"
     )
     if pending:
         click.echo("Changes apply at the next deploy; the running service is not restarted.")
 
 
 def _remote(
-    current: dict[str, Any], remote: str | None, branch: str | None, options: Options
-) -> dict[str, Any]:
+    current: Source, remote: str | None, branch: str | None, options: Options
+) -> dict[str, str]:
     """The new remote of ``--remote``/``--branch``: what is not given stays (never a commit:
     that pins one deploy only)."""
+    import attrs
+
+    from dployr.blueprint import remote_table
     from dployr.cli.deploy import _local_or_url
 
-    url = current["remote"]
+    url = current.remote
     if remote is not None:
         url = _local_or_url(remote, Path.cwd(), options.server is None)
-    chosen = current.get("branch") if branch is None else (branch or None)
-    return {"url": url, "branch": chosen}
+    chosen = current.branch if branch is None else (branch or None)
+    return remote_table(attrs.evolve(current, remote=url, branch=chosen, commit=None))
 
 
 @click.command()
@@ -132,6 +178,7 @@ def _remote(
 )
 @health_options
 @restart_options
+@job_options
 @json_option
 @click.pass_obj
 async def settings(options: Options, /, name: str, **changes: Any) -> None:
@@ -140,11 +187,13 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
     With no option it shows the settings, marking what waits for the next deploy.
     Changes never restart the running service.
     """
+    from dployr import serde
     from dployr.cli.output import emit
     from dployr.errors import DployrError
 
     health = pop_health(changes)
     restart = pop_restart(changes)
+    job = pop_job(changes)
     remote, branch = changes.pop("remote"), changes.pop("branch")
     body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
     if "port" in body:
@@ -160,16 +209,15 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
         if body.get(key) == "":
             body[key] = None
     async with options.client() as client:
-        path = client.service(name, "/settings")
-        if health or restart or remote is not None or branch is not None:
-            current = (await client.call("GET", path))["settings"]
+        if health or restart or job or remote is not None or branch is not None:
+            current = (await client.settings(name)).settings
             if health:  # the options given change the health check, the rest of it stays
-                body["health"] = {**current["health"], **health}
+                body["health"] = {**serde.unstructure(current.health), **health}
             if restart:  # likewise for the restart policy
-                body["restart"] = {**current["restart"], **restart}
+                body["restart"] = {**serde.unstructure(current.restart), **restart}
+            if job:  # and for a job's options
+                body["job"] = {**(serde.unstructure(current.job) or {}), **job}
             if remote is not None or branch is not None:
-                body["remote"] = _remote(current["source"], remote, branch, options)
-        view = (
-            await client.call("PATCH", path, body=body) if body else await client.call("GET", path)
-        )
+                body["remote"] = _remote(current.source, remote, branch, options)
+        view = await client.change_settings(name, body) if body else await client.settings(name)
     emit(view, options.json, _show)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from dployr.cli import Options, json_option
+
+if TYPE_CHECKING:
+    from dployr.tokens import TokenRecord
 
 _DURATION = re.compile(r"(\d+)\s*(m|h|d|w)")
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -49,23 +52,21 @@ async def create(
     options: Options, name: str, scope: str, service: str | None, expires_in: str | None
 ) -> None:
     """Create a token and print it: the only time it is shown."""
+    from dployr import serde
     from dployr.cli.output import print_json
 
-    body: dict[str, Any] = {"name": name, "scope": scope}
-    if service is not None:
-        body["service"] = service
-    if expires_in is not None:
-        body["expires_in"] = parse_lifetime(expires_in)
+    lifetime = None if expires_in is None else parse_lifetime(expires_in)
     async with options.client() as client:
-        created = await client.call("POST", "/tokens", body=body)
+        created = await client.create_token(name, scope, service=service, expires_in=lifetime)
+    record = created.record
     if options.json:
-        print_json(created)
+        print_json({**serde.unstructure(record), "token": created.token})
         return
-    click.echo(created["token"])
-    limits = f" for the service {created['service']}" if created.get("service") else ""
+    click.echo(created.token)
+    limits = f" for the service {record.service}" if record.service else ""
     sys.stderr.write(
-        f"created the {created['scope']} token {created['name']!r}{limits}, "
-        f"{_expiry(created.get('expires_at'))}: it is shown only this once\n"
+        f"created the {record.scope.value} token {record.name!r}{limits}, "
+        f"{_expiry(record.expires_at)}: it is shown only this once\n"
     )
 
 
@@ -77,19 +78,19 @@ async def list_tokens(options: Options) -> None:
     from dployr.cli.output import ago, clock, emit, table
 
     async with options.client() as client:
-        listed = await client.call("GET", "/tokens")
+        listed = await client.tokens()
 
-    def show(rows: list[dict[str, Any]]) -> None:
+    def show(rows: Sequence[TokenRecord]) -> None:
         table(
             ["name", "scope", "service", "created", "expires", "last used"],
             [
                 [
-                    r["name"],
-                    r["scope"],
-                    r.get("service") or "(every)",
-                    clock(r["created_at"]),
-                    clock(r.get("expires_at")) if r.get("expires_at") else "never",
-                    ago(r.get("last_used_at")) if r.get("last_used_at") else "never",
+                    r.name,
+                    r.scope.value,
+                    r.service or "(every)",
+                    clock(r.created_at),
+                    clock(r.expires_at) if r.expires_at else "never",
+                    ago(r.last_used_at) if r.last_used_at else "never",
                 ]
                 for r in rows
             ],
@@ -107,8 +108,8 @@ async def revoke(options: Options, name: str) -> None:
     from dployr.cli.output import emit
 
     async with options.client() as client:
-        result = await client.call("DELETE", f"/tokens/{quote(name, safe='')}")
-    emit(result, options.json, lambda r: click.echo(f"revoked the token {r['name']!r}"))
+        result = await client.revoke_token(name)
+    emit(result, options.json, lambda revoked: click.echo(f"revoked the token {revoked.name!r}"))
 
 
 def _expiry(expires_at: float | None) -> str:

@@ -32,13 +32,13 @@ from typing import Protocol
 
 import trio
 
-from dployr.engine import images, sources
+from dployr.engine import images, jobs, sources, static
 from dployr.engine.errors import DeployFailed
 from dployr.engine.os import launcher
 from dployr.engine.release import Running, pump
 from dployr.logs.book import LogBook
 from dployr.logs.framing import Lines
-from dployr.models import Deployment, DeploymentStatus, ServiceSettings
+from dployr.models import Deployment, DeploymentStatus, ServiceSettings, ServiceType
 from dployr.store.store import Store
 from dployr.supervision import ChildContext
 
@@ -188,6 +188,9 @@ class DeployRun:
             with trio.fail_after(config.deploy_deadline):
                 if not self.rollback:
                     self.env = self.service.store.deployment_env(self.service.name, self.id)
+                    site = self.deployment.settings.type is ServiceType.STATIC
+                    if site:  # a missing Caddy is said before anything is fetched
+                        static.check_caddy(self.service.process_env(self.id, None).get("PATH"))
                     if self.deployment.settings.image is not None:  # a container image
                         self._revision = await images.pull(self)
                     else:
@@ -195,6 +198,8 @@ class DeployRun:
                         await self._build()
                     if self.deployment.settings.dockerfile is not None:
                         await images.build(self)
+                    if site:
+                        await self._publish()
                 await self._switch()
         except DeployFailed as failure:
             await self._fail(str(failure), failure.exit_code, failure.output_tail)
@@ -214,7 +219,8 @@ class DeployRun:
         if self.outcome is DeploymentStatus.SUCCEEDED:
             what = f"deployment {self.deployment.rollback_of}" if self.rollback else None
             running = what or self._revision[:12]
-            self.say(f"succeeded: {running} is running")
+            job = jobs.is_job(self.deployment.settings)  # a job runs it on its schedule
+            self.say(f"succeeded: {running} is {'what the job runs' if job else 'running'}")
             service.deploy_succeeded(self)
         else:
             still = " (the previous release is still running)" if service.serving() else ""
@@ -282,13 +288,21 @@ class DeployRun:
             what = f"exited {code}" if code > 0 else f"was killed by signal {-code}"
             raise DeployFailed(f"build {what}", exit_code=code, output_tail=tuple(self._tail))
 
+    async def _publish(self) -> None:
+        """Write the file server's configuration of a static site into its release."""
+        settings = self.deployment.settings
+        cwd = self.release_dir / settings.working_dir
+        self.say(await trio.to_thread.run_sync(static.publish, cwd, settings.static))
+
     def _build_lines(self, lines: Lines, ts: float) -> None:
         self.service.book.append("build", lines, deployment=self.id, ts=ts)
         self._tail.extend(lines.lines)
 
     async def _switch(self) -> None:
         service = self.service
-        self._set(DeploymentStatus.STARTING, "starting the new release")
+        job = jobs.is_job(self.deployment.settings)
+        step = "switching the job to the new release" if job else "starting the new release"
+        self._set(DeploymentStatus.STARTING, step)
         # The switch records it succeeded (and sets the outcome) in the same write that
         # makes it active.
         await service.switch_to(self)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import trio
 
-from dployr.engine import image_store, sources
+from dployr.engine import image_store, jobs, sources
 from dployr.engine.errors import Conflict
 from dployr.engine.proxy import PortInUse
 from dployr.engine.sources import SourceError
@@ -170,6 +170,7 @@ class LocalHandle:
             m.GetInstance: lambda r: _now(i.info()),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
             m.RotateKey: lambda r: _now(i.rotate_key()),
+            **jobs.routes(i),  # scheduled jobs' runs (dployr/engine/jobs)
         }
 
     @property

@@ -18,7 +18,7 @@ from dployr import blueprint, serde
 from dployr.errors import SpecError
 from dployr.gateway.responses import BadRequest, EncodedJSON, encode_json
 from dployr.logs.values import check_streams
-from dployr.models import Source, check_env_key
+from dployr.models import check_env_key
 from dployr.protocol import messages as m
 from dployr.protocol.errors import Error
 from dployr.protocol.handle import InstanceHandle
@@ -246,6 +246,7 @@ _SETTING_FIELDS = (
     "listen_fds",
     "rollout",
     "user",
+    "job",
 )
 
 
@@ -262,8 +263,7 @@ async def update_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple
             raise SpecError(f"{key} cannot be removed, only changed")
     source = None
     if data.get("remote") is not None:
-        remote = serde.structure(data["remote"], blueprint.Remote)
-        source = Source(remote.url, remote.branch, remote.commit)  # checked by the instance
+        source = blueprint.source_of(data["remote"])  # checked by the instance
     plain = {k: v for k, v in data.items() if v is not None and k != "remote"}
     change = attrs.evolve(serde.structure(plain, m.SettingsChange), clear=clear, source=source)
     return await handle.request(m.UpdateSettings(args["name"], change)), 200

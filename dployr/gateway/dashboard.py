@@ -499,8 +499,13 @@ class Pages:
             if error.code != "not_found":
                 raise
             return await self.render("missing.html", 404, **missing)
+        job = None  # a scheduled job's runs panel (dployr/gateway/jobs.py)
+        if tab == "overview":
+            with contextlib.suppress(Error):  # conflict: not a job
+                job = await self.handle.request(m.GetJob(name, limit=1))
         return await self.render(
             "service.html",
+            job=job,
             nav="services",
             title=f"{name} · {tab.title()}",
             service=info,

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from dployr import __version__
-from dployr.gateway import access, api
+from dployr.gateway import access, api, jobs
 from dployr.models import (
     ENV_KEY,
     MAX_COMMAND,
@@ -116,6 +116,9 @@ _SETTINGS = {
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
     "restart": _ref("RestartPolicy"),
     "user": _nullable(_STR),
+    "type": {"type": "string", "enum": ["web", "worker", "static", "job"]},
+    "static": _ref("StaticOptions"),
+    "job": _nullable(_ref("JobOptions")),
     "image": _nullable(_STR),
     "dockerfile": _nullable(_STR),
 }
@@ -132,6 +135,8 @@ _SETTINGS_IN = {
     "health": _ref("HealthOptionsChange"),
     "listen_fds": _BOOL,
     "rollout": {"type": "string", "enum": ["auto", "overlap", "stop-first"]},
+    "type": {"type": "string", "enum": ["web", "worker", "static", "job"]},
+    "static": _ref("StaticOptions"),
 }
 """The settings a request may give (a deploy's blueprint, a settings change)."""
 
@@ -231,10 +236,12 @@ SCHEMAS: dict[str, Any] = {
     "LatestMetrics": _object({"samples": _array("ServiceSample")}),
     "SettingsChange": _closed(
         {
-            **_SETTINGS_IN,
+            # type and static are set by a deploy
+            **{k: v for k, v in _SETTINGS_IN.items() if k not in ("type", "static")},
             "run_cmd": _COMMAND,
             "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),
+            "job": _ref("JobOptions"),
         }
     ),
     "Blueprint": _closed(
@@ -247,6 +254,7 @@ SCHEMAS: dict[str, Any] = {
             "image": _nullable({"type": "string", "minLength": 1, "maxLength": 4096}),
             "dockerfile": _nullable(_WORKING_DIR),
             "restart": _ref("RestartPolicyChange"),
+            "job": _nullable(_ref("JobOptions")),
             "user": _nullable(
                 {
                     "type": "string",
@@ -266,7 +274,60 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": _ENV_VALUE,
             },
         },
-        ("remote",),  # run_cmd too, unless image or dockerfile is given
+        ("remote",),
+    )
+    # Every type but static needs a run command; a static site has none.
+    | {
+        "if": {"properties": {"type": {"const": "static"}}, "required": ["type"]},
+        "then": {"not": {"required": ["run_cmd"]}},
+        # (a container service may run its image's own command instead)
+        "else": {
+            "anyOf": [
+                {"required": ["run_cmd"]},
+                {"required": ["image"]},
+                {"required": ["dockerfile"]},
+            ]
+        },
+    },
+    # A static site's publishing (dployr.staticsite); the schema shows the plain paths.
+    "StaticOptions": _closed(
+        {
+            "publish_dir": _nullable(
+                {"type": "string", "pattern": "^(\\.|[A-Za-z0-9_][A-Za-z0-9_-]{0,99})$"}
+            ),
+            "spa": _BOOL,
+            "redirects": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": _closed(
+                    {
+                        "path": {"type": "string", "pattern": "^/[A-Za-z0-9/_-]{0,200}$"},
+                        "to": {"type": "string", "pattern": "^/[A-Za-z0-9/_-]{0,200}$"},
+                        "status": {"enum": [200, 301, 302, 303, 307, 308]},
+                    },
+                    ("path", "to"),
+                ),
+            },
+            "headers": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": _closed(
+                    {
+                        "path": {"type": "string", "pattern": "^/[A-Za-z0-9/_*-]{0,200}$"},
+                        "values": {
+                            "type": "object",
+                            "minProperties": 1,
+                            "propertyNames": {"pattern": "^[A-Za-z0-9-]{1,100}$"},
+                            "additionalProperties": {
+                                "type": "string",
+                                "pattern": "^[ -!#-\\[\\]-z|~]{0,200}$",
+                            },
+                        },
+                    },
+                    ("path", "values"),
+                ),
+            },
+        }
     ),
     "RestartPolicyChange": _closed(
         {
@@ -396,6 +457,7 @@ _PATH_PARAMETERS = {
     "{name}": "the service's name",
     "{instance}": "an instance id or name",
     "{token}": "the API token's name",  # dployr.gateway.access
+    "{run}": "a run of the job, by its number",  # dployr.gateway.jobs
 }
 
 
@@ -570,7 +632,7 @@ FEEDS: dict[str, dict[str, Any]] = {
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document for every route under ``/api/v1``."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in api.ROUTES + access.ROUTES:  # access: the admin routes
+    for route in api.ROUTES + access.ROUTES + jobs.ROUTES:  # admin routes, jobs' runs
         paths.setdefault(api.PREFIX + route.path, {})[route.method.lower()] = _operation(route)
     for path, operation in FEEDS.items():
         paths[api.PREFIX + path] = {"get": operation}
@@ -594,7 +656,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "dployr", "version": __version__},
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": {**SCHEMAS, **access.SCHEMAS},
+            "schemas": {**SCHEMAS, **access.SCHEMAS, **jobs.SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -58,6 +58,7 @@ REPLIES: Final[tuple[type, ...]] = (
     m.MetricsPage,
     m.KeyRotated,
     m.Deleted,
+    m.JobInfo,
 )
 """The reply values of their own (other replies are domain values: a Deployment, a tuple)."""
 

@@ -30,6 +30,7 @@ from dployr.models import (
     Source,
     check_name,
 )
+from dployr.schedule import Concurrency, JobOptions, JobRun
 
 R = TypeVar("R")
 
@@ -278,6 +279,7 @@ class SettingsChange:
     listen_fds: bool | None = None
     user: str | None = None
     rollout: RolloutMode | None = None
+    job: JobOptions | None = None
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""
 
@@ -361,6 +363,60 @@ class ReadMetrics(Request[MetricsPage]):
     until: float | None = None
 
 
+# -- scheduled jobs (a service of type job; see dployr/engine/jobs) ---------------------
+
+
+@attrs.frozen
+class JobInfo:
+    """A job's schedule, its next due time and its last runs."""
+
+    name: str
+    schedule: str | None
+    timezone: str
+    concurrency: Concurrency
+    timeout: float
+    starting_deadline: float | None
+    next_run: float | None
+    """When it next falls due (Unix seconds); None without a schedule or while stopped."""
+    active: tuple[int, ...]
+    """The runs in progress."""
+    runs: tuple[JobRun, ...]
+    """The last runs, newest first."""
+
+
+@attrs.frozen
+class GetJob(Request[JobInfo]):
+    """A job's schedule, next run and last runs."""
+
+    name: str = attrs.field(validator=_name)
+    limit: int = 10
+
+
+@attrs.frozen
+class ListRuns(Request[tuple[JobRun, ...]]):
+    """A job's last runs, newest first."""
+
+    name: str = attrs.field(validator=_name)
+    limit: int = 20
+
+
+@attrs.frozen
+class RunJob(Request[JobRun]):
+    """Start a run of the job now (as its concurrency allows); its record once started."""
+
+    name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class ReadRunLogs(Request[LogPage]):
+    """The lines of one run (its output and dployr's lines about it), after a cursor."""
+
+    name: str = attrs.field(validator=_name)
+    run: int
+    after: int | None = None
+    limit: int = 1000
+
+
 REQUESTS: tuple[type[Request[Any]], ...] = (
     Deploy,
     Start,
@@ -380,5 +436,9 @@ REQUESTS: tuple[type[Request[Any]], ...] = (
     GetInstance,
     RotateKey,
     ReadMetrics,
+    GetJob,
+    ListRuns,
+    RunJob,
+    ReadRunLogs,
 )
 """Every request an instance answers."""

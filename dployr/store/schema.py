@@ -241,6 +241,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        "the runs of scheduled jobs, and since when each job's schedule applies",
+        (
+            """
+            CREATE TABLE job_runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                number INTEGER NOT NULL,  -- per service: 1, 2, 3 ...
+                deployment INTEGER NOT NULL,  -- the deployment number whose release it runs
+                trigger TEXT NOT NULL,  -- Trigger value
+                status TEXT NOT NULL,  -- RunStatus value
+                scheduled_at REAL,  -- the due time; NULL for a manual run
+                started_at REAL,
+                ended_at REAL,
+                exit_code INTEGER,
+                signal INTEGER,
+                message TEXT NOT NULL DEFAULT '',
+                pid INTEGER,
+                first_cursor INTEGER,
+                last_cursor INTEGER,
+                output TEXT,  -- JSON [[first, last], ...]: the cursors of its log lines
+                UNIQUE (service, number)
+            ) STRICT
+            """,
+            "CREATE INDEX job_runs_due ON job_runs (service, scheduled_at)",
+            "CREATE INDEX job_runs_status ON job_runs (status)",
+            """
+            CREATE TABLE job_schedules (
+                service TEXT PRIMARY KEY NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+                since REAL NOT NULL  -- due times after this are the job's to run
+            ) STRICT
+            """,
+        ),
+    ),
+    Migration(
         "the container image a deployment runs, pinned (dployr.engine.podman)",
         (
             # A registry image as repository@sha256:digest, or a local image's id: what a

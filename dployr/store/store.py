@@ -14,8 +14,8 @@ is a few small statements. The connection refuses to be used from another thread
 
 The :class:`Store` is made of one class per group of tables (:mod:`~dployr.store.services`,
 :mod:`~dployr.store.deployments`, :mod:`~dployr.store.history`, :mod:`~dployr.store.access`,
-:mod:`~dployr.store.keys`) over :class:`~dployr.store.base.StoreBase`, which holds the
-connection and its transactions.
+:mod:`~dployr.store.keys`, :mod:`~dployr.store.jobs`) over
+:class:`~dployr.store.base.StoreBase`, which holds the connection and its transactions.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dployr.store.errors import (
     StoreError,
 )
 from dployr.store.history import MetricTables
+from dployr.store.jobs import JobTables
 from dployr.store.keys import KeyRing
 from dployr.store.reserve import DiskReserve
 from dployr.store.schema import migrate
@@ -40,7 +41,7 @@ from dployr.store.secrets import Cipher
 from dployr.store.services import ServiceTables
 
 
-class Store(ServiceTables, DeploymentTables, MetricTables, AccessTables, KeyRing):
+class Store(ServiceTables, DeploymentTables, MetricTables, AccessTables, KeyRing, JobTables):
     """The daemon's embedded database. Open it with :meth:`Store.open`.
 
     Use it as a context manager, or call :meth:`close`. Every method either does all it was

@@ -217,7 +217,7 @@ MALFORMED_BLUEPRINTS: list[tuple[str, str | bytes | None, str]] = [
     ("bad.json", '["x"]', "must be a table"),
     ("bad.json", '{"name": "x", "remote": ".", "run_cmd": 3}', "run_cmd must be text"),
     ("bad.json", '{"name": "x", "remote": ".", "run_cmd": "a", "bogus": 1}', "bogus"),
-    ("bad.json", '{"name": "x", "remote": "."}', "run_cmd"),
+    ("bad.json", '{"name": "x", "remote": "."}', "run-cmd is required"),
     ("bad.json", '{"name": "x", "run_cmd": "a"}', "remote"),
     ("bad.json", '{"name": "x", "remote": ".", "run_cmd": "a", "port": "80"}', "port"),
     ("bad.json", '{"name": "x", "remote": ".", "run_cmd": "a", "port": 70000}', "port"),

@@ -25,6 +25,7 @@ import trio
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from dployr.cli.client import Client, Target
+from dployr.logs.values import LogLine
 from tests.helpers import UP_ARGS, make_repo
 
 CHROMIUM = "/usr/bin/chromium"
@@ -277,9 +278,10 @@ async def _deploy_over(daemon: Daemon, name: str, number: int, cursor: int) -> N
     with trio.fail_after(WAIT * 4):
         async with client.follow(name, cursor=cursor) as feed:
             async for message in feed:
-                line = str(message.get("line", ""))
-                ended = line[len(prefix) :].startswith(("succeeded", "failed"))
-                if message.get("stream") == "system" and line.startswith(prefix) and ended:
+                if not isinstance(message, LogLine) or message.stream != "system":
+                    continue
+                step = message.line.removeprefix(prefix)
+                if step != message.line and step.startswith(("succeeded", "failed")):
                     return
     raise AssertionError(f"the log feed of {name} ended before deploy {number} did")
 

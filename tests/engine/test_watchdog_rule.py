@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as s
 
 from dployr.engine.health import HealthState, Verdict, observe
 from dployr.models import Health, HealthOptions
 
+UNTIMED = settings(deadline=None)
+"""Time is no property of a pure rule: a stall of a busy machine must not fail the test."""
 OK, FAIL, STARTING = "ok", "fail", "starting"
 RESULTS = s.lists(s.sampled_from([OK, FAIL, STARTING]), max_size=60)
 OPTIONS = s.builds(
@@ -49,6 +51,7 @@ def streak(results: list[str], kind: str, skip: str | None = None) -> int:
     return count
 
 
+@UNTIMED
 @given(RESULTS, OPTIONS)
 def test_a_change_is_reported_exactly_when_the_health_changes(
     results: list[str], options: HealthOptions
@@ -58,6 +61,7 @@ def test_a_change_is_reported_exactly_when_the_health_changes(
         assert verdict.state.message in (OK, FAIL, STARTING)
 
 
+@UNTIMED
 @given(RESULTS, OPTIONS)
 def test_an_unknown_release_is_healthy_at_its_first_success_and_never_unknown_again(
     results: list[str], options: HealthOptions
@@ -73,6 +77,7 @@ def test_an_unknown_release_is_healthy_at_its_first_success_and_never_unknown_ag
             assert healths[first] is Health.HEALTHY
 
 
+@UNTIMED
 @given(RESULTS, OPTIONS)
 def test_degraded_exactly_after_enough_counted_failures_in_a_row(
     results: list[str], options: HealthOptions
@@ -89,6 +94,7 @@ def test_degraded_exactly_after_enough_counted_failures_in_a_row(
             assert verdict.state.health is before.health
 
 
+@UNTIMED
 @given(RESULTS, OPTIONS)
 def test_failures_in_the_start_period_are_reported_but_never_count(
     results: list[str], options: HealthOptions
@@ -102,6 +108,7 @@ def test_failures_in_the_start_period_are_reported_but_never_count(
         assert verdict.state.successes == 0  # a run of successes is broken all the same
 
 
+@UNTIMED
 @given(RESULTS, OPTIONS)
 def test_healthy_again_after_enough_successes_in_a_row(
     results: list[str], options: HealthOptions
@@ -119,6 +126,7 @@ def test_healthy_again_after_enough_successes_in_a_row(
             assert verdict.state.health is Health.HEALTHY
 
 
+@UNTIMED
 @given(RESULTS, OPTIONS)
 def test_a_restart_is_asked_for_exactly_at_restart_after_counted_failures(
     results: list[str], options: HealthOptions

@@ -15,6 +15,7 @@ from dployr.logs.values import MAX_CURSOR, STREAMS, LogLine
 from dployr.metrics import ServiceSample
 from dployr.models import HealthOptions, RestartPolicy, ServiceSettings, Source
 from dployr.protocol.errors import ERROR_CODES, Error
+from dployr.schedule import JobOptions
 from tests.metrics.strategies import service_samples
 from tests.store.strategies import service_settings, sources
 
@@ -34,6 +35,15 @@ OVERRIDES: dict[Any, st.SearchStrategy[Any]] = {
     RestartPolicy: st.just(RestartPolicy())
     | st.builds(RestartPolicy, min_uptime=st.floats(0, 3600)),
     ServiceSample: service_samples,
+    # A job's options are checked when built: schedules and zones dployr runs.
+    JobOptions: st.just(JobOptions())
+    | st.builds(
+        JobOptions,
+        schedule=st.sampled_from([None, "0 3 * * *", "@hourly", "*/5 9-17 * * 1-5"]),
+        timezone=st.sampled_from(["UTC", "Europe/Berlin"]),
+        timeout=st.floats(1, 86400),
+        starting_deadline=st.none() | st.floats(0, 86400),
+    ),
     LogLine: st.builds(
         LogLine,
         cursor=st.integers(1, MAX_CURSOR),

@@ -172,6 +172,8 @@ class Service(ServiceReads):
                     " (not recorded: the disk is full, so a daemon started again before"
                     " the next stop or start would run it again)"
                 )
+            if self.job is not None:  # nothing falls due until it is started again
+                self.job.stopped()
             await self._take_down()
             self.book.system(f"stopped{recorded}")
             return self.info()

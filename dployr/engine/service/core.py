@@ -40,6 +40,7 @@ from dployr.supervision import Restart, Supervisor
 
 if TYPE_CHECKING:
     from dployr.engine.deploy import DeployRun
+    from dployr.engine.jobs import JobRunner
     from dployr.engine.proxy import Proxy
 
 
@@ -116,6 +117,8 @@ class ServiceCore:
         self.last_deploy_at = self._last_deploy_at()  # survives a daemon restart
         self._stopping = False
         """A stop or delete is under way: a failed roll-out starts nothing again."""
+        self.job: JobRunner | None = None
+        """A scheduled job's scheduler and runs (dployr/engine/jobs), once it is one."""
 
     def _last_deploy_at(self) -> float | None:
         """From the store, for a daemon that starts: when the active deployment was made, or
@@ -151,8 +154,9 @@ class ServiceCore:
         return self.state.run_status in (ServiceStatus.RUNNING, ServiceStatus.RESTARTING)
 
     def live_pgids(self) -> list[int]:
-        """The process groups of the service's live releases (for metrics)."""
-        pgids = [r.pid for r in self.releases.values() if r.pid is not None]
+        """The process groups of the service's live releases and job runs (for metrics)."""
+        runs = self.job.pids() if self.job is not None else []
+        pgids = [r.pid for r in self.releases.values() if r.pid is not None] + runs
         for live in self.releases.values():  # a container's own groups (engine/podman.py)
             if live.pid is not None and live.deployment.image is not None:
                 pgids += podman.container_groups(podman.pidfile(self.dir, live.spec.child_id))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from dployr.engine import jobs
 from dployr.engine import status as st
 from dployr.engine.errors import NotDeployed
 from dployr.engine.proxy import Proxy
@@ -75,6 +76,9 @@ class ServiceRollouts(ReleaseReadiness):
             raise NotDeployed(
                 f"the release folder of deployment {deployment.folder} is gone: deploy again"
             )
+        job = self.job is not None or jobs.is_job(deployment.settings)  # runs, not a release
+        if job and await jobs.runner_of(self).roll_out(deployment, run):
+            return
         await self._ensure_tree()
         previous = self.releases.get(self.current) if self.current else None
         rollout = Rollout(

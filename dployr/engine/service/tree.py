@@ -28,7 +28,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from dployr.engine import podman, restarts
+from dployr.engine import podman, restarts, static
 from dployr.engine import status as st
 from dployr.engine.errors import DeployFailed
 from dployr.engine.health import Check, Watchdog
@@ -46,6 +46,7 @@ from dployr.models import (
     RestartMode,
     RestartPolicy,
     ServiceSettings,
+    ServiceType,
 )
 from dployr.supervision import ChildSpec, Restart, Strategy, Supervisor
 
@@ -170,10 +171,13 @@ class ServiceTree(ServiceEvents):
                 listen_fd = self._listening_socket(settings.port).fileno()
             else:
                 port = ports.allocate()
+        command = settings.run_cmd
+        if settings.type is ServiceType.STATIC:  # Caddy, serving what the deploy published
+            command = static.command(self.data_dir)
         spec = ReleaseSpec(
             service=self.name,
             deployment=deployment.id,
-            command=settings.run_cmd,
+            command=command,
             cwd=folder / settings.working_dir,
             env=self.process_env(deployment.id, port, extra_env),
             port=port,

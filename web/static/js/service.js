@@ -40,6 +40,8 @@ function renderHeader() {
     possible.delete("start");
     possible.delete("restart");
   }
+  // A job between runs is stopped, yet scheduled: Stop ends its schedule (job-panel.js).
+  if ($("#job-panel")?.dataset.scheduled === "true") possible.add("stop");
   for (const button of $$("#service-actions button")) {
     button.disabled = busy || !possible.has(button.dataset.action);
   }

@@ -64,4 +64,5 @@ export function mount(service) {
     fill(fact("health"), "unknown");
   });
   setInterval(uptime, 1000);
+  if ($("#job-panel")) import("./job-panel.js").then((panel) => panel.mount(service));
 }

@@ -1,0 +1,142 @@
+"""Jobs on a real daemon: a ``kill -9`` across a due time, then the catch-up, once.
+
+The daemon runs as ``dployr up`` in a subprocess. To put a due time between two daemons
+without waiting for the calendar, the second and third daemons read a wall clock set
+ahead (the job runner's clock seam, set before the command line runs): to them, the
+machine was down past the due time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.faults.test_escape import warden_of
+from tests.helpers import PYTHON, Daemon, wait_gone
+from tests.jobs.helpers import job_folder
+
+AHEAD = """
+import sys, time
+from dployr.engine.jobs.runner import JobRunner
+ahead = float(sys.argv.pop(1))
+JobRunner.wall = staticmethod(lambda: time.time() + ahead)
+from dployr.cli import main
+main()
+"""
+
+
+class AheadDaemon(Daemon):
+    """A daemon whose jobs read a wall clock ``ahead`` seconds in the future."""
+
+    def __init__(self, data_dir: Path, ahead: float) -> None:
+        super().__init__(data_dir)
+        self.ahead = ahead
+
+    async def start(self) -> str:
+        self.process = await trio.lowlevel.open_process(
+            [
+                PYTHON,
+                "-c",
+                AHEAD,
+                str(self.ahead),
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                "0",
+                "--service-host",
+                "127.0.0.1",
+                *self.up_args,
+            ],
+            stdout=subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")},
+        )
+        assert self.process.stdout is not None
+        seen = b""
+        with trio.fail_after(30):
+            while b"\n" not in seen:
+                chunk = await self.process.stdout.receive_some(4096)
+                assert chunk, f"dployr up exited before it was up: {seen!r}"
+                seen += chunk
+        first = seen.split(b"\n", 1)[0].decode()
+        self.url = first.split(" is up: ", 1)[1].split()[0]
+        return self.url
+
+
+async def kill9(daemon: Daemon) -> None:
+    """``kill -9`` the daemon, and wait until its warden has killed what it ran.
+
+    (A daemon started while the killed one's warden still cleans up can have the cgroup
+    of a run it just started removed under it: the warden empties the instance's cgroups.)
+    """
+    warden = warden_of(daemon)
+    await daemon.kill9()
+    await wait_gone([warden])
+
+
+@pytest.mark.slow
+async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    script = (
+        f'echo "run $DPLOYR_RUN" >> {ran}\necho "working on run $DPLOYR_RUN"\nexec sleep 100000\n'
+    )
+    folder = job_folder(tmp_path / "app", script)
+    # Due 10 minutes from now: the first daemon never sees it come.
+    due = datetime.fromtimestamp((int(time.time()) // 60 + 10) * 60, UTC)
+    schedule = f"{due.minute} {due.hour} * * *"
+    data_dir = tmp_path / "data"
+    first = AheadDaemon(data_dir, 0)
+    await first.start()
+    try:
+        async with first.client() as api:
+            reply = await api.post(
+                "/services/nightly/deploy",
+                json={
+                    "remote": str(folder),
+                    "run_cmd": "sh job.sh",
+                    "job": {"schedule": schedule, "starting_deadline": 3600},
+                },
+            )
+            assert reply.status_code == 202, reply.text
+            await first.wait_log("nightly", "deploy 1: succeeded")
+            job = (await api.get("/services/nightly/job")).json()
+            assert job["next_run"] == due.timestamp()
+            assert (await api.get("/services/nightly/runs")).json() == []
+    finally:
+        await kill9(first)
+    assert not ran.exists()
+
+    # The machine is back 11 minutes later: the due time passed while it was down.
+    second = AheadDaemon(data_dir, 11 * 60)
+    await second.start()
+    try:
+        # Caught up while the daemon started, before its API answered.
+        async with second.client() as api:
+            runs = (await api.get("/services/nightly/runs")).json()
+        assert [(r["id"], r["trigger"], r["status"]) for r in runs] == [(1, "catch-up", "running")]
+        assert runs[0]["scheduled_at"] == due.timestamp()
+        await second.wait_log("nightly", "working on run 1")
+    finally:
+        await kill9(second)  # during the caught-up run
+
+    third = AheadDaemon(data_dir, 12 * 60)
+    await third.start()
+    try:
+        async with third.client() as api:
+            runs = (await api.get("/services/nightly/runs")).json()
+            # Never twice: the run the daemon died during failed, and nothing ran again.
+            assert [(r["id"], r["trigger"], r["status"]) for r in runs] == [
+                (1, "catch-up", "failed")
+            ]
+            assert runs[0]["message"] == "the daemon stopped during the run"
+            job = (await api.get("/services/nightly/job")).json()
+            assert job["next_run"] == due.timestamp() + 86400
+    finally:
+        await third.stop()
+    assert ran.read_text() == "run 1\n"
