@@ -163,8 +163,6 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
     remote = data.get("remote")
     if isinstance(remote, str):
         data["remote"] = remote = {"url": remote}
-    if "run_cmd" not in data and not data.get("image") and not data.get("dockerfile"):
-        raise SpecError("missing field: run_cmd (or image, or dockerfile)")
     if remote is None and isinstance(data.get("image"), str):
         data["remote"] = remote = {"url": data["image"]}  # an image is its own source
     if remote is None:

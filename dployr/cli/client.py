@@ -212,9 +212,7 @@ class Client:
         path = self.service(name, f"/{action}")
         return await self._one(ServiceInfo, "POST", path, params=params)
 
-    async def delete(
-        self, name: str, *, purge: bool = False, purge_image: bool = False
-    ) -> Deleted:
+    async def delete(self, name: str, *, purge: bool = False, purge_image: bool = False) -> Deleted:
         """Delete a service (``purge``: its data folder too; ``purge_image``: its container
         images)."""
         params = {"purge": "true"} if purge else {}
