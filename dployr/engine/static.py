@@ -24,7 +24,9 @@ the release (``.dployr/caddy.json``, never served). Its rules, in order:
 Caddy's admin endpoint is off (releases of every service run side by side), it saves no
 configuration, its files (``HOME``, ``XDG_*``) are in the service's data dir, its access
 log (one JSON line per request) goes to stdout and so into the service's log history, and
-its own messages (errors only) to stderr. Everything here but :func:`publish` is pure.
+its own messages (errors only) to stderr. The parsers, :func:`caddy_config` and
+:func:`command` are pure; :func:`choose_publish_dir`, :func:`check_caddy` and
+:func:`publish` look at the disk.
 """
 
 from __future__ import annotations

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+
+import trio
 
 from dployr.engine.jobs import runner_of
 from dployr.engine.jobs.runner import JobRunner
 from dployr.models import RestartPolicy, ServiceSettings, Source
+from dployr.protocol.messages import ListRuns
 from dployr.schedule import JobOptions, JobRun, RunStatus
-from tests.engine.conftest import Engine
+from tests.engine.conftest import WAIT, Engine
 
 
 def job_folder(path: Path, script: str) -> Path:
@@ -40,13 +44,20 @@ def runs(engine: Engine, name: str) -> dict[int, JobRun]:
 
 
 async def wait_run(engine: Engine, name: str, number: int, *statuses: RunStatus) -> JobRun:
-    """Wait until run ``number`` has one of ``statuses`` (any finished one by default)."""
+    """Wait until run ``number`` has one of ``statuses`` (any finished one by default),
+    asking the handle for the job's runs again at every change the instance publishes."""
 
-    def there() -> bool:
-        run = runs(engine, name).get(number)
+    def there(run: JobRun | None) -> bool:
         if run is None:
             return False
         return run.status in statuses if statuses else run.status.finished
 
-    await engine.wait(there)
-    return runs(engine, name)[number]
+    with engine.handle.subscribe_changes() as changes, trio.fail_after(WAIT):
+        async with contextlib.aclosing(aiter(changes)) as entries:
+            while True:
+                listed = await engine.handle.request(ListRuns(name, 1000))
+                run = next((r for r in listed if r.id == number), None)
+                if there(run):
+                    assert run is not None
+                    return run
+                await anext(entries)
