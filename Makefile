@@ -14,6 +14,9 @@ SYSTEM_PYTHON := /usr/bin/python3
 # runs its own Caddy per release.
 CADDY := /usr/bin/caddy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The image tests run Debian's podman (with runc) against a docker-registry on loopback,
+# with images they build from busybox-static (nothing is downloaded).
+PODMAN_TOOLS := /usr/bin/podman /usr/bin/runc /usr/bin/docker-registry /usr/bin/busybox
 
 # The benchmarks load dployr with Debian's wrk, hyperfine and curl, and compare its proxy
 # with nginx's stream module.
@@ -67,7 +70,12 @@ $(CADDY):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq caddy
 	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now caddy.service; fi
 
-test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY)
+
+$(PODMAN_TOOLS):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman runc docker-registry busybox-static
+
+test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS)
 	$(BIN)/pytest
 
 $(BENCH_TOOLS):

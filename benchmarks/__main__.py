@@ -17,6 +17,7 @@ SUITES = [
     "proxy",
     "static",
     "jobs",
+    "images",
 ]
 
 

@@ -130,6 +130,8 @@ _TEXT_FIELDS = (
     "run_cmd",
     "working_dir",
     "health_check",
+    "image",
+    "dockerfile",
 )
 _OWN_FIELDS = frozenset({"name", "source", "remote", "env_vars", "secrets"})
 """Fields of a blueprint that are not service settings."""
@@ -161,6 +163,8 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
     remote = data.get("remote")
     if isinstance(remote, str):
         data["remote"] = remote = {"url": remote}
+    if remote is None and isinstance(data.get("image"), str):
+        data["remote"] = remote = {"url": data["image"]}  # an image is its own source
     if remote is None:
         raise SpecError("missing field: remote (a git URL or a local path)")
     if not isinstance(remote, dict):

@@ -372,6 +372,30 @@ def _check_user(_: object, __: object, value: str | None) -> None:
         raise InvalidSetting(f"user must be a user name or a numeric id, not {value!r}")
 
 
+def _check_image(_: object, __: object, value: str | None) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, str)
+        or not value
+        or value.startswith("-")
+        or len(value) > 4096
+        or any(ch.isspace() or not ch.isprintable() for ch in value)
+    ):
+        raise InvalidSetting(
+            f"image must be a reference such as registry.example/team/api:1.4, or "
+            f"oci-archive:PATH or docker-archive:PATH, not {value!r}"
+        )
+
+
+def _check_dockerfile(_: object, __: object, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidSetting(f"dockerfile must be a path in the release folder, not {value!r}")
+    _check_working_dir(None, None, value)
+
+
 class ServiceType(enum.Enum):
     """What kind of service it is, which decides how dployr runs it."""
 
@@ -399,7 +423,8 @@ class ServiceSettings:
 
     source: Source
     run_cmd: str = attrs.field(default="", validator=_check_command(required=False))
-    """The service's command; every type but ``static`` needs one."""
+    """The service's command; every type but ``static`` needs one (for a container
+    service, the container's command: the image's own when empty)."""
     build_cmd: str | None = attrs.field(default=None, validator=_check_command(required=False))
     port: int | None = attrs.field(default=None, validator=_check_port)
     working_dir: str = attrs.field(default=".", validator=_check_working_dir)
@@ -426,6 +451,12 @@ class ServiceSettings:
     static: StaticOptions = attrs.field(factory=StaticOptions)
     """How a ``static`` site is published (see :mod:`dployr.staticsite`)."""
 
+    image: str | None = attrs.field(default=None, validator=_check_image)
+    """A container image to run instead of code: a registry reference (tag or digest),
+    ``oci-archive:PATH`` or ``docker-archive:PATH`` (see :mod:`dployr.engine.podman`)."""
+    dockerfile: str | None = attrs.field(default=None, validator=_check_dockerfile)
+    """A Dockerfile in the release folder: the deploy builds it with podman and runs it."""
+
     def __attrs_post_init__(self) -> None:
         if self.type is ServiceType.STATIC:
             if self.run_cmd:
@@ -434,7 +465,7 @@ class ServiceSettings:
                 raise InvalidSetting("a static site needs a port to be served on")
             if self.listen_fds:
                 raise InvalidSetting("listen-fds is not for a static site")
-        elif not self.run_cmd:
+        elif not self.run_cmd and self.image is None and self.dockerfile is None:
             raise InvalidSetting("run-cmd is required")
         elif self.static != StaticOptions():
             raise InvalidSetting("publish-dir, spa, redirects and headers are for --type static")
@@ -445,6 +476,8 @@ class ServiceSettings:
             raise InvalidSetting(
                 "schedule, timezone, concurrency, timeout and starting-deadline are for --type job"
             )
+        if self.image is not None and self.dockerfile is not None:
+            raise InvalidSetting("give an image or a dockerfile, not both")
         kind = self.health.kind
         if kind is HealthKind.COMMAND and not self.health.command:
             raise InvalidSetting("a command health check needs its command")
@@ -517,6 +550,9 @@ class Deployment:
     release: int | None = None
     """The deployment whose release folder this one runs: its own (None), or for a rollback
     the folder of the release it went back to."""
+    image: str | None = None
+    """For a container service: the image it runs, pinned (``repository@sha256:…`` of a
+    registry image, or a local image's id), so a rollback runs the same bytes."""
 
     @property
     def folder(self) -> int:

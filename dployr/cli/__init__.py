@@ -107,6 +107,7 @@ def _register() -> None:
     from dployr.cli.deploy import deploy
     from dployr.cli.deployments import deployments
     from dployr.cli.env import env
+    from dployr.cli.images import images
     from dployr.cli.instances import instance, instances
     from dployr.cli.jobs import jobs
     from dployr.cli.logs import logs
@@ -139,6 +140,7 @@ def _register() -> None:
         demo,
         tokens,
         audit,
+        images,
     ):
         cli.add_command(command)
 

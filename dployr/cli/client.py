@@ -212,10 +212,13 @@ class Client:
         path = self.service(name, f"/{action}")
         return await self._one(ServiceInfo, "POST", path, params=params)
 
-    async def delete(self, name: str, *, purge: bool = False) -> Deleted:
-        """Delete a service (``purge``: its data folder too)."""
-        params = {"purge": "true"} if purge else None
-        return await self._one(Deleted, "DELETE", self.service(name), params=params)
+    async def delete(self, name: str, *, purge: bool = False, purge_image: bool = False) -> Deleted:
+        """Delete a service (``purge``: its data folder too; ``purge_image``: its container
+        images)."""
+        params = {"purge": "true"} if purge else {}
+        if purge_image:
+            params["purge_image"] = "true"
+        return await self._one(Deleted, "DELETE", self.service(name), params=params or None)
 
     async def deploy(self, name: str, body: Mapping[str, Any] | None) -> Deployment:
         """Create or update a service and deploy it: the deployment, as it starts."""

@@ -45,6 +45,20 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "[default: job with --schedule, web with a port, else worker].",
 )
 @click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
+@click.option(
+    "--image",
+    help="A container image to run with podman instead of code: a registry reference "
+    "(host/team/api:1.4, or @sha256:…), oci-archive:PATH or docker-archive:PATH.",
+)
+@click.option(
+    "--registry",
+    help="The image's registry with a user and token (https://user:TOKEN@host:5000): the "
+    "token is kept sealed, shown as ***, used only for pulls.",
+)
+@click.option(
+    "--dockerfile",
+    help="A Dockerfile in the remote: the deploy builds it with podman and runs the image.",
+)
 @click.option("--branch", help="The branch to deploy [default: the remote's default].")
 @click.option("--commit", help="The commit to deploy.")
 @click.option("--build-cmd", help="Run in the release folder before starting.")
@@ -128,6 +142,12 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     if name is None:
         raise DployrError("give the service a name: --name NAME (or name in the blueprint)")
     check_name(name)
+    if "registry" in given:  # its token is kept as a remote's password is
+        given.setdefault("remote", _registry_url(given.pop("registry"), given.get("image")))
+    if "image" in given:
+        body["image"] = _image_ref(given.pop("image"), local)
+        if "remote" not in given:
+            body["remote"] = {"url": body["image"]}  # an image is its own source
     if "remote" in given:
         body["remote"] = {"url": _local_or_url(given.pop("remote"), Path.cwd(), local)}
     for key in ("branch", "commit"):
@@ -141,6 +161,30 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
     await _run(options, name, body, health, restart, job)
+
+
+def _registry_url(url: str, image: str | None) -> str:
+    """The registry's URL naming the image's repository (``https://u:***@host/team/api``)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.strip("/") or not image or "/" not in image:
+        return url
+    repository = image.split("/", 1)[1].split("@", 1)[0].rsplit(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(path="/" + repository))
+
+
+def _image_ref(ref: str, local: bool) -> str:
+    """An image reference; a local archive's path made absolute (the daemon runs elsewhere)."""
+    from dployr.errors import DployrError
+
+    for kind in ("oci-archive:", "docker-archive:"):
+        if ref.startswith(kind) and local:
+            path = Path(ref[len(kind) :]).expanduser().resolve()
+            if not path.exists():
+                raise DployrError(f"the image archive {str(path)!r} does not exist")
+            return kind + str(path)
+    return ref
 
 
 def _local_or_url(remote: str, base: Path, local: bool) -> str:
@@ -197,7 +241,12 @@ async def _complete(client: Client, name: str, body: dict[str, Any]) -> dict[str
         flag
         for flag, present in (
             ("--remote", "url" in merged.get("remote", {})),
-            ("--run-cmd", "run_cmd" in merged or merged.get("type") == "static"),
+            (
+                "--run-cmd",
+                "run_cmd" in merged
+                or merged.get("type") == "static"
+                or bool(merged.get("image") or merged.get("dockerfile")),
+            ),
         )
         if not present
     ]

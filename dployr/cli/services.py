@@ -40,9 +40,14 @@ async def get(options: Options, name: str) -> None:
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--purge", is_flag=True, help="Also remove its data folder ($DPLOYR_DATA_DIR).")
+@click.option(
+    "--purge-image",
+    is_flag=True,
+    help="Also remove its container images from podman's store (kept by default).",
+)
 @json_option
 @click.pass_obj
-async def delete(options: Options, name: str, yes: bool, purge: bool) -> None:
+async def delete(options: Options, name: str, yes: bool, purge: bool, purge_image: bool) -> None:
     """Stop a service and remove it, its releases and its history.
 
     Its data folder ($DPLOYR_DATA_DIR) is kept, so a service deployed again under the same
@@ -63,5 +68,5 @@ async def delete(options: Options, name: str, yes: bool, purge: bool) -> None:
             click.echo("not deleted")  # the answer asked for, not a failure
             return
     async with options.client() as client:
-        result = await client.delete(name, purge=purge)
+        result = await client.delete(name, purge=purge, purge_image=purge_image)
     emit(result, options.json, lambda deleted: click.echo(f"deleted {deleted.name}"))

@@ -33,6 +33,8 @@ _LABELS = {
     "rollout": "rollout",
     "static": "static",
     "job": "job",
+    "image": "image",
+    "dockerfile": "dockerfile",
 }
 
 

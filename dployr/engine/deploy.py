@@ -32,7 +32,7 @@ from typing import Protocol
 
 import trio
 
-from dployr.engine import jobs, sources, static
+from dployr.engine import images, jobs, sources, static
 from dployr.engine.errors import DeployFailed
 from dployr.engine.os import launcher
 from dployr.engine.release import Running, pump
@@ -191,8 +191,13 @@ class DeployRun:
                     site = self.deployment.settings.type is ServiceType.STATIC
                     if site:  # a missing Caddy is said before anything is fetched
                         static.check_caddy(self.service.process_env(self.id, None).get("PATH"))
-                    self._revision = await self._fetch()
-                    await self._build()
+                    if self.deployment.settings.image is not None:  # a container image
+                        self._revision = await images.pull(self)
+                    else:
+                        self._revision = await self._fetch()
+                        await self._build()
+                    if self.deployment.settings.dockerfile is not None:
+                        await images.build(self)
                     if site:
                         await self._publish()
                 await self._switch()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import trio
 
-from dployr.engine import jobs, sources
+from dployr.engine import image_store, jobs, sources
 from dployr.engine.errors import Conflict
 from dployr.engine.proxy import PortInUse
 from dployr.engine.sources import SourceError
@@ -152,7 +152,8 @@ class LocalHandle:
             m.Stop: lambda r: i.service(r.name).stop(),
             m.Restart: lambda r: i.service(r.name).restart(hard=r.hard),
             m.Rollback: lambda r: i.service(r.name).rollback(r.deployment),
-            m.Delete: lambda r: i.delete(r.name, purge=r.purge),
+            m.Delete: lambda r: i.delete(r.name, purge=r.purge, purge_image=r.purge_image),
+            m.PruneImages: lambda r: image_store.prune(i),
             m.GetService: lambda r: _now(i.service(r.name).info()),
             m.ListServices: lambda r: _now(tuple(s.info() for _, s in sorted(i.services.items()))),
             m.GetSettings: lambda r: _now(i.service(r.name).settings_view()),
@@ -237,6 +238,8 @@ def _check_source(request: object) -> None:
     stored or stopped."""
     source: Source | None = None
     if isinstance(request, m.Deploy) and request.settings is not None:
+        if request.settings.image is not None:
+            return  # an image's reference is checked when it is pulled
         source = request.settings.source
     elif isinstance(request, m.UpdateSettings):
         source = request.change.source

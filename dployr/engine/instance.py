@@ -28,6 +28,7 @@ import trio
 
 from dployr import __version__
 from dployr.config import EngineConfig
+from dployr.engine import image_store, podman
 from dployr.engine.errors import Conflict
 from dployr.engine.handle import LocalHandle
 from dployr.engine.metrics import MetricsSampler
@@ -124,6 +125,8 @@ class Instance:
         )
         for leftover in self.store.recorded_processes():
             self.store.forget_process(leftover.pid)
+        if any(r.settings.image or r.settings.dockerfile for r in self.store.list_services()):
+            await podman.remove_leftovers(self.id)  # the containers a killed daemon left
         await trio.to_thread.run_sync(remove_unfinished, self.config.data_dir)
         if self.cgroups is not None:
             self.cgroups.register(self.id)
@@ -330,11 +333,16 @@ class Instance:
                         ) from None
                     raise PortInUse(f"cannot listen on port {port}: {error.strerror}") from None
 
-    async def delete(self, name: str, *, purge: bool = False) -> m.Deleted:
-        """Stop and remove a service (its data folder too with ``purge``)."""
+    async def delete(
+        self, name: str, *, purge: bool = False, purge_image: bool = False
+    ) -> m.Deleted:
+        """Stop and remove a service (its data folder too with ``purge``, its container
+        images with ``purge_image``)."""
         service = self.service(name)
+        own = image_store.recorded(self, name) if purge_image else set()
         await service.delete(purge=purge)
         self.services.pop(name, None)
+        await image_store.remove_unused(self, own)
         return m.Deleted(name)
 
     def rotate_key(self) -> m.KeyRotated:

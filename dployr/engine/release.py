@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -61,6 +61,9 @@ class ReleaseSpec:
     """1 for the first run of a deployment; a restart or rollback runs the next one."""
     listen_fd: int | None = None
     """A listening socket handed to the process as fd 3 (``LISTEN_FDS=1``), if any."""
+    cleanup: Callable[[int | None], Awaitable[None]] | None = attrs.field(default=None, eq=False)
+    """Awaited with the exit code once each run's process has ended (a container service
+    removes its container: :mod:`dployr.engine.podman`)."""
 
     @property
     def child_id(self) -> str:
@@ -236,6 +239,8 @@ class Release:
         finally:
             with trio.CancelScope(shield=True):
                 await launcher.stop(process, 0)  # no-op if it exited; never leave a zombie
+                if spec.cleanup is not None:
+                    await spec.cleanup(process.returncode)
             self._on_exit(process.pid)
         return from_returncode(returncode)
 

@@ -35,7 +35,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 SERVICE_RULE = PREFIX + "/services/<name>"
 """Routes under this rule act on the service ``name``."""
-ADMIN_RULES = (PREFIX + "/tokens", PREFIX + "/audit", PREFIX + "/secrets")
+ADMIN_RULES = (PREFIX + "/tokens", PREFIX + "/audit", PREFIX + "/secrets", PREFIX + "/images")
 """Routes under these rules are for admin tokens only."""
 EVERY_SERVICE_RULES = ("/metrics", PREFIX + "/events")
 """Routes that show every service at once: not for a token limited to one service."""

@@ -165,7 +165,14 @@ async def get_service(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any
 
 
 async def delete_service(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
-    return await handle.request(m.Delete(args["name"], purge=_bool_arg("purge"))), 200
+    purge_image = _bool_arg("purge_image")
+    return await handle.request(
+        m.Delete(args["name"], purge=_bool_arg("purge"), purge_image=purge_image)
+    ), 200
+
+
+async def prune_images(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
+    return await handle.request(m.PruneImages()), 200
 
 
 async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
@@ -348,7 +355,10 @@ ROUTES: tuple[Route, ...] = (
         "Delete a service (its data folder stays unless purge)",
         delete_service,
         response="Deleted",
-        query=(Param("purge", "boolean", "also remove the service's data folder"),),
+        query=(
+            Param("purge", "boolean", "also remove the service's data folder"),
+            Param("purge_image", "boolean", "also remove its container images"),
+        ),
     ),
     Route(
         "POST",
@@ -460,5 +470,12 @@ ROUTES: tuple[Route, ...] = (
         "Seal every secret under a new master key",
         rotate_key,
         response="KeyRotated",
+    ),
+    Route(
+        "POST",
+        "/images/prune",
+        "Remove the container images no kept release runs (admin only)",
+        prune_images,
+        response="ImagesPruned",
     ),
 )

@@ -119,6 +119,8 @@ _SETTINGS = {
     "type": {"type": "string", "enum": ["web", "worker", "static", "job"]},
     "static": _ref("StaticOptions"),
     "job": _nullable(_ref("JobOptions")),
+    "image": _nullable(_STR),
+    "dockerfile": _nullable(_STR),
 }
 """A service's settings as the API answers them."""
 
@@ -158,7 +160,7 @@ SCHEMAS: dict[str, Any] = {
             "data_dir": _STR,
         }
     ),
-    "ServiceSettings": _object(_SETTINGS, ("source", "run_cmd")),
+    "ServiceSettings": _object(_SETTINGS, ("source",)),
     "RestartPolicy": _object(
         {
             "mode": {"type": "string", "enum": ["always", "on-failure", "never"]},
@@ -248,6 +250,9 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "enum": ["git", "local"]},
             "remote": {"anyOf": [_ref("Remote"), _REMOTE_URL]},
             **_SETTINGS_IN,
+            # A container service (engine/podman.py): an image to pull, or a Dockerfile.
+            "image": _nullable({"type": "string", "minLength": 1, "maxLength": 4096}),
+            "dockerfile": _nullable(_WORKING_DIR),
             "restart": _ref("RestartPolicyChange"),
             "job": _nullable(_ref("JobOptions")),
             "user": _nullable(
@@ -275,7 +280,14 @@ SCHEMAS: dict[str, Any] = {
     | {
         "if": {"properties": {"type": {"const": "static"}}, "required": ["type"]},
         "then": {"not": {"required": ["run_cmd"]}},
-        "else": {"required": ["run_cmd"]},
+        # (a container service may run its image's own command instead)
+        "else": {
+            "anyOf": [
+                {"required": ["run_cmd"]},
+                {"required": ["image"]},
+                {"required": ["dockerfile"]},
+            ]
+        },
     },
     # A static site's publishing (dployr.staticsite); the schema shows the plain paths.
     "StaticOptions": _closed(
@@ -367,9 +379,11 @@ SCHEMAS: dict[str, Any] = {
             "output_tail": {"type": "array", "items": _STR},
             "rollback_of": _nullable(_INT),
             "release": _nullable(_INT),
+            "image": _nullable(_STR),
         }
     ),
     "DeploymentList": _array("Deployment"),
+    "ImagesPruned": _object({"removed": {"type": "array", "items": _STR}}, ("removed",)),
     "KeyRotated": _object({"resealed": _INT, "key_file": _STR}, ("resealed", "key_file")),
     "EnvVar": _object({"key": _STR, "value": _STR, "secret": _BOOL}),
     "Env": _object({"name": _STR, "vars": _array("EnvVar"), "applies": _STR}),

@@ -161,6 +161,13 @@ class KeyRotated:
 
 
 @attrs.frozen
+class ImagesPruned:
+    """The container images removed from podman's store (engine/images.py)."""
+
+    removed: tuple[str, ...]
+
+
+@attrs.frozen
 class Deleted:
     """The service is gone (its configuration, releases and history)."""
 
@@ -227,6 +234,13 @@ class Delete(Request[Deleted]):
 
     name: str = attrs.field(validator=_name)
     purge: bool = False
+    purge_image: bool = False
+    """Also remove its images from podman's store (a container service's)."""
+
+
+@attrs.frozen
+class PruneImages(Request[ImagesPruned]):
+    """Remove the images of dployr's deployments that no kept release runs."""
 
 
 @attrs.frozen

@@ -106,6 +106,7 @@ def deployment_from_row(row: sqlite3.Row) -> Deployment:
         output_tail=tuple(json.loads(row["output_tail"])),
         rollback_of=row["rollback_of"],
         release=None if release == row["number"] else release,
+        image=row["image"],
     )
 
 

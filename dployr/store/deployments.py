@@ -61,7 +61,7 @@ class DeploymentTables(StoreBase):
             ).fetchone()
             cursor = db.execute(
                 "INSERT INTO deployments (service, number, status, settings, created_at,"
-                " revision, rollback_of, release) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " revision, rollback_of, release, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name,
                     number,
@@ -71,6 +71,7 @@ class DeploymentTables(StoreBase):
                     rollback_of.revision if rollback_of is not None else None,
                     rollback_of.id if rollback_of is not None else None,
                     release if release is not None else number,
+                    rollback_of.image if rollback_of is not None else None,
                 ),
             )
             key = int(cursor.lastrowid or 0)  # always set after an INSERT
@@ -87,6 +88,7 @@ class DeploymentTables(StoreBase):
             revision=rollback_of.revision if rollback_of is not None else None,
             rollback_of=rollback_of.id if rollback_of is not None else None,
             release=release,
+            image=rollback_of.image if rollback_of is not None else None,
         )
 
     def deployment_env(self, name: str, number: int) -> dict[str, str]:
@@ -113,6 +115,7 @@ class DeploymentTables(StoreBase):
         exit_code: int | Unset | None = UNSET,
         error: str | Unset | None = UNSET,
         output_tail: Sequence[str] | Unset = UNSET,
+        image: str | Unset | None = UNSET,
     ) -> Deployment:
         """Change the given fields of a deployment and return it as it is now.
 
@@ -125,6 +128,8 @@ class DeploymentTables(StoreBase):
         changes: dict[str, Any] = {}
         if not isinstance(revision, Unset):
             changes["revision"] = revision
+        if not isinstance(image, Unset):
+            changes["image"] = image
         if not isinstance(exit_code, Unset):
             changes["exit_code"] = exit_code
         if not isinstance(error, Unset):
@@ -155,7 +160,8 @@ class DeploymentTables(StoreBase):
             updated = attrs.evolve(current, **changes)
             db.execute(
                 "UPDATE deployments SET status = ?, revision = ?, finished_at = ?,"
-                " exit_code = ?, error = ?, output_tail = ? WHERE service = ? AND number = ?",
+                " exit_code = ?, error = ?, output_tail = ?, image = ?"
+                " WHERE service = ? AND number = ?",
                 (
                     updated.status.value,
                     updated.revision,
@@ -163,6 +169,7 @@ class DeploymentTables(StoreBase):
                     updated.exit_code,
                     updated.error,
                     json.dumps(updated.output_tail, ensure_ascii=False),
+                    updated.image,
                     name,
                     number,
                 ),

@@ -274,6 +274,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "the container image a deployment runs, pinned (dployr.engine.podman)",
+        (
+            # A registry image as repository@sha256:digest, or a local image's id: what a
+            # rollback, a restart and a daemon restart run, even after the tag moved.
+            "ALTER TABLE deployments ADD COLUMN image TEXT",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

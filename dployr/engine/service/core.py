@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from dployr.engine import podman
 from dployr.engine import status as st
 from dployr.engine.health import HealthState, Watchdog
 from dployr.engine.release import ReleaseSpec, Running, process_env
@@ -155,7 +156,11 @@ class ServiceCore:
     def live_pgids(self) -> list[int]:
         """The process groups of the service's live releases and job runs (for metrics)."""
         runs = self.job.pids() if self.job is not None else []
-        return [r.pid for r in self.releases.values() if r.pid is not None] + runs
+        pgids = [r.pid for r in self.releases.values() if r.pid is not None] + runs
+        for live in self.releases.values():  # a container's own groups (engine/podman.py)
+            if live.pid is not None and live.deployment.image is not None:
+                pgids += podman.container_groups(podman.pidfile(self.dir, live.spec.child_id))
+        return pgids
 
     def environment(self) -> dict[str, str]:
         """The service's variables, secrets decrypted: for a process environment only."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from dployr.engine import restarts, static
+from dployr.engine import podman, restarts, static
 from dployr.engine import status as st
 from dployr.engine.errors import DeployFailed
 from dployr.engine.health import Check, Watchdog
@@ -174,7 +174,7 @@ class ServiceTree(ServiceEvents):
         command = settings.run_cmd
         if settings.type is ServiceType.STATIC:  # Caddy, serving what the deploy published
             command = static.command(self.data_dir)
-        return ReleaseSpec(
+        spec = ReleaseSpec(
             service=self.name,
             deployment=deployment.id,
             command=command,
@@ -185,6 +185,10 @@ class ServiceTree(ServiceEvents):
             generation=self._generation,
             listen_fd=listen_fd,
         )
+        if deployment.image is not None:  # a container: podman run (engine/podman.py)
+            names = {*self.environment(), *(extra_env or {})}
+            spec = podman.release_spec(spec, deployment.image, self.instance_id, names)
+        return spec
 
     async def _start_release(self, spec: ReleaseSpec, deployment: Deployment) -> None:
         tree = self.tree
