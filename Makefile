@@ -75,8 +75,10 @@ $(PODMAN_TOOLS):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman runc docker-registry busybox-static
 
+# The suite mostly waits on real processes, daemons and a browser: four workers share the
+# two cores. Tests that look at the whole machine share one worker (xdist_group "machine").
 test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadgroup
 
 $(BENCH_TOOLS):
 	$(SUDO) apt-get update -qq

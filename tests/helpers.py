@@ -108,10 +108,13 @@ def web_repo(path: Path, version: str = "v1") -> Path:
     return make_repo(path, {"app.py": WEB_APP, "VERSION": version + "\n"})
 
 
-os.environ.setdefault("TESTS_RUN", os.urandom(8).hex())
-"""Marks the processes of this test run: daemons inherit it and pass it on to services
-(:data:`PASS_ENV`), so the leak guard only looks at processes of this run, not at those of
-another run on the same machine."""
+# TESTS_RUN marks the processes of this test run: daemons inherit it and pass it on to
+# services (UP_ARGS), so the leak guard only looks at processes of this run, not at those of
+# another run on the same machine. One id per test process (each xdist worker is one),
+# inherited by what it starts.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+if not os.environ.get("TESTS_RUN", "").endswith(f"-{_WORKER}"):
+    os.environ["TESTS_RUN"] = f"{os.urandom(8).hex()}-{_WORKER}"
 UP_ARGS = ("--pass-env", "TESTS_RUN", "--shared-user")
 """``dployr up`` arguments of the tests: services get the test run's mark (their
 environment is otherwise clean), and run as root like the tests (as root, each would run

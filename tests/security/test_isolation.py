@@ -17,7 +17,9 @@ import trio
 
 from tests.helpers import PYTHON, Daemon, make_repo
 
-pytestmark = pytest.mark.slow
+# These look at the whole machine (podman's containers, the system's users): run by one
+# test worker at a time (make test runs pytest-xdist with --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("machine")]
 
 SHOW_ENV = (
     "import json, os, time\n"
