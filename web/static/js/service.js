@@ -29,6 +29,12 @@ function setBadge(el, made) {
 }
 
 function renderHeader() {
+  if (info === null) {
+    // The service is not read yet, but an action can already run (a click on a page still
+    // loading, on a slow machine): only say whether the buttons may be used.
+    for (const button of $$("#service-actions button")) button.disabled = busy;
+    return;
+  }
   const offline = connectionState() === "offline";
   setBadge($("#status-badge"), statusBadge(info.status, { offline, title: info.message ? `Status: ${info.message}` : "Status" }));
   setBadge($("#health-badge"), healthBadge(info.health, { offline }));
