@@ -16,8 +16,18 @@ export class ApiError extends Error {
   }
 }
 
+// Once the person signs out, a request of the page answered 401 is that sign-out, not a
+// session that ended by itself: the sign-out's own page (the login form) follows.
+let signingOut = false;
+for (const form of document.querySelectorAll('form[action="/logout"]')) {
+  form.addEventListener("submit", () => {
+    signingOut = true;
+  });
+}
+
 /** Go to the login page, saying that the session has ended, and come back here after. */
 export function signIn() {
+  if (signingOut) return;
   const next = location.pathname + location.search;
   location.assign(`/login?next=${encodeURIComponent(next)}&ended=1`);
 }
