@@ -414,6 +414,15 @@ def daemon_restarts(root: Path) -> tuple[float, float]:
             daemon.deploy(Program(f"r{index}", command, root), source)
             files.append(starts)
         wait_for(lambda: len(sleepers(daemon.pid)) == DAEMON_RESTARTS, 60, "the services")
+        # Each deploy ends once its release has stayed up its minimum uptime: until then
+        # the service is deploying, with no pid to kill.
+        wait_for(
+            lambda: all(
+                daemon.service(f"r{i}")["status"] == "running" for i in range(DAEMON_RESTARTS)
+            ),
+            60,
+            "the services running",
+        )
         time.sleep(3)
         for index, starts in enumerate(files):
             pid = daemon.service(f"r{index}")["pid"]
