@@ -497,6 +497,14 @@ def small_dployr(root: Path, source: Path) -> dict[str, float]:
         figures["cpu0"] = idle_cpu(daemon.pid)
         daemon.deploy(sleep_programs(root, 1)[0], source)
         all_started(daemon.pid, 1, 0)
+        # Stopped before its deploy is over (the release's minimum uptime), the service
+        # would not come back: the deploy would be recorded interrupted.
+        wait_for(
+            lambda: all(s["status"] == "running" for s in daemon.services()),
+            60,
+            "the service running",
+            interval=0.1,
+        )
     finally:
         daemon.stop()
     since = boot_now()
