@@ -3,6 +3,10 @@
 Frozen attrs classes, validated when built, so that a bad name or setting is refused with
 one clear sentence before anything acts on it. The store, the instance handle, the API and
 the CLI all pass these (through the one cattrs converter in :mod:`dployr.serde`).
+
+Why one module of ~560 lines: the settings schema is one value tree (a service's
+settings and what they hold), validated together; serde, the blueprint and the OpenAPI
+document read it whole.
 """
 
 from __future__ import annotations

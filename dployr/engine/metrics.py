@@ -23,6 +23,9 @@ one that was there already but unseen (the first round of all) only sets the bas
 Members that are gone are forgotten at the end of each round, so the cache holds exactly
 the live members. CPU time of a process that was born *and* died between two rounds is not
 seen (its parent's "children" times would count it, but also count members already seen).
+
+Why one module of ~480 lines: the sampling round, the /proc scan and the CPU accounting
+share the per-process state kept between rounds (the rules themselves are dployr.metrics).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ there is no second API. What this module adds is the browser's way in:
 
 A request the dashboard authenticates sets ``g.authenticated`` and ``g.caller`` (the
 session's token), which the API's checks and the feeds accept.
+
+Why one module of ~510 lines: login, the sealed session, CSRF and the pages are one
+security boundary, best read whole.
 """
 
 from __future__ import annotations

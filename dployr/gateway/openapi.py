@@ -1,4 +1,7 @@
-"""The OpenAPI 3 document of the REST API, generated from the route table."""
+"""The OpenAPI 3 document of the REST API, generated from the route table.
+
+Why one module of ~660 lines: it is one document, written as data.
+"""
 
 from __future__ import annotations
 

@@ -20,6 +20,9 @@ recorded missed.
 Status: ``running`` while a run is active, else ``stopped`` (with "next run at ..." as its
 message); health: ``healthy`` after a successful run, ``degraded`` after a failed or
 missed one, and the health webhook receives every failure and miss.
+
+Why one module of ~470 lines: a run's start, end, timeout and catch-up and the job's
+status change the same records under one set of rules (dployr.schedule holds them, pure).
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ reaches the process through its ``deliver_cancel`` hook (as trio's ``run_process
 One module of about 500 lines on purpose: the spawn, the process's pidfd and cgroup, and
 the ladder that stops it are one piece, and the release, build, health check and git
 call sites each use several of them.
+
+Why one module of ~520 lines: spawn, run and the one kill ladder share the process
+handle (pidfd, group, cgroup, watcher): one runner was the point of the seam.
 """
 
 from __future__ import annotations
