@@ -19,11 +19,13 @@ def recorded(instance: Instance, name: str) -> set[str]:
 
 
 def kept(instance: Instance) -> set[str]:
-    """The images a kept release of a service runs (its release folder is still there)."""
+    """The images a kept release of a service runs: by the rule that keeps release folders,
+    not by the folders there now (a deploy that just ended may not have pruned yet)."""
     images = set()
     for name, service in instance.services.items():
+        folders = service.kept_releases()
         for deployment in instance.store.deployments(name, 1000):
-            if deployment.image is not None and service.release_dir(deployment.folder).is_dir():
+            if deployment.image is not None and deployment.folder in folders:
                 images.add(deployment.image)
     return images
 

@@ -253,6 +253,19 @@ class ServiceTree(ServiceEvents):
             warden=self.instance.warden,
         )
 
+    def kept_releases(self) -> set[int]:
+        """The release folders :meth:`prune_releases` keeps: those in use, and those of the
+        newest successful deployments (by when one last ran them)."""
+        keep = self.config.keep_releases
+        running = {r.deployment.folder for r in self.releases.values()}
+        recent: list[int] = []
+        for deployment in self.store.deployments(self.name, limit=1000):
+            if len(recent) >= keep:
+                break
+            if deployment.status is DeploymentStatus.SUCCEEDED and deployment.folder not in recent:
+                recent.append(deployment.folder)
+        return running | set(recent)
+
     async def prune_releases(self) -> None:
         """Keep the release folders of the newest successful deployments; remove the rest.
 
@@ -262,15 +275,7 @@ class ServiceTree(ServiceEvents):
         Folders in use are always kept.
         """
         releases = self.dir / "releases"
-        keep = self.config.keep_releases
-        running = {r.deployment.folder for r in self.releases.values()}
-        recent: list[int] = []
-        for deployment in self.store.deployments(self.name, limit=1000):
-            if len(recent) >= keep:
-                break
-            if deployment.status is DeploymentStatus.SUCCEEDED and deployment.folder not in recent:
-                recent.append(deployment.folder)
-        wanted = running | set(recent)
+        wanted = self.kept_releases()
 
         def prune() -> None:
             if not releases.is_dir():
