@@ -105,11 +105,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    repo, digests = "", {}  # what the tests pull, for the clean-up
     try:
         host = _listening(process, log)
         run = os.environ["TESTS_RUN"]
         repo = f"{host}/dployr-tests/web"
-        digests = {}
         for version, script in (
             ("v1", SERVE),
             ("v2", SERVE),
@@ -142,10 +142,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
                 podman.argv("rmi", "--force", "--ignore", local),
                 check=False, capture_output=True, timeout=WAIT,
             )  # fmt: skip
-        listed = podman_cmd("images", "--format", "{{.ID}} {{.Repository}}")
-        ours = {line.split()[0] for line in listed.splitlines() if f" {repo}" in line}
-        if ours:
-            subprocess.run(podman.argv("rmi", "--force", *ours), check=False, capture_output=True)
+        # What the tests pulled from this run's registry, by the digests it holds (listing
+        # podman's store right after forced removals can fail on an image being removed).
+        pulled = [f"{repo}@{digest}" for digest in digests.values()]
+        if pulled:
+            subprocess.run(
+                podman.argv("rmi", "--force", "--ignore", *pulled),
+                check=False, capture_output=True, timeout=WAIT,
+            )  # fmt: skip
 
 
 PACKAGES = "docker-registry busybox-static"
