@@ -9,9 +9,9 @@ import trio
 from tests.cli.conftest import Daemon, free_port, http_get
 from tests.images.conftest import Registry
 
-# These look at the whole machine (podman's containers, the system's users): run by one
-# test worker at a time (make test runs pytest-xdist with --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("machine")]
+# These look at the whole machine (podman's containers, the system's users): run one
+# at a time, after the rest of the suite (see the Makefile).
+pytestmark = [pytest.mark.slow, pytest.mark.machine]
 
 UP = ("--min-uptime", "0.3")
 

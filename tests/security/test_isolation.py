@@ -17,9 +17,9 @@ import trio
 
 from tests.helpers import PYTHON, Daemon, make_repo
 
-# These look at the whole machine (podman's containers, the system's users): run by one
-# test worker at a time (make test runs pytest-xdist with --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("machine")]
+# These look at the whole machine (podman's containers, the system's users): run one
+# at a time, after the rest of the suite (see the Makefile).
+pytestmark = [pytest.mark.slow, pytest.mark.machine]
 
 SHOW_ENV = (
     "import json, os, time\n"
