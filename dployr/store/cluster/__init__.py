@@ -2,7 +2,9 @@
 their join tokens and credentials, which instance each service belongs to, and the
 last-known services of each instance.
 
-Open it with :func:`open_cluster_state`; use it through :class:`ClusterState`. Secrets
+Open it with :func:`open_cluster_state`; use it through :class:`ClusterState`. The PostgreSQL
+backend (:mod:`dployr.store.cluster.postgres`, which loads psycopg) is imported only when a
+database URL is given. Secrets
 (join tokens, agent credentials) are shown once and stored only as SHA-256 digests.
 """
 

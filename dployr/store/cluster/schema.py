@@ -68,3 +68,56 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
+
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "instances, join tokens, agent credentials, placement, last-known snapshots",
+        (
+            """
+            CREATE TABLE instances (
+                name TEXT PRIMARY KEY NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                joined_at DOUBLE PRECISION,
+                address TEXT,
+                version TEXT,
+                last_seen DOUBLE PRECISION,
+                machine TEXT  -- JSON object
+            )
+            """,
+            # Secrets are kept only as their SHA-256 digests.
+            """
+            CREATE TABLE join_tokens (
+                sha256 BYTEA PRIMARY KEY NOT NULL,
+                instance TEXT NOT NULL REFERENCES instances (name) ON DELETE CASCADE,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                used_at DOUBLE PRECISION
+            )
+            """,
+            "CREATE INDEX join_tokens_of_instance ON join_tokens (instance)",
+            """
+            CREATE TABLE credentials (
+                sha256 BYTEA PRIMARY KEY NOT NULL,
+                instance TEXT NOT NULL UNIQUE REFERENCES instances (name) ON DELETE CASCADE,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            # The instance is 'local' or a row of instances (checked by the code, since
+            # 'local' has no row).
+            """
+            CREATE TABLE placement (
+                service TEXT PRIMARY KEY NOT NULL,
+                instance TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX placement_of_instance ON placement (instance)",
+            """
+            CREATE TABLE snapshots (
+                instance TEXT PRIMARY KEY NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                services TEXT NOT NULL  -- JSON list of services (codec JSON)
+            )
+            """,
+        ),
+    ),
+)

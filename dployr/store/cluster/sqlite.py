@@ -12,16 +12,14 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import trio
 
 from dployr.store.base import BUSY_TIMEOUT_MS
-from dployr.store.cluster import tables
-from dployr.store.cluster.records import InstanceRecord, JoinToken
+from dployr.store.cluster.base import ClusterStateBase
 from dployr.store.cluster.schema import SQLITE_MIGRATIONS
 from dployr.store.cluster.tables import Row, Tx
 from dployr.store.errors import DiskFull, StoreError
@@ -36,6 +34,8 @@ CLUSTER_DB_FILE_NAME = "cluster.db"
 class _SqliteTx:
     """A :class:`~dployr.store.cluster.tables.Tx` over an SQLite connection in a transaction."""
 
+    share_lock = ""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
@@ -46,14 +46,14 @@ class _SqliteTx:
         return self._db.execute(sql, tuple(params)).rowcount
 
 
-class SqliteClusterState:
+class SqliteClusterState(ClusterStateBase):
     """The cluster state of one control plane, in an SQLite file. Open it with :meth:`open`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path, clock: Callable[[], float]) -> None:
         """Wrap an open, migrated connection; use :meth:`open` instead."""
+        super().__init__(clock)
         # Invariant: self._db is None exactly when the state is closed.
         self._db: sqlite3.Connection | None = db
-        self._clock = clock
         self.path = path
         """The database file."""
 
@@ -89,82 +89,6 @@ class SqliteClusterState:
         state = "closed" if self._db is None else "open"
         return f"<SqliteClusterState {str(self.path)!r} {state}>"
 
-    # -- the ClusterState API ----------------------------------------------------------------
-
-    async def add_instance(self, name: str, *, ttl: float = 3600.0) -> JoinToken:
-        """Create the instance ``name`` and its join token, valid ``ttl`` seconds, used once.
-
-        Raises InstanceExists if the name is taken (``local`` always is).
-        """
-        return await self._write(
-            partial(tables.add_instance, name=name, ttl=ttl, now=self._clock())
-        )
-
-    async def redeem(self, token: str) -> tuple[str, str]:
-        """Use a join token: its instance's name and a new credential (shown once).
-
-        Raises InvalidJoinToken for a token that is unknown, already used or expired.
-        """
-        return await self._write(partial(tables.redeem, token=token, now=self._clock()))
-
-    async def authenticate(self, credential: str) -> str | None:
-        """The name of the instance whose credential this is, or None (unknown, revoked)."""
-        return await self._read(partial(tables.authenticate, credential=credential))
-
-    async def remove_instance(self, name: str) -> None:
-        """Remove an instance: its credential stops working at once; UnknownInstance."""
-        await self._write(partial(tables.remove_instance, name=name))
-
-    async def instances(self) -> list[InstanceRecord]:
-        """Every instance added (not ``local``), by name."""
-        return await self._read(tables.instances)
-
-    async def record_seen(
-        self,
-        name: str,
-        *,
-        address: str | None,
-        version: str | None,
-        machine: Mapping[str, object] | None,
-        at: float,
-    ) -> None:
-        """Record that the agent of ``name`` was heard from at ``at``; UnknownInstance."""
-        await self._write(
-            partial(
-                tables.record_seen,
-                name=name,
-                address=address,
-                version=version,
-                machine=machine,
-                at=at,
-            )
-        )
-
-    async def placement(self) -> dict[str, str]:
-        """Which instance each placed service belongs to (service → instance)."""
-        return await self._read(tables.placement)
-
-    async def place(self, service: str, instance: str) -> None:
-        """Place ``service`` on ``instance`` (``local`` or a known one; UnknownInstance)."""
-        await self._write(partial(tables.place, service=service, instance=instance))
-
-    async def unplace(self, service: str) -> None:
-        """Forget the placement of ``service`` (harmless if it has none)."""
-        await self._write(partial(tables.unplace, service=service))
-
-    async def record_snapshot(
-        self, instance: str, services: list[dict[str, object]], at: float
-    ) -> None:
-        """Keep ``services`` as the last-known services of ``instance``, unless a newer
-        snapshot is already kept."""
-        await self._write(
-            partial(tables.record_snapshot, instance=instance, services=services, at=at)
-        )
-
-    async def snapshots(self) -> dict[str, tuple[float, list[dict[str, object]]]]:
-        """The last-known services of every instance that sent some: instance → (at, list)."""
-        return await self._read(tables.snapshots)
-
     async def aclose(self) -> None:
         """Close the database; closing twice is harmless."""
         await trio.lowlevel.checkpoint()
@@ -174,7 +98,7 @@ class SqliteClusterState:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _write(self, body: Callable[[Tx], T]) -> T:
+    async def _write(self, body: Callable[[Tx], T], *changed: str) -> T:
         await trio.lowlevel.checkpoint()
         with self._transaction("BEGIN IMMEDIATE") as tx:
             return body(tx)

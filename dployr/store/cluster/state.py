@@ -2,7 +2,8 @@
 
 :class:`ClusterState` is what the rest of dployr uses (the agents' hub, the cluster router,
 the daemon); :func:`open_cluster_state` picks its backend: SQLite (``cluster.db`` in the
-data dir) by default, for one control plane.
+data dir) by default, for one control plane, or PostgreSQL, which several control planes
+may share.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Protocol
 
 from dployr.store.cluster.records import InstanceRecord, JoinToken
 from dployr.store.cluster.sqlite import CLUSTER_DB_FILE_NAME, SqliteClusterState
-from dployr.store.errors import StoreError
 
 
 class ClusterState(Protocol):
@@ -86,26 +86,16 @@ class ClusterState(Protocol):
 
 
 def open_cluster_state(url: str | None, data_dir: Path) -> ClusterState:
-    """Open the cluster state: ``url`` None is SQLite, ``cluster.db`` in ``data_dir``.
+    """Open the cluster state: in PostgreSQL at ``url`` (``postgresql://...``), or, with
+    ``url`` None, in SQLite: ``cluster.db`` in ``data_dir``.
 
-    Raises a :class:`~dployr.store.errors.StoreError` whose message is one line a user can
-    act on (a URL dployr cannot use, a database it cannot open).
+    PostgreSQL is connected to (up to 10 s) and migrated before this returns: call it before
+    serving, or through ``trio.to_thread.run_sync``. Raises a
+    :class:`~dployr.store.errors.StoreError` whose message is one line a user can act on (a
+    URL dployr cannot use, a database it cannot reach or open), never with the URL's password.
     """
     if url is None:
         return SqliteClusterState.open(Path(data_dir) / CLUSTER_DB_FILE_NAME)
-    raise StoreError(
-        f"unsupported database URL {redact(url)!r}: leave --database out to keep the "
-        "cluster state in the data dir"
-    )
+    from dployr.store.cluster.postgres import PostgresClusterState  # loads psycopg
 
-
-def redact(url: str) -> str:
-    """``url`` without its password, fit to be shown in a message."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+    return PostgresClusterState.open(url)

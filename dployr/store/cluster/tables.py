@@ -47,6 +47,10 @@ Row = Mapping[str, Any]
 class Tx(Protocol):
     """An open transaction of a backend."""
 
+    share_lock: str
+    """What ends a SELECT to keep the rows it read from changing until the transaction ends
+    (PostgreSQL's `` FOR SHARE``; nothing in SQLite, whose writes hold the database lock)."""
+
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """Run a statement and return its rows (by column name)."""
         ...
@@ -213,7 +217,10 @@ def record_seen(
 def _require_instance(tx: Tx, name: str) -> None:
     """Refuse a name that is neither ``local`` nor a known instance."""
     check_instance_name(name)
-    if name != LOCAL and not tx.rows("SELECT 1 FROM instances WHERE name = ?", (name,)):
+    # Locked, so that the instance cannot be removed before this transaction ends.
+    if name != LOCAL and not tx.rows(
+        "SELECT 1 FROM instances WHERE name = ?" + tx.share_lock, (name,)
+    ):
         raise UnknownInstance(f"no instance named {name!r}")
 
 

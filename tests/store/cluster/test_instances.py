@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +19,7 @@ from dployr.store.cluster import (
     InvalidJoinToken,
     UnknownInstance,
 )
+from tests.store.cluster.conftest import BACKENDS, open_state
 from tests.store.conftest import Clock
 
 
@@ -134,18 +138,29 @@ async def test_an_instance_seen_keeps_its_address_version_and_machine(
     assert unchanged == record
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
-@given(guess=st.text() | st.text().map(lambda text: JOIN_TOKEN_PREFIX + text))
-async def test_only_the_issued_token_redeems_and_only_the_issued_credential_authenticates(
-    state: ClusterState, guess: str
+guesses = st.text() | st.text().map(lambda text: JOIN_TOKEN_PREFIX + text)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
+@given(guess=guesses)
+def test_only_the_issued_token_redeems_and_only_the_issued_credential_authenticates(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock, backend: str, guess: str
 ) -> None:
-    instances = await state.instances()
-    if not instances:
-        join = await state.add_instance("web-1")
-        _, credential = await state.redeem(join.token)
-        assert await state.authenticate(credential) == "web-1"
-    # Whatever else is offered, redeeming fails and authenticating finds no one.
-    with pytest.raises(InvalidJoinToken):
-        await state.redeem(guess)
-    assert await state.authenticate(guess) is None
-    assert await state.authenticate(CREDENTIAL_PREFIX + guess) is None
+    # One database for every example (hence the sync test, each example its own trio run).
+    async def example() -> None:
+        state = await open_state(backend, request, tmp_path, clock)
+        try:
+            if not await state.instances():
+                join = await state.add_instance("web-1")
+                _, credential = await state.redeem(join.token)
+                assert await state.authenticate(credential) == "web-1"
+            # Whatever else is offered, redeeming fails and authenticating finds no one.
+            with pytest.raises(InvalidJoinToken):
+                await state.redeem(guess)
+            assert await state.authenticate(guess) is None
+            assert await state.authenticate(CREDENTIAL_PREFIX + guess) is None
+        finally:
+            await state.aclose()
+
+    trio.run(example)
