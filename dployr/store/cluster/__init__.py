@@ -8,13 +8,17 @@ database URL is given. Secrets
 (join tokens, agent credentials) are shown once and stored only as SHA-256 digests.
 """
 
+from dployr.store.cluster.base import CHANGES, INSTANCES, PLACEMENT, SNAPSHOTS
 from dployr.store.cluster.errors import (
     InstanceExists,
     InvalidClusterValue,
     InvalidInstanceName,
     InvalidJoinToken,
+    LeadershipLost,
     UnknownInstance,
 )
+from dployr.store.cluster.leader import while_leader
+from dployr.store.cluster.notices import Changes
 from dployr.store.cluster.records import InstanceRecord, JoinToken
 from dployr.store.cluster.sqlite import CLUSTER_DB_FILE_NAME, SqliteClusterState
 from dployr.store.cluster.state import ClusterState, open_cluster_state
@@ -26,10 +30,15 @@ from dployr.store.cluster.tables import (
 )
 
 __all__ = [
+    "CHANGES",
     "CLUSTER_DB_FILE_NAME",
     "CREDENTIAL_PREFIX",
+    "INSTANCES",
     "JOIN_TOKEN_PREFIX",
     "LOCAL",
+    "PLACEMENT",
+    "SNAPSHOTS",
+    "Changes",
     "ClusterState",
     "InstanceExists",
     "InstanceRecord",
@@ -37,8 +46,10 @@ __all__ = [
     "InvalidInstanceName",
     "InvalidJoinToken",
     "JoinToken",
+    "LeadershipLost",
     "SqliteClusterState",
     "UnknownInstance",
     "check_instance_name",
     "open_cluster_state",
+    "while_leader",
 ]

@@ -9,11 +9,15 @@ backend can tell other control planes.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Final, TypeVar
+from typing import Final, NoReturn, TypeVar
+
+import trio
 
 from dployr.store.cluster import tables
+from dployr.store.cluster.notices import Changes
 from dployr.store.cluster.records import InstanceRecord, JoinToken
 from dployr.store.cluster.tables import Tx
 
@@ -112,6 +116,17 @@ class ClusterStateBase(abc.ABC):
     async def snapshots(self) -> dict[str, tuple[float, list[dict[str, object]]]]:
         """The last-known services of every instance that sent some: instance → (at, list)."""
         return await self._read(tables.snapshots)
+
+    @abc.abstractmethod
+    async def lead(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Lead the control planes sharing this state; run until cancelled (see the
+        ClusterState protocol)."""
+
+    @abc.abstractmethod
+    def notifications(self) -> contextlib.AbstractAsyncContextManager[Changes]:
+        """What changed (see the ClusterState protocol)."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

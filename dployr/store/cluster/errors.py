@@ -28,3 +28,8 @@ class InvalidInstanceName(SpecError):
 
 class InvalidClusterValue(SpecError):
     """A value the cluster state refuses: a join token's lifetime, a record that is not JSON."""
+
+
+class LeadershipLost(StoreError):
+    """This control plane was the leader and may not be any more: its database connection
+    broke."""

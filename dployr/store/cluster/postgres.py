@@ -14,18 +14,23 @@ the other: the first does the work, the others find it done.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Final, NoReturn, TypeVar
 
 import psycopg
 import trio
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from dployr.store.cluster.base import ClusterStateBase
+from dployr.store.cluster import dedicated
+from dployr.store.cluster.base import CHANGES, ClusterStateBase
+from dployr.store.cluster.dedicated import one_line
+from dployr.store.cluster.errors import LeadershipLost
+from dployr.store.cluster.notices import Changes
 from dployr.store.cluster.schema import POSTGRES_MIGRATIONS
 from dployr.store.cluster.tables import Row, Tx
 from dployr.store.errors import SchemaTooNew, StoreError
@@ -48,6 +53,9 @@ def advisory_key(purpose: str) -> int:
 
 
 MIGRATION_LOCK: Final = advisory_key("cluster schema")
+LEADER_LOCK: Final = advisory_key("cluster leader")
+CHANNEL: Final = "dployr_cluster"
+"""The LISTEN/NOTIFY channel of change notices; a notice's payload names what changed."""
 
 
 def redact(url: str) -> str:
@@ -57,11 +65,6 @@ def redact(url: str) -> str:
     if not sep or not at or ":" not in userinfo:
         return url
     return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
-
-
-def one_line(error: BaseException) -> str:
-    """An error's message on one line (libpq's span several)."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def check_url(url: str) -> None:
@@ -140,10 +143,17 @@ def migrate(
 class PostgresClusterState(ClusterStateBase):
     """The cluster state in a PostgreSQL database. Open it with :meth:`open`."""
 
-    def __init__(self, pool: ConnectionPool, url: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        url: str,
+        clock: Callable[[], float],
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
         """Wrap an open pool on a migrated database; use :meth:`open` instead."""
         super().__init__(clock)
         self._pool = pool
+        self._timeout = timeout
         self._closed = False
         self.url = url
         """The database URL (with its password: show :attr:`shown_url` instead)."""
@@ -187,7 +197,7 @@ class PostgresClusterState(ClusterStateBase):
         except PoolTimeout as error:
             pool.close()
             raise StoreError(f"cannot open the database {shown}: {one_line(error)}") from None
-        return cls(pool, url, clock)
+        return cls(pool, url, clock, timeout)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -200,6 +210,101 @@ class PostgresClusterState(ClusterStateBase):
             return
         self._closed = True
         await trio.to_thread.run_sync(self._pool.close)
+
+    # -- leadership and change notices ------------------------------------------------------
+
+    async def lead(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Lead the control planes sharing this database; run until cancelled.
+
+        ``task_status.started()`` is called once this control plane holds the leader's
+        advisory lock, on a connection of its own: at once if no other holds it
+        (``pg_try_advisory_lock``), else when the holder lets go or its session ends
+        (``pg_advisory_lock``, waited on without a thread or a timer). Raises
+        :class:`LeadershipLost` if the connection breaks while leading (another control
+        plane may lead by then), a StoreError if the database cannot be reached before.
+        Cancelling it gives the leadership up.
+        """
+        db = await dedicated.connect(self.url, self.shown_url, self._timeout)
+        leading = False
+        try:
+            key = [str(LEADER_LOCK).encode()]
+            got = await dedicated.query_value(db, b"SELECT pg_try_advisory_lock($1::bigint)", key)
+            if got != b"t":
+                await dedicated.query_value(db, b"SELECT pg_advisory_lock($1::bigint)", key)
+            leading = True
+            task_status.started()
+            while True:  # nothing is expected: wait for the connection to break
+                await dedicated.wait_input(db)
+                while db.pgconn.notifies() is not None:
+                    pass
+        except psycopg.Error as error:
+            if leading:
+                raise LeadershipLost(
+                    f"lost the connection to the database {self.shown_url} that made this "
+                    f"control plane the leader: {one_line(error)}"
+                ) from error
+            raise StoreError(
+                f"cannot ask the database {self.shown_url} for the leadership: {one_line(error)}"
+            ) from error
+        finally:
+            db.close()  # ends the session, and with it the lock
+
+    @contextlib.asynccontextmanager
+    async def notifications(self, *, retry: float = 1.0) -> AsyncIterator[Changes]:
+        """What changed, from any control plane on this database (LISTEN/NOTIFY).
+
+        The notices arrive on a connection of their own. If it breaks, it is opened again
+        every ``retry`` seconds; once it is back, everything is reported changed (notices
+        sent meanwhile were lost).
+        """
+        changes = Changes()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._listen, changes, retry)
+            try:
+                yield changes
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _listen(
+        self,
+        changes: Changes,
+        retry: float,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        def heard(payload: str) -> None:
+            if payload in CHANGES:  # anything else on the channel is not ours
+                changes.publish([payload])
+
+        listening = False
+        while True:
+            try:
+                db = await dedicated.connect(self.url, self.shown_url, self._timeout)
+            except StoreError:
+                if not listening:
+                    raise
+                await trio.sleep(retry)
+                continue
+            try:
+                # Notices that arrive while psycopg runs LISTEN go to its handlers.
+                db.add_notify_handler(lambda notice: heard(notice.payload))
+                await trio.to_thread.run_sync(db.execute, f"LISTEN {CHANNEL}".encode())
+                if listening:
+                    changes.publish(CHANGES)
+                else:
+                    listening = True
+                    task_status.started()
+                while True:
+                    await dedicated.wait_input(db)
+                    while (notice := db.pgconn.notifies()) is not None:
+                        heard(notice.extra.decode(errors="replace"))
+            except psycopg.Error:
+                pass  # the connection broke: open another
+            finally:
+                db.close()
+            await trio.sleep(retry)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -219,7 +324,13 @@ class PostgresClusterState(ClusterStateBase):
                 db.transaction(),
                 db.cursor(row_factory=dict_row) as cursor,
             ):
-                return body(_PostgresTx(cursor))
+                result = body(_PostgresTx(cursor))
+                if changed:  # sent to the listeners when the transaction commits
+                    cursor.execute(
+                        "SELECT pg_notify(%s, change) FROM unnest(%s::text[]) AS change",
+                        (CHANNEL, list(changed)),
+                    )
+                return result
         except PoolTimeout as error:
             raise StoreError(
                 f"no connection to the database {self.shown_url}: {one_line(error)}"

@@ -12,14 +12,15 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import trio
 
 from dployr.store.base import BUSY_TIMEOUT_MS
 from dployr.store.cluster.base import ClusterStateBase
+from dployr.store.cluster.notices import Changes
 from dployr.store.cluster.schema import SQLITE_MIGRATIONS
 from dployr.store.cluster.tables import Row, Tx
 from dployr.store.errors import DiskFull, StoreError
@@ -52,6 +53,7 @@ class SqliteClusterState(ClusterStateBase):
     def __init__(self, db: sqlite3.Connection, path: Path, clock: Callable[[], float]) -> None:
         """Wrap an open, migrated connection; use :meth:`open` instead."""
         super().__init__(clock)
+        self._listeners: set[Changes] = set()
         # Invariant: self._db is None exactly when the state is closed.
         self._db: sqlite3.Connection | None = db
         self.path = path
@@ -89,6 +91,23 @@ class SqliteClusterState(ClusterStateBase):
         state = "closed" if self._db is None else "open"
         return f"<SqliteClusterState {str(self.path)!r} {state}>"
 
+    async def lead(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Lead: the one control plane of an SQLite state always does. Runs until cancelled."""
+        task_status.started()
+        await trio.sleep_forever()
+
+    @contextlib.asynccontextmanager
+    async def notifications(self) -> AsyncIterator[Changes]:
+        """What changed through this object (an SQLite state has one control plane)."""
+        changes = Changes()
+        self._listeners.add(changes)
+        try:
+            yield changes
+        finally:
+            self._listeners.discard(changes)
+
     async def aclose(self) -> None:
         """Close the database; closing twice is harmless."""
         await trio.lowlevel.checkpoint()
@@ -101,7 +120,10 @@ class SqliteClusterState(ClusterStateBase):
     async def _write(self, body: Callable[[Tx], T], *changed: str) -> T:
         await trio.lowlevel.checkpoint()
         with self._transaction("BEGIN IMMEDIATE") as tx:
-            return body(tx)
+            result = body(tx)
+        for changes in self._listeners:  # committed: tell
+            changes.publish(changed)
+        return result
 
     async def _read(self, body: Callable[[Tx], T]) -> T:
         await trio.lowlevel.checkpoint()

@@ -8,10 +8,14 @@ may share.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
+import trio
+
+from dployr.store.cluster.notices import Changes
 from dployr.store.cluster.records import InstanceRecord, JoinToken
 from dployr.store.cluster.sqlite import CLUSTER_DB_FILE_NAME, SqliteClusterState
 
@@ -78,6 +82,24 @@ class ClusterState(Protocol):
 
     async def snapshots(self) -> dict[str, tuple[float, list[dict[str, object]]]]:
         """instance → (when, its last-known services)."""
+        ...
+
+    async def lead(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Lead the control planes sharing this state; run until cancelled.
+
+        ``task_status.started()`` once this control plane is the leader (with SQLite, at
+        once; with PostgreSQL, when no other one is). Raises LeadershipLost if it stops
+        being the leader. Use it through :func:`~dployr.store.cluster.leader.while_leader`,
+        or ``await nursery.start(state.lead)``.
+        """
+        ...
+
+    def notifications(self) -> contextlib.AbstractAsyncContextManager[Changes]:
+        """What changed, as an async iterator of sets of names (``instances``,
+        ``placement``, ``snapshots``) valid inside ``async with``; with PostgreSQL from
+        every control plane on the database, with SQLite from this object."""
         ...
 
     async def aclose(self) -> None:
