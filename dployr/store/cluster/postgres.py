@@ -84,6 +84,7 @@ class _PostgresTx:
     """A :class:`~dployr.store.cluster.tables.Tx` over a cursor in a transaction."""
 
     share_lock = " FOR SHARE"
+    update_lock = " FOR UPDATE"
 
     def __init__(self, cursor: psycopg.Cursor[DictRow]) -> None:
         self._cursor = cursor
