@@ -231,15 +231,14 @@ class PostgresClusterState(ClusterStateBase):
         leading = False
         try:
             key = [str(LEADER_LOCK).encode()]
-            got = await dedicated.query_value(db, b"SELECT pg_try_advisory_lock($1::bigint)", key)
+            got = await dedicated.execute(db, b"SELECT pg_try_advisory_lock($1::bigint)", key)
             if got != b"t":
-                await dedicated.query_value(db, b"SELECT pg_advisory_lock($1::bigint)", key)
+                await dedicated.execute(db, b"SELECT pg_advisory_lock($1::bigint)", key)
             leading = True
             task_status.started()
             while True:  # nothing is expected: wait for the connection to break
                 await dedicated.wait_input(db)
-                while db.pgconn.notifies() is not None:
-                    pass
+                dedicated.heard(db)
         except psycopg.Error as error:
             if leading:
                 raise LeadershipLost(
@@ -275,9 +274,9 @@ class PostgresClusterState(ClusterStateBase):
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> NoReturn:
-        def heard(payload: str) -> None:
-            if payload in CHANGES:  # anything else on the channel is not ours
-                changes.publish([payload])
+        def publish(payloads: list[str]) -> None:
+            # Anything else sent on the channel is not ours.
+            changes.publish(payload for payload in payloads if payload in CHANGES)
 
         listening = False
         while True:
@@ -289,18 +288,15 @@ class PostgresClusterState(ClusterStateBase):
                 await trio.sleep(retry)
                 continue
             try:
-                # Notices that arrive while psycopg runs LISTEN go to its handlers.
-                db.add_notify_handler(lambda notice: heard(notice.payload))
-                await trio.to_thread.run_sync(db.execute, f"LISTEN {CHANNEL}".encode())
+                await dedicated.execute(db, f"LISTEN {CHANNEL}".encode())
                 if listening:
                     changes.publish(CHANGES)
                 else:
                     listening = True
                     task_status.started()
                 while True:
+                    publish(dedicated.heard(db))
                     await dedicated.wait_input(db)
-                    while (notice := db.pgconn.notifies()) is not None:
-                        heard(notice.extra.decode(errors="replace"))
             except psycopg.Error:
                 pass  # the connection broke: open another
             finally:
