@@ -3,9 +3,12 @@
 
 psycopg 3's synchronous API runs in trio's worker threads (``trio.to_thread.run_sync``),
 over a small psycopg-pool connection pool: each call takes a connection, runs one
-transaction and gives the connection back. A trio-native driver would save the thread hop
-(tens of microseconds) on calls that each cost a network round trip or more; psycopg's async
-API is asyncio-only.
+transaction and gives the connection back. A trio-native driver would save at most the
+thread hop, which is small beside the call: measured on a loaded 2-core machine, a call
+(``instances()``, one transaction) took 0.4 to 0.8 ms through a worker thread, about the same
+run in the trio thread, and a bare hop 0.08 to 0.15 ms. psycopg's async API is asyncio-only.
+(The leader's and the listener's connections, which wait rather than ask, are waited on by
+trio itself: see :mod:`~dployr.store.cluster.dedicated`.)
 
 The schema is migrated when the state is opened, in one transaction holding a
 transaction-level advisory lock, so that control planes starting at once migrate one after
