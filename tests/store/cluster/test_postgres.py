@@ -4,6 +4,7 @@ and a database that cannot be used said in one line."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import psycopg
@@ -87,6 +88,20 @@ async def test_a_database_written_by_a_newer_dployr_is_refused(postgres_url: str
         )
     with pytest.raises(SchemaTooNew, match="upgrade dployr"):
         await open_state(postgres_url)
+
+
+async def test_a_database_url_opens_the_state_there_and_nothing_in_the_data_dir(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    state = await trio.to_thread.run_sync(open_cluster_state, postgres_url, tmp_path)
+    try:
+        assert isinstance(state, PostgresClusterState)
+        await state.add_instance("web-1")
+        with psycopg.connect(postgres_url) as db:
+            assert db.execute("SELECT name FROM instances").fetchall() == [("web-1",)]
+        assert os.listdir(tmp_path) == []
+    finally:
+        await state.aclose()
 
 
 def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path) -> None:
