@@ -23,6 +23,7 @@ import secrets
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Generic, TypeVar
 
+import attrs
 import trio
 
 from dployr.logs.values import LogLine
@@ -34,7 +35,7 @@ from dployr.protocol.errors import Error
 from dployr.protocol.events import Change, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.handle import LogEntry
-from dployr.protocol.messages import Request, ServiceInfo
+from dployr.protocol.messages import ReadLogs, Request, ServiceInfo
 
 log = logging.getLogger("dployr.cluster")
 
@@ -43,6 +44,9 @@ T = TypeVar("T")
 
 REQUEST_TIMEOUT = 60.0
 """Seconds a request waits for its Result, across reconnects, before ``unavailable``."""
+LOG_PAGE_CHARS = w.MAX_FRAME // 8
+"""The most characters of log lines a page read from an agent holds (a line escaped in
+JSON takes at most six bytes a character, plus its fields): the page fits in a frame."""
 SUBSCRIPTION_ENTRIES = 256
 """Entries (runs of items) a subscription holds for a slow reader; beyond, a gap."""
 
@@ -278,6 +282,9 @@ class RemoteHandle:
         """Carry out one request on the agent; ``unavailable`` if it is away or silent."""
         if self._outgoing is None:
             raise Error("unavailable", f"instance {self._name} is away")
+        if isinstance(request, ReadLogs) and (request.max_text or LOG_PAGE_CHARS) >= LOG_PAGE_CHARS:
+            # A page within one frame however its lines encode; the reader reads on.
+            request = attrs.evolve(request, max_text=LOG_PAGE_CHARS)  # type: ignore[assignment]
         call = secrets.token_hex(12)
         pending = _Pending(w.encode_frame(w.Call(call, request)))
         self._pending[call] = pending
