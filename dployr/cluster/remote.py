@@ -188,6 +188,8 @@ class RemoteHandle:
         """The agent's boot epoch, from its last Update."""
         self.seq = 0
         """The sequence number of the agent's last Update."""
+        self.updated = trio.Event()
+        """Set (and replaced by a fresh one) at every Update from the agent."""
 
     # -- the channel ---------------------------------------------------------------------
 
@@ -246,6 +248,8 @@ class RemoteHandle:
                 self._machine = codec.decode_as(update.machine, InstanceSample)
         self.epoch, self.seq = update.epoch, update.seq
         self._generation += 1
+        updated, self.updated = self.updated, trio.Event()
+        updated.set()
         return follows
 
     def on_items(self, sub: int, entry: Sequence[Any] | Gap) -> None:
