@@ -27,7 +27,7 @@ from dployr.agent.credential import Credential, JoinError
 from dployr.agent.outbox import Outbox
 from dployr.agent.uplink import Uplink
 from dployr.config import DaemonConfig, EngineConfig
-from dployr.daemon.daemon import hold_lock
+from dployr.daemon.lock import hold_lock
 from dployr.daemon.paths import DataDir
 from dployr.engine.instance import Instance
 from dployr.engine.os import users
