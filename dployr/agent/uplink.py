@@ -193,6 +193,7 @@ class Uplink:
         control plane pings every third of that)."""
         send, queue = trio.open_memory_channel[str](QUEUE)
         subscriptions: dict[int, trio.CancelScope] = {}
+        code, reason = 1000, "the agent closed the channel"
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_write, ws, queue)
@@ -209,13 +210,17 @@ class Uplink:
                         text = await ws.get_message()
                     if silent.cancelled_caught:
                         raise ProtocolFault(f"no frame for {silence:g} s: the channel is dead")
-                    frame = _decode(text)
-                    await self._on_frame(frame, send, nursery, calls, subscriptions)
+                    try:
+                        frame = _decode(text)
+                        await self._on_frame(frame, send, nursery, calls, subscriptions)
+                    except ProtocolFault as fault:
+                        code, reason = 1008, str(fault)[:120]  # the control plane logs why
+                        raise
         finally:
             self._send = None
             self.connected = trio.Event()
             with trio.move_on_after(CLOSE_WAIT, shield=True), contextlib.suppress(Exception):
-                await ws.aclose()
+                await ws.aclose(code, reason)
 
     async def _on_frame(
         self,
