@@ -318,18 +318,33 @@ async def test_a_partition_is_seen_by_both_sides_and_heals_without_a_restart(
         async with agent(tmp_path / "a1", "--join", partition.url, "--token", token) as a1:
             await a1.wait_for("connected to the control plane")
             await wait_connected(cp.hub, "a1")
-            before = await deploy(member(cp.hub, "a1"), m.Deploy("web", web_settings(repo, port)))
+            remote = member(cp.hub, "a1")
+            before = await deploy(remote, m.Deploy("web", web_settings(repo, port)))
+            follow = remote.follow_logs("web", after=0)
+            async with contextlib.aclosing(follow):
+                seen = await anext(follow)
+                assert isinstance(seen, list)
 
-            partition.cut()  # nothing is closed: only the heartbeat can tell
-            with trio.fail_after(AWAY_AFTER + 2 * HEARTBEAT + 1):
-                await wait_away(cp.hub, "a1")
-            await a1.wait_for("dialling again")  # the agent saw the silence too
-            assert (await answer(port)).startswith("hello v1")
+                partition.cut()  # nothing is closed: only the heartbeat can tell
+                with trio.fail_after(AWAY_AFTER + 2 * HEARTBEAT + 1):
+                    await wait_away(cp.hub, "a1")
+                await a1.wait_for("dialling again")  # the agent saw the silence too
+                assert (await answer(port, "/while-cut")).startswith("hello v1")
 
-            partition.heal()
-            await a1.wait_for("connected to the control plane")
-            await wait_connected(cp.hub, "a1")
-            after = await member(cp.hub, "a1").request(m.GetService("web"))
+                partition.heal()
+                await a1.wait_for("connected to the control plane")
+                await wait_connected(cp.hub, "a1")
+                # The follow goes on where it was: what was written meanwhile, then live.
+                await answer(port, "/healed")
+                with trio.fail_after(WAIT):
+                    async for entry in follow:
+                        assert not isinstance(entry, Gap)
+                        seen += entry
+                        if any("request /healed" in line.line for line in entry):
+                            break
+            assert [line.cursor for line in seen] == list(range(1, len(seen) + 1))
+            assert any("request /while-cut" in line.line for line in seen)
+            after = await remote.request(m.GetService("web"))
             assert (after.pid, after.restarts, after.deployment) == (
                 before.pid,
                 before.restarts,
