@@ -30,7 +30,8 @@ BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modu
 # The import contracts of pyproject.toml ([tool.importlinter]) that `make lint` and the test
 # suite (tests/test_imports.py) enforce: all of them.
 IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api service-through-a-port only-os-spawns \
-	pure-protocol gateway-on-protocol psycopg-for-postgres-only
+	pure-protocol gateway-on-protocol psycopg-for-postgres-only cluster-over-the-wire \
+	agent-apart-from-the-control-plane
 LINT_IMPORTS = $(BIN)/lint-imports --no-logo --no-cache $(addprefix --contract ,$(IMPORT_CONTRACTS))
 
 .PHONY: run test lint imports bench clean
