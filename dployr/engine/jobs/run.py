@@ -89,8 +89,13 @@ class JobProcess:
         on_exit: Callable[[int], None],
         on_end: Callable[[Ended], None],
         stop_reason: Callable[[], str],
+        held: tuple[launcher.Held, float] | None = None,
     ) -> None:
         self.spec = spec
+        self.held = held
+        """Its process, spawned ahead and already let go (at the time given), if so."""
+        self.took = False
+        """Whether :meth:`run` began, and so owns the held process."""
         self.book = book
         self.output = output
         self._on_spawn = on_spawn
@@ -98,25 +103,36 @@ class JobProcess:
         self._on_end = on_end
         self._stop_reason = stop_reason
 
-    def _say(self, text: str) -> None:
-        self.output.add(self.book.system(text, deployment=self.spec.deployment))
+    def _say(self, text: str, ts: float | None = None) -> None:
+        batch = self.book.append("system", [text], deployment=self.spec.deployment, ts=ts)
+        self.output.add(batch)
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Launch, report started with the pid, wait for the exit or the timeout."""
         spec = self.spec
-        try:
-            process = await launcher.launch(launcher.LaunchSpec(spec.command, spec.cwd, spec.env))
-        except OSError as error:
-            message = f"could not start {spec.command!r} in {spec.cwd}: {error.strerror}"
-            self._say(f"run {spec.number} failed: {message}")
-            self._on_end(Ended(RunStatus.FAILED, message, time.time()))
-            task_status.started(0)
-            return
+        self.took = True
+        if self.held is not None:
+            process, started_at = self.held[0].process, self.held[1]
+        else:
+            try:
+                process = await launcher.launch(
+                    launcher.LaunchSpec(spec.command, spec.cwd, spec.env)
+                )
+            except OSError as error:
+                message = f"could not start {spec.command!r} in {spec.cwd}: {error.strerror}"
+                self._say(f"run {spec.number} failed: {message}")
+                self._on_end(Ended(RunStatus.FAILED, message, time.time()))
+                task_status.started(0)
+                return
+            started_at = time.time()
         # Its first line first (no await between): the record notes where its lines begin.
-        self._say(f"run {spec.number} started (pid {process.pid}, deployment {spec.deployment})")
-        self._on_spawn(Running(process.pid, None, spec.deployment, time.time()))
+        self._say(
+            f"run {spec.number} started (pid {process.pid}, deployment {spec.deployment})",
+            started_at,
+        )
+        self._on_spawn(Running(process.pid, None, spec.deployment, started_at))
         timed_out = False
         stopped = False
         returncode: int | None = None
