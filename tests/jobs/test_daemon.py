@@ -8,17 +8,14 @@ machine was down past the due time.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import trio
 
 from tests.faults.test_escape import warden_of
-from tests.helpers import PYTHON, Daemon, wait_gone
+from tests.helpers import Daemon, wait_gone
 from tests.jobs.helpers import job_folder
 
 AHEAD = """
@@ -31,42 +28,9 @@ main()
 """
 
 
-class AheadDaemon(Daemon):
+def ahead_daemon(data_dir: Path, ahead: float) -> Daemon:
     """A daemon whose jobs read a wall clock ``ahead`` seconds in the future."""
-
-    def __init__(self, data_dir: Path, ahead: float) -> None:
-        super().__init__(data_dir)
-        self.ahead = ahead
-
-    async def start(self) -> str:
-        self.process = await trio.lowlevel.open_process(
-            [
-                PYTHON,
-                "-c",
-                AHEAD,
-                str(self.ahead),
-                "up",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                "0",
-                "--service-host",
-                "127.0.0.1",
-                *self.up_args,
-            ],
-            stdout=subprocess.PIPE,
-            env={k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")},
-        )
-        assert self.process.stdout is not None
-        seen = b""
-        with trio.fail_after(30):
-            while b"\n" not in seen:
-                chunk = await self.process.stdout.receive_some(4096)
-                assert chunk, f"dployr up exited before it was up: {seen!r}"
-                seen += chunk
-        first = seen.split(b"\n", 1)[0].decode()
-        self.url = first.split(" is up: ", 1)[1].split()[0]
-        return self.url
+    return Daemon(data_dir, entry=("-c", AHEAD, str(ahead)))
 
 
 async def kill9(daemon: Daemon) -> None:
@@ -91,7 +55,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     due = datetime.fromtimestamp((int(time.time()) // 60 + 10) * 60, UTC)
     schedule = f"{due.minute} {due.hour} * * *"
     data_dir = tmp_path / "data"
-    first = AheadDaemon(data_dir, 0)
+    first = ahead_daemon(data_dir, 0)
     await first.start()
     try:
         async with first.client() as api:
@@ -113,7 +77,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     assert not ran.exists()
 
     # The machine is back 11 minutes later: the due time passed while it was down.
-    second = AheadDaemon(data_dir, 11 * 60)
+    second = ahead_daemon(data_dir, 11 * 60)
     await second.start()
     try:
         # Caught up while the daemon started, before its API answered.
@@ -125,7 +89,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     finally:
         await kill9(second)  # during the caught-up run
 
-    third = AheadDaemon(data_dir, 12 * 60)
+    third = ahead_daemon(data_dir, 12 * 60)
     await third.start()
     try:
         async with third.client() as api:
