@@ -104,3 +104,48 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     finally:
         await third.stop()
     assert ran.read_text() == "run 1\n"
+
+
+@pytest.mark.slow
+async def test_a_run_cut_by_a_kill_9_keeps_only_its_own_lines(tmp_path: Path) -> None:
+    # Two runs side by side, so the log holds the second's lines among the first's; the
+    # daemon dies during both. Each run's lines are its own, and the line that says why.
+    folder = job_folder(tmp_path / "app", 'echo "working on run $DPLOYR_RUN"\nexec sleep 100000\n')
+    data_dir = tmp_path / "data"
+    first = Daemon(data_dir)
+    await first.start()
+    try:
+        async with first.client() as api:
+            reply = await api.post(
+                "/services/etl/deploy",
+                json={
+                    "remote": str(folder),
+                    "run_cmd": "sh job.sh",
+                    "job": {"concurrency": "allow"},
+                },
+            )
+            assert reply.status_code == 202, reply.text
+            await first.wait_log("etl", "deploy 1: succeeded")
+            for number in (1, 2):
+                assert (await api.post("/services/etl/runs")).status_code == 202
+                await first.wait_log("etl", f"working on run {number}")
+    finally:
+        await kill9(first)
+
+    second = Daemon(data_dir)
+    await second.start()
+    try:
+        async with second.client() as api:
+            runs = (await api.get("/services/etl/runs")).json()
+            assert [(r["id"], r["status"]) for r in runs] == [(2, "failed"), (1, "failed")]
+            for number in (1, 2):
+                path = f"/services/etl/runs/{number}/logs"
+                lines = [(x["stream"], x["line"]) for x in (await api.get(path)).json()["lines"]]
+                assert lines[0][0] == "system"
+                assert lines[0][1].startswith(f"run {number} started")
+                assert lines[1:] == [
+                    ("stdout", f"working on run {number}"),
+                    ("system", f"run {number} failed: the daemon stopped during the run"),
+                ]
+    finally:
+        await second.stop()

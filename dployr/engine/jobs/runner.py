@@ -46,7 +46,7 @@ import trio
 
 from dployr.engine import status as st
 from dployr.engine.errors import Conflict, NotDeployed
-from dployr.engine.jobs.run import Ended, JobProcess, Output, RunSpec
+from dployr.engine.jobs.run import Ended, JobProcess, Output, RunSpec, journal_ranges
 from dployr.engine.jobs.scheduler import Scheduler
 from dployr.engine.os import launcher
 from dployr.engine.release import Running
@@ -85,6 +85,7 @@ class UnknownRun(UnknownService):
 JOBS = "jobs"
 """The name the status machine knows a job's runs by (its "current release")."""
 SCHEDULER = "scheduler"
+INTERRUPTED = "the daemon stopped during the run"
 LEAD = 2.0
 """Seconds before a due time when the run's process is spawned, held (see above)."""
 
@@ -369,7 +370,9 @@ class JobRunner:
             timeout=options.timeout,
             grace=settings.stop_grace,
         )
-        active = ActiveRun(spec, Output())
+        journals = service.dir / "runs"
+        journals.mkdir(exist_ok=True)
+        active = ActiveRun(spec, Output(journals / f"{record.id}.ranges"))
         self.active[record.id] = active
 
         def spawned(running: Running) -> None:
@@ -429,6 +432,7 @@ class JobRunner:
             message=ended.message,
             output=active.output.ranges,
         )
+        active.output.close()
         self._outcome(record, f"run {record.id} {record.status.value}: {record.message}")
         self._show()
 
@@ -526,11 +530,33 @@ class JobRunner:
         return self.service._record().settings
 
     def _interrupted(self) -> None:
-        """Runs recorded as running belong to a daemon that died: they failed."""
+        """Runs recorded as running belong to a daemon that died: they failed. Each keeps
+        the lines its journal names (its own, whatever else the log got meanwhile) and
+        the line that says why it ended."""
         service = self.service
-        end = service.book.history.last_cursor
-        for record in self.store.interrupted_runs(service.name, time.time(), end):
-            service.book.system(f"run {record.id} failed: the daemon stopped during the run")
+        journals = service.dir / "runs"
+        for record in self.store.running_runs(service.name):
+            journal = journals / f"{record.id}.ranges"
+            output = Output()
+            for first, last in journal_ranges(journal):
+                output.add_range(first, last)
+            if not output.ranges and record.first_cursor is not None:
+                output.add_range(record.first_cursor, record.first_cursor)  # without a journal
+            text = f"run {record.id} failed: {INTERRUPTED}"
+            output.add(service.book.system(text, deployment=record.deployment))
+            service.store.finish_run(
+                service.name,
+                record.id,
+                status=RunStatus.FAILED,
+                ended_at=time.time(),
+                exit_code=None,
+                signal=None,
+                message=INTERRUPTED,
+                output=output.ranges,
+            )
+        # What is left belongs to runs that were recorded finished: no run is active yet.
+        for journal in journals.glob("*.ranges"):
+            journal.unlink(missing_ok=True)
 
 
 def _options(settings: ServiceSettings) -> JobOptions:
