@@ -337,8 +337,9 @@ class JobRunner:
                     del self._held[scheduled]
                     held = (ready[1], time.time())
                     held[0].go(str(record.id))
-                    # The other runs due now are let go before this one's bookkeeping.
-                    await trio.lowlevel.checkpoint()
+                    # The other runs due now are let go before this one's bookkeeping (not
+                    # cancelled here: _start takes the process over, or ends it).
+                    await trio.lowlevel.cancel_shielded_checkpoint()
             await self._start(record, deployment, options, held)
             found = self.store.job_run(service.name, record.id)
             return record if found is None else found[0]  # with its first line's cursor
@@ -353,7 +354,6 @@ class JobRunner:
         """Start run ``record`` as a child of the service's tree: its process launched
         now, or ``held`` (already let go, at the time given)."""
         service = self.service
-        tree = await service._ensure_tree()
         settings = deployment.settings
         cwd = service.release_dir(deployment.folder) / settings.working_dir
         env: dict[str, str] = {}
@@ -371,7 +371,8 @@ class JobRunner:
             grace=settings.stop_grace,
         )
         journals = service.dir / "runs"
-        journals.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):  # (a full disk: no journal, see Output)
+            journals.mkdir(exist_ok=True)
         active = ActiveRun(spec, Output(journals / f"{record.id}.ranges"))
         self.active[record.id] = active
 
@@ -396,14 +397,16 @@ class JobRunner:
             spec.child_id, process.run, restart=Restart.TEMPORARY, shutdown=spec.grace + 5.0
         )
         try:
+            tree = await service._ensure_tree()
             await tree.start_child(child)
-        except Exception as error:
+        except BaseException as error:  # a cancellation too: the record is finished
             if held is not None and not process.took:  # let go, but no one waits for it
                 await held[0].discard()
             if record.id in self.active:
-                self._ended(
-                    active, Ended(RunStatus.FAILED, f"could not start: {error}", time.time())
-                )
+                why = "stopped" if isinstance(error, trio.Cancelled) else error
+                self._ended(active, Ended(RunStatus.FAILED, f"could not start: {why}", time.time()))
+            if not isinstance(error, Exception):
+                raise
             raise Conflict(f"run {record.id} of {service.name} could not start: {error}") from None
         if record.id in self.active:
             self._show()

@@ -209,6 +209,8 @@ class Held:
         gate, self._gate = self._gate, None
         try:
             os.write(gate, f"{value}\n".encode())  # a pipe of 64 KiB: never blocks here
+        except BrokenPipeError:
+            pass  # it was killed meanwhile: its exit says so to whoever waits for it
         finally:
             os.close(gate)
 
