@@ -118,3 +118,25 @@ async def test_holds_made_at_once_each_land_in_their_own_cgroup(
     finally:
         for held in helds:
             await launcher.stop(held.process, 0)
+
+
+async def test_a_held_run_without_a_cgroup_is_the_subreaper_of_what_it_starts(
+    tmp_path: Path,
+) -> None:
+    # No instance, so no cgroup (a daemon without root or delegation): the held shell is
+    # spawned from a worker thread, and its program still adopts what it leaves behind.
+    (tmp_path / "escape.py").write_text(ESCAPE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")}
+    held = await launcher.launch_held(
+        launcher.LaunchSpec(f"{sys.executable} escape.py", tmp_path, env), name="N"
+    )
+    process = held.process
+    try:
+        assert process.cgroup is None
+        held.go("1")
+        pid = int(await line_of(process))
+        assert psutil.Process(pid).ppid() == process.pid
+        await launcher.stop(process, 1.0)
+        await wait_dead(pid)
+    finally:
+        await launcher.stop(process, 0)
