@@ -36,7 +36,13 @@ async def pull(run: DeployRun) -> str:
             raise DeployFailed(f"fetch failed: the archive path in {ref!r} must be absolute")
     run._set(DeploymentStatus.FETCHING, f"pulling {ref}")
     # A digest names the same bytes forever: one already in the store is not fetched again.
-    found = await podman.find_image(ref) if "@sha256:" in ref else None
+    named = podman.digest_of(ref)
+    found: tuple[str, str] | None = None
+    if named is not None:
+        if await trio.to_thread.run_sync(podman.in_store, ref):
+            found = ("", named)  # its id is not needed: the digest pins it
+        else:
+            found = await podman.find_image(ref)
     if found is not None:
         run.say(f"{ref} is in podman's store already")
         image_id, digest = found
@@ -53,6 +59,9 @@ async def pull(run: DeployRun) -> str:
             )
         except podman.PodmanFailed as error:
             raise DeployFailed(f"fetch failed: {error}") from None
+    # What a deploy by digest records is that digest, though the same image may have
+    # other digests in the store (pushed again, or under other names).
+    digest = named or digest
     image = podman.pinned(ref, digest, image_id)
     run.deployment = run.service.store.update_deployment(
         run.service.name, run.id, revision=digest or image_id, image=image

@@ -123,6 +123,36 @@ async def test_by_digest_and_from_an_oci_archive(daemon: Daemon, registry: Regis
     assert await http_get(other, "/version") == "v1\n"
 
 
+async def test_a_deploy_by_digest_records_that_digest_and_finds_it_in_the_store(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    # The same image pushed again in another manifest format has a second digest: podman's
+    # store knows it by both once both were pulled, its own digest being the first.
+    first = f"{registry.repo}@{registry.digests['v1']}"
+    podman_cmd("pull", "--quiet", "--tls-verify=false", first)
+    digest_file = tmp_path / "digest"
+    podman_cmd("push", "--quiet", "--tls-verify=false", "--format", "v2s2", "--digestfile",
+               str(digest_file), first, f"{registry.repo}:v1-again")  # fmt: skip
+    again = f"{registry.repo}@{digest_file.read_text().strip()}"
+    assert again != first
+    assert not podman.in_store(again)  # not pulled by that name yet
+    port = free_port()
+    out = await daemon.ok("deploy", "--name", "again", "--image", again, "--port", str(port), *UP)
+    assert "Copying" in out, out  # pulled
+    assert podman.in_store(again)
+    async with daemon.http() as http:
+        (deployment,) = (await http.get("/services/again/deployments")).json()
+    assert deployment["image"] == again, deployment
+    # Deployed again, it is found in the store (no pull), and runs.
+    out = await daemon.ok("deploy", "--name", "again", "--port", str(port), *UP)
+    assert "is in podman's store already" in out, out
+    try:
+        assert await http_get(port, "/version") == "v1\n"
+        await daemon.ok("delete", "again", "--yes")
+    finally:
+        podman_cmd("rmi", "--ignore", again, capture=True)  # (the fixture removes the rest)
+
+
 async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
     daemon: Daemon, registry: Registry
 ) -> None:
