@@ -83,8 +83,13 @@ async def build(run: DeployRun) -> None:
     tag = f"localhost/dployr/{run.service.name}:{run.id}"
     run._set(DeploymentStatus.BUILDING, f"building {dockerfile} with podman")
     words = ["build", "--file", str(run.release_dir / dockerfile), "--tag", tag]
-    words += [f"--build-arg={key}" for key in sorted(run.env)]
-    await _podman(run, [*words, str(context)], "build", run.service.config.build_timeout)
+    # The deploy's variables and secrets, and the build args (which win), by name: their
+    # values are in podman's environment, never on its command line or in the log.
+    own = podman.PODMAN_ENV  # (podman's own configuration is the daemon's)
+    args = {k: v for k, v in run.env.items() if k not in own} | settings.build_args
+    words += [f"--build-arg={key}" for key in sorted(args)]
+    timeout = run.service.config.build_timeout
+    await _podman(run, [*words, str(context)], "build", timeout, podman.podman_env(args))
     try:
         image_id, _ = await podman.inspect_image(tag)
     except podman.PodmanFailed as error:
@@ -100,7 +105,9 @@ def _require() -> None:
         raise DeployFailed(str(error)) from None
 
 
-async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> str:
+async def _podman(
+    run: DeployRun, words: list[str], what: str, limit: float, env: dict[str, str] | None = None
+) -> str:
     """Run a podman step, its output in the log; DeployFailed with its last line if it
     fails. Returns the last line it printed on stdout."""
     printed = [""]
@@ -109,7 +116,7 @@ async def _podman(run: DeployRun, words: list[str], what: str, limit: float) -> 
         run._build_lines(lines, ts)
         printed[0] = next((line for line in reversed(lines.lines) if line.strip()), printed[0])
 
-    env = podman.podman_env(run.env if what == "build" else None)
+    env = env or podman.podman_env()
     env["DPLOYR_INSTANCE"] = run.service.instance_id
     try:
         process = await launcher.launch_program(podman.argv(*words), env, label=run.service.name)

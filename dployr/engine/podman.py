@@ -51,6 +51,7 @@ from dployr.engine.os import launcher
 from dployr.engine.release import ReleaseSpec
 from dployr.engine.sources import Credential
 from dployr.errors import DployrError
+from dployr.models import PODMAN_OWN_ENV
 
 PODMAN = "podman"
 PACKAGES = "podman runc"
@@ -60,18 +61,7 @@ GLOBAL_FLAGS = ("--cgroup-manager=cgroupfs", "--events-backend=file")
 DATA_PATH = "/data"
 """Where a container finds the service's persistent data folder."""
 ARCHIVES = ("oci-archive:", "docker-archive:")
-PODMAN_ENV = (
-    "PATH",
-    "HOME",
-    "LANG",
-    "TMPDIR",
-    "XDG_RUNTIME_DIR",
-    "XDG_CONFIG_HOME",
-    "CONTAINERS_CONF",
-    "CONTAINERS_REGISTRIES_CONF",
-    "CONTAINERS_STORAGE_CONF",
-    "REGISTRY_AUTH_FILE",
-)
+PODMAN_ENV = tuple(sorted(PODMAN_OWN_ENV))
 """The daemon's variables podman is given (its own configuration), when the daemon has them."""
 LABEL_INSTANCE = "dployr.instance"
 LABEL_SERVICE = "dployr.service"

@@ -197,6 +197,42 @@ async def test_a_dockerfile_in_a_git_repository_is_built_and_run(
     await daemon.ok("delete", "built", "--yes", "--purge-image")
 
 
+async def test_build_args_and_secrets_reach_the_dockerfile_never_the_log(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    del registry  # (only its packages: busybox-static's binary is copied into the image)
+    repo = image_context(tmp_path / "app", "built")
+    dockerfile = (repo / "Dockerfile").read_text().splitlines()
+    dockerfile[3:3] = [
+        "ARG GREETING",
+        "ARG TOKEN",
+        'RUN ["/bin/busybox", "sh", "-c", "echo $GREETING > /www/greeting;'
+        ' echo ${#TOKEN} > /www/token"]',
+    ]
+    (repo / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "an image with build args")
+    port = free_port()
+    out = await daemon.ok(
+        "deploy", "--name", "args", "--remote", str(repo), "--dockerfile", "Dockerfile",
+        "--build-arg", "GREETING=hello there", "--secret", "TOKEN=s3cret-value",
+        "--port", str(port), *UP,
+    )  # fmt: skip
+    assert "s3cret-value" not in out, out
+    assert await http_get(port, "/greeting") == "hello there\n"
+    assert await http_get(port, "/token") == f"{len('s3cret-value')}\n"
+    logs = await daemon.ok("logs", "args", "--tail", "1000")
+    assert "RUN " in logs, logs  # the build's output is there
+    assert "s3cret-value" not in logs, logs
+    assert "build-args   GREETING=hello there" in await daemon.ok("settings", "args")
+    # A build arg named as a variable podman reads is refused, in one line.
+    failed = await daemon.cli("deploy", "--name", "args", "--build-arg", "PATH=/nowhere")
+    assert failed.code != 0
+    assert "build arg PATH is a name podman itself reads" in failed.one_line_error()
+    await daemon.ok("delete", "args", "--yes", "--purge-image")
+
+
 async def test_a_daemon_killed_leaves_containers_that_its_next_start_removes(
     tmp_path: Path, registry: Registry
 ) -> None:
