@@ -87,11 +87,10 @@ $(POSTGRES):
 	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now postgresql.service; fi
 
 # The suite mostly waits on real processes, daemons and a browser: four workers share the
-# two cores. Tests that look at the whole machine (marked `machine`: podman's containers,
-# system users) run after them, one at a time.
+# two cores, in one run (the image tests keep to images and names of their own in podman's
+# store: tests/images/conftest.py).
 test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS) $(POSTGRES)
-	$(BIN)/pytest -n 4 -m "not machine"
-	$(BIN)/pytest -m machine
+	$(BIN)/pytest -n 4
 
 $(BENCH_TOOLS):
 	$(SUDO) apt-get update -qq
