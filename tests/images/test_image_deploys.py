@@ -123,6 +123,36 @@ async def test_by_digest_and_from_an_oci_archive(daemon: Daemon, registry: Regis
     assert await http_get(other, "/version") == "v1\n"
 
 
+async def test_a_deploy_by_digest_records_that_digest_and_finds_it_in_the_store(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    # The same image pushed again in another manifest format has a second digest: podman's
+    # store knows it by both once both were pulled, its own digest being the first.
+    first = f"{registry.repo}@{registry.digests['v1']}"
+    podman_cmd("pull", "--quiet", "--tls-verify=false", first)
+    digest_file = tmp_path / "digest"
+    podman_cmd("push", "--quiet", "--tls-verify=false", "--format", "v2s2", "--digestfile",
+               str(digest_file), first, f"{registry.repo}:v1-again")  # fmt: skip
+    again = f"{registry.repo}@{digest_file.read_text().strip()}"
+    assert again != first
+    assert not podman.in_store(again)  # not pulled by that name yet
+    port = free_port()
+    out = await daemon.ok("deploy", "--name", "again", "--image", again, "--port", str(port), *UP)
+    assert "Copying" in out, out  # pulled
+    assert podman.in_store(again)
+    async with daemon.http() as http:
+        (deployment,) = (await http.get("/services/again/deployments")).json()
+    assert deployment["image"] == again, deployment
+    # Deployed again, it is found in the store (no pull), and runs.
+    out = await daemon.ok("deploy", "--name", "again", "--port", str(port), *UP)
+    assert "is in podman's store already" in out, out
+    try:
+        assert await http_get(port, "/version") == "v1\n"
+        await daemon.ok("delete", "again", "--yes")
+    finally:
+        podman_cmd("rmi", "--ignore", again, capture=True)  # (the fixture removes the rest)
+
+
 async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
     daemon: Daemon, registry: Registry
 ) -> None:
@@ -166,6 +196,42 @@ async def test_a_dockerfile_in_a_git_repository_is_built_and_run(
     assert f"COMMIT localhost/dployr/{built}:1" in out, out  # podman build's output
     assert await http_get(port, "/version") == "built\n"
     await daemon.ok("delete", built, "--yes", "--purge-image")
+
+
+async def test_build_args_and_secrets_reach_the_dockerfile_never_the_log(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    del registry  # (only its packages: busybox-static's binary is copied into the image)
+    repo = image_context(tmp_path / "app", "built")
+    dockerfile = (repo / "Dockerfile").read_text().splitlines()
+    dockerfile[3:3] = [
+        "ARG GREETING",
+        "ARG TOKEN",
+        'RUN ["/bin/busybox", "sh", "-c", "echo $GREETING > /www/greeting;'
+        ' echo ${#TOKEN} > /www/token"]',
+    ]
+    (repo / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "an image with build args")
+    port = free_port()
+    out = await daemon.ok(
+        "deploy", "--name", "args", "--remote", str(repo), "--dockerfile", "Dockerfile",
+        "--build-arg", "GREETING=hello there", "--secret", "TOKEN=s3cret-value",
+        "--port", str(port), *UP,
+    )  # fmt: skip
+    assert "s3cret-value" not in out, out
+    assert await http_get(port, "/greeting") == "hello there\n"
+    assert await http_get(port, "/token") == f"{len('s3cret-value')}\n"
+    logs = await daemon.ok("logs", "args", "--tail", "1000")
+    assert "RUN " in logs, logs  # the build's output is there
+    assert "s3cret-value" not in logs, logs
+    assert "build-args   GREETING=hello there" in await daemon.ok("settings", "args")
+    # A build arg named as a variable podman reads is refused, in one line.
+    failed = await daemon.cli("deploy", "--name", "args", "--build-arg", "PATH=/nowhere")
+    assert failed.code != 0
+    assert "build arg PATH is a name podman itself reads" in failed.one_line_error()
+    await daemon.ok("delete", "args", "--yes", "--purge-image")
 
 
 async def test_a_daemon_killed_leaves_containers_that_its_next_start_removes(
