@@ -31,7 +31,14 @@ def test_a_redeploy_that_pulls_shows_its_progress_as_one_step(
     push_fresh(tmp_path / "first", ref)
     try:
         with daemon.api() as api:
-            body = {"image": ref, "remote": {"url": ref}, "restart": {"min_uptime": 0.3}}
+            # A port of its own: without one the image's httpd exits, and the service gives
+            # up before the redeploy when the machine is busy.
+            body = {
+                "image": ref,
+                "remote": {"url": ref},
+                "port": dashboard.free_port(),
+                "restart": {"min_uptime": 0.3},
+            }
             response = api.post("/services/web/deploy", json=body)
         assert response.status_code == 202, response.text
         deploy_over(daemon, "web", int(response.json()["id"]))
