@@ -240,8 +240,7 @@ SCHEMAS: dict[str, Any] = {
     "LatestMetrics": _object({"samples": _array("ServiceSample")}),
     "SettingsChange": _closed(
         {
-            # type and static are set by a deploy
-            **{k: v for k, v in _SETTINGS_IN.items() if k not in ("type", "static")},
+            **_SETTINGS_IN,
             "run_cmd": _COMMAND,
             "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),

@@ -16,11 +16,11 @@ from dployr.engine import podman
 from tests.cli.conftest import WAIT, Daemon, free_port, http_get
 from tests.cli.test_restarts import next_status
 from tests.helpers import git
-from tests.images.conftest import Registry, image_context, podman_cmd
+from tests.images.conftest import Registry, image_context, own_name, podman_cmd
 
-# These look at the whole machine (podman's containers, the system's users): run one
-# at a time, after the rest of the suite (see the Makefile).
-pytestmark = [pytest.mark.slow, pytest.mark.machine]
+# podman's store is the machine's: each test keeps to images and names of its own (see
+# tests/images/conftest.py), so these run beside the rest of the suite.
+pytestmark = pytest.mark.slow
 
 UP = ("--min-uptime", "0.3")
 
@@ -189,12 +189,13 @@ async def test_a_dockerfile_in_a_git_repository_is_built_and_run(
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "an image from a Dockerfile")
     port = free_port()
-    out = await daemon.ok("deploy", "--name", "built", "--remote", str(repo),
+    built = own_name("built")
+    out = await daemon.ok("deploy", "--name", built, "--remote", str(repo),
                           "--dockerfile", "Dockerfile", "--port", str(port), *UP)  # fmt: skip
     assert "building Dockerfile with podman" in out, out
-    assert "COMMIT localhost/dployr/built:1" in out, out  # podman build's output
+    assert f"COMMIT localhost/dployr/{built}:1" in out, out  # podman build's output
     assert await http_get(port, "/version") == "built\n"
-    await daemon.ok("delete", "built", "--yes", "--purge-image")
+    await daemon.ok("delete", built, "--yes", "--purge-image")
 
 
 async def test_build_args_and_secrets_reach_the_dockerfile_never_the_log(
@@ -278,11 +279,12 @@ async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkep
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "an image from a Dockerfile")
-    await daemon.ok("deploy", "--name", "built", "--remote", str(repo), "--dockerfile",
+    built = own_name("built")
+    await daemon.ok("deploy", "--name", built, "--remote", str(repo), "--dockerfile",
                     "Dockerfile", "--port", str(free_port()), *UP)  # fmt: skip
     # A kept release's image is not pruned; deleting with --purge-image removes it.
     assert "0 images removed" in await daemon.ok("images", "prune")
-    podman_cmd("image", "exists", "localhost/dployr/built:1")
+    podman_cmd("image", "exists", f"localhost/dployr/{built}:1")
     # Five more deploys: the first release is no longer kept, so its image goes.
     old = f"{registry.repo}@{registry.digests['v1']}"
     v2 = f"{registry.repo}@{registry.digests['v2']}"
@@ -294,8 +296,8 @@ async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkep
     still = await trio.run_process(podman.argv("image", "exists", old), check=False)
     assert still.returncode == 1
     podman_cmd("image", "exists", v2)
-    await daemon.ok("delete", "built", "--yes", "--purge-image")
-    gone = await trio.run_process(podman.argv("image", "exists", "localhost/dployr/built:1"),
+    await daemon.ok("delete", built, "--yes", "--purge-image")
+    gone = await trio.run_process(podman.argv("image", "exists", f"localhost/dployr/{built}:1"),
                                   check=False)  # fmt: skip
     assert gone.returncode == 1
 
