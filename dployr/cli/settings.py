@@ -38,6 +38,7 @@ _LABELS = {
     "job": "job",
     "image": "image",
     "dockerfile": "dockerfile",
+    "build_args": "build-args",
 }
 
 
@@ -90,6 +91,8 @@ def _value(settings: ServiceSettings, key: str) -> str:
     if key == "source":
         return _source(settings.source)
     value = getattr(settings, key)
+    if key == "build_args":
+        return " ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
     if key == "static" and value is not None:
         return _static(serde.unstructure(value))
     if key == "job" and value is not None:
