@@ -247,7 +247,8 @@ class RemoteHandle:
             with contextlib.suppress(Error):
                 self._machine = codec.decode_as(update.machine, InstanceSample)
         self.epoch, self.seq = update.epoch, update.seq
-        self._generation += 1
+        if update.full or update.services or update.removed:
+            self._generation += 1  # not for samples alone: the services' info is the same
         updated, self.updated = self.updated, trio.Event()
         updated.set()
         return follows
@@ -275,7 +276,7 @@ class RemoteHandle:
 
     @property
     def generation(self) -> int:
-        """Grows with every Update and every connect or disconnect."""
+        """Grows with every Update that changes a service, and every connect or disconnect."""
         return self._generation
 
     def services(self) -> list[ServiceInfo]:

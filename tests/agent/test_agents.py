@@ -241,6 +241,17 @@ async def test_a_malformed_frame_closes_only_that_agents_channel(tmp_path: Path)
             url = cp.url.replace("http://", "ws://") + "/api/v1/agent"
             headers = [(b"authorization", f"Bearer {credential}".encode())]
             with trio.fail_after(WAIT):
+                # One agent's credential cannot speak for another instance.
+                async with open_websocket_url(url, extra_headers=headers) as ws:
+                    await ws.send_message(w.encode_frame(w.Hello("a1", "0.0", 1, (), "e1")))
+                    with pytest.raises(ConnectionClosed) as impostor:
+                        await ws.get_message()
+                    assert impostor.value.reason.code == 1008
+                    assert "names instance 'a1', the credential 'bad'" in str(
+                        impostor.value.reason.reason
+                    )
+                    await ws._stream.aclose()  # see below
+                assert cp.hub.member("a1") is not None
                 async with open_websocket_url(url, extra_headers=headers) as ws:
                     hello = w.Hello("bad", "0.0", w.WIRE_VERSION, (), "e1")
                     await ws.send_message(w.encode_frame(hello))
