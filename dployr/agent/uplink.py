@@ -89,6 +89,7 @@ class Uplink:
         self._handle = instance.handle
         self._outbox = outbox
         self._credential = credential
+        self._tls = credential.ssl_context()  # a CA file it cannot use fails here, at start
         self.epoch = secrets.token_hex(8)
         """This run's boot epoch: a control plane that sees another knows the agent
         started again."""
@@ -130,6 +131,7 @@ class Uplink:
         try:
             async with open_websocket_url(
                 self._credential.channel_url,
+                self._tls,
                 extra_headers=headers,
                 max_message_size=w.MAX_FRAME,
                 message_queue_size=QUEUE,

@@ -28,8 +28,10 @@ from tests.agent.conftest import (
     WAIT,
     AgentProcess,
     Partition,
+    TlsProxy,
     agent,
     control_plane,
+    self_signed,
     wait_away,
     wait_connected,
 )
@@ -422,3 +424,31 @@ async def test_an_agent_started_again_needs_no_token_and_brings_its_services_bac
             assert (await answer(port)).startswith("hello v1")
             info = await member(cp.hub, "a1").request(m.GetService("web"))
             assert (info.instance, info.status) == ("a1", ServiceStatus.RUNNING)
+
+
+@pytest.mark.slow
+async def test_an_agent_verifies_a_tls_control_planes_certificate(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    async with control_plane(tmp_path / "cp") as cp:
+        proxy = TlsProxy(int(cp.url.rsplit(":", 1)[1]), cert, key)
+        await nursery.start(proxy.serve)
+        token = await cp.join_token("a1")
+        # Not signed by a CA the system trusts: refused, the token not spent.
+        untrusted = await run_cli(
+            *("agent", "--shared-user", "--data-dir", str(tmp_path / "a1")),
+            *("--join", proxy.url, "--token", token),
+            env=clean_env(),
+        )
+        assert "certificate verify failed" in untrusted.one_line_error()
+
+        async with agent(
+            tmp_path / "a1", "--join", proxy.url, "--token", token, "--ca", str(cert)
+        ) as a1:
+            await a1.wait_for("connected to the control plane https://127.0.0.1:")
+            await wait_connected(cp.hub, "a1")
+            assert await member(cp.hub, "a1").request(m.ListServices()) == ()
+        kept = json.loads((tmp_path / "a1" / "agent.json").read_text())
+        assert (kept["url"], kept["ca"]) == (proxy.url, str(cert))
+    nursery.cancel_scope.cancel()
