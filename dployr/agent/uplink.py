@@ -40,7 +40,7 @@ from trio_websocket import (
 
 from dployr import __version__
 from dployr.agent.backoff import reconnect_delay
-from dployr.agent.credential import Credential
+from dployr.agent.credential import Credential, reason
 from dployr.agent.outbox import Outbox
 from dployr.engine.handle import error_of
 from dployr.metrics import InstanceSample
@@ -472,6 +472,10 @@ def _describe(error: BaseException) -> str:
         return "the control plane did not answer in time"
     if isinstance(error, ProtocolFault):
         return str(error)
+    if isinstance(error, HandshakeError) and error.__cause__ is not None:
+        return _describe(error.__cause__)  # why the connection failed
+    if isinstance(error, OSError):
+        return reason(error)
     return str(error) or type(error).__name__
 
 

@@ -301,7 +301,7 @@ async def test_an_agents_services_run_on_untouched_while_its_control_plane_is_ki
         await a1.wait_for("connected to the control plane")
         up.kill()
         await up.wait()
-        await a1.wait_for("dialling again")
+        await a1.wait_for("cannot reach the control plane: all attempts to connect")
         assert pids_of_service("web") == pids
         assert (await answer(port)).startswith("hello v1")
 
