@@ -320,7 +320,8 @@ class Uplink:
             nursery.start_soon(watch, instance.metrics.samples.subscribe())
             sent: dict[str, ServiceInfo] = {}
             machine: InstanceSample | None = None
-            await send.send(self._update(sent, full=True))
+            for frame in self._update(sent, full=True):
+                await send.send(frame)
             task_status.started()
             while True:
                 await dirty.wait()
@@ -329,7 +330,8 @@ class Uplink:
                 if self._instance.metrics.latest_instance() is machine and not self._changed(sent):
                     continue
                 machine = self._instance.metrics.latest_instance()
-                await send.send(self._update(sent, full=False))
+                for frame in self._update(sent, full=False):
+                    await send.send(frame)
 
     def _changed(self, sent: dict[str, ServiceInfo]) -> bool:
         services = self._instance.services
@@ -337,8 +339,9 @@ class Uplink:
             s.info() != sent.get(name) for name, s in services.items()
         )
 
-    def _update(self, sent: dict[str, ServiceInfo], *, full: bool) -> str:
-        """The next Update frame; ``sent`` (the services as last sent) is brought up to date."""
+    def _update(self, sent: dict[str, ServiceInfo], *, full: bool) -> list[str]:
+        """The next Update frames (one, unless the services need more than a frame's
+        room); ``sent`` (the services as last sent) is brought up to date."""
         now = {name: s.info() for name, s in sorted(self._instance.services.items())}
         if full:
             changed = tuple(now.values())
@@ -347,11 +350,10 @@ class Uplink:
         removed = tuple(sorted(set(sent) - set(now)))
         sent.clear()
         sent.update(now)
-        self._seq += 1
         machine = self._instance.metrics.latest_instance()
-        return w.encode_frame(
+        frames = w.encode_updates(
             w.Update(
-                seq=self._seq,
+                seq=self._seq + 1,
                 epoch=self.epoch,
                 full=full,
                 generation=self._instance.generation,
@@ -361,6 +363,8 @@ class Uplink:
                 samples=tuple(self._handle.latest_samples()),
             )
         )
+        self._seq += len(frames)
+        return frames
 
     # -- subscriptions -------------------------------------------------------------------
 
