@@ -305,15 +305,22 @@ async def test_an_agents_services_run_on_untouched_while_its_control_plane_is_ki
         assert pids_of_service("web") == pids
         assert (await answer(port)).startswith("hello v1")
 
-        up, _ = await start_up(cp_dir, "--port", cp_port)
-        try:
-            await a1.wait_for("connected to the control plane")
-            assert pids_of_service("web") == pids
-            assert (await answer(port)).startswith("hello v1")
-        finally:
-            up.terminate()
-            with trio.fail_after(WAIT):
-                await up.wait()
+        # While no control plane is up, the service crashes: the agent restarts it alone.
+        with pytest.raises(httpx.RemoteProtocolError):
+            await answer(port, "/crash")
+        assert (await answer(port)).startswith("hello v1")  # the proxy waits for the restart
+        restarted = pids_of_service("web")
+        assert restarted != pids
+
+        # The control plane, started again, learns the restart from the agent.
+        async with control_plane(cp_dir, int(cp_port)) as cp:
+            await wait_connected(cp.hub, "a1")
+            info = await member(cp.hub, "a1").request(m.GetService("web"))
+            assert (info.status, info.restarts) == (ServiceStatus.RUNNING, 1)
+            assert info.pid in restarted
+            log = await member(cp.hub, "a1").request(m.ReadLogs("web", tail=50))
+            assert any("crashing on request" in line.line for line in log.lines)
+        assert pids_of_service("web") == restarted
     finally:
         assert await a1.stop() == 0
 
