@@ -101,10 +101,6 @@ class Uplink:
         self._send: trio.MemorySendChannel[str] | None = None
         # Invariant: `_send` is the current channel's writer queue while a hello has been
         # acked and the channel is open, else None.
-        self.connected = trio.Event()
-        """Set while the control plane has acked a hello on the open channel."""
-        self.connections = 0
-        """Channels opened (helloes acked) since the agent started."""
 
     async def run(
         self, ctx: object = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -201,8 +197,6 @@ class Uplink:
                 nursery.start_soon(_write, ws, queue)
                 await nursery.start(self._updates, send.clone())
                 self._send = send
-                self.connections += 1
-                self.connected.set()
                 self._say(
                     f"connected to the control plane {self._credential.url} "
                     f"as instance {self._credential.instance}"
@@ -220,7 +214,6 @@ class Uplink:
                         raise
         finally:
             self._send = None
-            self.connected = trio.Event()
             with trio.move_on_after(CLOSE_WAIT, shield=True), contextlib.suppress(Exception):
                 await ws.aclose(code, reason)
 
