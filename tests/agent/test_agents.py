@@ -50,6 +50,7 @@ async def deploy(remote: RemoteHandle, request: m.Deploy) -> m.ServiceInfo:
     """Deploy through the remote handle and wait until the deployment has ended well."""
     with remote.subscribe_changes() as changes, trio.fail_after(WAIT):
         deployment = await remote.request(request)
+        remote.check_service(request.name)  # known as soon as the deploy is answered
         async for entry in changes:
             if isinstance(entry, Gap):
                 continue
