@@ -18,6 +18,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # with images they build from busybox-static (nothing is downloaded).
 PODMAN_TOOLS := /usr/bin/podman /usr/bin/runc /usr/bin/docker-registry /usr/bin/busybox
 
+# The cluster state's tests run Debian's PostgreSQL 15 (tests/pg.py: initdb in a temporary
+# directory, as the postgres user). Debian's package may create and start a cluster of its
+# own on :5432: its service is stopped and disabled at once, the tests start their own.
+POSTGRES := /usr/lib/postgresql/15/bin/postgres
+
 # The benchmarks load dployr with Debian's wrk, hyperfine and curl, and compare its proxy
 # with nginx's stream module.
 BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modules/ngx_stream_module.so
@@ -75,10 +80,15 @@ $(PODMAN_TOOLS):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman runc docker-registry busybox-static
 
+$(POSTGRES):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15
+	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now postgresql.service; fi
+
 # The suite mostly waits on real processes, daemons and a browser: four workers share the
 # two cores. Tests that look at the whole machine (marked `machine`: podman's containers,
 # system users) run after them, one at a time.
-test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS)
+test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS) $(POSTGRES)
 	$(BIN)/pytest -n 4 -m "not machine"
 	$(BIN)/pytest -m machine
 
