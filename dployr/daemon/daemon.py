@@ -4,9 +4,12 @@
 
     root supervisor "dployr" (one_for_one)
     ├─ instance "local"     the services (see dployr.engine.instance)
+    ├─ cluster              the local instance and the connected agents as one handle,
+    │                       routing by placement (see dployr.cluster.router)
     └─ gateway              Hypercorn + Quart-Trio: REST API, WebSocket feeds, dashboard
 
-The store (SQLite) is opened before the tree and closed after it. A lock on the data dir
+The store (SQLite) and the cluster's state (``cluster.db``, or ``--database``) are opened
+before the tree and closed after it. A lock on the data dir
 makes a second daemon on the same data dir refuse to start instead of running services
 twice; the admin token is created on first start.
 """
@@ -26,6 +29,7 @@ from typing import TextIO
 import trio
 
 from dployr import __version__
+from dployr.cluster import ClusterHandle, NoMembers
 from dployr.config import DployrConfig
 from dployr.daemon.paths import DataDir
 from dployr.engine.instance import Instance
@@ -33,6 +37,7 @@ from dployr.engine.os import users
 from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
 from dployr.store.access_store import AccessStore
+from dployr.store.cluster import ClusterState, open_cluster_state
 from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
@@ -104,11 +109,19 @@ async def run(
         reserve = DiskReserve(data.root)
         reserve.make()
         store = Store.open(data.db, reserve=reserve)
+        state: ClusterState | None = None
         try:
             created = ensure_admin_token(store, data)
+            database = config.daemon.database
+            if database is None:  # SQLite: used from the thread that opened it
+                state = open_cluster_state(None, data.root)
+            else:  # PostgreSQL is reached and migrated here (up to 10 s): off the event loop
+                state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
+            # No agent connects yet: the cluster is the local instance alone.
+            cluster = ClusterHandle(instance.handle, NoMembers(), state)
             gateway = Gateway(
-                instance.handle,
+                cluster,
                 AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
                 config.gateway.host,
                 config.gateway.port,
@@ -119,6 +132,7 @@ async def run(
                 "dployr",
                 [
                     ChildSpec.supervisor("instance", instance.run),
+                    ChildSpec("cluster", cluster.run),
                     ChildSpec("gateway", gateway.run, shutdown=config.gateway.shutdown),
                 ],
                 intensity=Intensity(config.daemon.restarts, config.daemon.restart_period),
@@ -131,8 +145,8 @@ async def run(
                 try:
                     say = _printer(out)
                     say(f"dployr {__version__} is up: {url} (API and dashboard)")
-                    state = "a new admin token is in" if created else "admin token:"
-                    say(f"{state} {data.admin_token}")
+                    token_is = "a new admin token is in" if created else "admin token:"
+                    say(f"{token_is} {data.admin_token}")
                     say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
                     say(_who_runs_services(instance))
                     task_status.started(url)
@@ -151,6 +165,9 @@ async def run(
                     with contextlib.suppress(OSError):
                         data.endpoint.unlink()
         finally:
+            if state is not None:
+                with trio.CancelScope(shield=True):
+                    await state.aclose()
             store.close()
 
 

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
 from dployr.errors import DployrError
-from dployr.gateway import access, api, dashboard, feeds, jobs, openapi
+from dployr.gateway import access, api, dashboard, feeds, instances, jobs, openapi
 from dployr.gateway.access import Tokens
 from dployr.gateway.prometheus import disk_text, prometheus_text
 from dployr.gateway.responses import (
@@ -51,7 +51,7 @@ def create_app(
     # The dashboard's session check runs first: it may authenticate the request.
     dashboard.register(app, handle, tokens)
 
-    for route in api.ROUTES + access.ROUTES + jobs.ROUTES:  # jobs: scheduled jobs' runs
+    for route in api.ROUTES + access.ROUTES + jobs.ROUTES + instances.ROUTES:
         app.add_url_rule(
             route.rule,
             endpoint=f"{route.method} {route.path}",

@@ -190,8 +190,32 @@ class InstanceView:
     memory_total_bytes: int | None = None
     disk_free_bytes: int | None = None
     disk_full: bool = False
+    log_lines_dropped: int = 0
+    """Log lines not written to history since its daemon started (a full disk)."""
     services: tuple[ServiceInfo, ...] = ()
     """Its services (as last known, ``stale``, when it is away)."""
+
+    @classmethod
+    def of(
+        cls, info: InstanceInfo, *, address: str | None = None, last_seen: float | None = None
+    ) -> InstanceView:
+        """A connected instance, from what it says of itself."""
+        return cls(
+            name=info.name,
+            state="connected",
+            id=info.id,
+            hostname=info.hostname,
+            address=address,
+            version=info.version,
+            last_seen=last_seen,
+            cpu_percent=info.cpu_percent,
+            memory_used_bytes=info.memory_used_bytes,
+            memory_total_bytes=info.memory_total_bytes,
+            disk_free_bytes=info.disk_free_bytes,
+            disk_full=info.disk_full,
+            log_lines_dropped=info.log_lines_dropped,
+            services=info.services,
+        )
 
 
 @attrs.frozen
