@@ -40,7 +40,13 @@ from dployr.protocol.errors import Error
 from dployr.protocol.events import Change, DeploymentChanged, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.handle import Feed, InstanceHandle, LogEntry
-from dployr.store.cluster import ClusterState, InstanceExists, InstanceRecord, UnknownInstance
+from dployr.store.cluster import (
+    PLACEMENT,
+    ClusterState,
+    InstanceExists,
+    InstanceRecord,
+    UnknownInstance,
+)
 from dployr.supervision import topic as topics
 
 log = logging.getLogger("dployr.cluster")
@@ -162,6 +168,7 @@ class ClusterHandle:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._pump_feeds(nursery, self._local)
+            await nursery.start(self._follow_placement)
             task_status.started()
             try:
                 while True:
@@ -173,6 +180,17 @@ class ClusterHandle:
                 for _, scope in self._served.values():
                     scope.cancel()
                 self._served.clear()
+
+    async def _follow_placement(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Read the placement again whenever it changed in the state: another control
+        plane on the same database placed or moved a service."""
+        async with self._state.notifications() as changes:
+            task_status.started()
+            async for parts in changes:
+                if PLACEMENT in parts:
+                    self._placement = dict(await self._state.placement())
 
     async def _follow_members(self, nursery: trio.Nursery) -> None:
         """Start serving the members that connected, stop those that left."""

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from dployr.cluster import ClusterHandle, NoMembers
 from dployr.protocol.errors import Error
 from dployr.protocol.events import DeploymentChanged
 from dployr.protocol.feed import Gap
@@ -189,3 +190,21 @@ async def test_instances_are_added_listed_and_removed(cluster: Cluster) -> None:
         assert refused.value.code == code, request
     assert (await cluster.router.request(RemoveInstance("north"))).name == "north"
     assert "north" not in [v.name for v in await cluster.router.request(ListInstances())]
+
+
+async def test_another_router_on_the_same_state_learns_the_placement(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # A second control plane on the same state (as two `dployr up` on one database), which
+    # east's agent does not dial: what the first one places, the second one knows.
+    other = ClusterHandle(cluster.instances["local"].handle, NoMembers(), cluster.state)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(other.run)
+        repo = web_repo(tmp_path / "repo")
+        await cluster.deploy(Deploy("api", web_settings(repo, free_port()), instance="east"))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(Error) as away:
+            await other.request(GetService("api"))
+        assert away.value.message.startswith("instance east is away")
+        nursery.cancel_scope.cancel()
+    await cluster.router.request(Stop("api"))
