@@ -30,7 +30,8 @@ BENCH_TOOLS := /usr/bin/wrk /usr/bin/hyperfine /usr/bin/curl /usr/lib/nginx/modu
 # The import contracts of pyproject.toml ([tool.importlinter]) that `make lint` and the test
 # suite (tests/test_imports.py) enforce: all of them.
 IMPORT_CONTRACTS := store-below-engine pure-rules cli-through-the-api service-through-a-port only-os-spawns \
-	pure-protocol gateway-on-protocol
+	pure-protocol gateway-on-protocol psycopg-for-postgres-only cluster-over-the-wire \
+	agent-apart-from-the-control-plane
 LINT_IMPORTS = $(BIN)/lint-imports --no-logo --no-cache $(addprefix --contract ,$(IMPORT_CONTRACTS))
 
 .PHONY: run test lint imports bench clean
@@ -86,11 +87,10 @@ $(POSTGRES):
 	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now postgresql.service; fi
 
 # The suite mostly waits on real processes, daemons and a browser: four workers share the
-# two cores. Tests that look at the whole machine (marked `machine`: podman's containers,
-# system users) run after them, one at a time.
+# two cores, in one run (the image tests keep to images and names of their own in podman's
+# store: tests/images/conftest.py).
 test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS) $(POSTGRES)
-	$(BIN)/pytest -n 4 -m "not machine"
-	$(BIN)/pytest -m machine
+	$(BIN)/pytest -n 4
 
 $(BENCH_TOOLS):
 	$(SUDO) apt-get update -qq

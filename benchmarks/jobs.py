@@ -19,6 +19,7 @@ Targets: idle CPU ≤ 0.1 %, start skew p99 ≤ 50 ms.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -91,6 +92,7 @@ async def run() -> None:
                 await deploy_jobs(http, folder)
                 deployed = time.time()
                 idle: list[float] = []
+                loads: list[float] = []
                 boundary = (math.floor(deployed / 60) + 1) * 60
                 for minute in range(MINUTES):
                     start = boundary + minute * 60
@@ -99,6 +101,7 @@ async def run() -> None:
                     await until(start + IDLE_TO)
                     used, span = cpu_seconds(daemon) - before, time.monotonic() - t0
                     idle.append(100 * used / span)
+                    loads.append(os.getloadavg()[0])
                 await until(boundary + MINUTES * 60 + 5)
                 started: list[float] = []
                 recorded: list[float] = []
@@ -130,14 +133,29 @@ async def run() -> None:
             process.terminate()
             with trio.fail_after(60):
                 await process.wait()
+    show(
+        idle,
+        loads,
+        (("run recorded", recorded), ("spawned", spawned), ("process started", started)),
+    )
+
+
+def show(
+    idle: list[float], loads: list[float], figures: tuple[tuple[str, list[float]], ...]
+) -> None:
+    """Print the figures."""
     expected = JOBS * MINUTES
-    print(f"  {JOBS} jobs every minute, {MINUTES} minutes: {len(started)} of {expected} runs")
+    print(
+        f"  {JOBS} jobs every minute, {MINUTES} minutes: {len(figures[-1][1])} of {expected} runs"
+    )
     print(
         "  idle CPU between runs (15-45 s after each boundary): "
         + ", ".join(f"{value:.3f} %" for value in idle)
         + " (target ≤ 0.1 %)"
     )
-    figures = (("run recorded", recorded), ("spawned", spawned), ("process started", started))
+    print(
+        "  load average (1 min), 45 s after each boundary: " + ", ".join(f"{x:.1f}" for x in loads)
+    )
     for label, values in figures:
         ms = [1000 * value for value in values]
         print(

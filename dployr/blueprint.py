@@ -176,7 +176,7 @@ def _check_types(data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError("missing field: remote (a git URL or a local path)")
     if not isinstance(remote, dict):
         raise SpecError("remote must be a URL or path, or a table with url, branch, commit")
-    for table in ("env_vars", "secrets"):
+    for table in ("env_vars", "secrets", "build_args"):
         values = data.get(table)
         if values is None:
             continue

@@ -460,6 +460,11 @@ class ServiceSettings:
     ``oci-archive:PATH`` or ``docker-archive:PATH`` (see :mod:`dployr.engine.podman`)."""
     dockerfile: str | None = attrs.field(default=None, validator=_check_dockerfile)
     """A Dockerfile in the release folder: the deploy builds it with podman and runs it."""
+    build_args: dict[str, str] = attrs.field(
+        factory=dict, validator=lambda _, __, value: _check_build_args(value), hash=False
+    )
+    """Values of the Dockerfile's ``ARG``s (``--build-arg KEY=VALUE``): ``podman build``
+    gets them from its environment, never on its command line."""
 
     def __attrs_post_init__(self) -> None:
         if self.type is ServiceType.STATIC:
@@ -482,6 +487,8 @@ class ServiceSettings:
             )
         if self.image is not None and self.dockerfile is not None:
             raise InvalidSetting("give an image or a dockerfile, not both")
+        if self.build_args and self.dockerfile is None:
+            raise InvalidSetting("build args are for an image built from a dockerfile")
         kind = self.health.kind
         if kind is HealthKind.COMMAND and not self.health.command:
             raise InvalidSetting("a command health check needs its command")
@@ -521,6 +528,25 @@ def check_env_key(key: object) -> str:
     if key in RESERVED_ENV:
         raise InvalidSetting(f"{key} is set by dployr and cannot be changed")
     return key
+
+
+PODMAN_OWN_ENV = frozenset(
+    {"PATH", "HOME", "LANG", "TMPDIR", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "CONTAINERS_CONF",
+     "CONTAINERS_REGISTRIES_CONF", "CONTAINERS_STORAGE_CONF", "REGISTRY_AUTH_FILE"}
+)  # fmt: skip
+"""The variables podman reads for its own configuration (engine/podman.py passes them on
+from the daemon's): a build arg cannot take their names, as it is given in podman's
+environment."""
+
+
+def _check_build_args(args: object) -> None:
+    if not isinstance(args, dict):
+        raise InvalidSetting('build args must be a table of NAME = "value"')
+    for key, value in args.items():
+        check_env_key(key)
+        if key in PODMAN_OWN_ENV or key == "DPLOYR_INSTANCE":
+            raise InvalidSetting(f"build arg {key} is a name podman itself reads: rename it")
+        check_env_value(key, value)
 
 
 def check_env_value(key: str, value: object) -> str:

@@ -87,6 +87,20 @@ class Redirect:
             raise SpecError(f"redirect {self.path!r} has no '*' for the :splat of {self.to!r}")
 
 
+def parse_redirect(text: str) -> Redirect:
+    """A redirect rule written as a ``_redirects`` line: ``FROM TO [STATUS]``.
+
+    ``STATUS`` defaults to 301; a trailing ``!`` (force) is accepted, every rule is forced.
+    """
+    words = text.split()
+    if len(words) not in (2, 3):
+        raise SpecError("a rule is FROM TO [STATUS]")
+    code = words[2].removesuffix("!") if len(words) == 3 else "301"
+    if not code.isdigit():
+        raise SpecError(f"{words[2]!r} is not a status code")
+    return Redirect(words[0], words[1], int(code))
+
+
 def _frozen_values(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
@@ -106,6 +120,16 @@ class HeaderRule:
             if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
                 raise SpecError(f"{name!r} is not a header name")
             _check_value(f"header {name}", value)
+
+
+def parse_header(text: str) -> tuple[str, str, str]:
+    """A header rule in one line, ``PATH Name: value``: its path, name and value (checked
+    once they make a :class:`HeaderRule`)."""
+    path, _, header = text.strip().partition(" ")
+    name, colon, value = header.partition(":")
+    if not path or not colon or not name.strip():
+        raise SpecError("a header rule is PATH Name: value")
+    return path, name.strip(), value.strip()
 
 
 def _rules(what: str) -> Any:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +151,14 @@ def pids_of_service(name: str, instance: str | None = None) -> list[int]:
 class Daemon:
     """A real ``dployr up`` in a subprocess, on a data dir, driven over its API."""
 
-    def __init__(self, data_dir: Path, *, shared_user: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, *, shared_user: bool = True, entry: Sequence[str] = ("-m", "dployr")
+    ) -> None:
         self.data_dir = data_dir
         self.up_args = UP_ARGS if shared_user else tuple(a for a in UP_ARGS if a != "--shared-user")
+        self.entry = tuple(entry)
+        """The interpreter's arguments that run the command line: the package, or a
+        wrapper that changes something first (``-c CODE ARG...``, then the CLI's)."""
         self.process: trio.Process | None = None
         self.url = ""
 
@@ -165,8 +171,7 @@ class Daemon:
         self.process = await trio.lowlevel.open_process(
             [
                 PYTHON,
-                "-m",
-                "dployr",
+                *self.entry,
                 "up",
                 "--data-dir",
                 str(self.data_dir),

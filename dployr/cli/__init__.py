@@ -143,6 +143,9 @@ def _register() -> None:
         images,
     ):
         cli.add_command(command)
+    from dployr.cli.agent import agent  # issue 14: a machine of a cluster
+
+    cli.add_command(agent)
 
 
 _register()

@@ -59,6 +59,14 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "--dockerfile",
     help="A Dockerfile in the remote: the deploy builds it with podman and runs the image.",
 )
+@click.option(
+    "--build-arg",
+    "build_args",
+    multiple=True,
+    metavar="K=V",
+    help="A value for the Dockerfile's ARG K (repeat it for more); the deploy's variables "
+    "and secrets are build args too.",
+)
 @click.option("--branch", help="The branch to deploy [default: the remote's default].")
 @click.option("--commit", help="The commit to deploy.")
 @click.option("--build-cmd", help="Run in the release folder before starting.")
@@ -129,10 +137,11 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     job = pop_job(flags)
     env = _pairs(flags.pop("env"), "--env")
     secrets = _pairs(flags.pop("secrets"), "--secret")
+    build_args = _pairs(flags.pop("build_args"), "--build-arg")
     site = {k: v for k in ("publish_dir", "spa") if (v := flags.pop(k)) is not None}
     given = {k: v for k, v in flags.items() if v is not None}
     local = options.server is None
-    options_given = health | restart | job | site
+    options_given = health | restart | job | site | build_args
     if blueprint is None and not given and not env and not secrets and not options_given:
         if not await trio.Path("dployr.toml").is_file():
             raise DployrError(
@@ -170,6 +179,8 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         body["env_vars"] = {**body.get("env_vars", {}), **env}
     if secrets:
         body["secrets"] = {**body.get("secrets", {}), **secrets}
+    if build_args:
+        body["build_args"] = {**body.get("build_args", {}), **build_args}
     await _run(options, name, body, health, restart, job)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncclick as click
 
@@ -15,6 +16,8 @@ from dployr.cli._restart import describe, pop_restart, restart_options
 if TYPE_CHECKING:
     from dployr.models import ServiceSettings, Source
     from dployr.protocol.messages import SettingsView
+
+T = TypeVar("T")
 
 _LABELS = {
     "type": "type",
@@ -35,6 +38,7 @@ _LABELS = {
     "job": "job",
     "image": "image",
     "dockerfile": "dockerfile",
+    "build_args": "build-args",
 }
 
 
@@ -87,6 +91,8 @@ def _value(settings: ServiceSettings, key: str) -> str:
     if key == "source":
         return _source(settings.source)
     value = getattr(settings, key)
+    if key == "build_args":
+        return " ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
     if key == "static" and value is not None:
         return _static(serde.unstructure(value))
     if key == "job" and value is not None:
@@ -133,6 +139,39 @@ def _show(view: SettingsView) -> None:
         click.echo("Changes apply at the next deploy; the running service is not restarted.")
 
 
+def _pop_site(flags: dict[str, Any]) -> dict[str, Any]:
+    """Take the given static site options out of ``flags``, as its fields."""
+    from dployr.staticsite import parse_header, parse_redirect
+
+    site: dict[str, Any] = {}
+    publish_dir, spa = flags.pop("publish_dir"), flags.pop("spa")
+    redirects, headers = flags.pop("redirects"), flags.pop("headers")
+    if publish_dir is not None:
+        site["publish_dir"] = publish_dir or None
+    if spa is not None:
+        site["spa"] = spa
+    if redirects:
+        rules = [_rule("--redirect", parse_redirect, text) for text in redirects if text.strip()]
+        site["redirects"] = [{"path": r.path, "to": r.to, "status": r.status} for r in rules]
+    if headers:
+        grouped: dict[str, dict[str, str]] = {}
+        for text in headers:
+            if text.strip():
+                path, name, value = _rule("--header", parse_header, text)
+                grouped.setdefault(path, {})[name] = value
+        site["headers"] = [{"path": path, "values": values} for path, values in grouped.items()]
+    return site
+
+
+def _rule(flag: str, parse: Callable[[str], T], text: str) -> T:
+    from dployr.errors import DployrError
+
+    try:
+        return parse(text)
+    except DployrError as error:
+        raise DployrError(f"{flag} {text!r}: {error}") from None
+
+
 def _remote(
     current: Source, remote: str | None, branch: str | None, options: Options
 ) -> dict[str, str]:
@@ -176,6 +215,38 @@ def _remote(
     "--user",
     help="The user its processes run as (dployr as root); '' for a user of its own.",
 )
+@click.option(
+    "--type",
+    type=click.Choice(["web", "worker", "static", "job"]),
+    help="What the service is; a new type drops the options only the old one had (and "
+    "the run command, for static).",
+)
+@click.option(
+    "--publish-dir",
+    help="A static site's folder to serve, or '' for dist, build or public (the first the "
+    "release has, else its root).",
+)
+@click.option(
+    "--spa/--no-spa",
+    default=None,
+    help="A static site that is a single-page app: a path with no file gets /index.html.",
+)
+@click.option(
+    "--redirect",
+    "redirects",
+    multiple=True,
+    metavar="'FROM TO [STATUS]'",
+    help="A static site's redirect rule, as a _redirects line (repeat it; the rules given "
+    "replace the stored ones; '' removes them).",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'PATH Name: value'",
+    help="A header a static site sets on the paths PATH matches (repeat it; the rules "
+    "given replace the stored ones; '' removes them).",
+)
 @health_options
 @restart_options
 @job_options
@@ -194,6 +265,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
     health = pop_health(changes)
     restart = pop_restart(changes)
     job = pop_job(changes)
+    site = _pop_site(changes)
     remote, branch = changes.pop("remote"), changes.pop("branch")
     body: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
     if "port" in body:
@@ -209,7 +281,7 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
         if body.get(key) == "":
             body[key] = None
     async with options.client() as client:
-        if health or restart or job or remote is not None or branch is not None:
+        if health or restart or job or site or remote is not None or branch is not None:
             current = (await client.settings(name)).settings
             if health:  # the options given change the health check, the rest of it stays
                 body["health"] = {**serde.unstructure(current.health), **health}
@@ -217,6 +289,10 @@ async def settings(options: Options, /, name: str, **changes: Any) -> None:
                 body["restart"] = {**serde.unstructure(current.restart), **restart}
             if job:  # and for a job's options
                 body["job"] = {**(serde.unstructure(current.job) or {}), **job}
+            if site:  # and for a static site's publishing (a new type starts afresh)
+                kept = "type" not in body or body["type"] == current.type.value
+                stored = serde.unstructure(current.static) if kept else {}
+                body["static"] = {**stored, **site}
             if remote is not None or branch is not None:
                 body["remote"] = _remote(current.source, remote, branch, options)
         view = await client.change_settings(name, body) if body else await client.settings(name)

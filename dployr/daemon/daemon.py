@@ -17,24 +17,24 @@ twice; the admin token is created on first start.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import json
 import os
 import pwd
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TextIO
 
 import trio
 
 from dployr import __version__
-from dployr.cluster import ClusterHandle, NoMembers
+from dployr.cluster import ClusterHandle
+from dployr.cluster.hub import AgentHub
 from dployr.config import DployrConfig
+from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
 from dployr.daemon.paths import DataDir
 from dployr.engine.instance import Instance
 from dployr.engine.os import users
-from dployr.errors import DployrError
 from dployr.gateway.server import Gateway
 from dployr.store.access_store import AccessStore
 from dployr.store.cluster import ClusterState, open_cluster_state
@@ -42,30 +42,6 @@ from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
 from dployr.supervision import ChildSpec, Intensity, Supervisor
-
-
-class AlreadyRunning(DployrError):
-    """Another daemon holds the data dir."""
-
-
-@contextlib.contextmanager
-def hold_lock(data: DataDir) -> Iterator[None]:
-    """Hold the data dir's lock for the daemon's lifetime, or raise AlreadyRunning."""
-    data.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(data.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise AlreadyRunning(
-                f"another dployr daemon (pid {holder}) is already running on {data.root}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def ensure_admin_token(store: Store, data: DataDir) -> bool:
@@ -118,14 +94,15 @@ async def run(
             else:  # PostgreSQL is reached and migrated here (up to 10 s): off the event loop
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
-            # No agent connects yet: the cluster is the local instance alone.
-            cluster = ClusterHandle(instance.handle, NoMembers(), state)
+            hub = AgentHub(state)  # the agents: docs/agent-protocol.md
+            cluster = ClusterHandle(instance.handle, hub, state)
             gateway = Gateway(
                 cluster,
                 AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
                 config.gateway.host,
                 config.gateway.port,
                 dashboard_key_file=data.dashboard_key,
+                door=hub,  # agents join and dial in (dployr/gateway/agents.py)
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             root = Supervisor(

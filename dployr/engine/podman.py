@@ -39,6 +39,7 @@ import resource
 import shlex
 import shutil
 import tempfile
+import tomllib
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -50,6 +51,7 @@ from dployr.engine.os import launcher
 from dployr.engine.release import ReleaseSpec
 from dployr.engine.sources import Credential
 from dployr.errors import DployrError
+from dployr.models import PODMAN_OWN_ENV
 
 PODMAN = "podman"
 PACKAGES = "podman runc"
@@ -59,21 +61,13 @@ GLOBAL_FLAGS = ("--cgroup-manager=cgroupfs", "--events-backend=file")
 DATA_PATH = "/data"
 """Where a container finds the service's persistent data folder."""
 ARCHIVES = ("oci-archive:", "docker-archive:")
-PODMAN_ENV = (
-    "PATH",
-    "HOME",
-    "LANG",
-    "TMPDIR",
-    "XDG_RUNTIME_DIR",
-    "XDG_CONFIG_HOME",
-    "CONTAINERS_CONF",
-    "CONTAINERS_REGISTRIES_CONF",
-    "CONTAINERS_STORAGE_CONF",
-    "REGISTRY_AUTH_FILE",
-)
+PODMAN_ENV = tuple(sorted(PODMAN_OWN_ENV))
 """The daemon's variables podman is given (its own configuration), when the daemon has them."""
 LABEL_INSTANCE = "dployr.instance"
 LABEL_SERVICE = "dployr.service"
+STORAGE_CONFS = (Path("/etc/containers/storage.conf"), Path("/usr/share/containers/storage.conf"))
+"""containers/storage's configuration files, the first found wins (after the user's own
+when rootless, or ``CONTAINERS_STORAGE_CONF`` alone)."""
 QUICK_TIMEOUT = 60.0
 """Seconds an inspect or a removal may take."""
 
@@ -190,10 +184,75 @@ def last_line(output: bytes) -> str:
 
 
 async def inspect_image(ref: str) -> tuple[str, str]:
-    """The id and the manifest digest of an image in podman's store."""
+    """The id and the manifest digest of an image in podman's store (the first it was
+    known by, when it has several)."""
     out = await run_quick("image", "inspect", "--format", "{{.Id}} {{.Digest}}", ref)
     image_id, _, digest = out.strip().partition(" ")
     return image_id, digest
+
+
+def digest_of(ref: str) -> str | None:
+    """The digest a reference names (``host/team/api@sha256:…``), if it names one."""
+    _, at, digest = ref.partition("@")
+    return digest if at and digest.startswith("sha256:") and not is_archive(ref) else None
+
+
+def in_store(ref: str) -> bool:
+    """Whether podman's store holds an image under the exact name ``ref``
+    (``repository@sha256:…``, as podman names an image pulled by digest).
+
+    Read from the store's image index, a file podman replaces whole on every change, so
+    that a deploy of an image already there starts no podman process to find out (one
+    costs ~50 ms here). False when the index cannot be read (another storage driver or
+    place): the caller asks podman then.
+    """
+    index = image_index()
+    if index is None:
+        return False
+    try:
+        images = json.loads(index.read_bytes())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(images, list):
+        return False
+    return any(isinstance(image, dict) and ref in (image.get("names") or ()) for image in images)
+
+
+def image_index() -> Path | None:
+    """The image index of podman's store (``<graphroot>/<driver>-images/images.json``):
+    where containers' ``storage.conf`` puts it, or its default place."""
+    rootless = os.getuid() != 0
+    conf: dict[str, object] = {}
+    for path in _storage_confs(rootless):
+        try:
+            with path.open("rb") as file:
+                found = tomllib.load(file).get("storage", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        conf = found if isinstance(found, dict) else {}
+        break
+    root = conf.get("rootless_storage_path" if rootless else "graphroot")
+    if not isinstance(root, str) or not root:
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        root = f"{data}/containers/storage" if rootless else "/var/lib/containers/storage"
+    driver = conf.get("driver")
+    drivers = [driver] if isinstance(driver, str) and driver else ["overlay", "vfs"]
+    for name in drivers:
+        index = Path(root) / f"{name}-images" / "images.json"
+        if index.is_file():
+            return index
+    return None
+
+
+def _storage_confs(rootless: bool) -> list[Path]:
+    """Where containers/storage reads its configuration, the first found wins."""
+    if "CONTAINERS_STORAGE_CONF" in os.environ:
+        return [Path(os.environ["CONTAINERS_STORAGE_CONF"])]
+    paths = []
+    if rootless:
+        config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        paths.append(Path(config) / "containers" / "storage.conf")
+    return [*paths, *STORAGE_CONFS]
 
 
 async def find_image(ref: str) -> tuple[str, str] | None:

@@ -42,7 +42,7 @@ from typing import Any
 
 from dployr.engine.errors import DeployFailed
 from dployr.errors import SpecError
-from dployr.staticsite import HeaderRule, Redirect, StaticOptions
+from dployr.staticsite import HeaderRule, Redirect, StaticOptions, parse_redirect
 
 PUBLISH_DIRS = ("dist", "build", "public")
 """The folders a static site publishes when it names none, the first that exists."""
@@ -98,23 +98,14 @@ def parse_redirects(text: str) -> tuple[Redirect, ...]:
     """
     rules = []
     for number, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
+        rule = line.split("#", 1)[0]
+        if not rule.strip():
             continue
         try:
-            rules.append(_redirect(words))
+            rules.append(parse_redirect(rule))
         except SpecError as error:
             raise StaticError(f"_redirects line {number}: {error}") from None
     return tuple(rules)
-
-
-def _redirect(words: list[str]) -> Redirect:
-    if len(words) not in (2, 3):
-        raise SpecError("a rule is FROM TO [STATUS]")
-    code = words[2].removesuffix("!") if len(words) == 3 else "301"
-    if not code.isdigit():
-        raise SpecError(f"{words[2]!r} is not a status code")
-    return Redirect(words[0], words[1], int(code))
 
 
 def parse_headers(text: str) -> tuple[HeaderRule, ...]:

@@ -249,6 +249,8 @@ _SETTING_FIELDS = (
     "rollout",
     "user",
     "job",
+    "type",
+    "static",
 )
 
 
@@ -267,6 +269,8 @@ async def update_settings(handle: InstanceHandle, args: dict[str, str]) -> tuple
     if data.get("remote") is not None:
         source = blueprint.source_of(data["remote"])  # checked by the instance
     plain = {k: v for k, v in data.items() if v is not None and k != "remote"}
+    if "type" in plain:  # the message's own "type" is its tag on the wire
+        plain["service_type"] = plain.pop("type")
     change = attrs.evolve(serde.structure(plain, m.SettingsChange), clear=clear, source=source)
     return await handle.request(m.UpdateSettings(args["name"], change)), 200
 

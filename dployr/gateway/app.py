@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
 from dployr.errors import DployrError
-from dployr.gateway import access, api, dashboard, feeds, instances, jobs, openapi
+from dployr.gateway import access, agents, api, dashboard, feeds, instances, jobs, openapi
 from dployr.gateway.access import Tokens
 from dployr.gateway.prometheus import disk_text, prometheus_text
 from dployr.gateway.responses import (
@@ -25,6 +25,7 @@ from dployr.gateway.responses import (
 )
 from dployr.protocol.handle import InstanceHandle
 from dployr.protocol.messages import GetInstance
+from dployr.protocol.wire import AgentDoor
 
 log = logging.getLogger("dployr.gateway")
 
@@ -39,10 +40,15 @@ def _view(route: api.Route, handle: InstanceHandle) -> Callable[..., Awaitable[R
 
 
 def create_app(
-    handle: InstanceHandle, tokens: Tokens, *, dashboard_key: bytes | None = None
+    handle: InstanceHandle,
+    tokens: Tokens,
+    *,
+    dashboard_key: bytes | None = None,
+    door: AgentDoor | None = None,
 ) -> QuartTrio:
     """The gateway's application, talking to ``handle``; ``tokens`` checks API tokens,
-    remembers logged-out sessions and keeps the audit log."""
+    remembers logged-out sessions and keeps the audit log; ``door``, if any, lets agents
+    join and dial in (dployr/gateway/agents.py)."""
     app = QuartTrio("dployr", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["dployr.tokens"] = tokens
@@ -80,6 +86,8 @@ def create_app(
         return json_response(openapi.document())
 
     _add_access_checks(app, tokens)
+    if door is not None:  # a control plane: the agents' door, with credentials of its own
+        agents.register(app, door)
     feeds.register(app, handle, tokens.authenticate)
 
     @app.errorhandler(DployrError)
@@ -122,6 +130,8 @@ def _add_access_checks(app: QuartTrio, tokens: Tokens) -> None:
         set their headers), so a token never sits in a page's URL, history or a redirect.
         """
         if request.path != "/metrics" and not request.path.startswith("/api/"):
+            return None
+        if request.path in agents.OPEN_PATHS:  # a join token or an agent credential instead
             return None
         caller = g.get("caller") if g.get("authenticated") else None
         if caller is None:

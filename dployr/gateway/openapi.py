@@ -124,6 +124,7 @@ _SETTINGS = {
     "job": _nullable(_ref("JobOptions")),
     "image": _nullable(_STR),
     "dockerfile": _nullable(_STR),
+    "build_args": {"type": "object", "additionalProperties": _STR},
 }
 """A service's settings as the API answers them."""
 
@@ -239,8 +240,7 @@ SCHEMAS: dict[str, Any] = {
     "LatestMetrics": _object({"samples": _array("ServiceSample")}),
     "SettingsChange": _closed(
         {
-            # type and static are set by a deploy
-            **{k: v for k, v in _SETTINGS_IN.items() if k not in ("type", "static")},
+            **_SETTINGS_IN,
             "run_cmd": _COMMAND,
             "working_dir": _WORKING_DIR,
             "remote": _ref("Remote"),
@@ -257,6 +257,11 @@ SCHEMAS: dict[str, Any] = {
             # A container service (engine/podman.py): an image to pull, or a Dockerfile.
             "image": _nullable({"type": "string", "minLength": 1, "maxLength": 4096}),
             "dockerfile": _nullable(_WORKING_DIR),
+            "build_args": {
+                "type": "object",
+                "propertyNames": _ENV_KEY,
+                "additionalProperties": _ENV_VALUE,
+            },
             "restart": _ref("RestartPolicyChange"),
             "job": _nullable(_ref("JobOptions")),
             "user": _nullable(

@@ -21,6 +21,7 @@ import trio
 
 from dployr.errors import DployrError
 from dployr.protocol.handle import InstanceHandle
+from dployr.protocol.wire import AgentDoor
 from dployr.supervision import ChildContext
 
 if TYPE_CHECKING:
@@ -47,8 +48,11 @@ class Gateway:
         *,
         dashboard_key: bytes | None = None,
         dashboard_key_file: Path | None = None,
+        door: AgentDoor | None = None,
     ) -> None:
         self.handle = handle
+        self.door = door
+        """The agents' door (a control plane's), or None: no agent may dial in."""
         self.tokens = tokens
         """The API tokens, logged-out sessions and audit log (the store)."""
         self.dashboard_key = dashboard_key
@@ -71,7 +75,7 @@ class Gateway:
             key = self.dashboard_key
             if key is None and self.dashboard_key_file is not None:
                 key = dashboard.load_key(self.dashboard_key_file)
-            self._app = create_app(self.handle, self.tokens, dashboard_key=key)
+            self._app = create_app(self.handle, self.tokens, dashboard_key=key, door=self.door)
         return self._app
 
     def _config(self) -> Config:

@@ -30,10 +30,12 @@ from dployr.models import (
     RolloutMode,
     ServiceSettings,
     ServiceStatus,
+    ServiceType,
     Source,
     check_name,
 )
 from dployr.schedule import Concurrency, JobOptions, JobRun
+from dployr.staticsite import StaticOptions
 
 R = TypeVar("R")
 
@@ -369,6 +371,11 @@ class SettingsChange:
     user: str | None = None
     rollout: RolloutMode | None = None
     job: JobOptions | None = None
+    service_type: ServiceType | None = None
+    """The setting ``type`` (a message's own ``type`` is its tag on the wire); a new type
+    drops what only the old one had (see ``Service.update_settings``)."""
+    static: StaticOptions | None = None
+    """A static site's publishing, whole (what it leaves out takes its default)."""
     clear: frozenset[str] = frozenset()
     """Optional settings to remove: ``port``, ``build_cmd``, ``health_check``."""
 

@@ -3,12 +3,12 @@ when each job's schedule applies.
 
 Every method is one transaction. A run is recorded before its process starts, so a daemon
 killed at any instant finds it and never runs that due time again; a run the daemon died
-during is marked failed when the next daemon starts (:meth:`JobTables.interrupted_runs`).
+during is marked failed when the next daemon starts (:meth:`JobTables.running_runs`).
 
 The log lines a run wrote are found by cursor: the run keeps the ranges of cursors of its
 output batches and dployr's lines about it (``output``, JSON ``[[first, last], ...]``),
-written when it ends. A run the daemon died during keeps its first cursor and ends at the
-last line of the history when the next daemon started.
+written when it ends. A run the daemon died during gets the ranges its journal noted as
+they were written (``engine/jobs/run.py``), when the next daemon starts.
 """
 
 from __future__ import annotations
@@ -184,28 +184,12 @@ class JobTables(StoreBase):
                     (service, since),
                 )
 
-    def interrupted_runs(self, service: str, ended_at: float, end: int) -> list[JobRun]:
-        """At daemon start: the job's runs recorded as running were killed with the daemon
-        before it; mark them failed (never run again). ``end``: the last cursor of its log."""
-        with self._write() as db:
+    def running_runs(self, service: str) -> list[JobRun]:
+        """The job's runs recorded as running. At daemon start: killed with the daemon
+        before it, to be finished as failed (:meth:`finish_run`), never run again."""
+        with self._read() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND status = ?",
+                f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND status = ? ORDER BY number",
                 (service, RunStatus.RUNNING.value),
             ).fetchall()
-            for row in rows:
-                first = row["first_cursor"]
-                output = json.dumps([[first, end]] if first is not None and end is not None else [])
-                db.execute(
-                    "UPDATE job_runs SET status = ?, ended_at = ?, message = ?, output = ?,"
-                    " last_cursor = ? WHERE service = ? AND number = ?",
-                    (
-                        RunStatus.FAILED.value,
-                        ended_at,
-                        "the daemon stopped during the run",
-                        output,
-                        end,
-                        row["service"],
-                        row["number"],
-                    ),
-                )
         return [_run(row) for row in rows]

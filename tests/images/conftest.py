@@ -2,7 +2,20 @@
 
 A registry on loopback (Debian's ``docker-registry``, with a configuration of its own in
 a temporary folder) holds images built in the test run FROM scratch: busybox-static's
-``httpd`` serving a version file on ``$PORT``. The images are built once per test run.
+``httpd`` serving a version file on ``$PORT``. The images are built once per test process
+(each xdist worker has its registry and images).
+
+podman's store is the machine's, shared by every test process and by anyone else on the
+machine, so nothing here may touch what another run made:
+
+- every build context holds a file of its own (:func:`image_context`): podman's layer
+  cache would otherwise give the same image (one id, several names) to two runs building
+  the same files, and one run's clean-up or ``--purge-image`` would remove the other's;
+- a test that builds from a Dockerfile names its service with :func:`own_name` (dployr
+  tags a build ``localhost/dployr/<service>:<deployment>``, a name every instance on the
+  machine shares);
+- the clean-up removes this run's images by id (every name they got: tags, pulls by
+  digest, the credentials test's second registry).
 """
 
 from __future__ import annotations
@@ -56,12 +69,20 @@ def podman_cmd(*words: str, capture: bool = False) -> str:
 
 
 def image_context(folder: Path, version: str, script: str = SERVE) -> Path:
-    """A build context: busybox, a version file, and a Dockerfile running ``script``."""
+    """A build context: busybox, a version file, and a Dockerfile running ``script``.
+
+    A file of its own (``www/build``) makes its image this context's alone."""
     (folder / "www").mkdir(parents=True)
     shutil.copy(BUSYBOX, folder / "busybox")
     (folder / "www" / "version").write_text(version + "\n")
+    (folder / "www" / "build").write_text(f"{os.environ['TESTS_RUN']} {os.urandom(8).hex()}\n")
     (folder / "Dockerfile").write_text(DOCKERFILE.format(script=script))
     return folder
+
+
+def own_name(service: str) -> str:
+    """A service name no other test run on the machine uses: ``built-3fa9c1``."""
+    return f"{service}-{os.urandom(3).hex()}"
 
 
 @attrs.frozen
@@ -105,10 +126,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    repo, digests = "", {}  # what the tests pull, for the clean-up
+    digests: dict[str, str] = {}
+    built: list[str] = []  # the ids of this run's images, for the clean-up
     try:
         host = _listening(process, log)
-        run = os.environ["TESTS_RUN"]
         repo = f"{host}/dployr-tests/web"
         for version, script in (
             ("v1", SERVE),
@@ -116,38 +137,32 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             ("crash", "echo boom >&2; exit 3"),
             ("stubborn", STUBBORN),
         ):
-            local = f"localhost/dployr-tests/web:{version}-{run}"
             context = image_context(root / f"build-{version}", version, script)
-            podman_cmd("build", "--quiet", "--tag", local, str(context), capture=True)
+            # No layer cache: nothing of another run's build is reused, nothing left behind.
+            image_id = podman_cmd(
+                "build", "--quiet", "--layers=false", str(context), capture=True
+            ).strip()
+            built.append(image_id)
             digest_file = root / f"{version}.digest"
             podman_cmd(
                 "push", "--quiet", "--tls-verify=false", "--digestfile", str(digest_file),
-                local, f"{repo}:{version}",
+                image_id, f"{repo}:{version}",
             )  # fmt: skip
             digests[version] = digest_file.read_text().strip()
         archive = root / "v1.oci.tar"
         podman_cmd("save", "--quiet", "--format", "oci-archive", "--output", str(archive),
-                   f"localhost/dployr-tests/web:v1-{run}")  # fmt: skip
+                   built[0])  # fmt: skip
         # Only the registry holds them now: a deploy pulls them as from any registry.
-        for version in digests:
-            podman_cmd("rmi", f"localhost/dployr-tests/web:{version}-{run}", capture=True)
+        podman_cmd("rmi", *built, capture=True)
         yield Registry(host, repo, digests, archive)
     finally:
         process.terminate()
         process.wait(timeout=WAIT)
-        run = os.environ["TESTS_RUN"]
-        for version in ("v1", "v2", "crash", "stubborn"):
-            local = f"localhost/dployr-tests/web:{version}-{run}"
+        # A pull (by tag, by digest, from the archive or the second registry) gives back
+        # the same image, with its id: removing the ids removes every name they got.
+        if built:
             subprocess.run(
-                podman.argv("rmi", "--force", "--ignore", local),
-                check=False, capture_output=True, timeout=WAIT,
-            )  # fmt: skip
-        # What the tests pulled from this run's registry, by the digests it holds (listing
-        # podman's store right after forced removals can fail on an image being removed).
-        pulled = [f"{repo}@{digest}" for digest in digests.values()]
-        if pulled:
-            subprocess.run(
-                podman.argv("rmi", "--force", "--ignore", *pulled),
+                podman.argv("rmi", "--force", "--ignore", *built),
                 check=False, capture_output=True, timeout=WAIT,
             )  # fmt: skip
 

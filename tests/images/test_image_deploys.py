@@ -16,11 +16,11 @@ from dployr.engine import podman
 from tests.cli.conftest import WAIT, Daemon, free_port, http_get
 from tests.cli.test_restarts import next_status
 from tests.helpers import git
-from tests.images.conftest import Registry, image_context, podman_cmd
+from tests.images.conftest import Registry, image_context, own_name, podman_cmd
 
-# These look at the whole machine (podman's containers, the system's users): run one
-# at a time, after the rest of the suite (see the Makefile).
-pytestmark = [pytest.mark.slow, pytest.mark.machine]
+# podman's store is the machine's: each test keeps to images and names of its own (see
+# tests/images/conftest.py), so these run beside the rest of the suite.
+pytestmark = pytest.mark.slow
 
 UP = ("--min-uptime", "0.3")
 
@@ -123,6 +123,36 @@ async def test_by_digest_and_from_an_oci_archive(daemon: Daemon, registry: Regis
     assert await http_get(other, "/version") == "v1\n"
 
 
+async def test_a_deploy_by_digest_records_that_digest_and_finds_it_in_the_store(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    # The same image pushed again in another manifest format has a second digest: podman's
+    # store knows it by both once both were pulled, its own digest being the first.
+    first = f"{registry.repo}@{registry.digests['v1']}"
+    podman_cmd("pull", "--quiet", "--tls-verify=false", first)
+    digest_file = tmp_path / "digest"
+    podman_cmd("push", "--quiet", "--tls-verify=false", "--format", "v2s2", "--digestfile",
+               str(digest_file), first, f"{registry.repo}:v1-again")  # fmt: skip
+    again = f"{registry.repo}@{digest_file.read_text().strip()}"
+    assert again != first
+    assert not podman.in_store(again)  # not pulled by that name yet
+    port = free_port()
+    out = await daemon.ok("deploy", "--name", "again", "--image", again, "--port", str(port), *UP)
+    assert "Copying" in out, out  # pulled
+    assert podman.in_store(again)
+    async with daemon.http() as http:
+        (deployment,) = (await http.get("/services/again/deployments")).json()
+    assert deployment["image"] == again, deployment
+    # Deployed again, it is found in the store (no pull), and runs.
+    out = await daemon.ok("deploy", "--name", "again", "--port", str(port), *UP)
+    assert "is in podman's store already" in out, out
+    try:
+        assert await http_get(port, "/version") == "v1\n"
+        await daemon.ok("delete", "again", "--yes")
+    finally:
+        podman_cmd("rmi", "--ignore", again, capture=True)  # (the fixture removes the rest)
+
+
 async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
     daemon: Daemon, registry: Registry
 ) -> None:
@@ -159,12 +189,49 @@ async def test_a_dockerfile_in_a_git_repository_is_built_and_run(
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "an image from a Dockerfile")
     port = free_port()
-    out = await daemon.ok("deploy", "--name", "built", "--remote", str(repo),
+    built = own_name("built")
+    out = await daemon.ok("deploy", "--name", built, "--remote", str(repo),
                           "--dockerfile", "Dockerfile", "--port", str(port), *UP)  # fmt: skip
     assert "building Dockerfile with podman" in out, out
-    assert "COMMIT localhost/dployr/built:1" in out, out  # podman build's output
+    assert f"COMMIT localhost/dployr/{built}:1" in out, out  # podman build's output
     assert await http_get(port, "/version") == "built\n"
-    await daemon.ok("delete", "built", "--yes", "--purge-image")
+    await daemon.ok("delete", built, "--yes", "--purge-image")
+
+
+async def test_build_args_and_secrets_reach_the_dockerfile_never_the_log(
+    daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    del registry  # (only its packages: busybox-static's binary is copied into the image)
+    repo = image_context(tmp_path / "app", "built")
+    dockerfile = (repo / "Dockerfile").read_text().splitlines()
+    dockerfile[3:3] = [
+        "ARG GREETING",
+        "ARG TOKEN",
+        'RUN ["/bin/busybox", "sh", "-c", "echo $GREETING > /www/greeting;'
+        ' echo ${#TOKEN} > /www/token"]',
+    ]
+    (repo / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "an image with build args")
+    port = free_port()
+    out = await daemon.ok(
+        "deploy", "--name", "args", "--remote", str(repo), "--dockerfile", "Dockerfile",
+        "--build-arg", "GREETING=hello there", "--secret", "TOKEN=s3cret-value",
+        "--port", str(port), *UP,
+    )  # fmt: skip
+    assert "s3cret-value" not in out, out
+    assert await http_get(port, "/greeting") == "hello there\n"
+    assert await http_get(port, "/token") == f"{len('s3cret-value')}\n"
+    logs = await daemon.ok("logs", "args", "--tail", "1000")
+    assert "RUN " in logs, logs  # the build's output is there
+    assert "s3cret-value" not in logs, logs
+    assert "build-args   GREETING=hello there" in await daemon.ok("settings", "args")
+    # A build arg named as a variable podman reads is refused, in one line.
+    failed = await daemon.cli("deploy", "--name", "args", "--build-arg", "PATH=/nowhere")
+    assert failed.code != 0
+    assert "build arg PATH is a name podman itself reads" in failed.one_line_error()
+    await daemon.ok("delete", "args", "--yes", "--purge-image")
 
 
 async def test_a_daemon_killed_leaves_containers_that_its_next_start_removes(
@@ -212,11 +279,12 @@ async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkep
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "an image from a Dockerfile")
-    await daemon.ok("deploy", "--name", "built", "--remote", str(repo), "--dockerfile",
+    built = own_name("built")
+    await daemon.ok("deploy", "--name", built, "--remote", str(repo), "--dockerfile",
                     "Dockerfile", "--port", str(free_port()), *UP)  # fmt: skip
     # A kept release's image is not pruned; deleting with --purge-image removes it.
     assert "0 images removed" in await daemon.ok("images", "prune")
-    podman_cmd("image", "exists", "localhost/dployr/built:1")
+    podman_cmd("image", "exists", f"localhost/dployr/{built}:1")
     # Five more deploys: the first release is no longer kept, so its image goes.
     old = f"{registry.repo}@{registry.digests['v1']}"
     v2 = f"{registry.repo}@{registry.digests['v2']}"
@@ -228,8 +296,8 @@ async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkep
     still = await trio.run_process(podman.argv("image", "exists", old), check=False)
     assert still.returncode == 1
     podman_cmd("image", "exists", v2)
-    await daemon.ok("delete", "built", "--yes", "--purge-image")
-    gone = await trio.run_process(podman.argv("image", "exists", "localhost/dployr/built:1"),
+    await daemon.ok("delete", built, "--yes", "--purge-image")
+    gone = await trio.run_process(podman.argv("image", "exists", f"localhost/dployr/{built}:1"),
                                   check=False)  # fmt: skip
     assert gone.returncode == 1
 

@@ -13,9 +13,9 @@ import trio
 from tests.cli.conftest import Daemon, free_port, http_get
 from tests.images.conftest import REGISTRY, Registry, _listening, podman_cmd
 
-# These look at the whole machine (podman's containers, the system's users): run one
-# at a time, after the rest of the suite (see the Makefile).
-pytestmark = [pytest.mark.slow, pytest.mark.machine]
+# podman's store is the machine's: each test keeps to images and names of its own (see
+# tests/images/conftest.py), so these run beside the rest of the suite.
+pytestmark = pytest.mark.slow
 
 TOKEN = "t0ken-Zq81"
 

@@ -8,17 +8,14 @@ machine was down past the due time.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import trio
 
 from tests.faults.test_escape import warden_of
-from tests.helpers import PYTHON, Daemon, wait_gone
+from tests.helpers import Daemon, wait_gone
 from tests.jobs.helpers import job_folder
 
 AHEAD = """
@@ -31,42 +28,9 @@ main()
 """
 
 
-class AheadDaemon(Daemon):
+def ahead_daemon(data_dir: Path, ahead: float) -> Daemon:
     """A daemon whose jobs read a wall clock ``ahead`` seconds in the future."""
-
-    def __init__(self, data_dir: Path, ahead: float) -> None:
-        super().__init__(data_dir)
-        self.ahead = ahead
-
-    async def start(self) -> str:
-        self.process = await trio.lowlevel.open_process(
-            [
-                PYTHON,
-                "-c",
-                AHEAD,
-                str(self.ahead),
-                "up",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                "0",
-                "--service-host",
-                "127.0.0.1",
-                *self.up_args,
-            ],
-            stdout=subprocess.PIPE,
-            env={k: v for k, v in os.environ.items() if not k.startswith("DPLOYR_")},
-        )
-        assert self.process.stdout is not None
-        seen = b""
-        with trio.fail_after(30):
-            while b"\n" not in seen:
-                chunk = await self.process.stdout.receive_some(4096)
-                assert chunk, f"dployr up exited before it was up: {seen!r}"
-                seen += chunk
-        first = seen.split(b"\n", 1)[0].decode()
-        self.url = first.split(" is up: ", 1)[1].split()[0]
-        return self.url
+    return Daemon(data_dir, entry=("-c", AHEAD, str(ahead)))
 
 
 async def kill9(daemon: Daemon) -> None:
@@ -91,7 +55,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     due = datetime.fromtimestamp((int(time.time()) // 60 + 10) * 60, UTC)
     schedule = f"{due.minute} {due.hour} * * *"
     data_dir = tmp_path / "data"
-    first = AheadDaemon(data_dir, 0)
+    first = ahead_daemon(data_dir, 0)
     await first.start()
     try:
         async with first.client() as api:
@@ -113,7 +77,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     assert not ran.exists()
 
     # The machine is back 11 minutes later: the due time passed while it was down.
-    second = AheadDaemon(data_dir, 11 * 60)
+    second = ahead_daemon(data_dir, 11 * 60)
     await second.start()
     try:
         # Caught up while the daemon started, before its API answered.
@@ -125,7 +89,7 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     finally:
         await kill9(second)  # during the caught-up run
 
-    third = AheadDaemon(data_dir, 12 * 60)
+    third = ahead_daemon(data_dir, 12 * 60)
     await third.start()
     try:
         async with third.client() as api:
@@ -140,3 +104,48 @@ async def test_a_kill_9_across_a_due_time_catches_up_once(tmp_path: Path) -> Non
     finally:
         await third.stop()
     assert ran.read_text() == "run 1\n"
+
+
+@pytest.mark.slow
+async def test_a_run_cut_by_a_kill_9_keeps_only_its_own_lines(tmp_path: Path) -> None:
+    # Two runs side by side, so the log holds the second's lines among the first's; the
+    # daemon dies during both. Each run's lines are its own, and the line that says why.
+    folder = job_folder(tmp_path / "app", 'echo "working on run $DPLOYR_RUN"\nexec sleep 100000\n')
+    data_dir = tmp_path / "data"
+    first = Daemon(data_dir)
+    await first.start()
+    try:
+        async with first.client() as api:
+            reply = await api.post(
+                "/services/etl/deploy",
+                json={
+                    "remote": str(folder),
+                    "run_cmd": "sh job.sh",
+                    "job": {"concurrency": "allow"},
+                },
+            )
+            assert reply.status_code == 202, reply.text
+            await first.wait_log("etl", "deploy 1: succeeded")
+            for number in (1, 2):
+                assert (await api.post("/services/etl/runs")).status_code == 202
+                await first.wait_log("etl", f"working on run {number}")
+    finally:
+        await kill9(first)
+
+    second = Daemon(data_dir)
+    await second.start()
+    try:
+        async with second.client() as api:
+            runs = (await api.get("/services/etl/runs")).json()
+            assert [(r["id"], r["status"]) for r in runs] == [(2, "failed"), (1, "failed")]
+            for number in (1, 2):
+                path = f"/services/etl/runs/{number}/logs"
+                lines = [(x["stream"], x["line"]) for x in (await api.get(path)).json()["lines"]]
+                assert lines[0][0] == "system"
+                assert lines[0][1].startswith(f"run {number} started")
+                assert lines[1:] == [
+                    ("stdout", f"working on run {number}"),
+                    ("system", f"run {number} failed: the daemon stopped during the run"),
+                ]
+    finally:
+        await second.stop()

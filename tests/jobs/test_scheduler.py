@@ -6,6 +6,8 @@ can put it just before a daylight-saving change and let the nights go by.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -123,3 +125,36 @@ async def test_due_times_that_go_by_unseen_are_never_dropped(
         "12-06 19:04 UTC",
     ]
     assert [t < 0 for t, _ in seen] == [False, True, False, True]
+
+
+async def test_a_run_is_got_ready_lead_seconds_ahead_until_handed_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    every_minute = Schedule("* * * * *")
+    wall = Calendar(datetime(2026, 12, 6, 20, 0, 30, tzinfo=BERLIN))
+    seen: list[tuple[str, float]] = []
+    done = trio.Event()
+
+    @contextlib.asynccontextmanager
+    async def ahead(due: float) -> AsyncIterator[None]:
+        seen.append(("ready", due - wall()))
+        yield
+        seen.append(("over", due - wall()))
+
+    async def due(t: float, trigger: Trigger) -> None:
+        seen.append(("due", t - wall()))
+        if len(seen) >= 6:
+            done.set()
+
+    async def overdue(after: float) -> None:
+        raise AssertionError("nothing is overdue")
+
+    scheduler = Scheduler(
+        every_minute, due, overdue, after=wall(), wall=wall, ahead=ahead, lead=2.0
+    )
+    supervisor = Supervisor("job", [ChildSpec("scheduler", scheduler.run, shutdown=0)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await done.wait()
+        nursery.cancel_scope.cancel()
+    assert seen[:6] == [("ready", 2.0), ("due", 0.0), ("over", 0.0)] * 2

@@ -16,6 +16,7 @@ from dployr.metrics import ServiceSample
 from dployr.models import HealthOptions, RestartPolicy, ServiceSettings, Source
 from dployr.protocol.errors import ERROR_CODES, Error
 from dployr.schedule import JobOptions
+from dployr.staticsite import HeaderRule, Redirect, StaticOptions
 from tests.metrics.strategies import service_samples
 from tests.store.strategies import service_settings, sources
 
@@ -43,6 +44,20 @@ OVERRIDES: dict[Any, st.SearchStrategy[Any]] = {
         timezone=st.sampled_from(["UTC", "Europe/Berlin"]),
         timeout=st.floats(1, 86400),
         starting_deadline=st.none() | st.floats(0, 86400),
+    ),
+    # A static site's options are checked when built: folders and rules it can publish.
+    StaticOptions: st.just(StaticOptions())
+    | st.builds(
+        StaticOptions,
+        publish_dir=st.sampled_from([None, ".", "dist", "build/site"]),
+        spa=st.booleans(),
+        redirects=st.lists(
+            st.sampled_from([Redirect("/old", "/new"), Redirect("/blog/*", "/news/:splat", 302)]),
+            max_size=2,
+        ).map(tuple),
+        headers=st.lists(st.just(HeaderRule("/*", {"X-Frame-Options": "DENY"})), max_size=1).map(
+            tuple
+        ),
     ),
     LogLine: st.builds(
         LogLine,

@@ -17,9 +17,9 @@ import trio
 
 from tests.helpers import PYTHON, Daemon, make_repo
 
-# These look at the whole machine (podman's containers, the system's users): run one
-# at a time, after the rest of the suite (see the Makefile).
-pytestmark = [pytest.mark.slow, pytest.mark.machine]
+# A service user is an id of its own data dir's (no account is made), so these run beside
+# the rest of the suite.
+pytestmark = pytest.mark.slow
 
 SHOW_ENV = (
     "import json, os, time\n"

@@ -307,7 +307,6 @@ async def test_a_redeploy_and_a_rollback_under_requests_are_atomic(
     assert builds == "b\nb\n"
 
 
-@pytest.mark.machine  # creates a system user: run alone
 async def test_as_root_the_site_s_own_user_runs_its_caddy(tmp_path: Path) -> None:
     """The release is its service user's once the build ran as that user; the config the
     deploy writes after the build must be too, or Caddy cannot read it."""

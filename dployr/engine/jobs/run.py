@@ -13,7 +13,10 @@ shielded step: the run's record is always finished.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal as signals
+import struct
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -60,20 +63,64 @@ class Ended:
     signal: int | None = None
 
 
-class Output:
-    """The cursor ranges of a run's lines in the service's log, merged as they come."""
+_RANGE = struct.Struct("<QQ")
+"""A journal's record: the first and last cursor of a batch of a run's lines."""
 
-    def __init__(self) -> None:
+
+class Output:
+    """The cursor ranges of a run's lines in the service's log, merged as they come.
+
+    With a ``journal`` (a file), each batch's range is also appended to it as the batch is
+    written: one 16-byte write, never synced, as the log's own frames (the page cache
+    outlives a killed daemon). A run cut off by a daemon killed with ``kill -9`` still has
+    exactly its own lines (:func:`journal_ranges`), not all the log got after its first.
+    """
+
+    def __init__(self, journal: Path | None = None) -> None:
         self.ranges: list[tuple[int, int]] = []
+        self.journal = journal
+        self._fd: int | None = None
+        if journal is not None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            with contextlib.suppress(OSError):  # a full disk: the ranges are in memory only
+                self._fd = os.open(journal, flags, 0o600)
 
     def add(self, batch: LogBatch | None) -> None:
         """Note a batch the run wrote (None: it was dropped, on a full disk)."""
         if batch is None or batch.last_cursor < batch.first_cursor:
             return
-        if self.ranges and self.ranges[-1][1] + 1 == batch.first_cursor:
-            self.ranges[-1] = (self.ranges[-1][0], batch.last_cursor)
+        self.add_range(batch.first_cursor, batch.last_cursor)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._fd, _RANGE.pack(batch.first_cursor, batch.last_cursor))
+
+    def add_range(self, first: int, last: int) -> None:
+        """Note lines ``first`` to ``last`` (merged with the range before if it ends just
+        before ``first``)."""
+        if self.ranges and self.ranges[-1][1] + 1 == first:
+            self.ranges[-1] = (self.ranges[-1][0], last)
         else:
-            self.ranges.append((batch.first_cursor, batch.last_cursor))
+            self.ranges.append((first, last))
+
+    def close(self) -> None:
+        """The run has ended and its ranges are recorded: the journal goes."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.journal is not None:
+            self.journal.unlink(missing_ok=True)
+
+
+def journal_ranges(journal: Path) -> list[tuple[int, int]]:
+    """The ranges of lines a run's journal names, merged (none if it has no journal)."""
+    try:
+        data = journal.read_bytes()
+    except FileNotFoundError:
+        return []
+    output = Output()
+    for first, last in _RANGE.iter_unpack(data[: len(data) - len(data) % _RANGE.size]):
+        output.add_range(first, last)
+    return output.ranges
 
 
 class JobProcess:
@@ -89,8 +136,13 @@ class JobProcess:
         on_exit: Callable[[int], None],
         on_end: Callable[[Ended], None],
         stop_reason: Callable[[], str],
+        held: tuple[launcher.Held, float] | None = None,
     ) -> None:
         self.spec = spec
+        self.held = held
+        """Its process, spawned ahead and already let go (at the time given), if so."""
+        self.took = False
+        """Whether :meth:`run` began, and so owns the held process."""
         self.book = book
         self.output = output
         self._on_spawn = on_spawn
@@ -98,25 +150,36 @@ class JobProcess:
         self._on_end = on_end
         self._stop_reason = stop_reason
 
-    def _say(self, text: str) -> None:
-        self.output.add(self.book.system(text, deployment=self.spec.deployment))
+    def _say(self, text: str, ts: float | None = None) -> None:
+        batch = self.book.append("system", [text], deployment=self.spec.deployment, ts=ts)
+        self.output.add(batch)
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Launch, report started with the pid, wait for the exit or the timeout."""
         spec = self.spec
-        try:
-            process = await launcher.launch(launcher.LaunchSpec(spec.command, spec.cwd, spec.env))
-        except OSError as error:
-            message = f"could not start {spec.command!r} in {spec.cwd}: {error.strerror}"
-            self._say(f"run {spec.number} failed: {message}")
-            self._on_end(Ended(RunStatus.FAILED, message, time.time()))
-            task_status.started(0)
-            return
+        self.took = True
+        if self.held is not None:
+            process, started_at = self.held[0].process, self.held[1]
+        else:
+            try:
+                process = await launcher.launch(
+                    launcher.LaunchSpec(spec.command, spec.cwd, spec.env)
+                )
+            except OSError as error:
+                message = f"could not start {spec.command!r} in {spec.cwd}: {error.strerror}"
+                self._say(f"run {spec.number} failed: {message}")
+                self._on_end(Ended(RunStatus.FAILED, message, time.time()))
+                task_status.started(0)
+                return
+            started_at = time.time()
         # Its first line first (no await between): the record notes where its lines begin.
-        self._say(f"run {spec.number} started (pid {process.pid}, deployment {spec.deployment})")
-        self._on_spawn(Running(process.pid, None, spec.deployment, time.time()))
+        self._say(
+            f"run {spec.number} started (pid {process.pid}, deployment {spec.deployment})",
+            started_at,
+        )
+        self._on_spawn(Running(process.pid, None, spec.deployment, started_at))
         timed_out = False
         stopped = False
         returncode: int | None = None

@@ -10,10 +10,17 @@ machine slept) go to ``overdue``, where the catch-up rules apply.
 Time is the wall clock ``wall`` (Unix seconds: a schedule is about the calendar), slept on
 with trio's clock: the sleep is recomputed if the wall clock was stepped meanwhile, so a
 due time is never early. Tests give a wall clock that follows trio's autojump clock.
+
+With ``ahead`` and ``lead``, it wakes ``lead`` seconds before each due time and holds the
+run's start in ``ahead(due)`` (a context) until the due time has been handed over: the
+job's runner spawns the run's process there, held before its program, so that starting it
+at the due time is one write, even with many jobs due in the same second (the spawns and
+their cgroup moves are done by then, off the event loop).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -25,6 +32,12 @@ Due = Callable[[float, Trigger], Awaitable[None]]
 """What the scheduler calls when a run falls due: its due time and why it runs."""
 Overdue = Callable[[float], Awaitable[None]]
 """What it calls when several due times after the given one have passed unseen."""
+Ahead = Callable[[float], contextlib.AbstractAsyncContextManager[None]]
+"""What it holds from ``lead`` seconds before a due time until it was handed over."""
+
+
+def _nothing_ahead(due: float) -> contextlib.AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
 
 
 class Scheduler:
@@ -39,6 +52,8 @@ class Scheduler:
         after: float,
         wall: Callable[[], float],
         on_next: Callable[[float], None] = lambda t: None,
+        ahead: Ahead = _nothing_ahead,
+        lead: float = 0.0,
     ) -> None:
         self.schedule = schedule
         self._due = due
@@ -47,6 +62,8 @@ class Scheduler:
         """The latest due time already handled: the next one is after it."""
         self._wall = wall
         self._on_next = on_next
+        self._ahead = ahead
+        self._lead = lead
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -66,9 +83,13 @@ class Scheduler:
                 self._after = schedule.last_at_or_before(now) or now
                 continue
             self._on_next(due)
-            await self._sleep_until(due)  # no wait if it is just late: it runs now
-            self._after = due
-            await self._due(due, Trigger.SCHEDULE)
+            await self._sleep_until(due - self._lead)
+            # Not when it is due already: getting ready would only delay it.
+            ready = self._ahead(due) if due > self._wall() else _nothing_ahead(due)
+            async with ready:
+                await self._sleep_until(due)  # no wait if it is just late: it runs now
+                self._after = due
+                await self._due(due, Trigger.SCHEDULE)
 
     async def _sleep_until(self, due: float) -> None:
         # One sleep, and another only if the wall clock was stepped back meanwhile: a

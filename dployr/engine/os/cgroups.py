@@ -216,6 +216,14 @@ class Cgroup:
             except OSError as error:  # pragma: no cover - the kernel let us in
                 raise CgroupError(f"could not leave the cgroup {self.path}: {error}") from error
 
+    def adopt(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into this cgroup. Only for a process
+        that cannot have started another yet (one held before its program: see
+        ``launcher.launch_held``): what it started before would stay behind. Unlike
+        :meth:`entered`, the daemon stays where it is, so several threads may adopt at
+        once, their waits for the kernel's RCU grace period overlapping."""
+        _write(self.path / "cgroup.procs", str(pid))  # v1 and v2 alike: the whole process
+
     def members(self) -> list[int]:
         """The pids in the cgroup now."""
         try:

@@ -153,6 +153,21 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     (:mod:`dployr.engine.os.users`), with that service's folder as its HOME.
     """
     await trio.lowlevel.checkpoint()  # before the spawn: a cancellation leaks nothing
+    argvs, env, ids = await _prepare(spec, listen_fd)
+    return _start(
+        argvs,
+        cwd=spec.cwd,
+        env=env,
+        label=spec.env.get("DPLOYR_SERVICE", "run"),
+        listen_fd=listen_fd,
+        ids=ids,
+    )
+
+
+async def _prepare(
+    spec: LaunchSpec, listen_fd: int | None
+) -> tuple[list[list[str]], dict[str, str], tuple[int, int] | None]:
+    """The argv to try in turn, the whole environment and the user of a run of ``spec``."""
     # What the shell would pass on: names it can export, and its PWD (dash keeps one that
     # names its working dir). A program started without a shell sees the same.
     env = exported(spec.env)
@@ -167,14 +182,94 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
         env["HOME"] = os.fspath(owners.home(service))
     words = plain_words(spec.command)
     argvs = [words, shell_argv(spec.command)] if words is not None else [shell_argv(spec.command)]
-    return _start(
-        argvs,
-        cwd=spec.cwd,
-        env=env,
-        label=spec.env.get("DPLOYR_SERVICE", "run"),
-        listen_fd=listen_fd,
-        ids=ids,
-    )
+    return argvs, env, ids
+
+
+_HOLD = 'read -r {name} || exit 125; export {name}; exec "$@" </dev/null'
+"""The shell's part of a held run: wait for the line that lets it go (the value of one
+variable), then become the run's program; end without running it if the line never
+comes (the daemon died: the pipe's write end closed)."""
+HELD_UNRELEASED = 125
+"""The exit status of a held run that was never let go."""
+
+
+class Held:
+    """A run started ahead of time and held before its program (:func:`launch_held`):
+    :meth:`go` lets it run, :meth:`discard` ends it unrun."""
+
+    def __init__(self, process: ServiceProcess, gate: int) -> None:
+        self.process = process
+        self._gate: int | None = gate
+        """The write end of the held shell's stdin: one line lets it go."""
+
+    def go(self, value: str) -> None:
+        """Let the run start its program now, with the held variable set to ``value``
+        (a single line). Costs one write: nothing is spawned or moved here."""
+        assert self._gate is not None, "a held run is let go once"
+        gate, self._gate = self._gate, None
+        try:
+            os.write(gate, f"{value}\n".encode())  # a pipe of 64 KiB: never blocks here
+        except BrokenPipeError:
+            pass  # it was killed meanwhile: its exit says so to whoever waits for it
+        finally:
+            os.close(gate)
+
+    async def discard(self) -> None:
+        """End the run without starting its program (and remove its cgroup)."""
+        if self._gate is not None:
+            os.close(self._gate)  # the shell reads the end of its input: it exits 125
+            self._gate = None
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(KILL_WAIT):  # at once, unless the machine is stalled
+                await self.process.wait()
+            await stop(self.process, 0)  # its cgroup removed (and killed, if it was stalled)
+            await self.process.stdout.aclose()
+            await self.process.stderr.aclose()
+
+
+async def launch_held(spec: LaunchSpec, *, name: str) -> Held:
+    """Start a run of ``spec`` now but hold it before its program runs: it waits for
+    :meth:`Held.go`, which gives the environment variable ``name`` its value.
+
+    For a run due at a known time (a job's): the costly parts of a start, the spawn and
+    the step into its cgroup, happen before that time, in a worker thread (they do not
+    hold up the event loop, and several runs' kernel waits overlap), and starting it at
+    its time is one write. What runs is ``/bin/sh -c <hold> sh <the run's argv>``: a
+    shell that reads one line on its stdin, then execs the program (stdin then
+    ``/dev/null``, as for :func:`launch`); its pid, group and session are the run's.
+    The process is moved into its cgroup while the shell waits, before the program can
+    run, so all the program starts is in it (the daemon itself is not moved: that is
+    what lets holds be made in several threads at once). If the line never comes, the
+    shell exits with :data:`HELD_UNRELEASED`. A program that cannot be run fails as the
+    shell's ``exec`` says (127 or 126).
+    """
+    if not name.isidentifier() or not name.isascii():
+        raise ValueError(f"not a variable name: {name!r}")
+    await trio.lowlevel.checkpoint()
+    argvs, env, ids = await _prepare(spec, None)
+    argv = ["/bin/sh", "-c", _HOLD.format(name=name), "sh", *argvs[0]]
+    gate_read, gate_write = os.pipe2(os.O_CLOEXEC)
+    label = spec.env.get("DPLOYR_SERVICE", "run")
+    try:
+        started = await trio.to_thread.run_sync(
+            functools.partial(
+                _spawn_run,
+                [argv],
+                cwd=spec.cwd,
+                env=env,
+                label=label,
+                listen_fd=None,
+                ids=ids,
+                stdin=gate_read,
+                adopt=True,
+            )
+        )
+    except BaseException:
+        os.close(gate_write)
+        raise
+    finally:
+        os.close(gate_read)
+    return Held(ServiceProcess(*started), gate_write)
 
 
 async def launch_program(argv: list[str], env: Mapping[str, str], *, label: str) -> ServiceProcess:
@@ -196,6 +291,27 @@ def _start(
     """Spawn a run: the first of ``argvs`` that can be started (the last one's error if
     none), output on pipes, in a cgroup of its own where the instance has them, as the user
     and group ``ids`` with no other group, if given."""
+    return ServiceProcess(
+        *_spawn_run(argvs, cwd=cwd, env=env, label=label, listen_fd=listen_fd, ids=ids)
+    )
+
+
+def _spawn_run(
+    argvs: list[list[str]],
+    *,
+    cwd: Path | None,
+    env: dict[str, str],
+    label: str,
+    listen_fd: int | None,
+    ids: tuple[int, int] | None = None,
+    stdin: int = subprocess.DEVNULL,
+    adopt: bool = False,
+) -> tuple[subprocess.Popen[bytes], int, int, Cgroup | None]:
+    """:func:`_start`'s spawn: the process, its stdout and stderr read ends, its cgroup.
+    Blocking, and safe in a worker thread with ``adopt``: the process is then spawned
+    where the daemon is and moved into its cgroup after (:meth:`Cgroup.adopt`; only for
+    a process that cannot start others yet, a held one), instead of born there by the
+    spawning thread stepping in (which on cgroup v2 moves the whole daemon)."""
     tree = cgroups.of_instance(env.get("DPLOYR_INSTANCE"))
     cgroup = tree.create(label) if tree is not None else None
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -212,19 +328,26 @@ def _start(
         if listen_fd is not None
         else None
     )
+    popen = None
     try:
         popen = spawn(
             argvs,
             cwd=cwd,
             env=env,
+            stdin=stdin,
             stdout=out_write,
             stderr=err_write,
-            cgroup=cgroup,
+            cgroup=None if adopt else cgroup,
             ids=ids,
             pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
             child_setup=child_setup,
         )
+        if adopt and cgroup is not None:
+            cgroup.adopt(popen.pid)
     except BaseException:
+        if popen is not None:  # held, and its cgroup refused it: it never ran a thing
+            popen.kill()
+            popen.wait()
         os.close(out_read)
         os.close(err_read)
         if cgroup is not None:
@@ -233,7 +356,7 @@ def _start(
     finally:
         os.close(out_write)
         os.close(err_write)
-    return ServiceProcess(popen, out_read, err_read, cgroup)
+    return popen, out_read, err_read, cgroup
 
 
 DEVNULL: int = subprocess.DEVNULL

@@ -31,12 +31,30 @@ from dployr.models import (
     DesiredState,
     InvalidSetting,
     ServiceSettings,
+    ServiceType,
 )
 from dployr.protocol.messages import EnvListing, ServiceInfo, SettingsChange, SettingsView
+from dployr.staticsite import StaticOptions
 from dployr.store.errors import DiskFull
 from dployr.supervision import ChildSpec, Restart
 
 _CLEARABLE = frozenset({"port", "build_cmd", "health_check", "user"})
+
+
+def _left_behind(current: ServiceSettings, updates: Mapping[str, object]) -> dict[str, object]:
+    """What a change of type drops, unless the change gives it: the old type's own options
+    (a static site's publishing, a job's), and the run command of a site made static."""
+    new = updates.get("type")
+    if new is None or new is current.type:
+        return {}
+    dropped: dict[str, object] = {}
+    if current.type is ServiceType.STATIC:
+        dropped["static"] = StaticOptions()
+    if current.type is ServiceType.JOB:
+        dropped["job"] = None
+    if new is ServiceType.STATIC:
+        dropped["run_cmd"] = ""
+    return dropped
 
 
 class Service(ServiceReads):
@@ -239,6 +257,9 @@ class Service(ServiceReads):
                 if f.name != "clear" and getattr(change, f.name) is not None
             }
             updates.update(dict.fromkeys(change.clear))
+            if "service_type" in updates:  # a new type drops what only the old one had
+                updates["type"] = updates.pop("service_type")
+                updates = {**_left_behind(current, updates), **updates}
             settings = attrs.evolve(current, **updates)  # validates every field again
             users.check_user(settings.user)
             if settings.port != current.port:

@@ -23,9 +23,12 @@ from dployr.models import Health, HealthKind, ServiceSettings
 CRASH_LINES = 20
 """Lines of a new release's output kept in the record of a deploy it failed."""
 LISTEN_POLL_FIRST = 0.01
+LISTEN_POLL_STEADY = 0.5
 LISTEN_POLL_MAX = 0.2
-"""Nothing tells when a process starts to listen: its port is tried on this backoff (and
-again at every change of the release)."""
+"""Nothing tells when a process starts to listen: its port is tried every
+LISTEN_POLL_FIRST seconds for LISTEN_POLL_STEADY seconds (most releases listen within
+that: a try costs microseconds, a late one adds up to its interval to every deploy),
+then on a backoff up to LISTEN_POLL_MAX (and again at every change of the release)."""
 
 
 class ReleaseCrashed(Exception):
@@ -128,6 +131,7 @@ async def _watch_crash(live: LiveRelease, crashes: int) -> None:
 
 async def _wait_listening(live: LiveRelease, spec: ReleaseSpec) -> None:
     delay = LISTEN_POLL_FIRST
+    steady_until = trio.current_time() + LISTEN_POLL_STEADY
     while True:
         if spec.listen_fd is not None:
             # A handed-over socket: ready once the release waits on it.
@@ -138,7 +142,8 @@ async def _wait_listening(live: LiveRelease, spec: ReleaseSpec) -> None:
             return
         with trio.move_on_after(delay):
             await live.changed.wait()
-        delay = min(delay * 2, LISTEN_POLL_MAX)
+        if trio.current_time() >= steady_until:
+            delay = min(delay * 2, LISTEN_POLL_MAX)
 
 
 def _first(group: BaseExceptionGroup[ReleaseCrashed]) -> ReleaseCrashed:

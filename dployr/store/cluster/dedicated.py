@@ -71,14 +71,15 @@ async def wait_input(db: psycopg.Connection[tuple[object, ...]]) -> None:
     db.pgconn.consume_input()
 
 
-async def query_value(
-    db: psycopg.Connection[tuple[object, ...]], sql: bytes, params: Sequence[bytes]
+async def execute(
+    db: psycopg.Connection[tuple[object, ...]], sql: bytes, params: Sequence[bytes] = ()
 ) -> bytes | None:
-    """Run one query without blocking the trio thread; the first value of its result.
+    """Run one statement without blocking the trio thread; the first value of its result
+    (None for a statement that returns no rows).
 
-    The query is sent (a few bytes: libpq writes them at once) and its result awaited on
-    the socket; cancelling the wait leaves the connection in the middle of a query, so the
-    caller closes it.
+    The statement is sent (a few bytes: libpq writes them at once) and its result awaited
+    on the socket; cancelling the wait leaves the connection in the middle of a statement,
+    so the caller closes it. Notices that arrive meanwhile wait in libpq for :func:`heard`.
     """
     pgconn = db.pgconn
     pgconn.send_query_params(sql, list(params))
@@ -90,7 +91,17 @@ async def query_value(
         if result is None:
             break
         last = result
-    if last is None or last.status != pq.ExecStatus.TUPLES_OK:
+    if last is None or last.status not in {pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK}:
         message = b"" if last is None else (last.error_message or b"")
         raise psycopg.OperationalError(message.decode(errors="replace") or "no result")
+    if last.status != pq.ExecStatus.TUPLES_OK or not last.ntuples:
+        return None
     return last.get_value(0, 0)
+
+
+def heard(db: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """The payloads of the notices that arrived, taken from libpq's queue."""
+    payloads = []
+    while (notice := db.pgconn.notifies()) is not None:
+        payloads.append(notice.extra.decode(errors="replace"))
+    return payloads

@@ -36,6 +36,7 @@ class _SqliteTx:
     """A :class:`~dployr.store.cluster.tables.Tx` over an SQLite connection in a transaction."""
 
     share_lock = ""
+    update_lock = ""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db

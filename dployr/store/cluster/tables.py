@@ -50,6 +50,8 @@ class Tx(Protocol):
     share_lock: str
     """What ends a SELECT to keep the rows it read from changing until the transaction ends
     (PostgreSQL's `` FOR SHARE``; nothing in SQLite, whose writes hold the database lock)."""
+    update_lock: str
+    """The same, also keeping other transactions from locking them (`` FOR UPDATE``)."""
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """Run a statement and return its rows (by column name)."""
@@ -138,6 +140,13 @@ def redeem(tx: Tx, token: str, now: float) -> tuple[str, str]:
             "create one with `dployr instances add NAME`"
         )
     name = str(row["instance"])
+    # The instance's row is locked first, as remove_instance does: a removal (or another
+    # redeem) meanwhile is waited for, and then the instance or the token is found gone.
+    if not tx.rows("SELECT 1 FROM instances WHERE name = ?" + tx.update_lock, (name,)):
+        raise InvalidJoinToken(
+            "unknown join token (its instance was removed): "
+            "create one with `dployr instances add NAME`"
+        )
     if row["used_at"] is not None:
         raise InvalidJoinToken(
             f"the join token of instance {name!r} was already used: remove the instance "
@@ -175,11 +184,14 @@ def remove_instance(tx: Tx, name: str) -> None:
     check_instance_name(name)
     if name == LOCAL:
         raise InvalidInstanceName(f"the instance {LOCAL!r} is the control plane's own: it stays")
-    tx.run("DELETE FROM placement WHERE instance = ?", (name,))
-    tx.run("DELETE FROM snapshots WHERE instance = ?", (name,))
+    # The instance's row first: a placement or snapshot being written for it meanwhile
+    # (which holds a share lock on the row) is waited for, then deleted below; one
+    # written after finds no instance.
     # Its join token and credential go with it (ON DELETE CASCADE): revoked at once.
     if not tx.run("DELETE FROM instances WHERE name = ?", (name,)):
         raise UnknownInstance(f"no instance named {name!r}")
+    tx.run("DELETE FROM placement WHERE instance = ?", (name,))
+    tx.run("DELETE FROM snapshots WHERE instance = ?", (name,))
 
 
 def instances(tx: Tx) -> list[InstanceRecord]:

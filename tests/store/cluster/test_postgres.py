@@ -3,6 +3,8 @@ and a database that cannot be used said in one line."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import psycopg
@@ -10,7 +12,7 @@ import pytest
 import trio
 
 from dployr.store import SchemaTooNew, StoreError
-from dployr.store.cluster import InvalidJoinToken, open_cluster_state
+from dployr.store.cluster import InvalidJoinToken, UnknownInstance, open_cluster_state
 from dployr.store.cluster.postgres import PostgresClusterState
 from dployr.store.cluster.schema import POSTGRES_MIGRATIONS
 from tests.pg import PostgresServer, free_port
@@ -88,6 +90,20 @@ async def test_a_database_written_by_a_newer_dployr_is_refused(postgres_url: str
         await open_state(postgres_url)
 
 
+async def test_a_database_url_opens_the_state_there_and_nothing_in_the_data_dir(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    state = await trio.to_thread.run_sync(open_cluster_state, postgres_url, tmp_path)
+    try:
+        assert isinstance(state, PostgresClusterState)
+        await state.add_instance("web-1")
+        with psycopg.connect(postgres_url) as db:
+            assert db.execute("SELECT name FROM instances").fetchall() == [("web-1",)]
+        assert os.listdir(tmp_path) == []
+    finally:
+        await state.aclose()
+
+
 def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path) -> None:
     url = f"postgresql://dployr:hunter2@127.0.0.1:{free_port()}/dployr"
     with pytest.raises(StoreError, match="cannot open the database") as refused:
@@ -134,3 +150,38 @@ async def test_a_database_that_goes_away_fails_calls_in_one_line_and_is_used_aga
         assert [record.name for record in await state.instances()] == ["web-1"]
     finally:
         await state.aclose()
+
+
+async def test_an_instance_removed_while_another_control_plane_uses_it_leaves_nothing_behind(
+    postgres_url: str,
+) -> None:
+    one, two = await open_pg_pair(postgres_url)
+    try:
+        for round_ in range(10):
+            name = f"web-{round_}"
+            join = await one.add_instance(name)
+
+            async def use(name: str = name, token: str = join.token) -> None:
+                # Each may find the instance gone: what matters is what is left after.
+                with contextlib.suppress(UnknownInstance, InvalidJoinToken):
+                    await two.redeem(token)
+                with contextlib.suppress(UnknownInstance):
+                    await two.place(f"api-{name}", name)
+                with contextlib.suppress(UnknownInstance):
+                    await two.record_snapshot(name, [{"name": "api"}], at=1.0)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(use)
+                nursery.start_soon(one.remove_instance, name)
+        assert await one.instances() == []
+        assert await one.placement() == {}
+        assert await one.snapshots() == {}
+        with psycopg.connect(postgres_url) as db:
+            assert db.execute("SELECT count(*) FROM credentials").fetchone() == (0,)
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def open_pg_pair(url: str) -> tuple[PostgresClusterState, PostgresClusterState]:
+    return await open_state(url), await open_state(url)

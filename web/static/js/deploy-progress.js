@@ -102,6 +102,13 @@ export function followDeploy(panel, name, deployment, after) {
           if (line.deployment !== id) continue;
           if (line.stream === "system") {
             const text = line.line.replace(new RegExp(`^(deploy|rollback) ${id}:? `), "");
+            const last = steps.lastElementChild;
+            if (/^pull progress: /.test(text) && /^Pull progress: /.test(last?.textContent ?? "")) {
+              // A pull's layers and bytes so far (engine/images.py): one step, updated.
+              last.textContent = sentence(text);
+              state.textContent = sentence(text);
+              continue;
+            }
             addStep(sentence(text));
             state.textContent = sentence(text);
             check();

@@ -1,0 +1,413 @@
+"""Agents on the wire, end to end: real ``dployr agent`` processes, each on a data dir of its
+own, dialling a control plane; services deployed to them through the hub's RemoteHandle."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from dployr import __version__
+from dployr.cluster.remote import RemoteHandle
+from dployr.logs.values import LogLine
+from dployr.models import DeploymentStatus, ServiceStatus
+from dployr.protocol import messages as m
+from dployr.protocol import wire as w
+from dployr.protocol.errors import Error
+from dployr.protocol.events import DeploymentChanged
+from dployr.protocol.feed import Gap
+from tests.agent.conftest import (
+    AWAY_AFTER,
+    HEARTBEAT,
+    WAIT,
+    AgentProcess,
+    Partition,
+    agent,
+    control_plane,
+    wait_away,
+    wait_connected,
+)
+from tests.cli.conftest import clean_env, free_port, run_cli, start_up
+from tests.engine.conftest import web_settings
+from tests.helpers import make_repo, pids_of_service, web_repo, ws_handshake
+
+
+def member(hub: object, name: str) -> RemoteHandle:
+    handle = hub.member(name)  # type: ignore[attr-defined]
+    assert handle is not None, f"instance {name} is not connected"
+    return handle
+
+
+async def deploy(remote: RemoteHandle, request: m.Deploy) -> m.ServiceInfo:
+    """Deploy through the remote handle and wait until the deployment has ended well."""
+    with remote.subscribe_changes() as changes, trio.fail_after(WAIT):
+        deployment = await remote.request(request)
+        async for entry in changes:
+            if isinstance(entry, Gap):
+                continue
+            for change in entry:
+                ours = isinstance(change, DeploymentChanged) and change.deployment == deployment.id
+                if ours and change.status.finished:
+                    assert change.status is DeploymentStatus.SUCCEEDED, change
+                    return await remote.request(m.GetService(request.name))
+    raise AssertionError("the changes feed ended")
+
+
+async def answer(port: int, path: str = "/") -> str:
+    async with httpx.AsyncClient(timeout=WAIT) as http:
+        response = await http.get(f"http://127.0.0.1:{port}{path}")
+    response.raise_for_status()
+    return response.text
+
+
+CHATTY_APP = """\
+import signal
+for number in range(3000):
+    print(f"{number:04} " + "x" * 1000)
+print("done", flush=True)
+signal.pause()
+"""
+
+
+@pytest.mark.slow
+async def test_an_agent_joins_once_and_runs_what_the_control_plane_deploys(
+    tmp_path: Path,
+) -> None:
+    repo = web_repo(tmp_path / "repo")
+    async with control_plane(tmp_path / "cp") as cp:
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", cp.url, "--token", token) as a1:
+            assert "as instance a1" in await a1.wait_for("joined ")
+            await a1.wait_for("connected to the control plane")
+            await wait_connected(cp.hub, "a1")
+
+            # The join token is spent; the credential is kept 0600, the token is not.
+            kept = a1.data_dir / "agent.json"
+            assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+            credential = json.loads(kept.read_text())["credential"]
+            assert token not in kept.read_text()
+            async with httpx.AsyncClient(base_url=cp.url, timeout=WAIT) as http:
+                again = await http.post("/api/v1/agent/join", json={"token": token})
+                assert again.status_code == 401
+                assert "already used" in again.json()["error"]["message"]
+                # A credential is no API token: no user route takes it.
+                as_user = await http.get(
+                    "/api/v1/services", headers={"Authorization": f"Bearer {credential}"}
+                )
+                assert as_user.status_code == 401
+            # An API token is no credential: the agents' channel refuses it.
+            refused = await ws_handshake(cp.url, "/api/v1/agent", cp.token)
+            assert refused.status_code == 401
+
+            remote = member(cp.hub, "a1")
+            port = free_port()
+            info = await deploy(remote, m.Deploy("web", web_settings(repo, port)))
+            assert (info.instance, info.status) == ("a1", ServiceStatus.RUNNING)
+            assert (await answer(port)).startswith("hello v1")
+            assert [s.name for s in remote.services()] == ["web"]
+            (record,) = [r for r in await cp.state.instances() if r.name == "a1"]
+            assert (record.address, record.version) == ("127.0.0.1", __version__)
+            assert record.last_seen is not None
+            assert record.joined_at is not None
+            snapshots = await cp.state.snapshots()
+            assert [s["name"] for s in snapshots["a1"][1]] == ["web"]
+
+            # The log, followed from the start: history, then live lines, with neither a
+            # gap nor a duplicate at the seam.
+            seen: list[LogLine] = []
+            follow = remote.follow_logs("web", after=0)
+            async with contextlib.aclosing(follow):
+                with trio.fail_after(WAIT):
+                    first = await anext(follow)
+                    assert isinstance(first, list)
+                    seen += first
+                    await answer(port, "/seam")
+                    async for entry in follow:
+                        assert not isinstance(entry, Gap)
+                        seen += entry
+                        if any("request /seam" in line.line for line in entry):
+                            break
+            assert [line.cursor for line in seen] == list(range(1, len(seen) + 1))
+            assert any("listening on" in line.line for line in seen)
+
+            with pytest.raises(Error) as unknown:
+                remote.check_service("nope")
+            assert unknown.value.code == "not_found"
+
+
+@pytest.mark.slow
+async def test_a_killed_agent_is_away_within_the_heartbeat_and_a_revoked_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    async with control_plane(tmp_path / "cp") as cp:
+        a1_token, a2_token = await cp.join_token("a1"), await cp.join_token("a2")
+        async with (
+            agent(tmp_path / "a1", "--join", cp.url, "--token", a1_token) as a1,
+            agent(tmp_path / "a2", "--join", cp.url, "--token", a2_token) as a2,
+        ):
+            await wait_connected(cp.hub, "a1")
+            await wait_connected(cp.hub, "a2")
+
+            a1.kill()
+            with trio.fail_after(AWAY_AFTER + 2 * HEARTBEAT):
+                await wait_away(cp.hub, "a1")
+            assert set(cp.hub.connected()) == {"a2"}
+            with pytest.raises(Error, match="instance a1 is away"):
+                await cp.hub._handles["a1"].request(m.ListServices())
+
+            # Revoked: the open channel is closed within a heartbeat, and every dial
+            # after is refused at the door.
+            await cp.state.remove_instance("a2")
+            with trio.fail_after(AWAY_AFTER + 2 * HEARTBEAT):
+                await wait_away(cp.hub, "a2")
+            refused = await a2.wait_for("refused this agent (401)")
+            assert "unknown or revoked agent credential" in refused
+            assert cp.hub.member("a2") is None
+
+
+SLOW_STOP_APP = """\
+import http.server, os, signal, socket, time
+
+def stopping(*_):
+    # Tell the test the stop has begun, then take a while to stop.
+    with socket.create_connection(("127.0.0.1", int(os.environ["NOTIFY_PORT"]))) as told:
+        told.sendall(b"stopping")
+    time.sleep(0.5)
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, stopping)
+print("listening", flush=True)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])),
+                                         http.server.SimpleHTTPRequestHandler)
+server.serve_forever()
+"""
+
+
+@pytest.mark.slow
+async def test_a_call_cut_off_by_a_disconnect_runs_exactly_once(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"app.py": SLOW_STOP_APP})
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    notify_port = listeners[0].socket.getsockname()[1]
+    async with control_plane(tmp_path / "cp") as cp:
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", cp.url, "--token", token) as a1:
+            await a1.wait_for("connected to the control plane")
+            await wait_connected(cp.hub, "a1")
+            remote = member(cp.hub, "a1")
+            settings = web_settings(repo, free_port())
+            env = {"NOTIFY_PORT": str(notify_port)}
+            before = await deploy(remote, m.Deploy("slow", settings, env=env))
+
+            restarted: list[m.ServiceInfo] = []
+
+            async def restart() -> None:
+                restarted.append(await remote.request(m.Restart("slow")))
+
+            with trio.fail_after(WAIT):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(restart)
+                    told = await listeners[0].accept()  # the agent is carrying it out
+                    await told.aclose()
+                    cp.hub.drop("a1", "cut off by the test")  # before its Result is back
+                    assert "dialling again" in await a1.wait_for("dialling again")
+                    await a1.wait_for("connected to the control plane")
+
+            (after,) = restarted
+            assert after.status is ServiceStatus.RUNNING
+            assert after.pid != before.pid
+            page = await remote.request(m.ReadLogs("slow", streams=frozenset({"stdout"})))
+            assert [line.line for line in page.lines] == ["listening", "listening"]
+    for listener in listeners:
+        await listener.aclose()
+
+
+@pytest.mark.slow
+async def test_a_malformed_frame_closes_only_that_agents_channel(tmp_path: Path) -> None:
+    async with control_plane(tmp_path / "cp") as cp:
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", cp.url, "--token", token):
+            await wait_connected(cp.hub, "a1")
+            async with httpx.AsyncClient(base_url=cp.url, timeout=WAIT) as http:
+                joined = await http.post(
+                    "/api/v1/agent/join", json={"token": await cp.join_token("bad")}
+                )
+            credential = joined.json()["credential"]
+            url = cp.url.replace("http://", "ws://") + "/api/v1/agent"
+            headers = [(b"authorization", f"Bearer {credential}".encode())]
+            with trio.fail_after(WAIT):
+                async with open_websocket_url(url, extra_headers=headers) as ws:
+                    hello = w.Hello("bad", "0.0", w.WIRE_VERSION, (), "e1")
+                    await ws.send_message(w.encode_frame(hello))
+                    assert isinstance(w.decode_frame(await ws.get_message()), w.HelloAck)
+                    await wait_connected(cp.hub, "bad")
+                    await ws.send_message('{"type": "update", "seq": "many"}')
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+                    assert closed.value.reason.code == 1008
+                    assert "a malformed frame: a bad update frame" in closed.value.reason.reason
+                    # trio-websocket's client leaves its TCP stream to the garbage
+                    # collector after a close its server began: close it here.
+                    await ws._stream.aclose()
+                await wait_away(cp.hub, "bad")
+            # The control plane and the other agent's channel go on.
+            assert cp.hub.member("a1") is not None
+            assert await cp.hub.member("a1").request(m.ListServices()) == ()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+async def test_an_agents_services_run_on_untouched_while_its_control_plane_is_killed(
+    tmp_path: Path,
+) -> None:
+    repo = web_repo(tmp_path / "repo")
+    cp_dir = tmp_path / "cp"
+    port = free_port()
+    async with control_plane(cp_dir) as cp:
+        cp_port = cp.url.rsplit(":", 1)[1]
+        token = await cp.join_token("a1")
+        a1 = await AgentProcess.start(tmp_path / "a1", "--join", cp.url, "--token", token)
+        try:
+            await wait_connected(cp.hub, "a1")
+            await deploy(member(cp.hub, "a1"), m.Deploy("web", web_settings(repo, port)))
+        except BaseException:
+            await a1.stop()
+            raise
+    try:
+        pids = pids_of_service("web")
+        assert pids
+        await a1.wait_for("connected to the control plane")
+        await a1.wait_for("dialling again")  # the first control plane stopped
+
+        # A real `dployr up` on the same data dir and port: the agent dials back in.
+        up, _ = await start_up(cp_dir, "--port", cp_port)
+        await a1.wait_for("connected to the control plane")
+        up.kill()
+        await up.wait()
+        await a1.wait_for("dialling again")
+        assert pids_of_service("web") == pids
+        assert (await answer(port)).startswith("hello v1")
+
+        up, _ = await start_up(cp_dir, "--port", cp_port)
+        try:
+            await a1.wait_for("connected to the control plane")
+            assert pids_of_service("web") == pids
+            assert (await answer(port)).startswith("hello v1")
+        finally:
+            up.terminate()
+            with trio.fail_after(WAIT):
+                await up.wait()
+    finally:
+        assert await a1.stop() == 0
+
+
+@pytest.mark.slow
+async def test_a_partition_is_seen_by_both_sides_and_heals_without_a_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    repo = web_repo(tmp_path / "repo")
+    port = free_port()
+    async with control_plane(tmp_path / "cp") as cp:
+        partition = Partition(int(cp.url.rsplit(":", 1)[1]))
+        await nursery.start(partition.serve)
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", partition.url, "--token", token) as a1:
+            await a1.wait_for("connected to the control plane")
+            await wait_connected(cp.hub, "a1")
+            remote = member(cp.hub, "a1")
+            before = await deploy(remote, m.Deploy("web", web_settings(repo, port)))
+            follow = remote.follow_logs("web", after=0)
+            async with contextlib.aclosing(follow):
+                seen = await anext(follow)
+                assert isinstance(seen, list)
+
+                partition.cut()  # nothing is closed: only the heartbeat can tell
+                with trio.fail_after(AWAY_AFTER + 2 * HEARTBEAT + 1):
+                    await wait_away(cp.hub, "a1")
+                await a1.wait_for("dialling again")  # the agent saw the silence too
+                assert (await answer(port, "/while-cut")).startswith("hello v1")
+
+                partition.heal()
+                await a1.wait_for("connected to the control plane")
+                await wait_connected(cp.hub, "a1")
+                # The follow goes on where it was: what was written meanwhile, then live.
+                await answer(port, "/healed")
+                with trio.fail_after(WAIT):
+                    async for entry in follow:
+                        assert not isinstance(entry, Gap)
+                        seen += entry
+                        if any("request /healed" in line.line for line in entry):
+                            break
+            assert [line.cursor for line in seen] == list(range(1, len(seen) + 1))
+            assert any("request /while-cut" in line.line for line in seen)
+            after = await remote.request(m.GetService("web"))
+            assert (after.pid, after.restarts, after.deployment) == (
+                before.pid,
+                before.restarts,
+                before.deployment,
+            )
+    nursery.cancel_scope.cancel()
+
+
+async def test_an_agent_that_cannot_join_says_why_in_one_line(tmp_path: Path) -> None:
+    async def refused(data_dir: str, *args: str) -> str:
+        ran = await run_cli(
+            "agent", "--shared-user", "--data-dir", str(tmp_path / data_dir), *args, env=clean_env()
+        )
+        return ran.one_line_error()
+
+    never = await refused("never")
+    assert "has not joined a control plane: give --join URL --token TOKEN" in never
+    bad_url = await refused("x", "--join", "ftp://cp", "--token", "t")
+    assert "not a control plane URL: 'ftp://cp'" in bad_url
+    async with control_plane(tmp_path / "cp") as cp:
+        wrong = await refused("a1", "--join", cp.url, "--token", "nope")
+        assert "the control plane refused the join:" in wrong
+        token = await cp.join_token("a1")
+        other = await refused("a1", "--join", cp.url, "--token", token, "--name", "a2")
+        assert "the join token is instance 'a1''s, not 'a2'" in other
+    assert not (tmp_path / "a1" / "agent.json").exists()
+
+
+@pytest.mark.slow
+async def test_an_agent_started_again_needs_no_token_and_brings_its_services_back(
+    tmp_path: Path,
+) -> None:
+    repo = web_repo(tmp_path / "repo")
+    port = free_port()
+    async with control_plane(tmp_path / "cp") as cp:
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", cp.url, "--token", token):
+            await wait_connected(cp.hub, "a1")
+            remote = member(cp.hub, "a1")
+            await deploy(remote, m.Deploy("web", web_settings(repo, port)))
+            with remote.subscribe_metrics() as samples, trio.fail_after(WAIT):
+                async for entry in samples:
+                    if not isinstance(entry, Gap) and any(s.service == "web" for s in entry):
+                        break
+            with trio.fail_after(WAIT):
+                while remote.latest_machine() is None:  # the Update after a metrics round
+                    await remote.updated.wait()
+
+            # History stays on the agent: a page larger than a frame is read in smaller ones.
+            chatty = make_repo(tmp_path / "chatty", {"app.py": CHATTY_APP})
+            await deploy(remote, m.Deploy("chatty", web_settings(chatty, None)))
+            page = await remote.request(m.ReadLogs("chatty", after=0, limit=5000))
+            assert 0 < len(page.lines) < 3000
+            assert page.lines[0].cursor == 1
+            assert page.last_cursor >= 3000
+            rest = await remote.request(m.ReadLogs("chatty", after=page.lines[-1].cursor))
+            assert rest.lines[0].cursor == page.lines[-1].cursor + 1
+        await wait_away(cp.hub, "a1")
+
+        async with agent(tmp_path / "a1", "--token", token) as again:
+            assert "already joined as instance a1" in await again.wait_for("already joined")
+            await again.wait_for("connected to the control plane")
+            await wait_connected(cp.hub, "a1")
+            assert (await answer(port)).startswith("hello v1")
+            info = await member(cp.hub, "a1").request(m.GetService("web"))
+            assert (info.instance, info.status) == ("a1", ServiceStatus.RUNNING)
