@@ -24,7 +24,7 @@ from dployr.gateway.responses import (
     status_for,
 )
 from dployr.protocol.handle import InstanceHandle
-from dployr.protocol.messages import GetInstance
+from dployr.protocol.messages import GetInstance, ListServices
 from dployr.protocol.wire import AgentDoor
 
 log = logging.getLogger("dployr.gateway")
@@ -72,8 +72,10 @@ def create_app(
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Every running service's last sample, in Prometheus text format (token needed)."""
+        # In a cluster, each service's samples are labelled with the instance it runs on.
+        placed = {s.name: s.instance for s in await handle.request(ListServices())}
         text = prometheus_text(
-            handle.instance_name, handle.latest_samples(), handle.latest_machine()
+            handle.instance_name, handle.latest_samples(), handle.latest_machine(), placed
         )
         info = await handle.request(GetInstance())
         text += disk_text(

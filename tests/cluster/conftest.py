@@ -113,6 +113,7 @@ def _instance(data_dir: Path, name: str) -> Instance:
         name=name,
         service_host="127.0.0.1",
         ready_timeout=20.0,
+        metrics_interval=0.5,  # a sample of every service within a test's patience
         **TEST_ENGINE,
     )
     return Instance(config, store)
