@@ -64,6 +64,16 @@ async def test_instances_are_added_shown_and_removed(up: Daemon, tmp_path: Path)
             "--instance", instance,
         )  # fmt: skip
         assert message in refused.one_line_error(), instance
+    # A blueprint's instance field places it the same way.
+    blueprint = tmp_path / "dployr.toml"
+    blueprint.write_text(
+        f'name = "web"\nremote = "{tmp_path}"\nrun_cmd = "true"\ninstance = "mars"\n'
+    )
+    refused = await up.cli("deploy", "--blueprint", str(blueprint))
+    assert "no instance 'mars'" in refused.one_line_error()
+    blueprint.write_text(f'name = "web"\nremote = "{tmp_path}"\nrun_cmd = "true"\ninstance = 7\n')
+    refused = await up.cli("deploy", "--blueprint", str(blueprint))
+    assert "instance must be text, not 7" in refused.one_line_error()
     assert json.loads(await up.ok("list", "--json")) == []
 
     assert await up.ok("instances", "remove", "east") == "removed the instance east\n"
