@@ -86,7 +86,12 @@ async def test_the_merged_feed_carries_every_members_changes(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     repo = web_repo(tmp_path / "repo")
+    cluster.members.leave("west")
+    await trio.testing.wait_all_tasks_blocked()
     with cluster.router.subscribe_changes() as changes:
+        # West joins after the feed was opened: its changes join the merge.
+        cluster.members.connect("west", cluster.instances["west"].handle)
+        await trio.testing.wait_all_tasks_blocked()
         deployment = await cluster.deploy(
             Deploy("api", web_settings(repo, free_port()), instance="west")
         )
