@@ -231,9 +231,17 @@ class ClusterHandle:
         """Place the services of member ``name`` that have no instance yet; keep its rows
         (the hub records them in the state as the agent sends them)."""
         for info in rows:
-            if info.name not in self._placement:
+            if info.name not in self._placement and not self._is_local(info.name):
                 await self._place(info.name, name)
         self._snapshots[name] = (self._clock(), rows)
+
+    def _is_local(self, service: str) -> bool:
+        """Whether the local instance has ``service`` (an unplaced service is its own)."""
+        try:
+            self._local.check_service(service)
+        except Error:
+            return False
+        return True
 
     async def _load_snapshots(self, names: Sequence[str] | None) -> None:
         """Take the state's last-known services of ``names`` (None: all) where they are

@@ -213,3 +213,28 @@ async def test_another_router_on_the_same_state_learns_the_placement(
         assert away.value.message.startswith("instance east is away")
         nursery.cancel_scope.cancel()
     await cluster.router.request(Stop("api"))
+
+
+async def test_a_local_service_stays_local_when_an_agent_brings_one_of_that_name(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    repo = web_repo(tmp_path / "repo")
+    await cluster.deploy(Deploy("dup", web_settings(repo, free_port())))
+    # East's instance had one of the same name before (deployed on it, not through us).
+    east = cluster.instances["east"].handle
+    with cluster.router.subscribe_changes() as changes, trio.fail_after(WAIT):
+        deployment = await east.request(Deploy("dup", web_settings(repo, free_port())))
+        async with contextlib.aclosing(aiter(changes)) as entries:
+            async for entry in entries:
+                if not isinstance(entry, Gap) and any(
+                    isinstance(c, DeploymentChanged)
+                    and (c.instance, c.deployment, c.status.value)
+                    == ("east", deployment.id, "succeeded")
+                    for c in entry
+                ):
+                    break
+    await trio.testing.wait_all_tasks_blocked()  # the router has read east's list
+    assert await cluster.listed() == [("dup", "east", False), ("dup", "local", False)]
+    assert (await cluster.router.request(GetService("dup"))).instance == "local"
+    await cluster.router.request(Stop("dup"))
+    await east.request(Stop("dup"))
