@@ -64,7 +64,6 @@ def test_downloaded_counts_the_files_under_the_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.machine
 async def test_a_pull_shows_its_layers_and_bytes_as_the_deploy_is_followed(
     daemon: Daemon, registry: Registry, tmp_path: Path
 ) -> None:

@@ -14,7 +14,7 @@ from tests.dashboard.conftest import Daemon, deploy_over, sign_in
 from tests.images.conftest import Registry, podman_cmd
 from tests.images.test_pull_progress import push_fresh
 
-pytestmark = [pytest.mark.slow, pytest.mark.machine]
+pytestmark = pytest.mark.slow
 
 # The dashboard tests' fixtures (a daemon in a subprocess, chromium), instead of the
 # CLI tests' daemon that the other image tests use.
