@@ -88,9 +88,11 @@ $(POSTGRES):
 
 # The suite mostly waits on real processes, daemons and a browser: four workers share the
 # two cores, in one run (the image tests keep to images and names of their own in podman's
-# store: tests/images/conftest.py).
+# store: tests/images/conftest.py). Tests go to the workers one at a time, the longest
+# first (tests/conftest.py orders them by the last run's times), so no long test is left
+# to run alone at the end.
 test: lint $(CHROMIUM) $(SYSTEM_PYTHON) $(CADDY) $(PODMAN_TOOLS) $(POSTGRES)
-	$(BIN)/pytest -n 4
+	$(BIN)/pytest -n 4 --maxschedchunk 1
 
 $(BENCH_TOOLS):
 	$(SUDO) apt-get update -qq

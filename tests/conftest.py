@@ -1,4 +1,4 @@
-"""Guards shared by every test."""
+"""Guards shared by every test, and the order the suite runs in."""
 
 from __future__ import annotations
 
@@ -28,3 +28,59 @@ def no_leftover_service_processes() -> Iterator[None]:
         except psutil.NoSuchProcess:
             continue
     assert not leftovers, f"the test left service processes running: {leftovers}"
+
+
+# The longest tests first. `make test` hands tests to its workers one at a time (xdist's
+# --maxschedchunk 1), so a long test that started last would be the run's tail while the
+# other workers idle. Each run records how long each test took (set-up, call and tear-down)
+# in pytest's cache; the next run orders by it. A test never timed here counts as
+# SLOW_GUESS seconds if it is marked slow, else as none.
+DURATIONS = "dployr/durations"
+SLOW_GUESS = 10.0
+
+
+class _Timer:
+    """Seconds each test took in this run (under xdist, in the controlling process, which
+    gets every worker's reports)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.times[report.nodeid] = self.times.get(report.nodeid, 0.0) + report.duration
+
+
+_TIMER = pytest.StashKey[_Timer]()
+
+
+def _known(config: pytest.Config) -> dict[str, float]:
+    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+    known = cache.get(DURATIONS, {}) if cache is not None else {}
+    return known if isinstance(known, dict) else {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    timer = config.stash[_TIMER] = _Timer()
+    config.pluginmanager.register(timer, "dployr-durations")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    known = _known(config)
+
+    def expected(item: pytest.Item) -> float:
+        if item.nodeid in known:
+            return float(known[item.nodeid])
+        return SLOW_GUESS if item.get_closest_marker("slow") else 0.0
+
+    items.sort(key=expected, reverse=True)  # stable: ties keep their file order
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    cache = getattr(config, "cache", None)
+    if cache is None or hasattr(config, "workerinput"):
+        return  # a worker's reports reach the controlling process, which records them
+    times = config.stash[_TIMER].times
+    if times:
+        cache.set(DURATIONS, {**_known(config), **times})

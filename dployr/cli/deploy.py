@@ -253,6 +253,11 @@ async def _complete(client: Client, name: str, body: dict[str, Any]) -> dict[str
         if error.status != 404:
             raise
         stored = {}
+    retyped = "type" in body and "type" in stored and body["type"] != stored["type"]
+    if retyped:  # a new type drops what only the old one had, as `settings --type` does
+        stored = {k: v for k, v in stored.items() if k not in ("static", "job")}
+        if body["type"] == "static":
+            stored.pop("run_cmd", None)
     merged = {**stored, **body}
     if "remote" in body and "url" not in body["remote"] and "remote" in stored:
         merged["remote"] = {**stored["remote"], **body["remote"]}  # --branch/--commit only

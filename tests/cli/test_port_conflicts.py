@@ -92,6 +92,7 @@ async def test_the_port_a_deploy_moves_to_is_taken_while_it_runs(
             "run_cmd": f"{PYTHON} app.py",
             "build_cmd": f"cat {gate}",
             "port": new_port,
+            "restart": {"min_uptime": 0.3},
         }
         assert (await http.post("/services/site/deploy", json=body)).status_code == 202
 

@@ -27,7 +27,7 @@ from dployr.protocol.events import Change, HealthChanged
 from dployr.protocol.messages import ListDeployments, ReadLogs, Restart, Rollback
 from tests.helpers import PYTHON, commit, make_repo, web_repo
 
-from .conftest import Engine, start_engine, started_children, web_settings
+from .conftest import QUICK_START, Engine, start_engine, started_children, web_settings
 
 pytestmark = pytest.mark.slow
 
@@ -276,7 +276,8 @@ async def test_rollback_switches_to_a_kept_release_without_rebuilding(
 async def test_a_worker_restart_stops_then_starts(engine: Engine, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"w.py": "import time\ntime.sleep(1e6)\n"})
     await engine.deploy(
-        "worker", ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} w.py")
+        "worker",
+        ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} w.py", restart=QUICK_START),
     )
     before = (await engine.status("worker")).pid
     info = await engine.handle.request(Restart("worker"))
@@ -326,7 +327,11 @@ async def test_a_handed_over_socket_serves_without_a_proxy_and_restarts_without_
     repo = make_repo(tmp_path / "repo", {"app.py": SOCKET_APP, "VERSION": "v1\n"})
     port = ports.allocate()
     settings = ServiceSettings(
-        source=Source(str(repo)), run_cmd=f"{PYTHON} app.py", port=port, listen_fds=True
+        source=Source(str(repo)),
+        run_cmd=f"{PYTHON} app.py",
+        port=port,
+        listen_fds=True,
+        restart=QUICK_START,  # each of the four starts waits this long, under the hammer
     )
     with engine.handle.subscribe_supervision() as events:
         await engine.deploy("fd", settings)

@@ -74,7 +74,9 @@ async def test_a_worker_without_a_port_gets_no_proxy(engine: Engine, tmp_path: P
     repo = make_repo(
         tmp_path / "repo", {"worker.py": "import time\nprint('up', flush=True)\ntime.sleep(1e6)\n"}
     )
-    settings = ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} worker.py")
+    settings = ServiceSettings(
+        source=Source(str(repo)), run_cmd=f"{PYTHON} worker.py", restart=QUICK_START
+    )
     with engine.handle.subscribe_supervision() as events:
         await engine.deploy("worker", settings)
         started = await started_children(events)
@@ -192,7 +194,7 @@ async def test_stop_kills_grandchildren_and_start_brings_it_back(
     )
     repo = make_repo(tmp_path / "repo", {"tree.py": script})
     settings = ServiceSettings(
-        source=Source(str(repo)), run_cmd=f"{PYTHON} tree.py", stop_grace=1.0
+        source=Source(str(repo)), run_cmd=f"{PYTHON} tree.py", stop_grace=1.0, restart=QUICK_START
     )
     await engine.deploy("tree", settings)
     await engine.wait_log("tree", "spawned")
@@ -398,7 +400,8 @@ async def test_follow_crosses_the_history_live_seam(engine: Engine, tmp_path: Pa
     )
     repo = make_repo(tmp_path / "repo", {"app.py": script})
     await engine.deploy(
-        "chatty", ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} app.py")
+        "chatty",
+        ServiceSettings(source=Source(str(repo)), run_cmd=f"{PYTHON} app.py", restart=QUICK_START),
     )
     numbers: list[int] = []
     feed = engine.handle.follow_logs("chatty", after=0, streams=frozenset({"stdout"}))

@@ -79,7 +79,11 @@ async def daemon_on(data: Path) -> AsyncIterator[tuple[Daemon, Events]]:
 async def deploy(daemon: Daemon, events: Events, name: str, repo: Path, script: str) -> None:
     mark = len(events.seen)
     async with daemon.client() as api:
-        body = {"remote": {"url": str(repo)}, "run_cmd": f"{PYTHON} {script}"}
+        body = {
+            "remote": {"url": str(repo)},
+            "run_cmd": f"{PYTHON} {script}",
+            "restart": {"min_uptime": 0.3},  # started (and restarted) after 0.3 s up, not 5
+        }
         response = await api.post(f"/services/{name}/deploy", json=body)
         assert response.status_code == 202, response.text
     # Waited for on the events feed: its log line may be dropped when the disk fills.
