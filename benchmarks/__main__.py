@@ -16,6 +16,7 @@ SUITES = [
     "api",
     "proxy",
     "static",
+    "static_reload",
     "jobs",
     "images",
 ]

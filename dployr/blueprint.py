@@ -54,6 +54,7 @@ import attrs
 from dployr import serde
 from dployr.errors import SpecError
 from dployr.models import RestartMode, ServiceSettings, ServiceType, Source, check_name
+from dployr.protocol.messages import check_instance_name
 from dployr.timeparse import parse_duration
 
 MAX_BLUEPRINT = 1 << 20
@@ -107,6 +108,9 @@ class Blueprint:
     name: str | None = None
     env_vars: Mapping[str, str] = attrs.field(factory=dict)
     secrets: Mapping[str, str] = attrs.field(factory=dict)
+    instance: str | None = None
+    """The instance of the cluster to run it on (``dployr deploy --instance``); None:
+    where it runs already, else the control plane's own."""
 
     def body(self) -> dict[str, Any]:
         """The blueprint as the body of ``POST /api/v1/services/{name}/deploy``."""
@@ -119,6 +123,8 @@ class Blueprint:
             data["env_vars"] = dict(self.env_vars)
         if self.secrets:
             data["secrets"] = dict(self.secrets)
+        if self.instance is not None:
+            data["instance"] = self.instance
         return data
 
 
@@ -132,8 +138,9 @@ _TEXT_FIELDS = (
     "health_check",
     "image",
     "dockerfile",
+    "instance",
 )
-_OWN_FIELDS = frozenset({"name", "source", "remote", "env_vars", "secrets"})
+_OWN_FIELDS = frozenset({"name", "source", "remote", "env_vars", "secrets", "instance"})
 """Fields of a blueprint that are not service settings."""
 
 
@@ -222,6 +229,9 @@ def from_data(data: Any) -> Blueprint:
     name = data.get("name")
     if name is not None:
         check_name(name)
+    instance = data.get("instance")
+    if instance is not None:
+        check_instance_name(instance)
     if data.get("source") not in (None, "git", "local"):
         raise SpecError(f"source must be 'git' or 'local', not {data['source']!r}")
     source = source_of(data["remote"])
@@ -232,6 +242,7 @@ def from_data(data: Any) -> Blueprint:
         name=name,
         env_vars=dict(data.get("env_vars") or {}),
         secrets=dict(data.get("secrets") or {}),
+        instance=instance,
     )
 
 

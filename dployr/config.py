@@ -66,6 +66,9 @@ class DaemonConfig:
     """Restarts of the instance or the gateway the root allows within ``restart_period``;
     one more stops the daemon."""
     restart_period: float = 60.0
+    database: str | None = None
+    """Where the cluster's state is kept (instances, placement): None, ``cluster.db`` in
+    the data dir; else a database URL (``dployr up --database``)."""
 
 
 @attrs.frozen

@@ -3,12 +3,17 @@
 ``agent.json`` in the agent's data dir holds the control plane's URL, the instance's name
 and the credential. It is written once, at the join; the join token is never needed again
 (it is single use). An agent started with a data dir that has it dials at once.
+
+An ``https://`` control plane (behind a TLS proxy) is reached over TLS, its certificate
+verified against the system's CAs, or against ``--ca FILE`` (kept in ``agent.json``): a
+private CA, or the control plane's own self-signed certificate.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +40,13 @@ class Credential:
     """The control plane's base URL (``http://host:port``)."""
     instance: str
     credential: str = attrs.field(repr=False)
+    ca: str | None = None
+    """The CA file the control plane's certificate is verified against (else the
+    system's)."""
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """How the control plane is reached over TLS: None for ``http://``."""
+        return tls_context(self.url, self.ca)
 
     @property
     def channel_url(self) -> str:
@@ -42,6 +54,30 @@ class Credential:
         parts = urlsplit(self.url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + CHANNEL_PATH, "", ""))
+
+
+def tls_context(url: str, ca: str | None) -> ssl.SSLContext | None:
+    """A TLS context verifying the control plane's certificate (against ``ca`` if given),
+    or None for an ``http://`` URL."""
+    if urlsplit(url).scheme != "https":
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as error:
+        raise JoinError(f"cannot use {ca} as the control plane's CA: {error}") from None
+
+
+def reason(error: BaseException) -> str:
+    """Why a connection failed, in one line: a TLS refusal's own words where there is one
+    (httpx's error often says nothing itself)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def check_url(url: str) -> str:
@@ -57,7 +93,13 @@ def load(data_dir: Path) -> Credential | None:
     path = data_dir / FILE_NAME
     try:
         data: Any = json.loads(path.read_text())
-        return Credential(str(data["url"]), str(data["instance"]), str(data["credential"]))
+        ca = data.get("ca")
+        return Credential(
+            str(data["url"]),
+            str(data["instance"]),
+            str(data["credential"]),
+            None if ca is None else str(ca),
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -76,14 +118,15 @@ def save(data_dir: Path, credential: Credential) -> None:
     partial.replace(data_dir / FILE_NAME)
 
 
-async def join(url: str, token: str, *, wait: float = 30.0) -> Credential:
+async def join(url: str, token: str, *, ca: str | None = None, wait: float = 30.0) -> Credential:
     """Redeem a join token at the control plane: the instance's name and its credential."""
     base = check_url(url)
+    context = tls_context(base, ca)
     try:
-        async with httpx.AsyncClient(timeout=wait) as http:
+        async with httpx.AsyncClient(timeout=wait, verify=context or True) as http:
             response = await http.post(base + JOIN_PATH, json={"token": token})
     except httpx.HTTPError as error:
-        raise JoinError(f"cannot reach the control plane at {base}: {error}") from None
+        raise JoinError(f"cannot reach the control plane at {base}: {reason(error)}") from None
     try:
         body: Any = response.json()
     except ValueError:
@@ -97,4 +140,4 @@ async def join(url: str, token: str, *, wait: float = 30.0) -> Credential:
         raise JoinError(f"the control plane refused the join: {message}")
     if not isinstance(body, dict) or not {"instance", "credential"} <= set(body):
         raise JoinError("the control plane answered the join with something else")
-    return Credential(base, str(body["instance"]), str(body["credential"]))
+    return Credential(base, str(body["instance"]), str(body["credential"]), ca)

@@ -50,6 +50,8 @@ class AgentConfig:
     """The join token (needed once, to join)."""
     name: str | None = None
     """The instance's expected name: a join token of another instance is refused."""
+    ca: str | None = None
+    """The CA file an ``https://`` control plane's certificate is verified against."""
     daemon: DaemonConfig = attrs.field(factory=DaemonConfig)
 
 
@@ -67,13 +69,16 @@ async def identity(config: AgentConfig, say: Callable[[str], None]) -> Credentia
             say(f"{root} joined {kept.url}: dialling it, not {config.url}")
         elif config.token is not None:
             say(f"{root} already joined as instance {kept.instance}: the join token is not used")
+        if config.ca is not None and config.ca != kept.ca:  # a new CA: kept for later runs
+            kept = attrs.evolve(kept, ca=config.ca)
+            credential.save(root, kept)
         return kept
     if config.url is None or config.token is None:
         raise JoinError(
             f"{root} has not joined a control plane: give --join URL --token TOKEN "
             "(from `dployr instances add NAME` on the control plane)"
         )
-    joined = await credential.join(config.url, config.token)
+    joined = await credential.join(config.url, config.token, ca=config.ca)
     if config.name is not None and config.name != joined.instance:
         raise JoinError(
             f"the join token is instance {joined.instance!r}'s, not {config.name!r}: "

@@ -40,7 +40,7 @@ from trio_websocket import (
 
 from dployr import __version__
 from dployr.agent.backoff import reconnect_delay
-from dployr.agent.credential import Credential
+from dployr.agent.credential import Credential, reason
 from dployr.agent.outbox import Outbox
 from dployr.engine.handle import error_of
 from dployr.metrics import InstanceSample
@@ -89,6 +89,7 @@ class Uplink:
         self._handle = instance.handle
         self._outbox = outbox
         self._credential = credential
+        self._tls = credential.ssl_context()  # a CA file it cannot use fails here, at start
         self.epoch = secrets.token_hex(8)
         """This run's boot epoch: a control plane that sees another knows the agent
         started again."""
@@ -100,10 +101,6 @@ class Uplink:
         self._send: trio.MemorySendChannel[str] | None = None
         # Invariant: `_send` is the current channel's writer queue while a hello has been
         # acked and the channel is open, else None.
-        self.connected = trio.Event()
-        """Set while the control plane has acked a hello on the open channel."""
-        self.connections = 0
-        """Channels opened (helloes acked) since the agent started."""
 
     async def run(
         self, ctx: object = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -130,6 +127,7 @@ class Uplink:
         try:
             async with open_websocket_url(
                 self._credential.channel_url,
+                self._tls,
                 extra_headers=headers,
                 max_message_size=w.MAX_FRAME,
                 message_queue_size=QUEUE,
@@ -199,8 +197,6 @@ class Uplink:
                 nursery.start_soon(_write, ws, queue)
                 await nursery.start(self._updates, send.clone())
                 self._send = send
-                self.connections += 1
-                self.connected.set()
                 self._say(
                     f"connected to the control plane {self._credential.url} "
                     f"as instance {self._credential.instance}"
@@ -218,7 +214,6 @@ class Uplink:
                         raise
         finally:
             self._send = None
-            self.connected = trio.Event()
             with trio.move_on_after(CLOSE_WAIT, shield=True), contextlib.suppress(Exception):
                 await ws.aclose(code, reason)
 
@@ -318,7 +313,8 @@ class Uplink:
             nursery.start_soon(watch, instance.metrics.samples.subscribe())
             sent: dict[str, ServiceInfo] = {}
             machine: InstanceSample | None = None
-            await send.send(self._update(sent, full=True))
+            for frame in self._update(sent, full=True):
+                await send.send(frame)
             task_status.started()
             while True:
                 await dirty.wait()
@@ -327,7 +323,8 @@ class Uplink:
                 if self._instance.metrics.latest_instance() is machine and not self._changed(sent):
                     continue
                 machine = self._instance.metrics.latest_instance()
-                await send.send(self._update(sent, full=False))
+                for frame in self._update(sent, full=False):
+                    await send.send(frame)
 
     def _changed(self, sent: dict[str, ServiceInfo]) -> bool:
         services = self._instance.services
@@ -335,8 +332,9 @@ class Uplink:
             s.info() != sent.get(name) for name, s in services.items()
         )
 
-    def _update(self, sent: dict[str, ServiceInfo], *, full: bool) -> str:
-        """The next Update frame; ``sent`` (the services as last sent) is brought up to date."""
+    def _update(self, sent: dict[str, ServiceInfo], *, full: bool) -> list[str]:
+        """The next Update frames (one, unless the services need more than a frame's
+        room); ``sent`` (the services as last sent) is brought up to date."""
         now = {name: s.info() for name, s in sorted(self._instance.services.items())}
         if full:
             changed = tuple(now.values())
@@ -345,11 +343,10 @@ class Uplink:
         removed = tuple(sorted(set(sent) - set(now)))
         sent.clear()
         sent.update(now)
-        self._seq += 1
         machine = self._instance.metrics.latest_instance()
-        return w.encode_frame(
+        frames = w.encode_updates(
             w.Update(
-                seq=self._seq,
+                seq=self._seq + 1,
                 epoch=self.epoch,
                 full=full,
                 generation=self._instance.generation,
@@ -359,6 +356,8 @@ class Uplink:
                 samples=tuple(self._handle.latest_samples()),
             )
         )
+        self._seq += len(frames)
+        return frames
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -470,6 +469,10 @@ def _describe(error: BaseException) -> str:
         return "the control plane did not answer in time"
     if isinstance(error, ProtocolFault):
         return str(error)
+    if isinstance(error, HandshakeError) and error.__cause__ is not None:
+        return _describe(error.__cause__)  # why the connection failed
+    if isinstance(error, OSError):
+        return reason(error)
     return str(error) or type(error).__name__
 
 

@@ -29,6 +29,12 @@ from dployr.config import EngineConfig, default
     help="The instance this agent must be: a join token of another one is refused.",
 )
 @click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    help="Verify an https:// control plane's certificate against this CA file (a private "
+    "CA, or its own self-signed certificate) instead of the system's; kept for later runs.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the agent keeps its services, logs and credential [default: as `dployr up`].",
@@ -64,6 +70,7 @@ async def agent(
     url: str | None,
     token: str | None,
     name: str | None,
+    ca: str | None,
     data_dir: Path | None,
     service_host: str,
     metrics_interval: float,
@@ -94,6 +101,7 @@ async def agent(
         url=url,
         token=token,
         name=name,
+        ca=ca,
     )
 
     async def serve() -> None:

@@ -35,7 +35,8 @@ from dployr.protocol import Change, Error, Gap, LogLines, SupervisionReport
 from dployr.protocol.messages import (
     Deleted,
     EnvListing,
-    InstanceInfo,
+    InstanceView,
+    JoinTokenView,
     KeyRotated,
     LogPage,
     MetricsPage,
@@ -292,14 +293,22 @@ class Client:
 
     # -- the instance ----------------------------------------------------------------------
 
-    async def instances(self) -> tuple[InstanceInfo, ...]:
-        """The instances (machines) and the services each runs."""
-        return await self._many(InstanceInfo, "/instances")
+    async def instances(self) -> tuple[InstanceView, ...]:
+        """The instances (machines) of the cluster and the services each runs."""
+        return await self._many(InstanceView, "/instances")
 
-    async def instance(self, id: str) -> InstanceInfo:
-        """One instance, by id or name."""
+    async def instance(self, id: str) -> InstanceView:
+        """One instance, by name or id."""
         path = f"/instances/{quote(id, safe='')}"
-        return await self._one(InstanceInfo, "GET", path)
+        return await self._one(InstanceView, "GET", path)
+
+    async def add_instance(self, name: str) -> JoinTokenView:
+        """Add an instance: its join token (shown once)."""
+        return await self._one(JoinTokenView, "POST", "/instances", body={"name": name})
+
+    async def remove_instance(self, name: str) -> Deleted:
+        """Remove an instance, revoking its agent's credential."""
+        return await self._one(Deleted, "DELETE", f"/instances/{quote(name, safe='')}")
 
     async def rotate_key(self) -> KeyRotated:
         """Seal every secret under a new master key."""

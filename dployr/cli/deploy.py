@@ -105,6 +105,12 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 )
 @click.option("--secret", "secrets", multiple=True, metavar="K=V", help="A secret variable.")
 @click.option(
+    "--instance",
+    help="The instance (machine) of the cluster to run it on; another than its own moves "
+    "it there (the old one is deleted once the new one runs) [default: where it runs, else "
+    "the control plane's own].",
+)
+@click.option(
     "--blueprint",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the fields from a TOML, YAML or JSON file.",
@@ -151,6 +157,10 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     if name is None:
         raise DployrError("give the service a name: --name NAME (or name in the blueprint)")
     check_name(name)
+    if "instance" in given:
+        from dployr.protocol.messages import check_instance_name
+
+        check_instance_name(given["instance"])
     if "registry" in given:  # its token is kept as a remote's password is
         given.setdefault("remote", _registry_url(given.pop("registry"), given.get("image")))
     if "image" in given:
@@ -243,6 +253,11 @@ async def _complete(client: Client, name: str, body: dict[str, Any]) -> dict[str
         if error.status != 404:
             raise
         stored = {}
+    retyped = "type" in body and "type" in stored and body["type"] != stored["type"]
+    if retyped:  # a new type drops what only the old one had, as `settings --type` does
+        stored = {k: v for k, v in stored.items() if k not in ("static", "job")}
+        if body["type"] == "static":
+            stored.pop("run_cmd", None)
     merged = {**stored, **body}
     if "remote" in body and "url" not in body["remote"] and "remote" in stored:
         merged["remote"] = {**stored["remote"], **body["remote"]}  # --branch/--commit only

@@ -172,7 +172,7 @@ def services_table(services: Sequence[ServiceInfo]) -> None:
                 s.name,
                 status_words(s, short=True),
                 s.health.value,
-                s.instance,
+                f"{s.instance} (away)" if s.stale else s.instance,
                 s.port or "-",
                 s.pid or "-",
                 s.restarts,

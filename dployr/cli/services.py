@@ -14,13 +14,20 @@ from dployr.cli import Options, json_option
 @click.pass_obj
 async def list_services(options: Options) -> None:
     """List every service with its instance, status and health."""
+    from dployr.cli.client import ApiError
     from dployr.cli.instances import disk_line
     from dployr.cli.output import emit, services_table
 
     async with options.client() as client:
         emit(await client.services(), options.json, services_table)
         if not options.json:  # a full disk is said below the table
-            for instance in await client.instances():
+            try:
+                found = await client.instances()
+            except ApiError as error:
+                if error.status != 403:  # a token limited to one service sees no instance
+                    raise
+                found = ()
+            for instance in found:
                 disk_line(instance)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncclick as click
 
 from dployr.cli import Options
-from dployr.config import DployrConfig, EngineConfig, GatewayConfig, default
+from dployr.config import DaemonConfig, DployrConfig, EngineConfig, GatewayConfig, default
 
 
 @click.command()
@@ -56,6 +56,12 @@ from dployr.config import DployrConfig, EngineConfig, GatewayConfig, default
     help="As root, run services as root too, not each as a user of its own "
     "(services can then read dployr's keys and each other's files).",
 )
+@click.option(
+    "--database",
+    metavar="URL",
+    help="Keep the cluster's state (instances, placement) in this database "
+    "[default: SQLite in the data dir].",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -66,6 +72,7 @@ async def up(
     metrics_interval: float,
     pass_env: tuple[str, ...],
     shared_user: bool,
+    database: str | None,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -91,6 +98,7 @@ async def up(
             service_users=not shared_user,
         ),
         gateway=GatewayConfig(host=host, port=port),
+        daemon=DaemonConfig(database=database),
     )
 
     async def serve() -> None:

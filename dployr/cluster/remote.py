@@ -35,7 +35,7 @@ from dployr.protocol.errors import Error
 from dployr.protocol.events import Change, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.handle import LogEntry
-from dployr.protocol.messages import ReadLogs, Request, ServiceInfo
+from dployr.protocol.messages import Delete, Deploy, ReadLogs, Request, ServiceInfo
 
 log = logging.getLogger("dployr.cluster")
 
@@ -47,6 +47,8 @@ REQUEST_TIMEOUT = 60.0
 LOG_PAGE_CHARS = w.MAX_FRAME // 8
 """The most characters of log lines a page read from an agent holds (a line escaped in
 JSON takes at most six bytes a character, plus its fields): the page fits in a frame."""
+UPDATE_WAIT = 5.0
+"""Seconds a deploy of a new service (or a delete) waits for the agent's Update showing it."""
 SUBSCRIPTION_ENTRIES = 256
 """Entries (runs of items) a subscription holds for a slow reader; beyond, a gap."""
 
@@ -247,7 +249,8 @@ class RemoteHandle:
             with contextlib.suppress(Error):
                 self._machine = codec.decode_as(update.machine, InstanceSample)
         self.epoch, self.seq = update.epoch, update.seq
-        self._generation += 1
+        if update.full or update.services or update.removed:
+            self._generation += 1  # not for samples alone: the services' info is the same
         updated, self.updated = self.updated, trio.Event()
         updated.set()
         return follows
@@ -275,7 +278,7 @@ class RemoteHandle:
 
     @property
     def generation(self) -> int:
-        """Grows with every Update and every connect or disconnect."""
+        """Grows with every Update that changes a service, and every connect or disconnect."""
         return self._generation
 
     def services(self) -> list[ServiceInfo]:
@@ -305,7 +308,25 @@ class RemoteHandle:
         if pending.error is not None:
             raise pending.error
         reply: R = codec.decode_reply(type(request), pending.reply)
+        await self._seen(request)
         return reply
+
+    async def _seen(self, request: Request[Any]) -> None:
+        """After a deploy of a new service (or a delete), wait for the Update that shows it:
+        a log follow or a status asked right after the reply then finds it."""
+        if isinstance(request, Deploy):
+
+            def waiting() -> bool:
+                return request.name not in self._services
+        elif isinstance(request, Delete):
+
+            def waiting() -> bool:
+                return request.name in self._services
+        else:
+            return
+        with trio.move_on_after(UPDATE_WAIT):
+            while waiting() and self._outgoing is not None:
+                await self.updated.wait()
 
     def check_service(self, name: str, /) -> None:
         """Raise an Error unless ``name`` is a service of the instance (as last seen)."""

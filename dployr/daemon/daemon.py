@@ -4,9 +4,12 @@
 
     root supervisor "dployr" (one_for_one)
     ├─ instance "local"     the services (see dployr.engine.instance)
+    ├─ cluster              the local instance and the connected agents as one handle,
+    │                       routing by placement (see dployr.cluster.router)
     └─ gateway              Hypercorn + Quart-Trio: REST API, WebSocket feeds, dashboard
 
-The store (SQLite) is opened before the tree and closed after it. A lock on the data dir
+The store (SQLite) and the cluster's state (``cluster.db``, or ``--database``) are opened
+before the tree and closed after it. A lock on the data dir
 makes a second daemon on the same data dir refuse to start instead of running services
 twice; the admin token is created on first start.
 """
@@ -25,6 +28,7 @@ from typing import TextIO
 import trio
 
 from dployr import __version__
+from dployr.cluster import ClusterHandle
 from dployr.cluster.hub import AgentHub
 from dployr.config import DployrConfig
 from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
@@ -33,7 +37,7 @@ from dployr.engine.instance import Instance
 from dployr.engine.os import users
 from dployr.gateway.server import Gateway
 from dployr.store.access_store import AccessStore
-from dployr.store.cluster import open_cluster_state
+from dployr.store.cluster import ClusterState, open_cluster_state
 from dployr.store.records import Scope
 from dployr.store.reserve import DiskReserve
 from dployr.store.store import Store
@@ -81,23 +85,31 @@ async def run(
         reserve = DiskReserve(data.root)
         reserve.make()
         store = Store.open(data.db, reserve=reserve)
-        cluster = open_cluster_state(None, data.root)  # the agents: docs/agent-protocol.md
+        state: ClusterState | None = None
         try:
             created = ensure_admin_token(store, data)
+            database = config.daemon.database
+            if database is None:  # SQLite: used from the thread that opened it
+                state = open_cluster_state(None, data.root)
+            else:  # PostgreSQL is reached and migrated here (up to 10 s): off the event loop
+                state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
+            hub = AgentHub(state)  # the agents: docs/agent-protocol.md
+            cluster = ClusterHandle(instance.handle, hub, state)
             gateway = Gateway(
-                instance.handle,
+                cluster,
                 AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
                 config.gateway.host,
                 config.gateway.port,
                 dashboard_key_file=data.dashboard_key,
-                door=AgentHub(cluster),  # agents join and dial in (dployr/gateway/agents.py)
+                door=hub,  # agents join and dial in (dployr/gateway/agents.py)
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             root = Supervisor(
                 "dployr",
                 [
                     ChildSpec.supervisor("instance", instance.run),
+                    ChildSpec("cluster", cluster.run),
                     ChildSpec("gateway", gateway.run, shutdown=config.gateway.shutdown),
                 ],
                 intensity=Intensity(config.daemon.restarts, config.daemon.restart_period),
@@ -110,8 +122,8 @@ async def run(
                 try:
                     say = _printer(out)
                     say(f"dployr {__version__} is up: {url} (API and dashboard)")
-                    state = "a new admin token is in" if created else "admin token:"
-                    say(f"{state} {data.admin_token}")
+                    token_is = "a new admin token is in" if created else "admin token:"
+                    say(f"{token_is} {data.admin_token}")
                     say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
                     say(_who_runs_services(instance))
                     task_status.started(url)
@@ -130,8 +142,9 @@ async def run(
                     with contextlib.suppress(OSError):
                         data.endpoint.unlink()
         finally:
-            with trio.CancelScope(shield=True):
-                await cluster.aclose()
+            if state is not None:
+                with trio.CancelScope(shield=True):
+                    await state.aclose()
             store.close()
 
 

@@ -168,6 +168,8 @@ class LocalHandle:
                 tuple(i.store.deployments(i.service(r.name).name, max(1, min(r.limit, 1000))))
             ),
             m.GetInstance: lambda r: _now(i.info()),
+            # An instance served alone (no cluster around it) lists itself.
+            m.ListInstances: lambda r: _now((m.InstanceView.of(i.info()),)),
             m.ReadMetrics: lambda r: _now(i.read_metrics(r)),
             m.RotateKey: lambda r: _now(i.rotate_key()),
             **jobs.routes(i),  # scheduled jobs' runs (dployr/engine/jobs)

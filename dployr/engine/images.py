@@ -1,8 +1,9 @@
 """The deploy steps of a container service: pull an image, or build one from a Dockerfile.
 
 Both run podman as a build runs its command (its own cgroup, stopped with the deploy),
-its output in the service's log as ``build`` lines (the pull's progress: layers copied,
-manifest written), and record the image a deployment runs, pinned
+its output in the service's log as ``build`` lines (a pull's layers and bytes so far as
+``pull progress:`` lines of the deploy besides, see :mod:`.pull_progress`), and record
+the image a deployment runs, pinned
 (:attr:`dployr.models.Deployment.image`): a rollback, a restart and a daemon restart run
 those bytes, even after the tag moved. A deploy by tag pulls again every time.
 """

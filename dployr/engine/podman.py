@@ -232,6 +232,8 @@ def image_index() -> Path | None:
         conf = found if isinstance(found, dict) else {}
         break
     root = conf.get("rootless_storage_path" if rootless else "graphroot")
+    if isinstance(root, str):  # (containers/storage expands these in its paths)
+        root = os.path.expandvars(root.replace("$UID", str(os.getuid())))
     if not isinstance(root, str) or not root:
         data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         root = f"{data}/containers/storage" if rootless else "/var/lib/containers/storage"

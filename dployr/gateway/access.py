@@ -37,7 +37,15 @@ SERVICE_RULE = PREFIX + "/services/<name>"
 """Routes under this rule act on the service ``name``."""
 ADMIN_RULES = (PREFIX + "/tokens", PREFIX + "/audit", PREFIX + "/secrets", PREFIX + "/images")
 """Routes under these rules are for admin tokens only."""
-EVERY_SERVICE_RULES = ("/metrics", PREFIX + "/events")
+ADMIN_CHANGES = (PREFIX + "/instances",)
+"""Routes under these rules change nothing but for admin tokens (adding and removing a
+cluster's instances); reading them is for any token not limited to one service."""
+EVERY_SERVICE_RULES = (
+    "/metrics",
+    PREFIX + "/events",
+    PREFIX + "/instances",
+    PREFIX + "/instances/<instance>",
+)
 """Routes that show every service at once: not for a token limited to one service."""
 
 
@@ -90,7 +98,9 @@ def refusal(caller: TokenRecord, method: str, rule: str | None, service: str | N
     if rule is None:
         return None
     scope = caller.scope.value
-    if caller.scope is not Scope.ADMIN and rule.startswith(ADMIN_RULES):
+    if caller.scope is not Scope.ADMIN and (
+        rule.startswith(ADMIN_RULES) or (rule.startswith(ADMIN_CHANGES) and method != "GET")
+    ):
         return f"this needs an admin token; the token {caller.name!r} has the scope {scope}"
     if caller.scope is Scope.READ and method not in SAFE_METHODS:
         return f"the token {caller.name!r} can only read (scope read): it changes nothing"

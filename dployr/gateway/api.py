@@ -23,7 +23,6 @@ from dployr.gateway.responses import BadRequest, EncodedJSON, encode_json
 from dployr.logs.values import check_streams
 from dployr.models import check_env_key
 from dployr.protocol import messages as m
-from dployr.protocol.errors import Error
 from dployr.protocol.handle import InstanceHandle
 from dployr.timeparse import parse_since
 
@@ -188,7 +187,7 @@ async def deploy(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int
         if plan.name is not None and plan.name != name:
             raise SpecError(f"the body names service {plan.name!r} but the path names {name!r}")
         deployment = await handle.request(
-            m.Deploy(name, plan.settings, dict(plan.env_vars), dict(plan.secrets))
+            m.Deploy(name, plan.settings, dict(plan.env_vars), dict(plan.secrets), plan.instance)
         )
     return deployment, 202
 
@@ -339,19 +338,6 @@ async def rotate_key(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, in
     return await handle.request(m.RotateKey()), 200
 
 
-async def list_instances(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
-    return [await handle.request(m.GetInstance())], 200
-
-
-async def get_instance(handle: InstanceHandle, args: dict[str, str]) -> tuple[Any, int]:
-    info = await handle.request(m.GetInstance())
-    if args["instance"] not in (info.id, info.name):
-        raise Error(
-            "not_found", f"no instance {args['instance']!r}: this daemon runs {info.name!r}"
-        )
-    return info, 200
-
-
 _NAME = "the service's name"
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/services", "List services", list_services, response="ServiceList"),
@@ -469,8 +455,6 @@ ROUTES: tuple[Route, ...] = (
         response="DeploymentList",
         query=(Param("limit", "integer", "at most this many (default 50)"),),
     ),
-    Route("GET", "/instances", "List instances", list_instances, response="InstanceList"),
-    Route("GET", "/instances/{instance}", "Get an instance", get_instance, response="Instance"),
     Route(
         "POST",
         "/secrets/rotate-key",

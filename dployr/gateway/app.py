@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from dployr import __version__
 from dployr.errors import DployrError
-from dployr.gateway import access, agents, api, dashboard, feeds, jobs, openapi
+from dployr.gateway import access, agents, api, dashboard, feeds, instances, jobs, openapi
 from dployr.gateway.access import Tokens
 from dployr.gateway.prometheus import disk_text, prometheus_text
 from dployr.gateway.responses import (
@@ -24,7 +24,7 @@ from dployr.gateway.responses import (
     status_for,
 )
 from dployr.protocol.handle import InstanceHandle
-from dployr.protocol.messages import GetInstance
+from dployr.protocol.messages import GetInstance, ListServices
 from dployr.protocol.wire import AgentDoor
 
 log = logging.getLogger("dployr.gateway")
@@ -57,7 +57,7 @@ def create_app(
     # The dashboard's session check runs first: it may authenticate the request.
     dashboard.register(app, handle, tokens)
 
-    for route in api.ROUTES + access.ROUTES + jobs.ROUTES:  # jobs: scheduled jobs' runs
+    for route in api.ROUTES + access.ROUTES + jobs.ROUTES + instances.ROUTES:
         app.add_url_rule(
             route.rule,
             endpoint=f"{route.method} {route.path}",
@@ -72,8 +72,10 @@ def create_app(
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Every running service's last sample, in Prometheus text format (token needed)."""
+        # In a cluster, each service's samples are labelled with the instance it runs on.
+        placed = {s.name: s.instance for s in await handle.request(ListServices())}
         text = prometheus_text(
-            handle.instance_name, handle.latest_samples(), handle.latest_machine()
+            handle.instance_name, handle.latest_samples(), handle.latest_machine(), placed
         )
         info = await handle.request(GetInstance())
         text += disk_text(

@@ -9,7 +9,7 @@ import functools
 from typing import Any
 
 from dployr import __version__
-from dployr.gateway import access, api, jobs
+from dployr.gateway import access, api, instances, jobs
 from dployr.models import (
     ENV_KEY,
     MAX_COMMAND,
@@ -250,6 +250,7 @@ SCHEMAS: dict[str, Any] = {
     "Blueprint": _closed(
         {
             "name": NAME,
+            "instance": _nullable({**NAME, "description": "the instance to run it on"}),
             "source": {"type": "string", "enum": ["git", "local"]},
             "remote": {"anyOf": [_ref("Remote"), _REMOTE_URL]},
             **_SETTINGS_IN,
@@ -366,6 +367,7 @@ SCHEMAS: dict[str, Any] = {
             "message": _STR,
             "created_at": _NUM,
             "last_deploy_at": _nullable(_NUM),
+            "stale": _BOOL,
         }
     ),
     "ServiceList": _array("Service"),
@@ -429,23 +431,6 @@ SCHEMAS: dict[str, Any] = {
             "last_cursor": _INT,
         }
     ),
-    "Instance": _object(
-        {
-            "id": _STR,
-            "name": _STR,
-            "hostname": _STR,
-            "version": _STR,
-            "services": _array("Service"),
-            "cpu_percent": _nullable(_NUM),
-            "memory_used_bytes": _nullable(_INT),
-            "memory_total_bytes": _nullable(_INT),
-            "load": _nullable({"type": "array", "items": _NUM}),
-            "disk_full": _BOOL,
-            "disk_free_bytes": _nullable(_INT),
-            "log_lines_dropped": _INT,
-        }
-    ),
-    "InstanceList": _array("Instance"),
 }
 
 _ERRORS = {
@@ -463,7 +448,7 @@ _ERRORS = {
 
 _PATH_PARAMETERS = {
     "{name}": "the service's name",
-    "{instance}": "an instance id or name",
+    "{instance}": "an instance's name (or, to get one, its id)",
     "{token}": "the API token's name",  # dployr.gateway.access
     "{run}": "a run of the job, by its number",  # dployr.gateway.jobs
 }
@@ -640,7 +625,7 @@ FEEDS: dict[str, dict[str, Any]] = {
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document for every route under ``/api/v1``."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in api.ROUTES + access.ROUTES + jobs.ROUTES:  # admin routes, jobs' runs
+    for route in api.ROUTES + access.ROUTES + jobs.ROUTES + instances.ROUTES:
         paths.setdefault(api.PREFIX + route.path, {})[route.method.lower()] = _operation(route)
     for path, operation in FEEDS.items():
         paths[api.PREFIX + path] = {"get": operation}
@@ -664,7 +649,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "dployr", "version": __version__},
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": {**SCHEMAS, **access.SCHEMAS, **jobs.SCHEMAS},
+            "schemas": {**SCHEMAS, **access.SCHEMAS, **jobs.SCHEMAS, **instances.SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from dployr.metrics import InstanceSample, ServiceSample
@@ -31,21 +31,30 @@ def _label(value: str) -> str:
 
 
 def prometheus_text(
-    instance: str, services: Iterable[ServiceSample], machine: InstanceSample | None
+    instance: str,
+    services: Iterable[ServiceSample],
+    machine: InstanceSample | None,
+    placed: Mapping[str, str] | None = None,
 ) -> str:
     """The latest samples in Prometheus' text exposition format (version 0.0.4).
 
-    Gauges named ``dployr_service_<field>`` labelled by service and instance, and
+    Gauges named ``dployr_service_<field>`` labelled by service and instance (the one
+    ``placed`` names for the service, in a cluster; else ``instance``), and
     ``dployr_instance_<field>`` labelled by instance; no timestamps (the scrape's own).
     """
     where = _label(instance)
+    placed = placed or {}
     lines: list[str] = []
     samples = sorted(services, key=lambda sample: sample.service)
+    labels = {
+        s.service: _label(placed[s.service]) if s.service in placed else where for s in samples
+    }
     for field, help_text in _SERVICE_SERIES:
         name = f"dployr_service_{field}"
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
         lines += [
-            f"{name}{{service={_label(s.service)},instance={where}}} {getattr(s, field)!r}"
+            f"{name}{{service={_label(s.service)},instance={labels[s.service]}}} "
+            f"{getattr(s, field)!r}"
             for s in samples
         ]
     if machine is not None:

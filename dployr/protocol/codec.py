@@ -55,6 +55,8 @@ REPLIES: Final[tuple[type, ...]] = (
     m.EnvListing,
     m.LogPage,
     m.InstanceInfo,
+    m.InstanceView,
+    m.JoinTokenView,
     m.MetricsPage,
     m.KeyRotated,
     m.Deleted,

@@ -12,13 +12,16 @@ Each request is a :class:`Request` whose type parameter is its reply (see
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar, get_args, get_origin
+from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import attrs
 
+from dployr.errors import SpecError
 from dployr.logs.history import LogLine
 from dployr.metrics import MetricPoint
 from dployr.models import (
+    NAME_PATTERN,
+    NAME_RULE,
     Deployment,
     EnvVar,
     Health,
@@ -53,6 +56,24 @@ def _name(_: object, __: object, value: str) -> None:
     check_name(value)
 
 
+def check_instance_name(name: object) -> str:
+    """Return ``name`` if it is a valid instance name (the rule of service names), else
+    raise SpecError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:40] + "…"
+        raise SpecError(f"invalid instance name {shown!r}: use {NAME_RULE}")
+    return name
+
+
+def _instance_name(_: object, __: object, value: str) -> None:
+    check_instance_name(value)
+
+
+def _some_instance_name(_: object, __: object, value: str | None) -> None:
+    if value is not None:
+        check_instance_name(value)
+
+
 def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
@@ -83,6 +104,9 @@ class ServiceInfo:
     """The last event worth showing: "exited with code 1", "gave up after …"."""
     created_at: float
     last_deploy_at: float | None
+    stale: bool = False
+    """Last known: its instance is away, so this is what it last said (see
+    dployr/cluster/router.py)."""
 
 
 @attrs.frozen
@@ -143,6 +167,68 @@ class InstanceInfo:
     daemon started."""
 
 
+InstanceState = Literal["connected", "away", "pending"]
+"""``connected``: it answers now; ``away``: its agent is not connected (its services keep
+running there, shown as last known); ``pending``: added, its join token not used yet."""
+
+
+@attrs.frozen
+class InstanceView:
+    """One instance of the cluster as the control plane sees it: ``dployr instances``."""
+
+    name: str
+    state: InstanceState
+    id: str | None = None
+    """The instance's own id (known once it has answered)."""
+    hostname: str | None = None
+    address: str | None = None
+    """The agent's address as last seen (None for the local instance)."""
+    version: str | None = None
+    """Its dployr version."""
+    last_seen: float | None = None
+    """When it last answered (Unix time); now for a connected one."""
+    cpu_percent: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    disk_free_bytes: int | None = None
+    disk_full: bool = False
+    log_lines_dropped: int = 0
+    """Log lines not written to history since its daemon started (a full disk)."""
+    services: tuple[ServiceInfo, ...] = ()
+    """Its services (as last known, ``stale``, when it is away)."""
+
+    @classmethod
+    def of(
+        cls, info: InstanceInfo, *, address: str | None = None, last_seen: float | None = None
+    ) -> InstanceView:
+        """A connected instance, from what it says of itself."""
+        return cls(
+            name=info.name,
+            state="connected",
+            id=info.id,
+            hostname=info.hostname,
+            address=address,
+            version=info.version,
+            last_seen=last_seen,
+            cpu_percent=info.cpu_percent,
+            memory_used_bytes=info.memory_used_bytes,
+            memory_total_bytes=info.memory_total_bytes,
+            disk_free_bytes=info.disk_free_bytes,
+            disk_full=info.disk_full,
+            log_lines_dropped=info.log_lines_dropped,
+            services=info.services,
+        )
+
+
+@attrs.frozen
+class JoinTokenView:
+    """A new instance's join token: shown once, for ``dployr agent --join URL --token T``."""
+
+    instance: str
+    token: str
+    expires_at: float
+
+
 @attrs.frozen
 class MetricsPage:
     """A service's CPU and memory over a time range, oldest first."""
@@ -190,6 +276,9 @@ class Deploy(Request[Deployment]):
     settings: ServiceSettings | None = None
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
     secrets: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    instance: str | None = attrs.field(default=None, validator=_some_instance_name)
+    """The instance to run it on: another than its own moves it there (the old one is
+    deleted once the new one runs). None: where it is, else the local instance."""
 
 
 @attrs.frozen
@@ -357,6 +446,25 @@ class GetInstance(Request[InstanceInfo]):
 
 
 @attrs.frozen
+class ListInstances(Request[tuple[InstanceView, ...]]):
+    """Every instance of the cluster, the local one first, then by name."""
+
+
+@attrs.frozen
+class AddInstance(Request[JoinTokenView]):
+    """Add an instance: its one-time join token, for its agent to join with."""
+
+    name: str = attrs.field(validator=_instance_name)
+
+
+@attrs.frozen
+class RemoveInstance(Request[Deleted]):
+    """Remove an instance: its agent's credential is revoked at once."""
+
+    name: str = attrs.field(validator=_instance_name)
+
+
+@attrs.frozen
 class RotateKey(Request[KeyRotated]):
     """Seal every secret (variables, git passwords) under a new master key."""
 
@@ -441,6 +549,9 @@ REQUESTS: tuple[type[Request[Any]], ...] = (
     ReadLogs,
     ListDeployments,
     GetInstance,
+    ListInstances,
+    AddInstance,
+    RemoveInstance,
     RotateKey,
     ReadMetrics,
     GetJob,

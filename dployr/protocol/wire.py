@@ -307,6 +307,32 @@ def encode_frame(frame: Frame) -> str:
     return text
 
 
+def encode_updates(update: Update) -> list[str]:
+    """``update`` as frames within the limit: one, unless its services need more room; then
+    the first (``full`` if the update is) holds what fits and the next ones (not full, the
+    following sequence numbers) the rest. Samples that do not fit are left out (the next
+    metrics round sends them again)."""
+    try:
+        return [encode_frame(update)]
+    except FrameTooLarge:
+        services = update.services
+        if len(services) <= 1:
+            if not update.samples:
+                raise
+            return encode_updates(attrs.evolve(update, samples=()))
+    half = len(services) // 2
+    first = encode_updates(attrs.evolve(update, services=services[:half]))
+    rest = attrs.evolve(
+        update,
+        seq=update.seq + len(first),
+        full=False,
+        services=services[half:],
+        removed=(),
+        samples=(),
+    )
+    return first + encode_updates(rest)
+
+
 def decode_frame(text: str | bytes) -> Frame:
     """The frame of one message; an ``invalid`` Error (one line) if it is none."""
     size = len(text.encode() if isinstance(text, str) else text)

@@ -4,14 +4,21 @@ processes dialling it, each on a data dir of its own."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import os
 import signal
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from dployr.cluster.hub import AgentHub
 from dployr.engine.instance import EngineConfig, Instance
@@ -190,3 +197,70 @@ class Partition:
                 await self._flowing.wait()
                 await sink.send_all(data)
         scope.cancel()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert.pem) and its key (key.pem)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dployr test control plane")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+class TlsProxy:
+    """TLS in front of a control plane, as a proxy terminating it would be."""
+
+    def __init__(self, upstream_port: int, cert: Path, key: Path) -> None:
+        self.upstream_port = upstream_port
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_ssl_over_tcp_listeners(0, self.context, host="127.0.0.1")
+        self.port = listeners[0].transport_listener.socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, client: trio.SSLStream[trio.SocketStream]) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            server = await trio.open_tcp_stream("127.0.0.1", self.upstream_port)
+            async with client, server, trio.open_nursery() as nursery:
+                nursery.start_soon(_pipe, client, server, nursery.cancel_scope)
+                nursery.start_soon(_pipe, server, client, nursery.cancel_scope)
+
+
+async def _pipe(source: trio.abc.Stream, sink: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+    scope.cancel()

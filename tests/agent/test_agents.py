@@ -28,8 +28,10 @@ from tests.agent.conftest import (
     WAIT,
     AgentProcess,
     Partition,
+    TlsProxy,
     agent,
     control_plane,
+    self_signed,
     wait_away,
     wait_connected,
 )
@@ -48,6 +50,7 @@ async def deploy(remote: RemoteHandle, request: m.Deploy) -> m.ServiceInfo:
     """Deploy through the remote handle and wait until the deployment has ended well."""
     with remote.subscribe_changes() as changes, trio.fail_after(WAIT):
         deployment = await remote.request(request)
+        remote.check_service(request.name)  # known as soon as the deploy is answered
         async for entry in changes:
             if isinstance(entry, Gap):
                 continue
@@ -241,6 +244,17 @@ async def test_a_malformed_frame_closes_only_that_agents_channel(tmp_path: Path)
             url = cp.url.replace("http://", "ws://") + "/api/v1/agent"
             headers = [(b"authorization", f"Bearer {credential}".encode())]
             with trio.fail_after(WAIT):
+                # One agent's credential cannot speak for another instance.
+                async with open_websocket_url(url, extra_headers=headers) as ws:
+                    await ws.send_message(w.encode_frame(w.Hello("a1", "0.0", 1, (), "e1")))
+                    with pytest.raises(ConnectionClosed) as impostor:
+                        await ws.get_message()
+                    assert impostor.value.reason.code == 1008
+                    assert "names instance 'a1', the credential 'bad'" in str(
+                        impostor.value.reason.reason
+                    )
+                    await ws._stream.aclose()  # see below
+                assert cp.hub.member("a1") is not None
                 async with open_websocket_url(url, extra_headers=headers) as ws:
                     hello = w.Hello("bad", "0.0", w.WIRE_VERSION, (), "e1")
                     await ws.send_message(w.encode_frame(hello))
@@ -288,19 +302,26 @@ async def test_an_agents_services_run_on_untouched_while_its_control_plane_is_ki
         await a1.wait_for("connected to the control plane")
         up.kill()
         await up.wait()
-        await a1.wait_for("dialling again")
+        await a1.wait_for("cannot reach the control plane: all attempts to connect")
         assert pids_of_service("web") == pids
         assert (await answer(port)).startswith("hello v1")
 
-        up, _ = await start_up(cp_dir, "--port", cp_port)
-        try:
-            await a1.wait_for("connected to the control plane")
-            assert pids_of_service("web") == pids
-            assert (await answer(port)).startswith("hello v1")
-        finally:
-            up.terminate()
-            with trio.fail_after(WAIT):
-                await up.wait()
+        # While no control plane is up, the service crashes: the agent restarts it alone.
+        with pytest.raises(httpx.RemoteProtocolError):
+            await answer(port, "/crash")
+        assert (await answer(port)).startswith("hello v1")  # the proxy waits for the restart
+        restarted = pids_of_service("web")
+        assert restarted != pids
+
+        # The control plane, started again, learns the restart from the agent.
+        async with control_plane(cp_dir, int(cp_port)) as cp:
+            await wait_connected(cp.hub, "a1")
+            info = await member(cp.hub, "a1").request(m.GetService("web"))
+            assert (info.status, info.restarts) == (ServiceStatus.RUNNING, 1)
+            assert info.pid in restarted
+            log = await member(cp.hub, "a1").request(m.ReadLogs("web", tail=50))
+            assert any("crashing on request" in line.line for line in log.lines)
+        assert pids_of_service("web") == restarted
     finally:
         assert await a1.stop() == 0
 
@@ -411,3 +432,31 @@ async def test_an_agent_started_again_needs_no_token_and_brings_its_services_bac
             assert (await answer(port)).startswith("hello v1")
             info = await member(cp.hub, "a1").request(m.GetService("web"))
             assert (info.instance, info.status) == ("a1", ServiceStatus.RUNNING)
+
+
+@pytest.mark.slow
+async def test_an_agent_verifies_a_tls_control_planes_certificate(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    async with control_plane(tmp_path / "cp") as cp:
+        proxy = TlsProxy(int(cp.url.rsplit(":", 1)[1]), cert, key)
+        await nursery.start(proxy.serve)
+        token = await cp.join_token("a1")
+        # Not signed by a CA the system trusts: refused, the token not spent.
+        untrusted = await run_cli(
+            *("agent", "--shared-user", "--data-dir", str(tmp_path / "a1")),
+            *("--join", proxy.url, "--token", token),
+            env=clean_env(),
+        )
+        assert "certificate verify failed" in untrusted.one_line_error()
+
+        async with agent(
+            tmp_path / "a1", "--join", proxy.url, "--token", token, "--ca", str(cert)
+        ) as a1:
+            await a1.wait_for("connected to the control plane https://127.0.0.1:")
+            await wait_connected(cp.hub, "a1")
+            assert await member(cp.hub, "a1").request(m.ListServices()) == ()
+        kept = json.loads((tmp_path / "a1" / "agent.json").read_text())
+        assert (kept["url"], kept["ca"]) == (proxy.url, str(cert))
+    nursery.cancel_scope.cancel()

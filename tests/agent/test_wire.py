@@ -7,12 +7,15 @@ import json
 import random
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dployr.agent.backoff import CAP, FIRST, reconnect_delay
+from dployr.cluster.remote import RemoteHandle
 from dployr.logs.values import LogBatch
+from dployr.models import Health, ServiceStatus
 from dployr.protocol import codec
 from dployr.protocol import messages as m
 from dployr.protocol import wire as w
@@ -143,3 +146,36 @@ def test_the_reconnect_delay_grows_jittered_and_capped() -> None:
     assert FIRST / 2 <= delays[0] <= FIRST
     assert all(CAP / 2 <= d <= CAP for d in delays[10:])
     assert len(set(delays[10:])) > 20  # jittered: agents cut off together spread out
+
+
+def test_an_update_too_large_for_one_frame_is_split_and_applies_whole() -> None:
+    info = m.ServiceInfo(
+        name="web",
+        instance="a1",
+        status=ServiceStatus.RUNNING,
+        health=Health.HEALTHY,
+        pid=1234,
+        port=8000,
+        restarts=0,
+        deployment=1,
+        description="x" * 300,
+        deploying=None,
+        since=1.0,
+        message="started",
+        created_at=1.0,
+        last_deploy_at=1.0,
+    )
+    services = tuple(attrs.evolve(info, name=f"web-{n:05}") for n in range(5000))
+    update = w.Update(7, "e1", True, 3, services, (), {"ts": 1.0}, ())
+    frames = w.encode_updates(update)
+    assert len(frames) > 2
+    assert all(len(frame.encode()) <= w.MAX_FRAME for frame in frames)
+    decoded = [w.decode_frame(frame) for frame in frames]
+    assert [u.seq for u in decoded] == list(range(7, 7 + len(frames)))  # type: ignore[union-attr]
+    assert [u.full for u in decoded] == [True] + [False] * (len(frames) - 1)  # type: ignore[union-attr]
+
+    remote = RemoteHandle("a1")
+    for frame in decoded:
+        assert isinstance(frame, w.Update)
+        assert remote.on_update(frame)
+    assert [s.name for s in remote.services()] == [s.name for s in services]

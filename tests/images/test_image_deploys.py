@@ -239,24 +239,24 @@ async def test_build_args_and_secrets_reach_the_dockerfile_never_the_log(
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "an image with build args")
     port = free_port()
-    args = own_name("args")
+    name = own_name("args")
     out = await daemon.ok(
-        "deploy", "--name", args, "--remote", str(repo), "--dockerfile", "Dockerfile",
+        "deploy", "--name", name, "--remote", str(repo), "--dockerfile", "Dockerfile",
         "--build-arg", "GREETING=hello there", "--secret", "TOKEN=s3cret-value",
         "--port", str(port), *UP,
     )  # fmt: skip
     assert "s3cret-value" not in out, out
     assert await http_get(port, "/greeting") == "hello there\n"
     assert await http_get(port, "/token") == f"{len('s3cret-value')}\n"
-    logs = await daemon.ok("logs", args, "--tail", "1000")
+    logs = await daemon.ok("logs", name, "--tail", "1000")
     assert "RUN " in logs, logs  # the build's output is there
     assert "s3cret-value" not in logs, logs
-    assert "build-args   GREETING=hello there" in await daemon.ok("settings", args)
+    assert "build-args   GREETING=hello there" in await daemon.ok("settings", name)
     # A build arg named as a variable podman reads is refused, in one line.
-    failed = await daemon.cli("deploy", "--name", args, "--build-arg", "PATH=/nowhere")
+    failed = await daemon.cli("deploy", "--name", name, "--build-arg", "PATH=/nowhere")
     assert failed.code != 0
     assert "build arg PATH is a name podman itself reads" in failed.one_line_error()
-    await daemon.ok("delete", args, "--yes", "--purge-image")
+    await daemon.ok("delete", name, "--yes", "--purge-image")
 
 
 async def test_a_daemon_killed_leaves_containers_that_its_next_start_removes(

@@ -72,6 +72,14 @@ OVERRIDES: dict[Any, st.SearchStrategy[Any]] = {
 }
 
 
+_NAMES = ("name", "instance")
+"""Fields holding a service's or an instance's name (checked when built)."""
+
+
+def _named(tp: Any) -> st.SearchStrategy[Any]:
+    return st.none() | names if type(None) in typing.get_args(tp) else names
+
+
 def values(tp: Any) -> st.SearchStrategy[Any]:
     """Any valid value of the type ``tp`` (an attrs class, a model, a union, a container)."""
     if tp in OVERRIDES:
@@ -83,6 +91,8 @@ def values(tp: Any) -> st.SearchStrategy[Any]:
         return st.sampled_from(list(tp))
     if origin in (typing.Union, types.UnionType):
         return st.one_of([values(arg) for arg in args])
+    if origin is typing.Literal:  # an instance's state
+        return st.sampled_from(args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return st.lists(values(args[0]), max_size=3).map(tuple)
@@ -96,7 +106,7 @@ def values(tp: Any) -> st.SearchStrategy[Any]:
         return st.builds(
             tp,
             **{
-                field.name: names if field.name == "name" else values(field.type)
+                field.name: _named(field.type) if field.name in _NAMES else values(field.type)
                 for field in fields
             },
         )

@@ -140,3 +140,29 @@ async def test_wrong_static_settings_are_one_line_errors_and_change_nothing(
     assert web_only.one_line_error() == (
         "error: publish-dir, spa, redirects and headers are for --type static"
     )
+
+
+async def test_a_deploy_that_changes_the_type_drops_what_the_old_one_had(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """``deploy --type`` on a service that exists keeps its other settings, less what only
+    its old type had: the run command of a site made static, a static site's publishing."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "index.html").write_text(index("v1"))
+    (folder / ".env").write_text("SECRET=hunter2\n")
+    port = free_port()
+    serve = f"{PYTHON} -m http.server --bind 127.0.0.1 $PORT"
+    await daemon.ok(
+        "deploy", "--name", "site", "--remote", str(folder), "--port", str(port),
+        "--run-cmd", serve, "--min-uptime", "0.3",
+    )  # fmt: skip
+    out = await daemon.ok("deploy", "--name", "site", "--type", "static", "--spa")
+    assert "==> publishing ./ (none of dist, build, public exists): single-page app" in out
+    assert (await get(port, "/.env")).status_code == 404
+    assert (await get(port, "/users/42")).text == index("v1")
+
+    await daemon.ok("deploy", "--name", "site", "--type", "web", "--run-cmd", serve)
+    assert (await get(port, "/.env")).text == "SECRET=hunter2\n"
+    view = json.loads(await daemon.ok("settings", "site", "--json"))
+    assert (view["settings"]["type"], view["settings"]["static"]["spa"]) == ("web", False)

@@ -29,8 +29,9 @@ Status: ``running`` while a run is active, else ``stopped`` (with "next run at .
 message); health: ``healthy`` after a successful run, ``degraded`` after a failed or
 missed one, and the health webhook receives every failure and miss.
 
-Why one module of ~470 lines: a run's start, end, timeout and catch-up and the job's
-status change the same records under one set of rules (dployr.schedule holds them, pure).
+Why one module of ~580 lines: a run's start (held ahead or not), end, timeout and catch-up
+and the job's status change the same records under one set of rules (dployr.schedule holds
+them, pure).
 """
 
 from __future__ import annotations

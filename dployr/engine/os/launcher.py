@@ -21,12 +21,12 @@ run. :func:`run` runs one to completion, its output handed to callbacks; a cance
 reaches the process through its ``deliver_cancel`` hook (as trio's ``run_process`` does),
 :func:`kill` by default, :func:`terminate` for a grace first.
 
-One module of about 500 lines on purpose: the spawn, the process's pidfd and cgroup, and
-the ladder that stops it are one piece, and the release, build, health check and git
-call sites each use several of them.
+A job's run due at a known time can be spawned ahead and held before its program
+(:func:`launch_held`): letting it go at its time is one write.
 
-Why one module of ~520 lines: spawn, run and the one kill ladder share the process
-handle (pidfd, group, cgroup, watcher): one runner was the point of the seam.
+Why one module of ~650 lines: spawn (held or not), run and the one kill ladder share the
+process handle (pidfd, group, cgroup, watcher), and the release, build, health check, git
+and job call sites each use several of them: one runner was the point of the seam.
 """
 
 from __future__ import annotations

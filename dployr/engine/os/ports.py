@@ -6,6 +6,7 @@ import collections
 import contextlib
 import os
 import platform
+import random
 import socket
 from collections.abc import Iterable
 
@@ -15,16 +16,46 @@ import trio
 # its port yet when the next one is asked for.
 _recent: collections.deque[int] = collections.deque(maxlen=256)
 
+_DEFAULT_EPHEMERAL = (32768, 60999)
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (``ip_local_port_range``)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+            low, high = (int(word) for word in file.read().split())
+    except (OSError, ValueError):
+        return _DEFAULT_EPHEMERAL
+    return low, high
+
+
+def private_range() -> range:
+    """Where private ports are chosen: the 16,384 ports below the ephemeral range (or above
+    it, when it starts too low). A port the kernel chose with ``bind(0)`` is ephemeral:
+    between the check and the release's own bind, any outgoing connection on the machine
+    (a health probe, a client of another service) could take it as its source port, and
+    the release would fail to start with "address in use"."""
+    low, high = ephemeral_range()
+    if low > 16384 + 1024:
+        return range(low - 16384, low)
+    return range(high + 1, min(high + 1 + 16384, 65536))
+
 
 def allocate() -> int:
-    """A free TCP port on 127.0.0.1, chosen by the kernel, not one handed out recently."""
-    for _ in range(64):
+    """A free TCP port on 127.0.0.1, outside the ephemeral range, not one handed out
+    recently. Chosen at random, so that two daemons on one machine rarely try the same."""
+    choices = private_range()
+    for _ in range(256):
+        port = random.choice(choices)  # a spread, not a secret
+        if port in _recent:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _recent:
-            _recent.append(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _recent.append(port)
+        return port
     raise OSError("no free TCP port on 127.0.0.1")
 
 

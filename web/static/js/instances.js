@@ -1,6 +1,7 @@
-// Instances: each machine's CPU, memory and load, and the services it runs.
+// Instances: each machine of the cluster (connected, away or pending), its address, last
+// contact, version, CPU, memory and disk, and the services it runs.
 import { get } from "./api.js";
-import { $, badge, bytes, debounce, fill, h, notice, percent, show } from "./dom.js";
+import { $, ago, badge, bytes, debounce, fill, h, notice, percent, show } from "./dom.js";
 import { onEvent, startLive } from "./live.js";
 
 const list = $("#instances");
@@ -17,23 +18,45 @@ function meter(label, value, fraction, detail) {
     detail ? h("div", { class: "small muted" }, detail) : null);
 }
 
+const STATE_WORDS = {
+  connected: "connected",
+  away: "away",
+  pending: "pending",
+};
+
+function stateLine(instance) {
+  if (instance.state === "pending") return "Added: its agent has not joined yet.";
+  if (instance.state === "away") {
+    const seen = instance.last_seen ? `last seen ${ago(instance.last_seen)}` : "never seen";
+    return `Away (${seen}): its services keep running there, shown as last known.`;
+  }
+  return instance.address ? `Connected from ${instance.address}.` : "Connected.";
+}
+
 function card(instance) {
-  const known = instance.cpu_percent !== undefined;
+  const known = instance.cpu_percent !== null && instance.cpu_percent !== undefined;
   const memoryFraction = instance.memory_total_bytes ? instance.memory_used_bytes / instance.memory_total_bytes : null;
-  const load = Array.isArray(instance.load) ? instance.load.map((n) => n.toFixed(2)).join(" · ") : "—";
+  const disk = instance.disk_full ? "full" : (instance.disk_free_bytes != null ? `${bytes(instance.disk_free_bytes)} free` : "—");
   const services = instance.services ?? [];
-  return h("section", { class: "panel", "aria-labelledby": `instance-${instance.id}`, dataset: { instance: instance.name } },
+  const facts = [
+    instance.hostname,
+    instance.version ? `dployr ${instance.version}` : null,
+    instance.address,
+    instance.last_seen ? `seen ${ago(instance.last_seen)}` : null,
+  ].filter(Boolean).join(" · ");
+  return h("section", { class: "panel", "aria-labelledby": `instance-${instance.name}`, dataset: { instance: instance.name, state: instance.state } },
     h("div", { class: "page-head" },
       h("div", {},
-        h("h2", { id: `instance-${instance.id}` }, instance.name),
-        h("p", { class: "muted small" }, `${instance.hostname} · dployr ${instance.version} · id ${instance.id}`)),
+        h("h2", { id: `instance-${instance.name}` }, instance.name, " ",
+          badge(STATE_WORDS[instance.state] ?? instance.state)),
+        h("p", { class: "muted small", dataset: { facts: "" } }, facts || "—"),
+        h("p", { class: "small", dataset: { stateLine: "" } }, stateLine(instance))),
       h("span", { class: "muted" }, `${services.length} ${services.length === 1 ? "service" : "services"}`)),
     h("div", { class: "meters" },
       meter("CPU", known ? percent(instance.cpu_percent) : "—", known ? instance.cpu_percent / 100 : null),
-      meter("Memory", known ? bytes(instance.memory_used_bytes) : "—", memoryFraction,
+      meter("Memory", instance.memory_used_bytes != null ? bytes(instance.memory_used_bytes) : "—", memoryFraction,
         instance.memory_total_bytes ? `of ${bytes(instance.memory_total_bytes)}` : null),
-      meter("Load (1, 5, 15 min)", load, null)),
-    known ? null : h("p", { class: "muted small" }, "This dployr daemon does not report CPU, memory and load yet."),
+      meter("Disk", disk, null)),
     h("h3", {}, "Services"),
     services.length === 0
       ? h("p", { class: "muted" }, "No services on this instance yet. ", h("a", { href: "/new" }, "Deploy one"), ".")
@@ -41,6 +64,7 @@ function card(instance) {
         h("li", {},
           h("a", { class: "service-link", href: `/services/${service.name}` }, service.name),
           badge(service.status), badge(service.health),
+          service.stale ? h("span", { class: "muted small", title: "its instance is away: as last known" }, "last known") : null,
           service.port ? h("span", { class: "muted small" }, `port ${service.port}`) : null))));
 }
 
