@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 from hypothesis import settings
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import service_processes
 
 # Property tests are judged on what they find, not on how fast one example ran: on a loaded
@@ -28,6 +31,27 @@ def no_leftover_service_processes() -> Iterator[None]:
         except psutil.NoSuchProcess:
             continue
     assert not leftovers, f"the test left service processes running: {leftovers}"
+
+
+# One Playwright driver and one chromium per test process, for the browser tests of every
+# folder: a second sync_playwright() in a process fails (its event loop is running already).
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 # The longest tests first. `make test` hands tests to its workers one at a time (xdist's

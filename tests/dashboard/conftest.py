@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from dployr.cli.client import Client, Target
 from dployr.logs.values import LogLine
@@ -192,23 +192,8 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
-    try:
-        yield browser
-    finally:
-        browser.close()
+# The browser (and Playwright's driver) is tests/conftest.py's ``browser``: one per test
+# process, shared with the browser tests of other folders.
 
 
 @pytest.fixture

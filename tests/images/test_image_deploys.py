@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -46,6 +47,25 @@ def conmons_of(instance: str) -> list[int]:
         if any(instance in word for word in process.info["cmdline"] or ()):
             found.append(process.pid)
     return found
+
+
+async def removed(name: str) -> None:
+    """Wait until podman has removed the container ``name``: its events say so (the
+    removal of a container that ``podman run --rm`` ran can end after podman did)."""
+    words = ("events", "--since", "30m", "--filter", f"container={name}",
+             "--filter", "event=remove", "--format", "{{.Name}}")  # fmt: skip
+    with trio.fail_after(WAIT):
+        events = await trio.lowlevel.open_process(
+            podman.argv(*words), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        )
+        try:
+            assert events.stdout is not None
+            assert await events.stdout.receive_some(), f"podman events ended before {name} went"
+        finally:
+            events.kill()
+            await events.wait()
+            assert events.stdout is not None
+            await events.stdout.aclose()
 
 
 def netns_left() -> list[str]:
@@ -177,7 +197,11 @@ async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
                               "--port", str(free_port()), *UP)  # fmt: skip
     assert failed.code == 1
     assert "boom" in failed.out + failed.err, failed
-    assert containers_of(instance) == [c for c in containers_of(instance) if "-web-" in c]
+    # Its container goes (podman run --rm): its removal may still be under way.
+    for name in containers_of(instance):
+        if "-crasher-" in name:
+            await removed(name)
+    assert [c for c in containers_of(instance) if "-web-" not in c] == []
 
 
 async def test_a_dockerfile_in_a_git_repository_is_built_and_run(

@@ -16,10 +16,8 @@ from tests.images.test_pull_progress import push_fresh
 
 pytestmark = pytest.mark.slow
 
-# The dashboard tests' fixtures (a daemon in a subprocess, chromium), instead of the
-# CLI tests' daemon that the other image tests use.
-playwright = dashboard.playwright
-browser = dashboard.browser
+# The dashboard tests' fixtures (a daemon in a subprocess, a tab of the suite's chromium),
+# instead of the CLI tests' daemon that the other image tests use.
 daemon = dashboard.daemon
 page = dashboard.page
 
