@@ -38,7 +38,7 @@ SERVICE_RULE = PREFIX + "/services/<name>"
 ADMIN_RULES = (PREFIX + "/tokens", PREFIX + "/audit", PREFIX + "/secrets", PREFIX + "/images")
 """Routes under these rules are for admin tokens only."""
 ADMIN_CHANGES = (PREFIX + "/instances",)
-"""Routes under these rules change nothing but for admin tokens (adding and removing a
+"""Routes under these rules take changes from admin tokens only (adding and removing a
 cluster's instances); reading them is for any token not limited to one service."""
 EVERY_SERVICE_RULES = (
     "/metrics",

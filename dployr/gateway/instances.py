@@ -2,7 +2,7 @@
 
 Declared as a table like :data:`dployr.gateway.api.ROUTES` (the app registers both, the
 OpenAPI document is generated from both), each route one handle request. Adding and
-removing are for admin tokens (:data:`dployr.gateway.access.ADMIN_METHODS`); a token
+removing are for admin tokens (:data:`dployr.gateway.access.ADMIN_CHANGES`); a token
 limited to one service sees no instance, since an instance shows every service on it.
 """
 

@@ -92,5 +92,12 @@ async def test_a_service_deployed_to_an_agent_runs_there(plane: Daemon, tmp_path
         shown = await plane.ok("instances")
         assert "instance east (" in shown
         assert "api" in shown
+
+        # Removed, it is revoked at once: the control plane no longer shows it or its
+        # services (which run on, on that machine, until its agent stops them).
+        assert await plane.ok("instances", "remove", "east") == "removed the instance east\n"
+        assert json.loads(await plane.ok("list", "--json")) == []
+        assert [i["name"] for i in json.loads(await plane.ok("instances", "--json"))] == ["local"]
+        assert "no service named 'api'" in (await plane.cli("get", "api")).one_line_error()
     finally:
         assert await stop_agent(agent) == 0
