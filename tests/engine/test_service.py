@@ -194,7 +194,7 @@ async def test_stop_kills_grandchildren_and_start_brings_it_back(
     )
     repo = make_repo(tmp_path / "repo", {"tree.py": script})
     settings = ServiceSettings(
-        source=Source(str(repo)), run_cmd=f"{PYTHON} tree.py", stop_grace=1.0, restart=QUICK_START
+        source=Source(str(repo)), run_cmd=f"{PYTHON} tree.py", stop_grace=1.0
     )
     await engine.deploy("tree", settings)
     await engine.wait_log("tree", "spawned")
