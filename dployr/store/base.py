@@ -335,3 +335,18 @@ class StoreBase:
             )
             for key, value in checked
         ]
+
+
+def configure(db: sqlite3.Connection, path: Path) -> None:
+    """Set a connection's pragmas (they are per connection, so on every open)."""
+    db.row_factory = sqlite3.Row
+    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode != "wal":
+        raise StoreError(
+            f"cannot open the database {path} in WAL mode (got {mode!r}): "
+            "put the data dir on a local file system"
+        )
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+    db.execute("PRAGMA secure_delete = ON")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dployr.store.access import AccessTables
-from dployr.store.base import BUSY_TIMEOUT_MS
+from dployr.store.base import BUSY_TIMEOUT_MS, configure
 from dployr.store.deployments import DeploymentTables
 from dployr.store.errors import (
     StoreError,
@@ -86,7 +86,7 @@ class Store(ServiceTables, DeploymentTables, MetricTables, AccessTables, KeyRing
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the database {path}: {error}") from None
         try:
-            _configure(db, path)
+            configure(db, path)
             migrate(db, path)
             store = cls(db, path, cipher, clock, reserve)
             store._settle_rotation()
@@ -98,18 +98,3 @@ class Store(ServiceTables, DeploymentTables, MetricTables, AccessTables, KeyRing
             db.close()
             raise
         return store
-
-
-def _configure(db: sqlite3.Connection, path: Path) -> None:
-    """Set the connection's pragmas (they are per connection, so on every open)."""
-    db.row_factory = sqlite3.Row
-    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode != "wal":
-        raise StoreError(
-            f"cannot open the database {path} in WAL mode (got {mode!r}): "
-            "put the data dir on a local file system"
-        )
-    db.execute("PRAGMA synchronous = NORMAL")
-    db.execute("PRAGMA foreign_keys = ON")
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-    db.execute("PRAGMA secure_delete = ON")

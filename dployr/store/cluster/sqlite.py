@@ -18,7 +18,7 @@ from typing import NoReturn, TypeVar
 
 import trio
 
-from dployr.store.base import BUSY_TIMEOUT_MS
+from dployr.store.base import BUSY_TIMEOUT_MS, configure
 from dployr.store.cluster.base import ClusterStateBase
 from dployr.store.cluster.notices import Changes
 from dployr.store.cluster.schema import SQLITE_MIGRATIONS
@@ -78,7 +78,7 @@ class SqliteClusterState(ClusterStateBase):
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the database {path}: {error}") from None
         try:
-            _configure(db, path)
+            configure(db, path)
             migrate(db, path, SQLITE_MIGRATIONS)
         except sqlite3.Error as error:
             db.close()
@@ -152,18 +152,3 @@ class SqliteClusterState(ClusterStateBase):
                     f"the database {self.path} could not be written: the disk is full"
                 ) from error
             raise StoreError(f"the database {self.path} failed: {error}") from error
-
-
-def _configure(db: sqlite3.Connection, path: Path) -> None:
-    """Set the connection's pragmas (they are per connection, so on every open)."""
-    db.row_factory = sqlite3.Row
-    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode != "wal":
-        raise StoreError(
-            f"cannot open the database {path} in WAL mode (got {mode!r}): "
-            "put the data dir on a local file system"
-        )
-    db.execute("PRAGMA synchronous = NORMAL")
-    db.execute("PRAGMA foreign_keys = ON")
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-    db.execute("PRAGMA secure_delete = ON")
