@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncclick as click
 
 from dployr.cli import Options
-from dployr.config import EngineConfig, default
+from dployr.cli._engine import engine_config, engine_options
 
 
 @click.command()
@@ -39,31 +39,7 @@ from dployr.config import EngineConfig, default
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the agent keeps its services, logs and credential [default: as `dployr up`].",
 )
-@click.option(
-    "--service-host",
-    default=default(EngineConfig, "service_host"),
-    show_default=True,
-    help="Address services' public ports listen on.",
-)
-@click.option(
-    "--metrics-interval",
-    default=default(EngineConfig, "metrics_interval"),
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="Seconds between samples of each service's CPU and memory.",
-)
-@click.option(
-    "--pass-env",
-    "pass_env",
-    multiple=True,
-    metavar="NAME",
-    help="Give every service this variable of the agent's own environment. Repeatable.",
-)
-@click.option(
-    "--shared-user",
-    is_flag=True,
-    help="As root, run services as root too, not each as a user of its own.",
-)
+@engine_options("the agent's")
 @click.pass_obj
 async def agent(
     options: Options,
@@ -87,17 +63,10 @@ async def agent(
     from dployr.agent.run import AgentConfig, run
     from dployr.cli._runtime import until_signalled
     from dployr.daemon.paths import default_data_dir
-    from dployr.models import check_env_key
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
     config = AgentConfig(
-        EngineConfig(
-            data_dir=root,
-            service_host=service_host,
-            metrics_interval=metrics_interval,
-            pass_env=tuple(check_env_key(name) for name in pass_env),
-            service_users=not shared_user,
-        ),
+        engine_config(root, service_host, metrics_interval, pass_env, shared_user),
         url=url,
         token=token,
         name=name,

@@ -7,7 +7,8 @@ from pathlib import Path
 import asyncclick as click
 
 from dployr.cli import Options
-from dployr.config import DaemonConfig, DployrConfig, EngineConfig, GatewayConfig, default
+from dployr.cli._engine import engine_config, engine_options
+from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
 
 
 @click.command()
@@ -29,33 +30,7 @@ from dployr.config import DaemonConfig, DployrConfig, EngineConfig, GatewayConfi
     show_default=True,
     type=click.IntRange(0, 65535),
 )
-@click.option(
-    "--service-host",
-    default=default(EngineConfig, "service_host"),
-    show_default=True,
-    help="Address services' public ports listen on.",
-)
-@click.option(
-    "--metrics-interval",
-    default=default(EngineConfig, "metrics_interval"),
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="Seconds between samples of each service's CPU and memory.",
-)
-@click.option(
-    "--pass-env",
-    "pass_env",
-    multiple=True,
-    metavar="NAME",
-    help="Give every service this variable of dployr's own environment (services get a "
-    "clean one: PATH, HOME, LANG, TZ and their own variables). Repeatable.",
-)
-@click.option(
-    "--shared-user",
-    is_flag=True,
-    help="As root, run services as root too, not each as a user of its own "
-    "(services can then read dployr's keys and each other's files).",
-)
+@engine_options("dployr's")
 @click.option(
     "--database",
     metavar="URL",
@@ -86,17 +61,10 @@ async def up(
     from dployr.cli._runtime import until_signalled
     from dployr.daemon import daemon
     from dployr.daemon.paths import default_data_dir
-    from dployr.models import check_env_key
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
     config = DployrConfig(
-        EngineConfig(
-            data_dir=root,
-            service_host=service_host,
-            metrics_interval=metrics_interval,
-            pass_env=tuple(check_env_key(name) for name in pass_env),
-            service_users=not shared_user,
-        ),
+        engine_config(root, service_host, metrics_interval, pass_env, shared_user),
         gateway=GatewayConfig(host=host, port=port),
         daemon=DaemonConfig(database=database),
     )
