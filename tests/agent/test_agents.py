@@ -31,13 +31,13 @@ from tests.agent.conftest import (
     TlsProxy,
     agent,
     control_plane,
-    self_signed,
     wait_away,
     wait_connected,
 )
 from tests.cli.conftest import clean_env, free_port, run_cli, start_up
 from tests.engine.conftest import web_settings
 from tests.helpers import make_repo, pids_of_service, web_repo, ws_handshake
+from tests.tls import self_signed
 
 
 def member(hub: object, name: str) -> RemoteHandle:

@@ -9,8 +9,6 @@ URL), as a previous fetch would have left it.
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import sqlite3
@@ -23,14 +21,11 @@ import h11
 import psutil
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from dployr.engine import sources
 from tests.cli.conftest import Daemon
 from tests.helpers import PYTHON, git, make_repo
+from tests.tls import self_signed
 
 pytestmark = pytest.mark.slow
 
@@ -41,33 +36,7 @@ WRONG = "WRONG-guess-77d3b0"
 
 def certificate(folder: Path) -> tuple[Path, ssl.SSLContext]:
     """A self-signed certificate for 127.0.0.1: its PEM file, and a server context."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dployr test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file = self_signed(folder)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     return cert_file, context
