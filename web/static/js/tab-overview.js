@@ -1,7 +1,7 @@
 // Overview: what the service is doing now; for a failed one, the output it died with.
 import { get, sentence, svc } from "./api.js";
 import { $, ago, dateTime, duration, fill, h, show } from "./dom.js";
-import { onEvent } from "./live.js";
+import { connectionState, onEvent } from "./live.js";
 
 const EXCERPT = 20;
 
@@ -42,8 +42,10 @@ export function mount(service) {
 
   service.onInfo((info) => {
     current = info;
-    fill(fact("status"), info.status);
-    fill(fact("health"), info.health);
+    // A reply that was on its way when the daemon went away is not what it does now.
+    const offline = connectionState() === "offline";
+    fill(fact("status"), offline ? "unknown (reconnecting)" : info.status);
+    fill(fact("health"), offline ? "unknown" : info.health);
     fill(fact("pid"), info.pid ?? "—");
     fill(fact("restarts"), info.restarts);
     const active = info.deployment === null ? "none yet" : `#${info.deployment}`;
