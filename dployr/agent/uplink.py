@@ -39,7 +39,7 @@ from trio_websocket import (
 )
 
 from dployr import __version__
-from dployr.agent.backoff import reconnect_delay
+from dployr.agent.backoff import QUICK, reconnect_delay
 from dployr.agent.credential import Credential, reason
 from dployr.agent.outbox import Outbox
 from dployr.engine.handle import error_of
@@ -113,7 +113,10 @@ class Uplink:
                 try:
                     reason = await self._dial(calls)
                     attempt = 0  # the channel was up, then broke: start the backoff over
-                except (_Refused, _Failed) as failed:
+                except _Refused as refused:
+                    reason = str(refused)
+                    attempt = max(attempt, QUICK)  # refused: no quick retries, back off
+                except _Failed as failed:
                     reason = str(failed)
                 delay = reconnect_delay(attempt, self._rng)
                 attempt += 1

@@ -326,6 +326,31 @@ async def test_an_agents_services_run_on_untouched_while_its_control_plane_is_ki
         assert await a1.stop() == 0
 
 
+async def test_an_agent_is_back_at_once_when_its_control_plane_restarts(tmp_path: Path) -> None:
+    # A control plane restarted (an upgrade, a reboot) is down for a few seconds: its agents
+    # keep dialling every half second meanwhile, and are back moments after it starts, not
+    # after a backoff grown to several seconds.
+    cp_dir = tmp_path / "cp"
+    async with control_plane(cp_dir) as cp:
+        port = int(cp.url.rsplit(":", 1)[1])
+        token = await cp.join_token("a1")
+        a1 = await AgentProcess.start(tmp_path / "a1", "--join", cp.url, "--token", token)
+        try:
+            await wait_connected(cp.hub, "a1")
+        except BaseException:
+            await a1.stop()
+            raise
+    try:
+        await a1.wait_for("the channel to the control plane closed")
+        for _ in range(6):  # down for six dials (the sixth used to wait 15-30 s for the next)
+            await a1.wait_for("cannot reach the control plane")
+        async with control_plane(cp_dir, port) as cp:
+            with trio.fail_after(5):
+                await wait_connected(cp.hub, "a1")
+    finally:
+        assert await a1.stop() == 0
+
+
 @pytest.mark.slow
 async def test_a_partition_is_seen_by_both_sides_and_heals_without_a_restart(
     tmp_path: Path, nursery: trio.Nursery
