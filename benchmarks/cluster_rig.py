@@ -9,6 +9,7 @@ and the CLI where a figure is about the CLI.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -223,8 +224,6 @@ def deploy_many(
     plane: ControlPlane, bodies: dict[str, dict[str, Any]], *, parallel: int = 8
 ) -> None:
     """Deploy every service (name -> deploy body), ``parallel`` requests at a time."""
-    import concurrent.futures
-
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         for future in [pool.submit(plane.deploy, name, body) for name, body in bodies.items()]:
             future.result()
