@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -116,8 +115,8 @@ def measure(root: Path) -> None:
 
 def main() -> None:
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dployr-bench-deploy-") as folder:
-        measure(Path(folder))
+    with rig.workdir("dployr-bench-deploy-") as folder:
+        measure(folder)
     print(f"  (cluster_deploy took {time.monotonic() - began:.0f} s)")
 
 

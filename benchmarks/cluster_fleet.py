@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -126,8 +125,8 @@ def measure(root: Path, agents: int = AGENTS, services: int = SERVICES) -> None:
 
 def main() -> None:
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dployr-bench-fleet-") as folder:
-        measure(Path(folder))
+    with rig.workdir("dployr-bench-fleet-") as folder:
+        measure(folder)
     print(f"  (cluster_fleet took {time.monotonic() - began:.0f} s)")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -81,10 +80,12 @@ def follow_round(
     meters = [psutil.Process(pid) for pid in watched]
     before = [sum(p.cpu_times()[:2]) for p in meters]
     began = time.monotonic()
+    at = time.strftime("%H:%M:%S", time.gmtime())
     Path(f"{go}.{round_}").touch()
     out, _ = client.communicate(timeout=SECONDS + 120)
     elapsed = time.monotonic() - began
     figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    figures["at"] = at
     figures["cpu"] = [
         (sum(p.cpu_times()[:2]) - b) / elapsed * 100 for p, b in zip(meters, before, strict=True)
     ]
@@ -95,7 +96,8 @@ def describe(figures: dict[str, Any]) -> str:
     lost = TOTAL - figures["distinct"]
     delivered = "all lines delivered" if lost == 0 else f"{lost:,} LINES MISSING"
     return (
-        f"delay p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, max "
+        f"at {figures['at']} UTC: delay p50 {figures['p50']:.1f} ms, "
+        f"p99 {figures['p99']:.1f} ms, max "
         f"{figures['max']:.1f} ms; {delivered} ({figures['distinct']:,} of {TOTAL:,}; "
         f"{figures['duplicates']} duplicates, {figures['out_of_order']} out of order, "
         f"{figures['gaps']} gaps)"
@@ -150,8 +152,8 @@ def measure(root: Path) -> None:
 
 def main() -> None:
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dployr-bench-logs-") as folder:
-        measure(Path(folder))
+    with rig.workdir("dployr-bench-logs-") as folder:
+        measure(folder)
     print(f"  (cluster_logs took {time.monotonic() - began:.0f} s)")
 
 

@@ -14,7 +14,6 @@ below the agents are the same, started at the same time). ``DPLOYR_BENCH_AGENTS`
 from __future__ import annotations
 
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -94,8 +93,8 @@ def measure(root: Path, agents: int = AGENTS, services: int = SERVICES) -> None:
 
 def main() -> None:
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dployr-bench-restart-") as folder:
-        measure(Path(folder))
+    with rig.workdir("dployr-bench-restart-") as folder:
+        measure(folder)
     print(f"  (cluster_restart took {time.monotonic() - began:.0f} s)")
 
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,6 +219,19 @@ def cluster(root: Path) -> Iterator[Cluster]:
         yield made
     finally:
         made.stop()
+
+
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    """A temporary folder for a run, deleted after it; kept (and named) when
+    ``DPLOYR_BENCH_KEEP`` is set, to read the control plane's and agents' logs after."""
+    if os.environ.get("DPLOYR_BENCH_KEEP"):
+        kept = Path(tempfile.mkdtemp(prefix=prefix))
+        print(f"  (keeping {kept}: the control plane's log is plane.log, each agent's a01.log...)")
+        yield kept
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        yield Path(folder)
 
 
 def deploy_many(
