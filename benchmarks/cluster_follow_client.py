@@ -6,13 +6,14 @@ the log feed WS_URL (``batch=1``, from the last line of history on), prints
 has come (or TIMEOUT seconds passed). Each line the benchmark's logger writes is
 ``<time.time()> <round> <n> <padding>``; for each line of the round, the receive time
 minus its written time is its delay. It prints one JSON object: the lines received, the
-distinct ones, duplicates, lines out of order, gap messages, and the delays' p50, p99
-and max in milliseconds.
+distinct ones, duplicates, lines out of order, gap messages, the delays' p50, p99 and
+max in milliseconds, and the median delay of each tenth of the lines.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 
@@ -26,6 +27,9 @@ async def follow(
     """Follow until the round's last line came, or ``seconds`` passed (see the module)."""
     headers = [(b"Authorization", f"Bearer {token}".encode())]
     delays: list[float] = []
+    tenths: list[list[float]] = [[] for _ in range(10)]
+    """The delays of each tenth of the round's lines, in order: a delay that grows over the
+    round says the follow cannot keep up; one that stays says it is late by a constant."""
     seen: set[int] = set()
     tally = {"received": 0, "duplicates": 0, "out_of_order": 0, "gaps": 0}
     last = -1
@@ -50,6 +54,7 @@ async def follow(
                         continue
                     n = int(fields[2])
                     delays.append(now - float(fields[0]))
+                    tenths[min(9, n * 10 // total)].append(delays[-1])
                     tally["received"] += 1
                     if n in seen:
                         tally["duplicates"] += 1
@@ -70,6 +75,7 @@ async def follow(
         "p50": at(0.50),
         "p99": at(0.99),
         "max": delays[-1] * 1000 if delays else -1.0,
+        "tenths": [statistics.median(t) * 1000 if t else -1.0 for t in tenths],
     }
 
 

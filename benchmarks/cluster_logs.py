@@ -100,7 +100,9 @@ def describe(figures: dict[str, Any]) -> str:
         f"p99 {figures['p99']:.1f} ms, max "
         f"{figures['max']:.1f} ms; {delivered} ({figures['distinct']:,} of {TOTAL:,}; "
         f"{figures['duplicates']} duplicates, {figures['out_of_order']} out of order, "
-        f"{figures['gaps']} gaps)"
+        f"{figures['gaps']} gaps); median delay by tenth of the round: "
+        + " ".join(f"{value:.0f}" for value in figures["tenths"])
+        + " ms"
     )
 
 
