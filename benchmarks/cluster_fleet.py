@@ -33,6 +33,10 @@ IDLE = 30.0
 SETTLE = 10.0
 ROUNDS = 3
 SLEEP = "100000"
+POLL = 0.1
+"""Seconds between two looks at the API while the control plane starts: each look lists
+1,000 services (twice: the services, the instances), work the control plane would
+otherwise spend on the agents."""
 
 
 def fleet(root: Path, agents: int, services: int) -> rig.Cluster:
@@ -83,7 +87,7 @@ def all_known(cluster: rig.Cluster, count: int, timeout: float = 120) -> dict[st
             wanted = {agent.name for agent in cluster.agents}
             if wanted <= rig.connected(plane.instances()):
                 milestones["connected"] = now - started
-        time.sleep(0.02)
+        time.sleep(POLL)
     return milestones
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import cluster_rig as rig
-from benchmarks.cluster_fleet import AGENTS, SERVICES, SLEEP, fleet
+from benchmarks.cluster_fleet import AGENTS, POLL, SERVICES, SLEEP, fleet
 
 ROUNDS = 3
 TIMEOUT = 120.0
@@ -56,7 +56,7 @@ def restart(cluster: rig.Cluster, how: signal.Signals, wanted: dict[str, Any]) -
             milestones["connected"] = now - started
         if "reconciled" not in milestones and snapshot(plane) == wanted:
             milestones["reconciled"] = now - started
-        time.sleep(0.02)
+        time.sleep(POLL)
     return milestones
 
 
