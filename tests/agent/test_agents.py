@@ -195,6 +195,40 @@ async def test_a_remote_log_written_fast_comes_in_few_large_frames(tmp_path: Pat
 
 
 @pytest.mark.slow
+async def test_an_update_of_samples_alone_rewrites_no_snapshot(tmp_path: Path) -> None:
+    # Every agent sends an Update each metrics round (5 s): with 20 agents of 50 services,
+    # rewriting each one's last-known services every time was most of an idle control
+    # plane's work. Only an Update that changes a service rewrites them; last seen moves.
+    repo = web_repo(tmp_path / "repo")
+    async with control_plane(tmp_path / "cp") as cp:
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", cp.url, "--token", token):
+            await wait_connected(cp.hub, "a1")
+            remote = member(cp.hub, "a1")
+            await deploy(remote, m.Deploy("web", web_settings(repo, free_port())))
+
+            async def updates(count: int) -> None:
+                with trio.fail_after(WAIT):
+                    for _ in range(count):
+                        await remote.updated.wait()
+
+            async def recorded() -> tuple[float, float | None]:
+                ((at, _),) = (await cp.state.snapshots()).values()
+                (record,) = [r for r in await cp.state.instances() if r.name == "a1"]
+                return at, record.last_seen
+
+            await updates(2)  # the one after the deploy's has been recorded too
+            snapshot_at, seen = await recorded()
+            await updates(3)  # metrics rounds: samples, the services unchanged
+            assert remote.services()[0].status is ServiceStatus.RUNNING
+            later_snapshot_at, later_seen = await recorded()
+            assert later_snapshot_at == snapshot_at
+            assert seen is not None
+            assert later_seen is not None
+            assert later_seen > seen
+
+
+@pytest.mark.slow
 async def test_a_killed_agent_is_away_within_the_heartbeat_and_a_revoked_one_is_refused(
     tmp_path: Path,
 ) -> None:
