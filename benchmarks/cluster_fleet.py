@@ -110,6 +110,16 @@ def measure(root: Path, agents: int = AGENTS, services: int = SERVICES) -> None:
             f"  agents: RSS {statistics.mean(agent_rss):.1f} MB on average "
             f"({min(agent_rss):.1f}-{max(agent_rss):.1f} MB)"
         )
+        lists = []
+        for _ in range(10):
+            began = time.perf_counter()
+            listed = cluster.plane.services()
+            lists.append(time.perf_counter() - began)
+        assert len(listed) == count
+        print(
+            f"  GET /api/v1/services ({count:,} services): median "
+            f"{statistics.median(lists) * 1000:.0f} ms, max {max(lists) * 1000:.0f} ms (10 runs)"
+        )
         before = rig.sleepers_below(cluster.agents, SLEEP)
         assert len(before) == count, f"{len(before)} services run, not {count}"
         for round_ in range(1, ROUNDS + 1):
