@@ -5,6 +5,9 @@ keeps the URL it joined, so a restarted control plane must come back on the same
 each agent is ``python -m dployr agent`` on a data dir of its own, joined with a token
 from ``POST /api/v1/instances``. Everything is driven as a user would: the REST API,
 and the CLI where a figure is about the CLI.
+
+With ``DPLOYR_BENCH_PROFILE`` set, each run of the control plane is profiled (cProfile,
+written beside its data dir when it stops; keep the folder with ``DPLOYR_BENCH_KEEP``).
 """
 
 from __future__ import annotations
@@ -64,9 +67,13 @@ class ControlPlane:
         out = open(data_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - kept by Popen
         self.started_at = time.monotonic()
         """Just before the process was spawned (``time.monotonic()``)."""
+        profile: tuple[str, ...] = ()
+        if os.environ.get("DPLOYR_BENCH_PROFILE"):  # each run's profile: plane.<time>.prof
+            output = data_dir.with_suffix(f".{time.time():.0f}.prof")
+            profile = ("-m", "cProfile", "-o", str(output))
         self.process = subprocess.Popen(
             [
-                *(PYTHON, "-m", "dployr", "up", "--data-dir", str(data_dir)),
+                *(PYTHON, *profile, "-m", "dployr", "up", "--data-dir", str(data_dir)),
                 *("--host", "127.0.0.1", "--port", str(port), "--service-host", "127.0.0.1"),
                 "--shared-user",  # as root, a service user could not reach this interpreter
             ],
