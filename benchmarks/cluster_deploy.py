@@ -10,7 +10,9 @@ local folder) deployed as ``web-local`` on the control plane's own instance and 
   (the CLI follows the deployment to its end): the remote overhead is the difference of
   the medians, and the median of the rounds' differences (target <= 100 ms);
 * STATUS runs of ``dployr service status`` of each, alternating (target <= 300 ms for the
-  remote one), and of ``dployr --version``: what the CLI costs doing nothing.
+  remote one), and of ``dployr --version``: what the CLI costs doing nothing;
+* the same through the REST API alone, without the CLI's start-up: ROUNDS redeploys of
+  each (POST until the deployment succeeded), STATUS ``GET /api/v1/services/{name}``.
 
 Takes about 2 minutes.
 """
@@ -60,6 +62,50 @@ def summary(label: str, values: list[float]) -> str:
     )
 
 
+def through_api(plane: rig.ControlPlane, source: Path) -> None:
+    """The same without the CLI: ROUNDS redeploys of each, alternating, each timed from
+    its POST until ``GET .../deployments`` says it succeeded (looked at every 10 ms), and
+    STATUS ``GET /api/v1/services/{name}`` of each."""
+    body = {"remote": {"url": str(source)}, "run_cmd": f"exec {rig.PYTHON} app.py"}
+    ports = {where: plane.get(f"/services/web-{where}")["port"] for where in ("local", "remote")}
+    deploys: dict[str, list[float]] = {"local": [], "remote": []}
+    gets: dict[str, list[float]] = {"local": [], "remote": []}
+
+    def rounds() -> None:
+        for _ in range(ROUNDS):
+            for where, times in deploys.items():
+                began = time.perf_counter()
+                number = plane.deploy(
+                    f"web-{where}",
+                    body
+                    | {"port": ports[where], "restart": {"min_uptime": 0.3}}
+                    | ({"instance": "a01"} if where == "remote" else {}),
+                )["id"]
+                while True:
+                    (last,) = plane.get(f"/services/web-{where}/deployments", limit=1)
+                    if last["id"] == number and last["status"] in ("succeeded", "failed"):
+                        assert last["status"] == "succeeded", last
+                        break
+                    time.sleep(0.01)
+                times.append(time.perf_counter() - began)
+        for _ in range(STATUS):
+            for where, times in gets.items():
+                began = time.perf_counter()
+                plane.get(f"/services/web-{where}")
+                times.append(time.perf_counter() - began)
+
+    _, others = rig.others_cpu(rounds)
+    print(f"  {summary('API: redeploy until succeeded, local ', deploys['local'])}")
+    print(f"  {summary('API: redeploy until succeeded, remote', deploys['remote'])}")
+    paired = statistics.median(
+        r - x for r, x in zip(deploys["remote"], deploys["local"], strict=True)
+    )
+    print(f"    remote overhead: {paired * 1000:+.0f} ms (median of each round's difference)")
+    print(f"  {summary('API: GET /services/NAME, local ', gets['local'])}")
+    print(f"  {summary('API: GET /services/NAME, remote', gets['remote'])}")
+    print(f"    (others took {others:.0f} % of the machine; {rig.load()})")
+
+
 def measure(root: Path) -> None:
     print(f"cluster deploy and status: a remote instance vs the local one ({rig.load()})")
     source = root / "app"
@@ -79,6 +125,7 @@ def measure(root: Path) -> None:
         }
         for command in commands.values():
             timed(env, *command, "--min-uptime", "0.3")  # the first deploy: not measured
+        through_api(cluster.plane, source)
         deploys: dict[str, list[float]] = {"local": [], "remote": []}
 
         def redeploys() -> None:
