@@ -51,11 +51,13 @@ def restart(cluster: rig.Cluster, how: signal.Signals, wanted: dict[str, Any]) -
     while "reconciled" not in milestones or "connected" not in milestones:
         if time.monotonic() > deadline:
             raise TimeoutError(f"after {TIMEOUT:g} s: {milestones}")
-        now = time.monotonic()
+        # Each milestone is the start of the first look that saw it.
+        looked = time.monotonic()
         if "connected" not in milestones and names <= rig.connected(plane.instances()):
-            milestones["connected"] = now - started
+            milestones["connected"] = looked - started
+        looked = time.monotonic()
         if "reconciled" not in milestones and snapshot(plane) == wanted:
-            milestones["reconciled"] = now - started
+            milestones["reconciled"] = looked - started
         time.sleep(POLL)
     return milestones
 
