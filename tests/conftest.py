@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +90,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(timer, "dployr-durations")
     if not hasattr(config, "workerinput"):  # once, in the controlling process
         _compile_the_package()
+    # Each test process rewrites the test modules' asserts, and compiles them: keep that
+    # (in tests/**/__pycache__, as pytest does unless told not to) for the next run.
+    sys.dont_write_bytecode = False
 
 
 def _compile_the_package() -> None:
