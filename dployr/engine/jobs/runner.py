@@ -19,11 +19,13 @@ recorded missed.
 
 Starting on time: the scheduler wakes :data:`LEAD` seconds before a due time, and the run
 is spawned then, held before its program (:func:`dployr.engine.os.launcher.launch_held`,
-in a worker thread, its cgroup entered meanwhile); at the due time, once recorded, it is
-let go with one write. So a hundred jobs due in the same second start within
-milliseconds of it (see benchmarks/RESULTS.md), though a spawn and a cgroup move take
-milliseconds each. A held run that is not used (skipped, its job redeployed or stopped
-meanwhile) ends without running its program.
+in a worker thread, its cgroup entered meanwhile), waiting on the barrier of the
+instance's start gate for that instant (:mod:`.gate`); at the due time, each job that
+starts its run hands it to the gate, which records every run due then in one transaction
+and lets them all go with one wake-up. So a hundred jobs due in the same second start
+within milliseconds of it (see benchmarks/RESULTS.md), though a spawn and a cgroup move
+take milliseconds each. A held run that is not used (skipped, its job redeployed or
+stopped meanwhile) ends without running its program.
 
 Status: ``running`` while a run is active, else ``stopped`` (with "next run at ..." as its
 message); health: ``healthy`` after a successful run, ``degraded`` after a failed or
@@ -47,6 +49,7 @@ import trio
 
 from dployr.engine import status as st
 from dployr.engine.errors import Conflict, NotDeployed
+from dployr.engine.jobs.gate import Ticket, gate_of
 from dployr.engine.jobs.run import Ended, JobProcess, Output, RunSpec, journal_ranges
 from dployr.engine.jobs.scheduler import Scheduler
 from dployr.engine.os import launcher
@@ -126,6 +129,9 @@ class JobRunner:
         """Serialises the decisions about due and asked-for runs (replace waits for a stop)."""
         self._held: dict[float, tuple[Deployment, launcher.Held]] = {}
         """Runs spawned ahead of their due time, held, by due time (see :meth:`_ahead`)."""
+        self._tickets: dict[float, Ticket] = {}
+        """Their places at the instance's start gate, by due time."""
+        self._gate = gate_of(self.store)
         self._interrupted()
 
     # -- rolling out -------------------------------------------------------------------
@@ -259,18 +265,25 @@ class JobRunner:
         machine too busy for that, the run is launched at its time, as a manual run is);
         ended unrun if unused."""
         deployment = self.deployment
+        ticket = None
+        if deployment is not None:
+            ticket = self._tickets[due] = self._gate.expect(due, self.wall)
         try:
             async with trio.open_nursery() as nursery:
-                if deployment is not None:
-                    nursery.start_soon(self._hold, due, deployment)
+                if deployment is not None and ticket is not None:
+                    nursery.start_soon(self._hold, due, deployment, ticket)
                 yield
                 nursery.cancel_scope.cancel()  # a hold under way ends (its thread finishes)
         finally:
+            if ticket is not None:
+                if self._tickets.get(due) is ticket:
+                    del self._tickets[due]
+                self._gate.leave(ticket)  # (if it was not used: not due, or not run)
             left = self._held.pop(due, None)
             if left is not None:
                 await left[1].discard()  # shielded
 
-    async def _hold(self, due: float, deployment: Deployment) -> None:
+    async def _hold(self, due: float, deployment: Deployment, ticket: Ticket) -> None:
         service = self.service
         settings = deployment.settings
         service.run_as(settings)
@@ -281,7 +294,7 @@ class JobRunner:
         )
         # If it cannot be held, it is launched at its time, and the error said then.
         with contextlib.suppress(Exception):
-            held = await launcher.launch_held(spec, name="DPLOYR_RUN")
+            held = await launcher.launch_held(spec, name="DPLOYR_RUN", barrier=ticket.barrier)
             self._held[due] = (deployment, held)
 
     async def due(self, scheduled: float, trigger: Trigger) -> None:
@@ -297,12 +310,27 @@ class JobRunner:
 
     async def _fire(self, scheduled: float | None, trigger: Trigger) -> JobRun:
         service = self.service
+        ticket = None
+        if trigger is Trigger.SCHEDULE and scheduled is not None:
+            ticket = self._tickets.get(scheduled)
         async with self._lock:
             deployment = self.deployment
             if deployment is None:
                 raise NotDeployed(f"{service.name} has no successful deployment yet: deploy it")
             options = _options(deployment.settings)
             decision = on_due(len(self.active), options.concurrency)
+            if ticket is not None and scheduled is not None:
+                ready = self._held.get(scheduled)
+                if (
+                    decision is Decision.START
+                    and ready is not None
+                    and ready[0].id == deployment.id
+                ):
+                    started = await self._through_gate(ticket, scheduled, deployment, options)
+                    if started is not None:
+                        return started
+                    # Too late to go with the runs due with it: recorded and let go alone.
+                self._gate.leave(ticket)  # the others need not wait for this one
             running = ", ".join(f"run {n}" for n in sorted(self.active))
             if decision is Decision.SKIP:
                 if trigger is Trigger.MANUAL:
@@ -336,14 +364,38 @@ class JobRunner:
                 ready = self._held.get(scheduled)
                 if ready is not None and ready[0].id == deployment.id:
                     del self._held[scheduled]
+                    ready[1].go(str(record.id))
                     held = (ready[1], time.time())
-                    held[0].go(str(record.id))
                     # The other runs due now are let go before this one's bookkeeping (not
                     # cancelled here: _start takes the process over, or ends it).
                     await trio.lowlevel.cancel_shielded_checkpoint()
             await self._start(record, deployment, options, held)
-            found = self.store.job_run(service.name, record.id)
-            return record if found is None else found[0]  # with its first line's cursor
+            return self._reread(record)
+
+    async def _through_gate(
+        self, ticket: Ticket, scheduled: float, deployment: Deployment, options: JobOptions
+    ) -> JobRun | None:
+        """Start the run due at ``scheduled``, held, with every run due then (recorded in
+        one transaction, let go by one wake-up: :mod:`.gate`); None if it came too late
+        for them (its held process is left for the caller)."""
+        _, held = self._held.pop(scheduled)
+        try:
+            started = await self._gate.start(
+                ticket, service=self.service.name, deployment=deployment.id, held=held
+            )
+        except BaseException:  # not recorded (the store failed): not let go either
+            await held.discard()
+            raise
+        if started is None:
+            self._held[scheduled] = (deployment, held)
+            return None
+        record, at = started
+        await self._start(record, deployment, options, (held, at))
+        return self._reread(record)
+
+    def _reread(self, record: JobRun) -> JobRun:
+        found = self.store.job_run(self.service.name, record.id)
+        return record if found is None else found[0]  # with its first line's cursor
 
     async def _start(
         self,
