@@ -58,6 +58,8 @@ class Instant:
     """The clock the runs' records are written with (the jobs' calendar)."""
     barrier: launcher.Barrier = attrs.field(factory=launcher.Barrier)
     tickets: list[Ticket] = attrs.field(factory=list)
+    expected: int = 0
+    """How many of its tickets are neither used nor given up yet."""
     done: trio.Event = attrs.field(factory=trio.Event)
     released_at: float | None = None
     """When the barrier was opened (the runs' start, for their "started" line)."""
@@ -97,6 +99,7 @@ class StartGate:
             instant = self._instants[due] = Instant(due, wall)
         ticket = Ticket(instant)
         instant.tickets.append(ticket)
+        instant.expected += 1
         return ticket
 
     def leave(self, ticket: Ticket) -> None:
@@ -105,6 +108,7 @@ class StartGate:
         if ticket.state is not _State.EXPECTED:
             return
         ticket.state = _State.LEFT
+        ticket.instant.expected -= 1
         self._release_if_complete(ticket.instant)
 
     async def start(
@@ -125,6 +129,7 @@ class StartGate:
             ticket.state = _State.LEFT
             return None
         ticket.state = _State.JOINED
+        instant.expected -= 1
         ticket.service, ticket.deployment, ticket.held = service, deployment, held
         self._release_if_complete(instant)
         if not instant.done.is_set():
@@ -144,7 +149,7 @@ class StartGate:
     def _release_if_complete(self, instant: Instant) -> None:
         if instant.done.is_set():
             return
-        if all(ticket.state is not _State.EXPECTED for ticket in instant.tickets):
+        if instant.expected == 0:
             self._release(instant)
 
     def _release(self, instant: Instant) -> None:
