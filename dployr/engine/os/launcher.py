@@ -243,6 +243,7 @@ class Held:
         self.barrier = barrier
         """What it waits on before its line (opened by :meth:`go` if it is its own)."""
         self._own = own
+        self._let_go = False
 
     def go(self, value: str) -> None:
         """Give the run the value of the held variable (a single line): it starts its
@@ -250,6 +251,7 @@ class Held:
         write (and a close): nothing is spawned or moved here."""
         assert self._gate is not None, "a held run is let go once"
         gate, self._gate = self._gate, None
+        self._let_go = True
         try:
             os.write(gate, f"{value}\n".encode())  # a pipe of 64 KiB: never blocks here
         except BrokenPipeError:
@@ -260,17 +262,18 @@ class Held:
             self.barrier.open()
 
     async def discard(self) -> None:
-        """End the run without starting its program (and remove its cgroup)."""
+        """End the run without starting its program (and remove its cgroup); one already
+        let go is stopped at once."""
         if self._gate is not None:
             os.close(self._gate)  # the shell reads the end of its input: it exits 125
             self._gate = None
         if self._own:
             self.barrier.open()
         with trio.CancelScope(shield=True):
-            if self.barrier.opened:  # it exits at once, unless the machine is stalled
+            if self.barrier.opened and not self._let_go:  # it exits at once (unless stalled)
                 with trio.move_on_after(KILL_WAIT):
                     await self.process.wait()
-            # (else it still waits for a shared barrier: it is killed now instead)
+            # (else it waits for a shared barrier, or it runs: it is stopped now)
             await stop(self.process, 0)  # its cgroup removed (and killed, if still there)
             await self.process.stdout.aclose()
             await self.process.stderr.aclose()
