@@ -172,3 +172,20 @@ async def test_held_runs_sharing_a_barrier_start_only_once_it_opens(
     assert not (tmp_path / "ran").exists()
     with pytest.raises(ValueError, match="opened"):
         await launcher.launch_held(spec, name="N", barrier=barrier)
+
+
+async def test_a_held_run_discarded_once_let_go_is_stopped_at_once(
+    tmp_path: Path, instance: str
+) -> None:
+    # Let go, but whoever was to take it over could not (its job stopped meanwhile).
+    env = {**os.environ, "DPLOYR_INSTANCE": instance, "DPLOYR_SERVICE": "nightly"}
+    held = await launcher.launch_held(
+        launcher.LaunchSpec('echo "$N"; exec sleep 100000', tmp_path, env), name="N"
+    )
+    held.go("3")
+    assert await line_of(held.process) == b"3\n"
+    with trio.fail_after(launcher.KILL_WAIT / 2):  # not left its KILL_WAIT to end
+        await held.discard()
+    assert held.process.returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    assert held.process.cgroup is not None
+    assert not held.process.cgroup.path.exists()
