@@ -1,5 +1,5 @@
-"""The start gate on its own: a real store and real held processes, the jobs' runners
-left out, so that a job that does not come at its due time can be made to."""
+"""The start gate on its own: a real store and real held processes, with the jobs'
+answers at the due time given by the test, so that every kind of answer can be had."""
 
 from __future__ import annotations
 
@@ -9,23 +9,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trio
-import trio.testing
 
-from dployr.engine.jobs.gate import GATHER, StartGate
+from dployr.engine.jobs.gate import Decide, StartGate, State
 from dployr.engine.os import launcher
-from dployr.models import ServiceSettings, Source
-from dployr.schedule import JobRun, RunStatus, Trigger
+from dployr.models import Deployment, DeploymentStatus, ServiceSettings, Source
+from dployr.schedule import RunStatus, Trigger
 from dployr.store.store import Store
 from tests.jobs.test_held import line_of
+
+JOBS = ("first", "second", "busy", "gone")
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store.open(tmp_path / "dployr.db") as opened:
-        for name in ("early", "late"):
+        for name in JOBS:
             opened.create_service(name, ServiceSettings(source=Source(str(tmp_path)), run_cmd=":"))
         yield opened
+
+
+def deployment(name: str) -> Deployment:
+    return Deployment(
+        id=1,
+        service=name,
+        status=DeploymentStatus.SUCCEEDED,
+        settings=ServiceSettings(source=Source("."), run_cmd=":"),
+        created_at=0.0,
+    )
 
 
 async def held_run(tmp_path: Path, barrier: launcher.Barrier) -> launcher.Held:
@@ -34,63 +44,87 @@ async def held_run(tmp_path: Path, barrier: launcher.Barrier) -> launcher.Held:
     return await launcher.launch_held(spec, name="N", barrier=barrier)
 
 
-async def test_runs_are_let_go_once_every_job_due_then_has_come(
+async def test_the_first_job_due_lets_every_run_held_for_that_instant_go(
+    store: Store, tmp_path: Path
+) -> None:
+    # Two jobs start their runs through the gate, one says no (it decides alone later),
+    # one gave its place up before the due time: the first arrival decides for all.
+    due = time.time()
+    gate = StartGate(store)
+    helds: dict[str, launcher.Held] = {}
+    asked: list[str] = []
+
+    def starts(name: str) -> Decide:
+        def decide() -> tuple[str, Deployment, launcher.Held] | None:
+            asked.append(name)
+            return (name, deployment(name), helds[name]) if name in helds else None
+
+        return decide
+
+    tickets = {name: gate.expect(due, time.time, starts(name)) for name in JOBS}
+    for name in ("first", "second"):
+        helds[name] = await held_run(tmp_path, tickets[name].barrier)
+    try:
+        gate.leave(tickets["gone"])
+        gate.arrive(tickets["second"])
+        assert asked == ["first", "second", "busy"]  # all at once, "gone" left out
+        states = {name: ticket.state for name, ticket in tickets.items()}
+        assert states == {
+            "first": State.STARTED,
+            "second": State.STARTED,
+            "busy": State.DECLINED,
+            "gone": State.LEFT,
+        }
+        gate.arrive(tickets["first"])  # its scheduler comes: nothing more to do
+        assert len(asked) == 3
+        recorded = {}
+        for name in ("first", "second"):
+            (run,) = store.job_runs(name, 10)
+            assert run == tickets[name].record
+            assert (run.id, run.trigger, run.status, run.scheduled_at) == (
+                1,
+                Trigger.SCHEDULE,
+                RunStatus.RUNNING,
+                due,
+            )
+            recorded[name] = run.started_at
+            assert await line_of(helds[name].process) == b"1\n"  # let go, with its number
+        assert recorded["first"] == recorded["second"]  # in one transaction
+        assert store.job_runs("busy", 10) == []
+        assert store.job_runs("gone", 10) == []
+        released = tickets["first"].released_at
+        assert released is not None
+        assert released == tickets["second"].released_at
+    finally:
+        for held in helds.values():
+            await launcher.stop(held.process, 0)
+
+
+async def test_a_run_declined_at_the_gate_goes_alone_once_its_job_decided(
     store: Store, tmp_path: Path
 ) -> None:
     due = time.time()
     gate = StartGate(store)
-    early, late = gate.expect(due, time.time), gate.expect(due, time.time)
-    assert early.barrier is late.barrier
-    held = await held_run(tmp_path, early.barrier)
-    started: list[tuple[JobRun, float] | None] = []
+    busy = gate.expect(due, time.time, lambda: None)  # its job is busy at the due time
+    held = await held_run(tmp_path, busy.barrier)
     try:
-        async with trio.open_nursery() as nursery:
-
-            async def start() -> None:
-                started.append(await gate.start(early, service="early", deployment=1, held=held))
-
-            nursery.start_soon(start)
-            await trio.testing.wait_all_tasks_blocked()
-            assert started == []  # it waits for the other job due then
-            assert store.job_runs("early", 10) == []  # not recorded yet
-            gate.leave(late)  # which does not run (a skip, say): no more waiting
-        (result,) = started
-        assert result is not None
-        record, at = result
-        assert at < due + GATHER
-        assert await line_of(held.process) == b"1\n"
-        (stored,) = store.job_runs("early", 10)
-        assert stored == record
-        assert (stored.id, stored.trigger, stored.status, stored.scheduled_at) == (
-            1,
-            Trigger.SCHEDULE,
-            RunStatus.RUNNING,
-            due,
-        )
+        gate.arrive(busy)
+        assert busy.state is State.DECLINED
+        assert busy.barrier.opened
+        held.go("4")  # recorded by its job, alone: its own line lets it go at once
+        assert await line_of(held.process) == b"4\n"
     finally:
         await launcher.stop(held.process, 0)
 
 
-async def test_a_job_that_does_not_come_does_not_hold_the_others_up(
-    store: Store, tmp_path: Path
-) -> None:
-    due = time.time()
+async def test_an_instant_every_job_gave_up_is_forgotten(store: Store) -> None:
+    due = time.time() + 60
     gate = StartGate(store)
-    early, late = gate.expect(due, time.time), gate.expect(due, time.time)
-    held_early = await held_run(tmp_path, early.barrier)
-    held_late = await held_run(tmp_path, late.barrier)
-    try:
-        started = await gate.start(early, service="early", deployment=1, held=held_early)
-        assert started is not None
-        record, at = started
-        assert at >= due + GATHER  # it waited that long for the other, no longer
-        assert (record.id, record.scheduled_at) == (1, due)
-        assert await line_of(held_early.process) == b"1\n"
-        # The other comes late: the instant was let go without it; it goes alone.
-        assert await gate.start(late, service="late", deployment=1, held=held_late) is None
-        assert store.job_runs("late", 10) == []
-        held_late.go("7")  # its barrier is open: its own line lets it go at once
-        assert await line_of(held_late.process) == b"7\n"
-    finally:
-        await launcher.stop(held_early.process, 0)
-        await launcher.stop(held_late.process, 0)
+    tickets = [gate.expect(due, time.time, lambda: None) for _ in range(2)]
+    for ticket in tickets:
+        gate.leave(ticket)
+    assert tickets[0].barrier.opened
+    again = gate.expect(due, time.time, lambda: None)  # a job deployed again meanwhile
+    assert again.instant is not tickets[0].instant
+    assert not again.barrier.opened
+    gate.leave(again)

@@ -1,28 +1,29 @@
-"""The start gate: the scheduled runs of an instance's jobs due at one instant are recorded
-together and let go together.
+"""The start gate: the scheduled runs of an instance's jobs due at one instant are decided,
+recorded and let go together, in one step of the event loop.
 
 Each job's runner takes a :class:`Ticket` for a due time when its scheduler wakes ahead
 of it (:data:`~dployr.engine.jobs.runner.LEAD` seconds before) and its run's process is
 spawned held (:func:`dployr.engine.os.launcher.launch_held`), waiting on the instant's
-:class:`~dployr.engine.os.launcher.Barrier`. At the due time each runner decides on its
-run (start, skip, replace: :func:`dployr.schedule.on_due`) and either starts it through
-the gate (:meth:`StartGate.start`) or gives its ticket up (:meth:`StartGate.leave`). Once
-every ticket of the instant is used or given up, the gate:
+:class:`~dployr.engine.os.launcher.Barrier`. The first of those schedulers to wake at
+the due time arrives at the gate (:meth:`StartGate.arrive`), which then, without
+waiting for the others:
 
-1. records every run started through it in ONE store transaction (so each is recorded
-   before it can run, as every run is, and numbered once: never run twice);
-2. gives each held run its number (a write to its own pipe: it wakes nothing yet);
-3. opens the barrier: one ``close`` wakes every held run at once.
+1. asks every job holding a ticket for that instant whether its run starts now, held
+   (its ``decide``: the rules of :func:`dployr.schedule.on_due`, as the job would apply
+   them itself; a job busy deciding something else, or whose run skips, replaces
+   another, or was not held in time, says no, and decides alone when its own scheduler
+   comes);
+2. records every run that starts in ONE store transaction (so each is recorded before it
+   can run, as every run is, and numbered once: never run twice);
+3. gives each held run its number (a write to its own pipe: it wakes nothing yet);
+4. opens the barrier: one ``close`` wakes every held run at once.
 
-So the event loop is never taken over by a run it has just let go while it still has the
-next ones to record and let go (on 2 busy cores, that made the 100th run of one minute
-start ~90 ms late, one after the other); see benchmarks/RESULTS.md.
-
-A ticket not used nor given up by :data:`GATHER` seconds after the due time (its runner
-is busy: a manual run replacing another holds it) does not hold the others up longer:
-the runs started through the gate by then are let go, and a late one is recorded and let
-go alone, as a run due alone is (its held process waits for its number once the barrier
-is open).
+Each job's scheduler then finds its run started (:attr:`Ticket.record`) and takes it
+over. Deciding for all in one step, instead of each job deciding when its own scheduler
+got its turn, keeps a hundred scheduler wake-ups (milliseconds on a busy machine) off the
+path to the start; letting them go one write at a time woke a shell per write, which took
+a core from the event loop while it still had the next ones to record and let go (on 2
+cores, the 100th run of a minute started ~90 ms late). See benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -33,20 +34,30 @@ import weakref
 from collections.abc import Callable
 
 import attrs
-import trio
 
 from dployr.engine.os import launcher
+from dployr.models import Deployment
 from dployr.schedule import JobRun
+from dployr.store.errors import StoreError
 from dployr.store.jobs import JobTables
 
-GATHER = 0.2
-"""Seconds after a due time the gate waits for its last tickets at most (see above)."""
+Start = tuple[str, Deployment, launcher.Held]
+"""A run that starts through the gate: its job (service), deployment, held process."""
+Decide = Callable[[], Start | None]
+"""A job's answer at the due time: its run starts now, held, or not through the gate."""
 
 
-class _State(enum.Enum):
+class State(enum.Enum):
+    """Where a ticket is."""
+
     EXPECTED = "expected"
-    JOINED = "joined"
+    """Its run is held for the instant, not let go yet."""
+    STARTED = "started"
+    """Its run was recorded and let go with the others (or the record failed: ``error``)."""
+    DECLINED = "declined"
+    """Its job said no at the due time: it decides alone."""
     LEFT = "left"
+    """Its job gave it up before the due time (stopped, redeployed)."""
 
 
 @attrs.define(eq=False)
@@ -58,11 +69,6 @@ class Instant:
     """The clock the runs' records are written with (the jobs' calendar)."""
     barrier: launcher.Barrier = attrs.field(factory=launcher.Barrier)
     tickets: list[Ticket] = attrs.field(factory=list)
-    expected: int = 0
-    """How many of its tickets are neither used nor given up yet."""
-    done: trio.Event = attrs.field(factory=trio.Event)
-    released_at: float | None = None
-    """When the barrier was opened (the runs' start, for their "started" line)."""
 
 
 @attrs.define(eq=False)
@@ -70,12 +76,16 @@ class Ticket:
     """One job's place at an instant (see the module's docstring)."""
 
     instant: Instant
-    state: _State = _State.EXPECTED
-    service: str = ""
-    deployment: int = 0
-    held: launcher.Held | None = None
+    decide: Decide
+    state: State = State.EXPECTED
+    start: Start | None = None
     record: JobRun | None = None
+    released_at: float | None = None
+    """When the barrier was opened: the run's start."""
     error: Exception | None = None
+    """Why its record could not be written (it was then not let go)."""
+    taken: bool = False
+    """Whether its job took its started run over (else it must end it)."""
 
     @property
     def barrier(self) -> launcher.Barrier:
@@ -91,97 +101,76 @@ class StartGate:
         self._instants: dict[float, Instant] = {}
         """The instants not let go yet, by due time."""
 
-    def expect(self, due: float, wall: Callable[[], float]) -> Ticket:
-        """A ticket for the run due at ``due`` on the calendar ``wall`` (its process is
-        about to be held)."""
+    def expect(self, due: float, wall: Callable[[], float], decide: Decide) -> Ticket:
+        """A ticket for a run due at ``due`` on the calendar ``wall``, whose process is
+        about to be held; ``decide`` is asked at the due time whether it starts."""
         instant = self._instants.get(due)
         if instant is None:
             instant = self._instants[due] = Instant(due, wall)
-        ticket = Ticket(instant)
+        ticket = Ticket(instant, decide)
         instant.tickets.append(ticket)
-        instant.expected += 1
         return ticket
 
     def leave(self, ticket: Ticket) -> None:
-        """The ticket's run does not start through the gate (skipped, replacing, not
-        held, or no longer due): the others no longer wait for it. A no-op once used."""
-        if ticket.state is not _State.EXPECTED:
+        """The ticket's job gives it up before its instant was let go (a no-op after)."""
+        if ticket.state is not State.EXPECTED:
             return
-        ticket.state = _State.LEFT
-        ticket.instant.expected -= 1
-        self._release_if_complete(ticket.instant)
-
-    async def start(
-        self,
-        ticket: Ticket,
-        *,
-        service: str,
-        deployment: int,
-        held: launcher.Held,
-    ) -> tuple[JobRun, float] | None:
-        """Start the ticket's run, held as ``held``, with the others due at its instant:
-        its record and when it was let go, once it was. None when the instant was let go
-        without it (it came too late): record it and let it go alone. Raises what the
-        store raised if the records could not be written (``held`` is then not let go).
-        """
+        ticket.state = State.LEFT
         instant = ticket.instant
-        if ticket.state is not _State.EXPECTED or instant.done.is_set():
-            ticket.state = _State.LEFT
-            return None
-        ticket.state = _State.JOINED
-        instant.expected -= 1
-        ticket.service, ticket.deployment, ticket.held = service, deployment, held
-        self._release_if_complete(instant)
-        if not instant.done.is_set():
-            # Shielded: once the others are let go, this run is too, and its caller must
-            # take it over (a cancellation then reaches it in the caller's start).
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(max(0.0, instant.due + GATHER - instant.wall())):
-                    await instant.done.wait()
-            if not instant.done.is_set():
-                self._release(instant)
-        if ticket.error is not None:
-            raise ticket.error
-        assert ticket.record is not None
-        assert instant.released_at is not None
-        return ticket.record, instant.released_at
+        if all(other.state is State.LEFT for other in instant.tickets):
+            self._forget(instant)
+            instant.barrier.open()  # no one waits on it any more
 
-    def _release_if_complete(self, instant: Instant) -> None:
-        if instant.done.is_set():
-            return
-        if instant.expected == 0:
-            self._release(instant)
+    def arrive(self, ticket: Ticket) -> None:
+        """The ticket's run is due (its scheduler woke): the instant is let go now if it
+        was not yet, every run held for it decided (see the module's docstring)."""
+        if ticket.state is State.EXPECTED:
+            self._release(ticket.instant)
 
-    def _release(self, instant: Instant) -> None:
-        """Record the runs that joined, give each its number, open the barrier."""
+    def _forget(self, instant: Instant) -> None:
         if self._instants.get(instant.due) is instant:
             del self._instants[instant.due]
-        joined = [ticket for ticket in instant.tickets if ticket.state is _State.JOINED]
-        for ticket in instant.tickets:
-            if ticket.state is _State.EXPECTED:  # late: it will find the instant gone
-                ticket.state = _State.LEFT
+
+    def _release(self, instant: Instant) -> None:
+        """Decide every expected ticket, record those that start, give each its number,
+        open the barrier (whatever fails on the way: no held run waits forever)."""
+        self._forget(instant)
+        started: list[Ticket] = []
         try:
-            if joined:
+            for ticket in instant.tickets:
+                if ticket.state is State.EXPECTED:
+                    ticket.state = State.DECLINED  # (if its decide fails)
+                    ticket.start = ticket.decide()
+                    if ticket.start is not None:
+                        ticket.state = State.STARTED
+                        started.append(ticket)
+            if started:
                 records = self.store.add_due_runs(
-                    [(ticket.service, ticket.deployment) for ticket in joined],
+                    [(start[0], start[1].id) for start in _starts(started)],
                     scheduled_at=instant.due,
                     started_at=instant.wall(),
                 )
-                for ticket, record in zip(joined, records, strict=True):
+                for ticket, record in zip(started, records, strict=True):
                     ticket.record = record
-        except Exception as error:  # handed to each run's caller, who raises it
-            for ticket in joined:
-                ticket.error = error
-        try:
-            for ticket in joined:
-                if ticket.record is not None and ticket.held is not None:
-                    ticket.held.go(str(ticket.record.id))
+                    assert ticket.start is not None
+                    ticket.start[2].go(str(record.id))
+        except Exception as error:  # handed to each run's job, which raises it
+            for ticket in started:
+                if ticket.record is None:
+                    ticket.error = error
+            if not isinstance(error, StoreError):
+                raise
         finally:
             # Read before the close: the close wakes them all, and they may take the
             # daemon's core for a while.
-            instant.released_at = time.time()
+            released_at = time.time()
             instant.barrier.open()
-            instant.done.set()
+            for ticket in started:
+                ticket.released_at = released_at
+
+
+def _starts(tickets: list[Ticket]) -> list[Start]:
+    return [ticket.start for ticket in tickets if ticket.start is not None]
 
 
 _gates: weakref.WeakKeyDictionary[JobTables, StartGate] = weakref.WeakKeyDictionary()

@@ -20,25 +20,28 @@ recorded missed.
 Starting on time: the scheduler wakes :data:`LEAD` seconds before a due time, and the run
 is spawned then, held before its program (:func:`dployr.engine.os.launcher.launch_held`,
 in a worker thread, its cgroup entered meanwhile), waiting on the barrier of the
-instance's start gate for that instant (:mod:`.gate`); at the due time, each job that
-starts its run hands it to the gate, which records every run due then in one transaction
-and lets them all go with one wake-up. So a hundred jobs due in the same second start
-within milliseconds of it (see benchmarks/RESULTS.md), though a spawn and a cgroup move
-take milliseconds each. A held run that is not used (skipped, its job redeployed or
-stopped meanwhile) ends without running its program.
+instance's start gate for that instant (:mod:`.gate`); at the due time, the first job to
+wake has the gate decide for every job held for it, record every run that starts in one
+transaction and let them all go with one wake-up. So a hundred jobs due in the same
+second start together, within tens of milliseconds of it (their own execs on the cores;
+see benchmarks/RESULTS.md), though a spawn and a cgroup move take milliseconds each. A
+held run that is not used (skipped, its job redeployed or stopped meanwhile) ends
+without running its program; one let go whose job is stopped before it takes it over
+is stopped.
 
 Status: ``running`` while a run is active, else ``stopped`` (with "next run at ..." as its
 message); health: ``healthy`` after a successful run, ``degraded`` after a failed or
 missed one, and the health webhook receives every failure and miss.
 
-Why one module of ~580 lines: a run's start (held ahead or not), end, timeout and catch-up
-and the job's status change the same records under one set of rules (dployr.schedule holds
-them, pure).
+Why one module of ~670 lines: a run's start (held ahead or not, through the start gate
+or alone), end, timeout and catch-up and the job's status change the same records under
+one set of rules (dployr.schedule holds them, pure).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,7 +52,7 @@ import trio
 
 from dployr.engine import status as st
 from dployr.engine.errors import Conflict, NotDeployed
-from dployr.engine.jobs.gate import Ticket, gate_of
+from dployr.engine.jobs.gate import Start, State, Ticket, gate_of
 from dployr.engine.jobs.run import Ended, JobProcess, Output, RunSpec, journal_ranges
 from dployr.engine.jobs.scheduler import Scheduler
 from dployr.engine.os import launcher
@@ -131,6 +134,8 @@ class JobRunner:
         """Runs spawned ahead of their due time, held, by due time (see :meth:`_ahead`)."""
         self._tickets: dict[float, Ticket] = {}
         """Their places at the instance's start gate, by due time."""
+        self._starting = 0
+        """Runs started through the gate, not taken over yet (counted as active)."""
         self._gate = gate_of(self.store)
         self._interrupted()
 
@@ -267,7 +272,8 @@ class JobRunner:
         deployment = self.deployment
         ticket = None
         if deployment is not None:
-            ticket = self._tickets[due] = self._gate.expect(due, self.wall)
+            decide = functools.partial(self._decide_at_gate, due)
+            ticket = self._tickets[due] = self._gate.expect(due, self.wall, decide)
         try:
             async with trio.open_nursery() as nursery:
                 if deployment is not None and ticket is not None:
@@ -278,7 +284,9 @@ class JobRunner:
             if ticket is not None:
                 if self._tickets.get(due) is ticket:
                     del self._tickets[due]
-                self._gate.leave(ticket)  # (if it was not used: not due, or not run)
+                self._gate.leave(ticket)  # (if its instant has not come: no longer due)
+                if ticket.state is State.STARTED and not ticket.taken:
+                    await self._abandon(ticket)
             left = self._held.pop(due, None)
             if left is not None:
                 await left[1].discard()  # shielded
@@ -308,30 +316,82 @@ class JobRunner:
             self.deployment = self._active_deployment()
         return await self._fire(None, Trigger.MANUAL)
 
+    def _decide_at_gate(self, due: float) -> Start | None:
+        """Asked by the start gate at ``due``: whether the run due then starts now through
+        it, held (the rules :meth:`_fire` applies; no when this job is busy deciding
+        something else, or the run skips, replaces another, or was not held in time).
+        A yes takes the held process out of :attr:`_held`, and the run counts as active
+        until it is taken over (:meth:`_take_over`)."""
+        deployment = self.deployment
+        if self._lock.locked() or deployment is None:
+            return None
+        options = _options(deployment.settings)
+        if on_due(self._active_count(), options.concurrency) is not Decision.START:
+            return None
+        ready = self._held.get(due)
+        if ready is None or ready[0].id != deployment.id:
+            return None
+        del self._held[due]
+        self._starting += 1
+        return self.service.name, deployment, ready[1]
+
+    def _active_count(self) -> int:
+        return len(self.active) + self._starting
+
+    async def _take_over(self, ticket: Ticket) -> JobRun:
+        """Take over a run the start gate recorded and let go (or could not record)."""
+        assert ticket.start is not None
+        _, deployment, held = ticket.start
+        record, at = ticket.record, ticket.released_at
+        if record is None or at is None:  # the store failed: it was not let go
+            ticket.taken = True
+            self._starting -= 1
+            await held.discard()
+            raise ticket.error or RuntimeError("the run was not recorded")
+        async with self._lock:
+            ticket.taken = True
+            self._starting -= 1  # and in `active` from the first step of _start
+            await self._start(record, deployment, _options(deployment.settings), (held, at))
+        return self._reread(record)
+
+    async def _abandon(self, ticket: Ticket) -> None:
+        """A run let go by the start gate as its job was stopped or redeployed, before it
+        could take the run over: stopped, and its record finished."""
+        assert ticket.start is not None
+        _, deployment, held = ticket.start
+        ticket.taken = True
+        self._starting -= 1
+        await held.discard()  # shielded
+        if ticket.record is not None:
+            message = "stopped as it started: its job was stopped or redeployed"
+            self.store.finish_run(
+                self.service.name,
+                ticket.record.id,
+                status=RunStatus.STOPPED,
+                ended_at=time.time(),
+                exit_code=None,
+                signal=None,
+                message=message,
+                output=[],
+            )
+            self.service.book.system(f"run {ticket.record.id} {message}", deployment=deployment.id)
+
     async def _fire(self, scheduled: float | None, trigger: Trigger) -> JobRun:
         service = self.service
-        ticket = None
         if trigger is Trigger.SCHEDULE and scheduled is not None:
             ticket = self._tickets.get(scheduled)
+            if ticket is not None:
+                self._gate.arrive(ticket)  # lets every run held for it go, if not yet
+                if ticket.state is State.STARTED:
+                    return await self._take_over(ticket)
+                # Not through the gate: decided here, alone (as a run due alone is).
         async with self._lock:
             deployment = self.deployment
             if deployment is None:
                 raise NotDeployed(f"{service.name} has no successful deployment yet: deploy it")
             options = _options(deployment.settings)
-            decision = on_due(len(self.active), options.concurrency)
-            if ticket is not None and scheduled is not None:
-                ready = self._held.get(scheduled)
-                if (
-                    decision is Decision.START
-                    and ready is not None
-                    and ready[0].id == deployment.id
-                ):
-                    started = await self._through_gate(ticket, scheduled, deployment, options)
-                    if started is not None:
-                        return started
-                    # Too late to go with the runs due with it: recorded and let go alone.
-                self._gate.leave(ticket)  # the others need not wait for this one
-            running = ", ".join(f"run {n}" for n in sorted(self.active))
+            decision = on_due(self._active_count(), options.concurrency)
+            running = ", ".join(f"run {n}" for n in sorted(self.active)) or "a run"
             if decision is Decision.SKIP:
                 if trigger is Trigger.MANUAL:
                     raise Conflict(
@@ -364,34 +424,13 @@ class JobRunner:
                 ready = self._held.get(scheduled)
                 if ready is not None and ready[0].id == deployment.id:
                     del self._held[scheduled]
-                    ready[1].go(str(record.id))
+                    ready[1].go(str(record.id))  # (its barrier is open: the instant came)
                     held = (ready[1], time.time())
                     # The other runs due now are let go before this one's bookkeeping (not
                     # cancelled here: _start takes the process over, or ends it).
                     await trio.lowlevel.cancel_shielded_checkpoint()
             await self._start(record, deployment, options, held)
             return self._reread(record)
-
-    async def _through_gate(
-        self, ticket: Ticket, scheduled: float, deployment: Deployment, options: JobOptions
-    ) -> JobRun | None:
-        """Start the run due at ``scheduled``, held, with every run due then (recorded in
-        one transaction, let go by one wake-up: :mod:`.gate`); None if it came too late
-        for them (its held process is left for the caller)."""
-        _, held = self._held.pop(scheduled)
-        try:
-            started = await self._gate.start(
-                ticket, service=self.service.name, deployment=deployment.id, held=held
-            )
-        except BaseException:  # not recorded (the store failed): not let go either
-            await held.discard()
-            raise
-        if started is None:
-            self._held[scheduled] = (deployment, held)
-            return None
-        record, at = started
-        await self._start(record, deployment, options, (held, at))
-        return self._reread(record)
 
     def _reread(self, record: JobRun) -> JobRun:
         found = self.store.job_run(self.service.name, record.id)
