@@ -263,6 +263,10 @@ def _main(tmp: Path) -> None:  # noqa: PLR0915 - one measurement after the other
             f"  ratio to podman run: {statistics.median(deploys) / hand_p50:.2f}x with the CLI,"
             f" {statistics.median(in_daemon) / hand_p50:.2f}x in the daemon"
         )
+        # Each deploy against the run by hand right after it, under the same load.
+        paired = [ours / theirs for ours, theirs in zip(in_daemon, by_hand, strict=True)]
+        shown = " ".join(f"{ratio:.2f}" for ratio in paired)
+        print(f"  in the daemon, round by round: p50 {statistics.median(paired):.2f}x ({shown})")
 
         # 2. restart after the process is killed: container vs code
         port = free_port()
