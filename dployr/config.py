@@ -56,6 +56,11 @@ class GatewayConfig:
     """0 picks a free port (the URL the daemon prints and writes says which)."""
     shutdown: float = 10.0
     """Seconds the gateway is given to finish its requests when the daemon stops."""
+    tls_cert: Path | None = None
+    """The certificate (PEM, its chain after it) the API, dashboard and agents' door are
+    served with over https/wss; None: plain http/ws. Given with ``tls_key``."""
+    tls_key: Path | None = None
+    """The private key (PEM) of ``tls_cert``."""
 
 
 @attrs.frozen

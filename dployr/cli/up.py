@@ -30,6 +30,19 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     show_default=True,
     type=click.IntRange(0, 65535),
 )
+@click.option(
+    "--tls-cert",
+    metavar="PEM",
+    type=click.Path(path_type=Path),
+    help="Serve the API, the dashboard and the agents' door over https/wss with this "
+    "certificate (PEM, its chain after it); with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    metavar="PEM",
+    type=click.Path(path_type=Path),
+    help="The private key (PEM, unencrypted) of --tls-cert.",
+)
 @engine_options("dployr's")
 @click.option(
     "--database",
@@ -43,6 +56,8 @@ async def up(
     data_dir: Path | None,
     host: str,
     port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     service_host: str,
     metrics_interval: float,
     pass_env: tuple[str, ...],
@@ -63,9 +78,16 @@ async def up(
     from dployr.daemon.paths import default_data_dir
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither")
     config = DployrConfig(
         engine_config(root, service_host, metrics_interval, pass_env, shared_user),
-        gateway=GatewayConfig(host=host, port=port),
+        gateway=GatewayConfig(
+            host=host,
+            port=port,
+            tls_cert=_absolute(tls_cert),
+            tls_key=_absolute(tls_key),
+        ),
         daemon=DaemonConfig(database=database),
     )
 
@@ -74,3 +96,8 @@ async def up(
 
     if await until_signalled(serve):
         click.echo("dployr stopped: every service was stopped")
+
+
+def _absolute(path: Path | None) -> Path | None:
+    """``path`` made absolute: daemon.json names the certificate for a CLI run anywhere."""
+    return None if path is None else path.expanduser().absolute()
