@@ -74,6 +74,10 @@ class DaemonConfig:
     database: str | None = None
     """Where the cluster's state is kept (instances, placement): None, ``cluster.db`` in
     the data dir; else a database URL (``dployr up --database``)."""
+    local_services: bool = True
+    """False: the control plane's own instance takes no new services (``dployr up
+    --no-local-services``); a deploy naming no instance goes to the least loaded
+    connected agent."""
 
 
 @attrs.frozen

@@ -60,7 +60,8 @@ def _show(view: InstanceView) -> None:
         f"instance {view.name}{known}{host}{version}, {plural(len(view.services), 'service')}"
     )
     machine = "" if view.state == "pending" else f"; {machine_words(view)}"
-    click.echo(f"  {state_words(view)}{machine}")
+    taking = "" if view.takes_services else "; takes no new services"
+    click.echo(f"  {state_words(view)}{taking}{machine}")
     if view.services:
         services_table(view.services)
     disk_line(view)

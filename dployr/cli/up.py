@@ -50,6 +50,14 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     help="Keep the cluster's state (instances, placement) in this database "
     "[default: SQLite in the data dir].",
 )
+@click.option(
+    "--local-services/--no-local-services",
+    default=default(DaemonConfig, "local_services"),
+    show_default=True,
+    help="Whether this machine's own instance takes new services; with "
+    "--no-local-services it only runs the control plane, and a deploy naming no "
+    "--instance goes to the least loaded connected agent.",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -63,6 +71,7 @@ async def up(
     pass_env: tuple[str, ...],
     shared_user: bool,
     database: str | None,
+    local_services: bool,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -88,7 +97,7 @@ async def up(
             tls_cert=_absolute(tls_cert),
             tls_key=_absolute(tls_key),
         ),
-        daemon=DaemonConfig(database=database),
+        daemon=DaemonConfig(database=database, local_services=local_services),
     )
 
     async def serve() -> None:

@@ -96,7 +96,9 @@ async def run(
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
             hub = AgentHub(state)  # the agents: docs/agent-protocol.md
-            cluster = ClusterHandle(instance.handle, hub, state)
+            cluster = ClusterHandle(
+                instance.handle, hub, state, local_services=config.daemon.local_services
+            )
             gateway = Gateway(
                 cluster,
                 AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
