@@ -44,13 +44,8 @@ from dployr.protocol.errors import Error
 from dployr.protocol.events import Change, DeploymentChanged, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.handle import Feed, InstanceHandle, LogEntry
-from dployr.store.cluster import (
-    PLACEMENT,
-    ClusterState,
-    InstanceExists,
-    InstanceRecord,
-    UnknownInstance,
-)
+from dployr.store import codes as store_codes
+from dployr.store.cluster import PLACEMENT, ClusterState, InstanceRecord
 from dployr.supervision import topic as topics
 
 log = logging.getLogger("dployr.cluster")
@@ -300,7 +295,8 @@ class ClusterHandle:
         """Carry out a request on the member it concerns (see the module)."""
         route = self._routes.get(type(request))
         if route is not None:
-            return cast(R, await route(request))
+            with store_codes.protocol_errors():  # the cluster state's errors: its table
+                return cast(R, await route(request))
         name = getattr(request, "name", None)
         if not isinstance(name, str):  # the local instance's own: GetInstance, RotateKey
             return await self._local.request(request)
@@ -568,10 +564,7 @@ class ClusterHandle:
     async def _add_instance(self, request: m.AddInstance) -> m.JoinTokenView:
         if request.name == self._local_name:
             raise Error("conflict", f"an instance named {request.name!r} exists: this one")
-        try:
-            token = await self._state.add_instance(request.name)
-        except InstanceExists as error:
-            raise Error("conflict", str(error)) from error
+        token = await self._state.add_instance(request.name)
         self._last_seen[request.name] = None
         return m.JoinTokenView(token.instance, token.token, token.expires_at)
 
@@ -579,10 +572,7 @@ class ClusterHandle:
         name = request.name
         if name == self._local_name:
             raise Error("invalid", f"{name} is this control plane's own instance: it stays")
-        try:
-            await self._state.remove_instance(name)
-        except UnknownInstance as error:
-            raise Error("not_found", f"no instance {name!r}") from error
+        await self._state.remove_instance(name)
         self._members.disconnect(name, "the instance was removed")
         for service in [s for s, where in self._placement.items() if where == name]:
             await self._unplace(service)
