@@ -5,6 +5,7 @@ and from another; a certificate or key it cannot serve is one line at start."""
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,12 @@ async def test_an_agent_joins_a_tls_control_plane_over_wss_and_runs_a_deploy(
     plane = await Daemon.start(tmp_path / "plane", "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         assert plane.url.startswith("https://127.0.0.1:"), plane.banner
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=trusted, timeout=20) as http:
+            assert (await http.get(f"{plane.url}/healthz")).status_code == 200
+            dashboard = await http.get(f"{plane.url}/", follow_redirects=True)
+            assert dashboard.status_code == 200
+            assert "text/html" in dashboard.headers["content-type"]
         # The CLI on the control plane's machine trusts the certificate it serves.
         added = await plane.cli("instances", "add", "east")
         assert added.code == 0, added
