@@ -395,20 +395,19 @@ class ClusterHandle:
         current = self._placement.get(name)
         if current is None and (self._local_services or self._is_local(name)):
             current = self._local_name  # an unplaced service is the local instance's
-        if current is None:  # new, and the local instance takes none
-            wanted = request.instance or self._least_loaded()
-            if wanted == self._local_name:
-                raise Error(
-                    "invalid",
-                    f"instance {wanted} takes no new services (dployr up "
-                    "--no-local-services): name another with --instance",
-                )
-            target = await self._instance(wanted)
+        # else: new, and the local instance takes none
+        wanted = request.instance or current or self._least_loaded()
+        if not self._local_services and wanted == self._local_name and current != wanted:
+            raise Error(
+                "invalid",
+                f"instance {wanted} takes no new services (dployr up --no-local-services): "
+                "name another with --instance",
+            )
+        target = await self._instance(wanted)
+        if current is None:
             deployment = await target.request(plain)
             await self._place(name, wanted)
             return deployment
-        wanted = request.instance or current
-        target = await self._instance(wanted)
         if wanted == current:
             deployment = await target.request(plain)
             if current != self._local_name or name in self._placement:

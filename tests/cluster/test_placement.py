@@ -60,11 +60,14 @@ async def test_a_control_plane_without_local_services_places_new_ones_on_the_lea
     plane = await Daemon.start(tmp_path / "plane", "--no-local-services")
     repo = web_repo(tmp_path / "repo")
 
-    async def deploy(name: str, *extra: str) -> None:
-        await plane.ok(
+    def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
+        return (
             "deploy", "--name", name, "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
             "--port", str(free_port()), "--min-uptime", "0.3", *extra,
         )  # fmt: skip
+
+    async def deploy(name: str, *extra: str) -> None:
+        await plane.ok(*deploy_args(name, *extra))
 
     async def where() -> dict[str, str]:
         listed = json.loads(await plane.ok("list", "--json"))
@@ -73,15 +76,9 @@ async def test_a_control_plane_without_local_services_places_new_ones_on_the_lea
     try:
         shown = await plane.ok("instances")
         assert "connected; takes no new services" in shown, shown
-        nowhere = await plane.cli(
-            "deploy", "--name", "a", "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
-            "--port", str(free_port()),
-        )  # fmt: skip
+        nowhere = await plane.cli(*deploy_args("a"))
         assert "no instance to run it: " in nowhere.one_line_error()
-        named = await plane.cli(
-            "deploy", "--name", "a", "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
-            "--port", str(free_port()), "--instance", "local",
-        )  # fmt: skip
+        named = await plane.cli(*deploy_args("a", "--instance", "local"))
         assert "takes no new services" in named.one_line_error()
 
         tokens = {}
@@ -106,6 +103,9 @@ async def test_a_control_plane_without_local_services_places_new_ones_on_the_lea
             assert await where() == {"a": first, "b": other, "c": first}
             await deploy("d")
             assert (await where())["d"] == other
+            moved = await plane.cli(*deploy_args("a", "--instance", "local"))
+            assert "takes no new services" in moved.one_line_error()
+            assert (await where())["a"] == first
     finally:
         code, _ = await plane.stop()
         assert code == 0
