@@ -50,7 +50,10 @@ def pinned_context(cert_file: str) -> ssl.SSLContext:
     start, end = text.find(_BEGIN), text.find(_END)
     if start < 0 or end < start:
         raise CertificateFileError(f"{cert_file} holds no PEM certificate")
-    context = ssl.create_default_context(cadata=text[start : end + len(_END)])
+    try:
+        context = ssl.create_default_context(cadata=text[start : end + len(_END)])
+    except ssl.SSLError as error:
+        raise CertificateFileError(f"cannot use {cert_file}: {_why(error)}") from None
     context.check_hostname = False  # the certificate itself is the identity, not a name
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.agent.conftest import agent
 from tests.cli.conftest import Daemon, clean_env, free_port, run_cli, start_up
@@ -117,11 +118,21 @@ async def test_a_certificate_or_key_it_cannot_serve_is_one_line_at_start(tmp_pat
     _, other_key = self_signed(tmp_path / "other")
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
+    locked = tmp_path / "locked.pem"  # OpenSSL would ask for its password on the tty
+    key_pem = serialization.load_pem_private_key(key.read_bytes(), None)
+    locked.write_bytes(
+        key_pem.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     cases = [
         (("--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(key)), "cannot read"),
         (("--tls-cert", str(cert), "--tls-key", str(other_key)), "the key is not the cert"),
         (("--tls-cert", str(junk), "--tls-key", str(key)), "is not a PEM certificate"),
         (("--tls-cert", str(cert), "--tls-key", str(cert)), "is not a PEM private key"),
+        (("--tls-cert", str(cert), "--tls-key", str(locked)), "is encrypted"),
         (("--tls-cert", str(cert)), "--tls-cert and --tls-key go together"),
     ]
     for number, (args, expected) in enumerate(cases):
