@@ -38,6 +38,8 @@ async def test_an_agent_joins_a_tls_control_plane_over_wss_and_runs_a_deploy(
         added = await plane.cli("instances", "add", "east")
         assert added.code == 0, added
         token = added.out.strip()
+        assert f"--join {plane.url} --token {token} --ca cert.pem\n" in added.err
+        assert f"with a copy of {cert} (the certificate this control plane serves)" in added.err
         async with agent(
             tmp_path / "east", "--join", plane.url, "--token", token, "--ca", str(cert)
         ) as east:
