@@ -279,9 +279,10 @@ class AgentHub:
                         "instance %s: update %d does not follow the last", session.name, frame.seq
                     )
                 await self._record_seen(session, handle)
-                await self._state.record_snapshot(
-                    session.name, [codec.unstructure(s) for s in handle.services()], time.time()
-                )
+                if frame.full or frame.services or frame.removed:  # not for samples alone
+                    await self._state.record_snapshot(
+                        session.name, [codec.unstructure(s) for s in handle.services()], time.time()
+                    )
             elif isinstance(frame, w.Items):
                 handle.on_items(frame.sub, frame.items)
             elif isinstance(frame, w.SubscriptionGap):
