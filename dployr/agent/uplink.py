@@ -38,7 +38,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from dployr import __version__
+from dployr import __version__, tls
 from dployr.agent.backoff import QUICK, reconnect_delay
 from dployr.agent.credential import Credential, reason
 from dployr.agent.outbox import Outbox
@@ -132,6 +132,12 @@ class Uplink:
         """One channel: returns why it closed after a hello was acked; else raises."""
         headers = [(b"authorization", f"Bearer {self._credential.credential}".encode())]
         acked = False
+        if self._tls is not None:  # a refused certificate is said at once, with its reason
+            try:
+                with trio.fail_after(HELLO_WAIT):
+                    await tls.handshake(self._credential.url, self._tls)
+            except (OSError, trio.TooSlowError) as error:
+                raise _Failed(f"cannot reach the control plane: {_describe(error)}") from None
         try:
             async with open_websocket_url(
                 self._credential.channel_url,
