@@ -69,6 +69,8 @@ class DaemonConfig:
     database: str | None = None
     """Where the cluster's state is kept (instances, placement): None, ``cluster.db`` in
     the data dir; else a database URL (``dployr up --database``)."""
+    max_upload: int = 200 * 2**20
+    """The largest folder the CLI may upload, in bytes packed (``dployr up --max-upload``)."""
 
 
 @attrs.frozen

@@ -11,6 +11,27 @@ from dployr.cli._engine import engine_config, engine_options
 from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
 
 
+class _Size(click.ParamType[int]):
+    """A size in bytes: a whole number, or one with K, M or G (KiB, MiB, GiB)."""
+
+    name = "size"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        shift = {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+        number = text[:-1] if shift else text
+        if not number.isdigit() or int(number) == 0:
+            self.fail(f"{value!r} is not a size (200M, 1G, 500K or bytes)", param, ctx)
+        return int(number) << shift
+
+
+SIZE = _Size()
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -37,6 +58,13 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     help="Keep the cluster's state (instances, placement) in this database "
     "[default: SQLite in the data dir].",
 )
+@click.option(
+    "--max-upload",
+    type=SIZE,
+    default="200M",
+    show_default=True,
+    help="The largest folder `dployr deploy` may upload, packed (K, M or G: KiB, MiB, GiB).",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -48,6 +76,7 @@ async def up(
     pass_env: tuple[str, ...],
     shared_user: bool,
     database: str | None,
+    max_upload: int,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -66,7 +95,7 @@ async def up(
     config = DployrConfig(
         engine_config(root, service_host, metrics_interval, pass_env, shared_user),
         gateway=GatewayConfig(host=host, port=port),
-        daemon=DaemonConfig(database=database),
+        daemon=DaemonConfig(database=database, max_upload=max_upload),
     )
 
     async def serve() -> None:

@@ -32,6 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import attrs
 import trio
 
+from dployr.cluster.uploads import Uploads
 from dployr.metrics import InstanceSample, ServiceSample
 from dployr.models import DeploymentStatus
 from dployr.protocol import codec
@@ -125,8 +126,11 @@ class ClusterHandle:
         state: ClusterState,
         *,
         clock: Callable[[], float] = time.time,
+        uploads: Uploads | None = None,
     ) -> None:
         self._local = local
+        self._uploads = uploads
+        """The folders uploaded to the control plane (dployr/cluster/uploads.py)."""
         self._local_name = local.instance_name
         self._members = members
         self._state = state
@@ -392,6 +396,8 @@ class ClusterHandle:
         wanted = request.instance or current
         target = await self._instance(wanted)
         plain = attrs.evolve(request, instance=None)
+        if self._uploads is not None:  # an uploaded folder reaches the instance first
+            plain = await self._uploads.deliver(plain, target)
         if wanted == current:
             deployment = await target.request(plain)
             if current != self._local_name or name in self._placement:

@@ -30,6 +30,7 @@ import trio
 from dployr import __version__
 from dployr.cluster import ClusterHandle
 from dployr.cluster.hub import AgentHub
+from dployr.cluster.uploads import Uploads
 from dployr.config import DployrConfig
 from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
 from dployr.daemon.paths import DataDir
@@ -95,7 +96,9 @@ async def run(
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
             hub = AgentHub(state)  # the agents: docs/agent-protocol.md
-            cluster = ClusterHandle(instance.handle, hub, state)
+            # Folders the CLI uploads, until a deploy takes them (dployr/cluster/uploads.py).
+            uploads = Uploads(data.root / "uploads", max_size=config.daemon.max_upload)
+            cluster = ClusterHandle(instance.handle, hub, state, uploads=uploads)
             gateway = Gateway(
                 cluster,
                 AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
@@ -103,6 +106,7 @@ async def run(
                 config.gateway.port,
                 dashboard_key_file=data.dashboard_key,
                 door=hub,  # agents join and dial in (dployr/gateway/agents.py)
+                uploads=uploads,
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             root = Supervisor(

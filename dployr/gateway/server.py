@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from dployr.gateway.access import Tokens
+    from dployr.gateway.uploads import UploadStore
 
 
 class GatewayError(DployrError):
@@ -49,10 +50,13 @@ class Gateway:
         dashboard_key: bytes | None = None,
         dashboard_key_file: Path | None = None,
         door: AgentDoor | None = None,
+        uploads: UploadStore | None = None,
     ) -> None:
         self.handle = handle
         self.door = door
         """The agents' door (a control plane's), or None: no agent may dial in."""
+        self.uploads = uploads
+        """Where uploaded folders are kept (a control plane's), or None: no uploads."""
         self.tokens = tokens
         """The API tokens, logged-out sessions and audit log (the store)."""
         self.dashboard_key = dashboard_key
@@ -75,7 +79,9 @@ class Gateway:
             key = self.dashboard_key
             if key is None and self.dashboard_key_file is not None:
                 key = dashboard.load_key(self.dashboard_key_file)
-            self._app = create_app(self.handle, self.tokens, dashboard_key=key, door=self.door)
+            self._app = create_app(
+                self.handle, self.tokens, dashboard_key=key, door=self.door, uploads=self.uploads
+            )
         return self._app
 
     def _config(self) -> Config:
