@@ -1,8 +1,9 @@
 """A local folder as an uploaded archive: packed by the CLI, unpacked where it is built.
 
-The CLI packs a folder into a ``.tar.gz`` (:func:`pack`) walking it by the folder source's
-rule (``dployr/engine/sources/folder.py``): every entry in name order, symlinks not
-followed, an entry named ``.git`` left out at any depth, a pipe, socket or device refused.
+The CLI packs a folder into a ``.tar.gz`` (:func:`pack`) walking it as a folder deploy
+walks it (:func:`entries`, which ``dployr/engine/sources/folder.py`` uses too): every entry
+in name order, symlinks not followed, an entry named ``.git`` left out at any depth, a
+pipe, socket or device refused.
 Files keep their mode and modification time, so the same content unpacked twice has the
 same folder revision; owners are not kept.
 
@@ -112,9 +113,23 @@ def with_folder(request: m.Deploy, folder: Path) -> m.Deploy:
 # -- packing (the CLI) ---------------------------------------------------------------------
 
 
-def entries(root: str) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under ``root`` to pack (relative path, lstat), each folder before its
-    content, by the folder source's rule (see the module)."""
+def _invalid(message: str) -> Exception:
+    return Error("invalid", message)
+
+
+def entries(
+    root: str,
+    *,
+    refuse: Callable[[str], Exception] = _invalid,
+    between: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under ``root`` (relative path, lstat), each folder before its content:
+    the one rule of what a folder deploy copies and an upload packs (see the module).
+
+    Names are sorted, symlinks are not followed, ``between`` is called between entries (a
+    worker thread's cancellation check); anything but folders, files and symlinks is
+    refused with ``refuse(message)``.
+    """
     pending = [""]
     while pending:
         folder = pending.pop()
@@ -122,6 +137,7 @@ def entries(root: str) -> Iterator[tuple[str, os.stat_result]]:
             children = sorted(scan, key=lambda entry: entry.name)
         folders = []
         for entry in children:
+            between()
             if entry.name == ".git":
                 continue  # a release never holds a repository
             relative = os.path.join(folder, entry.name)
@@ -131,10 +147,9 @@ def entries(root: str) -> Iterator[tuple[str, os.stat_result]]:
                 or stat.S_ISREG(info.st_mode)
                 or stat.S_ISLNK(info.st_mode)
             ):
-                raise Error(
-                    "invalid",
+                raise refuse(
                     f"{os.path.join(root, relative)} is not a file, folder or symlink (a pipe, "
-                    "socket or device cannot be deployed): remove it from the folder",
+                    "socket or device cannot be deployed): remove it from the source folder"
                 )
             yield relative, info
             if stat.S_ISDIR(info.st_mode):

@@ -131,6 +131,14 @@ async def test_a_folder_for_a_daemon_elsewhere_is_uploaded_and_one_too_large_ref
     assert len(history) == 1
     assert uploads_left(plane.data_dir) == []
 
+    # What a folder deploy refuses, an upload refuses too (one rule), before sending.
+    (folder / "noise.bin").unlink()
+    os.mkfifo(folder / "pipe")
+    refused = await run_cli(*command, env=plane.env)
+    line = refused.one_line_error()
+    assert f"{folder / 'pipe'} is not a file, folder or symlink" in line, line
+    assert len(json.loads(await plane.ok("deployments", "web", "--json"))) == 1
+
 
 def _archive(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     out = io.BytesIO()
