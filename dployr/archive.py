@@ -166,7 +166,10 @@ def pack(folder: Path, into: BinaryIO) -> int:
     root = str(folder)
     count = 0
     try:
-        with tarfile.open(fileobj=into, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        # gzip's own default level: nearly level 9's size on code, in half its time.
+        with tarfile.open(
+            fileobj=into, mode="w:gz", compresslevel=6, format=tarfile.PAX_FORMAT
+        ) as tar:
             for relative, info in entries(root):
                 path = os.path.join(root, relative)
                 member = tarfile.TarInfo(relative)
