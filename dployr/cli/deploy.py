@@ -43,7 +43,11 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "served by dployr, no run command), or job (runs on a --schedule or when asked) "
     "[default: job with --schedule, web with a port, else worker].",
 )
-@click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
+@click.option(
+    "--remote",
+    help="A git URL, or a local path (a git repository or a plain folder): a folder the "
+    "daemon cannot read (--server, or another --instance) is packed and uploaded.",
+)
 @click.option(
     "--image",
     help="A container image to run with podman instead of code: a registry reference "

@@ -87,6 +87,10 @@ async def test_a_local_folder_is_uploaded_to_the_agent_that_builds_it(
         assert uploads_left(plane.data_dir) == []
         assert uploads_left(tmp_path / "east") == []
 
+        # An uploaded folder has no branch to choose: refused before anything is sent.
+        branched = await plane.cli(*command, "--branch", "main", cwd=folder)
+        assert "is uploaded as a folder: it has no branch or commit" in branched.one_line_error()
+
         # The same command, after an edit, deploys the new content.
         (folder / "VERSION").write_text("v2\n")
         await plane.ok(*command, cwd=folder)
