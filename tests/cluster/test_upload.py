@@ -96,8 +96,18 @@ async def test_a_local_folder_is_uploaded_to_the_agent_that_builds_it(
         await plane.ok(*command, cwd=folder)
         async with httpx.AsyncClient(timeout=WAIT) as http:
             assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("hello v2")
+
+        # A blueprint in the folder (remote "." and instance "east") does the same.
+        (folder / "VERSION").write_text("v3\n")
+        (folder / "dployr.toml").write_text(
+            f'name = "api"\nremote = "."\nrun_cmd = "{PYTHON} app.py"\nport = {port}\n'
+            'instance = "east"\n[restart]\nmin_uptime = 0.3\n'
+        )
+        assert "uploading " in await plane.ok("deploy", cwd=folder)
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("hello v3")
         history = json.loads(await plane.ok("deployments", "api", "--json"))
-        assert [d["status"] for d in history] == ["succeeded", "succeeded"]
+        assert [d["status"] for d in history] == ["succeeded"] * 3
     finally:
         assert await stop_agent(agent) == 0
 
