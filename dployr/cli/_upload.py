@@ -3,10 +3,11 @@
 ``dployr deploy --remote .`` sends the folder's path when the daemon runs on this machine
 and the service goes to the daemon's own instance: the daemon reads the folder itself.
 Otherwise (``--server``, or the service goes to, or is on, another instance of the
-cluster) the CLI packs the folder into a ``.tar.gz`` (dployr/archive.py: ``.git`` left
-out, as a folder deploy leaves it out), streams it to ``POST /api/v1/uploads`` showing the
-bytes sent (on stdout, with the deploy's other steps), and the deploy names the upload
-(``upload:<id>``) as its source.
+cluster, or is new and the daemon's own instance takes no new services) the CLI packs the
+folder into a ``.tar.gz`` (dployr/archive.py: ``.git`` left out, as a folder deploy leaves
+it out), streams it to ``POST /api/v1/uploads`` showing the bytes sent (on stdout, with
+the deploy's other steps), and the deploy names the upload (``upload:<id>``) as its
+source.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def local_folder(remote: str, base: Path) -> Path | None:
 async def needs_upload(client: Client, name: str, instance: str | None, local: bool) -> bool:
     """Whether a local folder must be uploaded to reach the instance that builds it (see
     the module): False when the daemon is on this machine and builds it on its own
-    instance, or cannot deploy there at all (it then says why)."""
+    instance, or cannot deploy there at all (it then says why). A new service naming no
+    instance goes to the daemon's own, unless that takes no new services (``dployr up
+    --no-local-services``: then to an agent)."""
     if not local:
         return True
     if instance is None:
@@ -44,10 +47,11 @@ async def needs_upload(client: Client, name: str, instance: str | None, local: b
         except ApiError as error:
             if error.status != 404:
                 raise
-            return False  # a new service goes to the daemon's own instance
     views = await client.instances()
-    own = next((v.name for v in views if v.address is None and v.state == "connected"), None)
-    if instance == own:
+    own = next((v for v in views if v.address is None and v.state == "connected"), None)
+    if instance is None:  # a new service: the daemon's own instance, if it takes any
+        return own is not None and not own.takes_services
+    if own is not None and instance == own.name:
         return False
     return any(v.name == instance and v.state == "connected" for v in views)
 

@@ -10,7 +10,6 @@ import httpx
 import pytest
 import trio
 
-from dployr.cluster.uploads import Uploads
 from dployr.engine.instance import EngineConfig, Instance
 from dployr.gateway.server import Gateway
 from dployr.store.access_store import AccessStore
@@ -37,8 +36,7 @@ async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]
         EngineConfig(data_dir=tmp_path, service_host="127.0.0.1", **TEST_ENGINE), store
     )
     handle = await nursery.start(instance.run)
-    uploads = Uploads(tmp_path / "uploads")  # as `dployr up` serves them
-    gateway = Gateway(handle, AccessStore(store), "127.0.0.1", 0, uploads=uploads)
+    gateway = Gateway(handle, AccessStore(store), "127.0.0.1", 0)
     url = await nursery.start(gateway.run, None)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
