@@ -112,6 +112,32 @@ async def test_a_local_folder_is_uploaded_to_the_agent_that_builds_it(
         assert await stop_agent(agent) == 0
 
 
+async def test_a_new_service_goes_to_an_agent_uploaded_when_the_control_plane_runs_none(
+    tmp_path: Path,
+) -> None:
+    plane = await Daemon.start(tmp_path / "plane", "--no-local-services")
+    try:
+        added = await plane.cli("instances", "add", "east")
+        agent = await start_agent(plane, added.out.strip(), tmp_path / "east")
+        try:
+            folder = web_folder(tmp_path / "app", "v1")
+            port = free_port()
+            deployed = await plane.ok(
+                "deploy", "--name", "api", "--remote", ".", "--run-cmd", f"{PYTHON} app.py",
+                "--port", str(port), "--min-uptime", "0.3", cwd=folder,
+            )  # fmt: skip
+            assert deployed.startswith(f"uploading {folder} ("), deployed
+            (row,) = json.loads(await plane.ok("list", "--json"))
+            assert (row["name"], row["instance"], row["status"]) == ("api", "east", "running")
+            async with httpx.AsyncClient(timeout=WAIT) as http:
+                assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("hello v1")
+        finally:
+            assert await stop_agent(agent) == 0
+    finally:
+        code, _ = await plane.stop()
+        assert code == 0
+
+
 async def test_a_folder_for_a_daemon_elsewhere_is_uploaded_and_one_too_large_refused(
     plane: Daemon, tmp_path: Path
 ) -> None:
