@@ -113,6 +113,10 @@ def with_folder(request: m.Deploy, folder: Path) -> m.Deploy:
 # -- packing (the CLI) ---------------------------------------------------------------------
 
 
+def _nothing() -> None:
+    pass
+
+
 def _invalid(message: str) -> Exception:
     return Error("invalid", message)
 
@@ -121,7 +125,7 @@ def entries(
     root: str,
     *,
     refuse: Callable[[str], Exception] = _invalid,
-    between: Callable[[], None] = lambda: None,
+    between: Callable[[], None] = _nothing,
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Every entry under ``root`` (relative path, lstat), each folder before its content:
     the one rule of what a folder deploy copies and an upload packs (see the module).
@@ -157,11 +161,11 @@ def entries(
         pending.extend(reversed(folders))
 
 
-def pack(folder: Path, into: BinaryIO) -> int:
+def pack(folder: Path, into: BinaryIO, *, between: Callable[[], None] = _nothing) -> int:
     """Write ``folder`` as a ``.tar.gz`` to ``into``; the number of entries packed.
 
     An ``invalid`` Error (one line) for what a folder deploy refuses too, or an entry that
-    cannot be read.
+    cannot be read. ``between`` is called between entries (as :func:`entries` does).
     """
     root = str(folder)
     count = 0
@@ -170,7 +174,7 @@ def pack(folder: Path, into: BinaryIO) -> int:
         with tarfile.open(
             fileobj=into, mode="w:gz", compresslevel=6, format=tarfile.PAX_FORMAT
         ) as tar:
-            for relative, info in entries(root):
+            for relative, info in entries(root, between=between):
                 path = os.path.join(root, relative)
                 member = tarfile.TarInfo(relative)
                 member.mode = stat.S_IMODE(info.st_mode)

@@ -80,8 +80,8 @@ async def upload(client: Client, folder: Path, *, quiet: bool) -> str:
 
 
 def _pack(folder: Path, into: Path) -> int:
-    with into.open("xb") as file:
-        return archive.pack(folder, file)
+    with into.open("xb") as file:  # Ctrl-C stops it between two entries
+        return archive.pack(folder, file, between=trio.from_thread.check_cancelled)
 
 
 class _Progress:
