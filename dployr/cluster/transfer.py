@@ -134,14 +134,16 @@ class Transfers:
                     changed = sending.changed  # taken first: no ack is missed
                     queue = self._queue
                     while queue is not None and sending.sent - sending.acked < WINDOW:
-                        await file.seek(sending.sent)
+                        offset = sending.sent
+                        await file.seek(offset)
                         data = await file.read(w.UPLOAD_CHUNK)
-                        if queue is not self._queue or sending.error is not None:
-                            break  # the channel changed while reading: look again
+                        moved = queue is not self._queue or offset != sending.sent
+                        if moved or sending.error is not None:
+                            break  # the channel or the agent's ack moved while reading
                         text = base64.b64encode(data).decode()
-                        chunk = w.UploadChunk(upload, sending.sent, size, digest, text)
+                        chunk = w.UploadChunk(upload, offset, size, digest, text)
                         queue.put(w.encode_frame(chunk))
-                        sending.sent += len(data)
+                        sending.sent = offset + len(data)
                         if sending.sent >= size:
                             break
                     with trio.move_on_after(self.timeout) as idle:
