@@ -33,6 +33,7 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
+    ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
@@ -162,7 +163,11 @@ class Uplink:
         except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as error:
             if acked:
                 return f"the channel to the control plane closed: {_describe(error)}"
-            raise _Failed(f"cannot reach the control plane: {_describe(error)}") from None
+            hint = ""
+            if self._tls is None and isinstance(error, HandshakeError | ConnectionClosed):
+                # A TLS server hangs up on a plain handshake: it never gets an answer.
+                hint = " (if it serves https, give --join https://... once)"
+            raise _Failed(f"cannot reach the control plane: {_describe(error)}{hint}") from None
         except ProtocolFault as fault:
             if acked:
                 return f"closed the channel to the control plane: {fault}"
@@ -485,6 +490,8 @@ def _first(error: BaseException) -> BaseException:
 
 
 def _describe(error: BaseException) -> str:
+    if isinstance(error, ConnectionTimeout):
+        return "no answer to the WebSocket handshake in time"
     if isinstance(error, ConnectionClosed):
         return f"the channel closed ({error.reason})"
     if isinstance(error, trio.TooSlowError):
