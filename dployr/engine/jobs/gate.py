@@ -9,23 +9,26 @@ spawned held (:func:`dployr.engine.os.launcher.launch_held`), waiting on the ins
 1. :data:`PREPARE` seconds before the due time, the first job to get there
    (:meth:`StartGate.prepare`) asks every job holding a ticket for that instant whether
    its run starts (its ``decide``: the rules of :func:`dployr.schedule.on_due`, as the
-   job applies them itself), records those that do in ONE store transaction (running,
-   no start time yet: recorded before they can run, numbered once, so never run twice)
-   and writes each held run its number (a pipe of its own: it wakes nothing, the run
-   still waits for the barrier). A job that says no (busy deciding something else; its
-   run would skip or replace another, or is not held yet) is asked again at the due time.
+   job applies them itself) and records those that do in ONE store transaction
+   (running, no start time yet: recorded before they can run, numbered once, so never
+   run twice). A job that says no (busy deciding something else; its run would skip or
+   replace another, or is not held yet) is asked again at the due time.
 2. At the due time the first job whose scheduler wakes (:meth:`StartGate.arrive`) asks
-   the jobs not decided yet again, records and numbers those that start now (the others
-   decide alone, when their schedulers come), then opens the barrier: one ``close``
-   wakes every held run at once. Their start time is recorded after, in one
-   transaction; each job's scheduler takes its run over (its bookkeeping).
+   the jobs not decided yet again and records those that start now (the others decide
+   alone, when their schedulers come), writes each held run its number (a pipe of its
+   own, which it reads only once the barrier is open: it wakes nothing), then opens the
+   barrier: one ``close`` wakes every held run at once. Their start time is recorded
+   after, in one transaction; each job's scheduler takes its run over (its
+   bookkeeping). A held run whose barrier ends because the daemon died finds no number
+   and exits unrun.
 
-So nothing but one ``close`` is left for the due time itself: a hundred scheduler
-wake-ups, a hundred inserts and a hundred writes (each of which woke a shell that took a
-core from the event loop while it still had the next ones to do) are no longer between
-the due time and the runs' start. A run recorded at step 1 whose daemon dies before step
-2 is found running without a start time by the next daemon, and recorded failed ("the
-daemon stopped as the run was starting"), not run again. See benchmarks/RESULTS.md.
+So a hundred writes that wake nothing and one ``close`` are all that is left for the due
+time itself: a hundred scheduler wake-ups, a hundred inserts and a hundred writes each
+waking a shell (which took a core from the event loop while it still had the next ones
+to do) are no longer between the due time and the runs' start. A run recorded at step 1
+whose daemon dies before step 2 is found running without a start time by the next
+daemon, and recorded failed ("the daemon stopped as the run was starting"), not run
+again. See benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -114,6 +117,10 @@ class StartGate:
     def expect(self, due: float, wall: Callable[[], float], decide: Decide) -> Ticket:
         """A ticket for a run due at ``due`` on the calendar ``wall``, whose process is
         about to be held; ``decide`` is asked at the due time whether it starts."""
+        # An instant whose every job was stopped after its run was recorded is never let
+        # go (its runs were stopped by their jobs): forgotten an hour on.
+        for stale in [d for d in self._instants if d < due - 3600]:
+            self._instants.pop(stale).barrier.open()
         instant = self._instants.get(due)
         if instant is None:
             instant = self._instants[due] = Instant(due, wall)
@@ -133,9 +140,9 @@ class StartGate:
 
     def prepare(self, ticket: Ticket) -> None:
         """:data:`PREPARE` seconds before the ticket's due time: every job held for it is
-        asked whether its run starts; those that do are recorded, not started yet, and
-        given their numbers, so that nothing but the barrier's close is left for the due
-        time. A job that says no is asked again then (a run active now may have ended)."""
+        asked whether its run starts; those that do are recorded, not started yet, so
+        that only their numbers and the barrier's close are left for the due time. A job
+        that says no is asked again then (a run active now may have ended)."""
         if ticket.instant.released_at is None:
             self._record(ticket.instant, final=False)
 
@@ -149,15 +156,20 @@ class StartGate:
         started: list[Ticket] = []
         try:
             self._record(instant, final=True)  # those not asked yet, or that said no
+            started = [t for t in instant.tickets if t.state is State.STARTED]
+            # Their numbers only now: a held run whose barrier ends because the daemon
+            # died finds no number, and exits unrun.
+            for one in started:
+                if one.record is not None and one.start is not None:
+                    one.start[2].go(str(one.record.id))
         finally:
             # Read before the close: the close wakes them all, and they may take the
             # daemon's core for a while.
             released_at = time.time()
             instant.barrier.open()
             instant.released_at = released_at
-            started = [t for t in instant.tickets if t.state is State.STARTED]
-            for started_ticket in started:
-                started_ticket.released_at = released_at
+            for one in started:
+                one.released_at = released_at
         runs = [
             (t.start[0], t.record.id)
             for t in started
@@ -173,8 +185,7 @@ class StartGate:
 
     def _record(self, instant: Instant, *, final: bool) -> None:
         """Ask every expected ticket whether its run starts; record those that do in
-        one transaction, and give each its number (its held process does not start
-        before the barrier opens). Not ``final``: a no leaves the ticket expected."""
+        one transaction. Not ``final``: a no leaves the ticket expected."""
         started: list[Ticket] = []
         try:
             for ticket in instant.tickets:
@@ -193,8 +204,6 @@ class StartGate:
                 )
                 for ticket, record in zip(started, records, strict=True):
                     ticket.record = record
-                    assert ticket.start is not None
-                    ticket.start[2].go(str(record.id))
         except Exception as error:  # handed to each run's job, which raises it
             for ticket in started:
                 if ticket.record is None:
