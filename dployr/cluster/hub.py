@@ -203,7 +203,7 @@ class AgentHub:
             handle = self._handles[name] = RemoteHandle(name, timeout=self.request_timeout)
         await channel.send(w.encode_frame(w.HelloAck(name, w.WIRE_VERSION, self.heartbeat)))
         self._sessions[name] = session
-        handle.attach(session.outgoing)
+        handle.attach(session.outgoing, hello.capabilities)
         self._changed()
         log.info(
             "instance %s connected from %s (dployr %s, epoch %s)",
@@ -291,6 +291,8 @@ class AgentHub:
                 handle.on_ended(frame)
             elif isinstance(frame, w.Pong):
                 pass
+            elif isinstance(frame, w.UploadAck):
+                handle.uploads.on_ack(frame)
             else:
                 raise _Closing(
                     CLOSE_POLICY,

@@ -16,7 +16,9 @@ describes the exchange; in short:
 * :class:`Subscribe` opens a feed on demand (changes, logs from a cursor, metrics,
   supervision); the agent answers :class:`Items` and :class:`SubscriptionGap`, and
   :class:`Ended` when it ends it; :class:`Unsubscribe` closes it;
-* :class:`Ping` / :class:`Pong` keep the channel's heartbeat.
+* :class:`Ping` / :class:`Pong` keep the channel's heartbeat;
+* :class:`UploadChunk` carries a folder uploaded to the control plane to the agent that
+  builds it, a part at a time; :class:`UploadAck` says how much of it the agent holds.
 
 Pure: no trio, no sockets. :func:`decode_frame` refuses what is not a valid frame of at
 most :data:`MAX_FRAME` bytes with an ``invalid`` :class:`~dployr.protocol.errors.Error`.
@@ -48,6 +50,9 @@ channel. Log lines are split over several :class:`Items` frames to stay within i
 ITEMS_CHARS: Final = 2**16
 """The most characters of the items of one :class:`Items` frame the agent sends (at least
 one item): small frames keep a follower's latency low and the channel shared fairly."""
+
+UPLOAD_CHUNK: Final = 2**18
+"""The most bytes of an upload one :class:`UploadChunk` carries (base64: a third more)."""
 
 HEARTBEAT: Final = 5.0
 """Seconds between the control plane's pings."""
@@ -202,6 +207,29 @@ class Pong:
     seq: int = attrs.field(validator=_count)
 
 
+@attrs.frozen
+class UploadChunk:
+    """Bytes ``offset``... of upload ``upload`` (``size`` bytes in all, whose SHA-256 is
+    ``sha256``), base64-encoded in ``data``: the agent keeps them until the upload is whole
+    and answers :class:`UploadAck`."""
+
+    upload: str = attrs.field(validator=_id)
+    offset: int = attrs.field(validator=_count)
+    size: int = attrs.field(validator=_count)
+    sha256: str = attrs.field(validator=_id)
+    data: str
+
+
+@attrs.frozen
+class UploadAck:
+    """The agent holds the first ``received`` bytes of upload ``upload`` (all of them, and
+    checked, when it equals the size), or it cannot take it (``error``)."""
+
+    upload: str = attrs.field(validator=_id)
+    received: int = attrs.field(validator=_count)
+    error: Error | None = None
+
+
 Frame = (
     Hello
     | HelloAck
@@ -216,6 +244,8 @@ Frame = (
     | Unsubscribe
     | Ping
     | Pong
+    | UploadChunk
+    | UploadAck
 )
 
 FRAME_TAGS: Final[dict[type, str]] = {
@@ -232,6 +262,8 @@ FRAME_TAGS: Final[dict[type, str]] = {
     Unsubscribe: "unsubscribe",
     Ping: "ping",
     Pong: "pong",
+    UploadChunk: "upload",
+    UploadAck: "upload_ack",
 }
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in FRAME_TAGS.items()}
 
