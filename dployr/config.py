@@ -69,6 +69,9 @@ class DaemonConfig:
     database: str | None = None
     """Where the cluster's state is kept (instances, placement): None, ``cluster.db`` in
     the data dir; else a database URL (``dployr up --database``)."""
+    advertise: str | None = None
+    """The URL agents (and other control planes) reach this control plane at
+    (``dployr up --advertise``); None: the gateway's own URL."""
 
 
 @attrs.frozen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncclick as click
 
@@ -37,6 +38,13 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     help="Keep the cluster's state (instances, placement) in this database "
     "[default: SQLite in the data dir].",
 )
+@click.option(
+    "--advertise",
+    metavar="URL",
+    callback=lambda _ctx, _param, value: _check_advertise(value),
+    help="The URL agents reach this control plane at, told to every agent (with several "
+    "control planes on one --database, each dials every one) [default: the API's URL].",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -48,6 +56,7 @@ async def up(
     pass_env: tuple[str, ...],
     shared_user: bool,
     database: str | None,
+    advertise: str | None,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -66,7 +75,7 @@ async def up(
     config = DployrConfig(
         engine_config(root, service_host, metrics_interval, pass_env, shared_user),
         gateway=GatewayConfig(host=host, port=port),
-        daemon=DaemonConfig(database=database),
+        daemon=DaemonConfig(database=database, advertise=advertise),
     )
 
     async def serve() -> None:
@@ -74,3 +83,13 @@ async def up(
 
     if await until_signalled(serve):
         click.echo("dployr stopped: every service was stopped")
+
+
+def _check_advertise(url: str | None) -> str | None:
+    """``--advertise``: an http:// or https:// URL with a host, without a trailing slash."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (with a host)")
+    return url.rstrip("/")

@@ -6,6 +6,8 @@
     ├─ instance "local"     the services (see dployr.engine.instance)
     ├─ cluster              the local instance and the connected agents as one handle,
     │                       routing by placement (see dployr.cluster.router)
+    ├─ peers                this control plane among those sharing the cluster state;
+    │                       the leader's background work (see dployr.cluster.peers)
     └─ gateway              Hypercorn + Quart-Trio: REST API, WebSocket feeds, dashboard
 
 The store (SQLite) and the cluster's state (``cluster.db``, or ``--database``) are opened
@@ -30,6 +32,7 @@ import trio
 from dployr import __version__
 from dployr.cluster import ClusterHandle
 from dployr.cluster.hub import AgentHub
+from dployr.cluster.peers import Peers, new_id
 from dployr.config import DployrConfig
 from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
 from dployr.daemon.paths import DataDir
@@ -94,7 +97,7 @@ async def run(
             else:  # PostgreSQL is reached and migrated here (up to 10 s): off the event loop
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
-            hub = AgentHub(state)  # the agents: docs/agent-protocol.md
+            hub = AgentHub(state, control_plane=new_id())  # the agents: docs/agent-protocol.md
             cluster = ClusterHandle(instance.handle, hub, state)
             gateway = Gateway(
                 cluster,
@@ -105,11 +108,19 @@ async def run(
                 door=hub,  # agents join and dial in (dployr/gateway/agents.py)
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
+            # This control plane among those sharing the state; the leader's work.
+            peers = Peers(
+                state,
+                hub,
+                config.daemon.advertise or gateway.url,
+                say=None if database is None else _printer(out),  # several: say who leads
+            )
             root = Supervisor(
                 "dployr",
                 [
                     ChildSpec.supervisor("instance", instance.run),
                     ChildSpec("cluster", cluster.run),
+                    ChildSpec("peers", peers.run),
                     ChildSpec("gateway", gateway.run, shutdown=config.gateway.shutdown),
                 ],
                 intensity=Intensity(config.daemon.restarts, config.daemon.restart_period),

@@ -16,7 +16,9 @@ describes the exchange; in short:
 * :class:`Subscribe` opens a feed on demand (changes, logs from a cursor, metrics,
   supervision); the agent answers :class:`Items` and :class:`SubscriptionGap`, and
   :class:`Ended` when it ends it; :class:`Unsubscribe` closes it;
-* :class:`Ping` / :class:`Pong` keep the channel's heartbeat.
+* :class:`Ping` / :class:`Pong` keep the channel's heartbeat;
+* :class:`ControlPlanes` tells the agent every control plane sharing the cluster (as the
+  hello_ack did) when they change: the agent keeps a channel to each.
 
 Pure: no trio, no sockets. :func:`decode_frame` refuses what is not a valid frame of at
 most :data:`MAX_FRAME` bytes with an ``invalid`` :class:`~dployr.protocol.errors.Error`.
@@ -84,6 +86,20 @@ class Hello:
     numbers and subscriptions started again."""
 
 
+def _url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value.startswith(("http://", "https://")) or len(value) > 2000:
+        raise SpecError(f"{attribute.name} must be an http:// or https:// URL")
+
+
+@attrs.frozen
+class ControlPlane:
+    """One of the control planes sharing the cluster: its id (new at each of its starts)
+    and the URL agents reach it at."""
+
+    id: str = attrs.field(validator=_id)
+    url: str = attrs.field(validator=_url)
+
+
 @attrs.frozen
 class HelloAck:
     """The control plane accepts the agent."""
@@ -92,6 +108,19 @@ class HelloAck:
     protocol: int
     heartbeat: float
     """Seconds between pings: the agent takes the channel for dead after three missed."""
+    control_plane: str | None = None
+    """This control plane's id (:class:`ControlPlane`)."""
+    control_planes: tuple[ControlPlane, ...] = ()
+    """Every control plane of the cluster, this one included: the agent keeps a channel
+    to each."""
+
+
+@attrs.frozen
+class ControlPlanes:
+    """The control planes of the cluster changed (one started, or was forgotten): every
+    one, as in :attr:`HelloAck.control_planes`."""
+
+    control_planes: tuple[ControlPlane, ...]
 
 
 @attrs.frozen
@@ -216,6 +245,7 @@ Frame = (
     | Unsubscribe
     | Ping
     | Pong
+    | ControlPlanes
 )
 
 FRAME_TAGS: Final[dict[type, str]] = {
@@ -232,6 +262,7 @@ FRAME_TAGS: Final[dict[type, str]] = {
     Unsubscribe: "unsubscribe",
     Ping: "ping",
     Pong: "pong",
+    ControlPlanes: "control_planes",
 }
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in FRAME_TAGS.items()}
 

@@ -31,9 +31,15 @@ items = st.lists(
     max_size=4,
 ).map(tuple)
 
+control_planes = st.lists(
+    st.builds(w.ControlPlane, ids, st.sampled_from(["http://10.0.0.1:7879", "https://cp.example"])),
+    max_size=3,
+).map(tuple)
+
 FRAMES: dict[type, st.SearchStrategy[Any]] = {
     w.Hello: st.builds(w.Hello, names, st.just("0.1"), st.integers(1, 9), st.just(("calls",)), ids),
-    w.HelloAck: st.builds(w.HelloAck, names, st.integers(1, 9), st.floats(0.1, 60)),
+    w.HelloAck: st.builds(w.HelloAck, names, st.integers(1, 9), st.floats(0.1, 60))
+    | st.builds(w.HelloAck, names, st.integers(1, 9), st.floats(0.1, 60), ids, control_planes),
     w.Call: st.builds(w.Call, ids, requests),
     w.Result: st.builds(w.Result, ids, st.just({"name": "web"}))
     | st.builds(w.Result, ids, st.none(), values(Error)),
@@ -63,6 +69,7 @@ FRAMES: dict[type, st.SearchStrategy[Any]] = {
     w.Unsubscribe: st.builds(w.Unsubscribe, counts),
     w.Ping: st.builds(w.Ping, counts),
     w.Pong: st.builds(w.Pong, counts),
+    w.ControlPlanes: st.builds(w.ControlPlanes, control_planes),
 }
 
 
