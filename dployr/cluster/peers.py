@@ -54,7 +54,6 @@ class Peers:
         hub: AgentHub,
         url: str,
         *,
-        say: Callable[[str], None] | None = None,
         alive_every: float = ALIVE_EVERY,
         forget_after: float = FORGET_AFTER,
     ) -> None:
@@ -64,11 +63,21 @@ class Peers:
         """This control plane's id (the hub's: its Calls' ids start with it)."""
         self.url = url
         """Where agents and the other control planes reach this one."""
-        self._say = say or log.info
+        self._say: Callable[[str], None] = log.info
         self._alive_every = alive_every
         self._forget_after = forget_after
         self.leading = False
         """Whether this control plane leads the cluster now."""
+
+    def tell(self, say: Callable[[str], None]) -> None:
+        """From now on, tell ``say`` (a line) whenever this control plane starts leading;
+        at once if it leads now."""
+        self._say = say
+        if self.leading:
+            say(self._leads())
+
+    def _leads(self) -> str:
+        return f"this control plane ({self.id}, {self.url}) leads the cluster"
 
     async def run(
         self, ctx: object = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -118,10 +127,10 @@ class Peers:
 
     async def _lead(self) -> None:
         """The leader's background work, while this control plane leads."""
-        self.leading = True
         try:
             await self._state.record_leader(self.id)
-            self._say(f"this control plane ({self.id}, {self.url}) leads the cluster")
+            self.leading = True  # with the line below, at once: `tell` says it once
+            self._say(self._leads())
             while True:
                 forgotten = await self._state.prune_control_planes(after=self._forget_after)
                 if forgotten:

@@ -109,12 +109,7 @@ async def run(
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             # This control plane among those sharing the state; the leader's work.
-            peers = Peers(
-                state,
-                hub,
-                config.daemon.advertise or gateway.url,
-                say=None if database is None else _printer(out),  # several: say who leads
-            )
+            peers = Peers(state, hub, config.daemon.advertise or gateway.url)
             root = Supervisor(
                 "dployr",
                 [
@@ -137,6 +132,8 @@ async def run(
                     say(f"{token_is} {data.admin_token}")
                     say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
                     say(_who_runs_services(instance))
+                    if database is not None:  # one of several control planes: who leads
+                        peers.tell(say)
                     task_status.started(url)
                     # What start-up made (modules, the app, the services) lives as long as
                     # the daemon: out of the collector's sight, a full collection is short.
