@@ -41,6 +41,13 @@ class Output:
                 self.text += chunk.decode()
         return found + len(wanted)
 
+    async def read_all(self) -> str:
+        """Read until the process closes its stdout; everything it said."""
+        with trio.fail_after(WAIT):
+            while chunk := await self._stream.receive_some(4096):
+                self.text += chunk.decode()
+        return self.text
+
 
 async def start_agent(url: str, token: str, data_dir: Path) -> tuple[trio.Process, Output]:
     """``dployr agent --join URL`` as a subprocess, and its output."""
@@ -134,3 +141,36 @@ async def test_two_control_planes_serve_one_agent_and_the_leader_can_die(
         if b is not None:
             code, _ = await b.stop()
             assert code == 0
+
+
+async def test_an_agent_keeps_one_channel_to_a_control_plane_it_knows_by_two_urls(
+    tmp_path: Path,
+) -> None:
+    # The agent joins at 127.0.0.1; the control plane tells it its URL is localhost:
+    # the same control plane (by its id), so it is not dialled a second time (two channels
+    # of one instance would replace each other, over and over).
+    port = free_port()
+    plane = await Daemon.start(
+        tmp_path / "plane", "--port", str(port), "--advertise", f"http://localhost:{port}/"
+    )
+    agent: trio.Process | None = None
+    try:
+        added = await plane.cli("instances", "add", "east")
+        assert added.code == 0, added
+        agent, agent_out = await start_agent(plane.url, added.out.strip(), tmp_path / "east")
+        await agent_out.wait_for(f"connected to the control plane {plane.url} ")
+        repo = web_repo(tmp_path / "repo")
+        deployed = await plane.ok(
+            "deploy", "--name", "api", "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
+            "--port", str(free_port()), "--min-uptime", "0.3", "--instance", "east",
+        )  # fmt: skip
+        assert "api is running" in deployed, deployed
+        agent.terminate()
+        said = await agent_out.read_all()
+        assert said.count("connected to the control plane") == 1, said
+        assert "replaced" not in said, said
+    finally:
+        if agent is not None:
+            await end(agent, stop=True)
+        code, _ = await plane.stop()
+        assert code == 0
