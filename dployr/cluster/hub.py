@@ -165,6 +165,11 @@ class AgentHub:
         if handle is not None:
             handle.close()
 
+    @property
+    def control_planes(self) -> tuple[w.ControlPlane, ...]:
+        """Every control plane of the cluster, as the agents are told."""
+        return self._control_planes
+
     def set_control_planes(self, planes: tuple[w.ControlPlane, ...]) -> None:
         """The control planes of the cluster changed: tell every connected agent."""
         if planes == self._control_planes:

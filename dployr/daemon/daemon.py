@@ -127,11 +127,7 @@ async def run(
                 _write_endpoint(data, url)
                 try:
                     say = _printer(out)
-                    say(f"dployr {__version__} is up: {url} (API and dashboard)")
-                    token_is = "a new admin token is in" if created else "admin token:"
-                    say(f"{token_is} {data.admin_token}")
-                    say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
-                    say(_who_runs_services(instance))
+                    _say_up(say, url, data, instance, created=created)
                     if database is not None:  # one of several control planes: who leads
                         peers.tell(say)
                     task_status.started(url)
@@ -154,6 +150,17 @@ async def run(
                 with trio.CancelScope(shield=True):
                     await state.aclose()
             store.close()
+
+
+def _say_up(
+    say: Callable[[str], None], url: str, data: DataDir, instance: Instance, *, created: bool
+) -> None:
+    """The four lines that tell the user the daemon is up."""
+    say(f"dployr {__version__} is up: {url} (API and dashboard)")
+    token_is = "a new admin token is in" if created else "admin token:"
+    say(f"{token_is} {data.admin_token}")
+    say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
+    say(_who_runs_services(instance))
 
 
 def _who_runs_services(instance: Instance) -> str:
