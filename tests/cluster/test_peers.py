@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.cli.conftest import WAIT, Daemon, clean_env, free_port
+from tests.cli.conftest import WAIT, Daemon, clean_env, free_port, run_cli
 from tests.helpers import PYTHON, UP_ARGS, pids_of_service, web_repo
 from tests.pg import postgres, postgres_url
 
@@ -174,3 +174,16 @@ async def test_an_agent_keeps_one_channel_to_a_control_plane_it_knows_by_two_url
             await end(agent, stop=True)
         code, _ = await plane.stop()
         assert code == 0
+
+
+@pytest.mark.parametrize("url", ["ftp://cp-1", "cp-1:7879", "http://", "http://cp-1/?x=1"])
+async def test_an_advertised_url_no_agent_could_dial_is_refused(url: str, tmp_path: Path) -> None:
+    result = await run_cli(
+        "up", "--data-dir", str(tmp_path / "data"), "--advertise", url, env=clean_env()
+    )
+    assert result.code == 2, result
+    assert f"Invalid value for '--advertise': {url!r} is not an http:// or https:// URL" in (
+        result.err
+    )
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "data").exists()  # refused before anything was made
