@@ -33,6 +33,7 @@ import logging
 import random
 import secrets
 from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -46,8 +47,9 @@ from trio_websocket import (
 )
 
 from dployr import __version__
+from dployr.agent import known
 from dployr.agent.backoff import reconnect_delay
-from dployr.agent.credential import Credential, reason
+from dployr.agent.credential import Credential, check_url, reason
 from dployr.agent.outbox import Outbox
 from dployr.engine.handle import error_of
 from dployr.errors import DployrError
@@ -107,8 +109,13 @@ class Uplink:
         credential: Credential,
         *,
         say: Callable[[str], None] | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self._instance = instance
+        self._data_dir = data_dir
+        """Where the control planes' URLs are kept for the next start (None: not kept)."""
+        self._known: tuple[str, ...] = () if data_dir is None else known.load(data_dir)
+        """The control planes' URLs as last told (by this run or an earlier one)."""
         self._say = say or log.info
         """Where the uplink tells its user what the channel does (a line each)."""
         self._handle = instance.handle
@@ -144,11 +151,21 @@ class Uplink:
         self._nursery.start_soon(self._keep_dialling, link, calls)
 
     def _learn(self, planes: tuple[w.ControlPlane, ...], calls: trio.Nursery) -> None:
-        """Dial the control planes not reached yet (by their URL or another one)."""
+        """Dial the control planes not reached yet (by their URL or another one); keep
+        their URLs for the next start."""
         reached = {link.control_plane for link in self._links.values()}
-        for plane in planes:
+        urls = tuple(check_url(plane.url) for plane in planes)
+        for plane, url in zip(planes, urls, strict=True):
             if plane.id not in reached:
-                self._add_link(plane.url.rstrip("/"), calls)
+                self._add_link(url, calls)
+        if urls and urls != self._known and self._data_dir is not None:
+            self._known = urls
+            known.save(self._data_dir, urls)
+
+    def _fall_back(self, calls: trio.Nursery) -> None:
+        """The URL joined cannot be reached: dial the control planes last told of too."""
+        for url in self._known:
+            self._add_link(url, calls)
 
     async def _keep_dialling(self, link: _Link, calls: trio.Nursery) -> None:
         """Dial one control plane URL, serve, dial again; until cancelled, or until its
@@ -165,6 +182,8 @@ class Uplink:
                 attempt = 0  # the channel was up, then broke: start the backoff over
             except (_Refused, _Failed) as failed:
                 reason = str(failed)
+                if link.peer.url == self._credential.url:
+                    self._fall_back(calls)
             if link.alias_of is not None:
                 self._say(
                     f"{link.peer.url} is the control plane reached at {link.alias_of}: "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Final, Literal, Protocol, get_args
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -87,7 +88,11 @@ class Hello:
 
 
 def _url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not value.startswith(("http://", "https://")) or len(value) > 2000:
+    try:
+        parts = urlsplit(value) if len(value) <= 2000 else None
+    except ValueError:  # a bracketed host that is not an IPv6 address
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise SpecError(f"{attribute.name} must be an http:// or https:// URL")
 
 

@@ -105,6 +105,15 @@ def test_every_frame_survives_the_wire(cls: type, data: st.DataObject) -> None:
             ' "services": [], "machine": 3}',
             "a bad update frame",
         ),
+        *(
+            (
+                json.dumps(
+                    {"type": "control_planes", "control_planes": [{"id": "cp", "url": url}]}
+                ),
+                "a bad control_planes frame",
+            )
+            for url in ("ftp://cp", "http://", "cp:7879", "http://[::1", "http://" + "a" * 2000)
+        ),
     ],
 )
 def test_what_is_not_a_frame_is_refused_in_one_line(text: str, says: str) -> None:

@@ -49,11 +49,12 @@ class Output:
         return self.text
 
 
-async def start_agent(url: str, token: str, data_dir: Path) -> tuple[trio.Process, Output]:
-    """``dployr agent --join URL`` as a subprocess, and its output."""
+async def start_agent(*join: str, data_dir: Path) -> tuple[trio.Process, Output]:
+    """``dployr agent`` (``--join URL --token TOKEN`` given as ``join``) as a subprocess,
+    and its output."""
     log = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
     process = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "dployr", "agent", "--join", url, "--token", token,
+        [PYTHON, "-m", "dployr", "agent", *join,
          "--data-dir", str(data_dir), "--service-host", "127.0.0.1", *UP_ARGS],
         stdout=subprocess.PIPE,
         stderr=log,
@@ -89,7 +90,9 @@ async def test_two_control_planes_serve_one_agent_and_the_leader_can_die(
         await a_out.wait_for(LEADS)
         added = await a.cli("instances", "add", "east")
         assert added.code == 0, added
-        agent, agent_out = await start_agent(a.url, added.out.strip(), tmp_path / "east")
+        agent, agent_out = await start_agent(
+            "--join", a.url, "--token", added.out.strip(), data_dir=tmp_path / "east"
+        )
         await agent_out.wait_for(f"connected to the control plane {a.url} ")
 
         # A second control plane on the database: it waits its turn to lead, and the
@@ -157,7 +160,9 @@ async def test_an_agent_keeps_one_channel_to_a_control_plane_it_knows_by_two_url
     try:
         added = await plane.cli("instances", "add", "east")
         assert added.code == 0, added
-        agent, agent_out = await start_agent(plane.url, added.out.strip(), tmp_path / "east")
+        agent, agent_out = await start_agent(
+            "--join", plane.url, "--token", added.out.strip(), data_dir=tmp_path / "east"
+        )
         await agent_out.wait_for(f"connected to the control plane {plane.url} ")
         repo = web_repo(tmp_path / "repo")
         deployed = await plane.ok(
@@ -173,6 +178,39 @@ async def test_an_agent_keeps_one_channel_to_a_control_plane_it_knows_by_two_url
         if agent is not None:
             await end(agent, stop=True)
         code, _ = await plane.stop()
+        assert code == 0
+
+
+async def test_an_agent_started_again_reaches_the_control_planes_it_was_told_of(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    a = await Daemon.start(tmp_path / "a", "--database", postgres_url)
+    b = await Daemon.start(tmp_path / "b", "--database", postgres_url)
+    agent: trio.Process | None = None
+    try:
+        added = await a.cli("instances", "add", "east")
+        assert added.code == 0, added
+        data_dir = tmp_path / "east"
+        agent, out = await start_agent(
+            "--join", a.url, "--token", added.out.strip(), data_dir=data_dir
+        )
+        await out.wait_for(f"connected to the control plane {b.url} ")
+        await end(agent, stop=True)
+        kept = json.loads((data_dir / "control-planes.json").read_text())
+        assert sorted(kept) == sorted([a.url, b.url])
+
+        # The control plane it joined through is gone for good: started again, the agent
+        # finds the other one from what it was told.
+        await end(a.process, stop=False)
+        agent, out = await start_agent(data_dir=data_dir)
+        await out.wait_for(f"connected to the control plane {b.url} ")
+        east = json.loads(await b.ok("instance", "east", "--json"))
+        assert east["state"] == "connected"
+    finally:
+        if agent is not None:
+            await end(agent, stop=True)
+        await end(a.process, stop=False)
+        code, _ = await b.stop()
         assert code == 0
 
 
