@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from typing import Protocol
 
@@ -114,12 +115,13 @@ class AgentHub:
         heartbeat: float = w.HEARTBEAT,
         away_after: float = w.AWAY_AFTER,
         request_timeout: float = REQUEST_TIMEOUT,
-        control_plane: str = "cp",
+        control_plane: str | None = None,
     ) -> None:
         self._state = state
-        self.control_plane = control_plane
-        """This control plane's id: in the hello_ack, and first in its Calls' ids (so that
-        Calls of two control planes to one agent never share an id)."""
+        self.control_plane = control_plane or secrets.token_hex(8)
+        """This control plane's id, new at each start unless given: in the hello_ack, and
+        first in its Calls' ids (so that Calls of two control planes to one agent never
+        share an id)."""
         self._control_planes: tuple[w.ControlPlane, ...] = ()
         """Every control plane of the cluster, as the agents are told (peers.py sets it)."""
         self.heartbeat = heartbeat

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections.abc import Callable
 
 import trio
@@ -37,11 +36,6 @@ ALIVE_EVERY = 5.0
 FORGET_AFTER = 30.0
 """Seconds after its last record of being alive when a control plane is taken for gone:
 no longer told to agents, and forgotten by the leader."""
-
-
-def new_id() -> str:
-    """A control plane's id, new at each start."""
-    return secrets.token_hex(8)
 
 
 class Peers:

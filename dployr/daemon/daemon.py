@@ -32,7 +32,7 @@ import trio
 from dployr import __version__
 from dployr.cluster import ClusterHandle
 from dployr.cluster.hub import AgentHub
-from dployr.cluster.peers import Peers, new_id
+from dployr.cluster.peers import Peers
 from dployr.config import DployrConfig
 from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
 from dployr.daemon.paths import DataDir
@@ -97,7 +97,7 @@ async def run(
             else:  # PostgreSQL is reached and migrated here (up to 10 s): off the event loop
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
-            hub = AgentHub(state, control_plane=new_id())  # the agents: docs/agent-protocol.md
+            hub = AgentHub(state)  # the agents: docs/agent-protocol.md
             cluster = ClusterHandle(instance.handle, hub, state)
             gateway = Gateway(
                 cluster,
