@@ -10,6 +10,9 @@ import trio.testing
 
 from dployr.cluster.hub import AgentHub
 from dployr.cluster.peers import ALIVE_EVERY, FORGET_AFTER, Peers
+from dployr.cluster.remote import Outgoing
+from dployr.protocol import messages as m
+from dployr.protocol import wire as w
 from dployr.protocol.wire import ControlPlane
 from dployr.store.cluster import SqliteClusterState
 
@@ -42,5 +45,25 @@ async def test_the_leader_forgets_a_silent_control_plane_and_the_agents_are_told
             assert (me.id, me.leader_since) == ("me", 1_700_000_000.0)
             nursery.cancel_scope.cancel()
         assert await state.control_planes(within=1e9) == []  # it left as it stopped
+    finally:
+        await state.aclose()
+
+
+async def test_the_calls_of_a_control_plane_start_with_its_id(tmp_path: Path) -> None:
+    # Two control planes' Calls to one agent share its outbox: their ids never collide.
+    state = SqliteClusterState.open(tmp_path / "cluster.db")
+    try:
+        hub = AgentHub(state, control_plane="a1b2")
+        remote = hub._handle_of("east")
+        outgoing = Outgoing()
+        remote.attach(outgoing)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(remote.request, m.GetInstance())
+            with trio.fail_after(10):
+                call = w.decode_frame(await outgoing.receive.receive())
+            assert isinstance(call, w.Call)
+            assert call.id.startswith("a1b2-")
+            nursery.cancel_scope.cancel()
+        assert AgentHub(state).control_plane != AgentHub(state).control_plane  # new each time
     finally:
         await state.aclose()
