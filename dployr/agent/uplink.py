@@ -20,9 +20,9 @@ and then, until the channel breaks:
   while after any change or metrics round (:data:`SETTLE`);
 * answers pings; a channel silent for :data:`~dployr.protocol.wire.AWAY_AFTER` is dead.
 
-Then it waits (:func:`~dployr.agent.backoff.reconnect_delay`) and dials again. All frames
-go out through one writer task and a bounded queue: a slow control plane slows the
-subscriptions' readers (which then see gaps), never the services.
+Then it waits (:func:`~dployr.agent.backoff.reconnect_delay`) and dials again. A channel's
+frames go out through one writer task and a bounded queue: a slow control plane slows the
+subscriptions' readers (which then see gaps), never the services or the other channels.
 """
 
 from __future__ import annotations
