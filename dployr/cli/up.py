@@ -43,7 +43,8 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     metavar="URL",
     callback=lambda _ctx, _param, value: _check_advertise(value),
     help="The URL agents reach this control plane at, told to every agent (with several "
-    "control planes on one --database, each dials every one) [default: the API's URL].",
+    "control planes on one --database, each dials every one) [default: the API's URL; "
+    "with --host 0.0.0.0, this machine's host name].",
 )
 @click.pass_obj
 async def up(

@@ -38,6 +38,20 @@ FORGET_AFTER = 30.0
 no longer told to agents, and forgotten by the leader."""
 
 
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+"""Hosts that mean "every address": no agent can dial them."""
+
+
+def default_url(url: str, host: str, port: int, hostname: str) -> str:
+    """The URL a control plane serving at ``url`` (on ``host``:``port``) is told to agents
+    at when ``--advertise`` is not given: ``url`` itself, unless it listens on every
+    address (``0.0.0.0``): then this machine's ``hostname``."""
+    if host not in WILDCARDS:
+        return url
+    scheme = url.partition("://")[0]
+    return f"{scheme}://{hostname}:{port}"
+
+
 class Peers:
     """Records this control plane, follows the others, and does the leader's work when it
     leads (see the module)."""

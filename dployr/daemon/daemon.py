@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import pwd
+import socket
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -32,7 +33,7 @@ import trio
 from dployr import __version__
 from dployr.cluster import ClusterHandle
 from dployr.cluster.hub import AgentHub
-from dployr.cluster.peers import Peers
+from dployr.cluster.peers import Peers, default_url
 from dployr.config import DployrConfig
 from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
 from dployr.daemon.paths import DataDir
@@ -109,7 +110,10 @@ async def run(
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             # This control plane among those sharing the state; the leader's work.
-            peers = Peers(state, hub, config.daemon.advertise or gateway.url)
+            advertised = config.daemon.advertise or default_url(
+                gateway.url, gateway.host, gateway.port, socket.gethostname()
+            )
+            peers = Peers(state, hub, advertised)
             root = Supervisor(
                 "dployr",
                 [

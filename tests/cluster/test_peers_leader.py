@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from dployr.cluster.hub import AgentHub
-from dployr.cluster.peers import ALIVE_EVERY, FORGET_AFTER, Peers
+from dployr.cluster.peers import ALIVE_EVERY, FORGET_AFTER, Peers, default_url
 from dployr.cluster.remote import Outgoing
 from dployr.protocol import messages as m
 from dployr.protocol import wire as w
@@ -67,3 +67,11 @@ async def test_the_calls_of_a_control_plane_start_with_its_id(tmp_path: Path) ->
         assert AgentHub(state).control_plane != AgentHub(state).control_plane  # new each time
     finally:
         await state.aclose()
+
+
+def test_a_control_plane_on_every_address_is_told_to_agents_by_its_host_name() -> None:
+    assert default_url("http://127.0.0.1:7879", "127.0.0.1", 7879, "cp-1") == (
+        "http://127.0.0.1:7879"
+    )
+    assert default_url("http://0.0.0.0:7879", "0.0.0.0", 7879, "cp-1") == "http://cp-1:7879"
+    assert default_url("https://[::]:443", "::", 443, "cp-1") == "https://cp-1:443"
