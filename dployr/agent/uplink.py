@@ -97,6 +97,8 @@ class _Link:
     """The id of the control plane this URL reached last (from its hello_ack)."""
     alias_of: str | None = None
     """The other URL that reaches the same control plane, once found: not dialled again."""
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    """Cancelled when the URL is no longer dialled (its control plane was forgotten)."""
 
 
 class Uplink:
@@ -151,8 +153,8 @@ class Uplink:
         self._nursery.start_soon(self._keep_dialling, link, calls)
 
     def _learn(self, planes: tuple[w.ControlPlane, ...], calls: trio.Nursery) -> None:
-        """Dial the control planes not reached yet (by their URL or another one); keep
-        their URLs for the next start."""
+        """Dial the control planes not reached yet (by their URL or another one), stop
+        dialling those no longer listed; keep their URLs for the next start."""
         reached = {link.control_plane for link in self._links.values()}
         urls = tuple(check_url(plane.url) for plane in planes)
         for plane, url in zip(planes, urls, strict=True):
@@ -161,6 +163,14 @@ class Uplink:
         if urls and urls != self._known and self._data_dir is not None:
             self._known = urls
             known.save(self._data_dir, urls)
+        ids = {plane.id for plane in planes}
+        for url, link in list(self._links.items()):
+            forgotten = url not in urls and link.control_plane not in ids
+            # The URL joined is always dialled, and a channel that is up is kept.
+            if forgotten and url != self._credential.url and link.send is None:
+                del self._links[url]
+                link.scope.cancel()
+                self._say(f"no longer dialling {url}: the control planes forgot it")
 
     def _fall_back(self, calls: trio.Nursery) -> None:
         """The URL joined cannot be reached: dial the control planes last told of too."""
@@ -168,8 +178,12 @@ class Uplink:
             self._add_link(url, calls)
 
     async def _keep_dialling(self, link: _Link, calls: trio.Nursery) -> None:
-        """Dial one control plane URL, serve, dial again; until cancelled, or until its
-        control plane turns out to be reached already by another URL."""
+        """Dial one control plane URL, serve, dial again; until cancelled, forgotten, or
+        until its control plane turns out to be reached already by another URL."""
+        with link.scope:
+            await self._dial_again_and_again(link, calls)
+
+    async def _dial_again_and_again(self, link: _Link, calls: trio.Nursery) -> None:
         try:
             link.peer.ssl_context()
         except DployrError as error:  # a CA file that cannot be used: nothing to dial
@@ -192,7 +206,7 @@ class Uplink:
                 return
             delay = reconnect_delay(attempt, self._rng)
             attempt += 1
-            self._say(f"{reason}; dialling again in {delay:.1f} s")
+            self._say(f"{reason} ({link.peer.url}); dialling again in {delay:.1f} s")
             await trio.sleep(delay)
 
     async def _dial(self, link: _Link, calls: trio.Nursery) -> str:
