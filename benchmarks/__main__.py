@@ -19,6 +19,10 @@ SUITES = [
     "static_reload",
     "jobs",
     "images",
+    "cluster_fleet",
+    "cluster_deploy",
+    "cluster_logs",
+    "cluster_restart",
 ]
 
 

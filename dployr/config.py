@@ -56,6 +56,11 @@ class GatewayConfig:
     """0 picks a free port (the URL the daemon prints and writes says which)."""
     shutdown: float = 10.0
     """Seconds the gateway is given to finish its requests when the daemon stops."""
+    tls_cert: Path | None = None
+    """The certificate (PEM, its chain after it) the API, dashboard and agents' door are
+    served with over https/wss; None: plain http/ws. Given with ``tls_key``."""
+    tls_key: Path | None = None
+    """The private key (PEM) of ``tls_cert``."""
 
 
 @attrs.frozen
@@ -69,6 +74,10 @@ class DaemonConfig:
     database: str | None = None
     """Where the cluster's state is kept (instances, placement): None, ``cluster.db`` in
     the data dir; else a database URL (``dployr up --database``)."""
+    local_services: bool = True
+    """False: the control plane's own instance takes no new services (``dployr up
+    --no-local-services``); a deploy naming no instance goes to the least loaded
+    connected agent."""
     advertise: str | None = None
     """The URL agents (and other control planes) reach this control plane at
     (``dployr up --advertise``); None: the gateway's own URL."""

@@ -4,9 +4,9 @@
 and the credential. It is written once, at the join; the join token is never needed again
 (it is single use). An agent started with a data dir that has it dials at once.
 
-An ``https://`` control plane (behind a TLS proxy) is reached over TLS, its certificate
-verified against the system's CAs, or against ``--ca FILE`` (kept in ``agent.json``): a
-private CA, or the control plane's own self-signed certificate.
+An ``https://`` control plane (``dployr up --tls-cert``, or behind a TLS proxy) is reached
+over TLS, its certificate verified against the system's CAs, or against ``--ca FILE``
+(kept in ``agent.json``): a private CA, or the control plane's own certificate (a pin).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import attrs
 import httpx
 
 from dployr.errors import DployrError
+from dployr.tls import CertificateFileError, client_context
 
 FILE_NAME = "agent.json"
 JOIN_PATH = "/api/v1/agent/join"
@@ -62,9 +63,9 @@ def tls_context(url: str, ca: str | None) -> ssl.SSLContext | None:
     if urlsplit(url).scheme != "https":
         return None
     try:
-        return ssl.create_default_context(cafile=ca)
-    except (OSError, ssl.SSLError) as error:
-        raise JoinError(f"cannot use {ca} as the control plane's CA: {error}") from None
+        return client_context(ca)
+    except CertificateFileError as error:
+        raise JoinError(str(error)) from None
 
 
 def reason(error: BaseException) -> str:
@@ -126,7 +127,12 @@ async def join(url: str, token: str, *, ca: str | None = None, wait: float = 30.
         async with httpx.AsyncClient(timeout=wait, verify=context or True) as http:
             response = await http.post(base + JOIN_PATH, json={"token": token})
     except httpx.HTTPError as error:
-        raise JoinError(f"cannot reach the control plane at {base}: {reason(error)}") from None
+        hint = ""
+        if context is None and isinstance(error, httpx.RemoteProtocolError):
+            hint = " (if it serves https, use https://)"  # a TLS server hangs up on http
+        raise JoinError(
+            f"cannot reach the control plane at {base}: {reason(error)}{hint}"
+        ) from None
     try:
         body: Any = response.json()
     except ValueError:

@@ -49,12 +49,13 @@ class Options:
     server: str | None = None
     token: str | None = None
     json: bool = False
+    ca: str | None = None
 
     def client(self) -> Client:
         """A client for the daemon these options point at."""
         from dployr.cli.client import Client, Target
 
-        return Client(Target.resolve(self.server, self.token, self.data_dir))
+        return Client(Target.resolve(self.server, self.token, self.data_dir, self.ca))
 
 
 def json_option(command: F) -> F:
@@ -86,15 +87,29 @@ def json_option(command: F) -> F:
 )
 @click.option("--server", envvar="DPLOYR_SERVER", help="A remote daemon's URL.")
 @click.option("--token", envvar="DPLOYR_TOKEN", help="An API token for --server.")
+@click.option(
+    "--ca",
+    "ca_file",
+    metavar="FILE",
+    envvar="DPLOYR_CA",
+    help="Verify an https:// --server's certificate against this CA file (a private CA, "
+    "or its own certificate) instead of the system's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print data as JSON.")
 @click.version_option(__version__, prog_name="dployr")
 @click.pass_context
 def cli(
-    ctx: click.Context, data_dir: Path | None, server: str | None, token: str | None, as_json: bool
+    ctx: click.Context,
+    data_dir: Path | None,
+    server: str | None,
+    token: str | None,
+    ca_file: str | None,
+    as_json: bool,
 ) -> None:
     """dployr deploys and supervises services on your own Linux machines."""
     options = ctx.ensure_object(Options)
     options.data_dir, options.server, options.token = data_dir, server, token
+    options.ca = ca_file
     options.json = options.json or as_json
     if options.json:
         _error_style.json = True

@@ -20,7 +20,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
@@ -44,6 +44,9 @@ from dployr.protocol.messages import (
     SettingsView,
 )
 from dployr.tokens import AuditRecord, TokenRecord
+
+if TYPE_CHECKING:
+    import ssl
 
 T = TypeVar("T")
 
@@ -91,19 +94,36 @@ class Target:
 
     url: str
     token: str
+    ca: str | None = None
+    """An ``https://`` daemon's certificate is verified against this CA file (a private
+    CA, or its own certificate), else against the system's CAs."""
+    pinned: str | None = None
+    """The certificate file the local daemon serves: exactly it is trusted."""
 
     @classmethod
-    def resolve(cls, server: str | None, token: str | None, data_dir: Path | None) -> Target:
-        """From ``--server``/``--token`` if given, else from the data dir."""
+    def resolve(
+        cls, server: str | None, token: str | None, data_dir: Path | None, ca: str | None = None
+    ) -> Target:
+        """From ``--server``/``--token`` (and ``--ca``) if given, else from the data dir."""
         if server:
             if not token:
                 raise DployrError("--server needs --token (or DPLOYR_TOKEN) as well")
             parts = urlsplit(server)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise DployrError(f"--server must be an http:// or https:// URL, not {server!r}")
-            return cls(server.rstrip("/"), token)
-        url, admin = DataDir(data_dir or default_data_dir()).read_endpoint()
-        return cls(url, token or admin)
+            return cls(server.rstrip("/"), token, ca=ca)
+        url, admin, cert = DataDir(data_dir or default_data_dir()).read_endpoint()
+        return cls(url, token or admin, pinned=cert)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """How an ``https://`` daemon is verified; None for ``http://``."""
+        if not self.url.startswith("https://"):
+            return None
+        from dployr import tls  # only for https: it costs a quick command time
+
+        if self.pinned is not None:
+            return tls.pinned_context(self.pinned)
+        return tls.client_context(self.ca)
 
 
 class Client:
@@ -118,9 +138,9 @@ class Client:
         self.target = target
         self.timeout = timeout
         parts = urlsplit(target.url)
-        self._tls = parts.scheme == "https"
+        self._tls = target.ssl_context()  # a CA file it cannot use fails here, at once
         self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or (443 if self._tls else 80)
+        self._port = parts.port or (443 if self._tls is not None else 80)
         self._netloc = parts.netloc
         self._base = parts.path.rstrip("/") + "/api/v1"
 
@@ -167,9 +187,9 @@ class Client:
                 raise Unreachable(
                     f"cannot reach the dployr daemon at {self.target.url}: is `dployr up` running?"
                 ) from None
-            raise Unreachable(f"talking to {self.target.url} failed: {error}") from None
+            raise Unreachable(f"talking to {self.target.url} failed: {_failure(error)}") from None
         except (h11.ProtocolError, trio.BrokenResourceError) as error:
-            raise Unreachable(f"talking to {self.target.url} failed: {error}") from None
+            raise Unreachable(f"talking to {self.target.url} failed: {_failure(error)}") from None
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
@@ -349,12 +369,8 @@ class Client:
         self, method: str, target: str, headers: list[tuple[str, str]], content: bytes
     ) -> tuple[int, bytes]:
         stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
-        if self._tls:
-            import ssl  # only for https: it costs a quick command time
-
-            stream = trio.SSLStream(
-                stream, ssl.create_default_context(), server_hostname=self._host
-            )
+        if self._tls is not None:
+            stream = trio.SSLStream(stream, self._tls, server_hostname=self._host)
         async with stream:
             connection = h11.Connection(h11.CLIENT)
             request = h11.Request(method=method, target=target, headers=headers)
@@ -364,7 +380,13 @@ class Client:
             while True:
                 event = connection.next_event()
                 if event is h11.NEED_DATA:
-                    connection.receive_data(bytes(await stream.receive_some(65536)))
+                    data = bytes(await stream.receive_some(65536))
+                    if not data and status == 0:
+                        raise h11.RemoteProtocolError(
+                            "the daemon closed the connection without an answer"
+                            + ("" if self._tls else " (if it serves https, use https://)")
+                        )
+                    connection.receive_data(data)
                 elif isinstance(event, h11.Response):
                     status = event.status_code
                 elif isinstance(event, h11.Data):
@@ -416,9 +438,27 @@ class Client:
         url = f"{base}/api/v1{path}" + (f"?{query}" if query else "")
         headers = [(b"Authorization", f"Bearer {self.target.token}".encode())]
         opened = failed = False
+        if self._tls is not None:  # a refused certificate is said at once, with its reason
+            from dployr import tls
+
+            try:
+                with trio.fail_after(self.timeout):
+                    await tls.handshake(self.target.url, self._tls)
+            except trio.TooSlowError:
+                raise Unreachable(
+                    f"the dployr daemon at {self.target.url} did not answer in time"
+                ) from None
+            except OSError as error:
+                raise Unreachable(
+                    f"talking to {self.target.url} failed: {_failure(error)}"
+                ) from None
         try:
             async with open_websocket_url(
-                url, extra_headers=headers, connect_timeout=self.timeout, disconnect_timeout=2
+                url,
+                self._tls,
+                extra_headers=headers,
+                connect_timeout=self.timeout,
+                disconnect_timeout=2,
             ) as ws:
                 opened = True
                 try:
@@ -437,6 +477,9 @@ class Client:
                 raise Unreachable(
                     f"the dployr daemon at {self.target.url} did not answer in time"
                 ) from None
+            refused = _tls_failure(error)
+            if refused is not None:
+                raise Unreachable(f"talking to {self.target.url} failed: {refused}") from None
             raise Unreachable(
                 f"cannot reach the dployr daemon at {self.target.url}: is `dployr up` running?"
             ) from None
@@ -523,6 +566,26 @@ def decode_all(data: Any, kind: type[T]) -> tuple[T, ...]:
     """``data``, a JSON list, as a tuple of ``kind``, or BadAnswer."""
     many: type[tuple[T, ...]] = tuple[kind, ...]  # type: ignore[valid-type]
     return decode(data, many)
+
+
+def _failure(error: BaseException) -> str:
+    """Why a request failed, in one line: a TLS refusal's own words where there is one
+    (trio wraps it in a BrokenResourceError that says nothing itself)."""
+    return _tls_failure(error) or " ".join(str(error).split()) or type(error).__name__
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """Why TLS failed under ``error``, or None if it was not TLS."""
+    import ssl
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _handshake_message(error: Exception) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncclick as click
@@ -60,7 +61,8 @@ def _show(view: InstanceView) -> None:
         f"instance {view.name}{known}{host}{version}, {plural(len(view.services), 'service')}"
     )
     machine = "" if view.state == "pending" else f"; {machine_words(view)}"
-    click.echo(f"  {state_words(view)}{machine}")
+    taking = "" if view.takes_services else "; takes no new services"
+    click.echo(f"  {state_words(view)}{taking}{machine}")
     if view.services:
         services_table(view.services)
     disk_line(view)
@@ -118,17 +120,23 @@ async def add(options: Options, name: str) -> None:
     check_instance_name(name)
     async with options.client() as client:
         token = await client.add_instance(name)
-        url = client.target.url
+        url, cert = client.target.url, client.target.pinned
     if options.json:
         print_json(token)
         return
     click.echo(token.token)
+    ca = "" if cert is None else f" --ca {Path(cert).name}"
     sys.stderr.write(
         f"added the instance {token.instance!r}: its join token above is shown only this once "
         f"and works once, until {clock(token.expires_at)} (in {_left(token.expires_at)}).\n"
         "On the machine, run:\n"
-        f"  dployr agent --join {url} --token {token.token}\n"
+        f"  dployr agent --join {url} --token {token.token}{ca}\n"
     )
+    if cert is not None:
+        sys.stderr.write(
+            f"with a copy of {cert} (the certificate this control plane serves) there; "
+            "leave --ca out if a public CA signed it\n"
+        )
 
 
 @instances.command()

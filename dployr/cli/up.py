@@ -31,12 +31,33 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     show_default=True,
     type=click.IntRange(0, 65535),
 )
+@click.option(
+    "--tls-cert",
+    metavar="PEM",
+    type=click.Path(path_type=Path),
+    help="Serve the API, the dashboard and the agents' door over https/wss with this "
+    "certificate (PEM, its chain after it); with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    metavar="PEM",
+    type=click.Path(path_type=Path),
+    help="The private key (PEM, unencrypted) of --tls-cert.",
+)
 @engine_options("dployr's")
 @click.option(
     "--database",
     metavar="URL",
     help="Keep the cluster's state (instances, placement) in this database "
     "[default: SQLite in the data dir].",
+)
+@click.option(
+    "--local-services/--no-local-services",
+    default=default(DaemonConfig, "local_services"),
+    show_default=True,
+    help="Whether this machine's own instance takes new services; with "
+    "--no-local-services it only runs the control plane, and a deploy naming no "
+    "--instance goes to the least loaded connected agent.",
 )
 @click.option(
     "--advertise",
@@ -52,11 +73,14 @@ async def up(
     data_dir: Path | None,
     host: str,
     port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     service_host: str,
     metrics_interval: float,
     pass_env: tuple[str, ...],
     shared_user: bool,
     database: str | None,
+    local_services: bool,
     advertise: str | None,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
@@ -73,10 +97,17 @@ async def up(
     from dployr.daemon.paths import default_data_dir
 
     root = (data_dir or options.data_dir or default_data_dir()).expanduser().resolve()
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither")
     config = DployrConfig(
         engine_config(root, service_host, metrics_interval, pass_env, shared_user),
-        gateway=GatewayConfig(host=host, port=port),
-        daemon=DaemonConfig(database=database, advertise=advertise),
+        gateway=GatewayConfig(
+            host=host,
+            port=port,
+            tls_cert=_absolute(tls_cert),
+            tls_key=_absolute(tls_key),
+        ),
+        daemon=DaemonConfig(database=database, local_services=local_services, advertise=advertise),
     )
 
     async def serve() -> None:
@@ -84,6 +115,11 @@ async def up(
 
     if await until_signalled(serve):
         click.echo("dployr stopped: every service was stopped")
+
+
+def _absolute(path: Path | None) -> Path | None:
+    """``path`` made absolute: daemon.json names the certificate for a CLI run anywhere."""
+    return None if path is None else path.expanduser().absolute()
 
 
 def _check_advertise(url: str | None) -> str | None:

@@ -3,6 +3,7 @@
 * :mod:`~dployr.cluster.router`: :class:`ClusterHandle`, the local instance and the
   connected agents as one :class:`~dployr.protocol.handle.InstanceHandle`, routing each
   request by placement;
+* :mod:`~dployr.cluster.placement`: where a deploy naming no instance goes (a pure rule);
 * :mod:`~dployr.cluster.remote`: :class:`RemoteHandle`, an agent's instance as an
   InstanceHandle over its channel;
 * :mod:`~dployr.cluster.hub`: :class:`AgentHub`, the connected agents.

@@ -31,6 +31,7 @@ from dployr.protocol import codec
 from dployr.protocol import wire as w
 from dployr.protocol.errors import Error
 from dployr.protocol.feed import Gap
+from dployr.store import codes as store_codes
 
 log = logging.getLogger("dployr.cluster")
 
@@ -189,14 +190,13 @@ class AgentHub:
 
     async def join(self, token: str, address: str) -> tuple[str, str]:
         """Redeem a join token: (instance name, credential); an ``invalid`` Error if the
-        token is unknown, expired or spent."""
+        token is unknown, expired or spent (the door refuses any Error with 401)."""
         try:
-            name, credential = await self._state.redeem(token)
-        except Error:
+            with store_codes.protocol_errors():  # an InvalidJoinToken is `invalid`
+                name, credential = await self._state.redeem(token)
+        except Error as error:
+            log.info("a join from %s was refused: %s", address, error.message)
             raise
-        except DployrError as error:
-            log.info("a join from %s was refused: %s", address, error)
-            raise Error("invalid", str(error)) from None
         log.info("instance %s joined from %s", name, address)
         return name, credential
 
@@ -313,9 +313,10 @@ class AgentHub:
                         "instance %s: update %d does not follow the last", session.name, frame.seq
                     )
                 await self._record_seen(session, handle)
-                await self._state.record_snapshot(
-                    session.name, [codec.unstructure(s) for s in handle.services()], time.time()
-                )
+                if frame.full or frame.services or frame.removed:  # not for samples alone
+                    await self._state.record_snapshot(
+                        session.name, [codec.unstructure(s) for s in handle.services()], time.time()
+                    )
             elif isinstance(frame, w.Items):
                 handle.on_items(frame.sub, frame.items)
             elif isinstance(frame, w.SubscriptionGap):

@@ -9,7 +9,9 @@ reaches (the hub's connected agents; real in-process instances in the tests). It
   with no placement is the local instance's (every service was, before the cluster);
 * a service whose instance is away answers ``unavailable``, naming when it was last seen;
 * a :class:`~dployr.protocol.messages.Deploy` goes to the instance it names, else to the one
-  the service has, else to the local one. Naming another instance than the service's moves
+  the service has, else to the local one, else (when the local instance takes no
+  services: ``dployr up --no-local-services``) to the least loaded connected one
+  (:mod:`~dployr.cluster.placement`). Naming another instance than the service's moves
   it: deployed there first, then deleted on the old one once the new deployment succeeded;
 * the services list merges every member's, plus the last-known rows (``stale``) of the away
   members; the feeds (changes, supervision, metrics) merge every member's, members that
@@ -23,6 +25,7 @@ hottest route, is the local instance's own answer.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
@@ -32,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import attrs
 import trio
 
+from dployr.cluster import placement
 from dployr.metrics import InstanceSample, ServiceSample
 from dployr.models import DeploymentStatus
 from dployr.protocol import codec
@@ -40,13 +44,8 @@ from dployr.protocol.errors import Error
 from dployr.protocol.events import Change, DeploymentChanged, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.handle import Feed, InstanceHandle, LogEntry
-from dployr.store.cluster import (
-    PLACEMENT,
-    ClusterState,
-    InstanceExists,
-    InstanceRecord,
-    UnknownInstance,
-)
+from dployr.store import codes as store_codes
+from dployr.store.cluster import PLACEMENT, ClusterState, InstanceRecord
 from dployr.supervision import topic as topics
 
 log = logging.getLogger("dployr.cluster")
@@ -125,9 +124,12 @@ class ClusterHandle:
         state: ClusterState,
         *,
         clock: Callable[[], float] = time.time,
+        local_services: bool = True,
     ) -> None:
         self._local = local
         self._local_name = local.instance_name
+        self._local_services = local_services
+        """False: no new service is placed on the local instance (it keeps those it has)."""
         self._members = members
         self._state = state
         self._clock = clock
@@ -293,7 +295,8 @@ class ClusterHandle:
         """Carry out a request on the member it concerns (see the module)."""
         route = self._routes.get(type(request))
         if route is not None:
-            return cast(R, await route(request))
+            with store_codes.protocol_errors():  # the cluster state's errors: its table
+                return cast(R, await route(request))
         name = getattr(request, "name", None)
         if not isinstance(name, str):  # the local instance's own: GetInstance, RotateKey
             return await self._local.request(request)
@@ -388,10 +391,23 @@ class ClusterHandle:
 
     async def _deploy(self, request: m.Deploy) -> object:
         name = request.name
-        current = self._placement.get(name, self._local_name)
-        wanted = request.instance or current
-        target = await self._instance(wanted)
         plain = attrs.evolve(request, instance=None)
+        current = self._placement.get(name)
+        if current is None and (self._local_services or self._is_local(name)):
+            current = self._local_name  # an unplaced service is the local instance's
+        # else: new, and the local instance takes none
+        wanted = request.instance or current or self._least_loaded()
+        if not self._local_services and wanted == self._local_name and current != wanted:
+            raise Error(
+                "invalid",
+                f"instance {wanted} takes no new services (dployr up --no-local-services): "
+                "name another with --instance",
+            )
+        target = await self._instance(wanted)
+        if current is None:
+            deployment = await target.request(plain)
+            await self._place(name, wanted)
+            return deployment
         if wanted == current:
             deployment = await target.request(plain)
             if current != self._local_name or name in self._placement:
@@ -423,6 +439,34 @@ class ClusterHandle:
         self._moving[name] = move.done
         nursery.start_soon(self._finish_move, move)
         return deployment
+
+    def _least_loaded(self) -> str:
+        """The least loaded connected instance (:mod:`~dployr.cluster.placement`), or an
+        ``unavailable`` Error when none is connected."""
+        placed = collections.Counter(self._placement.values())
+        loads = []
+        for name, handle in self._members.connected().items():
+            machine = handle.latest_machine()
+            loads.append(
+                placement.Load(
+                    name,
+                    placed[name],
+                    None
+                    if machine is None
+                    else placement.memory_share(
+                        machine.memory_used_bytes, machine.memory_total_bytes
+                    ),
+                    None if machine is None else machine.cpu_percent,
+                )
+            )
+        chosen = placement.least_loaded(loads)
+        if chosen is None:
+            raise Error(
+                "unavailable",
+                f"no instance to run it: {self._local_name} takes no new services (dployr up "
+                "--no-local-services) and no other instance is connected",
+            )
+        return chosen
 
     async def moved(self, name: str) -> None:
         """Wait until the move of service ``name`` under way, if any, has ended (its copy on
@@ -467,13 +511,14 @@ class ClusterHandle:
             return await self._local.request(request)
         local: tuple[m.ServiceInfo, ...] = await self._local.request(request)
         rows = list(local)
-        for name, (handle, _) in list(served.items()):
-            try:
-                listed: tuple[m.ServiceInfo, ...] = await handle.request(request)
-                rows.extend(listed)
-            except Error as error:
-                log.warning("instance %s did not list its services: %s", name, error)
+        members = [(name, handle) for name, (handle, _) in served.items()]
+        asked: list[tuple[m.ServiceInfo, ...] | Error] = await _ask_each(members, request)
+        for (name, _), listed in zip(members, asked, strict=True):
+            if isinstance(listed, Error):
+                log.warning("instance %s did not list its services: %s", name, listed)
                 rows.extend(_stale(snapshots.get(name, (0.0, ()))[1]))
+            else:
+                rows.extend(listed)
         for name, (_, known) in snapshots.items():
             if name not in served:
                 rows.extend(_stale(known))
@@ -482,23 +527,28 @@ class ClusterHandle:
 
     async def _list_instances(self, _: m.ListInstances) -> tuple[m.InstanceView, ...]:
         local = await self._local.request(m.GetInstance())
-        views = [m.InstanceView.of(local, last_seen=self._clock())]
-        for record in sorted(await self._state.instances(), key=lambda r: r.name):
-            if record.name == self._local_name:
-                continue
-            views.append(await self._instance_view(record))
+        view = m.InstanceView.of(local, last_seen=self._clock())
+        views = [attrs.evolve(view, takes_services=self._local_services)]
+        records = [
+            r
+            for r in sorted(await self._state.instances(), key=lambda r: r.name)
+            if r.name != self._local_name
+        ]
+        members = [(r.name, h) for r in records if (h := self._members.member(r.name)) is not None]
+        asked: list[m.InstanceInfo | Error] = await _ask_each(members, m.GetInstance())
+        answers = {name: answer for (name, _), answer in zip(members, asked, strict=True)}
+        views += [self._instance_view(r, answers.get(r.name)) for r in records]
         return tuple(views)
 
-    async def _instance_view(self, record: InstanceRecord) -> m.InstanceView:
-        handle = self._members.member(record.name)
-        if handle is not None:
-            try:
-                info = await handle.request(m.GetInstance())
-            except Error as error:
-                log.warning("instance %s did not answer: %s", record.name, error)
-            else:
-                view = m.InstanceView.of(info, address=record.address, last_seen=self._clock())
-                return attrs.evolve(view, name=record.name)
+    def _instance_view(
+        self, record: InstanceRecord, answer: m.InstanceInfo | Error | None
+    ) -> m.InstanceView:
+        """An instance as its answer to GetInstance shows it (None: not connected)."""
+        if isinstance(answer, Error):
+            log.warning("instance %s did not answer: %s", record.name, answer)
+        elif answer is not None:
+            view = m.InstanceView.of(answer, address=record.address, last_seen=self._clock())
+            return attrs.evolve(view, name=record.name)
         machine = record.machine or {}
         return m.InstanceView(
             name=record.name,
@@ -518,10 +568,7 @@ class ClusterHandle:
     async def _add_instance(self, request: m.AddInstance) -> m.JoinTokenView:
         if request.name == self._local_name:
             raise Error("conflict", f"an instance named {request.name!r} exists: this one")
-        try:
-            token = await self._state.add_instance(request.name)
-        except InstanceExists as error:
-            raise Error("conflict", str(error)) from error
+        token = await self._state.add_instance(request.name)
         self._last_seen[request.name] = None
         return m.JoinTokenView(token.instance, token.token, token.expires_at)
 
@@ -529,10 +576,7 @@ class ClusterHandle:
         name = request.name
         if name == self._local_name:
             raise Error("invalid", f"{name} is this control plane's own instance: it stays")
-        try:
-            await self._state.remove_instance(name)
-        except UnknownInstance as error:
-            raise Error("not_found", f"no instance {name!r}") from error
+        await self._state.remove_instance(name)
         self._members.disconnect(name, "the instance was removed")
         for service in [s for s, where in self._placement.items() if where == name]:
             await self._unplace(service)
@@ -658,6 +702,27 @@ async def _carried(old: InstanceHandle, request: m.Deploy) -> m.Deploy:
         )
     env = {v.key: v.value for v in listing.vars if not v.secret}
     return attrs.evolve(request, env={**env, **request.env})
+
+
+async def _ask_each(
+    members: Sequence[tuple[str, InstanceHandle]], request: m.Request[R]
+) -> list[R | Error]:
+    """Each member's answer to ``request`` (or its Error), in order, asked all at once: a
+    list over 20 agents takes the slowest one's round trip, not the sum of them all."""
+    answers: list[R | Error] = [Error("unavailable", "not asked")] * len(members)
+
+    async def ask(index: int, handle: InstanceHandle) -> None:
+        try:
+            reply: R = await handle.request(request)
+        except Error as error:
+            answers[index] = error
+        else:
+            answers[index] = reply
+
+    async with trio.open_nursery() as nursery:
+        for index, (_, handle) in enumerate(members):
+            nursery.start_soon(ask, index, handle)
+    return answers
 
 
 def _stale(rows: tuple[m.ServiceInfo, ...]) -> tuple[m.ServiceInfo, ...]:

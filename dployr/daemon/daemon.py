@@ -26,6 +26,7 @@ import pwd
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 import trio
@@ -99,7 +100,9 @@ async def run(
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
             hub = AgentHub(state)  # the agents: docs/agent-protocol.md
-            cluster = ClusterHandle(instance.handle, hub, state)
+            cluster = ClusterHandle(
+                instance.handle, hub, state, local_services=config.daemon.local_services
+            )
             gateway = Gateway(
                 cluster,
                 AccessStore(store),  # the gateway sees tokens and audit, with protocol errors
@@ -107,6 +110,8 @@ async def run(
                 config.gateway.port,
                 dashboard_key_file=data.dashboard_key,
                 door=hub,  # agents join and dial in (dployr/gateway/agents.py)
+                tls_cert=config.gateway.tls_cert,
+                tls_key=config.gateway.tls_key,
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             # This control plane among those sharing the state; the leader's work.
@@ -128,7 +133,7 @@ async def run(
             async with trio.open_nursery() as nursery:
                 await nursery.start(root.run)
                 url = gateway.url
-                _write_endpoint(data, url)
+                _write_endpoint(data, url, config.gateway.tls_cert)
                 try:
                     say = _printer(out)
                     _say_up(say, url, data, instance, created=created)
@@ -184,9 +189,12 @@ def _who_runs_services(instance: Instance) -> str:
     )
 
 
-def _write_endpoint(data: DataDir, url: str) -> None:
+def _write_endpoint(data: DataDir, url: str, tls_cert: Path | None) -> None:
+    endpoint: dict[str, object] = {"url": url, "pid": os.getpid(), "version": __version__}
+    if tls_cert is not None:  # the local CLI trusts exactly this certificate
+        endpoint["tls_cert"] = str(tls_cert)
     partial = data.endpoint.with_name(".daemon.json.new")
-    partial.write_text(json.dumps({"url": url, "pid": os.getpid(), "version": __version__}))
+    partial.write_text(json.dumps(endpoint))
     partial.replace(data.endpoint)
 
 

@@ -61,13 +61,15 @@ class DataDir:
         """Where the running daemon writes its URL for the CLI."""
         return self.root / "daemon.json"
 
-    def read_endpoint(self) -> tuple[str, str]:
-        """The running daemon's URL and the admin token, or NotRunning."""
+    def read_endpoint(self) -> tuple[str, str, str | None]:
+        """The running daemon's URL, the admin token, and the certificate it serves (None
+        over http), or NotRunning."""
         try:
-            url = json.loads(self.endpoint.read_text())["url"]
+            endpoint = json.loads(self.endpoint.read_text())
+            url, cert = endpoint["url"], endpoint.get("tls_cert")
             token = self.admin_token.read_text().strip()
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise NotRunning(
                 f"no dployr daemon is running on {self.root}: start one with `dployr up`"
             ) from None
-        return str(url), token
+        return str(url), token, None if cert is None else str(cert)

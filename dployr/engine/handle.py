@@ -20,7 +20,7 @@ from dployr.engine import image_store, jobs, sources
 from dployr.engine.errors import Conflict
 from dployr.engine.proxy import PortInUse
 from dployr.engine.sources import SourceError
-from dployr.errors import ActorError, DployrError, SpecError
+from dployr.errors import ActorError, DployrError
 from dployr.logs.history import HistoryClosed
 from dployr.metrics import InstanceSample, Sample, ServiceSample
 from dployr.models import Source, check_name
@@ -29,15 +29,7 @@ from dployr.protocol.errors import Error, ErrorCode
 from dployr.protocol.events import Change, SupervisionReport
 from dployr.protocol.feed import Gap
 from dployr.protocol.handle import LogEntry
-from dployr.store.errors import (
-    DeploymentFinished,
-    DiskFull,
-    ServiceExists,
-    TokenExists,
-    UnknownDeployment,
-    UnknownService,
-    UnknownToken,
-)
+from dployr.store import codes as store_codes
 from dployr.supervision import SupervisionEvent
 from dployr.supervision import topic as topics
 
@@ -51,14 +43,15 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 ERROR_CODES: tuple[tuple[tuple[type[BaseException], ...], ErrorCode], ...] = (
-    ((UnknownService, UnknownDeployment, UnknownToken), "not_found"),
-    ((Conflict, PortInUse, ServiceExists, TokenExists, DeploymentFinished), "conflict"),
-    ((SpecError, SourceError), "invalid"),
-    ((ActorError, DiskFull, HistoryClosed), "unavailable"),
+    ((Conflict, PortInUse), "conflict"),
+    ((SourceError,), "invalid"),
+    ((ActorError, HistoryClosed), "unavailable"),
+    *store_codes.ERROR_CODES,
 )
-"""Which engine and store errors are which code, in order (the first that matches wins);
-any other error is ``internal``. A SourceError reaches a request only from the checks of
-the remote, branch or commit it names."""
+"""Which engine and store errors are which code, in order (the first that matches wins):
+the engine's own, then the store's (:data:`dployr.store.codes.ERROR_CODES`); any other
+error is ``internal``. A SourceError reaches a request only from the checks of the remote,
+branch or commit it names."""
 
 
 def error_of(error: BaseException) -> Error:

@@ -92,6 +92,11 @@ SCHEMAS: dict[str, Any] = {
             "disk_full": {"type": "boolean"},
             "log_lines_dropped": _INT,
             "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
+            "takes_services": {
+                "type": "boolean",
+                "description": "False: a deploy naming no instance places no new service "
+                "on it (the control plane's own under `dployr up --no-local-services`)",
+            },
         },
     },
     "InstanceList": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}},

@@ -145,6 +145,10 @@ _SETTINGS_IN = {
 """The settings a request may give (a deploy's blueprint, a settings change)."""
 
 SCHEMAS: dict[str, Any] = {
+    "AgentJoin": _object(
+        {"token": {"type": "string", "minLength": 1, "maxLength": 200}}, ("token",)
+    ),
+    "AgentCredential": _object({"instance": _STR, "credential": _STR}, ("instance", "credential")),
     "Error": _object(
         {"error": _object({"code": _STR, "message": _STR}, ("code", "message"))}, ("error",)
     ),
@@ -621,6 +625,55 @@ FEEDS: dict[str, dict[str, Any]] = {
 """The WebSocket feeds (``dployr.gateway.feeds``), documented beside the REST routes."""
 
 
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+AGENT_DOOR: dict[str, dict[str, Any]] = {
+    "/agent/join": {
+        "post": {
+            "summary": "An agent joins: its join token exchanged for its credential",
+            "description": "`dployr agent --join URL --token TOKEN` calls it once. No API "
+            "token: the join token in the body authenticates it (from `POST /instances`, "
+            "single use, expiring). The credential answered is the agent's bearer token on "
+            "the agent channel (`/agent`), and on nothing else. docs/agent-protocol.md.",
+            "operationId": "agent_join",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("AgentJoin")}},
+            },
+            "responses": {
+                "200": _json(_ref("AgentCredential"), "the instance's name and credential"),
+                "400": _json(_ref("Error"), 'the body is not {"token": JOIN_TOKEN}'),
+                "401": _json(_ref("Error"), "the join token is unknown, spent or expired"),
+                "413": _json(_ref("Error"), _ERRORS["413"]),
+            },
+        }
+    },
+    "/agent": {
+        "get": {
+            **_feed(
+                "agent_channel",
+                "An agent's channel to its control plane",
+                "Its bearer token is an agent credential (from `/agent/join`), never an API "
+                'token. Frames, each a JSON object with a "type": the agent sends `hello` '
+                "first, the control plane answers `hello_ack`; then `call` / `result` / "
+                "`ack`, `update`, `subscribe` / `items` / `gap` / `ended` / `unsubscribe`, "
+                "`ping` / `pong` (docs/agent-protocol.md). Close codes: 1008 a malformed "
+                "frame, 4403 credential revoked, 4408 silent too long, 4409 replaced.",
+                service=False,
+            ),
+            "security": [{"agent": []}],
+        }
+    },
+}
+"""The agents' door (``dployr.gateway.agents``): apart from the user API, its own token."""
+AGENT_DOOR["/agent"]["get"]["responses"]["401"]["description"] = (
+    "missing, unknown or revoked agent credential (an API token is none)"
+)
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document for every route under ``/api/v1``."""
@@ -629,6 +682,8 @@ def document() -> dict[str, Any]:
         paths.setdefault(api.PREFIX + route.path, {})[route.method.lower()] = _operation(route)
     for path, operation in FEEDS.items():
         paths[api.PREFIX + path] = {"get": operation}
+    for path, operations in AGENT_DOOR.items():
+        paths[api.PREFIX + path] = operations
     paths[api.PREFIX + "/openapi.json"] = {
         "get": {
             "summary": "This document",
@@ -650,7 +705,14 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "components": {
             "schemas": {**SCHEMAS, **access.SCHEMAS, **jobs.SCHEMAS, **instances.SCHEMAS},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "agent": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an agent's credential (POST /api/v1/agent/join)",
+                },
+            },
         },
         "security": [{"bearer": []}],
         "paths": paths,

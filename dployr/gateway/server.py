@@ -2,6 +2,9 @@
 
 The daemon binds the gateway's socket with :meth:`Gateway.bind` before it starts any
 service, so a port already in use is one clear error and nothing has started twice.
+With a certificate and its key (``dployr up --tls-cert/--tls-key``) everything is served
+over https/wss; ``bind`` loads them first, so a missing, unreadable or mismatched file is
+one clear error too.
 
 Quart, Flask and Hypercorn take ~0.2 s to import: they are imported when the gateway
 starts (or its :attr:`Gateway.app` is first asked for), not when the daemon does, so the
@@ -13,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -49,7 +53,11 @@ class Gateway:
         dashboard_key: bytes | None = None,
         dashboard_key_file: Path | None = None,
         door: AgentDoor | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise GatewayError("--tls-cert and --tls-key go together: give both, or neither")
         self.handle = handle
         self.door = door
         """The agents' door (a control plane's), or None: no agent may dial in."""
@@ -61,7 +69,11 @@ class Gateway:
         self._app: QuartTrio | None = None
         self.host = host
         self.port = port
-        self.url = f"http://{_url_host(host)}:{port}"
+        self.tls_cert = tls_cert
+        """The certificate served (https/wss), or None (http/ws)."""
+        self.tls_key = tls_key
+        self.scheme = "http" if tls_cert is None else "https"
+        self.url = f"{self.scheme}://{_url_host(host)}:{port}"
         self._sockets: Sockets | None = None
         # Invariant: `_sockets` holds bound sockets no server has taken yet, or None.
 
@@ -86,7 +98,42 @@ class Gateway:
         config.accesslog = None
         config.errorlog = logging.getLogger("dployr.gateway.hypercorn")
         config.graceful_timeout = 5.0
+        if self.tls_cert is not None and self.tls_key is not None:
+            config.certfile, config.keyfile = str(self.tls_cert), str(self.tls_key)
+            # HTTP/1.1 only, as over plain http: the h11 fixes (h11_patch) and the body
+            # guard (read_whole_bodies) are what the API is served with either way.
+            config.alpn_protocols = ["http/1.1"]
         return config
+
+    def _check_tls(self, config: Config) -> None:
+        """Load the certificate and key once: GatewayError with a one-line reason if they
+        cannot serve (missing, unreadable, not PEM, the key not the certificate's)."""
+        if not config.ssl_enabled:
+            return
+        files = (
+            ("--tls-cert", self.tls_cert, b"-----BEGIN CERTIFICATE-----", "a PEM certificate"),
+            ("--tls-key", self.tls_key, b"PRIVATE KEY-----", "a PEM private key"),
+        )
+        for flag, path, marker, what in files:
+            try:
+                text = Path(str(path)).read_bytes()
+            except OSError as error:
+                reason = error.strerror or error
+                raise GatewayError(f"cannot read {flag} {path}: {reason}") from None
+            if marker not in text:
+                raise GatewayError(f"{flag} {path} is not {what}")
+            if flag == "--tls-key" and b"ENCRYPTED" in text:  # OpenSSL would ask on the tty
+                raise GatewayError(
+                    f"--tls-key {path} is encrypted: give dployr the key unencrypted "
+                    "(a file only its user can read)"
+                )
+        try:
+            config.create_ssl_context()
+        except ssl.SSLError as error:
+            raise GatewayError(
+                f"cannot serve TLS with --tls-cert {self.tls_cert} and --tls-key "
+                f"{self.tls_key}: {_tls_reason(error)}"
+            ) from None
 
     def bind(self) -> str:
         """Bind the listening socket now (port 0 picks a free one); return the URL.
@@ -95,8 +142,10 @@ class Gateway:
         this machine's).
         """
         if self._sockets is None:
+            config = self._config()
+            self._check_tls(config)
             try:
-                self._sockets = self._config().create_sockets()
+                self._sockets = config.create_sockets()
             except OSError as error:
                 if error.errno == errno.EADDRINUSE:
                     raise GatewayError(
@@ -106,11 +155,11 @@ class Gateway:
                 raise GatewayError(
                     f"cannot listen on {self.host}:{self.port}: {error.strerror or error}"
                 ) from None
-            for sock in self._sockets.insecure_sockets:
+            listening = self._sockets.secure_sockets + self._sockets.insecure_sockets
+            for sock in listening:
                 sock.set_inheritable(False)  # never handed down to a service's process
-            sock = self._sockets.insecure_sockets[0]
-            self.port = int(sock.getsockname()[1])
-            self.url = f"http://{_url_host(self.host)}:{self.port}"
+            self.port = int(listening[0].getsockname()[1])
+            self.url = f"{self.scheme}://{_url_host(self.host)}:{self.port}"
         return self.url
 
     async def run(
@@ -121,7 +170,7 @@ class Gateway:
         sockets, self._sockets = self._sockets, None
         assert sockets is not None
         config = self._config()
-        for sock in sockets.insecure_sockets:
+        for sock in sockets.secure_sockets + sockets.insecure_sockets:
             sock.listen(config.backlog)
         from hypercorn.trio.run import worker_serve
         from hypercorn.utils import wrap_app
@@ -219,6 +268,13 @@ def _declared_body(scope: Message) -> tuple[int | None, bool]:
         elif name.lower() == b"transfer-encoding":
             chunked = True
     return length, chunked
+
+
+def _tls_reason(error: ssl.SSLError) -> str:
+    """Why OpenSSL refused a certificate or key, in the user's words where it is known."""
+    if error.reason == "KEY_VALUES_MISMATCH":
+        return "the key is not the certificate's"
+    return " ".join(str(error.reason or error).split())
 
 
 def _url_host(host: str) -> str:

@@ -196,6 +196,9 @@ class InstanceView:
     """Log lines not written to history since its daemon started (a full disk)."""
     services: tuple[ServiceInfo, ...] = ()
     """Its services (as last known, ``stale``, when it is away)."""
+    takes_services: bool = True
+    """False for the control plane's own instance under ``dployr up --no-local-services``:
+    a deploy naming no instance places no new service on it."""
 
     @classmethod
     def of(

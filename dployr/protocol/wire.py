@@ -300,7 +300,7 @@ def _structure_items(data: Any, _: type) -> Items:
         raise SpecError("items must be a list of messages")
     return Items(
         serde.structure(data["sub"], int, converter=converter),
-        tuple(codec.decode(item) for item in data["items"]),
+        tuple(codec.decode_item(item) for item in data["items"]),
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from dployr.schedule import JobRun, RunStatus, Trigger
 from dployr.store.base import StoreBase
@@ -44,6 +44,43 @@ def _run(row: sqlite3.Row) -> JobRun:
     )
 
 
+def _insert_run(
+    db: sqlite3.Connection,
+    service: str,
+    *,
+    deployment: int,
+    trigger: Trigger,
+    status: RunStatus,
+    scheduled_at: float | None,
+    started_at: float | None = None,
+    ended_at: float | None = None,
+    message: str = "",
+) -> JobRun:
+    """Insert a run numbered the job's next, in the caller's transaction."""
+    (number,) = db.execute(
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM job_runs WHERE service = ?", (service,)
+    ).fetchone()
+    db.execute(
+        "INSERT INTO job_runs (service, number, deployment, trigger, status, scheduled_at,"
+        " started_at, ended_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            service,
+            number,
+            deployment,
+            trigger.value,
+            status.value,
+            scheduled_at,
+            started_at,
+            ended_at,
+            message,
+        ),
+    )
+    row = db.execute(
+        f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND number = ?", (service, number)
+    ).fetchone()
+    return _run(row)
+
+
 class JobTables(StoreBase):
     """The runs of jobs and their schedules' starts (see :mod:`dployr.engine.jobs`)."""
 
@@ -61,29 +98,37 @@ class JobTables(StoreBase):
     ) -> JobRun:
         """Record a run (numbered the job's next) and return it."""
         with self._write() as db:
-            (number,) = db.execute(
-                "SELECT COALESCE(MAX(number), 0) + 1 FROM job_runs WHERE service = ?", (service,)
-            ).fetchone()
-            db.execute(
-                "INSERT INTO job_runs (service, number, deployment, trigger, status, scheduled_at,"
-                " started_at, ended_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    service,
-                    number,
-                    deployment,
-                    trigger.value,
-                    status.value,
-                    scheduled_at,
-                    started_at,
-                    ended_at,
-                    message,
-                ),
+            return _insert_run(
+                db,
+                service,
+                deployment=deployment,
+                trigger=trigger,
+                status=status,
+                scheduled_at=scheduled_at,
+                started_at=started_at,
+                ended_at=ended_at,
+                message=message,
             )
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM job_runs WHERE service = ? AND number = ?",
-                (service, number),
-            ).fetchone()
-        return _run(row)
+
+    def add_due_runs(
+        self, runs: Sequence[tuple[str, int]], *, scheduled_at: float, started_at: float
+    ) -> list[JobRun]:
+        """Record the runs of several jobs due at one instant, each ``(service,
+        deployment)``, as started, in one transaction: they are let go together once it
+        is committed (the start gate of dployr.engine.jobs)."""
+        with self._write() as db:
+            return [
+                _insert_run(
+                    db,
+                    service,
+                    deployment=deployment,
+                    trigger=Trigger.SCHEDULE,
+                    status=RunStatus.RUNNING,
+                    scheduled_at=scheduled_at,
+                    started_at=started_at,
+                )
+                for service, deployment in runs
+            ]
 
     def run_started(self, service: str, number: int, *, pid: int, cursor: int | None) -> None:
         """The run's process started (its pid is kept for the record; the cursor of its first

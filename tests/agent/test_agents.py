@@ -8,6 +8,7 @@ import json
 import stat
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -36,7 +37,7 @@ from tests.agent.conftest import (
 )
 from tests.cli.conftest import clean_env, free_port, run_cli, start_up
 from tests.engine.conftest import web_settings
-from tests.helpers import make_repo, pids_of_service, web_repo, ws_handshake
+from tests.helpers import PYTHON, make_repo, pids_of_service, web_repo, ws_handshake
 from tests.tls import self_signed
 
 
@@ -142,6 +143,89 @@ async def test_an_agent_joins_once_and_runs_what_the_control_plane_deploys(
             with pytest.raises(Error) as unknown:
                 remote.check_service("nope")
             assert unknown.value.code == "not_found"
+
+
+TICKER_APP = """\
+import os
+import sys
+import time
+
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.005)
+for tick in range(2000):  # 10,000 lines a second, 10 lines a millisecond, for 2 s
+    sys.stdout.write("".join(f"{tick * 10 + n} tick" + chr(10) for n in range(10)))
+    sys.stdout.flush()
+    time.sleep(0.001)
+print("done", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.slow
+async def test_a_remote_log_written_fast_comes_in_few_large_frames(tmp_path: Path) -> None:
+    # A service writing in 1 ms ticks: the agent gathers what comes within 10 ms into one
+    # frame, instead of one frame per tick, each decoded, queued and relayed on its own by
+    # the control plane (whose queue for a reader, counted in frames, overflowed into gaps).
+    repo = make_repo(tmp_path / "ticker", {"app.py": TICKER_APP})
+    go = tmp_path / "go"
+    async with control_plane(tmp_path / "cp") as cp:
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", cp.url, "--token", token):
+            await wait_connected(cp.hub, "a1")
+            remote = member(cp.hub, "a1")
+            settings = attrs.evolve(web_settings(repo, None), run_cmd=f"{PYTHON} app.py {go}")
+            await deploy(remote, m.Deploy("ticker", settings))
+            lines: list[LogLine] = []
+            frames = 0
+            follow = remote.follow_logs("ticker", after=0)
+            async with contextlib.aclosing(follow):
+                with trio.fail_after(WAIT):
+                    async for entry in follow:
+                        assert not isinstance(entry, Gap)
+                        if any(line.line == "ready" for line in entry):
+                            go.touch()
+                            continue
+                        frames += 1
+                        lines += entry
+                        if lines[-1].line == "done":
+                            break
+            assert [line.line for line in lines[:-1]] == [f"{n} tick" for n in range(20_000)]
+            assert frames <= 400, f"{frames} frames for 2 s of lines"
+
+
+@pytest.mark.slow
+async def test_an_update_of_samples_alone_rewrites_no_snapshot(tmp_path: Path) -> None:
+    # Every agent sends an Update each metrics round (5 s): with 20 agents of 50 services,
+    # rewriting each one's last-known services every time was most of an idle control
+    # plane's work. Only an Update that changes a service rewrites them; last seen moves.
+    repo = web_repo(tmp_path / "repo")
+    async with control_plane(tmp_path / "cp") as cp:
+        token = await cp.join_token("a1")
+        async with agent(tmp_path / "a1", "--join", cp.url, "--token", token):
+            await wait_connected(cp.hub, "a1")
+            remote = member(cp.hub, "a1")
+            await deploy(remote, m.Deploy("web", web_settings(repo, free_port())))
+
+            async def updates(count: int) -> None:
+                with trio.fail_after(WAIT):
+                    for _ in range(count):
+                        await remote.updated.wait()
+
+            async def recorded() -> tuple[float, float | None]:
+                ((at, _),) = (await cp.state.snapshots()).values()
+                (record,) = [r for r in await cp.state.instances() if r.name == "a1"]
+                return at, record.last_seen
+
+            await updates(2)  # the one after the deploy's has been recorded too
+            snapshot_at, seen = await recorded()
+            await updates(3)  # metrics rounds: samples, the services unchanged
+            assert remote.services()[0].status is ServiceStatus.RUNNING
+            later_snapshot_at, later_seen = await recorded()
+            assert later_snapshot_at == snapshot_at
+            assert seen is not None
+            assert later_seen is not None
+            assert later_seen > seen
 
 
 @pytest.mark.slow
@@ -322,6 +406,31 @@ async def test_an_agents_services_run_on_untouched_while_its_control_plane_is_ki
             log = await member(cp.hub, "a1").request(m.ReadLogs("web", tail=50))
             assert any("crashing on request" in line.line for line in log.lines)
         assert pids_of_service("web") == restarted
+    finally:
+        assert await a1.stop() == 0
+
+
+async def test_an_agent_is_back_at_once_when_its_control_plane_restarts(tmp_path: Path) -> None:
+    # A control plane restarted (an upgrade, a reboot) is down for a few seconds: its agents
+    # keep dialling every half second meanwhile, and are back moments after it starts, not
+    # after a backoff grown to several seconds.
+    cp_dir = tmp_path / "cp"
+    async with control_plane(cp_dir) as cp:
+        port = int(cp.url.rsplit(":", 1)[1])
+        token = await cp.join_token("a1")
+        a1 = await AgentProcess.start(tmp_path / "a1", "--join", cp.url, "--token", token)
+        try:
+            await wait_connected(cp.hub, "a1")
+        except BaseException:
+            await a1.stop()
+            raise
+    try:
+        await a1.wait_for("the channel to the control plane closed")
+        for _ in range(6):  # down for six dials (the sixth used to wait 15-30 s for the next)
+            await a1.wait_for("cannot reach the control plane")
+        async with control_plane(cp_dir, port) as cp:
+            with trio.fail_after(5):
+                await wait_connected(cp.hub, "a1")
     finally:
         assert await a1.stop() == 0
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dployr.agent.backoff import CAP, FIRST, reconnect_delay
+from dployr.agent.backoff import CAP, FIRST, QUICK, reconnect_delay
 from dployr.cluster.remote import RemoteHandle
 from dployr.logs.values import LogBatch
 from dployr.models import Health, ServiceStatus
@@ -158,10 +158,11 @@ def test_a_log_batch_splits_into_items_frames_within_the_limit() -> None:
 
 def test_the_reconnect_delay_grows_jittered_and_capped() -> None:
     rng = random.Random(7)
-    delays = [reconnect_delay(attempt, rng) for attempt in range(40)]
-    assert FIRST / 2 <= delays[0] <= FIRST
-    assert all(CAP / 2 <= d <= CAP for d in delays[10:])
-    assert len(set(delays[10:])) > 20  # jittered: agents cut off together spread out
+    delays = [reconnect_delay(attempt, rng) for attempt in range(QUICK + 40)]
+    assert all(FIRST / 2 <= d <= FIRST for d in delays[:QUICK])  # quick at first
+    assert FIRST <= delays[QUICK] <= 2 * FIRST  # then doubling
+    assert all(CAP / 2 <= d <= CAP for d in delays[QUICK + 10 :])
+    assert len(set(delays[QUICK + 10 :])) > 20  # jittered: agents cut off together spread out
 
 
 def test_an_update_too_large_for_one_frame_is_split_and_applies_whole() -> None:

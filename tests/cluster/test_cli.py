@@ -49,7 +49,7 @@ async def test_instances_are_added_shown_and_removed(up: Daemon, tmp_path: Path)
         (("instances", "add", "local"), "local"),
         (("instances", "add", "Not_A_Name"), "invalid instance name 'Not_A_Name'"),
         (("instances", "remove", "local"), "local is this control plane's own instance"),
-        (("instances", "remove", "west"), "no instance 'west'"),
+        (("instances", "remove", "west"), "no instance named 'west'"),
         (("instance", "west"), "no instance 'west'"),
     ):
         assert message in (await up.cli(*args)).one_line_error(), args

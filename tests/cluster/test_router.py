@@ -21,6 +21,7 @@ from dployr.protocol.messages import (
     AddInstance,
     Delete,
     Deploy,
+    GetInstance,
     GetService,
     ListInstances,
     ListServices,
@@ -195,6 +196,60 @@ async def test_instances_are_added_listed_and_removed(cluster: Cluster) -> None:
         assert refused.value.code == code, request
     assert (await cluster.router.request(RemoveInstance("north"))).name == "north"
     assert "north" not in [v.name for v in await cluster.router.request(ListInstances())]
+
+
+class Meeting:
+    """Members' list requests held until every member has been asked one."""
+
+    def __init__(self, members: int) -> None:
+        self.members = members
+        self.asked = 0
+        self.everyone = trio.Event()
+
+    async def meet(self) -> None:
+        self.asked += 1
+        if self.asked % self.members == 0:
+            everyone, self.everyone = self.everyone, trio.Event()
+            everyone.set()
+        else:
+            await self.everyone.wait()
+
+
+class MeetsTheOthers:
+    """A member whose lists wait at a meeting of all members (anything else as it is)."""
+
+    def __init__(self, handle: object, meeting: Meeting) -> None:
+        self._handle = handle
+        self._meeting = meeting
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._handle, name)
+
+    async def request(self, request: object) -> object:
+        if isinstance(request, ListServices | GetInstance):
+            await self._meeting.meet()
+        return await self._handle.request(request)  # type: ignore[attr-defined]
+
+
+async def test_a_list_asks_every_member_at_once(cluster: Cluster, tmp_path: Path) -> None:
+    # With 20 agents, a list that asked them one after the other took the sum of their 20
+    # round trips: each member here answers only once all were asked, so such a list never
+    # ends.
+    repo = web_repo(tmp_path / "api")
+    await cluster.deploy(Deploy("api", web_settings(repo, free_port()), instance="east"))
+    meeting = Meeting(2)
+    for name in ("east", "west"):
+        handle = cluster.members.member(name)
+        cluster.members.connect(name, MeetsTheOthers(handle, meeting))  # type: ignore[arg-type]
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(10):
+        assert await cluster.listed() == [("api", "east", False)]
+        views = await cluster.router.request(ListInstances())
+    assert [(v.name, v.state, len(v.services)) for v in views] == [
+        ("local", "connected", 0),
+        ("east", "connected", 1),
+        ("west", "connected", 0),
+    ]
 
 
 async def test_another_router_on_the_same_state_learns_the_placement(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,4 +151,25 @@ async def test_the_instance_s_cgroups_die_when_the_pipe_ends(
     finally:
         warden.close()
         await launcher.stop(process, 0)
+        tree.close(instance)
+
+
+@pytest.mark.parametrize("hierarchy", cgroups.hierarchies(), ids=lambda h: f"v{h.version}")
+async def test_a_warden_with_no_run_left_exits_at_once(hierarchy: cgroups.Hierarchy) -> None:
+    # Every daemon that stops cleanly ends so: its runs' cgroups are gone already. The
+    # warden removes the empty root and exits, without the second of retries it allows
+    # a root whose killed members are still going (a daemon's stop waits for it).
+    instance = f"test-{os.urandom(6).hex()}"
+    tree = cgroups.open_instance(instance, [hierarchy])
+    assert tree is not None
+    warden = Warden()
+    warden.cgroups = tree
+    warden.start()
+    try:
+        started = time.monotonic()
+        warden.close()
+        assert time.monotonic() - started < 0.5  # ten retries a tenth of a second apart: 1 s
+        assert not tree.root.exists()
+    finally:
+        warden.close()
         tree.close(instance)

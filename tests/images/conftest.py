@@ -2,8 +2,9 @@
 
 A registry on loopback (Debian's ``docker-registry``, with a configuration of its own in
 a temporary folder) holds images built in the test run FROM scratch: busybox-static's
-``httpd`` serving a version file on ``$PORT``. The images are built once per test process
-(each xdist worker has its registry and images).
+``httpd`` serving a version file on ``$PORT``. The registry and its images are made once
+per test run, by the first test process that needs them, and shared by the others (xdist's
+workers): the last one out stops the registry and removes the images (:func:`registry`).
 
 podman's store is the machine's, shared by every test process and by anyone else on the
 machine, so nothing here may touch what another run made:
@@ -15,21 +16,29 @@ machine, so nothing here may touch what another run made:
   tags a build ``localhost/dployr/<service>:<deployment>``, a name every instance on the
   machine shares);
 - the clean-up removes this run's images by id (every name they got: tags, pulls by
-  digest, the credentials test's second registry).
+  digest, the credentials test's second registry);
+- the shared images are removed by no test: a test that removes an image (``images
+  prune``, ``--purge-image``, ``podman rmi``) removes one of its own (:func:`push_own`),
+  as another worker may be running a container of a shared one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import attrs
+import psutil
 import pytest
 
 from dployr.engine import podman
@@ -106,12 +115,74 @@ class Registry:
         podman_cmd("push", "--quiet", "--tls-verify=false", pinned, f"{self.repo}:{tag}")
 
 
+def push_own(registry: Registry, folder: Path, version: str, tag: str) -> tuple[str, str]:
+    """Build an image of a test's own (its files: :func:`image_context`) and push it to
+    ``tag`` of the repository; its digest and its id. Only the registry holds it then, as
+    the shared ones: the test removes it (by id, with every name it got)."""
+    context = image_context(folder, version)
+    image_id = podman_cmd("build", "--quiet", "--layers=false", str(context), capture=True)
+    image_id = image_id.strip()
+    digest_file = folder / "digest"
+    try:
+        podman_cmd("push", "--quiet", "--tls-verify=false", "--digestfile", str(digest_file),
+                   image_id, f"{registry.repo}:{tag}")  # fmt: skip
+    finally:
+        podman_cmd("rmi", "--force", "--ignore", image_id, capture=True)
+    return digest_file.read_text().strip(), image_id
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """A loopback registry holding v1, v2 and a crashing image of the test web app."""
+    """A loopback registry holding v1, v2 and a crashing image of the test web app.
+
+    One per test run: xdist's workers share the run's temporary folder (each has a folder
+    of its own in it), where the first one in starts the registry and builds the images
+    and the others find them (``shared.json``, under a lock). Each worker that uses them
+    signs in with its pid; the last one out (a worker that died is counted out) stops the
+    registry and removes the images.
+    """
     if shutil.which("podman") is None or not REGISTRY.exists() or not BUSYBOX.exists():
         pytest.fail(f"the image tests need: apt-get install {podman.PACKAGES} {PACKAGES}")
-    root = tmp_path_factory.mktemp("registry")
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "registry"
+    root.mkdir(exist_ok=True)
+    with _shared(root) as state:
+        if not state:
+            state.update(_start_registry(root))
+        state["users"] = [*_live(state.get("users", [])), os.getpid()]
+        made = Registry(state["host"], state["repo"], state["digests"], Path(state["archive"]))
+    try:
+        yield made
+    finally:
+        with _shared(root) as state:
+            state["users"] = [pid for pid in _live(state["users"]) if pid != os.getpid()]
+            if not state["users"]:
+                _stop_registry(state)
+                state.clear()
+
+
+@contextlib.contextmanager
+def _shared(root: Path) -> Iterator[dict[str, Any]]:
+    """The run's registry as ``shared.json`` says (empty: none runs), under a lock; what
+    the block leaves in it is written back."""
+    with (root / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = root / "shared.json"
+        state = json.loads(path.read_text()) if path.exists() else {}
+        yield state
+        if state:
+            path.write_text(json.dumps(state))
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _live(pids: list[int]) -> list[int]:
+    """The processes of ``pids`` that still run."""
+    return [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+def _start_registry(root: Path) -> dict[str, Any]:
+    """Start a registry in ``root`` and push the images to it; what ``shared.json`` keeps."""
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\n"
@@ -119,18 +190,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         "http:\n  addr: 127.0.0.1:0\n"
         "log:\n  level: info\n"
     )
-    log = root / "registry.log"
-    process = subprocess.Popen(
-        [str(REGISTRY), "serve", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    digests: dict[str, str] = {}
-    built: list[str] = []  # the ids of this run's images, for the clean-up
+    pid, drain, host = _spawn_registry(config, root / "registry.log")
+    state: dict[str, Any] = {"pid": pid, "drain": drain, "built": []}
     try:
-        host = _listening(process, log)
         repo = f"{host}/dployr-tests/web"
+        digests: dict[str, str] = {}
         for version, script in (
             ("v1", SERVE),
             ("v2", SERVE),
@@ -142,7 +206,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             image_id = podman_cmd(
                 "build", "--quiet", "--layers=false", str(context), capture=True
             ).strip()
-            built.append(image_id)
+            state["built"].append(image_id)
             digest_file = root / f"{version}.digest"
             podman_cmd(
                 "push", "--quiet", "--tls-verify=false", "--digestfile", str(digest_file),
@@ -151,20 +215,30 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             digests[version] = digest_file.read_text().strip()
         archive = root / "v1.oci.tar"
         podman_cmd("save", "--quiet", "--format", "oci-archive", "--output", str(archive),
-                   built[0])  # fmt: skip
+                   state["built"][0])  # fmt: skip
         # Only the registry holds them now: a deploy pulls them as from any registry.
-        podman_cmd("rmi", *built, capture=True)
-        yield Registry(host, repo, digests, archive)
-    finally:
-        process.terminate()
-        process.wait(timeout=WAIT)
-        # A pull (by tag, by digest, from the archive or the second registry) gives back
-        # the same image, with its id: removing the ids removes every name they got.
-        if built:
-            subprocess.run(
-                podman.argv("rmi", "--force", "--ignore", *built),
-                check=False, capture_output=True, timeout=WAIT,
-            )  # fmt: skip
+        podman_cmd("rmi", *state["built"], capture=True)
+    except BaseException:
+        _stop_registry(state)
+        raise
+    return {**state, "host": host, "repo": repo, "digests": digests, "archive": str(archive)}
+
+
+def _stop_registry(state: dict[str, Any]) -> None:
+    """Stop the registry (started by this process or another worker) and remove the
+    run's images."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state["pid"], signal.SIGTERM)
+    for pid in (state["pid"], state["drain"]):  # (`cat` ends with the registry's log)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # reaped, if this process started it
+    # A pull (by tag, by digest, from the archive or the second registry) gives back
+    # the same image, with its id: removing the ids removes every name they got.
+    if state["built"]:
+        subprocess.run(
+            podman.argv("rmi", "--force", "--ignore", *state["built"]),
+            check=False, capture_output=True, timeout=WAIT,
+        )  # fmt: skip
 
 
 PACKAGES = "docker-registry busybox-static"
@@ -191,4 +265,57 @@ def _listening(process: subprocess.Popen[bytes], log: Path) -> str:
         assert time.monotonic() < deadline, "".join(seen)
     log.write_text("".join(seen))
     process.stderr.close()
+    raise AssertionError(f"the registry did not start: {''.join(seen)}")
+
+
+def _spawn_registry(config: Path, log: Path) -> tuple[int, int, str]:
+    """Start a registry that may outlive this process (other workers use it): its pid,
+    the pid of the ``cat`` that drains its log to ``log`` once it listens, and where it
+    listens. Spawned without a Popen (which would warn when dropped while it runs)."""
+    read, write = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            REGISTRY,
+            [str(REGISTRY), "serve", str(config)],
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, write, 2),
+            ],
+        )
+    finally:
+        os.close(write)
+    try:
+        address = _address(read, log)
+        # The rest of its log is drained to a file, so the pipe never fills.
+        drain = os.posix_spawn(
+            "/bin/cat",
+            ["cat"],
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, read, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+            ],
+        )
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(read)
+    return pid, drain, address
+
+
+def _address(stderr: int, log: Path) -> str:
+    """Read the registry's log (an unbuffered pipe) up to the line that says where it
+    listens, and not a byte further; where that is."""
+    seen = []
+    with open(stderr, "rb", buffering=0, closefd=False) as lines:
+        for raw in lines:  # (a raw file's lines are read a byte at a time: none read ahead)
+            line = raw.decode(errors="replace")
+            seen.append(line)
+            if "listening on" in line:
+                return line.split("listening on ", 1)[1].split()[0].strip('"')
+    log.write_text("".join(seen))
     raise AssertionError(f"the registry did not start: {''.join(seen)}")

@@ -17,7 +17,7 @@ from dployr.engine import podman
 from tests.cli.conftest import WAIT, Daemon, free_port, http_get
 from tests.cli.test_restarts import next_status
 from tests.helpers import git
-from tests.images.conftest import Registry, image_context, own_name, podman_cmd
+from tests.images.conftest import Registry, image_context, own_name, podman_cmd, push_own
 
 # podman's store is the machine's: each test keeps to images and names of its own (see
 # tests/images/conftest.py), so these run beside the rest of the suite.
@@ -147,30 +147,35 @@ async def test_a_deploy_by_digest_records_that_digest_and_finds_it_in_the_store(
     daemon: Daemon, registry: Registry, tmp_path: Path
 ) -> None:
     # The same image pushed again in another manifest format has a second digest: podman's
-    # store knows it by both once both were pulled, its own digest being the first.
-    first = f"{registry.repo}@{registry.digests['v1']}"
-    podman_cmd("pull", "--quiet", "--tls-verify=false", first)
-    digest_file = tmp_path / "digest"
-    podman_cmd("push", "--quiet", "--tls-verify=false", "--format", "v2s2", "--digestfile",
-               str(digest_file), first, f"{registry.repo}:v1-again")  # fmt: skip
-    again = f"{registry.repo}@{digest_file.read_text().strip()}"
-    assert again != first
-    assert not podman.in_store(again)  # not pulled by that name yet
-    port = free_port()
-    out = await daemon.ok("deploy", "--name", "again", "--image", again, "--port", str(port), *UP)
-    assert "Copying" in out, out  # pulled
-    assert podman.in_store(again)
-    async with daemon.http() as http:
-        (deployment,) = (await http.get("/services/again/deployments")).json()
-    assert deployment["image"] == again, deployment
-    # Deployed again, it is found in the store (no pull), and runs.
-    out = await daemon.ok("deploy", "--name", "again", "--port", str(port), *UP)
-    assert "is in podman's store already" in out, out
+    # store knows it by both once both were pulled, its own digest being the first. (An
+    # image of the test's own: it is removed at the end.)
+    digest, image_id = push_own(
+        registry, tmp_path / "image", "again", f"again-{os.urandom(3).hex()}"
+    )
+    first = f"{registry.repo}@{digest}"
     try:
-        assert await http_get(port, "/version") == "v1\n"
+        podman_cmd("pull", "--quiet", "--tls-verify=false", first)
+        digest_file = tmp_path / "digest"
+        podman_cmd("push", "--quiet", "--tls-verify=false", "--format", "v2s2", "--digestfile",
+                   str(digest_file), first, f"{registry.repo}:v1-again")  # fmt: skip
+        again = f"{registry.repo}@{digest_file.read_text().strip()}"
+        assert again != first
+        assert not podman.in_store(again)  # not pulled by that name yet
+        port = free_port()
+        out = await daemon.ok("deploy", "--name", "again", "--image", again, "--port", str(port),
+                              *UP)  # fmt: skip
+        assert "Copying" in out, out  # pulled
+        assert podman.in_store(again)
+        async with daemon.http() as http:
+            (deployment,) = (await http.get("/services/again/deployments")).json()
+        assert deployment["image"] == again, deployment
+        # Deployed again, it is found in the store (no pull), and runs.
+        out = await daemon.ok("deploy", "--name", "again", "--port", str(port), *UP)
+        assert "is in podman's store already" in out, out
+        assert await http_get(port, "/version") == "again\n"
         await daemon.ok("delete", "again", "--yes")
     finally:
-        podman_cmd("rmi", "--ignore", again, capture=True)  # (the fixture removes the rest)
+        podman_cmd("rmi", "--force", "--ignore", image_id, capture=True)
 
 
 async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
@@ -310,21 +315,26 @@ async def test_delete_keeps_the_image_unless_purge_image_and_prune_removes_unkep
     # A kept release's image is not pruned; deleting with --purge-image removes it.
     assert "0 images removed" in await daemon.ok("images", "prune")
     podman_cmd("image", "exists", f"localhost/dployr/{built}:1")
-    # Five more deploys: the first release is no longer kept, so its image goes.
-    old = f"{registry.repo}@{registry.digests['v1']}"
-    v2 = f"{registry.repo}@{registry.digests['v2']}"
-    await daemon.ok("deploy", "--name", "pruned", "--image", old, "--port", str(port), *UP)
-    for _ in range(5):
-        await daemon.ok("deploy", "--name", "pruned", "--image", v2, "--port", str(port), *UP)
-    out = await daemon.ok("images", "prune")
-    assert f"removed {old}\n1 image removed" in out, out
-    still = await trio.run_process(podman.argv("image", "exists", old), check=False)
-    assert still.returncode == 1
-    podman_cmd("image", "exists", v2)
-    await daemon.ok("delete", built, "--yes", "--purge-image")
-    gone = await trio.run_process(podman.argv("image", "exists", f"localhost/dployr/{built}:1"),
-                                  check=False)  # fmt: skip
-    assert gone.returncode == 1
+    # Five more deploys: the first release is no longer kept, so its image goes (an image
+    # of the test's own: another test may be running the shared ones).
+    digest, image_id = push_own(registry, tmp_path / "old", "old", f"old-{os.urandom(3).hex()}")
+    old = f"{registry.repo}@{digest}"
+    try:
+        v2 = f"{registry.repo}@{registry.digests['v2']}"
+        await daemon.ok("deploy", "--name", "pruned", "--image", old, "--port", str(port), *UP)
+        for _ in range(5):
+            await daemon.ok("deploy", "--name", "pruned", "--image", v2, "--port", str(port), *UP)
+        out = await daemon.ok("images", "prune")
+        assert f"removed {old}\n1 image removed" in out, out
+        still = await trio.run_process(podman.argv("image", "exists", old), check=False)
+        assert still.returncode == 1
+        podman_cmd("image", "exists", v2)
+        await daemon.ok("delete", built, "--yes", "--purge-image")
+        gone = await trio.run_process(podman.argv("image", "exists", f"localhost/dployr/{built}:1"),
+                                      check=False)  # fmt: skip
+        assert gone.returncode == 1
+    finally:  # (removed by the prune, unless the test failed before)
+        podman_cmd("rmi", "--force", "--ignore", image_id, capture=True)
 
 
 async def test_metrics_count_the_container_s_processes(tmp_path: Path, registry: Registry) -> None:

@@ -3,12 +3,14 @@
 Real processes in real cgroups (v2 and the v1 freezer, where this machine has both): a
 held run is in its cgroup before its program can start anything, runs its program only
 once let go, and never if discarded; holds made in many threads at once each land in
-their own cgroup, and the daemon stays in its own.
+their own cgroup, and the daemon stays in its own; runs sharing a barrier start together
+when it opens.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +142,51 @@ async def test_a_held_run_without_a_cgroup_is_the_subreaper_of_what_it_starts(
         await wait_dead(pid)
     finally:
         await launcher.stop(process, 0)
+
+
+async def test_held_runs_sharing_a_barrier_start_only_once_it_opens(
+    tmp_path: Path, instance: str
+) -> None:
+    # Each is given its value first (a write it does not wake for), then one close lets
+    # them all go; one discarded meanwhile is killed, its program never run.
+    env = {**os.environ, "DPLOYR_INSTANCE": instance, "DPLOYR_SERVICE": "many"}
+    barrier = launcher.Barrier()
+    spec = launcher.LaunchSpec('echo "$N"; exec sleep 100000', tmp_path, env)
+    helds = [await launcher.launch_held(spec, name="N", barrier=barrier) for _ in range(5)]
+    unused = await launcher.launch_held(
+        launcher.LaunchSpec(f"touch {tmp_path / 'ran'}", tmp_path, env), name="N", barrier=barrier
+    )
+    try:
+        for number, held in enumerate(helds):
+            held.go(str(number))
+        await unused.discard()
+        assert unused.process.returncode in (-signal.SIGTERM, -signal.SIGKILL)  # killed waiting
+        for held in helds:  # given their values, still held
+            assert psutil.Process(held.process.pid).cmdline()[:2] == ["/bin/sh", "-c"]
+        barrier.open()
+        for number, held in enumerate(helds):
+            assert await line_of(held.process) == f"{number}\n".encode()
+    finally:
+        for held in helds:
+            await launcher.stop(held.process, 0)
+    assert not (tmp_path / "ran").exists()
+    with pytest.raises(ValueError, match="opened"):
+        await launcher.launch_held(spec, name="N", barrier=barrier)
+
+
+async def test_a_held_run_discarded_once_let_go_is_stopped_at_once(
+    tmp_path: Path, instance: str
+) -> None:
+    # Let go, but whoever was to take it over could not (its job stopped meanwhile).
+    env = {**os.environ, "DPLOYR_INSTANCE": instance, "DPLOYR_SERVICE": "nightly"}
+    held = await launcher.launch_held(
+        launcher.LaunchSpec('echo "$N"; exec sleep 100000', tmp_path, env), name="N"
+    )
+    held.go("3")
+    assert await line_of(held.process) == b"3\n"
+    began = trio.current_time()
+    await held.discard()  # (shielded: a fail_after could not cut it short)
+    assert trio.current_time() - began < launcher.KILL_WAIT / 2  # not left 5 s to end
+    assert held.process.returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    assert held.process.cgroup is not None
+    assert not held.process.cgroup.path.exists()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dployr.logs.values import LogLine
 from dployr.models import ServiceStatus
 from dployr.protocol import codec
 from dployr.protocol import messages as m
@@ -42,6 +43,49 @@ def test_every_reply_survives_json_and_back_as_a_rest_body(
     body = json.loads(json.dumps(codec.unstructure(reply)))
     assert "type" not in body or not isinstance(body, dict)  # a REST answer as it was
     assert codec.decode_reply(request_cls, body) == reply
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(values(LogLine), max_size=5))
+def test_the_fast_log_line_paths_say_what_the_codec_says(lines: list[LogLine]) -> None:
+    # A remote follow relays every line a service writes: its encoding and decoding skip
+    # the converter, and must read and write exactly the same JSON.
+    assert codec.encode_log_lines(lines, 1 << 20) == (
+        [",".join(codec.dumps(line) for line in lines)] if lines else []
+    )
+    for line in lines:
+        data = json.loads(codec.dumps(line))
+        assert codec.decode_item(data) == codec.decode(data) == line
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"cursor": 0},
+        {"cursor": True},
+        {"cursor": 1.0},
+        {"ts": "1"},
+        {"stream": "stdin"},
+        {"line": None},
+        {"deployment": -1},
+        {"deployment": False},
+        {"continued": 1},
+        {"extra": 1},
+    ],
+)
+def test_a_log_line_off_the_fast_path_is_read_as_the_codec_reads_it(
+    changed: dict[str, object],
+) -> None:
+    line = LogLine(cursor=3, ts=1.5, stream="stdout", line="hi", deployment=2)
+    data = json.loads(codec.dumps(line)) | changed
+
+    def outcome(decode: Any) -> object:
+        try:
+            return decode(data)
+        except Error as error:
+            return (error.code, error.message)
+
+    assert outcome(codec.decode_item) == outcome(codec.decode)
 
 
 def test_the_feeds_messages_keep_their_documented_shape() -> None:

@@ -48,6 +48,8 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "follow_metrics",
         "--exclude-operation-id",
         "follow_events",
+        "--exclude-operation-id",
+        "agent_channel",
         "--phases",
         "examples,coverage,fuzzing",
         "--max-examples",

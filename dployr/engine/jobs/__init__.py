@@ -4,6 +4,8 @@
 - :mod:`.run` one run's process (``run-<n>``): launch, output, timeout ladder;
 - :mod:`.runner` the job's runs: the rules of :mod:`dployr.schedule` applied, the records
   (:mod:`dployr.store.jobs`), status and health;
+- :mod:`.gate` the instance's start gate: the runs due at one instant recorded in one
+  transaction and let go by one wake-up;
 - the requests about jobs are the protocol's (:mod:`dployr.protocol.messages`): ``GetJob``,
   ``ListRuns``, ``RunJob``, ``ReadRunLogs``; :func:`routes` serves them.
 

@@ -19,24 +19,29 @@ recorded missed.
 
 Starting on time: the scheduler wakes :data:`LEAD` seconds before a due time, and the run
 is spawned then, held before its program (:func:`dployr.engine.os.launcher.launch_held`,
-in a worker thread, its cgroup entered meanwhile); at the due time, once recorded, it is
-let go with one write. So a hundred jobs due in the same second start within
-milliseconds of it (see benchmarks/RESULTS.md), though a spawn and a cgroup move take
-milliseconds each. A held run that is not used (skipped, its job redeployed or stopped
-meanwhile) ends without running its program.
+in a worker thread, its cgroup entered meanwhile), waiting on the barrier of the
+instance's start gate for that instant (:mod:`.gate`); at the due time, the first job to
+wake has the gate decide for every job held for it, record every run that starts in one
+transaction and let them all go with one wake-up. So a hundred jobs due in the same
+second start together, within tens of milliseconds of it (their own execs on the cores;
+see benchmarks/RESULTS.md), though a spawn and a cgroup move take milliseconds each. A
+held run that is not used (skipped, its job redeployed or stopped meanwhile) ends
+without running its program; one let go whose job is stopped before it takes it over
+is stopped.
 
 Status: ``running`` while a run is active, else ``stopped`` (with "next run at ..." as its
 message); health: ``healthy`` after a successful run, ``degraded`` after a failed or
 missed one, and the health webhook receives every failure and miss.
 
-Why one module of ~580 lines: a run's start (held ahead or not), end, timeout and catch-up
-and the job's status change the same records under one set of rules (dployr.schedule holds
-them, pure).
+Why one module of ~670 lines: a run's start (held ahead or not, through the start gate
+or alone), end, timeout and catch-up and the job's status change the same records under
+one set of rules (dployr.schedule holds them, pure).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +52,7 @@ import trio
 
 from dployr.engine import status as st
 from dployr.engine.errors import Conflict, NotDeployed
+from dployr.engine.jobs.gate import Start, State, Ticket, gate_of
 from dployr.engine.jobs.run import Ended, JobProcess, Output, RunSpec, journal_ranges
 from dployr.engine.jobs.scheduler import Scheduler
 from dployr.engine.os import launcher
@@ -126,6 +132,11 @@ class JobRunner:
         """Serialises the decisions about due and asked-for runs (replace waits for a stop)."""
         self._held: dict[float, tuple[Deployment, launcher.Held]] = {}
         """Runs spawned ahead of their due time, held, by due time (see :meth:`_ahead`)."""
+        self._tickets: dict[float, Ticket] = {}
+        """Their places at the instance's start gate, by due time."""
+        self._starting = 0
+        """Runs started through the gate, not taken over yet (counted as active)."""
+        self._gate = gate_of(self.store)
         self._interrupted()
 
     # -- rolling out -------------------------------------------------------------------
@@ -259,18 +270,28 @@ class JobRunner:
         machine too busy for that, the run is launched at its time, as a manual run is);
         ended unrun if unused."""
         deployment = self.deployment
+        ticket = None
+        if deployment is not None:
+            decide = functools.partial(self._decide_at_gate, due)
+            ticket = self._tickets[due] = self._gate.expect(due, self.wall, decide)
         try:
             async with trio.open_nursery() as nursery:
-                if deployment is not None:
-                    nursery.start_soon(self._hold, due, deployment)
+                if deployment is not None and ticket is not None:
+                    nursery.start_soon(self._hold, due, deployment, ticket)
                 yield
                 nursery.cancel_scope.cancel()  # a hold under way ends (its thread finishes)
         finally:
+            if ticket is not None:
+                if self._tickets.get(due) is ticket:
+                    del self._tickets[due]
+                self._gate.leave(ticket)  # (if its instant has not come: no longer due)
+                if ticket.state is State.STARTED and not ticket.taken:
+                    await self._abandon(ticket)
             left = self._held.pop(due, None)
             if left is not None:
                 await left[1].discard()  # shielded
 
-    async def _hold(self, due: float, deployment: Deployment) -> None:
+    async def _hold(self, due: float, deployment: Deployment, ticket: Ticket) -> None:
         service = self.service
         settings = deployment.settings
         service.run_as(settings)
@@ -281,7 +302,7 @@ class JobRunner:
         )
         # If it cannot be held, it is launched at its time, and the error said then.
         with contextlib.suppress(Exception):
-            held = await launcher.launch_held(spec, name="DPLOYR_RUN")
+            held = await launcher.launch_held(spec, name="DPLOYR_RUN", barrier=ticket.barrier)
             self._held[due] = (deployment, held)
 
     async def due(self, scheduled: float, trigger: Trigger) -> None:
@@ -295,15 +316,82 @@ class JobRunner:
             self.deployment = self._active_deployment()
         return await self._fire(None, Trigger.MANUAL)
 
+    def _decide_at_gate(self, due: float) -> Start | None:
+        """Asked by the start gate at ``due``: whether the run due then starts now through
+        it, held (the rules :meth:`_fire` applies; no when this job is busy deciding
+        something else, or the run skips, replaces another, or was not held in time).
+        A yes takes the held process out of :attr:`_held`, and the run counts as active
+        until it is taken over (:meth:`_take_over`)."""
+        deployment = self.deployment
+        if self._lock.locked() or deployment is None:
+            return None
+        options = _options(deployment.settings)
+        if on_due(self._active_count(), options.concurrency) is not Decision.START:
+            return None
+        ready = self._held.get(due)
+        if ready is None or ready[0].id != deployment.id:
+            return None
+        del self._held[due]
+        self._starting += 1
+        return self.service.name, deployment, ready[1]
+
+    def _active_count(self) -> int:
+        return len(self.active) + self._starting
+
+    async def _take_over(self, ticket: Ticket) -> JobRun:
+        """Take over a run the start gate recorded and let go (or could not record)."""
+        assert ticket.start is not None
+        _, deployment, held = ticket.start
+        record, at = ticket.record, ticket.released_at
+        if record is None or at is None:  # the store failed: it was not let go
+            ticket.taken = True
+            self._starting -= 1
+            await held.discard()
+            raise ticket.error or RuntimeError("the run was not recorded")
+        async with self._lock:
+            ticket.taken = True
+            self._starting -= 1  # and in `active` from the first step of _start
+            await self._start(record, deployment, _options(deployment.settings), (held, at))
+        return self._reread(record)
+
+    async def _abandon(self, ticket: Ticket) -> None:
+        """A run let go by the start gate as its job was stopped or redeployed, before it
+        could take the run over: stopped, and its record finished."""
+        assert ticket.start is not None
+        _, deployment, held = ticket.start
+        ticket.taken = True
+        self._starting -= 1
+        await held.discard()  # shielded
+        if ticket.record is not None:
+            message = "stopped as it started: its job was stopped or redeployed"
+            self.store.finish_run(
+                self.service.name,
+                ticket.record.id,
+                status=RunStatus.STOPPED,
+                ended_at=time.time(),
+                exit_code=None,
+                signal=None,
+                message=message,
+                output=[],
+            )
+            self.service.book.system(f"run {ticket.record.id} {message}", deployment=deployment.id)
+
     async def _fire(self, scheduled: float | None, trigger: Trigger) -> JobRun:
         service = self.service
+        if trigger is Trigger.SCHEDULE and scheduled is not None:
+            ticket = self._tickets.get(scheduled)
+            if ticket is not None:
+                self._gate.arrive(ticket)  # lets every run held for it go, if not yet
+                if ticket.state is State.STARTED:
+                    return await self._take_over(ticket)
+                # Not through the gate: decided here, alone (as a run due alone is).
         async with self._lock:
             deployment = self.deployment
             if deployment is None:
                 raise NotDeployed(f"{service.name} has no successful deployment yet: deploy it")
             options = _options(deployment.settings)
-            decision = on_due(len(self.active), options.concurrency)
-            running = ", ".join(f"run {n}" for n in sorted(self.active))
+            decision = on_due(self._active_count(), options.concurrency)
+            running = ", ".join(f"run {n}" for n in sorted(self.active)) or "a run"
             if decision is Decision.SKIP:
                 if trigger is Trigger.MANUAL:
                     raise Conflict(
@@ -336,14 +424,17 @@ class JobRunner:
                 ready = self._held.get(scheduled)
                 if ready is not None and ready[0].id == deployment.id:
                     del self._held[scheduled]
+                    ready[1].go(str(record.id))  # (its barrier is open: the instant came)
                     held = (ready[1], time.time())
-                    held[0].go(str(record.id))
                     # The other runs due now are let go before this one's bookkeeping (not
                     # cancelled here: _start takes the process over, or ends it).
                     await trio.lowlevel.cancel_shielded_checkpoint()
             await self._start(record, deployment, options, held)
-            found = self.store.job_run(service.name, record.id)
-            return record if found is None else found[0]  # with its first line's cursor
+            return self._reread(record)
+
+    def _reread(self, record: JobRun) -> JobRun:
+        found = self.store.job_run(self.service.name, record.id)
+        return record if found is None else found[0]  # with its first line's cursor
 
     async def _start(
         self,

@@ -22,7 +22,8 @@ reaches the process through its ``deliver_cancel`` hook (as trio's ``run_process
 :func:`kill` by default, :func:`terminate` for a grace first.
 
 A job's run due at a known time can be spawned ahead and held before its program
-(:func:`launch_held`): letting it go at its time is one write.
+(:func:`launch_held`): letting it go at its time is one write; many runs due together
+are let go by one close (:class:`Barrier`).
 
 Why one module of ~650 lines: spawn (held or not), run and the one kill ladder share the
 process handle (pidfd, group, cgroup, watcher), and the release, build, health check, git
@@ -185,70 +186,126 @@ async def _prepare(
     return argvs, env, ids
 
 
-_HOLD = 'read -r {name} || exit 125; export {name}; exec "$@" </dev/null'
-"""The shell's part of a held run: wait for the line that lets it go (the value of one
-variable), then become the run's program; end without running it if the line never
-comes (the daemon died: the pipe's write end closed)."""
+_HOLD = (
+    'read -r {name} <&3; exec 3<&-; read -r {name} || exit 125; export {name}; exec "$@" </dev/null'
+)
+"""The shell's part of a held run: wait until its barrier opens (the end of fd 3), then
+for the line that lets it go (the value of one variable, on stdin), then become the run's
+program; end without running it if the line never comes (the daemon died: the write ends
+of both pipes closed)."""
 HELD_UNRELEASED = 125
 """The exit status of a held run that was never let go."""
+
+
+class Barrier:
+    """What held runs let go at the same instant wait on together (:func:`launch_held`):
+    :meth:`open` wakes them all with one ``close``, the end of a pipe each of them reads
+    (a write would wake the readers of a pipe one after another).
+
+    Each run is given its value first (:meth:`Held.go`, a write to a pipe of its own that
+    no one reads yet: it wakes nothing), then the barrier is opened; so a hundred runs
+    are let go by one wake-up, instead of each write taking a core from the daemon while
+    it still has the next ones to write.
+    """
+
+    def __init__(self) -> None:
+        self._read: int | None
+        self._write: int | None
+        self._read, self._write = os.pipe2(os.O_CLOEXEC)
+
+    @property
+    def opened(self) -> bool:
+        """Whether it was opened."""
+        return self._write is None
+
+    def reader(self) -> int:
+        """A new descriptor of its read end, for one spawn (closed by whoever takes it)."""
+        if self._read is None:
+            raise ValueError("the barrier was opened: it holds no one any more")
+        return os.dup(self._read)  # close-on-exec, as every descriptor Python makes
+
+    def open(self) -> None:
+        """Let every run waiting on it go on (once; then a no-op)."""
+        for fd in (self._write, self._read):
+            if fd is not None:
+                os.close(fd)
+        self._read = self._write = None
 
 
 class Held:
     """A run started ahead of time and held before its program (:func:`launch_held`):
     :meth:`go` lets it run, :meth:`discard` ends it unrun."""
 
-    def __init__(self, process: ServiceProcess, gate: int) -> None:
+    def __init__(self, process: ServiceProcess, gate: int, barrier: Barrier, own: bool) -> None:
         self.process = process
         self._gate: int | None = gate
         """The write end of the held shell's stdin: one line lets it go."""
+        self.barrier = barrier
+        """What it waits on before its line (opened by :meth:`go` if it is its own)."""
+        self._own = own
+        self._let_go = False
 
     def go(self, value: str) -> None:
-        """Let the run start its program now, with the held variable set to ``value``
-        (a single line). Costs one write: nothing is spawned or moved here."""
+        """Give the run the value of the held variable (a single line): it starts its
+        program now, or as soon as its barrier opens if that one is shared. Costs one
+        write (and a close): nothing is spawned or moved here."""
         assert self._gate is not None, "a held run is let go once"
         gate, self._gate = self._gate, None
+        self._let_go = True
         try:
             os.write(gate, f"{value}\n".encode())  # a pipe of 64 KiB: never blocks here
         except BrokenPipeError:
             pass  # it was killed meanwhile: its exit says so to whoever waits for it
         finally:
             os.close(gate)
+        if self._own:
+            self.barrier.open()
 
     async def discard(self) -> None:
-        """End the run without starting its program (and remove its cgroup)."""
+        """End the run without starting its program (and remove its cgroup); one already
+        let go is stopped at once."""
         if self._gate is not None:
             os.close(self._gate)  # the shell reads the end of its input: it exits 125
             self._gate = None
+        if self._own:
+            self.barrier.open()
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(KILL_WAIT):  # at once, unless the machine is stalled
-                await self.process.wait()
-            await stop(self.process, 0)  # its cgroup removed (and killed, if it was stalled)
+            if self.barrier.opened and not self._let_go:  # it exits at once (unless stalled)
+                with trio.move_on_after(KILL_WAIT):
+                    await self.process.wait()
+            # (else it waits for a shared barrier, or it runs: it is stopped now)
+            await stop(self.process, 0)  # its cgroup removed (and killed, if still there)
             await self.process.stdout.aclose()
             await self.process.stderr.aclose()
 
 
-async def launch_held(spec: LaunchSpec, *, name: str) -> Held:
+async def launch_held(spec: LaunchSpec, *, name: str, barrier: Barrier | None = None) -> Held:
     """Start a run of ``spec`` now but hold it before its program runs: it waits for
-    :meth:`Held.go`, which gives the environment variable ``name`` its value.
+    :meth:`Held.go`, which gives the environment variable ``name`` its value, and for
+    ``barrier`` to open, if given (else it has one of its own, opened by the ``go``).
 
     For a run due at a known time (a job's): the costly parts of a start, the spawn and
     the step into its cgroup, happen before that time, in a worker thread (they do not
     hold up the event loop, and several runs' kernel waits overlap), and starting it at
-    its time is one write. What runs is ``/bin/sh -c <hold> sh <the run's argv>``: a
-    shell that reads one line on its stdin, then execs the program (stdin then
-    ``/dev/null``, as for :func:`launch`); its pid, group and session are the run's.
-    The process is moved into its cgroup while the shell waits, before the program can
-    run, so all the program starts is in it (the daemon itself is not moved: that is
-    what lets holds be made in several threads at once). If the line never comes, the
-    shell exits with :data:`HELD_UNRELEASED`. A program that cannot be run fails as the
-    shell's ``exec`` says (127 or 126).
+    its time is one write, or for many runs due together, one write each and one close.
+    What runs is ``/bin/sh -c <hold> sh <the run's argv>``: a shell that waits for the
+    end of its fd 3 (the barrier), reads one line on its stdin, then execs the program
+    (stdin then ``/dev/null``, as for :func:`launch`); its pid, group and session are
+    the run's. The process is moved into its cgroup while the shell waits, before the
+    program can run, so all the program starts is in it (the daemon itself is not
+    moved: that is what lets holds be made in several threads at once). If the line
+    never comes, the shell exits with :data:`HELD_UNRELEASED`. A program that cannot be
+    run fails as the shell's ``exec`` says (127 or 126).
     """
     if not name.isidentifier() or not name.isascii():
         raise ValueError(f"not a variable name: {name!r}")
     await trio.lowlevel.checkpoint()
+    own = barrier is None
+    shared = Barrier() if barrier is None else barrier
     argvs, env, ids = await _prepare(spec, None)
     argv = ["/bin/sh", "-c", _HOLD.format(name=name), "sh", *argvs[0]]
     gate_read, gate_write = os.pipe2(os.O_CLOEXEC)
+    waits_on = shared.reader()
     label = spec.env.get("DPLOYR_SERVICE", "run")
     try:
         started = await trio.to_thread.run_sync(
@@ -258,7 +315,7 @@ async def launch_held(spec: LaunchSpec, *, name: str) -> Held:
                 cwd=spec.cwd,
                 env=env,
                 label=label,
-                listen_fd=None,
+                listen_fd=waits_on,  # its fd 3
                 ids=ids,
                 stdin=gate_read,
                 adopt=True,
@@ -266,10 +323,13 @@ async def launch_held(spec: LaunchSpec, *, name: str) -> Held:
         )
     except BaseException:
         os.close(gate_write)
+        if own:
+            shared.open()
         raise
     finally:
         os.close(gate_read)
-    return Held(ServiceProcess(*started), gate_write)
+        os.close(waits_on)
+    return Held(ServiceProcess(*started), gate_write, shared, own)
 
 
 async def launch_program(argv: list[str], env: Mapping[str, str], *, label: str) -> ServiceProcess:
@@ -308,6 +368,7 @@ def _spawn_run(
     adopt: bool = False,
 ) -> tuple[subprocess.Popen[bytes], int, int, Cgroup | None]:
     """:func:`_start`'s spawn: the process, its stdout and stderr read ends, its cgroup.
+    ``listen_fd`` becomes the child's fd 3 (a listening socket, or a held run's barrier).
     Blocking, and safe in a worker thread with ``adopt``: the process is then spawned
     where the daemon is and moved into its cgroup after (:meth:`Cgroup.adopt`; only for
     a process that cannot start others yet, a held one), instead of born there by the

@@ -57,7 +57,8 @@ case "$1" in
 esac 2>/dev/null
 if [ -n "$2" ]; then  # the killed take a moment to go; a later daemon removes what stays
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        rmdir "$2"/*/ "$2" 2>/dev/null && break
+        rmdir "$2"/*/ "$2" 2>/dev/null
+        [ -d "$2" ] || break  # (rmdir fails on the unmatched glob of a root left empty)
         sleep 0.1
     done
 fi

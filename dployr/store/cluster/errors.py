@@ -1,7 +1,8 @@
 """Errors the control plane's cluster state raises on purpose, each with a message a user can
-act on. They are store errors (or, for a refused value, spec errors), so that the instance
-handle's table of error codes maps them: exists → conflict, unknown → not_found, a refused
-name or value → invalid; an invalid join token is refused at the agents' door (401).
+act on. They are store errors (or, for a refused value, spec errors), mapped by the store's
+table of error codes (:data:`dployr.store.codes.ERROR_CODES`): exists → conflict, unknown
+→ not_found, a refused name, value or join token → invalid (the agents' door answers 401),
+a lost leadership → unavailable.
 """
 
 from __future__ import annotations

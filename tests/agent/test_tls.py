@@ -1,0 +1,148 @@
+"""A control plane served over TLS by ``dployr up --tls-cert/--tls-key``: agents join over
+https and dial wss, verifying its certificate; the CLI talks https to it, on its machine
+and from another; a certificate or key it cannot serve is one line at start."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.agent.conftest import agent
+from tests.cli.conftest import Daemon, clean_env, free_port, run_cli, start_up
+from tests.helpers import PYTHON, web_repo
+from tests.tls import self_signed
+
+AGENT_ARGS = ("--service-host", "127.0.0.1", "--shared-user")
+
+
+@pytest.mark.slow
+async def test_an_agent_joins_a_tls_control_plane_over_wss_and_runs_a_deploy(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    plane = await Daemon.start(tmp_path / "plane", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert plane.url.startswith("https://127.0.0.1:"), plane.banner
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=trusted, timeout=20) as http:
+            assert (await http.get(f"{plane.url}/healthz")).status_code == 200
+            dashboard = await http.get(f"{plane.url}/", follow_redirects=True)
+            assert dashboard.status_code == 200
+            assert "text/html" in dashboard.headers["content-type"]
+        # The CLI on the control plane's machine trusts the certificate it serves.
+        added = await plane.cli("instances", "add", "east")
+        assert added.code == 0, added
+        token = added.out.strip()
+        assert f"--join {plane.url} --token {token} --ca cert.pem\n" in added.err
+        assert f"with a copy of {cert} (the certificate this control plane serves)" in added.err
+        async with agent(
+            tmp_path / "east", "--join", plane.url, "--token", token, "--ca", str(cert)
+        ) as east:
+            await east.wait_for(f"connected to the control plane {plane.url}")
+            port = free_port()
+            await plane.ok(
+                "deploy", "--name", "api", "--remote", str(web_repo(tmp_path / "repo")),
+                "--run-cmd", f"{PYTHON} app.py", "--port", str(port), "--min-uptime", "0.3",
+                "--instance", "east",
+            )  # fmt: skip
+            async with httpx.AsyncClient(timeout=20) as http:
+                assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("hello")
+
+            # The CLI of another machine: --server https://... verified against --ca.
+            remote = ("--server", plane.url, "--token", plane.token)
+            listed = await run_cli(*remote, "--ca", str(cert), "--json", "list", env=clean_env())
+            assert listed.code == 0, listed
+            assert [(s["name"], s["instance"]) for s in json.loads(listed.out)] == [("api", "east")]
+            for command in (("list",), ("logs", "api", "--follow")):
+                untrusted = await run_cli(*remote, *command, env=clean_env())
+                assert "certificate verify failed" in untrusted.one_line_error()
+            plain = await run_cli(
+                "--server", plane.url.replace("https://", "http://"), "--token", plane.token,
+                "list", env=clean_env(),
+            )  # fmt: skip
+            assert "use https://" in plain.one_line_error()
+        kept = json.loads((tmp_path / "east" / "agent.json").read_text())
+        assert (kept["url"], kept["ca"]) == (plane.url, str(cert))
+    finally:
+        code, _ = await plane.stop()
+        assert code == 0
+
+
+@pytest.mark.slow
+async def test_an_agent_refuses_a_control_plane_its_ca_does_not_vouch_for_and_keeps_dialling(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    other, _ = self_signed(tmp_path / "other")
+    plane = await Daemon.start(tmp_path / "plane", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        added = await plane.cli("instances", "add", "east")
+        assert added.code == 0, added
+        token = added.out.strip()
+        # Joining with the wrong certificate pinned: refused in one line, the token not spent.
+        refused = await run_cli(
+            "agent", *AGENT_ARGS, "--data-dir", str(tmp_path / "east"),
+            "--join", plane.url, "--token", token, "--ca", str(other), env=clean_env(),
+        )  # fmt: skip
+        assert "certificate verify failed" in refused.one_line_error()
+        # An http:// URL to it: refused in one line too, saying what to do.
+        plain = await run_cli(
+            "agent", *AGENT_ARGS, "--data-dir", str(tmp_path / "east"),
+            "--join", plane.url.replace("https://", "http://"), "--token", token,
+            env=clean_env(),
+        )  # fmt: skip
+        assert "https://" in plain.one_line_error()
+
+        async with agent(
+            tmp_path / "east", "--join", plane.url, "--token", token, "--ca", str(cert)
+        ) as east:
+            await east.wait_for("connected to the control plane")
+        # Started again with another certificate pinned: every dial is refused, and it
+        # goes on dialling (its services would run on meanwhile).
+        async with agent(tmp_path / "east", "--ca", str(other)) as east:
+            for _ in range(2):
+                line = await east.wait_for("cannot reach the control plane")
+                assert "certificate verify failed" in line
+                assert "dialling again in" in line
+            assert not any("connected to the control plane" in seen for seen in east.lines)
+    finally:
+        code, _ = await plane.stop()
+        assert code == 0
+
+
+async def test_a_certificate_or_key_it_cannot_serve_is_one_line_at_start(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    _, other_key = self_signed(tmp_path / "other")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    locked = tmp_path / "locked.pem"  # OpenSSL would ask for its password on the tty
+    key_pem = serialization.load_pem_private_key(key.read_bytes(), None)
+    locked.write_bytes(
+        key_pem.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    cases = [
+        (("--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(key)), "cannot read"),
+        (("--tls-cert", str(cert), "--tls-key", str(other_key)), "the key is not the cert"),
+        (("--tls-cert", str(junk), "--tls-key", str(key)), "is not a PEM certificate"),
+        (("--tls-cert", str(cert), "--tls-key", str(cert)), "is not a PEM private key"),
+        (("--tls-cert", str(cert), "--tls-key", str(locked)), "is encrypted"),
+        (("--tls-cert", str(cert)), "--tls-cert and --tls-key go together"),
+    ]
+    for number, (args, expected) in enumerate(cases):
+        data = tmp_path / f"data-{number}"
+        process, lines = await start_up(data, *args)
+        assert await process.wait() != 0, (args, lines)
+        err = (tmp_path / f"data-{number}.stderr").read_text()
+        assert len(err.splitlines()) == 1, (args, err)
+        assert err.startswith("error: "), (args, err)
+        assert expected in err, (args, err)
+        assert not (data / "daemon.json").exists()
