@@ -9,8 +9,9 @@ each scheduled ``* * * * *`` with a run command that prints the time it started
   from 15 s to 45 s after a boundary, when no run is due or running, as a percentage
   of one core;
 * **start skew**: for every scheduled run, minus its due time: when dployr recorded it
-  (before the spawn), when dployr had spawned it (the "run N started" line), and when its
-  process printed the time, read back from the run's lines
+  (before it could start), when dployr let it go (the "run N started" line: its process
+  was spawned ahead and held; with every run due then, it is let go by one close), and
+  when its process printed the time, read back from the run's lines
   (``GET /services/{name}/runs/{n}/logs``).
 
 Targets: idle CPU ≤ 0.1 %, start skew p99 ≤ 50 ms.

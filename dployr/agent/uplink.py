@@ -41,6 +41,7 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
+    ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
@@ -51,6 +52,7 @@ from dployr.agent import known
 from dployr.agent.backoff import QUICK, reconnect_delay
 from dployr.agent.credential import Credential, check_url, reason
 from dployr.agent.outbox import Outbox
+from dployr.agent.uploads import Received
 from dployr.engine.handle import error_of
 from dployr.errors import DployrError
 from dployr.metrics import InstanceSample
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dployr.agent")
 
-CAPABILITIES = ("calls", "updates", "logs", "changes", "metrics", "supervision")
+CAPABILITIES = ("calls", "updates", "logs", "changes", "metrics", "supervision", "uploads")
 SETTLE = 0.2
 """Seconds an Update waits after a change for the next ones: one Update for a burst."""
 HELLO_WAIT = 10.0
@@ -128,6 +130,8 @@ class Uplink:
         self._handle = instance.handle
         self._outbox = outbox
         self._credential = credential
+        self._uploads = Received(instance.config.data_dir / "uploads", credential.instance)
+        """The folders the control plane uploads (dployr/agent/uploads.py)."""
         credential.ssl_context()  # a CA file it cannot use fails here, at start
         self.epoch = secrets.token_hex(8)
         """This run's boot epoch: a control plane that sees another knows the agent
@@ -253,7 +257,11 @@ class Uplink:
         except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as error:
             if acked:
                 return f"the channel to the control plane closed: {_describe(error)}"
-            raise _Failed(f"cannot reach the control plane: {_describe(error)}") from None
+            hint = ""
+            if context is None and isinstance(error, HandshakeError | ConnectionClosed):
+                # A TLS server hangs up on a plain handshake: it never gets an answer.
+                hint = " (if it serves https, give --join https://... once)"
+            raise _Failed(f"cannot reach the control plane: {_describe(error)}{hint}") from None
         except ProtocolFault as fault:
             if acked:
                 return f"closed the channel to the control plane: {fault}"
@@ -364,6 +372,8 @@ class Uplink:
             self._outbox.forget(frame.id)
         elif isinstance(frame, w.Ping):
             await send.send(w.encode_frame(w.Pong(frame.seq)))
+        elif isinstance(frame, w.UploadChunk):
+            await send.send(await self._uploads.take(frame))
         elif isinstance(frame, w.Subscribe):
             if frame.sub in subscriptions:
                 raise ProtocolFault(f"subscription {frame.sub} is already open")
@@ -410,7 +420,8 @@ class Uplink:
 
     async def _carry_out(self, call: w.Call, link: _Link) -> None:
         try:
-            reply = await self._handle.request(call.request)
+            # A deploy of an uploaded folder: unpacked here, then deployed as a folder.
+            reply = await self._handle.request(await self._uploads.resolve(call.request))
             result = w.Result(call.id, reply=codec.unstructure(reply))
         except Exception as exc:  # an Error, or the engine's: every one answers the Call
             result = w.Result(call.id, error=error_of(exc))
@@ -601,6 +612,8 @@ def _first(error: BaseException) -> BaseException:
 
 
 def _describe(error: BaseException) -> str:
+    if isinstance(error, ConnectionTimeout):
+        return "no answer to the WebSocket handshake in time"
     if isinstance(error, ConnectionClosed):
         return f"the channel closed ({error.reason})"
     if isinstance(error, trio.TooSlowError):

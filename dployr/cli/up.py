@@ -12,6 +12,27 @@ from dployr.cli._engine import engine_config, engine_options
 from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
 
 
+class _Size(click.ParamType[int]):
+    """A size in bytes: a whole number, or one with K, M or G (KiB, MiB, GiB)."""
+
+    name = "size"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        shift = {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+        number = text[:-1] if shift else text
+        if not number.isdigit() or int(number) == 0:
+            self.fail(f"{value!r} is not a size (200M, 1G, 500K or bytes)", param, ctx)
+        return int(number) << shift
+
+
+SIZE = _Size()
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -60,6 +81,13 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     "--instance goes to the least loaded connected agent.",
 )
 @click.option(
+    "--max-upload",
+    type=SIZE,
+    default="200M",
+    show_default=True,
+    help="The largest folder `dployr deploy` may upload, packed (K, M or G: KiB, MiB, GiB).",
+)
+@click.option(
     "--advertise",
     metavar="URL",
     callback=lambda _ctx, _param, value: _check_advertise(value),
@@ -81,6 +109,7 @@ async def up(
     shared_user: bool,
     database: str | None,
     local_services: bool,
+    max_upload: int,
     advertise: str | None,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
@@ -107,7 +136,12 @@ async def up(
             tls_cert=_absolute(tls_cert),
             tls_key=_absolute(tls_key),
         ),
-        daemon=DaemonConfig(database=database, local_services=local_services, advertise=advertise),
+        daemon=DaemonConfig(
+            database=database,
+            local_services=local_services,
+            max_upload=max_upload,
+            advertise=advertise,
+        ),
     )
 
     async def serve() -> None:

@@ -223,7 +223,7 @@ class AgentHub:
         handle = self._handle_of(name)
         await channel.send(w.encode_frame(self._ack(name)))
         self._sessions[name] = session
-        handle.attach(session.outgoing)
+        handle.attach(session.outgoing, hello.capabilities)
         self._changed()
         log.info(
             "instance %s connected from %s (dployr %s, epoch %s)",
@@ -325,6 +325,8 @@ class AgentHub:
                 handle.on_ended(frame)
             elif isinstance(frame, w.Pong):
                 pass
+            elif isinstance(frame, w.UploadAck):
+                handle.uploads.on_ack(frame)
             else:
                 raise _Closing(
                     CLOSE_POLICY,

@@ -35,6 +35,7 @@ from dployr import __version__
 from dployr.cluster import ClusterHandle
 from dployr.cluster.hub import AgentHub
 from dployr.cluster.peers import Peers, default_url
+from dployr.cluster.uploads import Uploads
 from dployr.config import DployrConfig
 from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
 from dployr.daemon.paths import DataDir
@@ -100,8 +101,14 @@ async def run(
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
             hub = AgentHub(state)  # the agents: docs/agent-protocol.md
+            # Folders the CLI uploads, until a deploy takes them (dployr/cluster/uploads.py).
+            uploads = Uploads(data.root / "uploads", max_size=config.daemon.max_upload)
             cluster = ClusterHandle(
-                instance.handle, hub, state, local_services=config.daemon.local_services
+                instance.handle,
+                hub,
+                state,
+                local_services=config.daemon.local_services,
+                uploads=uploads,
             )
             gateway = Gateway(
                 cluster,
@@ -112,6 +119,7 @@ async def run(
                 door=hub,  # agents join and dial in (dployr/gateway/agents.py)
                 tls_cert=config.gateway.tls_cert,
                 tls_key=config.gateway.tls_key,
+                uploads=uploads,
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             # This control plane among those sharing the state; the leader's work.

@@ -9,7 +9,7 @@ import functools
 from typing import Any
 
 from dployr import __version__
-from dployr.gateway import access, api, instances, jobs
+from dployr.gateway import access, api, instances, jobs, uploads
 from dployr.models import (
     ENV_KEY,
     MAX_COMMAND,
@@ -685,6 +685,7 @@ def document() -> dict[str, Any]:
         paths[api.PREFIX + path] = {"get": operation}
     for path, operations in AGENT_DOOR.items():
         paths[api.PREFIX + path] = operations
+    paths[uploads.UPLOADS_PATH] = {"post": uploads.OPERATION}
     paths[api.PREFIX + "/openapi.json"] = {
         "get": {
             "summary": "This document",
@@ -705,7 +706,13 @@ def document() -> dict[str, Any]:
         "info": {"title": "dployr", "version": __version__},
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": {**SCHEMAS, **access.SCHEMAS, **jobs.SCHEMAS, **instances.SCHEMAS},
+            "schemas": {
+                **SCHEMAS,
+                **access.SCHEMAS,
+                **jobs.SCHEMAS,
+                **instances.SCHEMAS,
+                **uploads.SCHEMAS,
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "agent": {

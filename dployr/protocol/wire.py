@@ -19,6 +19,8 @@ describes the exchange; in short:
 * :class:`Ping` / :class:`Pong` keep the channel's heartbeat;
 * :class:`ControlPlanes` tells the agent every control plane sharing the cluster (as the
   hello_ack did) when they change: the agent keeps a channel to each.
+* :class:`UploadChunk` carries a folder uploaded to the control plane to the agent that
+  builds it, a part at a time; :class:`UploadAck` says how much of it the agent holds.
 
 Pure: no trio, no sockets. :func:`decode_frame` refuses what is not a valid frame of at
 most :data:`MAX_FRAME` bytes with an ``invalid`` :class:`~dployr.protocol.errors.Error`.
@@ -51,6 +53,9 @@ channel. Log lines are split over several :class:`Items` frames to stay within i
 ITEMS_CHARS: Final = 2**16
 """The most characters of the items of one :class:`Items` frame the agent sends (at least
 one item): small frames keep a follower's latency low and the channel shared fairly."""
+
+UPLOAD_CHUNK: Final = 2**18
+"""The most bytes of an upload one :class:`UploadChunk` carries (base64: a third more)."""
 
 HEARTBEAT: Final = 5.0
 """Seconds between the control plane's pings."""
@@ -236,6 +241,29 @@ class Pong:
     seq: int = attrs.field(validator=_count)
 
 
+@attrs.frozen
+class UploadChunk:
+    """Bytes ``offset``... of upload ``upload`` (``size`` bytes in all, whose SHA-256 is
+    ``sha256``), base64-encoded in ``data``: the agent keeps them until the upload is whole
+    and answers :class:`UploadAck`."""
+
+    upload: str = attrs.field(validator=_id)
+    offset: int = attrs.field(validator=_count)
+    size: int = attrs.field(validator=_count)
+    sha256: str = attrs.field(validator=_id)
+    data: str
+
+
+@attrs.frozen
+class UploadAck:
+    """The agent holds the first ``received`` bytes of upload ``upload`` (all of them, and
+    checked, when it equals the size), or it cannot take it (``error``)."""
+
+    upload: str = attrs.field(validator=_id)
+    received: int = attrs.field(validator=_count)
+    error: Error | None = None
+
+
 Frame = (
     Hello
     | HelloAck
@@ -251,6 +279,8 @@ Frame = (
     | Ping
     | Pong
     | ControlPlanes
+    | UploadChunk
+    | UploadAck
 )
 
 FRAME_TAGS: Final[dict[type, str]] = {
@@ -268,6 +298,8 @@ FRAME_TAGS: Final[dict[type, str]] = {
     Ping: "ping",
     Pong: "pong",
     ControlPlanes: "control_planes",
+    UploadChunk: "upload",
+    UploadAck: "upload_ack",
 }
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in FRAME_TAGS.items()}
 

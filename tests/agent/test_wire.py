@@ -3,6 +3,7 @@ with an ``invalid`` Error (one line), and a frame over the size limit never gets
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from typing import Any
@@ -70,6 +71,20 @@ FRAMES: dict[type, st.SearchStrategy[Any]] = {
     w.Ping: st.builds(w.Ping, counts),
     w.Pong: st.builds(w.Pong, counts),
     w.ControlPlanes: st.builds(w.ControlPlanes, control_planes),
+    w.UploadChunk: st.builds(
+        w.UploadChunk,
+        st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+        counts,
+        counts,
+        st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+        st.binary(max_size=64).map(lambda data: base64.b64encode(data).decode()),
+    ),
+    w.UploadAck: st.builds(
+        w.UploadAck,
+        st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+        counts,
+        st.none() | values(Error),
+    ),
 }
 
 
