@@ -115,7 +115,7 @@ async def run(
         outbox = Outbox(data.root / OUTBOX_FILE)
         try:
             instance = Instance(attrs.evolve(config.engine, name=joined.instance), store)
-            uplink = Uplink(instance, outbox, joined, say=say)
+            uplink = Uplink(instance, outbox, joined, say=say, data_dir=data.root)
             root = Supervisor(
                 "agent",
                 [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncclick as click
 
@@ -86,6 +87,14 @@ SIZE = _Size()
     show_default=True,
     help="The largest folder `dployr deploy` may upload, packed (K, M or G: KiB, MiB, GiB).",
 )
+@click.option(
+    "--advertise",
+    metavar="URL",
+    callback=lambda _ctx, _param, value: _check_advertise(value),
+    help="The URL agents reach this control plane at, told to every agent (with several "
+    "control planes on one --database, each dials every one) [default: the API's URL; "
+    "with --host 0.0.0.0, this machine's host name].",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -101,6 +110,7 @@ async def up(
     database: str | None,
     local_services: bool,
     max_upload: int,
+    advertise: str | None,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -127,7 +137,10 @@ async def up(
             tls_key=_absolute(tls_key),
         ),
         daemon=DaemonConfig(
-            database=database, local_services=local_services, max_upload=max_upload
+            database=database,
+            local_services=local_services,
+            max_upload=max_upload,
+            advertise=advertise,
         ),
     )
 
@@ -141,3 +154,13 @@ async def up(
 def _absolute(path: Path | None) -> Path | None:
     """``path`` made absolute: daemon.json names the certificate for a CLI run anywhere."""
     return None if path is None else path.expanduser().absolute()
+
+
+def _check_advertise(url: str | None) -> str | None:
+    """``--advertise``: an http:// or https:// URL with a host, without a trailing slash."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (with a host)")
+    return url.rstrip("/")

@@ -176,9 +176,14 @@ class RemoteFeed(Generic[T]):
 class RemoteHandle:
     """An agent's instance as an InstanceHandle (see the module)."""
 
-    def __init__(self, name: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self, name: str, *, timeout: float = REQUEST_TIMEOUT, call_prefix: str = ""
+    ) -> None:
         self._name = name
         self.timeout = timeout
+        self._call_prefix = call_prefix
+        """What this control plane's Call ids start with (its id): two control planes'
+        Calls to one agent never share an id."""
         self._outgoing: Outgoing | None = None
         # Invariant: `_outgoing` is the attached channel's queue, or None while away.
         self._pending: dict[str, _Pending] = {}
@@ -300,7 +305,7 @@ class RemoteHandle:
         if isinstance(request, ReadLogs) and (request.max_text or LOG_PAGE_CHARS) >= LOG_PAGE_CHARS:
             # A page within one frame however its lines encode; the reader reads on.
             request = attrs.evolve(request, max_text=LOG_PAGE_CHARS)  # type: ignore[assignment]
-        call = secrets.token_hex(12)
+        call = self._call_prefix + secrets.token_hex(12)
         pending = _Pending(w.encode_frame(w.Call(call, request)))
         self._pending[call] = pending
         try:

@@ -660,7 +660,8 @@ AGENT_DOOR: dict[str, dict[str, Any]] = {
                 'token. Frames, each a JSON object with a "type": the agent sends `hello` '
                 "first, the control plane answers `hello_ack`; then `call` / `result` / "
                 "`ack`, `update`, `subscribe` / `items` / `gap` / `ended` / `unsubscribe`, "
-                "`ping` / `pong` (docs/agent-protocol.md). Close codes: 1008 a malformed "
+                "`ping` / `pong`, `control_planes` (every control plane sharing the cluster: "
+                "the agent dials each) (docs/agent-protocol.md). Close codes: 1008 a malformed "
                 "frame, 4403 credential revoked, 4408 silent too long, 4409 replaced.",
                 service=False,
             ),

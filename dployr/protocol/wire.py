@@ -17,6 +17,8 @@ describes the exchange; in short:
   supervision); the agent answers :class:`Items` and :class:`SubscriptionGap`, and
   :class:`Ended` when it ends it; :class:`Unsubscribe` closes it;
 * :class:`Ping` / :class:`Pong` keep the channel's heartbeat;
+* :class:`ControlPlanes` tells the agent every control plane sharing the cluster (as the
+  hello_ack did) when they change: the agent keeps a channel to each.
 * :class:`UploadChunk` carries a folder uploaded to the control plane to the agent that
   builds it, a part at a time; :class:`UploadAck` says how much of it the agent holds.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Final, Literal, Protocol, get_args
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -89,6 +92,24 @@ class Hello:
     numbers and subscriptions started again."""
 
 
+def _url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        parts = urlsplit(value) if len(value) <= 2000 else None
+    except ValueError:  # a bracketed host that is not an IPv6 address
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SpecError(f"{attribute.name} must be an http:// or https:// URL")
+
+
+@attrs.frozen
+class ControlPlane:
+    """One of the control planes sharing the cluster: its id (new at each of its starts)
+    and the URL agents reach it at."""
+
+    id: str = attrs.field(validator=_id)
+    url: str = attrs.field(validator=_url)
+
+
 @attrs.frozen
 class HelloAck:
     """The control plane accepts the agent."""
@@ -97,6 +118,19 @@ class HelloAck:
     protocol: int
     heartbeat: float
     """Seconds between pings: the agent takes the channel for dead after three missed."""
+    control_plane: str | None = None
+    """This control plane's id (:class:`ControlPlane`)."""
+    control_planes: tuple[ControlPlane, ...] = ()
+    """Every control plane of the cluster, this one included: the agent keeps a channel
+    to each."""
+
+
+@attrs.frozen
+class ControlPlanes:
+    """The control planes of the cluster changed (one started, or was forgotten): every
+    one, as in :attr:`HelloAck.control_planes`."""
+
+    control_planes: tuple[ControlPlane, ...]
 
 
 @attrs.frozen
@@ -244,6 +278,7 @@ Frame = (
     | Unsubscribe
     | Ping
     | Pong
+    | ControlPlanes
     | UploadChunk
     | UploadAck
 )
@@ -262,6 +297,7 @@ FRAME_TAGS: Final[dict[type, str]] = {
     Unsubscribe: "unsubscribe",
     Ping: "ping",
     Pong: "pong",
+    ControlPlanes: "control_planes",
     UploadChunk: "upload",
     UploadAck: "upload_ack",
 }

@@ -165,7 +165,7 @@ class StartGate:
         finally:
             # Read before the close: the close wakes them all, and they may take the
             # daemon's core for a while.
-            released_at = time.time()
+            started_at, released_at = instant.wall(), time.time()
             instant.barrier.open()
             instant.released_at = released_at
             for one in started:
@@ -177,7 +177,7 @@ class StartGate:
         ]
         if runs:
             with contextlib.suppress(StoreError):  # (they run on; their start is unknown)
-                self.store.due_runs_started(runs, started_at=instant.wall())
+                self.store.due_runs_started(runs, started_at=started_at)
 
     def _forget(self, instant: Instant) -> None:
         if self._instants.get(instant.due) is instant:
