@@ -56,7 +56,7 @@ async def test_the_first_job_due_lets_every_run_held_for_that_instant_go(
     asked: list[str] = []
 
     def starts(name: str) -> Decide:
-        def decide() -> tuple[str, Deployment, launcher.Held] | None:
+        def decide(final: bool) -> tuple[str, Deployment, launcher.Held] | None:
             asked.append(name)
             return (name, deployment(name), helds[name]) if name in helds else None
 
@@ -110,7 +110,7 @@ async def test_a_run_declined_at_the_gate_goes_alone_once_its_job_decided(
 ) -> None:
     due = time.time()
     gate = StartGate(store)
-    busy = gate.expect(due, time.time, lambda: None)  # its job is busy at the due time
+    busy = gate.expect(due, time.time, lambda final: None)  # its job is busy at the due time
     held = await held_run(tmp_path, busy.barrier)
     try:
         gate.arrive(busy)
@@ -125,11 +125,11 @@ async def test_a_run_declined_at_the_gate_goes_alone_once_its_job_decided(
 async def test_an_instant_every_job_gave_up_is_forgotten(store: Store) -> None:
     due = time.time() + 60
     gate = StartGate(store)
-    tickets = [gate.expect(due, time.time, lambda: None) for _ in range(2)]
+    tickets = [gate.expect(due, time.time, lambda final: None) for _ in range(2)]
     for ticket in tickets:
         gate.leave(ticket)
     assert tickets[0].barrier.opened
-    again = gate.expect(due, time.time, lambda: None)  # a job deployed again meanwhile
+    again = gate.expect(due, time.time, lambda final: None)  # a job deployed again meanwhile
     assert again.instant is not tickets[0].instant
     assert not again.barrier.opened
     gate.leave(again)
@@ -138,16 +138,15 @@ async def test_an_instant_every_job_gave_up_is_forgotten(store: Store) -> None:
 async def test_runs_are_recorded_just_before_their_instant_and_let_go_at_it(
     store: Store, tmp_path: Path
 ) -> None:
-    # "first" starts when asked ahead; "second" says no then (a run of its was still
-    # active, say) and yes at the due time: both start together at the due time.
+    # "first" starts when asked ahead; "second" says no then (a job whose run replaces
+    # others decides at its time) and yes at the due time: both start together then.
     due = time.time() + 60
     gate = StartGate(store)
     helds: dict[str, launcher.Held] = {}
-    yes = {"first"}
 
     def starts(name: str) -> Decide:
-        def decide() -> tuple[str, Deployment, launcher.Held] | None:
-            return (name, deployment(name), helds[name]) if name in yes else None
+        def decide(final: bool) -> tuple[str, Deployment, launcher.Held] | None:
+            return (name, deployment(name), helds[name]) if name == "first" or final else None
 
         return decide
 
@@ -168,7 +167,6 @@ async def test_runs_are_recorded_just_before_their_instant_and_let_go_at_it(
         assert not tickets["first"].barrier.opened
         for held in helds.values():
             assert psutil.Process(held.process.pid).cmdline()[:2] == ["/bin/sh", "-c"]
-        yes.add("second")
         gate.arrive(tickets["first"])
         assert tickets["second"].state is State.STARTED
         assert tickets["first"].barrier.opened

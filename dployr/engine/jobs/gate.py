@@ -12,7 +12,8 @@ spawned held (:func:`dployr.engine.os.launcher.launch_held`), waiting on the ins
    job applies them itself) and records those that do in ONE store transaction
    (running, no start time yet: recorded before they can run, numbered once, so never
    run twice). A job that says no (busy deciding something else; its run would skip or
-   replace another, or is not held yet) is asked again at the due time.
+   replace another, or is not held yet; a job whose runs replace others always, so that
+   a run asked for meanwhile is one its run replaces) is asked again at the due time.
 2. At the due time the first job whose scheduler wakes (:meth:`StartGate.arrive`) asks
    the jobs not decided yet again and records those that start now (the others decide
    alone, when their schedulers come), writes each held run its number (a pipe of its
@@ -49,8 +50,9 @@ from dployr.store.jobs import JobTables
 
 Start = tuple[str, Deployment, launcher.Held]
 """A run that starts through the gate: its job (service), deployment, held process."""
-Decide = Callable[[], Start | None]
-"""A job's answer at the due time: its run starts now, held, or not through the gate."""
+Decide = Callable[[bool], Start | None]
+"""A job's answer, ahead of the due time (False) or at it (True): its run starts, held,
+or not through the gate (yet)."""
 
 
 PREPARE = 0.1
@@ -190,7 +192,7 @@ class StartGate:
         try:
             for ticket in instant.tickets:
                 if ticket.state is State.EXPECTED:
-                    ticket.start = ticket.decide()
+                    ticket.start = ticket.decide(final)
                     if ticket.start is not None:
                         ticket.state = State.STARTED
                         started.append(ticket)

@@ -68,6 +68,7 @@ from dployr.models import (
 )
 from dployr.protocol.messages import JobInfo, LogPage
 from dployr.schedule import (
+    Concurrency,
     Decision,
     JobOptions,
     JobRun,
@@ -325,16 +326,19 @@ class JobRunner:
             self.deployment = self._active_deployment()
         return await self._fire(None, Trigger.MANUAL)
 
-    def _decide_at_gate(self, due: float) -> Start | None:
-        """Asked by the start gate at ``due``: whether the run due then starts now through
-        it, held (the rules :meth:`_fire` applies; no when this job is busy deciding
-        something else, or the run skips, replaces another, or was not held in time).
-        A yes takes the held process out of :attr:`_held`, and the run counts as active
-        until it is taken over (:meth:`_take_over`)."""
+    def _decide_at_gate(self, due: float, final: bool) -> Start | None:
+        """Asked by the start gate just before ``due`` and, if it said no, at it
+        (``final``): whether the run due then starts through the gate, held (the rules
+        :meth:`_fire` applies; no when this job is busy deciding something else, or the
+        run skips, replaces another, or was not held in time). A yes takes the held
+        process out of :attr:`_held`, and the run counts as active until it is taken
+        over (:meth:`_take_over`)."""
         deployment = self.deployment
         if self._lock.locked() or deployment is None:
             return None
         options = _options(deployment.settings)
+        if not final and options.concurrency is Concurrency.REPLACE:
+            return None  # at its time: a run asked for meanwhile is one it must replace
         if on_due(self._active_count(), options.concurrency) is not Decision.START:
             return None
         ready = self._held.get(due)
