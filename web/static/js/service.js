@@ -28,6 +28,18 @@ function setBadge(el, made) {
   el.title = made.title;
 }
 
+/**
+ * The overview's status and health facts, kept here with the badges rather than in the tab's
+ * module: a daemon that goes away before the tab's module is loaded leaves the page with
+ * only this script, and the facts must not keep saying what the service did last.
+ */
+function showFacts(current) {
+  const status = $('[data-fact="status"]');
+  const health = $('[data-fact="health"]');
+  if (status) fill(status, current ? current.status : "unknown (reconnecting)");
+  if (health) fill(health, current ? current.health : "unknown");
+}
+
 function renderHeader() {
   if (info === null) {
     // The service is not read yet, but an action can already run (a click on a page still
@@ -38,6 +50,7 @@ function renderHeader() {
   const offline = connectionState() === "offline";
   setBadge($("#status-badge"), statusBadge(info.status, { offline, title: info.message ? `Status: ${info.message}` : "Status" }));
   setBadge($("#health-badge"), healthBadge(info.health, { offline }));
+  showFacts(offline ? null : info);
   fill($("#serving"), offline ? null : servingNote(info));
   fill($("#service-url"), info.port ? h("a", { href: serviceUrl(info.port), class: "mono" }, serviceUrl(info.port)) : null);
   fill($("#service-description"), info.description);
@@ -166,6 +179,7 @@ onEvent((event) => {
     else {
       setBadge($("#status-badge"), statusBadge("", { offline: true }));
       setBadge($("#health-badge"), healthBadge("", { offline: true }));
+      showFacts(null);
     }
   }
   if (event.type === "reconnected" || event.type === "tick" || event.service === name) later();

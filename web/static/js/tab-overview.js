@@ -1,7 +1,6 @@
 // Overview: what the service is doing now; for a failed one, the output it died with.
 import { get, sentence, svc } from "./api.js";
 import { $, ago, dateTime, duration, fill, h, show } from "./dom.js";
-import { connectionState, onEvent } from "./live.js";
 
 const EXCERPT = 20;
 
@@ -42,10 +41,7 @@ export function mount(service) {
 
   service.onInfo((info) => {
     current = info;
-    // A reply that was on its way when the daemon went away is not what it does now.
-    const offline = connectionState() === "offline";
-    fill(fact("status"), offline ? "unknown (reconnecting)" : info.status);
-    fill(fact("health"), offline ? "unknown" : info.health);
+    // Status and health are service.js's: it says "unknown (reconnecting)" while offline.
     fill(fact("pid"), info.pid ?? "—");
     fill(fact("restarts"), info.restarts);
     const active = info.deployment === null ? "none yet" : `#${info.deployment}`;
@@ -58,12 +54,6 @@ export function mount(service) {
     fill(fact("message"), info.message ? `Last event: ${info.message}` : "");
     uptime();
     showCrash(info);
-  });
-  onEvent((event) => {
-    if (event.type !== "offline") return;
-    // What it did last is not what it does now: say that it is not known.
-    fill(fact("status"), "unknown (reconnecting)");
-    fill(fact("health"), "unknown");
   });
   setInterval(uptime, 1000);
   if ($("#job-panel")) import("./job-panel.js").then((panel) => panel.mount(service));
