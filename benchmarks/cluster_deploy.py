@@ -79,7 +79,7 @@ def through_api(plane: rig.ControlPlane, source: Path) -> None:
                     f"web-{where}",
                     body
                     | {"port": ports[where], "restart": {"min_uptime": 0.3}}
-                    | ({"instance": "a01"} if where == "remote" else {}),
+                    | {"instance": "a01" if where == "remote" else "local"},
                 )["id"]
                 while True:
                     (last,) = plane.get(f"/services/web-{where}/deployments", limit=1)
@@ -117,7 +117,10 @@ def measure(root: Path) -> None:
         env = cluster.plane.env
         common = ("--remote", str(source), "--run-cmd", f"exec {rig.PYTHON} app.py")
         commands = {
-            "local": ("deploy", "--name", "web-local", *common, "--port", str(rig.free_port())),
+            "local": (
+                *("deploy", "--name", "web-local", *common, "--port", str(rig.free_port())),
+                *("--instance", "local"),
+            ),
             "remote": (
                 *("deploy", "--name", "web-remote", *common, "--port", str(rig.free_port())),
                 *("--instance", "a01"),

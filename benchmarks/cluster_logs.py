@@ -121,9 +121,8 @@ def measure(root: Path) -> None:
                 "remote": {"url": str(source)},
                 "run_cmd": f"exec {rig.PYTHON} app.py {go[where]} {RATE} {SECONDS}",
                 "restart": {"min_uptime": 0.3},
+                "instance": "a01" if where == "remote" else "local",
             }
-            if where == "remote":
-                body["instance"] = "a01"
             plane.deploy(f"logger-{where}", body)
         rig.wait_all_running(plane, 2)
         agent = cluster.agents[0].pid

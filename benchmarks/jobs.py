@@ -8,9 +8,11 @@ each scheduled ``* * * * *`` with a run command that prints the time it started
 * **idle CPU between runs**: the daemon's CPU time (user + system, psutil) over the 30 s
   from 15 s to 45 s after a boundary, when no run is due or running, as a percentage
   of one core;
-* **start skew**: for every scheduled run, minus its due time: when dployr recorded it
-  (before the spawn), when dployr had spawned it (the "run N started" line), and when its
-  process printed the time, read back from the run's lines
+* **start skew**: for every scheduled run, minus its due time: the start its record
+  holds ("run recorded": the run is recorded before it can start, its start time when
+  it is let go), when dployr let it go (the "run N started" line: its process was
+  spawned ahead and held; with every run due then, it is let go by one close), and when
+  its process printed the time, read back from the run's lines
   (``GET /services/{name}/runs/{n}/logs``).
 
 Targets: idle CPU ≤ 0.1 %, start skew p99 ≤ 50 ms.

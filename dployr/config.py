@@ -78,6 +78,11 @@ class DaemonConfig:
     """False: the control plane's own instance takes no new services (``dployr up
     --no-local-services``); a deploy naming no instance goes to the least loaded
     connected agent."""
+    max_upload: int = 200 * 2**20
+    """The largest folder the CLI may upload, in bytes packed (``dployr up --max-upload``)."""
+    advertise: str | None = None
+    """The URL agents (and other control planes) reach this control plane at
+    (``dployr up --advertise``); None: the gateway's own URL."""
 
 
 @attrs.frozen

@@ -89,6 +89,14 @@ def check_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
+def tls_upgrade(old: str, new: str) -> bool:
+    """Whether ``new`` is the control plane at ``old`` (``http://``) over ``https://``:
+    the same host, port and path."""
+    before, after = urlsplit(old), urlsplit(new)
+    same = (before.netloc, before.path) == (after.netloc, after.path)
+    return same and (before.scheme, after.scheme) == ("http", "https")
+
+
 def load(data_dir: Path) -> Credential | None:
     """The credential kept in ``data_dir``, or None if the agent never joined."""
     path = data_dir / FILE_NAME

@@ -65,7 +65,14 @@ async def identity(config: AgentConfig, say: Callable[[str], None]) -> Credentia
                 f"{root} belongs to instance {kept.instance!r}, not {config.name!r}: "
                 "give another --data-dir"
             )
-        if config.url is not None and credential.check_url(config.url) != kept.url:
+        wanted = None if config.url is None else credential.check_url(config.url)
+        if wanted is not None and credential.tls_upgrade(kept.url, wanted):
+            # The control plane now serves TLS (dployr up --tls-cert): the same one, over
+            # https from now on. Any other URL is not taken: the credential is its alone.
+            say(f"{root} joined {kept.url}: the control plane serves TLS now, dialling {wanted}")
+            kept = attrs.evolve(kept, url=wanted)
+            credential.save(root, kept)
+        elif wanted is not None and wanted != kept.url:
             say(f"{root} joined {kept.url}: dialling it, not {config.url}")
         elif config.token is not None:
             say(f"{root} already joined as instance {kept.instance}: the join token is not used")
@@ -108,7 +115,7 @@ async def run(
         outbox = Outbox(data.root / OUTBOX_FILE)
         try:
             instance = Instance(attrs.evolve(config.engine, name=joined.instance), store)
-            uplink = Uplink(instance, outbox, joined, say=say)
+            uplink = Uplink(instance, outbox, joined, say=say, data_dir=data.root)
             root = Supervisor(
                 "agent",
                 [

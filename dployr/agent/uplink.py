@@ -1,22 +1,28 @@
-"""The agent's channel to its control plane: dial, hello, serve, and dial again.
+"""The agent's channels to its control planes: dial, hello, serve, and dial again.
 
 The uplink is one child of the agent's root supervisor, beside the instance; it never
-stops or touches a service. It dials the control plane's WebSocket
+stops or touches a service. It keeps one channel to each control plane of the cluster: the
+one it joined, and every other one a control plane names (in its hello_ack, or later in a
+``control_planes`` frame; several ``dployr up`` may share one database), each dialled on its
+own with its own backoff, so that every control plane reaches the agent directly. A URL
+whose control plane turns out to be one already reached (by another URL) is not dialled
+again. For each, it dials the control plane's WebSocket
 (``/api/v1/agent``, the credential as a bearer token), says :class:`~dployr.protocol.wire.Hello`,
 and then, until the channel breaks:
 
 * answers each Call through the instance's LocalHandle, exactly once (the
-  :class:`~dployr.agent.outbox.Outbox`): the Call runs in the uplink's own nursery, not
-  the channel's, so a channel that breaks half-way never cancels a deploy;
+  :class:`~dployr.agent.outbox.Outbox`, shared by the channels; each control plane's Call
+  ids start with its own id): the Call runs in the uplink's own nursery, not the
+  channel's, so a channel that breaks half-way never cancels a deploy;
 * serves the subscriptions the control plane opens (logs from a cursor, changes, metrics,
   supervision), each in the channel's nursery: they end with it;
 * sends an Update snapshot, full at the start, then the services that changed, a short
   while after any change or metrics round (:data:`SETTLE`);
 * answers pings; a channel silent for :data:`~dployr.protocol.wire.AWAY_AFTER` is dead.
 
-Then it waits (:func:`~dployr.agent.backoff.reconnect_delay`) and dials again. All frames
-go out through one writer task and a bounded queue: a slow control plane slows the
-subscriptions' readers (which then see gaps), never the services.
+Then it waits (:func:`~dployr.agent.backoff.reconnect_delay`) and dials again. A channel's
+frames go out through one writer task and a bounded queue: a slow control plane slows the
+subscriptions' readers (which then see gaps), never the services or the other channels.
 """
 
 from __future__ import annotations
@@ -27,22 +33,28 @@ import logging
 import random
 import secrets
 from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
+    ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
 )
 
 from dployr import __version__, tls
+from dployr.agent import known
 from dployr.agent.backoff import QUICK, reconnect_delay
-from dployr.agent.credential import Credential, reason
+from dployr.agent.credential import Credential, check_url, reason
 from dployr.agent.outbox import Outbox
+from dployr.agent.uploads import Received
 from dployr.engine.handle import error_of
+from dployr.errors import DployrError
 from dployr.metrics import InstanceSample
 from dployr.protocol import codec
 from dployr.protocol import wire as w
@@ -57,7 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dployr.agent")
 
-CAPABILITIES = ("calls", "updates", "logs", "changes", "metrics", "supervision")
+CAPABILITIES = ("calls", "updates", "logs", "changes", "metrics", "supervision", "uploads")
 SETTLE = 0.2
 """Seconds an Update waits after a change for the next ones: one Update for a burst."""
 HELLO_WAIT = 10.0
@@ -77,6 +89,25 @@ class ProtocolFault(Exception):
     """The control plane sent what this agent cannot take: the channel is closed."""
 
 
+@attrs.define(eq=False)
+class _Link:
+    """The channel to one control plane URL, dialled again and again."""
+
+    peer: Credential
+    """The agent's credential, with this control plane's URL."""
+    send: trio.MemorySendChannel[str] | None = None
+    """The channel's writer queue while a hello has been acked and the channel is open,
+    else None."""
+    seq: int = 0
+    """The sequence number of the last Update sent on this link (in this epoch)."""
+    control_plane: str | None = None
+    """The id of the control plane this URL reached last (from its hello_ack)."""
+    alias_of: str | None = None
+    """The other URL that reaches the same control plane, once found: not dialled again."""
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    """Cancelled when the URL is no longer dialled (its control plane was forgotten)."""
+
+
 class Uplink:
     """The agent's side of the wire (see the module)."""
 
@@ -87,61 +118,123 @@ class Uplink:
         credential: Credential,
         *,
         say: Callable[[str], None] | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self._instance = instance
+        self._data_dir = data_dir
+        """Where the control planes' URLs are kept for the next start (None: not kept)."""
+        self._known: tuple[str, ...] = () if data_dir is None else known.load(data_dir)
+        """The control planes' URLs as last told (by this run or an earlier one)."""
         self._say = say or log.info
         """Where the uplink tells its user what the channel does (a line each)."""
         self._handle = instance.handle
         self._outbox = outbox
         self._credential = credential
-        self._tls = credential.ssl_context()  # a CA file it cannot use fails here, at start
+        self._uploads = Received(instance.config.data_dir / "uploads", credential.instance)
+        """The folders the control plane uploads (dployr/agent/uploads.py)."""
+        credential.ssl_context()  # a CA file it cannot use fails here, at start
         self.epoch = secrets.token_hex(8)
         """This run's boot epoch: a control plane that sees another knows the agent
         started again."""
-        self._seq = 0
         self._rng = random.Random()
         self._running: set[str] = set()
         # Invariant: `_running` holds the ids of the Calls being carried out by this
         # process; the outbox says `running` for each (and for those of an earlier run).
-        self._send: trio.MemorySendChannel[str] | None = None
-        # Invariant: `_send` is the current channel's writer queue while a hello has been
-        # acked and the channel is open, else None.
+        self._links: dict[str, _Link] = {}
+        """Every control plane URL dialled (or found to reach one already dialled), by URL."""
+        self._nursery: trio.Nursery | None = None
+        """Where each link's dialling runs."""
 
     async def run(
         self, ctx: object = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Dial, serve, dial again, until cancelled."""
-        attempt = 0
-        async with trio.open_nursery() as calls:
+        """Dial every control plane, serve, dial again, until cancelled."""
+        async with trio.open_nursery() as calls, trio.open_nursery() as links:
+            self._nursery = links
+            self._add_link(self._credential.url, calls)
             task_status.started()
-            while True:
-                try:
-                    reason = await self._dial(calls)
-                    attempt = 0  # the channel was up, then broke: start the backoff over
-                except _Refused as refused:
-                    reason = str(refused)
-                    attempt = max(attempt, QUICK)  # refused: no quick retries, back off
-                except _Failed as failed:
-                    reason = str(failed)
-                delay = reconnect_delay(attempt, self._rng)
-                attempt += 1
-                self._say(f"{reason}; dialling again in {delay:.1f} s")
-                await trio.sleep(delay)
 
-    async def _dial(self, calls: trio.Nursery) -> str:
+    def _add_link(self, url: str, calls: trio.Nursery) -> None:
+        """Dial ``url`` (for good) unless it is dialled already."""
+        if url in self._links or self._nursery is None:
+            return
+        link = self._links[url] = _Link(attrs.evolve(self._credential, url=url))
+        self._nursery.start_soon(self._keep_dialling, link, calls)
+
+    def _learn(self, planes: tuple[w.ControlPlane, ...], calls: trio.Nursery) -> None:
+        """Dial the control planes not reached yet (by their URL or another one), stop
+        dialling those no longer listed; keep their URLs for the next start."""
+        reached = {link.control_plane for link in self._links.values()}
+        urls = tuple(check_url(plane.url) for plane in planes)
+        for plane, url in zip(planes, urls, strict=True):
+            if plane.id not in reached:
+                self._add_link(url, calls)
+        if urls and urls != self._known and self._data_dir is not None:
+            self._known = urls
+            known.save(self._data_dir, urls)
+        ids = {plane.id for plane in planes}
+        for url, link in list(self._links.items()):
+            forgotten = url not in urls and link.control_plane not in ids
+            # The URL joined is always dialled, and a channel that is up is kept.
+            if forgotten and url != self._credential.url and link.send is None:
+                del self._links[url]
+                link.scope.cancel()
+                self._say(f"no longer dialling {url}: the control planes forgot it")
+
+    def _fall_back(self, calls: trio.Nursery) -> None:
+        """The URL joined cannot be reached: dial the control planes last told of too."""
+        for url in self._known:
+            self._add_link(url, calls)
+
+    async def _keep_dialling(self, link: _Link, calls: trio.Nursery) -> None:
+        """Dial one control plane URL, serve, dial again; until cancelled, forgotten, or
+        until its control plane turns out to be reached already by another URL."""
+        with link.scope:
+            await self._dial_again_and_again(link, calls)
+
+    async def _dial_again_and_again(self, link: _Link, calls: trio.Nursery) -> None:
+        try:
+            link.peer.ssl_context()
+        except DployrError as error:  # a CA file that cannot be used: nothing to dial
+            self._say(f"cannot dial the control plane {link.peer.url}: {error}")
+            return
+        attempt = 0
+        while True:
+            try:
+                reason = await self._dial(link, calls)
+                attempt = 0  # the channel was up, then broke: start the backoff over
+            except (_Refused, _Failed) as failed:
+                reason = str(failed)
+                if isinstance(failed, _Refused):  # refused: no quick retries, back off
+                    attempt = max(attempt, QUICK)
+                if link.peer.url == self._credential.url:
+                    self._fall_back(calls)
+            if link.alias_of is not None:
+                self._say(
+                    f"{link.peer.url} is the control plane reached at {link.alias_of}: "
+                    "not dialled again"
+                )
+                return
+            delay = reconnect_delay(attempt, self._rng)
+            attempt += 1
+            self._say(f"{reason} ({link.peer.url}); dialling again in {delay:.1f} s")
+            await trio.sleep(delay)
+
+    async def _dial(self, link: _Link, calls: trio.Nursery) -> str:
         """One channel: returns why it closed after a hello was acked; else raises."""
         headers = [(b"authorization", f"Bearer {self._credential.credential}".encode())]
         acked = False
-        if self._tls is not None:  # a refused certificate is said at once, with its reason
+        context = link.peer.ssl_context()
+        if context is not None:  # a refused certificate is said at once, with its reason
             try:
                 with trio.fail_after(HELLO_WAIT):
-                    await tls.handshake(self._credential.url, self._tls)
+                    await tls.handshake(link.peer.url, context)
             except (OSError, trio.TooSlowError) as error:
                 raise _Failed(f"cannot reach the control plane: {_describe(error)}") from None
         try:
             async with open_websocket_url(
-                self._credential.channel_url,
-                self._tls,
+                link.peer.channel_url,
+                context,
                 extra_headers=headers,
                 max_message_size=w.MAX_FRAME,
                 message_queue_size=QUEUE,
@@ -149,8 +242,13 @@ class Uplink:
                 disconnect_timeout=2.0,
             ) as ws:
                 ack = await self._hello(ws)
+                link.alias_of = self._alias_of(link, ack)
+                if link.alias_of is not None:
+                    return "reached by another URL"
                 acked = True
-                await self._serve(ws, calls, silence=3 * ack.heartbeat)
+                link.control_plane = ack.control_plane
+                self._learn(ack.control_planes, calls)
+                await self._serve(ws, link, calls, silence=3 * ack.heartbeat)
         except ConnectionRejected as error:
             raise _Refused(
                 f"the control plane refused this agent ({error.status_code}): "
@@ -159,7 +257,11 @@ class Uplink:
         except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as error:
             if acked:
                 return f"the channel to the control plane closed: {_describe(error)}"
-            raise _Failed(f"cannot reach the control plane: {_describe(error)}") from None
+            hint = ""
+            if context is None and isinstance(error, HandshakeError | ConnectionClosed):
+                # A TLS server hangs up on a plain handshake: it never gets an answer.
+                hint = " (if it serves https, give --join https://... once)"
+            raise _Failed(f"cannot reach the control plane: {_describe(error)}{hint}") from None
         except ProtocolFault as fault:
             if acked:
                 return f"closed the channel to the control plane: {fault}"
@@ -184,6 +286,20 @@ class Uplink:
             raise _Failed(f"cannot reach the control plane: {what}") from None
         return "the control plane closed the channel"
 
+    def _alias_of(self, link: _Link, ack: w.HelloAck) -> str | None:
+        """The other URL by which the control plane that answered is reached already, if
+        any (two channels of one agent to one control plane would replace each other)."""
+        if ack.control_plane is None:
+            return None
+        for url, other in self._links.items():
+            if (
+                other is not link
+                and other.send is not None
+                and other.control_plane == ack.control_plane
+            ):
+                return url
+        return None
+
     async def _hello(self, ws: WebSocketConnection) -> w.HelloAck:
         hello = w.Hello(
             instance=self._credential.instance,
@@ -200,7 +316,9 @@ class Uplink:
             raise ProtocolFault(f"expected a hello_ack, got {w.FRAME_TAGS[type(frame)]}")
         return frame
 
-    async def _serve(self, ws: WebSocketConnection, calls: trio.Nursery, *, silence: float) -> None:
+    async def _serve(
+        self, ws: WebSocketConnection, link: _Link, calls: trio.Nursery, *, silence: float
+    ) -> None:
         """Serve an acked channel; a ProtocolFault once it stays ``silence`` s silent (the
         control plane pings every third of that)."""
         send, queue = trio.open_memory_channel[str](QUEUE)
@@ -209,10 +327,10 @@ class Uplink:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_write, ws, queue)
-                await nursery.start(self._updates, send.clone())
-                self._send = send
+                await nursery.start(self._updates, send.clone(), link)
+                link.send = send
                 self._say(
-                    f"connected to the control plane {self._credential.url} "
+                    f"connected to the control plane {link.peer.url} "
                     f"as instance {self._credential.instance}"
                 )
                 while True:
@@ -222,29 +340,40 @@ class Uplink:
                         raise ProtocolFault(f"no frame for {silence:g} s: the channel is dead")
                     try:
                         frame = _decode(text)
-                        await self._on_frame(frame, send, nursery, calls, subscriptions)
+                        await self._on_frame(
+                            frame,
+                            link,
+                            send=send,
+                            nursery=nursery,
+                            calls=calls,
+                            subscriptions=subscriptions,
+                        )
                     except ProtocolFault as fault:
                         code, reason = 1008, str(fault)[:120]  # the control plane logs why
                         raise
         finally:
-            self._send = None
+            link.send = None
             with trio.move_on_after(CLOSE_WAIT, shield=True), contextlib.suppress(Exception):
                 await ws.aclose(code, reason)
 
     async def _on_frame(
         self,
         frame: w.Frame,
+        link: _Link,
+        *,
         send: trio.MemorySendChannel[str],
         nursery: trio.Nursery,
         calls: trio.Nursery,
         subscriptions: dict[int, trio.CancelScope],
     ) -> None:
         if isinstance(frame, w.Call):
-            await self._on_call(frame, send, calls)
+            await self._on_call(frame, link, send, calls)
         elif isinstance(frame, w.Ack):
             self._outbox.forget(frame.id)
         elif isinstance(frame, w.Ping):
             await send.send(w.encode_frame(w.Pong(frame.seq)))
+        elif isinstance(frame, w.UploadChunk):
+            await send.send(await self._uploads.take(frame))
         elif isinstance(frame, w.Subscribe):
             if frame.sub in subscriptions:
                 raise ProtocolFault(f"subscription {frame.sub} is already open")
@@ -255,19 +384,21 @@ class Uplink:
             ended = subscriptions.pop(frame.sub, None)
             if ended is not None:
                 ended.cancel()
+        elif isinstance(frame, w.ControlPlanes):
+            self._learn(frame.control_planes, calls)
         else:
             raise ProtocolFault(f"an agent does not take {w.FRAME_TAGS[type(frame)]} frames")
 
     # -- calls ---------------------------------------------------------------------------
 
     async def _on_call(
-        self, call: w.Call, send: trio.MemorySendChannel[str], calls: trio.Nursery
+        self, call: w.Call, link: _Link, send: trio.MemorySendChannel[str], calls: trio.Nursery
     ) -> None:
         kept = self._outbox.get(call.id)
         if kept is None:
             self._outbox.begin(call.id)
             self._running.add(call.id)
-            calls.start_soon(self._carry_out, call)
+            calls.start_soon(self._carry_out, call, link)
         elif kept[0] == "done":
             assert kept[1] is not None
             await send.send(kept[1])  # a repeat: the kept Result, not a second run
@@ -287,9 +418,10 @@ class Uplink:
             await send.send(result)
         # else: it is being carried out; its Result goes out when it is done.
 
-    async def _carry_out(self, call: w.Call) -> None:
+    async def _carry_out(self, call: w.Call, link: _Link) -> None:
         try:
-            reply = await self._handle.request(call.request)
+            # A deploy of an uploaded folder: unpacked here, then deployed as a folder.
+            reply = await self._handle.request(await self._uploads.resolve(call.request))
             result = w.Result(call.id, reply=codec.unstructure(reply))
         except Exception as exc:  # an Error, or the engine's: every one answers the Call
             result = w.Result(call.id, error=error_of(exc))
@@ -299,7 +431,7 @@ class Uplink:
             text = w.encode_frame(w.Result(call.id, error=Error("unavailable", str(error))))
         self._outbox.finish(call.id, text)
         self._running.discard(call.id)
-        send = self._send
+        send = link.send  # the channel to the control plane that asked, as it is now
         if send is not None:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await send.send(text)
@@ -310,6 +442,7 @@ class Uplink:
     async def _updates(
         self,
         send: trio.MemorySendChannel[str],
+        link: _Link,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -327,7 +460,7 @@ class Uplink:
             nursery.start_soon(watch, instance.metrics.samples.subscribe())
             sent: dict[str, ServiceInfo] = {}
             machine: InstanceSample | None = None
-            for frame in self._update(sent, full=True):
+            for frame in self._update(sent, link, full=True):
                 await send.send(frame)
             task_status.started()
             while True:
@@ -337,7 +470,7 @@ class Uplink:
                 if self._instance.metrics.latest_instance() is machine and not self._changed(sent):
                     continue
                 machine = self._instance.metrics.latest_instance()
-                for frame in self._update(sent, full=False):
+                for frame in self._update(sent, link, full=False):
                     await send.send(frame)
 
     def _changed(self, sent: dict[str, ServiceInfo]) -> bool:
@@ -346,7 +479,7 @@ class Uplink:
             s.info() != sent.get(name) for name, s in services.items()
         )
 
-    def _update(self, sent: dict[str, ServiceInfo], *, full: bool) -> list[str]:
+    def _update(self, sent: dict[str, ServiceInfo], link: _Link, *, full: bool) -> list[str]:
         """The next Update frames (one, unless the services need more than a frame's
         room); ``sent`` (the services as last sent) is brought up to date."""
         now = {name: s.info() for name, s in sorted(self._instance.services.items())}
@@ -360,7 +493,7 @@ class Uplink:
         machine = self._instance.metrics.latest_instance()
         frames = w.encode_updates(
             w.Update(
-                seq=self._seq + 1,
+                seq=link.seq + 1,
                 epoch=self.epoch,
                 full=full,
                 generation=self._instance.generation,
@@ -370,7 +503,7 @@ class Uplink:
                 samples=tuple(self._handle.latest_samples()),
             )
         )
-        self._seq += len(frames)
+        link.seq += len(frames)
         return frames
 
     # -- subscriptions -------------------------------------------------------------------
@@ -479,6 +612,8 @@ def _first(error: BaseException) -> BaseException:
 
 
 def _describe(error: BaseException) -> str:
+    if isinstance(error, ConnectionTimeout):
+        return "no answer to the WebSocket handshake in time"
     if isinstance(error, ConnectionClosed):
         return f"the channel closed ({error.reason})"
     if isinstance(error, trio.TooSlowError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -190,17 +190,69 @@ class Client:
             raise Unreachable(f"talking to {self.target.url} failed: {_failure(error)}") from None
         except (h11.ProtocolError, trio.BrokenResourceError) as error:
             raise Unreachable(f"talking to {self.target.url} failed: {_failure(error)}") from None
+        return _answer(status, raw)
+
+    async def upload(self, archive: Path, on_sent: Callable[[int], None]) -> Any:
+        """``POST /uploads`` with the file ``archive`` as its body, streamed from disk;
+        ``on_sent`` is told the bytes sent so far. Returns the JSON answer, or raises
+        ApiError (an answer that came before the whole body was sent included: a 413).
+        """
+        size = (await trio.Path(archive).stat()).st_size
+        headers = [
+            ("Host", self._netloc),
+            ("Authorization", f"Bearer {self.target.token}"),
+            ("Accept", "application/json"),
+            ("Connection", "close"),
+            ("Content-Type", "application/gzip"),
+            ("Content-Length", str(size)),
+        ]
+        answer: list[tuple[int, bytes]] = []
+        failed: list[BaseException] = []
+        # Errors are kept, not raised, inside the nursery: one line each, never a group.
+        faults = (OSError, h11.ProtocolError, trio.BrokenResourceError, trio.TooSlowError)
         try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
-            data = None
-        if status >= 400:
-            message, code = f"the daemon answered {status}", "refused"
-            if isinstance(data, dict) and isinstance(data.get("error"), dict):
-                message = str(data["error"].get("message", message))
-                code = str(data["error"].get("code", code))
-            raise ApiError(message, status, code)
-        return data
+            stream = await self._open()
+        except OSError as error:
+            raise Unreachable(
+                f"cannot reach the dployr daemon at {self.target.url}: {error}"
+            ) from None
+        async with stream, trio.open_nursery() as nursery:
+            connection = h11.Connection(h11.CLIENT)
+
+            async def read() -> None:
+                try:
+                    answer.append(await self._answer_of(connection, stream))
+                except faults as error:
+                    failed.append(error)
+                nursery.cancel_scope.cancel()  # an early answer (a 413) stops the sending
+
+            try:
+                target = self._base + "/uploads"
+                request = h11.Request(method="POST", target=target, headers=headers)
+                await stream.send_all(connection.send(request))
+                nursery.start_soon(read)
+                sent = 0
+                async with await trio.open_file(archive, "rb") as file:
+                    while chunk := await file.read(_UPLOAD_PART):
+                        with trio.fail_after(self.timeout):
+                            await stream.send_all(connection.send(h11.Data(data=chunk)))
+                        sent += len(chunk)
+                        on_sent(sent)
+                await stream.send_all(connection.send(h11.EndOfMessage()))
+                with trio.fail_after(self.timeout):
+                    await trio.sleep_forever()  # until read() has the answer
+            except faults as error:  # the daemon may have answered already: read() has it
+                failed.append(error)
+                with trio.move_on_after(self.timeout):
+                    await trio.sleep_forever()  # until read() has the answer, or gave up
+                nursery.cancel_scope.cancel()
+        if not answer:
+            first = failed[0] if failed else None
+            if isinstance(first, trio.TooSlowError):
+                raise Unreachable(f"the dployr daemon at {self.target.url} did not answer in time")
+            why = "no answer" if first is None else _failure(first)
+            raise Unreachable(f"uploading to {self.target.url} failed: {why}")
+        return _answer(*answer[0])
 
     async def _one(
         self,
@@ -365,36 +417,46 @@ class Client:
         params = {"service": service, "limit": limit}
         return await self._many(AuditRecord, "/audit", params=params)
 
-    async def _exchange(
-        self, method: str, target: str, headers: list[tuple[str, str]], content: bytes
-    ) -> tuple[int, bytes]:
+    async def _open(self) -> trio.abc.Stream:
         stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
         if self._tls is not None:
             stream = trio.SSLStream(stream, self._tls, server_hostname=self._host)
+        return stream
+
+    async def _exchange(
+        self, method: str, target: str, headers: list[tuple[str, str]], content: bytes
+    ) -> tuple[int, bytes]:
+        stream = await self._open()
         async with stream:
             connection = h11.Connection(h11.CLIENT)
             request = h11.Request(method=method, target=target, headers=headers)
             out = connection.send(request) + connection.send(h11.Data(data=content))
             await stream.send_all(out + connection.send(h11.EndOfMessage()))
-            status, chunks = 0, []
-            while True:
-                event = connection.next_event()
-                if event is h11.NEED_DATA:
-                    data = bytes(await stream.receive_some(65536))
-                    if not data and status == 0:
-                        raise h11.RemoteProtocolError(
-                            "the daemon closed the connection without an answer"
-                            + ("" if self._tls else " (if it serves https, use https://)")
-                        )
-                    connection.receive_data(data)
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    return status, b"".join(chunks)
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise h11.RemoteProtocolError("the daemon closed the connection early")
+            return await self._answer_of(connection, stream)
+
+    async def _answer_of(
+        self, connection: h11.Connection, stream: trio.abc.Stream
+    ) -> tuple[int, bytes]:
+        """Read a response: its status and body."""
+        status, chunks = 0, []
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                data = bytes(await stream.receive_some(65536))
+                if not data and status == 0:
+                    raise h11.RemoteProtocolError(
+                        "the daemon closed the connection without an answer"
+                        + ("" if self._tls else " (if it serves https, use https://)")
+                    )
+                connection.receive_data(data)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return status, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise h11.RemoteProtocolError("the daemon closed the connection early")
 
     @staticmethod
     def service(name: str, suffix: str = "") -> str:
@@ -528,6 +590,25 @@ class Events:
             if isinstance(message, Change | SupervisionReport | Gap):
                 return message
             # Another kind of message is for a newer client: it is skipped.
+
+
+_UPLOAD_PART = 2**16
+"""Bytes of an upload sent at a time (the progress moves by as much)."""
+
+
+def _answer(status: int, raw: bytes) -> Any:
+    """A response's JSON; ApiError (the daemon's message and code) for an error status."""
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if status >= 400:
+        message, code = f"the daemon answered {status}", "refused"
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            message = str(data["error"].get("message", message))
+            code = str(data["error"].get("code", code))
+        raise ApiError(message, status, code)
+    return data
 
 
 async def _next_message(ws: Any) -> object:

@@ -20,7 +20,6 @@ from dployr.cli._job import job_options, pop_job
 from dployr.cli._restart import pop_restart, restart_options
 
 if TYPE_CHECKING:
-    from dployr.blueprint import Blueprint
     from dployr.cli.client import Client
     from dployr.protocol.messages import SettingsView
 
@@ -44,7 +43,11 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "served by dployr, no run command), or job (runs on a --schedule or when asked) "
     "[default: job with --schedule, web with a port, else worker].",
 )
-@click.option("--remote", help="A git URL, or a local path (a git repository or a plain folder).")
+@click.option(
+    "--remote",
+    help="A git URL, or a local path (a git repository or a plain folder): a folder the "
+    "daemon cannot read (--server, or another --instance) is packed and uploaded.",
+)
 @click.option(
     "--image",
     help="A container image to run with podman instead of code: a registry reference "
@@ -128,7 +131,7 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
     any, keeps running). Run the same command again to redeploy. With no flags, in a
     folder holding dployr.toml, that file is used.
     """
-    from dployr import blueprint as bp
+    from dployr.cli._upload import local_folder
     from dployr.errors import DployrError
     from dployr.models import check_name
 
@@ -149,9 +152,8 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
                 "or run it in a folder holding dployr.toml"
             )
         blueprint = Path("dployr.toml")
-    body: dict[str, Any] = {}
-    if blueprint is not None:
-        body = _blueprint_body(bp.load(blueprint), blueprint.parent, local)
+    # `folder`: a folder of this machine, uploaded if the daemon cannot read it (_run).
+    body, folder = ({}, None) if blueprint is None else _blueprint_body(blueprint, local)
     name = given.pop("name", None)
     name = body.pop("name", None) if name is None else name
     if name is None:
@@ -168,6 +170,7 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         if "remote" not in given:
             body["remote"] = {"url": body["image"]}  # an image is its own source
     if "remote" in given:
+        folder = local_folder(given["remote"], Path.cwd())
         body["remote"] = {"url": _local_or_url(given.pop("remote"), Path.cwd(), local)}
     for key in ("branch", "commit"):
         if key in given:
@@ -181,7 +184,7 @@ async def deploy(options: Options, /, blueprint: Path | None, **flags: Any) -> N
         body["secrets"] = {**body.get("secrets", {}), **secrets}
     if build_args:
         body["build_args"] = {**body.get("build_args", {}), **build_args}
-    await _run(options, name, body, health, restart, job)
+    await _run(options, name, body, health, restart, job, folder)
 
 
 def _registry_url(url: str, image: str | None) -> str:
@@ -224,15 +227,20 @@ def _local_or_url(remote: str, base: Path, local: bool) -> str:
     return str(path)
 
 
-def _blueprint_body(plan: Blueprint, base: Path, local: bool) -> dict[str, Any]:
-    """The deploy body of a blueprint; a relative remote path is relative to its file.
+def _blueprint_body(file: Path, local: bool) -> tuple[dict[str, Any], Path | None]:
+    """The deploy body of a blueprint file, and the local folder its remote names (if it
+    does); a relative remote path is relative to the file.
 
     A blueprint says everything: a field it leaves out is back to its default, not kept
     from the stored settings.
     """
+    from dployr import blueprint as bp
+    from dployr.cli._upload import local_folder
+
+    plan, base = bp.load(file), file.parent
     data = plan.body()
     data["remote"]["url"] = _local_or_url(plan.settings.source.remote, base, local)
-    return data
+    return data, local_folder(plan.settings.source.remote, base)
 
 
 def _stored_body(view: SettingsView) -> dict[str, Any]:
@@ -291,8 +299,10 @@ async def _run(
     health: dict[str, Any],
     restart: dict[str, Any] | None = None,
     job: dict[str, Any] | None = None,
+    folder: Path | None = None,
 ) -> None:
     from dployr.cli import _follow
+    from dployr.cli._upload import needs_upload, upload
     from dployr.cli.output import print_json
     from dployr.errors import DployrError
     from dployr.models import DeploymentStatus
@@ -305,6 +315,14 @@ async def _run(
             body["restart"] = {**(body.get("restart") or {}), **restart}
         if job:  # and for a job's options
             body["job"] = {**(body.get("job") or {}), **job}
+        local = options.server is None
+        if folder is not None and await needs_upload(client, name, body.get("instance"), local):
+            if body["remote"].get("branch") or body["remote"].get("commit"):
+                raise DployrError(
+                    f"{folder} is uploaded as a folder: it has no branch or commit to choose "
+                    "(leave them out, or deploy a git URL the instance can fetch)"
+                )
+            body["remote"] = {"url": await upload(client, folder, quiet=options.json)}
         async with _follow.deployment_events(client) as events:
             before = await _follow.last_cursor(client, name)
             number = (await client.deploy(name, body)).id

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncclick as click
 
 from dployr.cli import Options
 from dployr.cli._engine import engine_config, engine_options
 from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
+
+
+class _Size(click.ParamType[int]):
+    """A size in bytes: a whole number, or one with K, M or G (KiB, MiB, GiB)."""
+
+    name = "size"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        shift = {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+        number = text[:-1] if shift else text
+        if not number.isdigit() or int(number) == 0:
+            self.fail(f"{value!r} is not a size (200M, 1G, 500K or bytes)", param, ctx)
+        return int(number) << shift
+
+
+SIZE = _Size()
 
 
 @click.command()
@@ -58,6 +80,21 @@ from dployr.config import DaemonConfig, DployrConfig, GatewayConfig, default
     "--no-local-services it only runs the control plane, and a deploy naming no "
     "--instance goes to the least loaded connected agent.",
 )
+@click.option(
+    "--max-upload",
+    type=SIZE,
+    default="200M",
+    show_default=True,
+    help="The largest folder `dployr deploy` may upload, packed (K, M or G: KiB, MiB, GiB).",
+)
+@click.option(
+    "--advertise",
+    metavar="URL",
+    callback=lambda _ctx, _param, value: _check_advertise(value),
+    help="The URL agents reach this control plane at, told to every agent (with several "
+    "control planes on one --database, each dials every one) [default: the API's URL; "
+    "with --host 0.0.0.0, this machine's host name].",
+)
 @click.pass_obj
 async def up(
     options: Options,
@@ -72,6 +109,8 @@ async def up(
     shared_user: bool,
     database: str | None,
     local_services: bool,
+    max_upload: int,
+    advertise: str | None,
 ) -> None:
     """Start dployr: the supervisor of your services, the API and the dashboard.
 
@@ -97,7 +136,12 @@ async def up(
             tls_cert=_absolute(tls_cert),
             tls_key=_absolute(tls_key),
         ),
-        daemon=DaemonConfig(database=database, local_services=local_services),
+        daemon=DaemonConfig(
+            database=database,
+            local_services=local_services,
+            max_upload=max_upload,
+            advertise=advertise,
+        ),
     )
 
     async def serve() -> None:
@@ -110,3 +154,13 @@ async def up(
 def _absolute(path: Path | None) -> Path | None:
     """``path`` made absolute: daemon.json names the certificate for a CLI run anywhere."""
     return None if path is None else path.expanduser().absolute()
+
+
+def _check_advertise(url: str | None) -> str | None:
+    """``--advertise``: an http:// or https:// URL with a host, without a trailing slash."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (with a host)")
+    return url.rstrip("/")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from typing import Protocol
 
@@ -115,8 +116,15 @@ class AgentHub:
         heartbeat: float = w.HEARTBEAT,
         away_after: float = w.AWAY_AFTER,
         request_timeout: float = REQUEST_TIMEOUT,
+        control_plane: str | None = None,
     ) -> None:
         self._state = state
+        self.control_plane = control_plane or secrets.token_hex(8)
+        """This control plane's id, new at each start unless given: in the hello_ack, and
+        first in its Calls' ids (so that Calls of two control planes to one agent never
+        share an id)."""
+        self._control_planes: tuple[w.ControlPlane, ...] = ()
+        """Every control plane of the cluster, as the agents are told (peers.py sets it)."""
         self.heartbeat = heartbeat
         self.away_after = away_after
         self.request_timeout = request_timeout
@@ -160,6 +168,20 @@ class AgentHub:
         if handle is not None:
             handle.close()
 
+    @property
+    def control_planes(self) -> tuple[w.ControlPlane, ...]:
+        """Every control plane of the cluster, as the agents are told."""
+        return self._control_planes
+
+    def set_control_planes(self, planes: tuple[w.ControlPlane, ...]) -> None:
+        """The control planes of the cluster changed: tell every connected agent."""
+        if planes == self._control_planes:
+            return
+        self._control_planes = planes
+        frame = w.encode_frame(w.ControlPlanes(planes))
+        for session in self._sessions.values():
+            session.outgoing.put(frame)
+
     def _changed(self) -> None:
         changed, self.changed = self.changed, trio.Event()
         changed.set()
@@ -198,12 +220,10 @@ class AgentHub:
         old = self._sessions.get(name)
         if old is not None:
             old.close(CLOSE_REPLACED, "a newer channel of this instance replaced this one")
-        handle = self._handles.get(name)
-        if handle is None:
-            handle = self._handles[name] = RemoteHandle(name, timeout=self.request_timeout)
-        await channel.send(w.encode_frame(w.HelloAck(name, w.WIRE_VERSION, self.heartbeat)))
+        handle = self._handle_of(name)
+        await channel.send(w.encode_frame(self._ack(name)))
         self._sessions[name] = session
-        handle.attach(session.outgoing)
+        handle.attach(session.outgoing, hello.capabilities)
         self._changed()
         log.info(
             "instance %s connected from %s (dployr %s, epoch %s)",
@@ -240,6 +260,20 @@ class AgentHub:
                     log.info("instance %s disconnected", name)
                 with trio.move_on_after(5), contextlib.suppress(DployrError, OSError):
                     await self._record_seen(session, handle)
+
+    def _handle_of(self, name: str) -> RemoteHandle:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = RemoteHandle(
+                name, timeout=self.request_timeout, call_prefix=f"{self.control_plane}-"
+            )
+        return handle
+
+    def _ack(self, name: str) -> w.HelloAck:
+        """The hello_ack: with every control plane, so that the agent dials each."""
+        return w.HelloAck(
+            name, w.WIRE_VERSION, self.heartbeat, self.control_plane, self._control_planes
+        )
 
     async def _hello(self, channel: w.AgentChannel, name: str) -> w.Hello:
         with trio.move_on_after(HELLO_WAIT):
@@ -291,6 +325,8 @@ class AgentHub:
                 handle.on_ended(frame)
             elif isinstance(frame, w.Pong):
                 pass
+            elif isinstance(frame, w.UploadAck):
+                handle.uploads.on_ack(frame)
             else:
                 raise _Closing(
                     CLOSE_POLICY,

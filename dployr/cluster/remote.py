@@ -26,6 +26,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
+from dployr.cluster.transfer import CAPABILITY as UPLOADS
+from dployr.cluster.transfer import Transfers
 from dployr.logs.values import LogLine
 from dployr.metrics import InstanceSample, ServiceSample
 from dployr.models import check_name
@@ -174,9 +176,14 @@ class RemoteFeed(Generic[T]):
 class RemoteHandle:
     """An agent's instance as an InstanceHandle (see the module)."""
 
-    def __init__(self, name: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self, name: str, *, timeout: float = REQUEST_TIMEOUT, call_prefix: str = ""
+    ) -> None:
         self._name = name
         self.timeout = timeout
+        self._call_prefix = call_prefix
+        """What this control plane's Call ids start with (its id): two control planes'
+        Calls to one agent never share an id."""
         self._outgoing: Outgoing | None = None
         # Invariant: `_outgoing` is the attached channel's queue, or None while away.
         self._pending: dict[str, _Pending] = {}
@@ -192,6 +199,8 @@ class RemoteHandle:
         """The sequence number of the agent's last Update."""
         self.updated = trio.Event()
         """Set (and replaced by a fresh one) at every Update from the agent."""
+        self.uploads = Transfers(name, timeout=timeout)
+        """The uploaded folders being sent to the agent (dployr/cluster/transfer.py)."""
 
     # -- the channel ---------------------------------------------------------------------
 
@@ -200,10 +209,12 @@ class RemoteHandle:
         """Whether a channel is attached."""
         return self._outgoing is not None
 
-    def attach(self, outgoing: Outgoing) -> None:
-        """A new channel: send it the Calls still unanswered and open the subscriptions."""
+    def attach(self, outgoing: Outgoing, capabilities: Sequence[str] = ()) -> None:
+        """A new channel (of an agent with these capabilities): send it the Calls still
+        unanswered and open the subscriptions."""
         self._outgoing = outgoing
         self._generation += 1
+        self.uploads.attach(outgoing, capable=UPLOADS in capabilities)
         for pending in self._pending.values():
             outgoing.put(pending.frame)
         for subscription in self._subscriptions.values():
@@ -214,10 +225,12 @@ class RemoteHandle:
         if self._outgoing is outgoing:
             self._outgoing = None
             self._generation += 1
+            self.uploads.detach()
 
     def close(self) -> None:
         """The instance is gone: every waiting request fails, every feed ends."""
         self._outgoing = None
+        self.uploads.close()
         for pending in self._pending.values():
             pending.error = Error("unavailable", f"instance {self._name} was removed")
             pending.done.set()
@@ -292,7 +305,7 @@ class RemoteHandle:
         if isinstance(request, ReadLogs) and (request.max_text or LOG_PAGE_CHARS) >= LOG_PAGE_CHARS:
             # A page within one frame however its lines encode; the reader reads on.
             request = attrs.evolve(request, max_text=LOG_PAGE_CHARS)  # type: ignore[assignment]
-        call = secrets.token_hex(12)
+        call = self._call_prefix + secrets.token_hex(12)
         pending = _Pending(w.encode_frame(w.Call(call, request)))
         self._pending[call] = pending
         try:

@@ -36,6 +36,7 @@ import attrs
 import trio
 
 from dployr.cluster import placement
+from dployr.cluster.uploads import Uploads
 from dployr.metrics import InstanceSample, ServiceSample
 from dployr.models import DeploymentStatus
 from dployr.protocol import codec
@@ -125,8 +126,11 @@ class ClusterHandle:
         *,
         clock: Callable[[], float] = time.time,
         local_services: bool = True,
+        uploads: Uploads | None = None,
     ) -> None:
         self._local = local
+        self._uploads = uploads
+        """The folders uploaded to the control plane (dployr/cluster/uploads.py)."""
         self._local_name = local.instance_name
         self._local_services = local_services
         """False: no new service is placed on the local instance (it keeps those it has)."""
@@ -404,6 +408,8 @@ class ClusterHandle:
                 "name another with --instance",
             )
         target = await self._instance(wanted)
+        if self._uploads is not None:  # an uploaded folder reaches the instance first
+            plain = await self._uploads.deliver(plain, target)
         if current is None:
             deployment = await target.request(plain)
             await self._place(name, wanted)

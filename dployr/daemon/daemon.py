@@ -6,6 +6,8 @@
     ├─ instance "local"     the services (see dployr.engine.instance)
     ├─ cluster              the local instance and the connected agents as one handle,
     │                       routing by placement (see dployr.cluster.router)
+    ├─ peers                this control plane among those sharing the cluster state;
+    │                       the leader's background work (see dployr.cluster.peers)
     └─ gateway              Hypercorn + Quart-Trio: REST API, WebSocket feeds, dashboard
 
 The store (SQLite) and the cluster's state (``cluster.db``, or ``--database``) are opened
@@ -21,6 +23,7 @@ import gc
 import json
 import os
 import pwd
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,8 @@ import trio
 from dployr import __version__
 from dployr.cluster import ClusterHandle
 from dployr.cluster.hub import AgentHub
+from dployr.cluster.peers import Peers, default_url
+from dployr.cluster.uploads import Uploads
 from dployr.config import DployrConfig
 from dployr.daemon.lock import hold_lock  # shared with `dployr agent`
 from dployr.daemon.paths import DataDir
@@ -96,8 +101,14 @@ async def run(
                 state = await trio.to_thread.run_sync(open_cluster_state, database, data.root)
             instance = Instance(config.engine, store)
             hub = AgentHub(state)  # the agents: docs/agent-protocol.md
+            # Folders the CLI uploads, until a deploy takes them (dployr/cluster/uploads.py).
+            uploads = Uploads(data.root / "uploads", max_size=config.daemon.max_upload)
             cluster = ClusterHandle(
-                instance.handle, hub, state, local_services=config.daemon.local_services
+                instance.handle,
+                hub,
+                state,
+                local_services=config.daemon.local_services,
+                uploads=uploads,
             )
             gateway = Gateway(
                 cluster,
@@ -108,13 +119,20 @@ async def run(
                 door=hub,  # agents join and dial in (dployr/gateway/agents.py)
                 tls_cert=config.gateway.tls_cert,
                 tls_key=config.gateway.tls_key,
+                uploads=uploads,
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
+            # This control plane among those sharing the state; the leader's work.
+            advertised = config.daemon.advertise or default_url(
+                gateway.url, gateway.host, gateway.port, socket.gethostname()
+            )
+            peers = Peers(state, hub, advertised)
             root = Supervisor(
                 "dployr",
                 [
                     ChildSpec.supervisor("instance", instance.run),
                     ChildSpec("cluster", cluster.run),
+                    ChildSpec("peers", peers.run),
                     ChildSpec("gateway", gateway.run, shutdown=config.gateway.shutdown),
                 ],
                 intensity=Intensity(config.daemon.restarts, config.daemon.restart_period),
@@ -126,11 +144,9 @@ async def run(
                 _write_endpoint(data, url, config.gateway.tls_cert)
                 try:
                     say = _printer(out)
-                    say(f"dployr {__version__} is up: {url} (API and dashboard)")
-                    token_is = "a new admin token is in" if created else "admin token:"
-                    say(f"{token_is} {data.admin_token}")
-                    say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
-                    say(_who_runs_services(instance))
+                    _say_up(say, url, data, instance, created=created)
+                    if database is not None:  # one of several control planes: who leads
+                        peers.tell(say)
                     task_status.started(url)
                     # What start-up made (modules, the app, the services) lives as long as
                     # the daemon: out of the collector's sight, a full collection is short.
@@ -151,6 +167,17 @@ async def run(
                 with trio.CancelScope(shield=True):
                     await state.aclose()
             store.close()
+
+
+def _say_up(
+    say: Callable[[str], None], url: str, data: DataDir, instance: Instance, *, created: bool
+) -> None:
+    """The four lines that tell the user the daemon is up."""
+    say(f"dployr {__version__} is up: {url} (API and dashboard)")
+    token_is = "a new admin token is in" if created else "admin token:"
+    say(f"{token_is} {data.admin_token}")
+    say(f"data dir: {data.root}; Ctrl-C stops every service and exits")
+    say(_who_runs_services(instance))
 
 
 def _who_runs_services(instance: Instance) -> str:

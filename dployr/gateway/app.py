@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from quart import Response, g, request, websocket
 from quart_trio import QuartTrio
@@ -13,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from dployr import __version__
 from dployr.errors import DployrError
 from dployr.gateway import access, agents, api, dashboard, feeds, instances, jobs, openapi
+from dployr.gateway import uploads as gateway_uploads
 from dployr.gateway.access import Tokens
 from dployr.gateway.prometheus import disk_text, prometheus_text
 from dployr.gateway.responses import (
@@ -26,6 +28,9 @@ from dployr.gateway.responses import (
 from dployr.protocol.handle import InstanceHandle
 from dployr.protocol.messages import GetInstance, ListServices
 from dployr.protocol.wire import AgentDoor
+
+if TYPE_CHECKING:
+    from dployr.gateway.uploads import UploadStore
 
 log = logging.getLogger("dployr.gateway")
 
@@ -45,10 +50,12 @@ def create_app(
     *,
     dashboard_key: bytes | None = None,
     door: AgentDoor | None = None,
+    uploads: UploadStore | None = None,
 ) -> QuartTrio:
     """The gateway's application, talking to ``handle``; ``tokens`` checks API tokens,
     remembers logged-out sessions and keeps the audit log; ``door``, if any, lets agents
-    join and dial in (dployr/gateway/agents.py)."""
+    join and dial in (dployr/gateway/agents.py); ``uploads``, if any, takes the folders the CLI
+    uploads (dployr/gateway/uploads.py)."""
     app = QuartTrio("dployr", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["dployr.tokens"] = tokens
@@ -90,6 +97,8 @@ def create_app(
     _add_access_checks(app, tokens)
     if door is not None:  # a control plane: the agents' door, with credentials of its own
         agents.register(app, door)
+    if uploads is not None:
+        gateway_uploads.register(app, uploads)
     feeds.register(app, handle, tokens.authenticate)
 
     @app.errorhandler(DployrError)

@@ -9,7 +9,7 @@ import functools
 from typing import Any
 
 from dployr import __version__
-from dployr.gateway import access, api, instances, jobs
+from dployr.gateway import access, api, instances, jobs, uploads
 from dployr.models import (
     ENV_KEY,
     MAX_COMMAND,
@@ -660,7 +660,8 @@ AGENT_DOOR: dict[str, dict[str, Any]] = {
                 'token. Frames, each a JSON object with a "type": the agent sends `hello` '
                 "first, the control plane answers `hello_ack`; then `call` / `result` / "
                 "`ack`, `update`, `subscribe` / `items` / `gap` / `ended` / `unsubscribe`, "
-                "`ping` / `pong` (docs/agent-protocol.md). Close codes: 1008 a malformed "
+                "`ping` / `pong`, `control_planes` (every control plane sharing the cluster: "
+                "the agent dials each) (docs/agent-protocol.md). Close codes: 1008 a malformed "
                 "frame, 4403 credential revoked, 4408 silent too long, 4409 replaced.",
                 service=False,
             ),
@@ -684,6 +685,7 @@ def document() -> dict[str, Any]:
         paths[api.PREFIX + path] = {"get": operation}
     for path, operations in AGENT_DOOR.items():
         paths[api.PREFIX + path] = operations
+    paths[uploads.UPLOADS_PATH] = {"post": uploads.OPERATION}
     paths[api.PREFIX + "/openapi.json"] = {
         "get": {
             "summary": "This document",
@@ -704,7 +706,13 @@ def document() -> dict[str, Any]:
         "info": {"title": "dployr", "version": __version__},
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": {**SCHEMAS, **access.SCHEMAS, **jobs.SCHEMAS, **instances.SCHEMAS},
+            "schemas": {
+                **SCHEMAS,
+                **access.SCHEMAS,
+                **jobs.SCHEMAS,
+                **instances.SCHEMAS,
+                **uploads.SCHEMAS,
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "agent": {

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from dployr.gateway.access import Tokens
+    from dployr.gateway.uploads import UploadStore
 
 
 class GatewayError(DployrError):
@@ -55,12 +56,15 @@ class Gateway:
         door: AgentDoor | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        uploads: UploadStore | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise GatewayError("--tls-cert and --tls-key go together: give both, or neither")
         self.handle = handle
         self.door = door
         """The agents' door (a control plane's), or None: no agent may dial in."""
+        self.uploads = uploads
+        """Where uploaded folders are kept (a control plane's), or None: no uploads."""
         self.tokens = tokens
         """The API tokens, logged-out sessions and audit log (the store)."""
         self.dashboard_key = dashboard_key
@@ -87,7 +91,9 @@ class Gateway:
             key = self.dashboard_key
             if key is None and self.dashboard_key_file is not None:
                 key = dashboard.load_key(self.dashboard_key_file)
-            self._app = create_app(self.handle, self.tokens, dashboard_key=key, door=self.door)
+            self._app = create_app(
+                self.handle, self.tokens, dashboard_key=key, door=self.door, uploads=self.uploads
+            )
         return self._app
 
     def _config(self) -> Config:

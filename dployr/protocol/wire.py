@@ -16,7 +16,11 @@ describes the exchange; in short:
 * :class:`Subscribe` opens a feed on demand (changes, logs from a cursor, metrics,
   supervision); the agent answers :class:`Items` and :class:`SubscriptionGap`, and
   :class:`Ended` when it ends it; :class:`Unsubscribe` closes it;
-* :class:`Ping` / :class:`Pong` keep the channel's heartbeat.
+* :class:`Ping` / :class:`Pong` keep the channel's heartbeat;
+* :class:`ControlPlanes` tells the agent every control plane sharing the cluster (as the
+  hello_ack did) when they change: the agent keeps a channel to each.
+* :class:`UploadChunk` carries a folder uploaded to the control plane to the agent that
+  builds it, a part at a time; :class:`UploadAck` says how much of it the agent holds.
 
 Pure: no trio, no sockets. :func:`decode_frame` refuses what is not a valid frame of at
 most :data:`MAX_FRAME` bytes with an ``invalid`` :class:`~dployr.protocol.errors.Error`.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Final, Literal, Protocol, get_args
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -48,6 +53,9 @@ channel. Log lines are split over several :class:`Items` frames to stay within i
 ITEMS_CHARS: Final = 2**16
 """The most characters of the items of one :class:`Items` frame the agent sends (at least
 one item): small frames keep a follower's latency low and the channel shared fairly."""
+
+UPLOAD_CHUNK: Final = 2**18
+"""The most bytes of an upload one :class:`UploadChunk` carries (base64: a third more)."""
 
 HEARTBEAT: Final = 5.0
 """Seconds between the control plane's pings."""
@@ -84,6 +92,24 @@ class Hello:
     numbers and subscriptions started again."""
 
 
+def _url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        parts = urlsplit(value) if len(value) <= 2000 else None
+    except ValueError:  # a bracketed host that is not an IPv6 address
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SpecError(f"{attribute.name} must be an http:// or https:// URL")
+
+
+@attrs.frozen
+class ControlPlane:
+    """One of the control planes sharing the cluster: its id (new at each of its starts)
+    and the URL agents reach it at."""
+
+    id: str = attrs.field(validator=_id)
+    url: str = attrs.field(validator=_url)
+
+
 @attrs.frozen
 class HelloAck:
     """The control plane accepts the agent."""
@@ -92,6 +118,19 @@ class HelloAck:
     protocol: int
     heartbeat: float
     """Seconds between pings: the agent takes the channel for dead after three missed."""
+    control_plane: str | None = None
+    """This control plane's id (:class:`ControlPlane`)."""
+    control_planes: tuple[ControlPlane, ...] = ()
+    """Every control plane of the cluster, this one included: the agent keeps a channel
+    to each."""
+
+
+@attrs.frozen
+class ControlPlanes:
+    """The control planes of the cluster changed (one started, or was forgotten): every
+    one, as in :attr:`HelloAck.control_planes`."""
+
+    control_planes: tuple[ControlPlane, ...]
 
 
 @attrs.frozen
@@ -202,6 +241,29 @@ class Pong:
     seq: int = attrs.field(validator=_count)
 
 
+@attrs.frozen
+class UploadChunk:
+    """Bytes ``offset``... of upload ``upload`` (``size`` bytes in all, whose SHA-256 is
+    ``sha256``), base64-encoded in ``data``: the agent keeps them until the upload is whole
+    and answers :class:`UploadAck`."""
+
+    upload: str = attrs.field(validator=_id)
+    offset: int = attrs.field(validator=_count)
+    size: int = attrs.field(validator=_count)
+    sha256: str = attrs.field(validator=_id)
+    data: str
+
+
+@attrs.frozen
+class UploadAck:
+    """The agent holds the first ``received`` bytes of upload ``upload`` (all of them, and
+    checked, when it equals the size), or it cannot take it (``error``)."""
+
+    upload: str = attrs.field(validator=_id)
+    received: int = attrs.field(validator=_count)
+    error: Error | None = None
+
+
 Frame = (
     Hello
     | HelloAck
@@ -216,6 +278,9 @@ Frame = (
     | Unsubscribe
     | Ping
     | Pong
+    | ControlPlanes
+    | UploadChunk
+    | UploadAck
 )
 
 FRAME_TAGS: Final[dict[type, str]] = {
@@ -232,6 +297,9 @@ FRAME_TAGS: Final[dict[type, str]] = {
     Unsubscribe: "unsubscribe",
     Ping: "ping",
     Pong: "pong",
+    ControlPlanes: "control_planes",
+    UploadChunk: "upload",
+    UploadAck: "upload_ack",
 }
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in FRAME_TAGS.items()}
 

@@ -111,11 +111,12 @@ class JobTables(StoreBase):
             )
 
     def add_due_runs(
-        self, runs: Sequence[tuple[str, int]], *, scheduled_at: float, started_at: float
+        self, runs: Sequence[tuple[str, int]], *, scheduled_at: float, started_at: float | None
     ) -> list[JobRun]:
         """Record the runs of several jobs due at one instant, each ``(service,
-        deployment)``, as started, in one transaction: they are let go together once it
-        is committed (the start gate of dployr.engine.jobs)."""
+        deployment)``, as running, in one transaction: they are let go together once it
+        is committed (the start gate of dployr.engine.jobs), and their start time may be
+        recorded after (:meth:`due_runs_started`)."""
         with self._write() as db:
             return [
                 _insert_run(
@@ -129,6 +130,15 @@ class JobTables(StoreBase):
                 )
                 for service, deployment in runs
             ]
+
+    def due_runs_started(self, runs: Sequence[tuple[str, int]], *, started_at: float) -> None:
+        """The runs ``(service, number)`` recorded by :meth:`add_due_runs` started at
+        ``started_at``: one transaction."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE job_runs SET started_at = ? WHERE service = ? AND number = ?",
+                [(started_at, service, number) for service, number in runs],
+            )
 
     def run_started(self, service: str, number: int, *, pid: int, cursor: int | None) -> None:
         """The run's process started (its pid is kept for the record; the cursor of its first

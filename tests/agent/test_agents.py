@@ -400,8 +400,17 @@ async def test_an_agents_services_run_on_untouched_while_its_control_plane_is_ki
         # The control plane, started again, learns the restart from the agent.
         async with control_plane(cp_dir, int(cp_port)) as cp:
             await wait_connected(cp.hub, "a1")
-            info = await member(cp.hub, "a1").request(m.GetService("web"))
-            assert (info.status, info.restarts) == (ServiceStatus.RUNNING, 1)
+            remote = member(cp.hub, "a1")
+            # The agent dials back within half a second: the restarted release may still
+            # be starting (its minimum uptime); its Update says when it runs.
+            with trio.fail_after(WAIT):
+                while True:
+                    updated = remote.updated  # taken first: no Update is missed
+                    info = await remote.request(m.GetService("web"))
+                    if info.status is ServiceStatus.RUNNING:
+                        break
+                    await updated.wait()
+            assert info.restarts == 1
             assert info.pid in restarted
             log = await member(cp.hub, "a1").request(m.ReadLogs("web", tail=50))
             assert any("crashing on request" in line.line for line in log.lines)

@@ -146,3 +146,38 @@ async def test_a_certificate_or_key_it_cannot_serve_is_one_line_at_start(tmp_pat
         assert err.startswith("error: "), (args, err)
         assert expected in err, (args, err)
         assert not (data / "daemon.json").exists()
+
+
+@pytest.mark.slow
+async def test_an_agent_follows_its_control_plane_to_tls_when_given_its_https_url(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    port = str(free_port())
+    plane = await Daemon.start(tmp_path / "plane", "--port", port)
+    try:
+        added = await plane.cli("instances", "add", "east")
+        assert added.code == 0, added
+        async with agent(
+            tmp_path / "east", "--join", plane.url, "--token", added.out.strip()
+        ) as east:
+            await east.wait_for("connected to the control plane http://")
+    finally:
+        code, _ = await plane.stop()
+        assert code == 0
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    plane = await Daemon.start(tmp_path / "plane", "--port", port, *tls)
+    try:
+        # Dialling http:// still: every dial fails, saying what to do.
+        async with agent(tmp_path / "east") as east:
+            line = await east.wait_for("cannot reach the control plane")
+            assert "if it serves https, give --join https://... once" in line
+        # Given its https:// URL (and the certificate to trust), it dials it from now on.
+        async with agent(tmp_path / "east", "--join", plane.url, "--ca", str(cert)) as east:
+            assert "the control plane serves TLS now" in await east.wait_for("serves TLS")
+            await east.wait_for(f"connected to the control plane {plane.url}")
+        kept = json.loads((tmp_path / "east" / "agent.json").read_text())
+        assert (kept["url"], kept["ca"]) == (plane.url, str(cert))
+    finally:
+        code, _ = await plane.stop()
+        assert code == 0

@@ -3,6 +3,7 @@ with an ``invalid`` Error (one line), and a frame over the size limit never gets
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from typing import Any
@@ -31,9 +32,15 @@ items = st.lists(
     max_size=4,
 ).map(tuple)
 
+control_planes = st.lists(
+    st.builds(w.ControlPlane, ids, st.sampled_from(["http://10.0.0.1:7879", "https://cp.example"])),
+    max_size=3,
+).map(tuple)
+
 FRAMES: dict[type, st.SearchStrategy[Any]] = {
     w.Hello: st.builds(w.Hello, names, st.just("0.1"), st.integers(1, 9), st.just(("calls",)), ids),
-    w.HelloAck: st.builds(w.HelloAck, names, st.integers(1, 9), st.floats(0.1, 60)),
+    w.HelloAck: st.builds(w.HelloAck, names, st.integers(1, 9), st.floats(0.1, 60))
+    | st.builds(w.HelloAck, names, st.integers(1, 9), st.floats(0.1, 60), ids, control_planes),
     w.Call: st.builds(w.Call, ids, requests),
     w.Result: st.builds(w.Result, ids, st.just({"name": "web"}))
     | st.builds(w.Result, ids, st.none(), values(Error)),
@@ -63,6 +70,21 @@ FRAMES: dict[type, st.SearchStrategy[Any]] = {
     w.Unsubscribe: st.builds(w.Unsubscribe, counts),
     w.Ping: st.builds(w.Ping, counts),
     w.Pong: st.builds(w.Pong, counts),
+    w.ControlPlanes: st.builds(w.ControlPlanes, control_planes),
+    w.UploadChunk: st.builds(
+        w.UploadChunk,
+        st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+        counts,
+        counts,
+        st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+        st.binary(max_size=64).map(lambda data: base64.b64encode(data).decode()),
+    ),
+    w.UploadAck: st.builds(
+        w.UploadAck,
+        st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+        counts,
+        st.none() | values(Error),
+    ),
 }
 
 
@@ -97,6 +119,15 @@ def test_every_frame_survives_the_wire(cls: type, data: st.DataObject) -> None:
             '{"type": "update", "seq": 1, "epoch": "e", "full": true, "generation": 1,'
             ' "services": [], "machine": 3}',
             "a bad update frame",
+        ),
+        *(
+            (
+                json.dumps(
+                    {"type": "control_planes", "control_planes": [{"id": "cp", "url": url}]}
+                ),
+                "a bad control_planes frame",
+            )
+            for url in ("ftp://cp", "http://", "cp:7879", "http://[::1", "http://" + "a" * 2000)
         ),
     ],
 )

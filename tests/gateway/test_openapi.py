@@ -8,6 +8,7 @@ from pathlib import Path
 from quart_trio import QuartTrio
 
 from dployr.cluster.hub import AgentHub
+from dployr.cluster.uploads import Uploads
 from dployr.gateway.app import create_app
 from dployr.store.cluster import open_cluster_state
 from tests.gateway.conftest import Served
@@ -45,7 +46,10 @@ async def test_every_route_is_in_the_document_with_its_method(
     state = open_cluster_state(None, tmp_path)
     try:
         gateway = served.gateway
-        routes = served_routes(create_app(gateway.handle, gateway.tokens, door=AgentHub(state)))
+        # And the uploads' route (POST /api/v1/uploads), as `dployr up` serves it.
+        uploads = Uploads(tmp_path / "uploads")
+        app = create_app(gateway.handle, gateway.tokens, door=AgentHub(state), uploads=uploads)
+        routes = served_routes(app)
     finally:
         await state.aclose()
     assert {("post", "/api/v1/agent/join"), ("get", "/api/v1/agent")} <= routes

@@ -1,4 +1,5 @@
-"""Jobs on a real daemon: a ``kill -9`` across a due time, then the catch-up, once.
+"""Jobs on a real daemon: a ``kill -9`` across a due time, then the catch-up, once; a run
+recorded ahead of its due time by a daemon that died is never run.
 
 The daemon runs as ``dployr up`` in a subprocess. To put a due time between two daemons
 without waiting for the calendar, the second and third daemons read a wall clock set
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from dployr.daemon.paths import DataDir
+from dployr.store.store import Store
 from tests.faults.test_escape import warden_of
 from tests.helpers import Daemon, wait_gone
 from tests.jobs.helpers import job_folder
@@ -149,3 +152,48 @@ async def test_a_run_cut_by_a_kill_9_keeps_only_its_own_lines(tmp_path: Path) ->
                 ]
     finally:
         await second.stop()
+
+
+@pytest.mark.slow
+async def test_a_run_recorded_ahead_whose_daemon_died_before_its_time_never_runs(
+    tmp_path: Path,
+) -> None:
+    # The start gate records a run just before its due time, without a start time, and
+    # lets it go at it; a daemon killed in between leaves the row as written here (its
+    # held process exits unrun with the daemon). The next daemon records it failed, and
+    # runs nothing: that due time is not caught up (never twice).
+    ran = tmp_path / "ran"
+    folder = job_folder(tmp_path / "app", f'echo "run $DPLOYR_RUN" >> {ran}\n')
+    data_dir = tmp_path / "data"
+    first = Daemon(data_dir)
+    await first.start()
+    try:
+        async with first.client() as api:
+            reply = await api.post(
+                "/services/nightly/deploy",
+                json={"remote": str(folder), "run_cmd": "sh job.sh", "job": {}},
+            )
+            assert reply.status_code == 202, reply.text
+            await first.wait_log("nightly", "deploy 1: succeeded")
+    finally:
+        await first.stop()
+    due = float(int(time.time()) // 60 * 60)
+    with Store.open(DataDir(data_dir).db) as store:
+        store.add_due_runs([("nightly", 1)], scheduled_at=due, started_at=None)
+
+    second = Daemon(data_dir)
+    await second.start()
+    try:
+        async with second.client() as api:
+            runs = (await api.get("/services/nightly/runs")).json()
+            assert [(r["id"], r["trigger"], r["status"], r["scheduled_at"]) for r in runs] == [
+                (1, "schedule", "failed", due)
+            ]
+            assert runs[0]["message"] == "the daemon stopped as the run was starting"
+            lines = (await api.get("/services/nightly/runs/1/logs")).json()["lines"]
+            assert [x["line"] for x in lines] == [
+                "run 1 failed: the daemon stopped as the run was starting"
+            ]
+    finally:
+        await second.stop()
+    assert not ran.exists()

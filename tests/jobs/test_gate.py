@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dployr.engine.jobs.gate import Decide, StartGate, State
@@ -55,7 +56,7 @@ async def test_the_first_job_due_lets_every_run_held_for_that_instant_go(
     asked: list[str] = []
 
     def starts(name: str) -> Decide:
-        def decide() -> tuple[str, Deployment, launcher.Held] | None:
+        def decide(final: bool) -> tuple[str, Deployment, launcher.Held] | None:
             asked.append(name)
             return (name, deployment(name), helds[name]) if name in helds else None
 
@@ -80,7 +81,9 @@ async def test_the_first_job_due_lets_every_run_held_for_that_instant_go(
         recorded = {}
         for name in ("first", "second"):
             (run,) = store.job_runs(name, 10)
-            assert run == tickets[name].record
+            record = tickets[name].record
+            assert record is not None
+            assert run.id == record.id
             assert (run.id, run.trigger, run.status, run.scheduled_at) == (
                 1,
                 Trigger.SCHEDULE,
@@ -89,7 +92,9 @@ async def test_the_first_job_due_lets_every_run_held_for_that_instant_go(
             )
             recorded[name] = run.started_at
             assert await line_of(helds[name].process) == b"1\n"  # let go, with its number
-        assert recorded["first"] == recorded["second"]  # in one transaction
+        assert recorded["first"] == recorded["second"]  # in one transaction, after
+        assert recorded["first"] is not None
+        assert recorded["first"] >= due
         assert store.job_runs("busy", 10) == []
         assert store.job_runs("gone", 10) == []
         released = tickets["first"].released_at
@@ -105,7 +110,7 @@ async def test_a_run_declined_at_the_gate_goes_alone_once_its_job_decided(
 ) -> None:
     due = time.time()
     gate = StartGate(store)
-    busy = gate.expect(due, time.time, lambda: None)  # its job is busy at the due time
+    busy = gate.expect(due, time.time, lambda final: None)  # its job is busy at the due time
     held = await held_run(tmp_path, busy.barrier)
     try:
         gate.arrive(busy)
@@ -120,11 +125,58 @@ async def test_a_run_declined_at_the_gate_goes_alone_once_its_job_decided(
 async def test_an_instant_every_job_gave_up_is_forgotten(store: Store) -> None:
     due = time.time() + 60
     gate = StartGate(store)
-    tickets = [gate.expect(due, time.time, lambda: None) for _ in range(2)]
+    tickets = [gate.expect(due, time.time, lambda final: None) for _ in range(2)]
     for ticket in tickets:
         gate.leave(ticket)
     assert tickets[0].barrier.opened
-    again = gate.expect(due, time.time, lambda: None)  # a job deployed again meanwhile
+    again = gate.expect(due, time.time, lambda final: None)  # a job deployed again meanwhile
     assert again.instant is not tickets[0].instant
     assert not again.barrier.opened
     gate.leave(again)
+
+
+async def test_runs_are_recorded_just_before_their_instant_and_let_go_at_it(
+    store: Store, tmp_path: Path
+) -> None:
+    # "first" starts when asked ahead; "second" says no then (a job whose run replaces
+    # others decides at its time) and yes at the due time: both start together then.
+    due = time.time() + 60
+    gate = StartGate(store)
+    helds: dict[str, launcher.Held] = {}
+
+    def starts(name: str) -> Decide:
+        def decide(final: bool) -> tuple[str, Deployment, launcher.Held] | None:
+            return (name, deployment(name), helds[name]) if name == "first" or final else None
+
+        return decide
+
+    tickets = {name: gate.expect(due, time.time, starts(name)) for name in ("first", "second")}
+    for name, ticket in tickets.items():
+        helds[name] = await held_run(tmp_path, ticket.barrier)
+    try:
+        gate.prepare(tickets["second"])
+        assert tickets["first"].state is State.STARTED
+        assert tickets["second"].state is State.EXPECTED
+        (run,) = store.job_runs("first", 10)
+        assert (run.id, run.status, run.scheduled_at, run.started_at) == (
+            1,
+            RunStatus.RUNNING,
+            due,
+            None,  # recorded, not started: its program cannot run before the barrier opens
+        )
+        assert not tickets["first"].barrier.opened
+        for held in helds.values():
+            assert psutil.Process(held.process.pid).cmdline()[:2] == ["/bin/sh", "-c"]
+        gate.arrive(tickets["first"])
+        assert tickets["second"].state is State.STARTED
+        assert tickets["first"].barrier.opened
+        starts_at = set()
+        for name, held in helds.items():
+            assert await line_of(held.process) == b"1\n"
+            (run,) = store.job_runs(name, 10)
+            starts_at.add(run.started_at)
+        assert len(starts_at) == 1  # recorded after they were let go, together
+        assert None not in starts_at
+    finally:
+        for held in helds.values():
+            await launcher.stop(held.process, 0)

@@ -1,33 +1,40 @@
-"""The start gate: the scheduled runs of an instance's jobs due at one instant are decided,
-recorded and let go together, in one step of the event loop.
+"""The start gate: the scheduled runs of an instance's jobs due at one instant are decided
+and recorded together just before it, and let go together at it by one wake-up.
 
 Each job's runner takes a :class:`Ticket` for a due time when its scheduler wakes ahead
 of it (:data:`~dployr.engine.jobs.runner.LEAD` seconds before) and its run's process is
 spawned held (:func:`dployr.engine.os.launcher.launch_held`), waiting on the instant's
-:class:`~dployr.engine.os.launcher.Barrier`. The first of those schedulers to wake at
-the due time arrives at the gate (:meth:`StartGate.arrive`), which then, without
-waiting for the others:
+:class:`~dployr.engine.os.launcher.Barrier`.
 
-1. asks every job holding a ticket for that instant whether its run starts now, held
-   (its ``decide``: the rules of :func:`dployr.schedule.on_due`, as the job would apply
-   them itself; a job busy deciding something else, or whose run skips, replaces
-   another, or was not held in time, says no, and decides alone when its own scheduler
-   comes);
-2. records every run that starts in ONE store transaction (so each is recorded before it
-   can run, as every run is, and numbered once: never run twice);
-3. gives each held run its number (a write to its own pipe: it wakes nothing yet);
-4. opens the barrier: one ``close`` wakes every held run at once.
+1. :data:`PREPARE` seconds before the due time, the first job to get there
+   (:meth:`StartGate.prepare`) asks every job holding a ticket for that instant whether
+   its run starts (its ``decide``: the rules of :func:`dployr.schedule.on_due`, as the
+   job applies them itself) and records those that do in ONE store transaction
+   (running, no start time yet: recorded before they can run, numbered once, so never
+   run twice). A job that says no (busy deciding something else; its run would skip or
+   replace another, or is not held yet; a job whose runs replace others always, so that
+   a run asked for meanwhile is one its run replaces) is asked again at the due time.
+2. At the due time the first job whose scheduler wakes (:meth:`StartGate.arrive`) asks
+   the jobs not decided yet again and records those that start now (the others decide
+   alone, when their schedulers come), writes each held run its number (a pipe of its
+   own, which it reads only once the barrier is open: it wakes nothing), then opens the
+   barrier: one ``close`` wakes every held run at once. Their start time is recorded
+   after, in one transaction; each job's scheduler takes its run over (its
+   bookkeeping). A held run whose barrier ends because the daemon died finds no number
+   and exits unrun.
 
-Each job's scheduler then finds its run started (:attr:`Ticket.record`) and takes it
-over. Deciding for all in one step, instead of each job deciding when its own scheduler
-got its turn, keeps a hundred scheduler wake-ups (milliseconds on a busy machine) off the
-path to the start; letting them go one write at a time woke a shell per write, which took
-a core from the event loop while it still had the next ones to record and let go (on 2
-cores, the 100th run of a minute started ~90 ms late). See benchmarks/RESULTS.md.
+So a hundred writes that wake nothing and one ``close`` are all that is left for the due
+time itself: a hundred scheduler wake-ups, a hundred inserts and a hundred writes each
+waking a shell (which took a core from the event loop while it still had the next ones
+to do) are no longer between the due time and the runs' start. A run recorded at step 1
+whose daemon dies before step 2 is found running without a start time by the next
+daemon, and recorded failed ("the daemon stopped as the run was starting"), not run
+again. See benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 import weakref
@@ -43,17 +50,23 @@ from dployr.store.jobs import JobTables
 
 Start = tuple[str, Deployment, launcher.Held]
 """A run that starts through the gate: its job (service), deployment, held process."""
-Decide = Callable[[], Start | None]
-"""A job's answer at the due time: its run starts now, held, or not through the gate."""
+Decide = Callable[[bool], Start | None]
+"""A job's answer, ahead of the due time (False) or at it (True): its run starts, held,
+or not through the gate (yet)."""
+
+
+PREPARE = 0.1
+"""Seconds before a due time when the runs due then are decided and recorded (step 1)."""
 
 
 class State(enum.Enum):
     """Where a ticket is."""
 
     EXPECTED = "expected"
-    """Its run is held for the instant, not let go yet."""
+    """Its run is held for the instant, not decided yet."""
     STARTED = "started"
-    """Its run was recorded and let go with the others (or the record failed: ``error``)."""
+    """Its run was recorded and given its number, to be let go with the others at the
+    instant (or the record failed: ``error``)."""
     DECLINED = "declined"
     """Its job said no at the due time: it decides alone."""
     LEFT = "left"
@@ -69,6 +82,8 @@ class Instant:
     """The clock the runs' records are written with (the jobs' calendar)."""
     barrier: launcher.Barrier = attrs.field(factory=launcher.Barrier)
     tickets: list[Ticket] = attrs.field(factory=list)
+    released_at: float | None = None
+    """When its barrier was opened."""
 
 
 @attrs.define(eq=False)
@@ -104,6 +119,10 @@ class StartGate:
     def expect(self, due: float, wall: Callable[[], float], decide: Decide) -> Ticket:
         """A ticket for a run due at ``due`` on the calendar ``wall``, whose process is
         about to be held; ``decide`` is asked at the due time whether it starts."""
+        # An instant whose every job was stopped after its run was recorded is never let
+        # go (its runs were stopped by their jobs): forgotten an hour on.
+        for stale in [d for d in self._instants if d < due - 3600]:
+            self._instants.pop(stale).barrier.open()
         instant = self._instants.get(due)
         if instant is None:
             instant = self._instants[due] = Instant(due, wall)
@@ -121,39 +140,72 @@ class StartGate:
             self._forget(instant)
             instant.barrier.open()  # no one waits on it any more
 
+    def prepare(self, ticket: Ticket) -> None:
+        """:data:`PREPARE` seconds before the ticket's due time: every job held for it is
+        asked whether its run starts; those that do are recorded, not started yet, so
+        that only their numbers and the barrier's close are left for the due time. A job
+        that says no is asked again then (a run active now may have ended)."""
+        if ticket.instant.released_at is None:
+            self._record(ticket.instant, final=False)
+
     def arrive(self, ticket: Ticket) -> None:
         """The ticket's run is due (its scheduler woke): the instant is let go now if it
-        was not yet, every run held for it decided (see the module's docstring)."""
-        if ticket.state is State.EXPECTED:
-            self._release(ticket.instant)
+        was not yet (see the module's docstring)."""
+        instant = ticket.instant
+        if instant.released_at is not None:
+            return
+        self._forget(instant)
+        started: list[Ticket] = []
+        try:
+            self._record(instant, final=True)  # those not asked yet, or that said no
+            started = [t for t in instant.tickets if t.state is State.STARTED]
+            # Their numbers only now: a held run whose barrier ends because the daemon
+            # died finds no number, and exits unrun.
+            for one in started:
+                if one.record is not None and one.start is not None:
+                    one.start[2].go(str(one.record.id))
+        finally:
+            # Read before the close: the close wakes them all, and they may take the
+            # daemon's core for a while.
+            started_at, released_at = instant.wall(), time.time()
+            instant.barrier.open()
+            instant.released_at = released_at
+            for one in started:
+                one.released_at = released_at
+        runs = [
+            (t.start[0], t.record.id)
+            for t in started
+            if t.start is not None and t.record is not None
+        ]
+        if runs:
+            with contextlib.suppress(StoreError):  # (they run on; their start is unknown)
+                self.store.due_runs_started(runs, started_at=started_at)
 
     def _forget(self, instant: Instant) -> None:
         if self._instants.get(instant.due) is instant:
             del self._instants[instant.due]
 
-    def _release(self, instant: Instant) -> None:
-        """Decide every expected ticket, record those that start, give each its number,
-        open the barrier (whatever fails on the way: no held run waits forever)."""
-        self._forget(instant)
+    def _record(self, instant: Instant, *, final: bool) -> None:
+        """Ask every expected ticket whether its run starts; record those that do in
+        one transaction. Not ``final``: a no leaves the ticket expected."""
         started: list[Ticket] = []
         try:
             for ticket in instant.tickets:
                 if ticket.state is State.EXPECTED:
-                    ticket.state = State.DECLINED  # (if its decide fails)
-                    ticket.start = ticket.decide()
+                    ticket.start = ticket.decide(final)
                     if ticket.start is not None:
                         ticket.state = State.STARTED
                         started.append(ticket)
+                    elif final:
+                        ticket.state = State.DECLINED
             if started:
                 records = self.store.add_due_runs(
                     [(start[0], start[1].id) for start in _starts(started)],
                     scheduled_at=instant.due,
-                    started_at=instant.wall(),
+                    started_at=None,
                 )
                 for ticket, record in zip(started, records, strict=True):
                     ticket.record = record
-                    assert ticket.start is not None
-                    ticket.start[2].go(str(record.id))
         except Exception as error:  # handed to each run's job, which raises it
             for ticket in started:
                 if ticket.record is None:
@@ -161,12 +213,10 @@ class StartGate:
             if not isinstance(error, StoreError):
                 raise
         finally:
-            # Read before the close: the close wakes them all, and they may take the
-            # daemon's core for a while.
-            released_at = time.time()
-            instant.barrier.open()
-            for ticket in started:
-                ticket.released_at = released_at
+            if final:
+                for ticket in instant.tickets:
+                    if ticket.state is State.EXPECTED:  # (its decide failed)
+                        ticket.state = State.DECLINED
 
 
 def _starts(tickets: list[Ticket]) -> list[Start]:

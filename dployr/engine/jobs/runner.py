@@ -20,14 +20,13 @@ recorded missed.
 Starting on time: the scheduler wakes :data:`LEAD` seconds before a due time, and the run
 is spawned then, held before its program (:func:`dployr.engine.os.launcher.launch_held`,
 in a worker thread, its cgroup entered meanwhile), waiting on the barrier of the
-instance's start gate for that instant (:mod:`.gate`); at the due time, the first job to
-wake has the gate decide for every job held for it, record every run that starts in one
-transaction and let them all go with one wake-up. So a hundred jobs due in the same
-second start together, within tens of milliseconds of it (their own execs on the cores;
-see benchmarks/RESULTS.md), though a spawn and a cgroup move take milliseconds each. A
-held run that is not used (skipped, its job redeployed or stopped meanwhile) ends
-without running its program; one let go whose job is stopped before it takes it over
-is stopped.
+instance's start gate for that instant (:mod:`.gate`), which decides and records (in one
+transaction) the runs due then just before the due time, and lets them all go at it
+with one wake-up. So a hundred jobs due in the same second start together, within
+tens of milliseconds of it (their own execs on the cores; see benchmarks/RESULTS.md),
+though a spawn and a cgroup move take milliseconds each. A held run that is not used
+(skipped, its job redeployed or stopped meanwhile) ends without running its program;
+one recorded whose job is stopped before it takes it over is stopped.
 
 Status: ``running`` while a run is active, else ``stopped`` (with "next run at ..." as its
 message); health: ``healthy`` after a successful run, ``degraded`` after a failed or
@@ -52,7 +51,7 @@ import trio
 
 from dployr.engine import status as st
 from dployr.engine.errors import Conflict, NotDeployed
-from dployr.engine.jobs.gate import Start, State, Ticket, gate_of
+from dployr.engine.jobs.gate import PREPARE, Start, State, Ticket, gate_of
 from dployr.engine.jobs.run import Ended, JobProcess, Output, RunSpec, journal_ranges
 from dployr.engine.jobs.scheduler import Scheduler
 from dployr.engine.os import launcher
@@ -69,6 +68,7 @@ from dployr.models import (
 )
 from dployr.protocol.messages import JobInfo, LogPage
 from dployr.schedule import (
+    Concurrency,
     Decision,
     JobOptions,
     JobRun,
@@ -93,6 +93,8 @@ JOBS = "jobs"
 """The name the status machine knows a job's runs by (its "current release")."""
 SCHEDULER = "scheduler"
 INTERRUPTED = "the daemon stopped during the run"
+INTERRUPTED_STARTING = "the daemon stopped as the run was starting"
+"""Of a run recorded by the start gate before its due time, without a start time yet."""
 LEAD = 2.0
 """Seconds before a due time when the run's process is spawned, held (see above)."""
 
@@ -291,6 +293,13 @@ class JobRunner:
             if left is not None:
                 await left[1].discard()  # shielded
 
+    async def _prepare(self, due: float, ticket: Ticket) -> None:
+        """At :data:`~dployr.engine.jobs.gate.PREPARE` seconds before ``due``, have the
+        start gate decide and record the runs due then (the first job there does it)."""
+        while (left := due - PREPARE - self.wall()) > 0:  # noqa: ASYNC110 (a clock, not a poll)
+            await trio.sleep(left)
+        self._gate.prepare(ticket)
+
     async def _hold(self, due: float, deployment: Deployment, ticket: Ticket) -> None:
         service = self.service
         settings = deployment.settings
@@ -304,6 +313,7 @@ class JobRunner:
         with contextlib.suppress(Exception):
             held = await launcher.launch_held(spec, name="DPLOYR_RUN", barrier=ticket.barrier)
             self._held[due] = (deployment, held)
+        await self._prepare(due, ticket)  # once held (or not): asked as late as that
 
     async def due(self, scheduled: float, trigger: Trigger) -> None:
         """A run falls due (the schedule, or a catch-up): start, skip or replace."""
@@ -316,16 +326,19 @@ class JobRunner:
             self.deployment = self._active_deployment()
         return await self._fire(None, Trigger.MANUAL)
 
-    def _decide_at_gate(self, due: float) -> Start | None:
-        """Asked by the start gate at ``due``: whether the run due then starts now through
-        it, held (the rules :meth:`_fire` applies; no when this job is busy deciding
-        something else, or the run skips, replaces another, or was not held in time).
-        A yes takes the held process out of :attr:`_held`, and the run counts as active
-        until it is taken over (:meth:`_take_over`)."""
+    def _decide_at_gate(self, due: float, final: bool) -> Start | None:
+        """Asked by the start gate just before ``due`` and, if it said no, at it
+        (``final``): whether the run due then starts through the gate, held (the rules
+        :meth:`_fire` applies; no when this job is busy deciding something else, or the
+        run skips, replaces another, or was not held in time). A yes takes the held
+        process out of :attr:`_held`, and the run counts as active until it is taken
+        over (:meth:`_take_over`)."""
         deployment = self.deployment
         if self._lock.locked() or deployment is None:
             return None
         options = _options(deployment.settings)
+        if not final and options.concurrency is Concurrency.REPLACE:
+            return None  # at its time: a run asked for meanwhile is one it must replace
         if on_due(self._active_count(), options.concurrency) is not Decision.START:
             return None
         ready = self._held.get(due)
@@ -355,15 +368,15 @@ class JobRunner:
         return self._reread(record)
 
     async def _abandon(self, ticket: Ticket) -> None:
-        """A run let go by the start gate as its job was stopped or redeployed, before it
-        could take the run over: stopped, and its record finished."""
+        """A run the start gate recorded (and maybe let go) as its job was stopped or
+        redeployed, before it could take the run over: stopped, its record finished."""
         assert ticket.start is not None
         _, deployment, held = ticket.start
         ticket.taken = True
         self._starting -= 1
         await held.discard()  # shielded
         if ticket.record is not None:
-            message = "stopped as it started: its job was stopped or redeployed"
+            message = "stopped as it was starting: its job was stopped or redeployed"
             self.store.finish_run(
                 self.service.name,
                 ticket.record.id,
@@ -637,7 +650,8 @@ class JobRunner:
                 output.add_range(first, last)
             if not output.ranges and record.first_cursor is not None:
                 output.add_range(record.first_cursor, record.first_cursor)  # without a journal
-            text = f"run {record.id} failed: {INTERRUPTED}"
+            why = INTERRUPTED if record.started_at is not None else INTERRUPTED_STARTING
+            text = f"run {record.id} failed: {why}"
             output.add(service.book.system(text, deployment=record.deployment))
             service.store.finish_run(
                 service.name,
@@ -646,7 +660,7 @@ class JobRunner:
                 ended_at=time.time(),
                 exit_code=None,
                 signal=None,
-                message=INTERRUPTED,
+                message=why,
                 output=output.ranges,
             )
         # What is left belongs to runs that were recorded finished: no run is active yet.

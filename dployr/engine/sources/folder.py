@@ -24,6 +24,7 @@ from typing import Final
 
 import trio
 
+from dployr.archive import entries
 from dployr.engine.sources.remotes import Remote, SourceError
 
 FOLDER_PREFIX: Final = "folder:"
@@ -71,33 +72,10 @@ def _entries(root: str) -> Iterator[tuple[str, os.stat_result]]:
     """Every entry under ``root`` (relative path, lstat), each folder before its content.
 
     Names are sorted, symlinks are not followed, and the caller may be cancelled between
-    entries. Anything but folders, files and symlinks is refused.
+    entries. Anything but folders, files and symlinks is refused. The same walk packs a
+    folder the CLI uploads (dployr/archive.py): one rule for what a folder deploys.
     """
-    pending = [""]
-    while pending:
-        folder = pending.pop()
-        with os.scandir(os.path.join(root, folder)) as scan:
-            children = sorted(scan, key=lambda entry: entry.name)
-        folders = []
-        for entry in children:
-            trio.from_thread.check_cancelled()
-            if entry.name == ".git":
-                continue  # a release never holds a repository
-            relative = os.path.join(folder, entry.name)
-            info = entry.stat(follow_symlinks=False)
-            if not (
-                stat.S_ISDIR(info.st_mode)
-                or stat.S_ISREG(info.st_mode)
-                or stat.S_ISLNK(info.st_mode)
-            ):
-                raise SourceError(
-                    f"{os.path.join(root, relative)} is not a file, folder or symlink (a pipe, "
-                    "socket or device cannot be deployed): remove it from the source folder"
-                )
-            yield relative, info
-            if stat.S_ISDIR(info.st_mode):
-                folders.append(relative)
-        pending.extend(reversed(folders))
+    return entries(root, refuse=SourceError, between=trio.from_thread.check_cancelled)
 
 
 def _record(relative: str, info: os.stat_result, target: str | None = None) -> bytes:

@@ -8,7 +8,7 @@ database URL is given. Secrets
 (join tokens, agent credentials) are shown once and stored only as SHA-256 digests.
 """
 
-from dployr.store.cluster.base import CHANGES, INSTANCES, PLACEMENT, SNAPSHOTS
+from dployr.store.cluster.base import CHANGES, CONTROL_PLANES, INSTANCES, PLACEMENT, SNAPSHOTS
 from dployr.store.cluster.errors import (
     InstanceExists,
     InvalidClusterValue,
@@ -19,7 +19,7 @@ from dployr.store.cluster.errors import (
 )
 from dployr.store.cluster.leader import while_leader
 from dployr.store.cluster.notices import Changes
-from dployr.store.cluster.records import InstanceRecord, JoinToken
+from dployr.store.cluster.records import ControlPlaneRecord, InstanceRecord, JoinToken
 from dployr.store.cluster.sqlite import CLUSTER_DB_FILE_NAME, SqliteClusterState
 from dployr.store.cluster.state import ClusterState, open_cluster_state
 from dployr.store.cluster.tables import (
@@ -32,6 +32,7 @@ from dployr.store.cluster.tables import (
 __all__ = [
     "CHANGES",
     "CLUSTER_DB_FILE_NAME",
+    "CONTROL_PLANES",
     "CREDENTIAL_PREFIX",
     "INSTANCES",
     "JOIN_TOKEN_PREFIX",
@@ -40,6 +41,7 @@ __all__ = [
     "SNAPSHOTS",
     "Changes",
     "ClusterState",
+    "ControlPlaneRecord",
     "InstanceExists",
     "InstanceRecord",
     "InvalidClusterValue",

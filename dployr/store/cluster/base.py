@@ -18,7 +18,7 @@ import trio
 
 from dployr.store.cluster import tables
 from dployr.store.cluster.notices import Changes
-from dployr.store.cluster.records import InstanceRecord, JoinToken
+from dployr.store.cluster.records import ControlPlaneRecord, InstanceRecord, JoinToken
 from dployr.store.cluster.tables import Tx
 
 T = TypeVar("T")
@@ -29,7 +29,9 @@ PLACEMENT: Final = "placement"
 """A change of which instance a service belongs to."""
 SNAPSHOTS: Final = "snapshots"
 """A change of an instance's last-known services."""
-CHANGES: Final = (INSTANCES, PLACEMENT, SNAPSHOTS)
+CONTROL_PLANES: Final = "control_planes"
+"""A control plane started, stopped, was pruned, or became the leader."""
+CHANGES: Final = (INSTANCES, PLACEMENT, SNAPSHOTS, CONTROL_PLANES)
 
 
 class ClusterStateBase(abc.ABC):
@@ -116,6 +118,47 @@ class ClusterStateBase(abc.ABC):
     async def snapshots(self) -> dict[str, tuple[float, list[dict[str, object]]]]:
         """The last-known services of every instance that sent some: instance → (at, list)."""
         return await self._read(tables.snapshots)
+
+    async def announce(self, control_plane: str, url: str) -> None:
+        """Record that the control plane ``control_plane`` runs and is reached at ``url``."""
+        await self._write(
+            partial(tables.announce, control_plane=control_plane, url=url, now=self._clock()),
+            CONTROL_PLANES,
+        )
+
+    async def record_alive(self, control_plane: str, url: str) -> None:
+        """Record that the control plane is still running (recorded again if it was pruned
+        meanwhile). Tells the others only if it was."""
+        refreshed = await self._write(
+            partial(tables.record_alive, control_plane=control_plane, now=self._clock())
+        )
+        if not refreshed:
+            await self.announce(control_plane, url)
+
+    async def leave(self, control_plane: str) -> None:
+        """Forget the control plane (it stops)."""
+        await self._write(partial(tables.leave, control_plane=control_plane), CONTROL_PLANES)
+
+    async def record_leader(self, control_plane: str) -> None:
+        """Record that ``control_plane`` leads the cluster from now on."""
+        await self._write(
+            partial(tables.record_leader, control_plane=control_plane, now=self._clock()),
+            CONTROL_PLANES,
+        )
+
+    async def control_planes(self, *, within: float) -> list[ControlPlaneRecord]:
+        """The control planes seen within the last ``within`` seconds, oldest first."""
+        return await self._read(partial(tables.control_planes, since=self._clock() - within))
+
+    async def prune_control_planes(self, *, after: float) -> int:
+        """Forget the control planes not seen for ``after`` seconds; how many."""
+        before = self._clock() - after
+        stale = await self._read(partial(tables.control_planes_before, before=before))
+        if not stale:  # nothing to write, nothing to tell
+            return 0
+        return await self._write(
+            partial(tables.prune_control_planes, before=before), CONTROL_PLANES
+        )
 
     @abc.abstractmethod
     async def lead(

@@ -33,3 +33,18 @@ class JoinToken:
     """The secret, shown once: only its SHA-256 digest is stored."""
     expires_at: float
     """When it stops working, if not used before (Unix time)."""
+
+
+@attrs.frozen
+class ControlPlaneRecord:
+    """A control plane (``dployr up``) sharing the cluster state, as it recorded itself."""
+
+    id: str
+    """Its id, new at each start."""
+    url: str
+    """Where agents and the other control planes reach it (``dployr up --advertise``)."""
+    started_at: float
+    last_seen: float
+    """When it last said it was alive (Unix time)."""
+    leader_since: float | None
+    """Since when it leads the cluster, or None (it does not, as far as it recorded)."""

@@ -67,6 +67,22 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "control planes: each dployr up sharing the state, and the URL agents reach it at",
+        (
+            # One row per running control plane (a new id at each start); the leader
+            # deletes those not seen for a while (killed, so never gone on their own).
+            """
+            CREATE TABLE control_planes (
+                id TEXT PRIMARY KEY NOT NULL,
+                url TEXT NOT NULL,
+                started_at REAL NOT NULL,
+                last_seen REAL NOT NULL,
+                leader_since REAL
+            ) STRICT
+            """,
+        ),
+    ),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -116,6 +132,22 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 instance TEXT PRIMARY KEY NOT NULL,
                 at DOUBLE PRECISION NOT NULL,
                 services TEXT NOT NULL  -- JSON list of services (codec JSON)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        "control planes: each dployr up sharing the state, and the URL agents reach it at",
+        (
+            # One row per running control plane (a new id at each start); the leader
+            # deletes those not seen for a while (killed, so never gone on their own).
+            """
+            CREATE TABLE control_planes (
+                id TEXT PRIMARY KEY NOT NULL,
+                url TEXT NOT NULL,
+                started_at DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL,
+                leader_since DOUBLE PRECISION
             )
             """,
         ),

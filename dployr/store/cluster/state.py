@@ -16,7 +16,7 @@ from typing import NoReturn, Protocol
 import trio
 
 from dployr.store.cluster.notices import Changes
-from dployr.store.cluster.records import InstanceRecord, JoinToken
+from dployr.store.cluster.records import ControlPlaneRecord, InstanceRecord, JoinToken
 from dployr.store.cluster.sqlite import CLUSTER_DB_FILE_NAME, SqliteClusterState
 
 
@@ -84,6 +84,30 @@ class ClusterState(Protocol):
         """instance → (when, its last-known services)."""
         ...
 
+    async def announce(self, control_plane: str, url: str) -> None:
+        """Record a running control plane and the URL agents reach it at."""
+        ...
+
+    async def record_alive(self, control_plane: str, url: str) -> None:
+        """Refresh a control plane's last seen (recorded again if it was pruned)."""
+        ...
+
+    async def leave(self, control_plane: str) -> None:
+        """Forget a control plane that stops."""
+        ...
+
+    async def record_leader(self, control_plane: str) -> None:
+        """Record that a control plane leads from now on."""
+        ...
+
+    async def control_planes(self, *, within: float) -> list[ControlPlaneRecord]:
+        """The control planes seen within the last ``within`` seconds, oldest first."""
+        ...
+
+    async def prune_control_planes(self, *, after: float) -> int:
+        """Forget the control planes not seen for ``after`` seconds; how many."""
+        ...
+
     async def lead(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
@@ -98,8 +122,9 @@ class ClusterState(Protocol):
 
     def notifications(self) -> contextlib.AbstractAsyncContextManager[Changes]:
         """What changed, as an async iterator of sets of names (``instances``,
-        ``placement``, ``snapshots``) valid inside ``async with``; with PostgreSQL from
-        every control plane on the database, with SQLite from this object."""
+        ``placement``, ``snapshots``, ``control_planes``) valid inside ``async with``;
+        with PostgreSQL from every control plane on the database, with SQLite from this
+        object."""
         ...
 
     async def aclose(self) -> None:

@@ -28,7 +28,7 @@ from dployr.store.cluster.errors import (
     InvalidJoinToken,
     UnknownInstance,
 )
-from dployr.store.cluster.records import InstanceRecord, JoinToken
+from dployr.store.cluster.records import ControlPlaneRecord, InstanceRecord, JoinToken
 
 LOCAL: Final = "local"
 """The name of the control plane's own instance: always taken, never removed."""
@@ -274,3 +274,70 @@ def record_snapshot(tx: Tx, instance: str, services: list[dict[str, object]], at
 def snapshots(tx: Tx) -> dict[str, tuple[float, list[dict[str, object]]]]:
     rows = tx.rows("SELECT instance, at, services FROM snapshots ORDER BY instance")
     return {row["instance"]: (row["at"], json.loads(row["services"])) for row in rows}
+
+
+# -- control planes ------------------------------------------------------------------------
+
+
+def check_control_plane(control_plane: str, url: str) -> None:
+    """Refuse an id or URL no agent could use (the URL is sent to every agent)."""
+    if not isinstance(control_plane, str) or not 0 < len(control_plane) <= 64:
+        raise InvalidClusterValue("a control plane's id is 1 to 64 characters")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
+        raise InvalidClusterValue(
+            f"a control plane's URL starts with http:// or https://, not {url[:80]!r}"
+        )
+
+
+def announce(tx: Tx, control_plane: str, url: str, now: float) -> None:
+    check_control_plane(control_plane, url)
+    tx.run(
+        "INSERT INTO control_planes (id, url, started_at, last_seen) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET url = excluded.url, last_seen = excluded.last_seen",
+        (control_plane, url, now, now),
+    )
+
+
+def record_alive(tx: Tx, control_plane: str, now: float) -> bool:
+    """Refresh a control plane's last seen; False if it has no row (it was pruned)."""
+    return bool(
+        tx.run("UPDATE control_planes SET last_seen = ? WHERE id = ?", (now, control_plane))
+    )
+
+
+def leave(tx: Tx, control_plane: str) -> None:
+    tx.run("DELETE FROM control_planes WHERE id = ?", (control_plane,))
+
+
+def record_leader(tx: Tx, control_plane: str, now: float) -> None:
+    # Whoever recorded itself leader before did not say it stopped (it was killed).
+    tx.run(
+        "UPDATE control_planes SET leader_since = NULL WHERE id <> ? AND leader_since IS NOT NULL",
+        (control_plane,),
+    )
+    tx.run("UPDATE control_planes SET leader_since = ? WHERE id = ?", (now, control_plane))
+
+
+def control_planes(tx: Tx, since: float) -> list[ControlPlaneRecord]:
+    rows = tx.rows(
+        "SELECT * FROM control_planes WHERE last_seen >= ? ORDER BY started_at, id", (since,)
+    )
+    return [
+        ControlPlaneRecord(
+            id=row["id"],
+            url=row["url"],
+            started_at=row["started_at"],
+            last_seen=row["last_seen"],
+            leader_since=row["leader_since"],
+        )
+        for row in rows
+    ]
+
+
+def control_planes_before(tx: Tx, before: float) -> list[str]:
+    rows = tx.rows("SELECT id FROM control_planes WHERE last_seen < ?", (before,))
+    return [str(row["id"]) for row in rows]
+
+
+def prune_control_planes(tx: Tx, before: float) -> int:
+    return tx.run("DELETE FROM control_planes WHERE last_seen < ?", (before,))
