@@ -136,8 +136,9 @@ async def join(url: str, token: str, *, ca: str | None = None, wait: float = 30.
             response = await http.post(base + JOIN_PATH, json={"token": token})
     except httpx.HTTPError as error:
         hint = ""
-        if context is None and isinstance(error, httpx.RemoteProtocolError):
-            hint = " (if it serves https, use https://)"  # a TLS server hangs up on http
+        if context is None and isinstance(error, httpx.RemoteProtocolError | httpx.ReadError):
+            # A TLS server hangs up on plain http, or resets the connection.
+            hint = " (if it serves https, use https://)"
         raise JoinError(
             f"cannot reach the control plane at {base}: {reason(error)}{hint}"
         ) from None

@@ -183,13 +183,20 @@ class Client:
                 f"the dployr daemon at {self.target.url} did not answer in time"
             ) from None
         except OSError as error:  # ssl.SSLError included
-            if isinstance(error, ConnectionRefusedError) or "connect" in str(error).lower():
+            reset = isinstance(error, ConnectionResetError)
+            if not reset and (
+                isinstance(error, ConnectionRefusedError) or "connect" in str(error).lower()
+            ):
                 raise Unreachable(
                     f"cannot reach the dployr daemon at {self.target.url}: is `dployr up` running?"
                 ) from None
-            raise Unreachable(f"talking to {self.target.url} failed: {_failure(error)}") from None
+            raise Unreachable(
+                f"talking to {self.target.url} failed: {_failure(error)}{self._plain_hint(error)}"
+            ) from None
         except (h11.ProtocolError, trio.BrokenResourceError) as error:
-            raise Unreachable(f"talking to {self.target.url} failed: {_failure(error)}") from None
+            raise Unreachable(
+                f"talking to {self.target.url} failed: {_failure(error)}{self._plain_hint(error)}"
+            ) from None
         return _answer(status, raw)
 
     async def upload(self, archive: Path, on_sent: Callable[[int], None]) -> Any:
@@ -253,6 +260,13 @@ class Client:
             why = "no answer" if first is None else _failure(first)
             raise Unreachable(f"uploading to {self.target.url} failed: {why}")
         return _answer(*answer[0])
+
+    def _plain_hint(self, error: BaseException) -> str:
+        """A hint when plain http was reset: a TLS server resets what it cannot read."""
+        reset = isinstance(error, ConnectionResetError) or isinstance(
+            error.__cause__, ConnectionResetError
+        )
+        return " (if it serves https, use https://)" if self._tls is None and reset else ""
 
     async def _one(
         self,
