@@ -100,8 +100,9 @@ def app_repo(path: Path, version: str = "v1") -> Path:
 class Daemon:
     """``dployr up`` in a subprocess on a data dir of its own."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
+        self.extra = extra  # more `dployr up` options
         self.port = 0
         self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
@@ -113,7 +114,7 @@ class Daemon:
         command = [sys.executable, "-m", "dployr", "up", "--data-dir", str(self.data_dir)]
         command += ["--port", str(self.port), "--service-host", "127.0.0.1"]
         command += ["--metrics-interval", "0.5"]  # charts get data within a test's patience
-        command += UP_ARGS
+        command += [*UP_ARGS, *self.extra]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
         )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.dashboard.conftest import Daemon, app_repo, deploy, sign_in, snap
+from tests.dashboard.conftest import DESKTOP, Daemon, app_repo, deploy, sign_in, snap
 
 
 def test_the_instances_page_lists_every_instance(
@@ -37,3 +37,19 @@ def test_the_instances_page_lists_every_instance(
     page.reload()
     expect(page.locator('[data-instance="local"]')).to_be_visible()
     expect(page.locator('[data-instance="east"]')).to_have_count(0)
+
+
+def test_a_control_plane_that_runs_no_services_says_so(browser: Browser, tmp_path: Path) -> None:
+    data = tmp_path / "control-plane"
+    data.mkdir()
+    daemon = Daemon(data, "--no-local-services")
+    daemon.start()
+    context = browser.new_context(base_url=daemon.url, viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        sign_in(page, daemon, "/instances")
+        local = page.locator('[data-instance="local"]')
+        expect(local.locator("[data-state-line]")).to_have_text("Connected. Takes no new services.")
+    finally:
+        context.close()
+        daemon.stop()

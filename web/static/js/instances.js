@@ -30,7 +30,9 @@ function stateLine(instance) {
     const seen = instance.last_seen ? `last seen ${ago(instance.last_seen)}` : "never seen";
     return `Away (${seen}): its services keep running there, shown as last known.`;
   }
-  return instance.address ? `Connected from ${instance.address}.` : "Connected.";
+  const connected = instance.address ? `Connected from ${instance.address}.` : "Connected.";
+  // A control plane started with --no-local-services: new services go to its agents.
+  return instance.takes_services === false ? `${connected} Takes no new services.` : connected;
 }
 
 function card(instance) {
