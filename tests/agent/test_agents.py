@@ -578,3 +578,74 @@ async def test_an_agent_verifies_a_tls_control_planes_certificate(
         kept = json.loads((tmp_path / "a1" / "agent.json").read_text())
         assert (kept["url"], kept["ca"]) == (proxy.url, str(cert))
     nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_three_agents_run_on_through_a_minute_without_their_control_plane(
+    tmp_path: Path,
+) -> None:
+    """The issue's own case: three agents, each serving a service; the control plane is
+    killed -9 and stays down a full minute, during which one service crashes; back, it
+    shows every service as it now is, and only the crashed one was restarted."""
+    repo = web_repo(tmp_path / "repo")
+    cp_dir = tmp_path / "cp"
+    ports = {name: free_port() for name in ("a1", "a2", "a3")}
+    agents: dict[str, AgentProcess] = {}
+    async with control_plane(cp_dir) as cp:
+        cp_port = cp.url.rsplit(":", 1)[1]
+        try:
+            for name in ports:
+                token = await cp.join_token(name)
+                agents[name] = await AgentProcess.start(
+                    tmp_path / name, "--join", cp.url, "--token", token
+                )
+            for name, port in ports.items():
+                await wait_connected(cp.hub, name)
+                await deploy(
+                    member(cp.hub, name), m.Deploy(f"web-{name}", web_settings(repo, port))
+                )
+        except BaseException:
+            for process in agents.values():
+                await process.stop()
+            raise
+    try:
+        for process in agents.values():
+            await process.wait_for("connected to the control plane")
+            await process.wait_for("dialling again")  # the first control plane stopped
+        up, _ = await start_up(cp_dir, "--port", cp_port)
+        for process in agents.values():
+            await process.wait_for("connected to the control plane")
+        up.kill()  # kill -9: nothing says goodbye
+        await up.wait()
+        pids = {name: pids_of_service(f"web-{name}") for name in ports}
+        assert all(pids.values())
+
+        # The minute without a control plane is the scenario itself, not a wait for an event.
+        await trio.sleep(20)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await answer(ports["a2"], "/crash")
+        assert (await answer(ports["a2"])).startswith("hello v1")  # a2 restarted it alone
+        await trio.sleep(40)
+        for port in ports.values():
+            assert (await answer(port)).startswith("hello v1")
+        assert pids_of_service("web-a1") == pids["a1"]
+        assert pids_of_service("web-a3") == pids["a3"]
+        restarted = pids_of_service("web-a2")
+        assert restarted != pids["a2"]
+
+        async with control_plane(cp_dir, int(cp_port)) as cp:
+            for name in ports:
+                await wait_connected(cp.hub, name)
+            for name in ports:
+                info = await member(cp.hub, name).request(m.GetService(f"web-{name}"))
+                assert info.status is ServiceStatus.RUNNING
+                assert info.restarts == (1 if name == "a2" else 0)
+                assert info.pid in (restarted if name == "a2" else pids[name])
+        assert {name: pids_of_service(f"web-{name}") for name in ports} == {
+            "a1": pids["a1"],
+            "a2": restarted,
+            "a3": pids["a3"],
+        }
+    finally:
+        for process in agents.values():
+            assert await process.stop() == 0
