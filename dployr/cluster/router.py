@@ -29,8 +29,8 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import attrs
 import trio
@@ -48,6 +48,7 @@ from dployr.protocol.handle import Feed, InstanceHandle, LogEntry
 from dployr.store import codes as store_codes
 from dployr.store.cluster import PLACEMENT, ClusterState, InstanceRecord
 from dployr.supervision import topic as topics
+from dployr.supervision.feed import TopicFeed
 
 log = logging.getLogger("dployr.cluster")
 
@@ -627,42 +628,22 @@ async def _outcome(move: _Move) -> bool | None:
     return None
 
 
-class MergedFeed(Generic[T]):
+class MergedFeed(TopicFeed[T | Gap, T]):
     """A subscription to one of the router's merged topics, as a Feed: runs of items, and
     the :class:`Gap` notices of the members' feeds and of this one."""
 
-    def __init__(self, subscription: topics.Subscription[T | Gap]) -> None:
-        self._subscription = subscription
-
-    def __enter__(self) -> MergedFeed[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._subscription.close()
-
-    async def __aiter__(self) -> AsyncIterator[Sequence[T] | Gap]:
-        while True:
-            try:
-                entry = await self._subscription.receive()
-            except trio.EndOfChannel:
-                return
-            if isinstance(entry, topics.Gap):
-                yield Gap(entry.missed, entry.first, entry.last)
-                continue
-            run: list[T] = []
-            for item in entry:
-                if isinstance(item, Gap):
-                    if run:
-                        yield run
-                        run = []
-                    yield item
-                else:
-                    run.append(item)
-            if run:
-                yield run
+    def runs(self, batch: list[T | Gap]) -> Iterator[list[T] | Gap]:
+        run: list[T] = []
+        for item in batch:
+            if isinstance(item, Gap):
+                if run:
+                    yield run
+                    run = []
+                yield item
+            else:
+                run.append(item)
+        if run:
+            yield run
 
 
 async def _pump(

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
-
-import trio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dployr.engine import image_store, jobs, sources
 from dployr.engine.errors import Conflict
@@ -27,11 +25,11 @@ from dployr.models import Source, check_name
 from dployr.protocol import messages as m
 from dployr.protocol.errors import Error, ErrorCode
 from dployr.protocol.events import Change, SupervisionReport
-from dployr.protocol.feed import Gap
 from dployr.protocol.handle import LogEntry
 from dployr.store import codes as store_codes
 from dployr.supervision import SupervisionEvent
 from dployr.supervision import topic as topics
+from dployr.supervision.feed import TopicFeed, protocol_gap
 
 if TYPE_CHECKING:
     from dployr.engine.instance import Instance
@@ -80,38 +78,18 @@ def protocol_errors() -> Iterator[None]:
         raise error from exc
 
 
-class MappedFeed(Generic[S, T]):
+class MappedFeed(TopicFeed[S, T]):
     """A topic subscription whose items are turned into protocol values (``None``: left
     out) and whose gaps into :class:`~dployr.protocol.feed.Gap`."""
 
     def __init__(self, subscription: topics.Subscription[S], render: Callable[[S], T | None]):
-        self._subscription = subscription
+        super().__init__(subscription)
         self._render = render
 
-    def __enter__(self) -> MappedFeed[S, T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._subscription.close()
-
-    async def __aiter__(self) -> AsyncIterator[list[T] | Gap]:
-        render = self._render
-        while True:
-            # Received one by one, not through a second generator: a consumer that stops
-            # early (closing this one) leaves nothing suspended behind.
-            try:
-                entry = await self._subscription.receive()
-            except trio.EndOfChannel:
-                return
-            if isinstance(entry, topics.Gap):
-                yield Gap(entry.missed, entry.first, entry.last)
-                continue
-            items = [item for item in map(render, entry) if item is not None]
-            if items:
-                yield items
+    def runs(self, batch: list[S]) -> Iterator[list[T]]:
+        items = [item for item in map(self._render, batch) if item is not None]
+        if items:
+            yield items
 
 
 def supervision_report(event: SupervisionEvent) -> SupervisionReport:
@@ -253,7 +231,7 @@ async def _protocol_gaps(
     async with contextlib.aclosing(entries):
         async for entry in entries:
             if isinstance(entry, topics.Gap):
-                yield Gap(entry.missed, entry.first, entry.last)
+                yield protocol_gap(entry)
             else:
                 yield entry
 
