@@ -340,3 +340,59 @@ async def wait_gone(pids: list[int]) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+class Output:
+    """What a process prints on ``stream`` (its stdout), read line by line as a test waits
+    for what it says."""
+
+    GUARD = 30.0
+    """A wait longer than this has failed."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._partial = b""
+        self._ended = False
+        self._looked_at = 0
+        self.lines: list[str] = []
+        """Every line read so far."""
+
+    @property
+    def text(self) -> str:
+        """Every line read so far, as one text."""
+        return "\n".join(self.lines)
+
+    async def wait_for(self, text: str) -> str:
+        """The next line holding ``text``: lines an earlier wait went past are not looked
+        at again."""
+        with trio.fail_after(self.GUARD):
+            while True:
+                while self._looked_at < len(self.lines):
+                    line = self.lines[self._looked_at]
+                    self._looked_at += 1
+                    if text in line:
+                        return line
+                if not await self._receive():
+                    raise AssertionError(f"the process ended before saying {text!r}: {self.lines}")
+
+    async def read_to_end(self) -> list[str]:
+        """Read until the process closes its stdout (it ended); every line it printed."""
+        with trio.fail_after(self.GUARD):
+            while await self._receive():
+                pass
+        return self.lines
+
+    async def _receive(self) -> bool:
+        """Read what is there (waiting for some); False once the stream has ended."""
+        if self._ended:
+            return False
+        chunk = await self._stream.receive_some(65536)
+        if not chunk:
+            self._ended = True
+            if self._partial:
+                self.lines.append(self._partial.decode())
+            await self._stream.aclose()
+            return False
+        *done, self._partial = (self._partial + chunk).split(b"\n")
+        self.lines += [line.decode() for line in done]
+        return True

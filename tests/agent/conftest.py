@@ -1,5 +1,8 @@
 """A control plane (in this process, so a test can reach its hub) and real ``dployr agent``
-processes dialling it, each on a data dir of its own."""
+processes dialling it, each on a data dir of its own.
+
+:class:`AgentProcess` (and :func:`agent`) is the one way the tests start an agent, here and
+in tests/cluster/, whatever it dials and however the test ends it."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from dployr.gateway.server import Gateway
 from dployr.store.access_store import AccessStore
 from dployr.store.cluster import ClusterState, open_cluster_state
 from dployr.store.store import Store
-from tests.helpers import PYTHON, TEST_ENGINE, UP_ARGS
+from tests.helpers import PYTHON, TEST_ENGINE, UP_ARGS, Output
 
 WAIT = 30.0
 """A guard on every wait: a test that waits longer than this has failed."""
@@ -83,19 +86,22 @@ async def wait_away(hub: AgentHub, name: str) -> None:
 
 
 class AgentProcess:
-    """``dployr agent`` in a subprocess; its stdout read line by line."""
+    """``dployr agent`` on a data dir of its own, with the tests' engine settings; what it
+    prints is read line by line as the test waits for it (its stderr goes to
+    ``DATA_DIR.stderr``, beside the data dir)."""
 
     def __init__(self, data_dir: Path, process: trio.Process) -> None:
         self.data_dir = data_dir
         self.process = process
-        self._buffer = b""
-        self.lines: list[str] = []
-        """Every line it printed so far (that a wait has read)."""
-        self._read = 0
+        assert process.stdout is not None
+        self.output = Output(process.stdout)
 
     @classmethod
     async def start(cls, data_dir: Path, *args: str) -> AgentProcess:
-        """Start ``dployr agent --data-dir DATA_DIR ARGS`` (the tests' engine settings)."""
+        """Start ``dployr agent --data-dir DATA_DIR ARGS``: ``--join URL --token TOKEN`` to
+        join a control plane; no ``--token`` to start again with the credential saved on
+        joining; ``--ca CERT`` for a control plane serving TLS. Returned at once: wait for
+        ``connected to the control plane`` when it matters."""
         data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 -- a test's own folder
         stderr = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
         process = await trio.lowlevel.open_process(
@@ -110,38 +116,38 @@ class AgentProcess:
         stderr.close()
         return cls(data_dir, process)
 
+    @property
+    def lines(self) -> list[str]:
+        """Every line it printed so far (that a wait has read)."""
+        return self.output.lines
+
     async def wait_for(self, text: str) -> str:
-        """The next line (not read by an earlier wait) holding ``text``."""
-        assert self.process.stdout is not None
-        with trio.fail_after(WAIT):
-            while True:
-                while self._read < len(self.lines):
-                    line = self.lines[self._read]
-                    self._read += 1
-                    if text in line:
-                        return line
-                chunk = await self.process.stdout.receive_some(4096)
-                if not chunk:
-                    raise AssertionError(f"the agent ended before saying {text!r}: {self.lines}")
-                self._buffer += chunk
-                *done, self._buffer = self._buffer.split(b"\n")
-                self.lines += [line.decode() for line in done]
+        """The next line (not gone past by an earlier wait) holding ``text``."""
+        return await self.output.wait_for(text)
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code, once it has ended and been waited for (None before)."""
+        return self.process.returncode
 
     def kill(self) -> None:
         """SIGKILL the agent (its services' processes are left to its warden)."""
         self.process.send_signal(signal.SIGKILL)
 
     async def stop(self) -> int:
-        """SIGTERM, and wait for the exit (its services stopped gracefully)."""
+        """SIGTERM (unless it ended already), and wait for the exit (its services stopped
+        gracefully): its exit code. Everything it printed is in :attr:`lines` then."""
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         with trio.fail_after(WAIT):
+            await self.output.read_to_end()
             return await self.process.wait()
 
 
 @contextlib.asynccontextmanager
 async def agent(data_dir: Path, *args: str) -> AsyncIterator[AgentProcess]:
-    """An agent process, stopped (or reaped) at the end."""
+    """An agent process (see :meth:`AgentProcess.start`), stopped at the end (or reaped,
+    when the test killed it)."""
     process = await AgentProcess.start(data_dir, *args)
     try:
         yield process

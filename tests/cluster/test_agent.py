@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import trio
 
-from tests.cli.conftest import WAIT, Daemon, clean_env, free_port
-from tests.helpers import PYTHON, UP_ARGS, pids_of_service, web_repo
+from tests.agent.conftest import agent
+from tests.cli.conftest import WAIT, Daemon, free_port
+from tests.helpers import PYTHON, pids_of_service, web_repo
 
 pytestmark = pytest.mark.slow
 
@@ -28,44 +27,12 @@ async def plane(tmp_path: Path) -> AsyncIterator[Daemon]:
         assert code == 0
 
 
-async def start_agent(plane: Daemon, token: str, data_dir: Path) -> trio.Process:
-    """``dployr agent --join`` as a subprocess; returned once it is connected."""
-    log = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
-    process = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "dployr", "agent", "--join", plane.url, "--token", token,
-         "--data-dir", str(data_dir), "--service-host", "127.0.0.1", *UP_ARGS],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        env=clean_env(),
-    )  # fmt: skip
-    log.close()
-    assert process.stdout is not None
-    seen = b""
-    with trio.fail_after(WAIT):
-        while b"connected to the control plane" not in seen:
-            chunk = await process.stdout.receive_some(4096)
-            assert chunk, f"the agent ended: {seen.decode()}"
-            seen += chunk
-    return process
-
-
-async def stop_agent(process: trio.Process) -> int:
-    """SIGTERM the agent (it stops its services) and wait for it."""
-    assert process.stdout is not None
-    process.terminate()
-    with trio.fail_after(WAIT):
-        while await process.stdout.receive_some(4096):
-            pass
-        code = await process.wait()
-    await process.stdout.aclose()
-    return code
-
-
 async def test_a_service_deployed_to_an_agent_runs_there(plane: Daemon, tmp_path: Path) -> None:
     added = await plane.cli("instances", "add", "east")
     assert added.code == 0, added
-    agent = await start_agent(plane, added.out.strip(), tmp_path / "east")
-    try:
+    token = added.out.strip()
+    async with agent(tmp_path / "east", "--join", plane.url, "--token", token) as joined:
+        await joined.wait_for("connected to the control plane")
         east = json.loads(await plane.ok("instance", "east", "--json"))
         assert east["state"] == "connected"
         assert east["address"]
@@ -99,5 +66,4 @@ async def test_a_service_deployed_to_an_agent_runs_there(plane: Daemon, tmp_path
         assert json.loads(await plane.ok("list", "--json")) == []
         assert [i["name"] for i in json.loads(await plane.ok("instances", "--json"))] == ["local"]
         assert "no service named 'api'" in (await plane.cli("get", "api")).one_line_error()
-    finally:
-        assert await stop_agent(agent) == 0
+    assert joined.returncode == 0  # it stopped its services and exited cleanly

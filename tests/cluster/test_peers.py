@@ -5,14 +5,14 @@ connected to both: either serves the API for the agent's services, and killing t
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.agent.conftest import AgentProcess
 from tests.cli.conftest import WAIT, Daemon, clean_env, free_port, run_cli
-from tests.helpers import PYTHON, UP_ARGS, pids_of_service, web_repo
+from tests.helpers import PYTHON, Output, pids_of_service, web_repo
 from tests.pg import postgres, postgres_url
 
 __all__ = ["postgres", "postgres_url"]  # fixtures, used by name
@@ -25,53 +25,10 @@ TAKEOVER = 10.0
 well under one: the database ends the dead leader's session, and its lock, at once)."""
 
 
-class Output:
-    """A process's stdout, read on demand until a wanted line shows."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self.text = ""
-
-    async def wait_for(self, wanted: str, *, after: int = 0) -> int:
-        """Read until ``wanted`` appears after offset ``after``; the offset after it."""
-        with trio.fail_after(WAIT):
-            while (found := self.text.find(wanted, after)) < 0:
-                chunk = await self._stream.receive_some(4096)
-                assert chunk, f"the process ended before saying {wanted!r}:\n{self.text}"
-                self.text += chunk.decode()
-        return found + len(wanted)
-
-    async def read_all(self) -> str:
-        """Read until the process closes its stdout; everything it said."""
-        with trio.fail_after(WAIT):
-            while chunk := await self._stream.receive_some(4096):
-                self.text += chunk.decode()
-        return self.text
-
-
-async def start_agent(*join: str, data_dir: Path) -> tuple[trio.Process, Output]:
-    """``dployr agent`` (``--join URL --token TOKEN`` given as ``join``) as a subprocess,
-    and its output."""
-    log = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
-    process = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "dployr", "agent", *join,
-         "--data-dir", str(data_dir), "--service-host", "127.0.0.1", *UP_ARGS],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        env=clean_env(),
-    )  # fmt: skip
-    log.close()
-    assert process.stdout is not None
-    return process, Output(process.stdout)
-
-
-async def end(process: trio.Process, *, stop: bool) -> None:
-    """SIGTERM (``stop``) or SIGKILL a process, if it runs, and wait for it."""
+async def kill(process: trio.Process) -> None:
+    """SIGKILL a control plane, if it runs, and wait for it."""
     if process.returncode is None:
-        if stop:
-            process.terminate()
-        else:
-            process.kill()
+        process.kill()
     with trio.fail_after(WAIT):
         await process.wait()
     if process.stdout is not None:
@@ -84,23 +41,23 @@ async def test_two_control_planes_serve_one_agent_and_the_leader_can_die(
     a = await Daemon.start(tmp_path / "a", "--database", postgres_url)
     assert a.process.stdout is not None
     a_out = Output(a.process.stdout)
-    agent: trio.Process | None = None
+    agent: AgentProcess | None = None
     b: Daemon | None = None
     try:
         await a_out.wait_for(LEADS)
         added = await a.cli("instances", "add", "east")
         assert added.code == 0, added
-        agent, agent_out = await start_agent(
-            "--join", a.url, "--token", added.out.strip(), data_dir=tmp_path / "east"
+        agent = await AgentProcess.start(
+            tmp_path / "east", "--join", a.url, "--token", added.out.strip()
         )
-        await agent_out.wait_for(f"connected to the control plane {a.url} ")
+        await agent.wait_for(f"connected to the control plane {a.url} ")
 
         # A second control plane on the database: it waits its turn to lead, and the
         # agent, told of it by A, keeps a channel to it too.
         b = await Daemon.start(tmp_path / "b", "--database", postgres_url)
         assert b.process.stdout is not None
         b_out = Output(b.process.stdout)
-        await agent_out.wait_for(f"connected to the control plane {b.url} ")
+        await agent.wait_for(f"connected to the control plane {b.url} ")
         assert LEADS not in b_out.text
 
         # Placed and deployed through A; B knows where it runs and lists it as running.
@@ -139,8 +96,8 @@ async def test_two_control_planes_serve_one_agent_and_the_leader_can_die(
         assert pids_of_service("api", east["id"]) == [status["pid"]]
     finally:
         if agent is not None:
-            await end(agent, stop=True)
-        await end(a.process, stop=False)
+            await agent.stop()
+        await kill(a.process)
         if b is not None:
             code, _ = await b.stop()
             assert code == 0
@@ -156,27 +113,27 @@ async def test_an_agent_keeps_one_channel_to_a_control_plane_it_knows_by_two_url
     plane = await Daemon.start(
         tmp_path / "plane", "--port", str(port), "--advertise", f"http://localhost:{port}/"
     )
-    agent: trio.Process | None = None
+    agent: AgentProcess | None = None
     try:
         added = await plane.cli("instances", "add", "east")
         assert added.code == 0, added
-        agent, agent_out = await start_agent(
-            "--join", plane.url, "--token", added.out.strip(), data_dir=tmp_path / "east"
+        agent = await AgentProcess.start(
+            tmp_path / "east", "--join", plane.url, "--token", added.out.strip()
         )
-        await agent_out.wait_for(f"connected to the control plane {plane.url} ")
+        await agent.wait_for(f"connected to the control plane {plane.url} ")
         repo = web_repo(tmp_path / "repo")
         deployed = await plane.ok(
             "deploy", "--name", "api", "--remote", str(repo), "--run-cmd", f"{PYTHON} app.py",
             "--port", str(free_port()), "--min-uptime", "0.3", "--instance", "east",
         )  # fmt: skip
         assert "api is running" in deployed, deployed
-        agent.terminate()
-        said = await agent_out.read_all()
+        await agent.stop()
+        said = agent.output.text
         assert said.count("connected to the control plane") == 1, said
         assert "replaced" not in said, said
     finally:
         if agent is not None:
-            await end(agent, stop=True)
+            await agent.stop()
         code, _ = await plane.stop()
         assert code == 0
 
@@ -186,30 +143,28 @@ async def test_an_agent_started_again_reaches_the_control_planes_it_was_told_of(
 ) -> None:
     a = await Daemon.start(tmp_path / "a", "--database", postgres_url)
     b = await Daemon.start(tmp_path / "b", "--database", postgres_url)
-    agent: trio.Process | None = None
+    agent: AgentProcess | None = None
     try:
         added = await a.cli("instances", "add", "east")
         assert added.code == 0, added
         data_dir = tmp_path / "east"
-        agent, out = await start_agent(
-            "--join", a.url, "--token", added.out.strip(), data_dir=data_dir
-        )
-        await out.wait_for(f"connected to the control plane {b.url} ")
-        await end(agent, stop=True)
+        agent = await AgentProcess.start(data_dir, "--join", a.url, "--token", added.out.strip())
+        await agent.wait_for(f"connected to the control plane {b.url} ")
+        await agent.stop()
         kept = json.loads((data_dir / "control-planes.json").read_text())
         assert sorted(kept) == sorted([a.url, b.url])
 
         # The control plane it joined through is gone for good: started again, the agent
         # finds the other one from what it was told.
-        await end(a.process, stop=False)
-        agent, out = await start_agent(data_dir=data_dir)
-        await out.wait_for(f"connected to the control plane {b.url} ")
+        await kill(a.process)
+        agent = await AgentProcess.start(data_dir)
+        await agent.wait_for(f"connected to the control plane {b.url} ")
         east = json.loads(await b.ok("instance", "east", "--json"))
         assert east["state"] == "connected"
     finally:
         if agent is not None:
-            await end(agent, stop=True)
-        await end(a.process, stop=False)
+            await agent.stop()
+        await kill(a.process)
         code, _ = await b.stop()
         assert code == 0
 

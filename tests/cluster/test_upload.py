@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.agent.conftest import agent
 from tests.cli.conftest import WAIT, Daemon, free_port, run_cli
-from tests.cluster.test_agent import start_agent, stop_agent
 from tests.helpers import PYTHON, WEB_APP
 
 pytestmark = pytest.mark.slow
@@ -55,8 +55,9 @@ async def test_a_local_folder_is_uploaded_to_the_agent_that_builds_it(
 ) -> None:
     added = await plane.cli("instances", "add", "east")
     assert added.code == 0, added
-    agent = await start_agent(plane, added.out.strip(), tmp_path / "east")
-    try:
+    token = added.out.strip()
+    async with agent(tmp_path / "east", "--join", plane.url, "--token", token) as joined:
+        await joined.wait_for("connected to the control plane")
         folder = web_folder(tmp_path / "app", "v1")
         port = free_port()
         command = (
@@ -108,8 +109,7 @@ async def test_a_local_folder_is_uploaded_to_the_agent_that_builds_it(
             assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("hello v3")
         history = json.loads(await plane.ok("deployments", "api", "--json"))
         assert [d["status"] for d in history] == ["succeeded"] * 3
-    finally:
-        assert await stop_agent(agent) == 0
+    assert joined.returncode == 0
 
 
 async def test_a_new_service_goes_to_an_agent_uploaded_when_the_control_plane_runs_none(
@@ -118,8 +118,9 @@ async def test_a_new_service_goes_to_an_agent_uploaded_when_the_control_plane_ru
     plane = await Daemon.start(tmp_path / "plane", "--no-local-services")
     try:
         added = await plane.cli("instances", "add", "east")
-        agent = await start_agent(plane, added.out.strip(), tmp_path / "east")
-        try:
+        token = added.out.strip()
+        async with agent(tmp_path / "east", "--join", plane.url, "--token", token) as joined:
+            await joined.wait_for("connected to the control plane")
             folder = web_folder(tmp_path / "app", "v1")
             port = free_port()
             deployed = await plane.ok(
@@ -131,8 +132,7 @@ async def test_a_new_service_goes_to_an_agent_uploaded_when_the_control_plane_ru
             assert (row["name"], row["instance"], row["status"]) == ("api", "east", "running")
             async with httpx.AsyncClient(timeout=WAIT) as http:
                 assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("hello v1")
-        finally:
-            assert await stop_agent(agent) == 0
+        assert joined.returncode == 0
     finally:
         code, _ = await plane.stop()
         assert code == 0
