@@ -103,9 +103,11 @@ class Uploads:
         an agent first (which unpacks it), then removed. For the control plane's own
         instance it is unpacked by :meth:`building` as the deploy is carried out."""
         upload = archive.upload_of(request)
-        if upload is None or not isinstance(target, RemoteHandle):
+        if upload is None:
             return request
-        path = self.archive_of(upload)
+        path = self.archive_of(upload)  # one not kept is refused before anything else
+        if not isinstance(target, RemoteHandle):
+            return request
         try:
             await target.uploads.send(upload, path)
             return request  # the agent unpacks it (dployr/agent/uploads.py)
