@@ -14,12 +14,19 @@ import httpx
 import pytest
 import trio
 
+from dployr import archive
+from dployr.models import DeploymentStatus, ServiceSettings, Source
+from dployr.protocol import messages as m
+from dployr.upload_folders import UploadFolders
 from tests.agent.conftest import AgentProcess, agent
 from tests.cli.conftest import WAIT, Daemon, Result, free_port, run_cli
 from tests.cluster.test_upload import uploads_left, web_folder
+from tests.engine.conftest import (
+    QUICK_START,
+    Engine,
+    engine,  # noqa: F401 (a fixture)
+)
 from tests.helpers import PYTHON
-
-pytestmark = pytest.mark.slow
 
 
 def unpacked(data_dir: Path, service: str) -> list[str]:
@@ -61,6 +68,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Daemon, AgentProcess]]:
         assert code == 0
 
 
+@pytest.mark.slow
 async def test_deleting_a_service_removes_its_uploaded_folders_on_the_agent(
     cluster: tuple[Daemon, AgentProcess], tmp_path: Path
 ) -> None:
@@ -125,6 +133,7 @@ async def test_deleting_a_service_removes_its_uploaded_folders_on_the_agent(
         assert uploads_left(east_dir) == []
 
 
+@pytest.mark.slow
 async def test_deleting_a_service_uploaded_to_the_control_plane_removes_its_folder(
     tmp_path: Path,
 ) -> None:
@@ -153,6 +162,7 @@ async def test_deleting_a_service_uploaded_to_the_control_plane_removes_its_fold
         assert code == 0
 
 
+@pytest.mark.slow
 async def test_two_uploads_of_one_service_at_once_never_mix(
     cluster: tuple[Daemon, AgentProcess], tmp_path: Path
 ) -> None:
@@ -213,3 +223,62 @@ async def test_two_uploads_of_one_service_at_once_never_mix(
     # Nothing of the refused upload is kept.
     assert unpacked(east_dir, "api") == [(await source_of(plane, "api")).name]
     assert uploads_left(east_dir) == []
+
+
+def _worker(source: str) -> ServiceSettings:
+    return ServiceSettings(
+        source=Source(source),
+        run_cmd=f"{PYTHON} worker.py",
+        restart=QUICK_START,
+        stop_grace=5.0,
+    )
+
+
+def _upload(tmp_path: Path, version: str) -> tuple[str, Path]:
+    """A folder packed as the CLI packs it: its upload id and archive."""
+    folder = tmp_path / f"app-{version}"
+    folder.mkdir()
+    (folder / "worker.py").write_text(f"import signal\nprint({version!r})\nsignal.pause()\n")
+    upload = archive.new_upload_id()
+    path = tmp_path / f"{upload}.tar.gz"
+    with path.open("xb") as file:
+        archive.pack(folder, file)
+    return upload, path
+
+
+async def test_the_folder_an_earlier_dployr_kept_goes_as_the_others_do(
+    engine: Engine,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # As dployr before kept an upload: one folder per service, its source; and what an
+    # unpack it did not finish left beside it.
+    uploads = engine.data_dir / "uploads"
+    legacy = uploads / "folders" / "api"
+    legacy.mkdir(parents=True)
+    (legacy / "worker.py").write_text("import signal\nsignal.pause()\n")
+    (uploads / "folders" / ".api.new.unpacking" / "half").mkdir(parents=True)
+    await engine.deploy("api", _worker(str(legacy)))
+    folders = UploadFolders(uploads)
+    assert sorted(os.listdir(uploads / "folders")) == ["api"]
+
+    async def deploy(version: str) -> Path:
+        upload, path = _upload(tmp_path, version)
+        request = m.Deploy("api", _worker(archive.UPLOAD_PREFIX + upload))
+        deployment = await folders.carry_out(request, engine.handle, {upload: path}.__getitem__)
+        assert not path.exists()  # the archive, used
+        status = await engine.wait_deployment("api", deployment.id)
+        assert status is DeploymentStatus.SUCCEEDED
+        return uploads / "unpacked" / "api" / upload
+
+    # Kept while the service's settings name it (until a new upload succeeded)...
+    v2 = await deploy("v2")
+    assert legacy.is_dir()
+    assert (v2 / "worker.py").is_file()
+    # ... then removed as the other folders are.
+    v3 = await deploy("v3")
+    assert not legacy.exists()
+    assert sorted(os.listdir(v3.parent)) == sorted([v2.name, v3.name])
+
+    deleted = await folders.carry_out(m.Delete("api"), engine.handle, {}.__getitem__)
+    assert deleted == m.Deleted("api")
+    assert not (uploads / "unpacked" / "api").exists()
