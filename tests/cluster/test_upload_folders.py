@@ -163,11 +163,14 @@ async def test_deleting_a_service_uploaded_to_the_control_plane_removes_its_fold
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("instance", ["east", "local"])
 async def test_two_uploads_of_one_service_at_once_never_mix(
-    cluster: tuple[Daemon, AgentProcess], tmp_path: Path
+    cluster: tuple[Daemon, AgentProcess], tmp_path: Path, instance: str
 ) -> None:
     plane, _ = cluster
-    east_dir = tmp_path / "east"
+    # On the agent, or on the control plane's own instance (--server: uploaded too).
+    builder = tmp_path / "east" if instance == "east" else plane.data_dir
+    server = ("--server", plane.url, "--token", plane.token)
     # The deploy that is taken holds in its build until the test opens the gate:
     # the other is carried out meanwhile.
     gate = tmp_path / "gate"
@@ -184,9 +187,9 @@ async def test_two_uploads_of_one_service_at_once_never_mix(
 
     async def deploy(version: str) -> None:
         results[version] = await plane.cli(
-            "deploy", "--name", "api", "--remote", ".", "--run-cmd",
+            *server, "deploy", "--name", "api", "--remote", ".", "--run-cmd",
             f"{PYTHON} app.py", "--build-cmd", f"cat {gate}", "--port", str(port),
-            "--min-uptime", "0.3", "--instance", "east", cwd=folders[version],
+            "--min-uptime", "0.3", "--instance", instance, cwd=folders[version],
         )  # fmt: skip
         one_ended.set()
 
@@ -209,20 +212,21 @@ async def test_two_uploads_of_one_service_at_once_never_mix(
     line = results[loser].one_line_error()
     assert "of api is already running" in line, line
     assert "wait for it to finish" in line, line
+    assert results[winner].out.startswith("uploading "), results[winner]
     assert "api is running" in results[winner].out, results[winner]
 
     # The other runs exactly the files it uploaded, no file of the refused one.
     assert (await answer(port)).startswith(f"hello {winner}")
     history = json.loads(await plane.ok("deployments", "api", "--json"))
     assert [d["status"] for d in history] == ["succeeded"]
-    release = east_dir / "services" / "api" / "releases" / str(history[0]["id"])
+    release = builder / "services" / "api" / "releases" / str(history[0]["id"])
     bulk = sorted((release / "bulk").iterdir())
     assert len(bulk) == 300
     assert {p.read_text().split()[0] for p in bulk} == {winner}
     assert (release / "VERSION").read_text() == f"{winner}\n"
     # Nothing of the refused upload is kept.
-    assert unpacked(east_dir, "api") == [(await source_of(plane, "api")).name]
-    assert uploads_left(east_dir) == []
+    assert unpacked(builder, "api") == [(await source_of(plane, "api")).name]
+    assert uploads_left(builder) == []
 
 
 def _worker(source: str) -> ServiceSettings:
