@@ -92,10 +92,16 @@ class UploadFolders:
             folder = where / upload
             try:
                 await trio.to_thread.run_sync(_unpack, path, folder)
-                deployment = await instance.request(archive.with_folder(request, folder))
             except BaseException:
-                # Refused (another deploy of the service runs, bad settings), or never
-                # unpacked: nothing of it stays.
+                with trio.CancelScope(shield=True):  # never deployed: nothing of it stays
+                    await trio.to_thread.run_sync(_remove, folder)
+                raise
+            try:
+                deployment = await instance.request(archive.with_folder(request, folder))
+            except Exception:
+                # Refused (another deploy of the service runs, bad settings): nothing of
+                # it stays. Cancelled while asked, it may have been taken: its folder
+                # stays until the service's next upload.
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_remove, folder)
                 raise
