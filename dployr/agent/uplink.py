@@ -420,8 +420,9 @@ class Uplink:
 
     async def _carry_out(self, call: w.Call, link: _Link) -> None:
         try:
-            # A deploy of an uploaded folder: unpacked here, then deployed as a folder.
-            reply = await self._handle.request(await self._uploads.resolve(call.request))
+            # A deploy of an uploaded folder: unpacked here, then deployed as a folder; a
+            # delete removes the service's uploaded folders too.
+            reply = await self._uploads.carry_out(call.request, self._handle)
             result = w.Result(call.id, reply=codec.unstructure(reply))
         except Exception as exc:  # an Error, or the engine's: every one answers the Call
             result = w.Result(call.id, error=error_of(exc))
