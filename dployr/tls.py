@@ -16,19 +16,15 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 import trio
-import trio_websocket
-from trio_websocket import (
-    ConnectionTimeout,
-    DisconnectionTimeout,
-    HandshakeError,
-    WebSocketConnection,
-)
 
 from dployr.errors import DployrError
+
+if TYPE_CHECKING:
+    from trio_websocket import WebSocketConnection
 
 MESSAGE_QUEUE_SIZE = 1
 """Messages a WebSocket holds unread before its reader waits (trio-websocket's default)."""
@@ -117,6 +113,15 @@ async def open_websocket(
     cause). The verified stream then carries the WebSocket. A ``ws://`` one is
     trio-websocket's own.
     """
+    # Here, not above: a quick CLI command over https verifies a certificate and opens no
+    # WebSocket (trio-websocket costs some 30 ms to import).
+    import trio_websocket  # noqa: PLC0415
+    from trio_websocket import (  # noqa: PLC0415
+        ConnectionTimeout,
+        DisconnectionTimeout,
+        HandshakeError,
+    )
+
     if urlsplit(url).scheme != "wss":
         async with trio_websocket.open_websocket_url(
             url,
