@@ -44,7 +44,6 @@ from trio_websocket import (
     ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
 )
 
 from dployr import __version__, tls
@@ -225,14 +224,9 @@ class Uplink:
         headers = [(b"authorization", f"Bearer {self._credential.credential}".encode())]
         acked = False
         context = link.peer.ssl_context()
-        if context is not None:  # a refused certificate is said at once, with its reason
-            try:
-                with trio.fail_after(HELLO_WAIT):
-                    await tls.handshake(link.peer.url, context)
-            except (OSError, trio.TooSlowError) as error:
-                raise _Failed(f"cannot reach the control plane: {_describe(error)}") from None
         try:
-            async with open_websocket_url(
+            # wss: one connection, its certificate verified first (a refusal said at once)
+            async with tls.open_websocket(
                 link.peer.channel_url,
                 context,
                 extra_headers=headers,
