@@ -31,7 +31,7 @@ def show_all(views: Sequence[ControlPlaneView]) -> None:
     table(
         ("", "id", "url", "started", "last seen", ""),
         [
-            ("*" if v.leads else "", v.id, v.url, clock(v.started_at), ago(v.last_seen), notes(v))
+            ("*" if v.leads else " ", v.id, v.url, clock(v.started_at), ago(v.last_seen), notes(v))
             for v in views
         ],
     )
@@ -44,13 +44,14 @@ def show_all(views: Sequence[ControlPlaneView]) -> None:
 @json_option
 @click.pass_obj
 async def control_planes(options: Options) -> None:
-    """List the control planes (`dployr up`) of the cluster; `*` marks the one that leads.
+    """List the cluster's control planes, the leader marked `*`.
 
-    Several control planes may share one PostgreSQL database (`dployr up --database`):
-    each serves the whole API, one (the leader) runs the cluster's background work. Each
-    shows its id (new at each start), the URL agents reach it at (`--advertise`), when it
-    started and when it last said it was alive; `answered` marks the one asked. With one
-    control plane (SQLite, the default), it is listed alone, leading.
+    A control plane is a `dployr up`; several may share one PostgreSQL database (`dployr
+    up --database`): each serves the whole API, one (the leader) runs the cluster's
+    background work. Each shows its id (new at each start), the URL agents reach it at
+    (`--advertise`), when it started and when it last said it was alive; `answered` marks
+    the one asked. With one control plane (SQLite, the default), it is listed alone,
+    leading.
     """
     async with options.client() as client:
         found = await client.control_planes()

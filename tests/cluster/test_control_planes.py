@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from dployr.cli.control_planes import show_all
+from dployr.protocol.messages import ControlPlaneView
 from tests.cli.conftest import WAIT, Daemon
 from tests.cluster.test_peers import LEADS, TAKEOVER, Output
 from tests.pg import postgres, postgres_url
@@ -138,3 +141,13 @@ async def test_one_control_plane_on_sqlite_lists_itself_leading(tmp_path: Path) 
     finally:
         code, _ = await daemon.stop()
         assert code == 0
+
+
+def test_a_table_with_no_leader_says_another_takes_over(capsys: pytest.CaptureFixture[str]) -> None:
+    # Between a leader's end and the next one's record (a few milliseconds), none leads.
+    now = time.time()
+    show_all((ControlPlaneView("b1", "http://cp-2:7879", now - 60, now - 2, False, is_self=True),))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("   b1  http://cp-2:7879  ")
+    assert lines[1].endswith("  answered")
+    assert lines[2] == "no control plane leads right now: another takes over within seconds"
