@@ -446,7 +446,13 @@ def release_spec(spec: ReleaseSpec, image: str, instance: str, names: Iterable[s
         pid_path.unlink(missing_ok=True)  # its pid may be another process's from now on
         await remove(name, returncode)
 
-    return attrs.evolve(spec, command=command, env=release_env(spec.env, passed), cleanup=cleanup)
+    return attrs.evolve(
+        spec,
+        command=command,
+        env=release_env(spec.env, passed),
+        cleanup=cleanup,
+        moves_out=True,  # podman puts conmon and the container in cgroups of its own
+    )
 
 
 def pidfile(service_dir: Path, child_id: str) -> Path:

@@ -61,6 +61,9 @@ class ReleaseSpec:
     """1 for the first run of a deployment; a restart or rollback runs the next one."""
     listen_fd: int | None = None
     """A listening socket handed to the process as fd 3 (``LISTEN_FDS=1``), if any."""
+    moves_out: bool = False
+    """Its program moves what it starts out of its cgroup (``podman run``): see
+    :attr:`dployr.engine.os.launcher.LaunchSpec.moves_out`."""
     cleanup: Callable[[int | None], Awaitable[None]] | None = attrs.field(default=None, eq=False)
     """Awaited with the exit code once each run's process has ended (a container service
     removes its container: :mod:`dployr.engine.podman`)."""
@@ -210,7 +213,8 @@ class Release:
         spec = self.spec
         try:
             process = await launcher.launch(
-                launcher.LaunchSpec(spec.command, spec.cwd, spec.env), listen_fd=spec.listen_fd
+                launcher.LaunchSpec(spec.command, spec.cwd, spec.env, moves_out=spec.moves_out),
+                listen_fd=spec.listen_fd,
             )
         except OSError as error:
             raise OSError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -161,6 +162,7 @@ async def test_a_command_gives_the_output_and_exit_status_it_gives_in_sh(
 
 ESCAPE = """\
 import os
+import signal
 read, write = os.pipe()
 if os.fork() == 0:
     os.setsid()
@@ -221,6 +223,32 @@ async def test_an_escapee_of_a_process_in_a_cgroup_dies_at_stop(
         await launcher.stop(process, 1.0)
         await wait_dead(pid)
         assert not process.cgroup.path.exists()  # removed once empty
+    finally:
+        tree.close(instance)
+    assert not tree.root.exists()
+
+
+@pytest.mark.parametrize("version", sorted(HIERARCHIES))
+async def test_a_program_that_moves_out_what_it_starts_is_in_its_cgroup_once_launched(
+    tmp_path: Path, version: str
+) -> None:
+    # podman run's case: spawned where the daemon is, moved into its cgroup before launch
+    # returns; stop ends it and removes the cgroup as for any run.
+    instance = f"test-{os.urandom(6).hex()}"
+    tree = cgroups.open_instance(instance, [HIERARCHIES[version]])
+    assert tree is not None
+    tree.register(instance)
+    try:
+        env = {**os.environ, "DPLOYR_INSTANCE": instance, "DPLOYR_SERVICE": "podman"}
+        process = await launcher.launch(
+            launcher.LaunchSpec("sleep 30", tmp_path, env, moves_out=True)
+        )
+        assert process.cgroup is not None
+        assert process.cgroup.members() == [process.pid]
+        assert os.getpid() not in process.cgroup.members()
+        await launcher.stop(process, 1.0)
+        assert process.returncode == -signal.SIGTERM
+        assert not process.cgroup.path.exists()
     finally:
         tree.close(instance)
     assert not tree.root.exists()

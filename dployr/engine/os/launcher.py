@@ -64,6 +64,13 @@ class LaunchSpec:
     command: str
     cwd: Path
     env: Mapping[str, str]
+    moves_out: bool = False
+    """The program moves whatever it starts out of its cgroup by itself (``podman run``:
+    conmon and the container go to podman's own cgroups), so only it is to be held there.
+    It is then spawned where the daemon is and moved into its cgroup after, from a worker
+    thread, while it starts: the event loop's thread never steps into the cgroup (on cgroup
+    v1 a step in and out are two writes that each wait for the kernel's RCU grace period,
+    ~5 ms apiece here, before the spawn)."""
 
 
 LISTEN_FD = 3
@@ -155,14 +162,13 @@ async def launch(spec: LaunchSpec, *, listen_fd: int | None = None) -> ServicePr
     """
     await trio.lowlevel.checkpoint()  # before the spawn: a cancellation leaks nothing
     argvs, env, ids = await _prepare(spec, listen_fd)
-    return _start(
-        argvs,
-        cwd=spec.cwd,
-        env=env,
-        label=spec.env.get("DPLOYR_SERVICE", "run"),
-        listen_fd=listen_fd,
-        ids=ids,
+    label = spec.env.get("DPLOYR_SERVICE", "run")
+    if not spec.moves_out:
+        return _start(argvs, cwd=spec.cwd, env=env, label=label, listen_fd=listen_fd, ids=ids)
+    started = _spawn_run(
+        argvs, cwd=spec.cwd, env=env, label=label, listen_fd=listen_fd, ids=ids, adopt=True
     )
+    return ServiceProcess(*await trio.to_thread.run_sync(_adopted, started))
 
 
 async def _prepare(
@@ -309,16 +315,17 @@ async def launch_held(spec: LaunchSpec, *, name: str, barrier: Barrier | None = 
     label = spec.env.get("DPLOYR_SERVICE", "run")
     try:
         started = await trio.to_thread.run_sync(
-            functools.partial(
-                _spawn_run,
-                [argv],
-                cwd=spec.cwd,
-                env=env,
-                label=label,
-                listen_fd=waits_on,  # its fd 3
-                ids=ids,
-                stdin=gate_read,
-                adopt=True,
+            lambda: _adopted(
+                _spawn_run(
+                    [argv],
+                    cwd=spec.cwd,
+                    env=env,
+                    label=label,
+                    listen_fd=waits_on,  # its fd 3
+                    ids=ids,
+                    stdin=gate_read,
+                    adopt=True,
+                )
             )
         )
     except BaseException:
@@ -337,6 +344,10 @@ async def launch_program(argv: list[str], env: Mapping[str, str], *, label: str)
     session, its own cgroup (``label`` names it), stdin closed, output on pipes."""
     await trio.lowlevel.checkpoint()
     return _start([argv], cwd=None, env=dict(env), label=label, listen_fd=None)
+
+
+_Started = tuple[subprocess.Popen[bytes], int, int, Cgroup | None]
+"""A spawned run: the process, its stdout and stderr read ends, its cgroup."""
 
 
 def _start(
@@ -366,13 +377,14 @@ def _spawn_run(
     ids: tuple[int, int] | None = None,
     stdin: int = subprocess.DEVNULL,
     adopt: bool = False,
-) -> tuple[subprocess.Popen[bytes], int, int, Cgroup | None]:
+) -> _Started:
     """:func:`_start`'s spawn: the process, its stdout and stderr read ends, its cgroup.
     ``listen_fd`` becomes the child's fd 3 (a listening socket, or a held run's barrier).
     Blocking, and safe in a worker thread with ``adopt``: the process is then spawned
-    where the daemon is and moved into its cgroup after (:meth:`Cgroup.adopt`; only for
-    a process that cannot start others yet, a held one), instead of born there by the
-    spawning thread stepping in (which on cgroup v2 moves the whole daemon)."""
+    where the daemon is, for the caller to move into its cgroup (:func:`_adopted`; only
+    for a process that cannot start others yet, a held one, or one that moves what it
+    starts out by itself), instead of born there by the spawning thread stepping in
+    (which on cgroup v2 moves the whole daemon)."""
     tree = cgroups.of_instance(env.get("DPLOYR_INSTANCE"))
     cgroup = tree.create(label) if tree is not None else None
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -403,21 +415,38 @@ def _spawn_run(
             pass_fds=(LISTEN_FD,) if listen_fd is not None else (),
             child_setup=child_setup,
         )
-        if adopt and cgroup is not None:
-            cgroup.adopt(popen.pid)
     except BaseException:
-        if popen is not None:  # held, and its cgroup refused it: it never ran a thing
-            popen.kill()
-            popen.wait()
-        os.close(out_read)
-        os.close(err_read)
-        if cgroup is not None:
-            cgroup.remove()
+        _undo(None, out_read, err_read, cgroup)
         raise
     finally:
         os.close(out_write)
         os.close(err_write)
     return popen, out_read, err_read, cgroup
+
+
+def _adopted(started: _Started) -> _Started:
+    """Move a process spawned with ``adopt`` into its cgroup (blocking: a worker thread's
+    call). If the cgroup refuses it, it is killed and nothing of it is left."""
+    popen, out_read, err_read, cgroup = started
+    if cgroup is not None:
+        try:
+            cgroup.adopt(popen.pid)
+        except BaseException:
+            _undo(popen, out_read, err_read, cgroup)
+            raise
+    return started
+
+
+def _undo(
+    popen: subprocess.Popen[bytes] | None, out_read: int, err_read: int, cgroup: Cgroup | None
+) -> None:
+    if popen is not None:  # its cgroup refused it: end it before it goes on
+        popen.kill()
+        popen.wait()
+    os.close(out_read)
+    os.close(err_read)
+    if cgroup is not None:
+        cgroup.remove()
 
 
 DEVNULL: int = subprocess.DEVNULL
