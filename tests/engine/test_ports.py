@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from dployr.engine.os.ports import waits_for_connections
+from dployr.engine.os.ports import _connects_at_once, accepts, waits_for_connections
 
 CHILDREN = {
     "asyncio": """
@@ -96,3 +96,25 @@ def test_a_process_that_only_holds_the_socket_is_not_waiting(listener: socket.so
         assert waits_for_connections(listener.fileno(), [child.pid]) is False
     # Gone: nothing to find.
     assert waits_for_connections(listener.fileno(), [child.pid]) is False
+
+
+async def test_accepts_tells_a_listening_port_from_a_closed_one() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        assert not await accepts(port)  # bound, not listening: refused
+        server.listen()
+        assert await accepts(port)
+    assert not await accepts(port)
+
+
+def test_a_connect_the_kernel_has_not_answered_yet_is_not_taken_for_an_answer() -> None:
+    # A full accept queue drops the SYN: neither accepted nor refused within the call, so
+    # the poll asks again the slow way instead of calling the port closed.
+    with socket.socket() as server, socket.socket() as first:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        first.setblocking(False)
+        first.connect_ex(("127.0.0.1", port))  # takes the queue's one place
+        assert _connects_at_once(port) is None

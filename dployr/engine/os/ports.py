@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import platform
 import random
+import select
 import socket
 from collections.abc import Iterable
 
@@ -61,12 +63,35 @@ def allocate() -> int:
 
 async def accepts(port: int) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:``port`` right now."""
+    known = _connects_at_once(port)
+    if known is not None:
+        return known
     try:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
     except OSError:
         return False
     await stream.aclose()
     return True
+
+
+def _connects_at_once(port: int) -> bool | None:
+    """Whether a connection to 127.0.0.1:``port`` is accepted, when the kernel knows within
+    the ``connect`` call, as it does on loopback (the handshake or the reset runs in the
+    call); None when it does not (a full accept queue drops the SYN). ~20 µs, a tenth of
+    opening a trio stream: the readiness poll tries a new release's port this way every
+    few milliseconds."""
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        error = sock.connect_ex(("127.0.0.1", port))
+        if error == errno.EINPROGRESS:
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            if not poller.poll(0):
+                return None
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error in (0, errno.ECONNREFUSED):
+        return error == 0
+    return None
 
 
 # System calls by machine (/proc/<pid>/syscall names the one a thread is blocked in by

@@ -22,16 +22,16 @@ from dployr.models import Health, HealthKind, ServiceSettings
 
 CRASH_LINES = 20
 """Lines of a new release's output kept in the record of a deploy it failed."""
-LISTEN_POLL_FIRST = 0.01
+LISTEN_POLL_FIRST = 0.005
 LISTEN_POLL_STEADY = 2.0
 LISTEN_POLL_MAX = 0.2
 """Nothing tells when a process starts to listen: its port is tried every
 LISTEN_POLL_FIRST seconds for LISTEN_POLL_STEADY seconds (most releases listen within
-that: a try costs microseconds, a late one adds up to its interval to every deploy),
-then on a backoff up to LISTEN_POLL_MAX (and again at every change of the release).
-Two seconds, not less: a container's ``podman run`` listens after 0.1-0.2 s on a quiet
-machine but 0.5-1 s on a loaded one, where a backoff begun at half a second found it up
-to 200 ms late (200 tries in all cost the daemon ~30 ms of CPU)."""
+that: a try costs ~20 µs on loopback plus the wake-up, a late one adds up to its
+interval to every deploy), then on a backoff up to LISTEN_POLL_MAX (and again at every
+change of the release). Two seconds, not less: a container's ``podman run`` listens
+after 0.1-0.2 s on a quiet machine but 0.5-1 s on a loaded one, where a backoff begun
+at half a second found it up to 200 ms late."""
 
 
 class ReleaseCrashed(Exception):
