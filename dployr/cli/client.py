@@ -33,6 +33,7 @@ from dployr.logs.values import LogLine
 from dployr.models import Deployment
 from dployr.protocol import Change, Error, Gap, LogLines, SupervisionReport
 from dployr.protocol.messages import (
+    ControlPlaneView,
     Deleted,
     EnvListing,
     InstanceView,
@@ -387,6 +388,10 @@ class Client:
         """One instance, by name or id."""
         path = f"/instances/{quote(id, safe='')}"
         return await self._one(InstanceView, "GET", path)
+
+    async def control_planes(self) -> tuple[ControlPlaneView, ...]:
+        """The control planes of the cluster, the leader and the one that answered marked."""
+        return await self._many(ControlPlaneView, "/control-planes")
 
     async def add_instance(self, name: str) -> JoinTokenView:
         """Add an instance: its join token (shown once)."""
