@@ -11,8 +11,11 @@ serving a file on ``$PORT``), so nothing is downloaded.
    port answers ``GET /version``; against ``podman run`` of the same image by hand (with
    the flags dployr needs here) until its port answers, each deploy followed by a run by
    hand (the machine's load changes over time). Medians, and every figure. Also when the
-   CLI exits, and the deploy's own time in the daemon (its record's ``created_at`` to
-   ``finished_at``), without the CLI.
+   CLI exits, the deploy's own time in the daemon (its record's ``created_at`` to
+   ``finished_at``), and the same deploy through the REST API (``POST
+   /services/{name}/deploy`` from this warm process until the port answers, as for the
+   run by hand): ``dployr deploy`` is a Python program whose start-up (~0.2-0.3 s of a
+   core) runs beside the deploy, where ``podman run`` is a Go binary.
 2. **Restart after the container's process is killed**: SIGKILL the httpd inside the
    container, then time until the public port answers again; RESTARTS times, each after
    the service has been up its min_uptime (so the backoff starts over and the restart is
@@ -41,6 +44,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import psutil
 
 from dployr.engine import podman
@@ -93,8 +97,22 @@ class Daemon:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         assert self.process.stdout is not None
-        for _ in range(4):
-            self.process.stdout.readline()
+        said = [self.process.stdout.readline().decode() for _ in range(4)]
+        self.url = said[0].split("is up: ", 1)[1].split()[0]
+        self._http: httpx.Client | None = None
+
+    def api(self, method: str, path: str, body: object = None) -> object:
+        """One call of its REST API, as the admin, on a connection kept open (a new
+        httpx client costs ~10-20 ms to make: its TLS context)."""
+        if self._http is None:
+            token = (self.data / "admin-token").read_text().strip()
+            self._http = httpx.Client(
+                base_url=f"{self.url}/api/v1", timeout=120,
+                headers={"Authorization": f"Bearer {token}"},
+            )  # fmt: skip
+        response = self._http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
 
     def cli(self, *args: str) -> str:
         return run(sys.executable, "-m", "dployr", *args, env=self.env)
@@ -103,6 +121,8 @@ class Daemon:
         return int(psutil.Process(self.process.pid).memory_info().rss)
 
     def stop(self) -> None:
+        if self._http is not None:
+            self._http.close()
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=120)
         assert self.process.stdout is not None
@@ -216,7 +236,7 @@ def _main(tmp: Path) -> None:  # noqa: PLR0915 - one measurement after the other
         # 1. deploy of a cached image vs podman run by hand, one after the other
         daemon = Daemon(tmp / "data-deploy")
         daemons.append(daemon)
-        deploys, cli_exits, in_daemon, by_hand = [], [], [], []
+        deploys, cli_exits, in_daemon, by_hand, by_api = [], [], [], [], []
         limits = podman.run_command(
             name="x", instance="x", service="x", deployment=1, image=ref, command="",
             names=(), data_dir=tmp, grace=10,
@@ -237,6 +257,15 @@ def _main(tmp: Path) -> None:  # noqa: PLR0915 - one measurement after the other
             in_daemon.append(record["finished_at"] - record["created_at"])
             daemon.cli("delete", f"web{index}", "--yes")
 
+            # The same deploy through the API: no CLI process starting beside it.
+            daemon.api("GET", "/services")  # its connection open, as a client's would be
+            port = free_port()
+            start = time.perf_counter()
+            body = {"image": ref, "port": port, "restart": {"min_uptime": 0}}
+            daemon.api("POST", f"/services/api{index}/deploy", body)
+            by_api.append(answers(port) - start)
+            daemon.cli("delete", f"api{index}", "--yes")
+
             port = free_port()
             name = f"dployr-bench-{os.getpid()}-{index}"
             start = time.perf_counter()
@@ -253,6 +282,7 @@ def _main(tmp: Path) -> None:  # noqa: PLR0915 - one measurement after the other
             ("dployr deploy --image REPO@DIGEST", deploys, "from the CLI's start"),
             ("  until the CLI exits", cli_exits, ""),
             ("the deploy in the daemon", in_daemon, "its record"),
+            ("the deploy through the API", by_api, "POST to serving"),
             ("podman run by hand", by_hand, ""),
         ):
             shown = " ".join(f"{value * 1000:.0f}" for value in values)
@@ -261,12 +291,16 @@ def _main(tmp: Path) -> None:  # noqa: PLR0915 - one measurement after the other
         hand_p50 = statistics.median(by_hand)
         print(
             f"  ratio to podman run: {statistics.median(deploys) / hand_p50:.2f}x with the CLI,"
-            f" {statistics.median(in_daemon) / hand_p50:.2f}x in the daemon"
+            f" {statistics.median(in_daemon) / hand_p50:.2f}x in the daemon,"
+            f" {statistics.median(by_api) / hand_p50:.2f}x through the API"
         )
         # Each deploy against the run by hand right after it, under the same load.
         paired = [ours / theirs for ours, theirs in zip(in_daemon, by_hand, strict=True)]
         shown = " ".join(f"{ratio:.2f}" for ratio in paired)
         print(f"  in the daemon, round by round: p50 {statistics.median(paired):.2f}x ({shown})")
+        paired = [ours / theirs for ours, theirs in zip(by_api, by_hand, strict=True)]
+        shown = " ".join(f"{ratio:.2f}" for ratio in paired)
+        print(f"  through the API, round by round: p50 {statistics.median(paired):.2f}x ({shown})")
 
         # 2. restart after the process is killed: container vs code
         port = free_port()

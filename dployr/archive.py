@@ -7,8 +7,9 @@ pipe, socket or device refused.
 Files keep their mode and modification time, so the same content unpacked twice has the
 same folder revision; owners are not kept.
 
-Whoever builds it (the control plane for its own instance, an agent for its own) places it
-with :func:`place`, which trusts nothing of the archive: every member is checked first
+Whoever builds it (the control plane for its own instance, an agent for its own) unpacks
+it with :func:`unpack` (into a folder of its own: dployr/upload_folders.py), which trusts
+nothing of the archive: every member is checked first
 (:func:`check_members`: a relative name without ``..``, a file, folder or symlink whose
 target stays inside, no device; at most :data:`MAX_ENTRIES` entries and
 :data:`MAX_UNPACKED` bytes), then extracted with tarfile's ``data`` filter as a second line.
@@ -253,25 +254,6 @@ def unpack(archive: Path, into: Path) -> None:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-
-
-def place(archive: Path, folders: Path, service: str) -> Path:
-    """Unpack ``archive`` as the uploaded folder of ``service`` (``folders/<service>``),
-    replacing the one it had once the new one is whole; the folder."""
-    folders.mkdir(parents=True, exist_ok=True)
-    folder = folders / service
-    fresh = folders / f".{service}.new"
-    shutil.rmtree(fresh, ignore_errors=True)
-    unpack(archive, fresh)
-    if folder.exists():
-        old = folders / f".{service}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-        fresh.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        fresh.rename(folder)
-    return folder
 
 
 def _opened(archive: Path) -> tarfile.TarFile:

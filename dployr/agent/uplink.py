@@ -44,7 +44,6 @@ from trio_websocket import (
     ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
 )
 
 from dployr import __version__, tls
@@ -225,14 +224,9 @@ class Uplink:
         headers = [(b"authorization", f"Bearer {self._credential.credential}".encode())]
         acked = False
         context = link.peer.ssl_context()
-        if context is not None:  # a refused certificate is said at once, with its reason
-            try:
-                with trio.fail_after(HELLO_WAIT):
-                    await tls.handshake(link.peer.url, context)
-            except (OSError, trio.TooSlowError) as error:
-                raise _Failed(f"cannot reach the control plane: {_describe(error)}") from None
         try:
-            async with open_websocket_url(
+            # wss: one connection, its certificate verified first (a refusal said at once)
+            async with tls.open_websocket(
                 link.peer.channel_url,
                 context,
                 extra_headers=headers,
@@ -420,8 +414,9 @@ class Uplink:
 
     async def _carry_out(self, call: w.Call, link: _Link) -> None:
         try:
-            # A deploy of an uploaded folder: unpacked here, then deployed as a folder.
-            reply = await self._handle.request(await self._uploads.resolve(call.request))
+            # A deploy of an uploaded folder: unpacked here, then deployed as a folder; a
+            # delete removes the service's uploaded folders too.
+            reply = await self._uploads.carry_out(call.request, self._handle)
             result = w.Result(call.id, reply=codec.unstructure(reply))
         except Exception as exc:  # an Error, or the engine's: every one answers the Call
             result = w.Result(call.id, error=error_of(exc))

@@ -8,10 +8,13 @@ The control plane sends an uploaded folder's archive in parts
 part beyond what it holds is not written at all (the control plane sends again from
 there). Once whole, the file's SHA-256 is checked and it becomes ``<id>.tar.gz``.
 
-:meth:`Received.resolve` turns the deploy into a folder deploy: the archive is unpacked
-safely (:func:`dployr.archive.place`: no absolute path, no ``..``, no symlink out, no
-device) into ``<data dir>/uploads/folders/<service>`` and removed. Parts of an upload no
-deploy used are removed after :data:`UPLOAD_TTL`.
+:meth:`Received.carry_out` turns the deploy into a folder deploy
+(:class:`dployr.upload_folders.UploadFolders`): the archive is unpacked safely (no absolute
+path, no ``..``, no symlink out, no device) into a folder of its own,
+``<data dir>/uploads/unpacked/<service>/<upload>``, and removed; a delete of the service
+removes its folders. Parts of an upload no deploy used are removed after
+:data:`UPLOAD_TTL` (checked at start, and at each new upload): until then, an upload cut
+by a restart of the agent resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, TypeVar
 
 import trio
 
-from dployr import archive
 from dployr.protocol import messages as m
 from dployr.protocol import wire as w
 from dployr.protocol.errors import Error
+from dployr.protocol.handle import InstanceHandle
+from dployr.upload_folders import UploadFolders
+
+R = TypeVar("R")
 
 UPLOAD_TTL: Final = 3600.0
 """Seconds the parts of an upload no deploy used are kept."""
@@ -41,8 +47,12 @@ class Received:
 
     def __init__(self, root: Path, instance: str) -> None:
         self._incoming = root / "incoming"
-        self._folders = root / "folders"
         self._instance = instance
+        self._folders = UploadFolders(root)
+        # Parts kept by an earlier run are resumed by the control plane if it still
+        # sends them; those too old for that go now.
+        if self._incoming.is_dir():
+            self._sweep()
 
     async def take(self, chunk: w.UploadChunk) -> str:
         """Keep one part; the UploadAck frame to answer it with."""
@@ -89,23 +99,17 @@ class Received:
             partial.rename(whole)
         return held
 
-    async def resolve(self, request: m.Request[Any]) -> m.Request[Any]:
-        """The request to carry out: a deploy of an upload becomes a deploy of the folder
-        it was unpacked into; the archive is removed, used."""
-        if not isinstance(request, m.Deploy):
-            return request
-        upload = archive.upload_of(request)
-        if upload is None:
-            return request
-        path = self._incoming / f"{upload}.tar.gz"
-        if not await trio.Path(path).is_file():
+    async def carry_out(self, request: m.Request[R], instance: InstanceHandle) -> R:
+        """Carry out a request of the control plane: a deploy of an upload builds the
+        folder it is unpacked into, a delete removes the service's folders too
+        (dployr/upload_folders.py)."""
+        return await self._folders.carry_out(request, instance, self._archive_of)
+
+    def _archive_of(self, upload: str) -> Path:
+        path = self._incoming / f"{_checked_id(upload)}.tar.gz"
+        if not path.is_file():
             raise Error("not_found", f"upload {upload} has not reached instance {self._instance}")
-        try:
-            folder = await trio.to_thread.run_sync(archive.place, path, self._folders, request.name)
-        finally:
-            with trio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
-                await trio.Path(path).unlink()
-        return archive.with_folder(request, folder)
+        return path
 
     def _sweep(self) -> None:
         """Remove the uploads (whole or partial) older than the TTL."""

@@ -159,8 +159,10 @@ def _register() -> None:
     ):
         cli.add_command(command)
     from dployr.cli.agent import agent  # issue 14: a machine of a cluster
+    from dployr.cli.control_planes import control_planes  # which `dployr up` leads
 
     cli.add_command(agent)
+    cli.add_command(control_planes)
 
 
 _register()

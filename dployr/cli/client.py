@@ -33,6 +33,7 @@ from dployr.logs.values import LogLine
 from dployr.models import Deployment
 from dployr.protocol import Change, Error, Gap, LogLines, SupervisionReport
 from dployr.protocol.messages import (
+    ControlPlaneView,
     Deleted,
     EnvListing,
     InstanceView,
@@ -388,6 +389,10 @@ class Client:
         path = f"/instances/{quote(id, safe='')}"
         return await self._one(InstanceView, "GET", path)
 
+    async def control_planes(self) -> tuple[ControlPlaneView, ...]:
+        """The control planes of the cluster, the leader and the one that answered marked."""
+        return await self._many(ControlPlaneView, "/control-planes")
+
     async def add_instance(self, name: str) -> JoinTokenView:
         """Add an instance: its join token (shown once)."""
         return await self._one(JoinTokenView, "POST", "/instances", body={"name": name})
@@ -506,30 +511,18 @@ class Client:
             ConnectionTimeout,
             DisconnectionTimeout,
             HandshakeError,
-            open_websocket_url,
         )
+
+        from dployr import tls
 
         query = urlencode({k: v for k, v in params.items() if v is not None})
         base = self.target.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         url = f"{base}/api/v1{path}" + (f"?{query}" if query else "")
         headers = [(b"Authorization", f"Bearer {self.target.token}".encode())]
         opened = failed = False
-        if self._tls is not None:  # a refused certificate is said at once, with its reason
-            from dployr import tls
-
-            try:
-                with trio.fail_after(self.timeout):
-                    await tls.handshake(self.target.url, self._tls)
-            except trio.TooSlowError:
-                raise Unreachable(
-                    f"the dployr daemon at {self.target.url} did not answer in time"
-                ) from None
-            except OSError as error:
-                raise Unreachable(
-                    f"talking to {self.target.url} failed: {_failure(error)}"
-                ) from None
         try:
-            async with open_websocket_url(
+            # wss: one connection, its certificate verified first (a refusal said at once)
+            async with tls.open_websocket(
                 url,
                 self._tls,
                 extra_headers=headers,

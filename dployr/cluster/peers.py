@@ -13,6 +13,11 @@ stopped saying they are alive (killed: a control plane that stops normally forge
 Killing the leader lets another lead within a second or so; nothing an agent runs is
 touched by it.
 
+Any control plane answers :meth:`Peers.listing` (``GET /api/v1/control-planes``,
+``dployr control-planes``): every control plane the cluster has, which one leads, and
+which one answered. All of them answer it from the shared state, so each names the same
+leader.
+
 With SQLite (one control plane) the same runs: it always leads, and lists itself alone.
 """
 
@@ -20,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import trio
 
 from dployr.cluster.hub import AgentHub
 from dployr.errors import DployrError
+from dployr.protocol import messages as m
 from dployr.protocol import wire as w
 from dployr.store.cluster import CONTROL_PLANES, ClusterState, while_leader
 
@@ -76,6 +83,7 @@ class Peers:
         self._forget_after = forget_after
         self.leading = False
         """Whether this control plane leads the cluster now."""
+        self._started_at = time.time()
 
     def tell(self, say: Callable[[str], None]) -> None:
         """From now on, tell ``say`` (a line) whenever this control plane starts leading;
@@ -86,6 +94,34 @@ class Peers:
 
     def _leads(self) -> str:
         return f"this control plane ({self.id}, {self.url}) leads the cluster"
+
+    async def listing(self) -> tuple[m.ControlPlaneView, ...]:
+        """Every control plane seen within :data:`FORGET_AFTER`, oldest first, as the shared
+        state records them: which one leads, and this one marked ``is_self``.
+
+        Whether one leads is what the state says (the leader records itself as it starts
+        leading, clearing the others), so every control plane names the same leader. A
+        leader killed stays listed, no longer said alive, until the next leader forgets it.
+        """
+        records = await self._state.control_planes(within=self._forget_after)
+        views = tuple(
+            m.ControlPlaneView(
+                id=r.id,
+                url=r.url,
+                started_at=r.started_at,
+                last_seen=r.last_seen,
+                leads=r.leader_since is not None,
+                leader_since=r.leader_since,
+                is_self=r.id == self.id,
+            )
+            for r in records
+        )
+        if all(not view.is_self for view in views):  # pruned meanwhile: still here
+            me = m.ControlPlaneView(
+                self.id, self.url, self._started_at, time.time(), self.leading, is_self=True
+            )
+            views += (me,)
+        return views
 
     async def run(
         self, ctx: object = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -129,7 +129,8 @@ class ClusterHandle:
         local_services: bool = True,
         uploads: Uploads | None = None,
     ) -> None:
-        self._local = local
+        # The local instance builds the uploads its deploys name (dployr/cluster/uploads.py).
+        self._local = local if uploads is None else uploads.building(local)
         self._uploads = uploads
         """The folders uploaded to the control plane (dployr/cluster/uploads.py)."""
         self._local_name = local.instance_name

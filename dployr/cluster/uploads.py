@@ -7,10 +7,12 @@ instance, packs the folder (:mod:`dployr.archive`) and streams it to ``POST
 held in memory, and refused with ``too_large`` as soon as it passes the limit
 (:data:`DEFAULT_MAX_UPLOAD`, ``dployr up --max-upload``), or with ``invalid`` if it is not a
 safe archive; nothing of a refused upload is kept. The deploy then names it
-(``upload:<id>`` as its source) and the router calls :meth:`Uploads.deliver`: for the
-control plane's own instance the archive is unpacked here; for an agent's, it is sent over
-the agent's channel (dployr/cluster/transfer.py) and unpacked there. Either way the
-archive is removed once a deploy used it; one no deploy used is removed after
+(``upload:<id>`` as its source) and the router calls :meth:`Uploads.deliver`: for an
+agent's instance, it is sent over the agent's channel (dployr/cluster/transfer.py) and
+unpacked there; the control plane's own instance is served through :meth:`Uploads.building`,
+which unpacks it here as an agent does (dployr/upload_folders.py: a folder per upload, one
+deploy of a service at a time, removed with the service). Either way the archive is
+removed once a deploy used it; one no deploy used is removed after
 :data:`UPLOAD_TTL` (checked at each new upload, and at start).
 """
 
@@ -19,18 +21,23 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
 from dployr import archive
 from dployr.cluster.remote import RemoteHandle
 from dployr.config import DaemonConfig, default
+from dployr.metrics import InstanceSample, ServiceSample
 from dployr.protocol import messages as m
 from dployr.protocol.errors import Error
-from dployr.protocol.handle import InstanceHandle
+from dployr.protocol.events import Change, SupervisionReport
+from dployr.protocol.handle import Feed, InstanceHandle, LogEntry
+from dployr.upload_folders import UploadFolders
+
+R = TypeVar("R")
 
 DEFAULT_MAX_UPLOAD: Final[int] = default(DaemonConfig, "max_upload")
 """The largest upload a control plane takes by default (200 MiB)."""
@@ -53,7 +60,7 @@ class Uploads:
         self.ttl = ttl
         self._clock = clock
         self._incoming = root / "incoming"
-        self._folders = root / "folders"
+        self._folders = UploadFolders(root)
         # Invariant: `_incoming` holds `<id>.tar.gz` for each whole, checked upload no
         # deploy used yet, and `.<id>.partial` for each being received.
         self._incoming.mkdir(parents=True, exist_ok=True)
@@ -93,21 +100,26 @@ class Uploads:
 
     async def deliver(self, request: m.Deploy, target: InstanceHandle) -> m.Deploy:
         """The deploy to send to ``target``: one naming an upload has its archive sent to
-        an agent (which unpacks it), or unpacked here for the control plane's own instance
-        (its source becomes that folder). The archive is removed, used."""
+        an agent first (which unpacks it), then removed. For the control plane's own
+        instance it is unpacked by :meth:`building` as the deploy is carried out."""
         upload = archive.upload_of(request)
         if upload is None:
             return request
-        path = self.archive_of(upload)
+        path = self.archive_of(upload)  # one not kept is refused before anything else
+        if not isinstance(target, RemoteHandle):
+            return request
         try:
-            if isinstance(target, RemoteHandle):
-                await target.uploads.send(upload, path)
-                return request  # the agent unpacks it (dployr/agent/uploads.py)
-            folder = await trio.to_thread.run_sync(archive.place, path, self._folders, request.name)
-            return archive.with_folder(request, folder)
+            await target.uploads.send(upload, path)
+            return request  # the agent unpacks it (dployr/agent/uploads.py)
         finally:
             with trio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
                 await trio.Path(path).unlink()
+
+    def building(self, local: InstanceHandle) -> InstanceHandle:
+        """The control plane's own instance, building the uploads its deploys name as an
+        agent does (dployr/upload_folders.py): unpacked into folders of their own, one
+        deploy of a service at a time, removed with the service."""
+        return _Building(local, self._folders, self.archive_of)
 
     async def _spool(self, body: AsyncIterable[bytes], partial: Path) -> int:
         """Write the body to ``partial``; its size. TooLarge once it passes the limit."""
@@ -127,3 +139,64 @@ class Uploads:
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat(follow_symlinks=False).st_mtime < oldest:
                     os.unlink(entry.path)
+
+
+class _Building:
+    """An instance handle that builds uploaded folders (:meth:`Uploads.building`); every
+    other member is the instance's own."""
+
+    def __init__(
+        self, local: InstanceHandle, folders: UploadFolders, archive_of: Callable[[str], Path]
+    ) -> None:
+        self._local = local
+        self._folders = folders
+        self._archive_of = archive_of
+
+    @property
+    def instance_name(self) -> str:
+        """The instance's name."""
+        return self._local.instance_name
+
+    @property
+    def generation(self) -> int:
+        """The instance's generation."""
+        return self._local.generation
+
+    async def request(self, request: m.Request[R], /) -> R:
+        """Carry out a request, building the upload a deploy names."""
+        return await self._folders.carry_out(request, self._local, self._archive_of)
+
+    def check_service(self, name: str, /) -> None:
+        """As the instance's."""
+        self._local.check_service(name)
+
+    def follow_logs(
+        self,
+        name: str,
+        *,
+        after: int | None = None,
+        tail: int | None = None,
+        streams: frozenset[str] | None = None,
+    ) -> AsyncGenerator[LogEntry, None]:
+        """As the instance's."""
+        return self._local.follow_logs(name, after=after, tail=tail, streams=streams)
+
+    def subscribe_changes(self) -> Feed[Change]:
+        """As the instance's."""
+        return self._local.subscribe_changes()
+
+    def subscribe_supervision(self) -> Feed[SupervisionReport]:
+        """As the instance's."""
+        return self._local.subscribe_supervision()
+
+    def subscribe_metrics(self) -> Feed[ServiceSample]:
+        """As the instance's."""
+        return self._local.subscribe_metrics()
+
+    def latest_samples(self) -> list[ServiceSample]:
+        """As the instance's."""
+        return self._local.latest_samples()
+
+    def latest_machine(self) -> InstanceSample | None:
+        """As the instance's."""
+        return self._local.latest_machine()

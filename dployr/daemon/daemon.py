@@ -123,10 +123,7 @@ async def run(
             )
             gateway.bind()  # before any service starts: a taken port is one clear error
             # This control plane among those sharing the state; the leader's work.
-            advertised = config.daemon.advertise or default_url(
-                gateway.url, gateway.host, gateway.port, socket.gethostname()
-            )
-            peers = Peers(state, hub, advertised)
+            peers = _peers(config, state, hub, gateway)
             root = Supervisor(
                 "dployr",
                 [
@@ -167,6 +164,17 @@ async def run(
                 with trio.CancelScope(shield=True):
                     await state.aclose()
             store.close()
+
+
+def _peers(config: DployrConfig, state: ClusterState, hub: AgentHub, gateway: Gateway) -> Peers:
+    """This control plane among those sharing the state, told to agents at ``--advertise``
+    (else the gateway's URL); the gateway lists them (``GET /api/v1/control-planes``)."""
+    advertised = config.daemon.advertise or default_url(
+        gateway.url, gateway.host, gateway.port, socket.gethostname()
+    )
+    peers = Peers(state, hub, advertised)
+    gateway.control_planes = peers
+    return peers
 
 
 def _say_up(

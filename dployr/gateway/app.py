@@ -30,6 +30,7 @@ from dployr.protocol.messages import GetInstance, ListServices
 from dployr.protocol.wire import AgentDoor
 
 if TYPE_CHECKING:
+    from dployr.gateway.instances import ControlPlanes
     from dployr.gateway.uploads import UploadStore
 
 log = logging.getLogger("dployr.gateway")
@@ -51,14 +52,18 @@ def create_app(
     dashboard_key: bytes | None = None,
     door: AgentDoor | None = None,
     uploads: UploadStore | None = None,
+    control_planes: ControlPlanes | None = None,
 ) -> QuartTrio:
     """The gateway's application, talking to ``handle``; ``tokens`` checks API tokens,
     remembers logged-out sessions and keeps the audit log; ``door``, if any, lets agents
     join and dial in (dployr/gateway/agents.py); ``uploads``, if any, takes the folders the CLI
-    uploads (dployr/gateway/uploads.py)."""
+    uploads (dployr/gateway/uploads.py); ``control_planes``, if any, lists the cluster's
+    control planes (a ``dployr up``'s: dployr/cluster/peers.py)."""
     app = QuartTrio("dployr", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["dployr.tokens"] = tokens
+    if control_planes is not None:
+        app.extensions[instances.CONTROL_PLANES] = control_planes
     if dashboard_key is not None:
         app.config["DASHBOARD_KEY"] = dashboard_key
     # The dashboard's session check runs first: it may authenticate the request.

@@ -1,16 +1,19 @@
-"""The REST routes of a cluster's instances: list them, add one (its join token), remove one.
+"""The REST routes of a cluster's instances: list them, add one (its join token), remove one;
+and its control planes: list them, the leader marked.
 
 Declared as a table like :data:`dployr.gateway.api.ROUTES` (the app registers both, the
-OpenAPI document is generated from both), each route one handle request. Adding and
-removing are for admin tokens (:data:`dployr.gateway.access.ADMIN_CHANGES`); a token
+OpenAPI document is generated from both), each instance route one handle request. Adding
+and removing are for admin tokens (:data:`dployr.gateway.access.ADMIN_CHANGES`); a token
 limited to one service sees no instance, since an instance shows every service on it.
+The control planes are listed by the :class:`ControlPlanes` the app was given (a
+``dployr up``'s :class:`~dployr.cluster.peers.Peers`), for any token: they show no service.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from quart import request
+from quart import current_app, request
 
 from dployr.errors import SpecError
 from dployr.gateway.api import Route, json_body
@@ -25,6 +28,18 @@ _INT = {"type": "integer"}
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
+
+
+class ControlPlanes(Protocol):
+    """The control planes of the cluster, as the one serving the API knows them."""
+
+    async def listing(self) -> tuple[m.ControlPlaneView, ...]:
+        """Every control plane, the leader marked, the one answering marked ``is_self``."""
+        ...
+
+
+CONTROL_PLANES = "dployr.control_planes"
+"""The app's extension that holds its :class:`ControlPlanes` (absent: none)."""
 
 
 async def list_instances(handle: InstanceHandle, _: dict[str, str]) -> tuple[Any, int]:
@@ -53,6 +68,13 @@ async def remove_instance(handle: InstanceHandle, args: dict[str, str]) -> tuple
     return await handle.request(m.RemoveInstance(m.check_instance_name(args["instance"]))), 200
 
 
+async def list_control_planes(_: InstanceHandle, __: dict[str, str]) -> tuple[Any, int]:
+    planes: ControlPlanes | None = current_app.extensions.get(CONTROL_PLANES)
+    if planes is None:  # an instance's API served alone, by no control plane
+        raise Error("not_found", "this server is not a control plane: it has none to list")
+    return await planes.listing(), 200
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/instances", "List instances", list_instances, response="InstanceList"),
     Route(
@@ -71,6 +93,13 @@ ROUTES: tuple[Route, ...] = (
         "Remove an instance, revoking its agent's credential at once (admin only)",
         remove_instance,
         response="Deleted",
+    ),
+    Route(
+        "GET",
+        "/control-planes",
+        "List the control planes sharing the cluster state, which one leads and which one answered",
+        list_control_planes,
+        response="ControlPlaneList",
     ),
 )
 
@@ -107,6 +136,26 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["name"],
         "additionalProperties": False,
+    },
+    "ControlPlane": {
+        "type": "object",
+        "properties": {
+            "id": _STR,
+            "url": {"type": "string", "description": "where agents reach it (--advertise)"},
+            "started_at": _NUM,
+            "last_seen": {
+                "type": "number",
+                "description": "when it last said it was alive (every 5 s while it runs)",
+            },
+            "leads": {"type": "boolean", "description": "it runs the cluster's background work"},
+            "leader_since": _nullable(_NUM),
+            "self": {"type": "boolean", "description": "it is the control plane that answered"},
+        },
+        "required": ["id", "url", "started_at", "last_seen", "leads", "leader_since", "self"],
+    },
+    "ControlPlaneList": {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/ControlPlane"},
     },
     "JoinToken": {
         "type": "object",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from dployr.gateway.access import Tokens
+    from dployr.gateway.instances import ControlPlanes
     from dployr.gateway.uploads import UploadStore
 
 
@@ -57,6 +58,7 @@ class Gateway:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         uploads: UploadStore | None = None,
+        control_planes: ControlPlanes | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise GatewayError("--tls-cert and --tls-key go together: give both, or neither")
@@ -65,6 +67,9 @@ class Gateway:
         """The agents' door (a control plane's), or None: no agent may dial in."""
         self.uploads = uploads
         """Where uploaded folders are kept (a control plane's), or None: no uploads."""
+        self.control_planes = control_planes
+        """The cluster's control planes (a control plane's: set before the app is made),
+        or None: ``GET /api/v1/control-planes`` answers 404."""
         self.tokens = tokens
         """The API tokens, logged-out sessions and audit log (the store)."""
         self.dashboard_key = dashboard_key
@@ -92,7 +97,12 @@ class Gateway:
             if key is None and self.dashboard_key_file is not None:
                 key = dashboard.load_key(self.dashboard_key_file)
             self._app = create_app(
-                self.handle, self.tokens, dashboard_key=key, door=self.door, uploads=self.uploads
+                self.handle,
+                self.tokens,
+                dashboard_key=key,
+                door=self.door,
+                uploads=self.uploads,
+                control_planes=self.control_planes,
             )
         return self._app
 

@@ -121,6 +121,21 @@ converter.register_structure_hook(
     ),
 )
 
+# A control plane's ``is_self`` is ``self`` on the wire (a name Python's methods take).
+converter.register_unstructure_hook(
+    m.ControlPlaneView,
+    make_dict_unstructure_fn(m.ControlPlaneView, converter, is_self=override(rename="self")),
+)
+converter.register_structure_hook(
+    m.ControlPlaneView,
+    make_dict_structure_fn(
+        m.ControlPlaneView,
+        converter,
+        _cattrs_forbid_extra_keys=True,
+        is_self=override(rename="self"),
+    ),
+)
+
 
 def _unstructure_lines(message: LogLines) -> dict[str, Any]:
     # Each line is a whole ``log`` message, as the feed sends it one by one.

@@ -224,6 +224,28 @@ class InstanceView:
 
 
 @attrs.frozen
+class ControlPlaneView:
+    """One control plane (``dployr up``) of the cluster: ``dployr control-planes``.
+
+    Every control plane sharing the cluster state lists the same ones, each with whether it
+    leads; ``is_self`` (``self`` on the wire) marks the one that answered.
+    """
+
+    id: str
+    """Its id, new at each start."""
+    url: str
+    """Where agents reach it (``dployr up --advertise``)."""
+    started_at: float
+    last_seen: float
+    """When it last said it was alive (Unix time; every 5 s while it runs)."""
+    leads: bool
+    """Whether it leads the cluster (runs the background work), as it last recorded."""
+    leader_since: float | None = None
+    is_self: bool = False
+    """Whether it is the control plane that answered."""
+
+
+@attrs.frozen
 class JoinTokenView:
     """A new instance's join token: shown once, for ``dployr agent --join URL --token T``."""
 

@@ -1,6 +1,7 @@
 """A control plane served over TLS by ``dployr up --tls-cert/--tls-key``: agents join over
 https and dial wss, verifying its certificate; the CLI talks https to it, on its machine
-and from another; a certificate or key it cannot serve is one line at start."""
+and from another; a certificate or key it cannot serve is one line at start; a wss dial,
+the agent's or a CLI feed's, is one TLS connection."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from cryptography.hazmat.primitives import serialization
 
-from tests.agent.conftest import agent
+from dployr.cli.client import ApiError, Client, Target
+from tests.agent.conftest import WAIT, TlsProxy, agent, control_plane
 from tests.cli.conftest import Daemon, clean_env, free_port, run_cli, start_up
 from tests.helpers import PYTHON, web_repo
 from tests.tls import self_signed
@@ -181,3 +184,55 @@ async def test_an_agent_follows_its_control_plane_to_tls_when_given_its_https_ur
     finally:
         code, _ = await plane.stop()
         assert code == 0
+
+
+class CountingTlsProxy(TlsProxy):
+    """TLS in front of a control plane, counting the connections it accepted: one TLS
+    handshake each."""
+
+    def __init__(self, upstream_port: int, cert: Path, key: Path) -> None:
+        super().__init__(upstream_port, cert, key)
+        self.accepted = 0
+
+    async def _connection(self, client: trio.SSLStream[trio.SocketStream]) -> None:
+        self.accepted += 1
+        await super()._connection(client)
+
+
+@pytest.mark.slow
+async def test_an_agent_dials_wss_over_one_tls_connection(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    async with control_plane(tmp_path / "cp") as cp:
+        proxy = CountingTlsProxy(int(cp.url.rsplit(":", 1)[1]), cert, key)
+        await nursery.start(proxy.serve)
+        token = await cp.join_token("a1")
+        async with agent(
+            tmp_path / "a1", "--join", proxy.url, "--token", token, "--ca", str(cert)
+        ) as a1:
+            await a1.wait_for(f"connected to the control plane {proxy.url}")
+        joined = proxy.accepted  # the join's requests, and its first dial
+        for _ in range(3):  # joined already: a start is one dial, nothing else
+            async with agent(tmp_path / "a1") as a1:
+                await a1.wait_for(f"connected to the control plane {proxy.url}")
+        assert proxy.accepted - joined == 3
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_cli_feed_over_https_is_one_tls_connection(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    async with control_plane(tmp_path / "cp") as cp:
+        proxy = CountingTlsProxy(int(cp.url.rsplit(":", 1)[1]), cert, key)
+        await nursery.start(proxy.serve)
+        client = Client(Target(proxy.url, cp.token, ca=str(cert)), timeout=WAIT)
+        with trio.fail_after(WAIT):
+            async with client.events():  # open: the daemon accepted the feed
+                pass
+            with pytest.raises(ApiError, match="no service named 'missing'"):
+                async with client.follow("missing"):  # refused, in its handshake's answer
+                    pass
+        assert proxy.accepted == 2
+    nursery.cancel_scope.cancel()

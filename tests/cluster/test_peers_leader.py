@@ -75,3 +75,30 @@ def test_a_control_plane_on_every_address_is_told_to_agents_by_its_host_name() -
     )
     assert default_url("http://0.0.0.0:7879", "0.0.0.0", 7879, "cp-1") == "http://cp-1:7879"
     assert default_url("https://[::]:443", "::", 443, "cp-1") == "https://cp-1:443"
+
+
+async def test_the_listing_names_the_leader_and_the_one_that_answered(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    state = SqliteClusterState.open(
+        tmp_path / "cluster.db", clock=lambda: 1_700_000_000 + trio.current_time()
+    )
+    try:
+        await state.announce("dead", DEAD)  # killed, not yet forgotten
+        peers = Peers(state, AgentHub(state, control_plane="me"), ME)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(peers.run)
+            await trio.testing.wait_all_tasks_blocked()
+            dead, me = await peers.listing()
+            assert (dead.id, dead.url, dead.leads, dead.is_self) == ("dead", DEAD, False, False)
+            assert (me.id, me.url, me.leads, me.is_self) == ("me", ME, True, True)
+            assert me.leader_since == 1_700_000_000.0
+
+            # Its row gone (forgotten while the database was away, say): it still answers
+            # as itself, leading as it knows it does.
+            await state.leave("me")
+            (*_, me) = await peers.listing()
+            assert (me.id, me.url, me.leads, me.is_self) == ("me", ME, True, True)
+            nursery.cancel_scope.cancel()
+    finally:
+        await state.aclose()

@@ -81,7 +81,7 @@ async def test_a_local_folder_is_uploaded_to_the_agent_that_builds_it(
 
         # Built from the folder as the agent unpacked it: no .git, the symlink kept; the
         # archives are gone on both sides once used.
-        unpacked = tmp_path / "east" / "uploads" / "folders" / "api"
+        (unpacked,) = (tmp_path / "east" / "uploads" / "unpacked" / "api").iterdir()
         assert (unpacked / "static" / "index.html").read_text() == "<p>hi</p>\n"
         assert not (unpacked / "static" / ".git").exists()
         assert os.readlink(unpacked / "current") == "static"
@@ -156,9 +156,9 @@ async def test_a_folder_for_a_daemon_elsewhere_is_uploaded_and_one_too_large_ref
     async with httpx.AsyncClient(timeout=WAIT) as http:
         assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("hello v1")
     settings = json.loads(await plane.ok("settings", "web", "--json"))
-    assert settings["settings"]["source"]["remote"] == str(
-        plane.data_dir / "uploads" / "folders" / "web"
-    )
+    source = Path(settings["settings"]["source"]["remote"])
+    assert source.parent == plane.data_dir / "uploads" / "unpacked" / "web"
+    assert (source / "app.py").read_text() == WEB_APP
     assert uploads_left(plane.data_dir) == []
 
     # Past the limit (256 KiB packed): one line, nothing deployed, nothing kept.

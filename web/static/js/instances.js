@@ -1,5 +1,6 @@
 // Instances: each machine of the cluster (connected, away or pending), its address, last
-// contact, version, CPU, memory and disk, and the services it runs.
+// contact, version, CPU, memory and disk, and the services it runs; above them, the control
+// plane that served the page and the one that leads the cluster.
 import { get } from "./api.js";
 import { $, ago, badge, bytes, debounce, fill, h, notice, percent, show } from "./dom.js";
 import { onEvent, startLive } from "./live.js";
@@ -70,6 +71,47 @@ function card(instance) {
           service.port ? h("span", { class: "muted small" }, `port ${service.port}`) : null))));
 }
 
+const planesBox = $("#control-planes");
+let planesShown = "";
+
+function planeName(plane) {
+  return `${plane.url} (${plane.id})`;
+}
+
+function showPlanes(planes) {
+  const state = JSON.stringify(planes.map((p) => [p.id, p.url, p.leads, p.self]));
+  if (state === planesShown) return;
+  planesShown = state;
+  const answered = planes.find((p) => p.self);
+  const leader = planes.find((p) => p.leads);
+  fill($("[data-answered]", planesBox), answered ? `This page is served by the control plane at ${planeName(answered)}.` : "");
+  let leads = "No control plane leads right now: another takes over within seconds.";
+  if (leader && leader === answered) leads = planes.length === 1 ? "It leads the cluster: it is the only one." : "It leads the cluster.";
+  else if (leader) leads = `The control plane at ${planeName(leader)} leads the cluster.`;
+  fill($("[data-leader]", planesBox), leads);
+  // With several, each one: which leads, which answered.
+  fill($("[data-planes]", planesBox), planes.length < 2 ? [] : planes.map((plane) =>
+    h("li", { dataset: { plane: plane.id } }, plane.url, " ",
+      h("span", { class: "muted" }, plane.id),
+      plane.leads ? [" ", badge("leader")] : null,
+      plane.self ? [" ", h("span", { class: "muted" }, "(this one)")] : null)));
+  show(planesBox, true);
+}
+
+async function loadPlanes() {
+  try {
+    showPlanes(await get("/control-planes"));
+  } catch (error) {
+    // A daemon older than this page has no such route: the page shows its instances alone.
+    if (error.unsupported) return;
+    planesShown = "";
+    fill($("[data-answered]", planesBox), `Could not load the control planes: ${error.message}`);
+    fill($("[data-leader]", planesBox));
+    fill($("[data-planes]", planesBox));
+    show(planesBox, true);
+  }
+}
+
 async function load() {
   try {
     const instances = await get("/instances");
@@ -87,5 +129,6 @@ async function load() {
 
 onEvent(debounce(load, 250));
 startLive();
-await load();
+await Promise.all([load(), loadPlanes()]);
 setInterval(load, 10_000);
+setInterval(loadPlanes, 10_000);
