@@ -85,6 +85,13 @@ async def test_an_agent_dials_every_control_plane_and_stops_dialling_a_forgotten
             gone,
         ]
 
+        # Both channels are up, so both lists (with the dead one) were learned before the
+        # update below: one learned later would bring the dead one back.
+        for plane in (one, two):
+            said = f"connected to the control plane {plane.url} "
+            if not any(said in line for line in a1.lines):
+                await a1.wait_for(said)
+
         # The leader forgot the dead one: the agent stops dialling it, keeps the others.
         await ws.send_message(w.encode_frame(w.ControlPlanes(planes[:2])))
         await a1.wait_for(f"no longer dialling {gone}: the control planes forgot it")
