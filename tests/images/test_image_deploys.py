@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -49,21 +50,27 @@ def conmons_of(instance: str) -> list[int]:
     return found
 
 
-async def removed(name: str) -> None:
-    """Wait until podman has removed the container ``name``: its events say so (the
-    removal of a container that ``podman run --rm`` ran can end after podman did)."""
-    words = ("events", "--since", "30m", "--filter", f"container={name}",
-             "--filter", "event=remove", "--format", "{{.Name}}")  # fmt: skip
+async def none_left(instance: str, part: str) -> None:
+    """Wait until no container of ``instance`` has ``part`` in its name: at each removal
+    podman reports (its events since just before each look), look again. A release's
+    container that crashed and was restarted under the same name is removed twice, the
+    second time possibly after ``podman run --rm`` of the first has returned."""
     with trio.fail_after(WAIT):
-        events = await trio.lowlevel.open_process(
-            podman.argv(*words), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-        )
-        try:
-            assert events.stdout is not None
-            assert await events.stdout.receive_some(), f"podman events ended before {name} went"
-        finally:
-            events.kill()
-            await events.wait()
+        while True:
+            since = f"{time.time() - 0.1:.9f}"  # a little before the look below
+            words = ("events", "--since", since, "--filter", f"label=dployr.instance={instance}",
+                     "--filter", "event=remove", "--format", "{{.Name}}")  # fmt: skip
+            events = await trio.lowlevel.open_process(
+                podman.argv(*words), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+            )
+            try:
+                if not [name for name in containers_of(instance) if part in name]:
+                    return
+                assert events.stdout is not None
+                assert await events.stdout.receive_some(), "podman events ended"
+            finally:
+                events.kill()
+                await events.wait()
             assert events.stdout is not None
             await events.stdout.aclose()
 
@@ -203,9 +210,7 @@ async def test_a_crash_restarts_the_container_and_crash_output_is_logged(
     assert failed.code == 1
     assert "boom" in failed.out + failed.err, failed
     # Its container goes (podman run --rm): its removal may still be under way.
-    for name in containers_of(instance):
-        if "-crasher-" in name:
-            await removed(name)
+    await none_left(instance, "-crasher-")
     assert [c for c in containers_of(instance) if "-web-" not in c] == []
 
 
