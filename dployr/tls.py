@@ -176,6 +176,20 @@ async def open_websocket(
         await trio.aclose_forcefully(stream)  # closed already, unless the opening failed
 
 
+def failure(error: BaseException) -> str | None:
+    """Why TLS failed under ``error`` (a refusal's own words, found down its causes: HTTP
+    clients and trio wrap it in errors that say nothing themselves), or None if it was not
+    TLS."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _one_error(
     group: BaseExceptionGroup[BaseException], preferred: BaseException | None
 ) -> BaseException:

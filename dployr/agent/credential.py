@@ -23,6 +23,7 @@ import httpx
 
 from dployr.errors import DployrError
 from dployr.tls import CertificateFileError, client_context
+from dployr.tls import failure as tls_failure
 
 FILE_NAME = "agent.json"
 JOIN_PATH = "/api/v1/agent/join"
@@ -71,14 +72,7 @@ def tls_context(url: str, ca: str | None) -> ssl.SSLContext | None:
 def reason(error: BaseException) -> str:
     """Why a connection failed, in one line: a TLS refusal's own words where there is one
     (httpx's error often says nothing itself)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {seen.verify_message}"
-        if isinstance(seen, ssl.SSLError):
-            return f"TLS failed: {seen.reason or seen}"
-        seen = seen.__cause__ or seen.__context__
-    return " ".join(str(error).split()) or type(error).__name__
+    return tls_failure(error) or " ".join(str(error).split()) or type(error).__name__
 
 
 def check_url(url: str) -> str:

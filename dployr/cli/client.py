@@ -546,7 +546,7 @@ class Client:
                 raise Unreachable(
                     f"the dployr daemon at {self.target.url} did not answer in time"
                 ) from None
-            refused = _tls_failure(error)
+            refused = tls.failure(error)
             if refused is not None:
                 raise Unreachable(f"talking to {self.target.url} failed: {refused}") from None
             raise Unreachable(
@@ -659,21 +659,9 @@ def decode_all(data: Any, kind: type[T]) -> tuple[T, ...]:
 def _failure(error: BaseException) -> str:
     """Why a request failed, in one line: a TLS refusal's own words where there is one
     (trio wraps it in a BrokenResourceError that says nothing itself)."""
-    return _tls_failure(error) or " ".join(str(error).split()) or type(error).__name__
+    from dployr import tls  # only on this error path: it costs a quick command time
 
-
-def _tls_failure(error: BaseException) -> str | None:
-    """Why TLS failed under ``error``, or None if it was not TLS."""
-    import ssl
-
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {seen.verify_message}"
-        if isinstance(seen, ssl.SSLError):
-            return f"TLS failed: {seen.reason or seen}"
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return tls.failure(error) or " ".join(str(error).split()) or type(error).__name__
 
 
 def _handshake_message(error: Exception) -> str:
