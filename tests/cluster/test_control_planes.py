@@ -16,7 +16,8 @@ import trio
 from dployr.cli.control_planes import show_all
 from dployr.protocol.messages import ControlPlaneView
 from tests.cli.conftest import WAIT, Daemon
-from tests.cluster.test_peers import LEADS, TAKEOVER, Output
+from tests.cluster.test_peers import LEADS, TAKEOVER
+from tests.helpers import Output
 from tests.pg import postgres, postgres_url
 
 __all__ = ["postgres", "postgres_url"]  # fixtures, used by name
